@@ -1,0 +1,259 @@
+"""The command methods, written once, free of I/O (as redis-py's command mixins).
+
+Each method builds a request map and hands it to ``self._call``; the in-process
+:class:`~stateengine.client.engine.Engine`, the blocking client and the asyncio client
+differ only in ``_call``. Optional arguments left as ``None`` are not sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+Id = int | str
+Record = dict[str, Any]
+
+
+class _Caller(Protocol):
+    def _call(self, request: dict[str, Any]) -> Any: ...
+
+
+def _request(command: str, **args: Any) -> dict[str, Any]:
+    request = {"command": command}
+    request.update((k, v) for k, v in args.items() if v is not None)
+    return request
+
+
+class CommandsMixin:
+    """Every command of the README's table as a method; each raises the error's class.
+
+    Concurrency: what a method may see and do across processes is the command's
+    contract (README "Wire protocol"); the methods add nothing of their own.
+    """
+
+    def _call(self, request: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    # --- tables -------------------------------------------------------------------------
+
+    def create_state(
+        self, state: str, max_length: int | None = None, schema: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Create a table; :raises StateExists: when the name is taken."""
+        return self._call(
+            _request(
+                "CREATE_STATE",
+                state=state,
+                max_length=max_length,
+                schema=schema,
+            )
+        )
+
+    def delete_state(self, state: str) -> None:
+        """Drop a table with its schema and counters; :raises StateNotFound:."""
+        self._call(_request("DELETE_STATE", state=state))
+
+    def list_states(self) -> list[str]:
+        return self._call(_request("LIST_STATES"))
+
+    def get_state_info(self, state: str) -> dict[str, Any]:
+        """``{name, schema, types, version, size, max_length, next_id}``."""
+        return self._call(_request("GET_STATE_INFO", state=state))
+
+    def get_schema(self, state: str) -> list[str]:
+        return self._call(_request("GET_SCHEMA", state=state))
+
+    def alter_state(
+        self,
+        state: str,
+        add: dict[str, dict[str, Any]] | None = None,
+        drop: list[str] | None = None,
+        expected_version: int | None = None,
+    ) -> dict[str, Any]:
+        """Add fields (``{field: {type?, default?}}``) and/or drop fields."""
+        return self._call(
+            _request(
+                "ALTER_STATE",
+                state=state,
+                add=add,
+                drop=drop,
+                expected_version=expected_version,
+            )
+        )
+
+    # --- records ------------------------------------------------------------------------
+
+    def set_state(
+        self, state: str, records: list[Record], expected_version: int | None = None
+    ) -> int:
+        """Replace every record atomically; returns how many were kept (``max_length``)."""
+        return self._call(
+            _request(
+                "SET_STATE",
+                state=state,
+                records=records,
+                expected_version=expected_version,
+            )
+        )
+
+    def create_record(
+        self, state: str, record: Record, expected_version: int | None = None
+    ) -> Record:
+        """Insert a record (an ``id`` inside is explicit, else auto-increment).
+
+        :raises DuplicateId: :raises SchemaError: :raises CapacityError: at ``max_length``.
+        """
+        return self._call(
+            _request(
+                "CREATE_RECORD",
+                state=state,
+                record=record,
+                expected_version=expected_version,
+            )
+        )
+
+    def set_record(
+        self,
+        state: str,
+        id: Id,
+        record: Record,
+        *,
+        expected_version: int | None = None,
+        if_version: int | None = None,
+        if_match: dict[str, Any] | None = None,
+    ) -> Record:
+        """Replace one record; :raises VersionConflict: when a precondition fails."""
+        return self._call(
+            _request(
+                "SET_RECORD",
+                state=state,
+                id=id,
+                record=record,
+                expected_version=expected_version,
+                if_version=if_version,
+                if_match=if_match,
+            )
+        )
+
+    def patch_record(
+        self,
+        state: str,
+        id: Id,
+        fields: dict[str, Any],
+        *,
+        expected_version: int | None = None,
+        if_version: int | None = None,
+        if_match: dict[str, Any] | None = None,
+        lease_seconds: float | None = None,
+    ) -> Record:
+        """Change some fields; with ``lease_seconds``, also renew the record's lease."""
+        return self._call(
+            _request(
+                "PATCH_RECORD",
+                state=state,
+                id=id,
+                fields=fields,
+                expected_version=expected_version,
+                if_version=if_version,
+                if_match=if_match,
+                lease_seconds=lease_seconds,
+            )
+        )
+
+    def delete_record(
+        self,
+        state: str,
+        id: Id,
+        *,
+        expected_version: int | None = None,
+        if_version: int | None = None,
+        if_match: dict[str, Any] | None = None,
+    ) -> None:
+        self._call(
+            _request(
+                "DELETE_RECORD",
+                state=state,
+                id=id,
+                expected_version=expected_version,
+                if_version=if_version,
+                if_match=if_match,
+            )
+        )
+
+    def get_record(self, state: str, id: Id) -> Record:
+        """:raises RecordNotFound:."""
+        return self._call(_request("GET_RECORD", state=state, id=id))
+
+    def list_records(
+        self,
+        state: str,
+        where: dict[str, Any] | None = None,
+        order_by: str | list[str] | None = None,
+        offset: int | None = None,
+        limit: int | None = None,
+    ) -> list[Record]:
+        """Records matching ``where`` (all equal), ordered, paged."""
+        return self._call(
+            _request(
+                "LIST_RECORDS",
+                state=state,
+                where=where,
+                order_by=order_by,
+                offset=offset,
+                limit=limit,
+            )
+        )
+
+    def claim_record(
+        self,
+        state: str,
+        where: dict[str, Any],
+        fields: dict[str, Any],
+        *,
+        order_by: str | list[str] | None = None,
+        lease_seconds: float | None = None,
+        expected_version: int | None = None,
+    ) -> Record | None:
+        """Atomically take the first claimable record matching ``where`` and patch it.
+
+        Returns None when none matches. Lease rules: README "Leases and CLAIM_RECORD".
+        """
+        return self._call(
+            _request(
+                "CLAIM_RECORD",
+                state=state,
+                where=where,
+                fields=fields,
+                order_by=order_by,
+                lease_seconds=lease_seconds,
+                expected_version=expected_version,
+            )
+        )
+
+    def increment(
+        self,
+        state: str,
+        id: Id,
+        field: str,
+        by: int | float = 1,
+        *,
+        expected_version: int | None = None,
+        if_version: int | None = None,
+        if_match: dict[str, Any] | None = None,
+    ) -> int | float:
+        """Add ``by`` to a numeric field atomically; returns the new value."""
+        return self._call(
+            _request(
+                "INCREMENT",
+                state=state,
+                id=id,
+                field=field,
+                by=by,
+                expected_version=expected_version,
+                if_version=if_version,
+                if_match=if_match,
+            )
+        )
+
+    def batch(self, commands: list[dict[str, Any]]) -> list[Any]:
+        """Apply request maps all-or-nothing as one commit; returns their results."""
+        return self._call(_request("BATCH", commands=commands))

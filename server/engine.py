@@ -1,0 +1,929 @@
+"""The table engine: named, schema-enforced tables of records, owned by the writer.
+
+One entry point, :meth:`TableEngine.execute`, takes a request map and returns a reply
+map of exactly the wire shape (README "Wire protocol"), so the network layer is a thin
+shell. :meth:`TableEngine.apply` is the same without the reply wrapping; it raises the
+classes of :mod:`stateengine.errors`.
+
+Atomicity. Every command handler validates everything before it mutates anything, so a
+single command that raises has changed nothing. A ``BATCH`` runs its commands with a
+journal of what each mutation replaced and, on the first failure, rolls the journal back.
+(Copy-on-write of whole tables was the rejected alternative: it makes every write O(table
+size).)
+
+Changes. Each commit leaves the set of records and tables it touched in
+:attr:`TableEngine.changes`, for the server to publish to the arena and to persist.
+
+Not thread-safe: the writer calls it from one thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from stateengine.errors import (
+    BadRequest,
+    CapacityError,
+    DuplicateId,
+    ImmutableId,
+    InternalError,
+    RecordNotFound,
+    SchemaError,
+    StateEngineError,
+    StateExists,
+    StateNotFound,
+    UnknownCommand,
+    VersionConflict,
+)
+from stateengine.protocol import (
+    INT_MAX,
+    INT_MIN,
+    check_type_name,
+    check_value,
+    conform,
+    copy_value,
+    describe,
+    sort_key,
+    values_equal,
+)
+
+Id = int | str
+Record = dict[str, Any]
+#: ``(["id", field, ...], {field: type name})``: field order and types.
+Schema = tuple[list[str], dict[str, str]]
+
+RESERVED_FIELD: Final = "_version"
+_MISSING: Final = object()
+
+
+@dataclass
+class Lease:
+    """A claim's lease: when it runs out, and the field values the claim overwrote."""
+
+    expires: float
+    prior: dict[str, Any]
+
+
+@dataclass
+class Table:
+    name: str
+    #: ``["id", field, ...]`` in schema order, or None before the first record.
+    fields: list[str] | None = None
+    #: field → type name; all ``any`` unless declared.
+    types: dict[str, str] | None = None
+    declared: bool = False
+    version: int = 0
+    next_id: int = 1
+    max_length: int | None = None
+    #: id → record; each record holds ``id``, the schema fields and ``_version``.
+    records: dict[Id, Record] = field(default_factory=dict)
+    leases: dict[Id, Lease] = field(default_factory=dict)
+
+    def schema(self) -> Schema | None:
+        if self.fields is None or self.types is None:
+            return None
+        return self.fields, self.types
+
+    def meta(self) -> tuple[Any, ...]:
+        return (self.fields, self.types, self.declared, self.version, self.next_id, self.max_length)
+
+    def restore_meta(self, meta: tuple[Any, ...]) -> None:
+        (self.fields, self.types, self.declared, self.version, self.next_id, self.max_length) = meta
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "schema": list(self.fields or []),
+            "types": dict(self.types) if self.types is not None else None,
+            "version": self.version,
+            "size": len(self.records),
+            "max_length": self.max_length,
+            "next_id": self.next_id,
+        }
+
+
+@dataclass(frozen=True)
+class Command:
+    handler: Callable[[TableEngine, dict[str, Any]], Any]
+    required: frozenset[str]
+    optional: frozenset[str]
+    writes: bool
+    needs_table: bool
+
+
+_PRECONDITIONS: Final = frozenset({"expected_version", "if_version", "if_match"})
+_COMMON: Final = frozenset({"command", "req_id"})
+
+
+class TableEngine:
+    """Every table and the global commit sequence; the writer's single source of truth.
+
+    :param clock: wall-clock seconds for lease deadlines (injectable for tests).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.tables: dict[str, Table] = {}
+        self.seq = 0
+        #: (table, id) of every record written or deleted by the last commit, and the
+        #: names of tables created, dropped or altered; reset at each commit.
+        self.changes: dict[tuple[str, Id], None] = {}
+        self.table_changes: set[str] = set()
+        self._journal: list[tuple[Any, ...]] | None = None
+        self._order_saved: set[str] = set()
+        self._wrote = False
+
+    # --- the entry points ------------------------------------------------------------------
+
+    def execute(self, request: Any) -> dict[str, Any]:
+        """Apply one request map and return its reply map (never raises)."""
+        req_id = request.get("req_id", _MISSING) if isinstance(request, dict) else _MISSING
+        try:
+            result, version = self.apply(request)
+            reply: dict[str, Any] = {
+                "ok": True,
+                "result": result,
+                "version": version,
+                "seq": self.seq,
+            }
+        except StateEngineError as exc:
+            reply = {"ok": False, "error": exc.to_wire()}
+        except Exception as exc:  # a bug must not take the writer down
+            reply = {"ok": False, "error": InternalError(f"{describe(exc)}: {exc}").to_wire()}
+        if req_id is not _MISSING:
+            reply["req_id"] = req_id
+        return reply
+
+    def apply(self, request: Any) -> tuple[Any, int | None]:
+        """Apply one request; return ``(result, table version or None)``.
+
+        :raises StateEngineError: the subclass named by the wire error type; the state is
+            then exactly as before the call.
+        """
+        self.changes = {}
+        self.table_changes = set()
+        self._wrote = False
+        command = self._lookup(request, nested=False)
+        if command is _BATCH:
+            return self._batch(request), None
+        result = self._run(command, request)
+        self._commit()
+        return result, self._version_of(request)
+
+    # --- dispatch --------------------------------------------------------------------------
+
+    def _lookup(self, request: Any, nested: bool) -> Command:
+        if not isinstance(request, dict):
+            raise BadRequest(f"a request must be a map, not a {describe(request)}")
+        name = request.get("command")
+        if not isinstance(name, str):
+            raise BadRequest("the request has no 'command' (a string naming the action)")
+        command = COMMANDS.get(name)
+        if command is None:
+            raise UnknownCommand(f"unknown command {name!r:.80}")
+        if nested and command is _BATCH:
+            raise BadRequest("a BATCH cannot contain a BATCH")
+        allowed = (
+            command.required | command.optional | (frozenset({"command"}) if nested else _COMMON)
+        )
+        for key in request:
+            if key not in allowed:
+                raise BadRequest(f"{name} takes no argument {key!r:.80}")
+        for key in command.required:
+            if key not in request:
+                raise BadRequest(f"{name} requires '{key}'")
+        return command
+
+    def _run(self, command: Command, request: dict[str, Any]) -> Any:
+        return command.handler(self, request)
+
+    def _commit(self) -> None:
+        if self._wrote:
+            self.seq += 1
+
+    def _version_of(self, request: dict[str, Any]) -> int | None:
+        name = request.get("state")
+        table = self.tables.get(name) if isinstance(name, str) else None
+        return table.version if table is not None else None
+
+    def _batch(self, request: dict[str, Any]) -> list[Any]:
+        commands = request["commands"]
+        if not isinstance(commands, list):
+            raise BadRequest(f"BATCH 'commands' must be a list, not a {describe(commands)}")
+        self._journal = []
+        self._order_saved = set()
+        results = []
+        try:
+            for index, sub in enumerate(commands):
+                try:
+                    command = self._lookup(sub, nested=True)
+                    results.append(self._run(command, sub))
+                except StateEngineError as exc:
+                    exc.message = f"commands[{index}]: {exc.message}"
+                    exc.args = (exc.message,)
+                    raise
+        except BaseException:
+            self._rollback()
+            raise
+        finally:
+            self._journal = None
+        self._commit()
+        return results
+
+    # --- mutation primitives (journaled inside a batch) -------------------------------------
+
+    @property
+    def _next_seq(self) -> int:
+        return self.seq + 1
+
+    def _touch_table(self, table: Table) -> None:
+        """Note a write to *table*; call once per write command, before mutating."""
+        if self._journal is not None:
+            self._journal.append(("meta", table, table.meta()))
+        table.version += 1
+        self._wrote = True
+
+    def _put(self, table: Table, rid: Id, record: Record) -> None:
+        if self._journal is not None:
+            self._journal.append(
+                (
+                    "rec",
+                    table,
+                    rid,
+                    table.records.get(rid, _MISSING),
+                    table.leases.get(rid, _MISSING),
+                )
+            )
+        record[RESERVED_FIELD] = self._next_seq
+        table.records[rid] = record
+        self.changes[(table.name, rid)] = None
+
+    def _remove(self, table: Table, rid: Id) -> None:
+        if self._journal is not None:
+            if table.name not in self._order_saved:
+                self._order_saved.add(table.name)
+                self._journal.append(("order", table, list(table.records)))
+            self._journal.append(
+                ("rec", table, rid, table.records[rid], table.leases.get(rid, _MISSING))
+            )
+        del table.records[rid]
+        table.leases.pop(rid, None)
+        self.changes[(table.name, rid)] = None
+
+    def _set_lease(self, table: Table, rid: Id, lease: Lease | None) -> None:
+        # The record's own journal entry (from _put/_remove) restores the lease.
+        if lease is None:
+            table.leases.pop(rid, None)
+        else:
+            table.leases[rid] = lease
+
+    def _replace_table(self, name: str, table: Table | None) -> None:
+        if self._journal is not None:
+            self._journal.append(("table", name, self.tables.get(name)))
+        if table is None:
+            del self.tables[name]
+        else:
+            self.tables[name] = table
+        self.table_changes.add(name)
+        self._wrote = True
+
+    def _replace_records(self, table: Table, records: dict[Id, Record]) -> None:
+        if self._journal is not None:
+            self._journal.append(("records", table, table.records, table.leases))
+        for rid in table.records:
+            self.changes[(table.name, rid)] = None
+        for rid in records:
+            self.changes[(table.name, rid)] = None
+        table.records = records
+        table.leases = {}
+
+    def _rollback(self) -> None:
+        assert self._journal is not None
+        for entry in reversed(self._journal):
+            kind = entry[0]
+            if kind == "meta":
+                entry[1].restore_meta(entry[2])
+            elif kind == "rec":
+                _, table, rid, old, lease = entry
+                if old is _MISSING:
+                    table.records.pop(rid, None)
+                else:
+                    table.records[rid] = old
+                if lease is _MISSING:
+                    table.leases.pop(rid, None)
+                else:
+                    table.leases[rid] = lease
+            elif kind == "order":
+                _, table, order = entry
+                table.records = {rid: table.records[rid] for rid in order}
+            elif kind == "records":
+                _, table, records, leases = entry
+                table.records, table.leases = records, leases
+            elif kind == "table":
+                _, name, old_table = entry
+                if old_table is None:
+                    self.tables.pop(name, None)
+                else:
+                    self.tables[name] = old_table
+        self.changes = {}
+        self.table_changes = set()
+        self._wrote = False
+
+    # --- argument helpers -------------------------------------------------------------------
+
+    def _table(self, request: dict[str, Any], create: bool = False) -> Table:
+        name = request["state"]
+        if not isinstance(name, str) or not name:
+            raise BadRequest(f"'state' must be a non-empty string, not {name!r:.80}")
+        table = self.tables.get(name)
+        if table is None:
+            if not create:
+                raise StateNotFound(f"no state named {name!r}")
+            table = Table(name)
+            self._replace_table(name, table)
+        return table
+
+    @staticmethod
+    def _id(value: Any, table: Table, where: str = "id") -> Id:
+        if type(value) is int:
+            if not INT_MIN <= value <= INT_MAX:
+                raise BadRequest(f"{where}: integer id {value} is outside the 64-bit range")
+        elif type(value) is not str:
+            raise BadRequest(f"{where}: an id is an integer or a string, not a {describe(value)}")
+        id_type = table.types.get("id", "any") if table.types else "any"
+        if id_type != "any":
+            conform(value, id_type, where)
+        return value  # type: ignore[no-any-return]
+
+    def _existing(self, table: Table, request: dict[str, Any]) -> tuple[Id, Record]:
+        rid = self._id(request["id"], table)
+        record = table.records.get(rid)
+        if record is None:
+            raise RecordNotFound(f"no record with id {rid!r} in {table.name!r}")
+        return rid, record
+
+    @staticmethod
+    def _int_arg(
+        request: dict[str, Any], key: str, default: int | None = None, minimum: int = 0
+    ) -> int | None:
+        value = request.get(key, default)
+        if value is None:
+            return default
+        if type(value) is not int or value < minimum:
+            raise BadRequest(f"'{key}' must be an integer >= {minimum}, not {value!r:.60}")
+        return value
+
+    @staticmethod
+    def _map_arg(request: dict[str, Any], key: str, required: bool = True) -> dict[str, Any]:
+        value = request.get(key)
+        if value is None and not required:
+            return {}
+        if not isinstance(value, dict):
+            raise BadRequest(f"'{key}' must be a map, not a {describe(value)}")
+        for k in value:
+            if not isinstance(k, str):
+                raise BadRequest(f"'{key}': field names are strings, not {describe(k)}")
+        return value
+
+    @staticmethod
+    def _lease_arg(request: dict[str, Any]) -> float | None:
+        value = request.get("lease_seconds")
+        if value is None:
+            return None
+        if type(value) not in (int, float) or not 0 < value < 10**9:
+            raise BadRequest(f"'lease_seconds' must be a positive number, not {value!r:.60}")
+        return float(value)
+
+    def _check_expected_version(self, table: Table, request: dict[str, Any]) -> None:
+        expected = request.get("expected_version")
+        if expected is None:
+            return
+        if type(expected) is not int:
+            raise BadRequest(f"'expected_version' must be an integer, not {describe(expected)}")
+        if expected != table.version:
+            raise VersionConflict(
+                f"{table.name!r} is at version {table.version}, expected {expected}"
+            )
+
+    def _check_preconditions(
+        self, table: Table, request: dict[str, Any], rid: Id, record: Record
+    ) -> None:
+        self._check_expected_version(table, request)
+        if_version = request.get("if_version")
+        if if_version is not None:
+            if type(if_version) is not int:
+                raise BadRequest(f"'if_version' must be an integer, not {describe(if_version)}")
+            if record[RESERVED_FIELD] != if_version:
+                raise VersionConflict(
+                    f"record {rid!r} has _version {record[RESERVED_FIELD]}, expected {if_version}"
+                )
+        if_match = request.get("if_match")
+        if if_match is not None:
+            if_match = self._map_arg(request, "if_match")
+            for name, value in if_match.items():
+                self._known_field(table, name, "if_match")
+                if not values_equal(record.get(name), value):
+                    raise VersionConflict(
+                        f"record {rid!r}: {name} is {record.get(name)!r:.60}, "
+                        f"if_match wants {value!r:.60}"
+                    )
+
+    # --- schema -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _known_field(table: Table, name: Any, where: str) -> None:
+        if name == RESERVED_FIELD:
+            return
+        if table.fields is None or name not in table.types:  # type: ignore[operator]
+            raise SchemaError(f"{where}: unknown field {name!r:.80} in {table.name!r}")
+
+    def _validate_record(
+        self, table: Table, raw: Any, where: str, schema: Schema | None = None
+    ) -> tuple[Record, Schema]:
+        """Validate a whole record; return it (copied, cast) and the schema it fits.
+
+        On a table without a schema the record proposes one (returned, not applied).
+        """
+        if not isinstance(raw, dict):
+            raise BadRequest(f"{where} must be a map, not a {describe(raw)}")
+        for name in raw:
+            if not isinstance(name, str) or not name:
+                raise SchemaError(f"{where}: field names are non-empty strings, not {name!r:.60}")
+            if name == RESERVED_FIELD:
+                raise SchemaError(
+                    f"{where}: '_version' is reserved and never written; "
+                    "use if_version for compare-and-set"
+                )
+        if schema is None:
+            schema = table.schema()
+        if schema is None:
+            names = ["id", *(n for n in raw if n != "id")]
+            schema = (names, dict.fromkeys(names, "any"))
+        fields, types = schema
+        record: Record = {}
+        for name in fields:
+            if name == "id":
+                continue
+            if name not in raw:
+                raise SchemaError(f"{where}: missing field {name!r} (schema: {fields})")
+            value = check_value(raw[name], f"{where}.{name}")
+            record[name] = conform(value, types[name], f"{where}.{name}")
+        for name in raw:
+            if name != "id" and name not in types:
+                raise SchemaError(f"{where}: unknown field {name!r} (schema: {fields})")
+        return record, schema
+
+    def _apply_schema(self, table: Table, schema: Schema) -> None:
+        if table.fields is None:
+            table.fields, table.types = schema
+
+    def _validate_patch(
+        self, table: Table, fields: dict[str, Any], rid: Id, where: str
+    ) -> dict[str, Any]:
+        patch = {}
+        for name, value in fields.items():
+            if name == "id":
+                if not (type(value) is type(rid) and value == rid):
+                    raise ImmutableId(f"{where}: cannot change id {rid!r} to {value!r:.60}")
+                continue
+            if name == RESERVED_FIELD:
+                raise SchemaError(f"{where}: '_version' is reserved and never written")
+            self._known_field(table, name, where)
+            value = check_value(value, f"{where}.{name}")
+            patch[name] = conform(value, table.types[name], f"{where}.{name}")  # type: ignore[index]
+        return patch
+
+    def _assign_id(self, table: Table, raw: dict[str, Any], taken: Iterable[Id], where: str) -> Id:
+        """The id for a new record: its explicit ``id`` or the next auto-increment one."""
+        if "id" in raw:
+            rid = self._id(raw["id"], table, f"{where}.id")
+            if rid in taken:
+                raise DuplicateId(f"{where}: id {rid!r} already exists in {table.name!r}")
+            return rid
+        id_type = table.types.get("id", "any") if table.types else "any"
+        if id_type.removesuffix("?") == "string":
+            raise SchemaError(f"{where}: {table.name!r} has string ids; give an explicit 'id'")
+        while table.next_id in taken:  # a string-id table never collides; ints moved past
+            table.next_id += 1
+        return table.next_id
+
+    @staticmethod
+    def _advance_counter(table: Table, rid: Id) -> None:
+        if type(rid) is int and rid >= table.next_id:
+            table.next_id = rid + 1
+
+    # --- commands: table management ------------------------------------------------------
+
+    def _create_state(self, request: dict[str, Any]) -> dict[str, Any]:
+        name = request["state"]
+        if not isinstance(name, str) or not name:
+            raise BadRequest(f"'state' must be a non-empty string, not {name!r:.80}")
+        if name in self.tables:
+            raise StateExists(f"a state named {name!r} exists")
+        max_length = self._int_arg(request, "max_length", minimum=1)
+        table = Table(name, max_length=max_length)
+        schema = request.get("schema")
+        if schema is not None:
+            schema = self._map_arg(request, "schema")
+            types = {"id": "any"}
+            for fname, tname in schema.items():
+                if not fname:
+                    raise SchemaError("schema: field names are non-empty strings")
+                if fname == RESERVED_FIELD:
+                    raise SchemaError("schema: '_version' is reserved")
+                check_type_name(tname, f"schema.{fname}")
+                if fname == "id" and tname.removesuffix("?") not in ("integer", "string", "any"):
+                    raise SchemaError("schema.id: an id is 'integer' or 'string'")
+                types[fname] = tname.removesuffix("?") if fname == "id" else tname
+            table.fields = ["id", *(f for f in schema if f != "id")]
+            table.types = {f: types[f] for f in table.fields}
+            table.declared = True
+        self._replace_table(name, table)
+        return table.info()
+
+    def _delete_state(self, request: dict[str, Any]) -> None:
+        table = self._table(request)
+        self._replace_table(table.name, None)
+        return None
+
+    def _list_states(self, request: dict[str, Any]) -> list[str]:
+        return sorted(self.tables)
+
+    def _get_state_info(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self._table(request).info()
+
+    def _get_schema(self, request: dict[str, Any]) -> list[str]:
+        return list(self._table(request).fields or [])
+
+    def _alter_state(self, request: dict[str, Any]) -> dict[str, Any]:
+        table = self._table(request)
+        self._check_expected_version(table, request)
+        add = self._map_arg(request, "add", required=False)
+        drop = request.get("drop") or []
+        if not isinstance(drop, list):
+            raise BadRequest(f"'drop' must be a list of field names, not a {describe(drop)}")
+        if not add and not drop:
+            raise BadRequest("ALTER_STATE needs 'add' or 'drop'")
+        fields = list(table.fields or ["id"])
+        types = dict(table.types or {"id": "any"})
+        for name in drop:
+            if name == "id":
+                raise SchemaError("drop: 'id' cannot be dropped")
+            if not isinstance(name, str) or name not in types:
+                raise SchemaError(f"drop: unknown field {name!r:.80} in {table.name!r}")
+            fields.remove(name)
+            del types[name]
+        defaults = {}
+        for name, spec in add.items():
+            if not name or name == RESERVED_FIELD:
+                raise SchemaError(f"add: {name!r} is not a valid field name")
+            if name in types:
+                raise SchemaError(f"add: field {name!r} exists in {table.name!r}")
+            if not isinstance(spec, dict):
+                raise BadRequest(f"add.{name} must be a map {{type?, default?}}")
+            for key in spec:
+                if key not in ("type", "default"):
+                    raise BadRequest(f"add.{name} takes no key {key!r:.60}")
+            tname = check_type_name(spec.get("type", "any"), f"add.{name}.type")
+            default = check_value(spec.get("default"), f"add.{name}.default")
+            defaults[name] = conform(default, tname, f"add.{name}.default")
+            fields.append(name)
+            types[name] = tname
+        self._touch_table(table)
+        if self._journal is not None:
+            self._journal.append(("records", table, table.records, table.leases))
+        new_records = {}
+        for rid, record in table.records.items():
+            new = {
+                name: copy_value(defaults[name]) if name in defaults else record[name]
+                for name in fields
+            }
+            new_records[rid] = new
+        table.records = new_records
+        table.leases = {
+            rid: Lease(lease.expires, {k: v for k, v in lease.prior.items() if k not in drop})
+            for rid, lease in table.leases.items()
+        }
+        for rid, record in new_records.items():
+            record[RESERVED_FIELD] = self._next_seq
+            self.changes[(table.name, rid)] = None
+        table.fields, table.types = fields, types
+        self.table_changes.add(table.name)
+        return table.info()
+
+    # --- commands: records ---------------------------------------------------------------------
+
+    def _set_state(self, request: dict[str, Any]) -> int:
+        records = request["records"]
+        if not isinstance(records, list):
+            raise BadRequest(f"'records' must be a list, not a {describe(records)}")
+        name = request["state"]
+        if not isinstance(name, str) or not name:
+            raise BadRequest(f"'state' must be a non-empty string, not {name!r:.80}")
+        existing = self.tables.get(name)
+        if existing is not None:
+            self._check_expected_version(existing, request)
+        probe = existing or Table(name)
+        schema = probe.schema()
+        validated: list[tuple[Id | None, Record]] = []
+        explicit: set[Id] = set()
+        for i, raw in enumerate(records):
+            record, schema = self._validate_record(probe, raw, f"records[{i}]", schema)
+            rid: Id | None = None
+            if "id" in raw:
+                rid = self._id(raw["id"], probe, f"records[{i}].id")
+                if rid in explicit:
+                    raise DuplicateId(f"records[{i}]: id {rid!r} appears twice in the input")
+                explicit.add(rid)
+            validated.append((rid, record))
+        if probe.max_length is not None:
+            validated = validated[: probe.max_length]
+        # Auto ids start past every explicit id kept, so none collides.
+        next_id = probe.next_id
+        for rid, _ in validated:
+            if type(rid) is int and rid >= next_id:
+                next_id = rid + 1
+        id_type = probe.types.get("id", "any") if probe.types else "any"
+        new: dict[Id, Record] = {}
+        for i, (rid, record) in enumerate(validated):
+            if rid is None:
+                if id_type.removesuffix("?") == "string":
+                    raise SchemaError(f"records[{i}]: string ids; give an explicit 'id'")
+                rid = next_id
+                next_id += 1
+            new[rid] = {"id": rid, **record}
+        table = self._table(request, create=True)
+        self._touch_table(table)
+        if schema is not None:
+            self._apply_schema(table, schema)
+        table.next_id = next_id
+        self._replace_records(table, new)
+        for record in new.values():
+            record[RESERVED_FIELD] = self._next_seq
+        return len(new)
+
+    def _create_record(self, request: dict[str, Any]) -> Record:
+        raw = request["record"]
+        name = request["state"]
+        table = self.tables.get(name) if isinstance(name, str) else None
+        probe = table or Table(name if isinstance(name, str) else "")
+        if table is not None:
+            self._check_expected_version(table, request)
+        record, schema = self._validate_record(probe, raw, "record")
+        if probe.max_length is not None and len(probe.records) >= probe.max_length:
+            raise CapacityError(f"{probe.name!r} is full: max_length {probe.max_length} reached")
+        saved_next = probe.next_id
+        rid = self._assign_id(probe, raw, probe.records, "record")
+        probe.next_id = saved_next  # _assign_id may have moved it; applied below
+        table = self._table(request, create=True)
+        self._touch_table(table)
+        self._apply_schema(table, schema)
+        if "id" not in raw:
+            table.next_id = rid + 1  # type: ignore[operator]
+        self._advance_counter(table, rid)
+        record = {"id": rid, **record}
+        self._put(table, rid, record)
+        return copy_value(record)  # type: ignore[no-any-return]
+
+    def _set_record(self, request: dict[str, Any]) -> Record:
+        table = self._table(request)
+        rid, old = self._existing(table, request)
+        self._check_preconditions(table, request, rid, old)
+        raw = request["record"]
+        if isinstance(raw, dict) and "id" in raw:
+            given = raw["id"]
+            if not (type(given) is type(rid) and given == rid):
+                raise ImmutableId(f"record: cannot change id {rid!r} to {given!r:.60}")
+        record, _ = self._validate_record(table, raw, "record")
+        self._touch_table(table)
+        record = {"id": rid, **record}
+        self._put(table, rid, record)
+        self._set_lease(table, rid, None)
+        return copy_value(record)  # type: ignore[no-any-return]
+
+    def _patch_record(self, request: dict[str, Any]) -> Record:
+        table = self._table(request)
+        rid, old = self._existing(table, request)
+        self._check_preconditions(table, request, rid, old)
+        fields = self._map_arg(request, "fields")
+        patch = self._validate_patch(table, fields, rid, "fields")
+        lease_seconds = self._lease_arg(request)
+        lease = table.leases.get(rid)
+        if lease_seconds is not None and lease is None:
+            raise BadRequest(f"record {rid!r} holds no lease to renew")
+        self._touch_table(table)
+        record = {**old, **patch}
+        self._put(table, rid, record)
+        if lease_seconds is not None and lease is not None:
+            self._set_lease(table, rid, Lease(self.clock() + lease_seconds, dict(lease.prior)))
+        else:
+            self._set_lease(table, rid, None)
+        return copy_value(record)  # type: ignore[no-any-return]
+
+    def _delete_record(self, request: dict[str, Any]) -> None:
+        table = self._table(request)
+        rid, old = self._existing(table, request)
+        self._check_preconditions(table, request, rid, old)
+        self._touch_table(table)
+        self._remove(table, rid)
+        return None
+
+    def _get_record(self, request: dict[str, Any]) -> Record:
+        table = self._table(request)
+        _, record = self._existing(table, request)
+        return copy_value(record)  # type: ignore[no-any-return]
+
+    def _order(self, table: Table, request: dict[str, Any]) -> list[tuple[str, bool]]:
+        order_by = request.get("order_by")
+        if order_by is None:
+            return []
+        items = order_by if isinstance(order_by, list) else [order_by]
+        keys = []
+        for item in items:
+            if not isinstance(item, str) or not item:
+                raise BadRequest(f"order_by: a field name or '-field', not {item!r:.60}")
+            descending = item.startswith("-")
+            name = item[1:] if descending else item
+            self._known_field(table, name, "order_by")
+            keys.append((name, descending))
+        return keys
+
+    def _where(self, table: Table, request: dict[str, Any]) -> dict[str, Any]:
+        where = self._map_arg(request, "where", required=False)
+        for name, value in where.items():
+            self._known_field(table, name, "where")
+            check_value(value, f"where.{name}")
+        return where
+
+    @staticmethod
+    def _matches(record: Record, where: dict[str, Any]) -> bool:
+        for name, value in where.items():
+            if not values_equal(record.get(name, _MISSING), value):
+                return False
+        return True
+
+    @staticmethod
+    def _sorted(
+        records: list[tuple[Record, Any]], keys: list[tuple[str, bool]]
+    ) -> list[tuple[Record, Any]]:
+        for name, descending in reversed(keys):
+            records.sort(key=lambda item: sort_key(item[0].get(name)), reverse=descending)
+        return records
+
+    def _list_records(self, request: dict[str, Any]) -> list[Record]:
+        table = self._table(request)
+        where = self._where(table, request)
+        keys = self._order(table, request)
+        offset = self._int_arg(request, "offset", 0) or 0
+        limit = self._int_arg(request, "limit")
+        if where:
+            matched = [(r, None) for r in table.records.values() if self._matches(r, where)]
+        else:
+            matched = [(r, None) for r in table.records.values()]
+        if keys:
+            matched = self._sorted(matched, keys)
+        end = None if limit is None else offset + limit
+        return [copy_value(r) for r, _ in matched[offset:end]]
+
+    def _claim_record(self, request: dict[str, Any]) -> Record | None:
+        table = self._table(request)
+        self._check_expected_version(table, request)
+        where = self._where(table, request)
+        keys = self._order(table, request)
+        fields = self._map_arg(request, "fields")
+        if "id" in fields:
+            raise ImmutableId("fields: a claim cannot change a record's id")
+        lease_seconds = self._lease_arg(request)
+        now = self.clock()
+        candidates: list[tuple[Record, Any]] = []
+        for rid, record in table.records.items():
+            lease = table.leases.get(rid)
+            if lease is not None:
+                if lease.expires > now:
+                    continue  # rule 1: a live lease is not claimable
+                view = {**record, **lease.prior}  # rule 2: match as before the claim
+            else:
+                view = record
+            if self._matches(view, where):
+                candidates.append((view, rid))
+                if not keys:
+                    break
+        if not candidates:
+            # Validate the patch anyway so a bad request is an error, not a silent null.
+            self._validate_patch(table, fields, 0, "fields")
+            return None
+        if keys:
+            candidates = self._sorted(candidates, keys)
+        _, rid = candidates[0]
+        old = table.records[rid]
+        patch = self._validate_patch(table, fields, rid, "fields")
+        self._touch_table(table)
+        record = {**old, **patch}
+        self._put(table, rid, record)
+        if lease_seconds is not None:
+            previous = table.leases.get(rid)
+            prior = {name: old[name] for name in patch}
+            if previous is not None:
+                prior.update(previous.prior)  # keep the values from before the first claim
+            self._set_lease(table, rid, Lease(now + lease_seconds, prior))
+        else:
+            self._set_lease(table, rid, None)
+        return copy_value(record)  # type: ignore[no-any-return]
+
+    def _increment(self, request: dict[str, Any]) -> int | float:
+        table = self._table(request)
+        rid, old = self._existing(table, request)
+        self._check_preconditions(table, request, rid, old)
+        name = request["field"]
+        if name == "id" or not isinstance(name, str):
+            raise SchemaError(f"field: {name!r:.60} cannot be incremented")
+        self._known_field(table, name, "field")
+        by = request.get("by", 1)
+        if type(by) not in (int, float):
+            raise BadRequest(f"'by' must be an int or a float, not a {describe(by)}")
+        current = old[name]
+        if type(current) not in (int, float):
+            raise SchemaError(
+                f"field {name!r} of record {rid!r} holds a {describe(current)}, not a number"
+            )
+        declared = table.types[name].removesuffix("?")  # type: ignore[index]
+        if declared == "integer" and type(by) is not int:
+            raise SchemaError(f"field {name!r} is an integer; 'by' must be an int")
+        value: int | float = current + by
+        if type(value) is int and not INT_MIN <= value <= INT_MAX:
+            raise SchemaError(f"field {name!r}: {value} overflows the 64-bit range")
+        self._touch_table(table)
+        self._put(table, rid, {**old, name: value})
+        self._set_lease(table, rid, None)
+        return value
+
+    # --- persistence helpers for the writer --------------------------------------------------
+
+    def changed_records(self) -> list[tuple[str, Id, Record | None]]:
+        """The last commit's record writes as ``(table, id, record or None if deleted)``."""
+        out = []
+        for name, rid in self.changes:
+            table = self.tables.get(name)
+            out.append((name, rid, table.records.get(rid) if table is not None else None))
+        return out
+
+
+def _command(
+    handler: Callable[[TableEngine, dict[str, Any]], Any],
+    required: Iterable[str],
+    optional: Iterable[str] = (),
+    writes: bool = False,
+    needs_table: bool = True,
+) -> Command:
+    return Command(handler, frozenset(required), frozenset(optional), writes, needs_table)
+
+
+_BATCH: Final = _command(lambda engine, request: None, ["commands"], writes=True, needs_table=False)
+
+COMMANDS: Final[dict[str, Command]] = {
+    "CREATE_STATE": _command(
+        TableEngine._create_state, ["state"], ["max_length", "schema"], writes=True
+    ),
+    "DELETE_STATE": _command(TableEngine._delete_state, ["state"], writes=True),
+    "LIST_STATES": _command(TableEngine._list_states, [], needs_table=False),
+    "GET_STATE_INFO": _command(TableEngine._get_state_info, ["state"]),
+    "GET_SCHEMA": _command(TableEngine._get_schema, ["state"]),
+    "ALTER_STATE": _command(
+        TableEngine._alter_state, ["state"], ["add", "drop", "expected_version"], writes=True
+    ),
+    "SET_STATE": _command(
+        TableEngine._set_state, ["state", "records"], ["expected_version"], writes=True
+    ),
+    "CREATE_RECORD": _command(
+        TableEngine._create_record, ["state", "record"], ["expected_version"], writes=True
+    ),
+    "SET_RECORD": _command(
+        TableEngine._set_record, ["state", "id", "record"], _PRECONDITIONS, writes=True
+    ),
+    "PATCH_RECORD": _command(
+        TableEngine._patch_record,
+        ["state", "id", "fields"],
+        _PRECONDITIONS | {"lease_seconds"},
+        writes=True,
+    ),
+    "DELETE_RECORD": _command(
+        TableEngine._delete_record, ["state", "id"], _PRECONDITIONS, writes=True
+    ),
+    "GET_RECORD": _command(TableEngine._get_record, ["state", "id"]),
+    "LIST_RECORDS": _command(
+        TableEngine._list_records, ["state"], ["where", "order_by", "offset", "limit"]
+    ),
+    "CLAIM_RECORD": _command(
+        TableEngine._claim_record,
+        ["state", "where", "fields"],
+        ["order_by", "lease_seconds", "expected_version"],
+        writes=True,
+    ),
+    "INCREMENT": _command(
+        TableEngine._increment, ["state", "id", "field"], _PRECONDITIONS | {"by"}, writes=True
+    ),
+    "BATCH": _BATCH,
+}

@@ -1,0 +1,238 @@
+"""What travels on the wire: values, types, and request/reply bodies. No sockets here.
+
+Three concerns live in this one leaf module because every layer needs them and they
+must agree byte for byte:
+
+* **Values.** Records hold msgpack types only. :func:`check_value` validates a value
+  (and copies containers, so a caller mutating its dict afterwards cannot reach into
+  the store) and names the offending field when it rejects one.
+* **Types.** One vocabulary serves declared table schemas and manifests'
+  ``_state.type``: ``integer float string boolean bytes list map any``, with a trailing
+  ``?`` allowing nil (SPEC §3).
+* **Bodies.** :func:`decode_request` tells JSON from msgpack by the first byte (SPEC §5)
+  and :func:`encode_reply` answers in the same format; bytes travel in JSON as
+  ``{"$b64": ...}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from typing import Any, Final
+
+import msgpack
+
+from stateengine.errors import BadRequest, PayloadTooLarge, SchemaError
+
+MAX_DEPTH: Final = 32
+INT_MIN: Final = -(2**63)
+INT_MAX: Final = 2**64 - 1
+#: Largest request body the server decodes; larger bodies are ``PayloadTooLarge``.
+MAX_REQUEST_BYTES: Final = 64 * 1024 * 1024
+
+_SCALARS: Final = (str, bytes, float)
+
+
+def describe(value: Any) -> str:
+    """A short name of a value's type for error messages."""
+    return type(value).__name__
+
+
+def check_value(value: Any, where: str, depth: int = 0) -> Any:
+    """Validate that *value* is a msgpack value and return it (containers copied).
+
+    :param where: the field path for error messages (``record.tags[2]``).
+    :raises BadRequest: naming *where* and the offending type.
+    """
+    if value is None or type(value) is bool:
+        return value
+    t = type(value)
+    if t is int:
+        if INT_MIN <= value <= INT_MAX:
+            return value
+        raise BadRequest(f"{where}: integer {value} is outside the 64-bit range")
+    if t in _SCALARS:
+        return value
+    if depth >= MAX_DEPTH:
+        raise BadRequest(f"{where}: nested deeper than {MAX_DEPTH} levels")
+    if t is list:
+        return [check_value(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
+    if t is dict:
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str and type(k) is not int:
+                raise BadRequest(f"{where}: map key {k!r} is a {describe(k)}, not a str or int")
+            out[k] = check_value(v, f"{where}.{k}", depth + 1)
+        return out
+    raise BadRequest(f"{where}: a {describe(value)} is not a msgpack value")
+
+
+def copy_value(value: Any) -> Any:
+    """Copy a value already known to be valid (results must not alias the store)."""
+    t = type(value)
+    if t is list:
+        return [copy_value(v) for v in value]
+    if t is dict:
+        return {k: copy_value(v) for k, v in value.items()}
+    return value
+
+
+# --- equality and ordering on msgpack values ---------------------------------------------
+
+
+def values_equal(a: Any, b: Any) -> bool:
+    """``==`` as `where`/`if_match` mean it: ``1 == 1.0`` but ``True != 1``."""
+    ta, tb = type(a), type(b)
+    if ta is bool or tb is bool:
+        return ta is tb and a == b
+    if ta is list:
+        return tb is list and len(a) == len(b) and all(map(values_equal, a, b))
+    if ta is dict:
+        return tb is dict and a.keys() == b.keys() and all(values_equal(a[k], b[k]) for k in a)
+    if tb is list or tb is dict:
+        return False
+    return bool(a == b)
+
+
+def sort_key(value: Any) -> tuple[Any, ...]:
+    """A total order over msgpack values: nil, bool, numbers, str, bytes, list, map."""
+    t = type(value)
+    if value is None:
+        return (0,)
+    if t is bool:
+        return (1, value)
+    if t is int:
+        return (2, 0, value)
+    if t is float:
+        return (2, 1, 0) if math.isnan(value) else (2, 0, value)
+    if t is str:
+        return (3, value)
+    if t is bytes:
+        return (4, value)
+    if t is list:
+        return (5, tuple(sort_key(v) for v in value))
+    if t is dict:
+        return (6, tuple(sorted((sort_key(k), sort_key(v)) for k, v in value.items())))
+    return (7, repr(value))
+
+
+# --- the type vocabulary ------------------------------------------------------------------
+
+TYPE_NAMES: Final = ("integer", "float", "string", "boolean", "bytes", "list", "map", "any")
+
+
+def check_type_name(name: Any, where: str) -> str:
+    """Validate a type name (``string``, ``integer?``, ...) and return it.
+
+    :raises SchemaError: naming *where* and the valid names.
+    """
+    if not isinstance(name, str) or name.removesuffix("?") not in TYPE_NAMES:
+        raise SchemaError(
+            f"{where}: unknown type {name!r}; use one of {', '.join(TYPE_NAMES)}"
+            " (a trailing '?' allows nil)"
+        )
+    return name
+
+
+def conform(value: Any, type_name: str, where: str) -> Any:
+    """Check *value* against a type name and return it, ints cast to float for ``float``.
+
+    :raises SchemaError: naming *where*, the type and what was given.
+    """
+    base = type_name.removesuffix("?")
+    if value is None:
+        if type_name.endswith("?") or base == "any":
+            return None
+    else:
+        t = type(value)
+        if base == "any":
+            return value
+        if base == "integer" and t is int:
+            return value
+        if base == "float" and (t is float or t is int):
+            return float(value)
+        if (
+            (base == "string" and t is str)
+            or (base == "boolean" and t is bool)
+            or (base == "bytes" and t is bytes)
+            or (base == "list" and t is list)
+            or (base == "map" and t is dict)
+        ):
+            return value
+    raise SchemaError(f"{where}: expected {type_name}, got {describe(value)} {value!r:.60}")
+
+
+# --- request and reply bodies ---------------------------------------------------------------
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"$b64": base64.b64encode(value).decode("ascii")}
+    raise TypeError(f"{describe(value)} is not JSON serialisable")
+
+
+def _json_object_hook(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1 and "$b64" in obj and isinstance(obj["$b64"], str):
+        try:
+            return base64.b64decode(obj["$b64"], validate=True)
+        except ValueError as exc:
+            raise BadRequest(f"invalid base64 in $b64: {exc}") from None
+    return obj
+
+
+def is_json(body: bytes) -> bool:
+    """True when a body is JSON: its first byte is ``{`` or JSON whitespace (SPEC §5)."""
+    return bool(body) and body[0] in b"{ \t\r\n"
+
+
+def decode_request(body: bytes) -> tuple[dict[str, Any], bool]:
+    """Decode one request body; return ``(request, is_json)``.
+
+    :raises BadRequest: the body is empty, not a map, or not valid JSON/msgpack.
+    :raises PayloadTooLarge: the body exceeds :data:`MAX_REQUEST_BYTES`.
+    """
+    if len(body) > MAX_REQUEST_BYTES:
+        raise PayloadTooLarge(f"request of {len(body)} bytes exceeds {MAX_REQUEST_BYTES}")
+    if is_json(body):
+        try:
+            request = json.loads(body, object_hook=_json_object_hook)
+        except (ValueError, RecursionError) as exc:
+            raise BadRequest(f"invalid JSON request: {exc}") from None
+        if not isinstance(request, dict):
+            raise BadRequest("a JSON request must be an object")
+        return request, True
+    if not body or not (0x80 <= body[0] <= 0x8F or body[0] in (0xDE, 0xDF)):
+        raise BadRequest(
+            "a request must be a msgpack map or a JSON object"
+            f" (first byte {body[:1].hex() or 'missing'})"
+        )
+    try:
+        # unpackb bounds every container and string by the body's own length.
+        request = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated classes
+        raise BadRequest(f"invalid msgpack request: {exc}") from None
+    if not isinstance(request, dict):
+        raise BadRequest("a msgpack request must be a map")
+    return request, False
+
+
+def encode_request(request: dict[str, Any]) -> bytes:
+    return msgpack.packb(request, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def encode_reply(reply: dict[str, Any], as_json: bool = False) -> bytes:
+    """Encode a reply in the format its request used."""
+    if as_json:
+        return json.dumps(reply, default=_json_default, allow_nan=True).encode()
+    return msgpack.packb(reply, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def decode_reply(body: bytes) -> dict[str, Any]:
+    if is_json(body):
+        reply = json.loads(body, object_hook=_json_object_hook)
+    else:
+        reply = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    if not isinstance(reply, dict):
+        raise BadRequest("malformed reply: not a map")
+    return reply

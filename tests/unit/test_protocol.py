@@ -1,0 +1,72 @@
+"""Body decoding (SPEC §5): JSON vs msgpack by first byte, $b64 bytes, clear errors."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stateengine import protocol
+from stateengine.errors import BadRequest, PayloadTooLarge
+
+
+def test_json_and_msgpack_requests_decode_to_the_same_map() -> None:
+    req = {"command": "GET_RECORD", "state": "t", "id": 1}
+    assert protocol.decode_request(b' {"command": "GET_RECORD", "state": "t", "id": 1}') == (
+        req,
+        True,
+    )
+    assert protocol.decode_request(msgpack.packb(req)) == (req, False)
+
+
+def test_bytes_travel_in_json_as_b64() -> None:
+    body = protocol.encode_reply({"ok": True, "result": b"\x00\xff"}, as_json=True)
+    assert b'{"$b64": "AP8="}' in body
+    assert protocol.decode_reply(body)["result"] == b"\x00\xff"
+    req, _ = protocol.decode_request(b'{"record": {"blob": {"$b64": "AP8="}}}')
+    assert req["record"]["blob"] == b"\x00\xff"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"[1, 2]", msgpack.packb([1, 2]), b"\xc1", b"{not json", b'{"$b64": "!!"}', b"x"],
+)
+def test_malformed_bodies_are_bad_requests(body: bytes) -> None:
+    with pytest.raises(BadRequest):
+        protocol.decode_request(body)
+
+
+def test_oversized_body_is_payload_too_large(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(protocol, "MAX_REQUEST_BYTES", 10)
+    with pytest.raises(PayloadTooLarge):
+        protocol.decode_request(b'{"command": "LIST_STATES"}')
+
+
+@given(st.binary(max_size=64))
+def test_any_bytes_decode_to_a_map_or_a_bad_request(body: bytes) -> None:
+    try:
+        request, _ = protocol.decode_request(body)
+    except BadRequest as exc:
+        assert exc.message
+    else:
+        assert isinstance(request, dict)
+
+
+def test_check_value_names_the_field() -> None:
+    with pytest.raises(BadRequest, match=r"record\.tags\[1\]: a set"):
+        protocol.check_value([1, {2}], "record.tags")
+    with pytest.raises(BadRequest, match="64-bit"):
+        protocol.check_value(2**64, "record.n")
+    deep: object = 1
+    for _ in range(40):
+        deep = [deep]
+    with pytest.raises(BadRequest, match="nested deeper"):
+        protocol.check_value(deep, "record.x")
+
+
+def test_values_equal_keeps_bool_apart_from_int() -> None:
+    assert protocol.values_equal(1, 1.0)
+    assert not protocol.values_equal(True, 1)
+    assert protocol.values_equal([1, {"a": 2}], [1.0, {"a": 2}])
+    assert not protocol.values_equal([1], (1,))
