@@ -19,6 +19,7 @@ Not thread-safe: the writer calls it from one thread.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -779,13 +780,13 @@ class TableEngine:
         keys = self._order(table, request)
         offset = self._int_arg(request, "offset", 0) or 0
         limit = self._int_arg(request, "limit")
-        if where:
-            matched = [(r, None) for r in table.records.values() if self._matches(r, where)]
-        else:
-            matched = [(r, None) for r in table.records.values()]
-        if keys:
-            matched = self._sorted(matched, keys)
         end = None if limit is None else offset + limit
+        records: Iterable[Record] = table.records.values()
+        if where:
+            records = (r for r in records if self._matches(r, where))
+        if not keys:  # insertion order: stop as soon as the page is full
+            return [copy_value(r) for r in itertools.islice(records, offset, end)]
+        matched = self._sorted([(r, None) for r in records], keys)
         return [copy_value(r) for r, _ in matched[offset:end]]
 
     def _claim_record(self, request: dict[str, Any]) -> Record | None:
