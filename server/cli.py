@@ -1,20 +1,22 @@
 """The ``stateengine`` command line.
 
-Today it has one subcommand, ``demo``, which runs the table engine in this process and
-prints each request and its reply: the wire shape a client will see. ``serve`` arrives
-with the writer server.
+``serve`` runs the writer; ``demo`` runs the table engine in this process and prints
+each request and its reply: the wire shape a client will see.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from stateengine import __version__
 from stateengine.protocol import encode_reply
 from stateengine.server.engine import TableEngine
+from stateengine.server.server import DEFAULT_MAX_REQUEST, DataDirLocked, Server
 
 DEMO: list[dict[str, Any]] = [
     {
@@ -84,14 +86,49 @@ def demo() -> int:
     return 0
 
 
+def serve(args: argparse.Namespace) -> int:
+    """Run the writer until SIGINT/SIGTERM; exit 0 after answering what was received."""
+    logging.basicConfig(
+        level=logging.DEBUG
+        if args.verbose > 1
+        else logging.INFO
+        if args.verbose
+        else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    server = Server(args.data_dir, args.endpoint, max_request_bytes=args.max_request_bytes)
+    try:
+        server.start()
+    except (DataDirLocked, OSError) as exc:
+        print(f"stateengine serve: {exc}", file=sys.stderr)
+        return 1
+    server.install_signal_handlers()
+    print(f"stateengine {__version__} serving", flush=True)
+    print(f"  data dir: {server.data_dir}", flush=True)
+    print(f"  endpoint: {server.endpoint}", flush=True)
+    print(f"  arena:    {server.publisher.name if server.publisher else 'off'}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.close()
+    print("stateengine: stopped", flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="stateengine", description="A local state server for Python processes."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="run the writer server")
+    p.add_argument("--data-dir", help="default: $STATEENGINE_DATA_DIR or ./.stateengine")
+    p.add_argument("--endpoint", help="default: a private ipc:// socket for the data dir")
+    p.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST)
+    p.add_argument("-v", "--verbose", action="count", default=0)
     sub.add_parser("demo", help="run the engine in this process and print what it does")
     args = parser.parse_args(argv)
-    assert args.command == "demo"
+    if args.command == "serve":
+        return serve(args)
     return demo()
 
 

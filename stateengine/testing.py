@@ -1,0 +1,122 @@
+"""Helpers for testing code that uses stateengine: a private server in a subprocess.
+
+    from stateengine.testing import ServerProcess
+
+    with ServerProcess(tmp_path) as server:
+        with server.connect() as client:
+            client.create_record("t", {"x": 1})
+
+Every wait is bounded; a server that does not come up within ``start_timeout`` is
+killed and reported with its output.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from stateengine.client.client import Client
+from stateengine.server import paths
+
+
+class ServerProcess:
+    """``stateengine serve`` on a private data directory, as a real subprocess.
+
+    :param data_dir: the server's data directory (created).
+    :param args: extra ``serve`` arguments.
+    :param env: extra environment variables (e.g. test-only fault switches).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *args: str,
+        env: dict[str, str] | None = None,
+        start_timeout: float = 20.0,
+    ) -> None:
+        self.data_dir = Path(data_dir).absolute()
+        self.args = list(args)
+        self.env = env or {}
+        self.start_timeout = start_timeout
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.info: dict[str, Any] = {}
+
+    @property
+    def endpoint(self) -> str:
+        return str(self.info["endpoint"])
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir.parent / f"{self.data_dir.name}.log"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> ServerProcess:
+        cmd = [sys.executable, "-m", "stateengine", "serve", "--data-dir", str(self.data_dir)]
+        # Output goes to a file, never a pipe: a full pipe would block the server.
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [*cmd, *self.args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env},
+            )
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                info = paths.read_server_file(self.data_dir)
+            except Exception:
+                info = {}
+            if info.get("pid") == self.proc.pid:
+                self.info = info
+                return self
+            time.sleep(0.02)
+        self.kill()
+        raise RuntimeError(f"server did not start within {self.start_timeout} s")
+
+    def connect(self, timeout: float = 10.0) -> Client:
+        return Client(self.endpoint, self.data_dir, timeout=timeout)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, then wait; return the exit code (kill -9 after *timeout*)."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(timeout)
+        return code
+
+    def kill(self) -> None:
+        """kill -9: no cleanup runs in the server."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def output(self) -> str:
+        """What the server printed so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
