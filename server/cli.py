@@ -130,11 +130,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--endpoint", help="default: a private ipc:// socket for the data dir")
     p.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST)
     p.add_argument("-v", "--verbose", action="count", default=0)
-    sub.add_parser("demo", help="run the engine in this process and print what it does")
+    p = sub.add_parser("demo", help="start a server and a worker pool, kill a worker, watch")
+    p.add_argument("--data-dir", help="default: $STATEENGINE_DATA_DIR or ./.stateengine")
+    p.add_argument(
+        "--wire",
+        action="store_true",
+        help="instead: run the engine in this process and print requests/replies",
+    )
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args)
-    return demo()
+    if args.wire:
+        return demo()
+    from stateengine.client import demo as pool_demo  # the client side: imported on use
+
+    return pool_demo.run(args.data_dir)
 
 
 if __name__ == "__main__":

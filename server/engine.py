@@ -720,8 +720,8 @@ class TableEngine:
         self._put(table, rid, record)
         if lease_seconds is not None and lease is not None:
             self._set_lease(table, rid, Lease(self.clock() + lease_seconds, dict(lease.prior)))
-        else:
-            self._set_lease(table, rid, None)
+        elif lease is not None and any(name in lease.prior for name in patch):
+            self._set_lease(table, rid, None)  # rule 4: a claimed field changed: completed
         return copy_value(record)  # type: ignore[no-any-return]
 
     def _delete_record(self, request: dict[str, Any]) -> None:
@@ -858,7 +858,9 @@ class TableEngine:
             raise SchemaError(f"field {name!r}: {value} overflows the 64-bit range")
         self._touch_table(table)
         self._put(table, rid, {**old, name: value})
-        self._set_lease(table, rid, None)
+        lease = table.leases.get(rid)
+        if lease is not None and name in lease.prior:
+            self._set_lease(table, rid, None)  # rule 4: a claimed field changed: completed
         return value
 
     # --- persistence helpers for the writer --------------------------------------------------
