@@ -94,6 +94,25 @@ class Table:
     def restore_meta(self, meta: tuple[Any, ...]) -> None:
         (self.fields, self.types, self.declared, self.version, self.next_id, self.max_length) = meta
 
+    def state(self) -> dict[str, Any]:
+        """Everything but the records and leases, as plain msgpack-able values."""
+        return {
+            "fields": self.fields,
+            "types": self.types,
+            "declared": self.declared,
+            "version": self.version,
+            "next_id": self.next_id,
+            "max_length": self.max_length,
+        }
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        self.fields = state["fields"]
+        self.types = state["types"]
+        self.declared = state["declared"]
+        self.version = state["version"]
+        self.next_id = state["next_id"]
+        self.max_length = state["max_length"]
+
     def info(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -863,15 +882,87 @@ class TableEngine:
             self._set_lease(table, rid, None)  # rule 4: a claimed field changed: completed
         return value
 
-    # --- persistence helpers for the writer --------------------------------------------------
+    # --- change sets: what the arena publishes and the log persists ---------------------
 
-    def changed_records(self) -> list[tuple[str, Id, Record | None]]:
-        """The last commit's record writes as ``(table, id, record or None if deleted)``."""
-        out = []
-        for name, rid in self.changes:
+    def change_set(
+        self, dirty_records: Iterable[tuple[str, Id]], dirty_tables: Iterable[str]
+    ) -> ChangeSet:
+        """The current state of everything the given commits touched, at ``self.seq``.
+
+        A table in *dirty_tables* (created, dropped, recreated or altered) is sent whole:
+        dropped, then its meta and every record. Records are the stored dicts (not
+        copies): encode them before the next command runs.
+        """
+        tables = self.tables
+        cs = ChangeSet(self.seq)
+        whole = set(dirty_tables)
+        for name in whole:
+            cs.dropped.append(name)
+            table = tables.get(name)
+            if table is not None:
+                cs.tables[name] = table.state()
+                cs.puts.extend(
+                    (name, rid, rec, table.leases.get(rid)) for rid, rec in table.records.items()
+                )
+        for name, rid in dirty_records:
+            if name in whole:
+                continue
+            table = tables.get(name)
+            if table is None:
+                continue
+            if name not in cs.tables:
+                cs.tables[name] = table.state()
+            record = table.records.get(rid)
+            if record is None:
+                cs.deletes.append((name, rid))
+            else:
+                cs.puts.append((name, rid, record, table.leases.get(rid)))
+        return cs
+
+    def full_change_set(self) -> ChangeSet:
+        """Everything, as one change set: what a snapshot holds."""
+        return self.change_set((), list(self.tables))
+
+    def apply_change_set(self, cs: ChangeSet) -> None:
+        """Replay a change set (recovery): tables, records, leases and ``seq`` as logged."""
+        for name in cs.dropped:
+            self.tables.pop(name, None)
+        for name, state in cs.tables.items():
             table = self.tables.get(name)
-            out.append((name, rid, table.records.get(rid) if table is not None else None))
-        return out
+            if table is None:
+                table = self.tables[name] = Table(name)
+            table.restore_state(state)
+        for name, rid, record, lease in cs.puts:
+            table = self.tables[name]
+            table.records[rid] = record
+            if lease is None:
+                table.leases.pop(rid, None)
+            else:
+                table.leases[rid] = lease
+        for name, rid in cs.deletes:
+            table = self.tables[name]
+            table.records.pop(rid, None)
+            table.leases.pop(rid, None)
+        self.seq = max(self.seq, cs.seq)
+
+
+@dataclass
+class ChangeSet:
+    """The effect of one or more commits, as state (not as commands), up to ``seq``.
+
+    Replaying change sets in order rebuilds the engine exactly, without a clock: this is
+    what the log stores and what the arena publishes. Order of application: ``dropped``,
+    ``tables`` (meta of every touched table), ``puts``, ``deletes``.
+    """
+
+    seq: int
+    dropped: list[str] = field(default_factory=list)
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    puts: list[tuple[str, Id, Record, Lease | None]] = field(default_factory=list)
+    deletes: list[tuple[str, Id]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.dropped or self.tables or self.puts or self.deletes)
 
 
 def _command(

@@ -25,18 +25,16 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-import msgpack
 import zmq
 
 from stateengine.errors import BadRequest, PayloadTooLarge, StateEngineError
 from stateengine.protocol import decode_request, encode_reply, is_json
 from stateengine.server import paths
-from stateengine.server.engine import Id, TableEngine
+from stateengine.server.engine import ChangeSet, Id, TableEngine
 
 log = logging.getLogger("stateengine.server")
 
@@ -49,20 +47,9 @@ class Publisher(Protocol):
 
     name: str
 
-    def publish(
-        self,
-        seq: int,
-        puts: Iterable[tuple[str, Id, bytes]],
-        deletes: Iterable[tuple[str, Id]],
-        dropped_tables: Iterable[str],
-        meta: dict[str, bytes],
-    ) -> None: ...
+    def publish(self, changes: ChangeSet) -> None: ...
 
     def close(self, unlink: bool = True) -> None: ...
-
-
-def pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 class DataDirLocked(RuntimeError):
@@ -294,36 +281,10 @@ class Server:
     # --- publishing to the arena ------------------------------------------------------------
 
     def _publish(self, dirty_records: dict[tuple[str, Id], None], dirty_tables: set[str]) -> None:
-        if self.publisher is None:
-            return
-        tables = self.engine.tables
-        puts: list[tuple[str, Id, bytes]] = []
-        deletes: list[tuple[str, Id]] = []
-        dropped: list[str] = []
-        meta: dict[str, bytes] = {}
-        for name in dirty_tables:
-            # Created, dropped or recreated: republish the table whole.
-            dropped.append(name)
-            table = tables.get(name)
-            if table is not None:
-                puts.extend((name, rid, pack(rec)) for rid, rec in table.records.items())
-        for name, rid in dirty_records:
-            if name in dirty_tables:
-                continue
-            table = tables.get(name)
-            record = table.records.get(rid) if table is not None else None
-            if record is None:
-                deletes.append((name, rid))
-            else:
-                puts.append((name, rid, pack(record)))
-        for name in {n for n, _ in dirty_records} | dirty_tables:
-            table = tables.get(name)
-            if table is not None:
-                meta[name] = pack(table.info())
-        self.publisher.publish(self.engine.seq, puts, deletes, dropped, meta)
+        cs = self.engine.change_set(dirty_records, dirty_tables)
+        if self.publisher is not None and cs:
+            self.publisher.publish(cs)
 
     def _publish_all(self) -> None:
-        if self.publisher is None:
-            return
-        tables = self.engine.tables
-        self._publish({}, set(tables))
+        if self.publisher is not None:
+            self.publisher.publish(self.engine.full_change_set())
