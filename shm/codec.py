@@ -1,0 +1,63 @@
+"""The msgpack codec: the one place in ``stateengine.shm`` that calls msgpack.
+
+Records are stored as msgpack bytes produced by the writer's codec; readers decode
+them with :meth:`MsgpackCodec.decode`. The arena's own structures (ring entries,
+checkpoints, block keys) go through :func:`pack_internal` / :func:`unpack_internal`,
+so the layout and allocation code never touches msgpack directly.
+
+Size limits: :class:`MsgpackCodec` refuses to encode a record larger than
+``max_record_size`` (``PayloadTooLarge``); decoding takes a bytes object that the
+arena has already bounded by the block length, and msgpack derives its own
+``max_*_len`` limits from the buffer length, so a hostile length field cannot make
+it allocate more than the block holds. Safe to share across threads; holds no
+process state, so it is safe after fork and picklable for spawn.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgpack
+
+from stateengine.errors import PayloadTooLarge
+
+DEFAULT_MAX_RECORD_SIZE: Final = 16 * 1024 * 1024
+
+
+class MsgpackCodec:
+    """Encode and decode records (msgpack maps, lists, scalars).
+
+    ``decode`` is bound to ``msgpack.unpackb`` itself (no wrapper call) because it
+    sits on the reader's fast path; it raises ``ValueError`` subclasses
+    (``msgpack.ExtraData``, ``FormatError``, ``StackError``) or ``UnicodeDecodeError``
+    on bad bytes, which the arena never hands it (bytes are validated first).
+    """
+
+    def __init__(self, max_record_size: int = DEFAULT_MAX_RECORD_SIZE) -> None:
+        if max_record_size <= 0:
+            raise ValueError("max_record_size must be positive")
+        self.max_record_size = max_record_size
+        self.decode: Any = msgpack.unpackb
+
+    def encode(self, obj: Any) -> bytes:
+        """msgpack-encode ``obj`` (bin type for bytes); ``PayloadTooLarge`` past the limit."""
+        data: bytes = msgpack.packb(obj, use_bin_type=True)
+        if len(data) > self.max_record_size:
+            raise PayloadTooLarge(
+                f"record of {len(data)} bytes exceeds max_record_size={self.max_record_size}"
+            )
+        return data
+
+    def __repr__(self) -> str:
+        return f"MsgpackCodec(max_record_size={self.max_record_size})"
+
+
+def pack_internal(obj: Any) -> bytes:
+    """Encode one of the arena's own structures (ring ops, checkpoint, block key)."""
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return data
+
+
+def unpack_internal(data: bytes) -> Any:
+    """Decode an arena structure; call only on bytes already validated by CRC."""
+    return msgpack.unpackb(data, strict_map_key=False, use_list=True)

@@ -1,0 +1,70 @@
+"""Finding and removing the leftovers of a killed writer.
+
+A writer that dies by ``kill -9`` cannot unlink its files. :func:`cleanup_stale`
+removes every arena control file in a directory whose writer process (pid **and**
+start time) is gone or that is marked closed, together with its generation files,
+and generation files whose control file is gone. It never touches an arena whose
+writer still runs, nor files that are not arenas (checked by magic).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import re
+
+from stateengine.shm import layout as L
+
+_GEN_RE = re.compile(r"^(?P<base>.+)\.g\d+$")
+
+
+def _control_state(path: str) -> str:
+    """'live', 'stale' or 'foreign' for a candidate control file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(L.OFF_CLOSED + 8)
+    except OSError:
+        return "foreign"
+    if len(head) < L.OFF_CLOSED + 8:
+        return "foreign"
+    magic, _layout, _nslots, pid, start = L.CTL_HEADER.unpack_from(head, 0)
+    if magic != L.CTL_MAGIC:
+        return "foreign"
+    closed = L.U64.unpack_from(head, L.OFF_CLOSED)[0]
+    if not closed and L.process_alive(pid, start):
+        return "live"
+    return "stale"
+
+
+def find_stale(directory: str | None = None, prefix: str = "stateengine") -> list[str]:
+    """Paths that :func:`cleanup_stale` would remove (dry run)."""
+    directory = directory or L.default_dir()
+    if directory is None:
+        return []
+    out: list[str] = []
+    for path in sorted(glob.glob(os.path.join(glob.escape(directory), glob.escape(prefix) + "-*"))):
+        m = _GEN_RE.match(path)
+        if m:
+            if not os.path.exists(m.group("base")):
+                out.append(path)  # an orphan generation
+            continue
+        if _control_state(path) == "stale":
+            out.append(path)
+            out.extend(sorted(glob.glob(glob.escape(path) + ".g*")))
+    return sorted(set(out))
+
+
+def cleanup_stale(directory: str | None = None, prefix: str = "stateengine") -> list[str]:
+    """Remove leftovers of dead writers under ``directory`` (default ``/dev/shm``).
+
+    Returns the removed paths. Safe to run while other servers are running: a
+    live writer's files (pid and start time match a running process) are kept.
+    Readers still mapping a removed file keep their mapping until they close.
+    """
+    removed: list[str] = []
+    for path in find_stale(directory, prefix):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+            removed.append(path)
+    return removed

@@ -1,0 +1,711 @@
+"""The writer side of the arena: one process owns it and publishes versions.
+
+Only the process that created an :class:`ArenaWriter` may use it. It is not
+thread-safe (the server drives it from one loop). After ``fork`` the child's copy
+refuses every call (``RuntimeError``) and never unlinks anything; its exit leaves
+the segments alone.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import mmap
+import os
+import secrets
+import struct
+import sys
+import tempfile
+import time
+import warnings
+import weakref
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final, cast
+
+from stateengine.errors import CapacityError, PayloadTooLarge
+from stateengine.shm import faults as _faults
+from stateengine.shm import layout as L
+from stateengine.shm.alloc import Allocator
+from stateengine.shm.codec import MsgpackCodec, pack_internal
+
+META_TABLE: Final = "\x00meta"
+"""Reserved table holding per-table metadata bytes (``commit(meta=...)``)."""
+
+_I64_MIN: Final = -(2**63)
+_I64_MAX: Final = 2**63 - 1
+MiB: Final = 1024 * 1024
+
+RecordId = int | str
+# writer index entry: off, asize, pstart, pend, hcrc, crc, pos, version
+_WEntry = tuple[int, int, int, int, int, int, int, int]
+
+_LIVE_WRITERS: weakref.WeakSet[ArenaWriter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for w in list(_LIVE_WRITERS):
+        w._forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _Full(Exception):
+    def __init__(self, need: int) -> None:
+        super().__init__(need)
+        self.need = need
+
+
+def check_id(rid: object) -> RecordId:
+    """An id is a str or an int in the signed 64-bit range (not a bool)."""
+    if isinstance(rid, str):
+        return rid
+    if isinstance(rid, int) and not isinstance(rid, bool):
+        if _I64_MIN <= rid <= _I64_MAX:
+            return rid
+        raise ValueError(f"record id {rid} outside the signed 64-bit range")
+    raise TypeError(f"record id must be int or str, not {type(rid).__name__}")
+
+
+def _check_table(table: object, allow_meta: bool = False) -> str:
+    if not isinstance(table, str) or not table:
+        raise TypeError(f"table name must be a non-empty str, not {table!r}")
+    if table.startswith("\x00") and not (allow_meta and table == META_TABLE):
+        raise ValueError(f"table names starting with NUL are reserved: {table!r}")
+    return table
+
+
+class _Gen:
+    """One generation file mapped by the writer."""
+
+    def __init__(self, path: str, gen: int, size: int, ring_size: int, fd: int) -> None:
+        self.path = path
+        self.gen = gen
+        self.size = size
+        self.fd = fd
+        self.mm = L.map_fd(fd, size, writable=True)
+        self.ring_off = L.GEN_HEADER_SIZE
+        self.ring_size = ring_size
+        self.data_off = self.ring_off + ring_size
+        self.data_size = size - self.data_off
+        self.mm[0 : L.GEN_HEADER.size] = L.GEN_HEADER.pack(
+            L.GEN_MAGIC, gen, size, self.ring_off, ring_size, self.data_off, self.data_size, 0
+        )
+
+    def close(self, unlink: bool) -> None:
+        with contextlib.suppress(BufferError, ValueError):
+            self.mm.close()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        if unlink:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+
+def _ring_size_for(size: int, ring_size: int | None) -> int:
+    if ring_size is not None:
+        return L.align(ring_size)
+    return L.align(max(256 * 1024, size // 8))
+
+
+class ArenaWriter:
+    """Creates the segments, applies commits atomically and publishes each version.
+
+    Use :meth:`create`. ``name`` is what a reader passes to ``ArenaReader.attach``.
+    Settings (all given to :meth:`create`):
+
+    * ``initial_size`` — bytes of the first generation (allocated up front; a full
+      ``/dev/shm`` raises ``CapacityError`` naming it).
+    * ``max_size`` — growth stops here; past it a commit raises ``CapacityError``
+      naming ``max_size`` (after expiring every snapshot to make room).
+    * ``reader_slots`` — how many readers can hold snapshots at once (an attach
+      beyond it raises ``CapacityError`` naming ``reader_slots``).
+    * ``grace`` — seconds a retired block waits before reuse (covers a reader whose
+      pin is not yet visible). ``expiry`` — seconds after which a pinned snapshot is
+      ignored by reclamation and raises ``SnapshotExpired`` in the reader.
+    """
+
+    name: str
+    _closed: bool = True
+    _forked: bool = False
+    _pid: int = -1
+
+    def __init__(self) -> None:
+        raise TypeError("use ArenaWriter.create(...)")
+
+    @classmethod
+    def create(
+        cls,
+        base: str | None = None,
+        *,
+        initial_size: int = 16 * MiB,
+        max_size: int = 4096 * MiB,
+        reader_slots: int = 128,
+        grace: float = 0.05,
+        expiry: float = 10.0,
+        ring_size: int | None = None,
+        codec: MsgpackCodec | None = None,
+        _clock: Callable[[], float] = time.monotonic,
+    ) -> ArenaWriter:
+        """Create a fresh arena and publish version 0 (empty).
+
+        ``base``: a directory to hold the files (mode 0700 recommended), or a name
+        prefix for files in ``/dev/shm`` (default prefix ``"stateengine"``). On a
+        system without ``/dev/shm`` (macOS) a private ``mkdtemp`` directory is used.
+        Raises ``CapacityError`` (naming ``initial_size``) when the space is not there.
+        """
+        self = object.__new__(cls)
+        self._init(
+            base, initial_size, max_size, reader_slots, grace, expiry, ring_size, codec, _clock
+        )
+        _LIVE_WRITERS.add(self)
+        return self
+
+    def _init(
+        self,
+        base: str | None,
+        initial_size: int,
+        max_size: int,
+        reader_slots: int,
+        grace: float,
+        expiry: float,
+        ring_size: int | None,
+        codec: MsgpackCodec | None,
+        _clock: Callable[[], float],
+    ) -> None:
+        if reader_slots < 1 or reader_slots > 65536:
+            raise ValueError("reader_slots must be in 1..65536")
+        if initial_size < 64 * 1024:
+            raise ValueError("initial_size must be at least 64 KiB")
+        max_size = max(max_size, initial_size)
+        self._codec = codec or MsgpackCodec()
+        self._clock = _clock
+        self._grace = float(grace)
+        self._expiry = float(expiry)
+        self._max_size = max_size
+        self._ring_size_setting = ring_size
+        self._faults = frozenset(_faults.FAULTS)
+        self._pid = os.getpid()
+        self._start = L.proc_start_time(self._pid) or 0
+
+        prefix = "stateengine"
+        directory: str | None
+        if base is not None and ("/" in base or os.path.isdir(base)):
+            directory = os.path.abspath(base)
+        else:
+            prefix = base or prefix
+            directory = L.default_dir()
+        self._own_dir: str | None = None
+        if directory is None:
+            directory = tempfile.mkdtemp(prefix=f"{prefix}-")
+            self._own_dir = directory
+        self.name = os.path.join(directory, f"{prefix}-{self._pid}-{secrets.token_hex(8)}")
+
+        self._nslots = reader_slots
+        self._ctl_fd = L.create_file(self.name, L.ctl_size(reader_slots), "reader_slots")
+        self._ctl = L.map_fd(self._ctl_fd, L.ctl_size(reader_slots), writable=True)
+        self._ctl[0 : L.CTL_HEADER.size] = L.CTL_HEADER.pack(
+            L.CTL_MAGIC, L.LAYOUT_VERSION, reader_slots, self._pid, self._start
+        )
+        L.U64.pack_into(self._ctl, L.OFF_EXPIRY, int(self._expiry * 1e9))
+        L.U64.pack_into(self._ctl, L.OFF_GRACE, int(self._grace * 1e9))
+        self._pin_fmt = struct.Struct("<" + "16xQ40x" * reader_slots)
+        self._closed = False
+
+        self._seq = 0
+        self._horizon = 0
+        self._tables: dict[str, dict[RecordId, _WEntry]] = {}
+        self._next_pos: dict[str, int] = {}
+        # retire list: (retire_seq, time, extents, old generation or None)
+        self._pending: collections.deque[tuple[int, float, list[tuple[int, int]], _Gen | None]]
+        self._pending = collections.deque()
+        self._pending_bytes = 0
+        self._first_seen: dict[int, tuple[int, int, float]] = {}
+        self._alive: dict[int, tuple[int, int, bool, float]] = {}
+        self._gen: _Gen | None = None
+        self._old_gens: list[_Gen] = []
+        try:
+            self._new_generation(1, initial_size, "initial_size")
+            self._write_checkpoint_and_publish(0)
+        except BaseException:
+            self._teardown(unlink=True)
+            raise
+
+    # --- generations ---------------------------------------------------------------
+
+    def _new_generation(self, gen: int, size: int, setting: str) -> None:
+        size = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
+        ring = _ring_size_for(size, self._ring_size_setting)
+        if ring + L.GEN_HEADER_SIZE + 4096 > size:
+            raise ValueError(f"generation of {size} bytes too small for a ring of {ring}")
+        path = L.gen_path(self.name, gen)
+        fd = L.create_file(path, size, setting)
+        try:
+            g = _Gen(path, gen, size, ring, fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        self._gen = g
+        self._alloc = Allocator(g.data_off, g.data_size)
+        self._ring_head = 0
+        self._ckpt: tuple[int, int, int, int, int, int, int, int] = (0, 0, 0, 0, 0, 0, 0, 0)
+
+    def _grow(self, need: int) -> None:
+        """Move to a new, larger generation holding the live blocks, same seq."""
+        old = self._gen
+        assert old is not None
+        live = sum(e[1] for t in self._tables.values() for e in t.values())
+        want = max(old.size * 2, (live + need) * 2 + old.ring_size + 65536)
+        if want > self._max_size:
+            want = self._max_size
+        if want <= old.size or live + need + _ring_size_for(want, None) // 4 > want:
+            raise CapacityError(
+                f"arena full: {live} live bytes + {need} needed exceed max_size="
+                f"{self._max_size}; raise max_size"
+            )
+        self._new_generation(old.gen + 1, want, "max_size")
+        g = self._gen
+        assert g is not None
+        omm, mm = old.mm, g.mm
+        for tdict in self._tables.values():
+            for rid, (off, asize, pstart, pend, hcrc, crc, pos, ver) in tdict.items():
+                noff = self._alloc.alloc(asize)
+                assert noff is not None
+                mm[noff : noff + asize] = omm[off : off + asize]
+                d = noff - off
+                tdict[rid] = (noff, asize, pstart + d, pend + d, hcrc, crc, pos, ver)
+        # blocks retired in the old generation go with it
+        self._pending = collections.deque((s, t, [], og) for (s, t, _e, og) in self._pending)
+        self._pending_bytes = 0
+        self._write_checkpoint_and_publish(self._seq)
+        self._pending.append((self._seq + 1, self._clock(), [], old))
+
+    # --- commit ----------------------------------------------------------------------
+
+    def commit(
+        self,
+        seq: int,
+        puts: Iterable[tuple[str, RecordId, bytes]] = (),
+        deletes: Iterable[tuple[str, RecordId]] = (),
+        dropped_tables: Iterable[str] = (),
+        meta: Mapping[str, bytes | None] | None = None,
+    ) -> None:
+        """Apply every change atomically and publish version ``seq``.
+
+        Order inside one commit: ``dropped_tables`` first (their records and meta go),
+        then ``deletes`` (a missing record is ignored), then ``puts`` (``data`` is an
+        encoded record; a later put of the same id wins), then ``meta`` (table →
+        bytes, or None to remove). Raises ``ValueError``/``TypeError`` for a bad
+        argument or a ``seq`` not above the last one, ``PayloadTooLarge`` for a record
+        over the codec's ``max_record_size``, ``CapacityError`` when the arena cannot
+        grow enough; in every error case nothing changed and nothing was published.
+        """
+        self._check_usable()
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq <= self._seq:
+            raise ValueError(f"seq must be an int above {self._seq}, got {seq!r}")
+        if seq > _I64_MAX:
+            raise ValueError("seq outside the signed 64-bit range")
+        limit = self._codec.max_record_size
+        plist: list[tuple[str, RecordId, bytes]] = []
+        for t, rid, data in puts:
+            data = cast(Any, data)
+            if not isinstance(data, bytes):
+                if isinstance(data, bytearray | memoryview):
+                    data = bytes(data)
+                else:
+                    raise TypeError(f"record data must be bytes, not {type(data).__name__}")
+            if len(data) > limit:
+                raise PayloadTooLarge(
+                    f"record {t!r}/{rid!r} of {len(data)} bytes exceeds max_record_size={limit}"
+                )
+            plist.append((_check_table(t), check_id(rid), data))
+        dlist = [(_check_table(t), check_id(rid)) for t, rid in deletes]
+        drops = [_check_table(t) for t in dropped_tables]
+        if meta:
+            for t, blob in meta.items():
+                _check_table(t)
+                if blob is None:
+                    dlist.append((META_TABLE, t))
+                elif isinstance(blob, bytes | bytearray | memoryview):
+                    plist.append((META_TABLE, t, bytes(blob)))
+                else:
+                    raise TypeError("meta values must be bytes or None")
+        for t in drops:
+            dlist.append((META_TABLE, t))
+        total = sum(L.align(len(d) + 64) for _t, _r, d in plist) + 4096
+        forced = reclaimed = False
+        for _attempt in range(8):
+            try:
+                self._apply(seq, plist, dlist, drops)
+                return
+            except _Full:
+                if not reclaimed and self.reclaim() and self._alloc.free_bytes >= total * 2:
+                    reclaimed = True
+                    continue
+                reclaimed = False
+                try:
+                    self._grow(total)
+                except CapacityError:
+                    if forced:
+                        raise
+                    forced = True
+                    self.reclaim(force=True)  # expire every snapshot before giving up
+        raise CapacityError(f"arena full; raise max_size={self._max_size}")
+
+    def _block(self, table: str, rid: RecordId, version: int, kind: int, data: bytes) -> bytes:
+        key = pack_internal([table, rid])
+        if len(key) > 0xFFFF:
+            raise ValueError(f"record id too long: {rid!r}")
+        total = L.BLOCK_HEADER_SIZE + len(key) + len(data) + 4
+        head = L.BLOCK_HEADER.pack(total, len(key), kind, version) + key
+        hcrc = zlib.crc32(head)
+        crc = zlib.crc32(data, hcrc)
+        return head + data + L.CRC.pack(crc)
+
+    def _apply(
+        self,
+        seq: int,
+        puts: list[tuple[str, RecordId, bytes]],
+        deletes: list[tuple[str, RecordId]],
+        drops: list[str],
+    ) -> None:
+        gen = self._gen
+        assert gen is not None
+        mm = gen.mm
+        tables = self._tables
+        alloc = self._alloc
+        early = "publish_early" in self._faults
+        new: list[tuple[int, int]] = []
+        deferred: list[tuple[int, bytes]] = []
+        undo: list[tuple[str, RecordId | None, Any]] = []
+        retired: list[tuple[int, int]] = []
+        ops: list[list[Any]] = []
+        next_pos = dict(self._next_pos)
+        try:
+            for t in drops:
+                old_t = tables.pop(t, None)
+                if old_t is not None:
+                    undo.append((t, None, old_t))
+                    retired.extend((e[0], e[1]) for e in old_t.values())
+                    ops.append([0, t])
+            for t, rid in deletes:
+                tdict = tables.get(t)
+                if tdict is None:
+                    continue
+                old = tdict.pop(rid, None)
+                if old is None:
+                    continue
+                undo.append((t, rid, old))
+                retired.append((old[0], old[1]))
+                ops.append([1, t, rid])
+            for t, rid, data in puts:
+                block = self._block(t, rid, seq, L.KIND_RECORD, data)
+                asize = L.align(len(block))
+                off = alloc.alloc(asize)
+                if off is None:
+                    raise _Full(asize)
+                new.append((off, asize))
+                if early:
+                    deferred.append((off, block))
+                else:
+                    mm[off : off + len(block)] = block
+                pend = off + len(block) - 4
+                pstart = pend - len(data)
+                hcrc = zlib.crc32(block[: pstart - off])
+                crc = L.CRC.unpack_from(block, len(block) - 4)[0]
+                tdict = tables.get(t)
+                if tdict is None:
+                    tdict = tables[t] = {}
+                    undo.append((t, None, None))
+                old = tdict.get(rid)
+                if old is None:
+                    pos = next_pos.get(t, 0)
+                    next_pos[t] = pos + 1
+                else:
+                    pos = old[6]
+                    retired.append((old[0], old[1]))
+                tdict[rid] = (off, asize, pstart, pend, hcrc, crc, pos, seq)
+                undo.append((t, rid, old))
+                ops.append([2, t, rid, pstart, pend, hcrc, crc, pos, off])
+            self._append_ring(seq, ops, new)
+        except BaseException:
+            for t, rid, old in reversed(undo):
+                if rid is None:
+                    if old is None:
+                        tables.pop(t, None)
+                    else:
+                        tables[t] = old
+                else:
+                    tdict = tables.setdefault(t, {})
+                    if old is None:
+                        tdict.pop(rid, None)
+                    else:
+                        tdict[rid] = old
+            for off, n in new:
+                alloc.free(off, n)
+            raise
+        self._next_pos = next_pos
+        # publish: meta slot, then the seq word
+        if early:
+            self._publish(seq)
+            time.sleep(0.02)  # widen the window the fault opens
+            for off, block in deferred:
+                mm[off : off + len(block)] = block
+        else:
+            self._publish(seq)
+        if retired:
+            self._pending.append((seq, self._clock(), retired, None))
+            self._pending_bytes += sum(n for _o, n in retired)
+        self.reclaim()
+
+    # --- ring and checkpoints ------------------------------------------------------------
+
+    def _append_ring(self, seq: int, ops: list[list[Any]], new: list[tuple[int, int]]) -> None:
+        gen = self._gen
+        assert gen is not None
+        size = gen.ring_size
+        payload = pack_internal(ops)
+        n = L.align(L.RING_HEADER_SIZE + len(payload))
+        head = self._ring_head
+        phys = head % size
+        waste = size - phys if phys + n > size else 0
+        if n <= size // 2 and head + waste + n - self._ckpt[3] <= size:
+            self._ring_write(seq, payload, head, waste)
+            self._ring_head = head + waste + n
+            return
+        # too big, or would overrun the checkpoint: a checkpoint of the state after this
+        # commit (written first, so a full arena leaves the ring untouched), then a
+        # marker entry telling readers to rebuild from it.
+        marker = pack_internal(None)
+        n = L.align(L.RING_HEADER_SIZE + len(marker))
+        waste = size - phys if phys + n > size else 0
+        self._write_checkpoint(seq, new, ringpos=head + waste + n)
+        self._ring_write(seq, marker, head, waste)
+        self._ring_head = head + waste + n
+
+    def _ring_write(self, seq: int, payload: bytes, head: int, waste: int) -> None:
+        gen = self._gen
+        assert gen is not None
+        mm, base, size = gen.mm, gen.ring_off, gen.ring_size
+        if waste:
+            if waste >= L.RING_HEADER_SIZE:  # a wrap marker; less than a header wraps implicitly
+                p = base + head % size
+                mm[p : p + L.RING_HEADER_SIZE] = L.RING_HEADER.pack(0, L.ring_crc(0, seq, b""), seq)
+            head += waste
+        p = base + head % size
+        entry = L.RING_HEADER.pack(len(payload), L.ring_crc(len(payload), seq, payload), seq)
+        mm[p : p + L.RING_HEADER_SIZE + len(payload)] = entry + payload
+
+    def _write_checkpoint(self, seq: int, new: list[tuple[int, int]], ringpos: int) -> None:
+        """Write the full index as of ``seq`` into a block; retire the previous one."""
+        gen = self._gen
+        assert gen is not None
+        body = [
+            [t, [[rid, e[2], e[3], e[4], e[5], e[6], e[0]] for rid, e in tdict.items()]]
+            for t, tdict in self._tables.items()
+        ]
+        data = pack_internal(body)
+        block = self._block("\x00ckpt", seq, seq, L.KIND_CHECKPOINT, data)
+        asize = L.align(len(block))
+        off = self._alloc.alloc(asize)
+        if off is None:
+            raise _Full(asize)
+        new.append((off, asize))
+        gen.mm[off : off + len(block)] = block
+        pend = off + len(block) - 4
+        pstart = pend - len(data)
+        hcrc = zlib.crc32(block[: pstart - off])
+        crc = L.CRC.unpack_from(block, len(block) - 4)[0]
+        old = self._ckpt
+        self._ckpt = (pstart, pend, seq, ringpos, hcrc, crc, off, asize)
+        if old[7]:
+            self._pending.append((seq, self._clock(), [(old[6], old[7])], None))
+            self._pending_bytes += old[7]
+
+    def _write_checkpoint_and_publish(self, seq: int) -> None:
+        self._write_checkpoint(seq, [], ringpos=self._ring_head)
+        self._publish(seq)
+
+    def _publish(self, seq: int) -> None:
+        gen = self._gen
+        assert gen is not None
+        c = self._ckpt
+        meta = L.meta_pack(seq, gen.gen, self._ring_head, c[0], c[1], c[2], c[3], c[4], c[5])
+        off = L.OFF_META[seq & 1]
+        self._ctl[off : off + L.META_SIZE] = meta
+        L.U64.pack_into(self._ctl, L.OFF_SEQ, seq)
+        self._seq = seq
+
+    # --- reclamation -------------------------------------------------------------------
+
+    def _min_pin(self, now: float) -> int | None:
+        """Oldest version pinned by a live reader whose snapshot has not expired."""
+        pins = self._pin_fmt.unpack_from(self._ctl, L.OFF_SLOTS)
+        distinct = set(pins)
+        distinct.discard(0)
+        if not distinct:
+            self._first_seen.clear()
+            return None
+        best: int | None = None
+        for i, p in enumerate(pins):
+            if p == 0 or (best is not None and p >= best):
+                continue
+            so = L.OFF_SLOTS + i * L.SLOT_SIZE
+            pid, start, pin, nonce = L.SLOT.unpack_from(self._ctl, so)
+            if pin == 0:
+                continue
+            seen = self._first_seen.get(i)
+            if seen is None or seen[0] != pin or seen[1] != nonce:
+                seen = (pin, nonce, now)
+                self._first_seen[i] = seen
+            if now - seen[2] > self._expiry:
+                continue  # expired: the reader gets SnapshotExpired
+            cached = self._alive.get(i)
+            if cached is None or cached[0] != pid or cached[1] != start or now - cached[3] > 0.2:
+                cached = (pid, start, L.process_alive(pid, start), now)
+                self._alive[i] = cached
+            if not cached[2]:
+                continue  # owner died: its pin no longer counts
+            best = pin
+        return best
+
+    def reclaim(self, force: bool = False) -> int:
+        """Free retired space no live, unexpired reader can still see; return bytes freed.
+
+        Called by every commit; the server may also call it from a timer so that a
+        dead or expired reader's space comes back without writes. ``force`` ignores
+        pins and grace (snapshots then expire: readers get ``SnapshotExpired``).
+        """
+        self._check_usable()
+        pending = self._pending
+        if not pending:
+            return 0
+        now = self._clock()
+        unsafe = force or "reclaim_unsafe" in self._faults
+        grace = 0.0 if unsafe else self._grace
+        if now - pending[0][1] < grace:
+            return 0
+        limit = None if unsafe else self._min_pin(now)
+        freed = 0
+        while pending:
+            w, t, extents, old_gen = pending[0]
+            if (limit is not None and w > limit) or now - t < grace:
+                break
+            pending.popleft()
+            if w > self._horizon:
+                self._horizon = w
+                L.U64.pack_into(self._ctl, L.OFF_HORIZON, w)  # before any reuse
+            for off, n in extents:
+                self._alloc.free(off, n)
+                freed += n
+            if old_gen is not None:
+                old_gen.close(unlink=True)
+        self._pending_bytes -= freed
+        return freed
+
+    # --- introspection and lifecycle ---------------------------------------------------
+
+    @property
+    def seq(self) -> int:
+        """The last published version."""
+        return self._seq
+
+    def stats(self) -> dict[str, Any]:
+        """Sizes, generation, free/live/retired bytes, reader slots and the oldest pin."""
+        self._check_usable()
+        gen = self._gen
+        assert gen is not None
+        used = 0
+        for i in range(self._nslots):
+            if L.SLOT.unpack_from(self._ctl, L.OFF_SLOTS + i * L.SLOT_SIZE)[0]:
+                used += 1
+        return {
+            "name": self.name,
+            "seq": self._seq,
+            "generation": gen.gen,
+            "size": gen.size,
+            "data_size": gen.data_size,
+            "ring_size": gen.ring_size,
+            "free_bytes": self._alloc.free_bytes,
+            "largest_free": self._alloc.largest(),
+            "retired_bytes": self._pending_bytes,
+            "retired_batches": len(self._pending),
+            "live_records": sum(len(t) for t in self._tables.values()),
+            "reader_slots": self._nslots,
+            "reader_slots_used": used,
+            "oldest_pinned": self._min_pin(self._clock()),
+            "horizon": self._horizon,
+            "files": self.files(),
+        }
+
+    def files(self) -> list[str]:
+        """Paths of every file this arena holds now (control, current and old generations)."""
+        out = [self.name]
+        if self._gen is not None:
+            out.append(self._gen.path)
+        out.extend(g.path for (_s, _t, _e, g) in self._pending if g is not None)
+        return out
+
+    def _check_usable(self) -> None:
+        if self._forked or self._pid != os.getpid():
+            raise RuntimeError("an ArenaWriter cannot be used in a forked child")
+        if self._closed:
+            raise ValueError("ArenaWriter is closed")
+
+    def close(self, unlink: bool = True) -> None:
+        """Close the mappings; with ``unlink`` (default) remove every file.
+
+        Idempotent. In a forked child it only drops the child's mappings (never
+        unlinks). ``unlink=False`` leaves the last version readable for readers
+        still attached (e.g. a crash-like handoff); ``cleanup_stale`` removes it later.
+        """
+        if self._closed:
+            return
+        if self._forked or self._pid != os.getpid():
+            unlink = False
+        elif unlink:
+            with contextlib.suppress(ValueError):
+                L.U64.pack_into(self._ctl, L.OFF_CLOSED, 1)
+        self._teardown(unlink)
+
+    def _teardown(self, unlink: bool) -> None:
+        self._closed = True
+        gens: list[_Gen] = [g for (_s, _t, _e, g) in getattr(self, "_pending", ()) if g]
+        if getattr(self, "_gen", None) is not None:
+            assert self._gen is not None
+            gens.append(self._gen)
+        for g in gens:
+            g.close(unlink)
+        ctl = getattr(self, "_ctl", None)
+        if ctl is not None:
+            with contextlib.suppress(BufferError, ValueError):
+                ctl.close()
+        fd = getattr(self, "_ctl_fd", None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if unlink and getattr(self, "name", None):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.name)
+            if self._own_dir:
+                with contextlib.suppress(OSError):
+                    os.rmdir(self._own_dir)
+
+    def __enter__(self) -> ArenaWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not self._closed and not self._forked and self._pid == os.getpid():
+            warnings.warn(f"unclosed ArenaWriter {self.name!r}", ResourceWarning, stacklevel=2)
+            if not sys.is_finalizing():
+                self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"seq={self._seq}"
+        return f"<ArenaWriter {getattr(self, 'name', '?')!r} {state}>"
