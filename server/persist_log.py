@@ -1,0 +1,567 @@
+"""The embedded default store: an append-only log plus compact snapshots, in the data dir.
+
+Files (all in the data directory, mode 0600):
+
+* ``log.<base>.selog`` — log segments. Each entry is one pass's change set (msgpack),
+  framed with its length and checksums (:func:`~.persist_base.frame`). ``<base>`` (20
+  digits) is the ``seq`` the segment follows: it holds entries with ``seq > base``.
+* ``snapshot.sesnap`` — every table at one ``seq``: a header frame (format, seq, counts,
+  the generic ``extra`` section for later stored manifest values), one frame per table
+  meta, record chunks of up to 4096 records, an end frame. Written as
+  ``snapshot.sesnap.tmp``, fsynced, renamed over, then the directory fsynced.
+
+Snapshots without stalling writes. When the log has grown past a threshold (64 MiB, or
+the last snapshot's size if larger: Redis's auto-aof-rewrite rule) the writer rotates
+to a new segment (base = the current ``seq``) and ``os.fork()`` s; the child holds a
+copy-on-write image of the engine at that ``seq``, dumps it and leaves with
+``os._exit`` (it never touches ZeroMQ, logging or atexit handlers). The writer goes on
+appending to the new segment and, once the child has exited 0, deletes the segments
+with a lower base. Measured in ``bench/durability.py``: the parent pays only the fork
+(page-table copy, ~tens of ms per GB of heap) instead of the whole dump. Rejected:
+encoding incrementally between passes (needs a copy-on-write engine or a log of what
+changed during the dump; more code for the same effect). Where ``fork`` is missing the
+snapshot runs inline (``snapshot_mode="inline"``, also what the power-cut tests use).
+
+Recovery: the snapshot, then every segment's entries with ``seq`` above it. A bad frame
+in the last segment with no valid frame behind it is a torn tail: truncated and
+reported. Any other damage raises :class:`~.persist_base.CorruptStore` before anything
+is applied (every frame is checked first).
+
+Not thread-safe except for the ``everysec`` syncer thread, which it owns. One process
+per data directory (the server's lock file enforces it).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from stateengine.server.engine import TableEngine
+from stateengine.server.persist_base import (
+    FSYNC_POLICIES,
+    CorruptStore,
+    FileHandle,
+    FileSystem,
+    FrameScan,
+    OsFileSystem,
+    PersistenceError,
+    Progress,
+    RecoveryReport,
+    StoreClosed,
+    count_records,
+    crash_point,
+    decode_change_set,
+    encode_change_set,
+    frame,
+    lease_in,
+    lease_out,
+    packb,
+    put_record,
+    restore_table,
+    scan_frames,
+    unpackb,
+)
+
+log = logging.getLogger("stateengine.persistence")
+
+SNAPSHOT_NAME: Final = "snapshot.sesnap"
+SNAPSHOT_TMP: Final = "snapshot.sesnap.tmp"
+SEGMENT_RE: Final = re.compile(r"^log\.(\d{20})\.selog$")
+SNAPSHOT_FORMAT: Final = "stateengine-snapshot/1"
+CHUNK: Final = 4096
+DEFAULT_SNAPSHOT_BYTES: Final = 64 << 20
+
+
+def segment_name(base: int) -> str:
+    return f"log.{base:020d}.selog"
+
+
+def list_segments(data_dir: Path) -> list[tuple[int, Path]]:
+    """``(base, path)`` of every log segment, by base."""
+    out = []
+    for path in data_dir.iterdir():
+        m = SEGMENT_RE.match(path.name)
+        if m:
+            out.append((int(m.group(1)), path))
+    return sorted(out)
+
+
+# --- snapshots -------------------------------------------------------------------------------
+
+
+def snapshot_chunks(
+    engine: TableEngine, extra: dict[str, Any], crash_name: str = "", kill_parent: bool = False
+) -> Iterator[bytes]:
+    """The framed snapshot of *engine*, chunk by chunk (see the module docstring)."""
+    total = count_records(engine)
+    header = {
+        "format": SNAPSHOT_FORMAT,
+        "seq": engine.seq,
+        "tables": len(engine.tables),
+        "records": total,
+        "extra": extra,
+        "created": time.time(),
+    }
+    yield frame(packb(header))
+    done = 0
+    for name, table in engine.tables.items():
+        yield frame(packb(["t", name, table.state()]))
+        leases = table.leases
+        chunk: list[list[Any]] = []
+        for rid, record in table.records.items():
+            chunk.append([rid, record, lease_out(leases.get(rid))])
+            if len(chunk) >= CHUNK:
+                yield frame(packb(["r", name, chunk]))
+                done += len(chunk)
+                chunk = []
+                if crash_name and done * 2 >= total:
+                    crash_point(crash_name, kill_parent)
+        if chunk:
+            yield frame(packb(["r", name, chunk]))
+            done += len(chunk)
+    if crash_name:
+        crash_point(crash_name, kill_parent)
+    yield frame(packb(["end", done]))
+
+
+@dataclass
+class SnapshotInfo:
+    seq: int
+    records: int
+    tables: int
+    extra: dict[str, Any]
+    size: int
+
+
+def load_snapshot(
+    path: Path, engine: TableEngine | None, progress: Progress | None = None
+) -> SnapshotInfo:
+    """Read (and verify) a snapshot; fill *engine* (fresh) unless None.
+
+    :raises CorruptStore: any bad frame, a missing end frame, or counts that disagree
+        (a snapshot is renamed into place only once complete and fsynced, so any damage
+        is corruption, never a torn tail).
+    """
+    data = path.read_bytes()
+    scan = scan_frames(data)
+    if scan.bad_offset >= 0:
+        raise CorruptStore(
+            f"snapshot {path} is damaged at byte {scan.bad_offset} ({scan.reason})",
+            str(path),
+            scan.bad_offset,
+        )
+    if not scan.payloads:
+        raise CorruptStore(f"snapshot {path} is empty", str(path), 0)
+    try:
+        header = unpackb(scan.payloads[0])
+        if not isinstance(header, dict) or header.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError(f"unknown snapshot format {header!r:.80}")
+        total = int(header["records"])
+        loaded = 0
+        table = None
+        ended = False
+        for payload in scan.payloads[1:]:
+            item = unpackb(payload)
+            kind = item[0]
+            if kind == "t":
+                table = restore_table(engine, item[1], item[2]) if engine is not None else None
+            elif kind == "r":
+                if table is not None:
+                    for rid, record, lease in item[2]:
+                        put_record(table, rid, record, lease_in(lease))
+                loaded += len(item[2])
+                if progress is not None:
+                    progress(loaded, total)
+            elif kind == "end":
+                ended = item[1] == loaded == total
+            else:
+                raise ValueError(f"unknown snapshot item {kind!r}")
+        if not ended:
+            raise ValueError(f"incomplete: {loaded} of {total} records and no end mark")
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise CorruptStore(f"snapshot {path} cannot be decoded: {exc}", str(path), 0) from None
+    if engine is not None:
+        engine.seq = int(header["seq"])
+    return SnapshotInfo(
+        int(header["seq"]), total, int(header["tables"]), dict(header["extra"]), len(data)
+    )
+
+
+# --- the store ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Child:
+    pid: int
+    seq: int
+    started: float
+
+
+@dataclass
+class _Segment:
+    base: int
+    path: Path
+    size: int
+
+
+@dataclass
+class LogStore:
+    """Append-only log + snapshots. See the module docstring for the design.
+
+    :param data_dir: an existing, private directory (the server's data directory).
+    :param fsync: ``always`` (fsync each :meth:`write` before returning: nothing
+        acknowledged is ever lost), ``everysec`` (a thread fsyncs once a second: a power
+        cut loses at most about a second; a process crash loses nothing), ``no`` (the OS
+        decides; a process crash still loses nothing).
+    :param snapshot_bytes: log size that triggers a snapshot (see :meth:`maybe_snapshot`).
+    :param snapshot_mode: ``fork`` (default where available) or ``inline``.
+    :param fs: the file layer (tests inject a power-cut simulator).
+    """
+
+    data_dir: Path
+    fsync: str = "always"
+    snapshot_bytes: int = DEFAULT_SNAPSHOT_BYTES
+    snapshot_mode: str = "fork" if hasattr(os, "fork") else "inline"
+    fs: FileSystem = field(default_factory=OsFileSystem)
+    sync_interval: float = 1.0
+
+    backend: str = field(default="log", init=False)
+
+    def __post_init__(self) -> None:
+        if self.fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, not {self.fsync!r}")
+        if self.snapshot_mode not in ("fork", "inline"):
+            raise ValueError(
+                f"snapshot_mode must be 'fork' or 'inline', not {self.snapshot_mode!r}"
+            )
+        self.data_dir = Path(self.data_dir)
+        self._fh: FileHandle | None = None
+        self._segments: list[_Segment] = []
+        self._child: _Child | None = None
+        self._last_snapshot_size = 0
+        self._retry_after = 0.0
+        self._closed = False
+        self._recovered = False
+        self._dirty = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._syncer: threading.Thread | None = None
+        self.stats: dict[str, int] = {"writes": 0, "bytes": 0, "syncs": 0, "snapshots": 0}
+
+    # --- recovery ----------------------------------------------------------------------------
+
+    def recover(self, engine: TableEngine, progress: Progress | None = None) -> RecoveryReport:
+        """Load the snapshot then the log into *engine* (empty); open the log for writing.
+
+        :raises CorruptStore: damage anywhere but a torn tail of the last segment; nothing
+            has been applied to *engine* then only if the snapshot itself is fine (the
+            server must exit either way).
+        :raises PersistenceError: the directory holds another backend's files.
+        """
+        if self._recovered:
+            raise PersistenceError("recover() runs once, before any write")
+        started = time.monotonic()
+        report = RecoveryReport("log")
+        tmp = self.data_dir / SNAPSHOT_TMP
+        if tmp.exists():
+            tmp.unlink()  # a dump that never completed; the old snapshot stands
+        snap_path = self.data_dir / SNAPSHOT_NAME
+        if snap_path.exists():
+            info = load_snapshot(snap_path, engine, progress)
+            report.snapshot_seq = info.seq
+            report.snapshot_records = info.records
+            report.extra = info.extra
+            self._last_snapshot_size = info.size
+        segments = list_segments(self.data_dir)
+        scans = self._scan_segments(segments, report.snapshot_seq or 0)
+        for base, path, scan in scans:
+            for payload in scan.payloads:
+                try:
+                    cs = decode_change_set(payload)
+                except (ValueError, TypeError, KeyError) as exc:
+                    raise CorruptStore(
+                        f"log {path}: an entry with a valid checksum cannot be decoded: {exc}",
+                        str(path),
+                    ) from None
+                if cs.seq <= engine.seq:
+                    continue  # already in the snapshot
+                engine.apply_change_set(cs)
+                report.log_entries += 1
+            self._segments.append(_Segment(base, path, scan.good_end))
+        if scans and scans[-1][2].bad_offset >= 0:
+            _, path, scan = scans[-1]
+            report.torn_bytes = scan.size - scan.good_end
+            report.torn_file = path.name
+            fh = self.fs.open_append(str(path))
+            fh.truncate(scan.good_end)
+            fh.sync()
+            fh.close()
+            log.warning(
+                "torn tail of %d bytes dropped from %s (%s at byte %d)",
+                report.torn_bytes,
+                path.name,
+                scan.reason,
+                scan.bad_offset,
+            )
+        if self._segments:
+            last = self._segments[-1]
+            self._fh = self.fs.open_append(str(last.path))
+        else:
+            self._open_segment(engine.seq)
+        self._recovered = True
+        self._start_syncer()
+        report.records = count_records(engine)
+        report.tables = len(engine.tables)
+        report.seq = engine.seq
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _scan_segments(
+        self, segments: list[tuple[int, Path]], snapshot_seq: int
+    ) -> list[tuple[int, Path, FrameScan]]:
+        out = []
+        if segments and segments[0][0] > snapshot_seq:
+            raise CorruptStore(
+                f"the log starts at seq {segments[0][0]} but the snapshot ends at seq "
+                f"{snapshot_seq}: segments are missing",
+                str(segments[0][1]),
+            )
+        for i, (base, path) in enumerate(segments):
+            scan = scan_frames(path.read_bytes())
+            if scan.bad_offset >= 0 and not (scan.torn and i == len(segments) - 1):
+                where = "before the tail" if not scan.torn else "in a segment that is not the last"
+                raise CorruptStore(
+                    f"log {path} is damaged at byte {scan.bad_offset} of {scan.size} "
+                    f"({scan.reason}, {where})",
+                    str(path),
+                    scan.bad_offset,
+                )
+            out.append((base, path, scan))
+        return out
+
+    def _open_segment(self, base: int) -> None:
+        path = self.data_dir / segment_name(base)
+        self._fh = self.fs.open_append(str(path))
+        # The new name must survive a power cut before anything in it is acknowledged.
+        self.fs.sync_dir(str(self.data_dir))
+        self._segments.append(_Segment(base, path, self._fh.size()))
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def write(self, cs: Any) -> None:
+        """Append one pass's change set; under ``always`` fsync before returning.
+
+        Call once per pass (group commit: one fsync covers the whole pass), before
+        publishing or replying. Encodes at once: *cs* holds the engine's live records.
+
+        :raises PersistenceError: the write or fsync failed (disk full, I/O error). The
+            pass is then not durable and the engine is ahead of the disk: the server must
+            not acknowledge it and should stop; a restart recovers the durable state.
+        :raises StoreClosed: after :meth:`close`.
+        """
+        if not cs:
+            return
+        fh = self._fh
+        if fh is None:
+            raise StoreClosed("the log store is closed" if self._closed else "recover() first")
+        data = frame(encode_change_set(cs))
+        try:
+            fh.write(data)
+            crash_point("log-appended")
+            if self.fsync == "always":
+                fh.sync()
+                self.stats["syncs"] += 1
+            else:
+                self._dirty = True
+        except OSError as exc:
+            raise PersistenceError(f"cannot append to the log: {exc}") from exc
+        self._segments[-1].size += len(data)
+        self.stats["writes"] += 1
+        self.stats["bytes"] += len(data)
+
+    def tick(self) -> None:
+        """Nothing to do: the ``everysec`` thread syncs on its own. (Reaps a snapshot.)"""
+        self._reap()
+
+    def _start_syncer(self) -> None:
+        if self.fsync != "everysec":
+            return
+        self._syncer = threading.Thread(
+            target=self._sync_loop, name="stateengine-fsync", daemon=True
+        )
+        self._syncer.start()
+
+    def _sync_loop(self) -> None:
+        # The write path never waits for this thread: it only sets _dirty. The lock keeps
+        # rotation and close from closing the descriptor under a running fsync.
+        while not self._stop.wait(self.sync_interval):
+            if not self._dirty:
+                continue
+            with self._lock:
+                fh = self._fh
+                if fh is None:
+                    continue
+                self._dirty = False
+                try:
+                    fh.sync()
+                    self.stats["syncs"] += 1
+                except OSError as exc:  # reported, retried next second (Redis does the same)
+                    self._dirty = True
+                    log.error("background fsync of the log failed: %s", exc)
+
+    def sync(self) -> None:
+        """fsync the log now, whatever the policy."""
+        with self._lock:
+            if self._fh is not None:
+                self._fh.sync()
+                self._dirty = False
+
+    # --- snapshots ------------------------------------------------------------------------
+
+    def log_bytes(self) -> int:
+        return sum(s.size for s in self._segments)
+
+    def maybe_snapshot(self, engine: TableEngine, extra: dict[str, Any] | None = None) -> bool:
+        """Start a snapshot if the log has grown enough; reap a finished one.
+
+        Call after the pass's replies. Cheap when nothing is due (a sum and a compare).
+        :return: True if a snapshot was started.
+        """
+        self._reap()
+        if self._child is not None or time.monotonic() < self._retry_after:
+            return False
+        threshold = max(self.snapshot_bytes, self._last_snapshot_size)
+        if self.log_bytes() < threshold:
+            return False
+        self.snapshot(engine, extra, wait=False)
+        return True
+
+    def snapshot(
+        self, engine: TableEngine, extra: dict[str, Any] | None = None, wait: bool = True
+    ) -> None:
+        """Snapshot *engine* now (fork or inline per ``snapshot_mode``), then trim the log.
+
+        With ``wait`` a forked dump is waited for. Safe to call between passes only.
+        :raises PersistenceError: an inline dump failed, or a waited-for child failed.
+        """
+        self._reap()
+        if self._child is not None:
+            if not wait:
+                return
+            self._wait_child()
+        if self._fh is None:
+            raise StoreClosed("the log store is closed")
+        seq = engine.seq
+        self._rotate(seq)
+        extra = extra or {}
+        if self.snapshot_mode == "inline":
+            self._dump(engine, extra, kill_parent=False)
+            self._after_snapshot(seq)
+            return
+        gc.freeze()  # fewer pages touched (copied) in the child by the collector
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, which never returns
+            code = 1
+            try:
+                gc.disable()
+                self._dump(engine, extra, kill_parent=True)
+                code = 0
+            finally:
+                os._exit(code)
+        gc.unfreeze()
+        self._child = _Child(pid, seq, time.monotonic())
+        if wait:
+            self._wait_child()
+
+    def _rotate(self, seq: int) -> None:
+        if self._segments and self._segments[-1].base == seq:
+            return  # nothing written since the last rotation
+        with self._lock:
+            assert self._fh is not None
+            self._fh.sync()  # the closed segment is complete on disk, whatever the policy
+            self._dirty = False
+            self._fh.close()
+            self._open_segment(seq)
+
+    def _dump(self, engine: TableEngine, extra: dict[str, Any], kill_parent: bool) -> None:
+        tmp = str(self.data_dir / SNAPSHOT_TMP)
+        self.fs.write_file(tmp, snapshot_chunks(engine, extra, "mid-snapshot", kill_parent))
+        self.fs.rename(tmp, str(self.data_dir / SNAPSHOT_NAME))
+        crash_point("snapshot-renamed", kill_parent)
+        self.fs.sync_dir(str(self.data_dir))
+
+    def _reap(self) -> None:
+        child = self._child
+        if child is None:
+            return
+        pid, status = os.waitpid(child.pid, os.WNOHANG)
+        if pid == 0:
+            return
+        self._finish_child(child, status)
+
+    def _wait_child(self) -> None:
+        child = self._child
+        assert child is not None
+        _, status = os.waitpid(child.pid, 0)
+        self._finish_child(child, status)
+        if self._retry_after:
+            raise PersistenceError(f"the snapshot process failed (status {status:#x})")
+
+    def _finish_child(self, child: _Child, status: int) -> None:
+        self._child = None
+        if os.waitstatus_to_exitcode(status) == 0:
+            self._retry_after = 0.0
+            self._after_snapshot(child.seq)
+            log.info(
+                "snapshot at seq %d written in %.2f s", child.seq, time.monotonic() - child.started
+            )
+        else:
+            self._retry_after = time.monotonic() + 10.0
+            log.error(
+                "snapshot process exited with %s; the log is kept, retrying in 10 s",
+                os.waitstatus_to_exitcode(status),
+            )
+
+    def _after_snapshot(self, seq: int) -> None:
+        """Trim: segments below the snapshot's seq hold nothing recovery needs."""
+        self.stats["snapshots"] += 1
+        self._last_snapshot_size = (self.data_dir / SNAPSHOT_NAME).stat().st_size
+        keep = []
+        for seg in self._segments:
+            if seg.base < seq and seg is not self._segments[-1]:
+                self.fs.remove(str(seg.path))
+            else:
+                keep.append(seg)
+        self._segments = keep
+        self.fs.sync_dir(str(self.data_dir))
+
+    # --- closing ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Wait for a running snapshot, fsync and close the log. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._child is not None:
+            try:
+                self._wait_child()
+            except PersistenceError as exc:
+                log.error("%s", exc)
+        self._stop.set()
+        if self._syncer is not None:
+            self._syncer.join(timeout=5)
+        with self._lock:
+            if self._fh is not None:
+                try:
+                    self._fh.sync()  # a clean stop leaves everything on disk, any policy
+                finally:
+                    self._fh.close()
+                    self._fh = None
