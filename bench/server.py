@@ -698,10 +698,7 @@ def bench(args: argparse.Namespace) -> int:
                 client.set_state(TABLE, records)
             else:
                 client.batch(
-                    [
-                        {"command": "SET_RECORD", "state": TABLE, "id": r["id"], "record": r}
-                        for r in records
-                    ]
+                    [{"command": "CREATE_RECORD", "state": TABLE, "record": r} for r in records]
                 )
         preload_s = time.perf_counter() - t0
         info = client.get_state_info(TABLE)
