@@ -6,12 +6,18 @@ checking functions, so the fast path carries no branch for them. A child process
 (spawn) gets them through the environment variable ``STATEENGINE_SHM_FAULTS``
 (comma separated), read at import.
 
-``skip_recheck``   reader: accept a self-consistent block without checking it is
-                   the one the index named; snapshots skip the horizon/expiry check.
-``skip_checksum``  reader: trust the stored 4-byte CRC against the index without
-                   hashing the payload.
+``skip_recheck``   reader: accept whatever block starts at the indexed offset if it
+                   is consistent with its own header and CRC, without checking it is
+                   the block the index named; snapshots skip the horizon/expiry check.
+``skip_checksum``  reader: check the block header is the one the index named, then
+                   copy the payload without hashing it.
 ``publish_early``  writer: publish ring, meta and seq word before writing blocks.
 ``reclaim_unsafe`` writer: reuse retired space at once, ignoring pins and grace.
+``slow_read``      reader: every 16th plain read sleeps 2 ms between the index
+                   lookup and the copy (with ``skip_checksum``: every read, between
+                   the header check and the payload copy). Not a bug: it widens the race window so the
+                   tests above meet a reused block in seconds; alone it must not
+                   make any test fail (the stress test checks that too).
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from __future__ import annotations
 import os
 from typing import Final
 
-KNOWN: Final = frozenset({"skip_recheck", "skip_checksum", "publish_early", "reclaim_unsafe"})
+KNOWN: Final = frozenset(
+    {"skip_recheck", "skip_checksum", "publish_early", "reclaim_unsafe", "slow_read"}
+)
 
 FAULTS: set[str] = {
     f.strip() for f in os.environ.get("STATEENGINE_SHM_FAULTS", "").split(",") if f.strip()

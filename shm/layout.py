@@ -38,6 +38,7 @@ OFF_HORIZON: Final = 40
 OFF_EXPIRY: Final = 48
 OFF_GRACE: Final = 56
 OFF_CLOSED: Final = 64
+OFF_INTENT: Final = 72
 OFF_META: Final = (128, 200)
 META_SIZE: Final = 72
 OFF_SLOTS: Final = 272

@@ -230,7 +230,9 @@ class ArenaReader:
         flt = _faults.FAULTS
         self._skip_recheck = "skip_recheck" in flt
         self._skip_checksum = "skip_checksum" in flt
-        if self._skip_recheck or self._skip_checksum:
+        self._slow_read = "slow_read" in flt
+        self._nread = 0
+        if self._skip_recheck or self._skip_checksum or self._slow_read:
             self.get = self._get_checked  # type: ignore[method-assign]
         try:
             self._sync()
@@ -268,6 +270,10 @@ class ArenaReader:
         e = self._lookup(table, rid)
         if e is None:
             return None
+        if self._slow_read and not self._skip_checksum:
+            self._nread += 1
+            if self._nread % 16 == 0:
+                time.sleep(0.002)
         raw = self._valid(self._gmm, e)
         return raw if raw is not None else self._get_retry(table, rid)
 
@@ -311,19 +317,35 @@ class ArenaReader:
         return None if t is None else t.get(rid)
 
     def _valid(self, mm: Any, e: Entry) -> bytes | None:
-        """The payload of ``e`` if it validates, else None (fault switches honoured)."""
+        """The payload of ``e`` if it validates, else None.
+
+        Normal path: one copy of the payload, hashed seeded with the header CRC the
+        index named, compared with the CRC the index named (integrity + identity).
+        The fault switches bind the weaker checks a buggy reader would do.
+        """
         if self._skip_recheck or self._skip_checksum:
-            blk: bytes = mm[e[5] : e[1] + 4]
-            stored = L.CRC.unpack_from(blk, len(blk) - 4)[0]
-            payload = blk[e[0] - e[5] : e[1] - e[5]]
-            if self._skip_checksum and self._skip_recheck:
-                return payload
-            if self._skip_checksum:  # identity only: the stored CRC is the one named
-                return payload if stored == e[3] else None
-            # skip_recheck: integrity only: the block is self-consistent
-            return payload if _crc32(blk[:-4]) == stored else None
+            return self._valid_faulty(mm, e)
         raw: bytes = mm[e[0] : e[1]]
         return raw if _crc32(raw, e[2]) == e[3] else None
+
+    def _valid_faulty(self, mm: Any, e: Entry) -> bytes | None:
+        off = e[5]
+        if self._skip_recheck:
+            # trusts whatever block starts at ``off``: checks it only against itself
+            total, klen, _kind, _ver = L.BLOCK_HEADER.unpack(mm[off : off + 16])
+            if total < L.BLOCK_HEADER_SIZE + 4 or off + total > len(mm):
+                return None
+            blk: bytes = mm[off : off + total]
+            if not self._skip_checksum and _crc32(blk[:-4]) != L.CRC.unpack_from(blk, total - 4)[0]:
+                return None
+            return blk[L.BLOCK_HEADER_SIZE + klen : total - 4]
+        # skip_checksum: checks the header is the one named, then copies the payload
+        if _crc32(mm[off : e[0]]) != e[2]:
+            return None
+        if self._slow_read:
+            time.sleep(0.002)
+        payload: bytes = mm[e[0] : e[1]]
+        return payload
 
     def _get_checked(self, table: str, rid: RecordId) -> Any:
         raw = self.get_raw(table, rid)
@@ -476,7 +498,7 @@ class ArenaReader:
                 self._sync()
             v = self._seq
             self._pin(v)
-            if self._skip_recheck or _uq(self._ctl, L.OFF_HORIZON)[0] <= v:
+            if self._skip_recheck or _uq(self._ctl, L.OFF_INTENT)[0] <= v:
                 snap = Snapshot(self, v)
                 self._open.append(snap)
                 self._live.append(snap)

@@ -588,6 +588,14 @@ class ArenaWriter:
         grace = 0.0 if unsafe else self._grace
         if now - pending[0][1] < grace:
             return 0
+        # Announce the highest version we may free *before* scanning the pins: a
+        # reader that pins after our scan then sees the intent and retries.
+        intent = self._horizon
+        for w, t, _e, _g in pending:
+            if now - t < grace:
+                break
+            intent = max(intent, w)
+        L.U64.pack_into(self._ctl, L.OFF_INTENT, intent)
         limit = None if unsafe else self._min_pin(now)
         freed = 0
         while pending:
@@ -603,6 +611,7 @@ class ArenaWriter:
                 freed += n
             if old_gen is not None:
                 old_gen.close(unlink=True)
+        L.U64.pack_into(self._ctl, L.OFF_INTENT, self._horizon)  # back down if pins held
         self._pending_bytes -= freed
         return freed
 

@@ -1,0 +1,42 @@
+"""Cross-process stress: 1 writer, 2 readers, mixed sizes, >= 10^6 validated reads.
+
+Every read is checked against the writer's deterministic schedule (shm_workers):
+no wrong record, no non-monotonic version, no SnapshotExpired in a healthy run.
+``STATEENGINE_SHM_LONG=1`` runs 10^7 reads (slow).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from shm_harness import run_stress
+
+
+def _assert_clean(res: object) -> None:
+    for r in res.readers:  # type: ignore[attr-defined]
+        assert r["wrong"] == 0, r["examples"]
+        assert r["nonmonotonic"] == 0
+        assert r["expired"] == 0, r["examples"]
+
+
+def test_stress_1e6_validated_reads() -> None:
+    res = run_stress(groups=100, readers=2, reads=500_000, seconds=90)
+    _assert_clean(res)
+    assert res.total("reads") >= 1_000_000
+    assert res.total("snap_reads") > 10_000
+    assert res.commits > 1000
+
+
+def test_stress_slow_reader_control() -> None:
+    """The window-widening switch alone: retries happen, nothing wrong is returned."""
+    res = run_stress(groups=16, reads=100_000, seconds=60, reader_faults=("slow_read",))
+    _assert_clean(res)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("STATEENGINE_SHM_LONG"), reason="STATEENGINE_SHM_LONG=1")
+def test_stress_1e7_validated_reads() -> None:
+    res = run_stress(groups=100, readers=2, reads=5_000_000, seconds=1800)
+    _assert_clean(res)
+    assert res.total("reads") >= 10_000_000
