@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import importlib.metadata
 import json
 import os
 import platform
@@ -497,14 +498,9 @@ def environment(redis_conn: Any) -> dict[str, Any]:
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "loadavg_start": list(os.getloadavg()),
     }
-    with contextlib.suppress(Exception):
-        import uvloop
-
-        env["uvloop"] = uvloop.__version__
-    with contextlib.suppress(Exception):
-        import redis
-
-        env["redis_py"] = redis.__version__
+    for dist, key in (("uvloop", "uvloop"), ("redis", "redis_py")):
+        with contextlib.suppress(Exception):
+            env[key] = importlib.metadata.version(dist)
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
