@@ -701,6 +701,12 @@ def bench(args: argparse.Namespace) -> int:
         if info["size"] != n_records:
             raise RuntimeError(f"preload: {info['size']} records, expected {n_records}")
         body = pack({**patch_request(0, n_records), "req_id": 1})
+        # What the server says it runs with (arena, durability, ...), minus the paths.
+        banner = [
+            " ".join(line.split())
+            for line in server.output().splitlines()
+            if line.startswith("  ") and not line.strip().startswith(("data dir", "endpoint"))
+        ]
 
         # Echo servers.
         ep_poll = f"ipc://{tmp}/echo-poll.sock"
@@ -744,6 +750,10 @@ def bench(args: argparse.Namespace) -> int:
             f"median of {repeats} repeats (round-robin), spread min..max; "
             f"~{seconds} s per repeat",
         ]
+        lines.append(
+            f"server: python -m stateengine serve in its own process (pid {server.pid}); "
+            + (" · ".join(banner) or "no settings printed")
+        )
         if redis_skipped:
             lines.append(f"Redis rows skipped: {redis_skipped}")
         busy = env["loadavg_start"][0]
@@ -779,6 +789,7 @@ def bench(args: argparse.Namespace) -> int:
                     "request_bytes": len(body),
                     "record_bytes": len(pack(record(0))),
                     "redis_skipped": redis_skipped or None,
+                    "server_banner": banner,
                 },
                 "rows": {
                     r.key: {
