@@ -151,6 +151,101 @@ class RecursionLimitExceeded(StateEngineError, RecursionError):
     type = "RecursionLimitExceeded"
 
 
+class ManifestFileNotFound(KeyNotDefined):
+    """No ``<file>.yml`` or ``<file>.yaml`` in the manifest directory for a path's first segment.
+
+    A subclass of :class:`KeyNotDefined` too: a key in a missing file is a key no manifest defines.
+    """
+
+    type = "ManifestFileNotFound"
+
+
+class _LocatedManifestError(ManifestError):
+    """A manifest error that can name the file and line it was found at."""
+
+    def __init__(
+        self, message: str = "", *, file: str | None = None, line: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.file = file
+        self.line = line
+
+
+class AmbiguousFile(_LocatedManifestError):
+    """Both ``<file>.yml`` and ``<file>.yaml`` exist; paths ignore extensions, so pick one."""
+
+    type = "AmbiguousFile"
+
+
+class ManifestParseError(_LocatedManifestError):
+    """A manifest file is not valid YAML, holds several documents, or is too large."""
+
+    type = "ManifestParseError"
+
+
+class InvalidManifest(_LocatedManifestError):
+    """A manifest parses as YAML but breaks a rule: a bad node name, metadata of the wrong
+    shape, an unknown client, type or placeholder. The message names file and line."""
+
+    type = "InvalidManifest"
+
+
+class LoadClientNotConfigured(LoadError):
+    """``_load.client`` names a client this State was not given (pass it in ``clients``)."""
+
+    type = "LoadClientNotConfigured"
+
+
+class LoadConfigMissing(LoadError):
+    """A config key the load client needs (key/url/table/map/connection) is missing or
+    resolved to nothing."""
+
+    type = "LoadConfigMissing"
+
+
+class LoadNotFound(LoadError):
+    """The load client answered, but with no data for the key."""
+
+    type = "LoadNotFound"
+
+
+class LoadParseError(LoadError):
+    """The load client's answer could not be decoded (bad JSON, ...)."""
+
+    type = "LoadParseError"
+
+
+class StoreClientNotConfigured(StoreError):
+    """``_store.client`` names a client this State was not given (pass it in ``clients``)."""
+
+    type = "StoreClientNotConfigured"
+
+
+class StoreConfigMissing(StoreError):
+    """A config key the store client needs (key/url/client) is missing or resolved to nothing."""
+
+    type = "StoreConfigMissing"
+
+
+class StoreSerializeError(StoreError):
+    """A value cannot be serialised for its store (JSON for KVS/File/Http; msgpack types)."""
+
+    type = "StoreSerializeError"
+
+
+class UnsupportedClient(StoreError):
+    """The store client cannot do what was asked (a TTL on a File store, ...)."""
+
+    type = "UnsupportedClient"
+
+
+class StateTypeMismatch(SchemaError):
+    """A value loaded or set for a manifest key does not match (and cannot be cast to) its
+    ``_state.type``; the message names the key and the type."""
+
+    type = "StateTypeMismatch"
+
+
 class InternalError(StateEngineError):
     """A bug in stateengine; the request had no effect. Please report it."""
 
@@ -179,6 +274,19 @@ ERROR_TYPES: dict[str, type[StateEngineError]] = {
         StoreError,
         RecursionLimitExceeded,
         InternalError,
+        ManifestFileNotFound,
+        AmbiguousFile,
+        ManifestParseError,
+        InvalidManifest,
+        LoadClientNotConfigured,
+        LoadConfigMissing,
+        LoadNotFound,
+        LoadParseError,
+        StoreClientNotConfigured,
+        StoreConfigMissing,
+        StoreSerializeError,
+        UnsupportedClient,
+        StateTypeMismatch,
     )
 }
 

@@ -1,0 +1,725 @@
+"""The manifest ``State``: get/set/delete/exists on manifest keys, independent of transport.
+
+The flow of :meth:`State.get` is the seed's (003): the recursion guard, the manifest
+file (parsed on first access), the instance cache, then the ``_store``, then an
+auto-load through ``_load`` on a miss, saving what was loaded to the store and the
+cache. ``_load.client: State`` returns the referenced key's value directly.
+
+**Nodes and fields.** A node that sets its own store location (``_store.client``,
+``key`` or ``url``, or ``_store: null``) is *standalone*: it has its own slot in its
+store. A node that does not (``cache.user.org_id`` under ``cache.user``) is a *field*
+of its nearest ancestor that declares ``_store`` or ``_load`` (its *container*): its
+value is ``get(container)[name]``, ``set`` patches that field and writes the container
+back, ``delete`` removes the field. A field with its own ``_load`` is loaded when the
+container's value lacks it, and written into the container.
+
+**Types.** ``_state.type`` is enforced: every value loaded, read from a store or set
+is validated and cast (:func:`~stateengine.manifests.types.cast_value`); a mapping is
+also checked field by field against its children's types.
+
+**TTL** (seed 003): ``set(path, value, ttl)`` uses *ttl*; without it, ``_store.ttl``
+from the manifest; without both, the key keeps its current TTL. Values saved after a
+load use ``_store.ttl`` (or none).
+
+**Instance cache** (seed's ``state_values``): entries are validated on every hit
+against ``version_of(store_key)`` of the ``InMemory`` store (the arena, in the
+product), so a ``set``/``delete`` through another handle is seen at once, and an entry
+saved with a TTL expires with it. Stores without versions (KVS, File, Http) are trusted
+for the State's lifetime, bounded by the manifest's ``_store.ttl`` when there is one.
+
+**Errors.** Client failures become :class:`LoadError`/:class:`StoreError` subclasses
+naming the key and the client, with credentials redacted.
+
+Thread safety: one re-entrant lock serialises the public methods of one State. A
+State belongs to one process; after ``fork`` create a new one (clients such as
+``DbClient`` re-open their connections, the instance cache is per process anyway).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from stateengine.errors import (
+    KeyNotDefined,
+    LoadClientNotConfigured,
+    LoadConfigMissing,
+    LoadError,
+    LoadNotFound,
+    LoadParseError,
+    RecursionLimitExceeded,
+    StateEngineError,
+    StoreClientNotConfigured,
+    StoreConfigMissing,
+    StoreError,
+    StoreSerializeError,
+    UnsupportedClient,
+)
+from stateengine.manifests.clients import default_clients
+from stateengine.manifests.db_client import MARKER
+from stateengine.manifests.parser import Manifest, Node, Ref, Template
+from stateengine.manifests.redact import redact, redact_text
+from stateengine.manifests.types import cast_value
+from stateengine.protocol import copy_value
+
+MAX_RECURSION: Final = 20
+
+
+class _Miss:
+    def __repr__(self) -> str:
+        return "MISS"
+
+
+MISS: Final = _Miss()
+_UNVERSIONED: Final = -1
+
+
+@dataclass
+class _Entry:
+    value: Any
+    client: str | None
+    key: str | None
+    version: int | None
+    expires: float | None
+
+
+@dataclass(frozen=True)
+class _Target:
+    """A resolved store location."""
+
+    client: str
+    key: str  # the key, or the URL for Http
+    headers: Mapping[str, str] | None
+    ttl: float | None  # the manifest's _store.ttl
+
+
+class State:
+    """Manifest state over injected load/store clients.
+
+    :param manifests: the manifest directory, or a :class:`Manifest`.
+    :param clients: client name → client object (``Env``, ``File``, ``Db``, ``KVS``,
+        ``InMemory``, ``Http``); merged over :func:`default_clients` unless
+        ``defaults=False``. Clients passed in are not closed by :meth:`close`.
+    :param version_of: ``version_of(store_key) -> int | None`` for ``InMemory`` store
+        keys, checked on every cache hit (defaults to the InMemory client's own
+        ``version_of``). None means the key is absent.
+    :param max_recursion: the nesting limit for placeholder resolution (seed: 20).
+    :param clock: monotonic seconds, for cache expiry (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        manifests: str | Manifest | Any,
+        clients: Mapping[str, Any] | None = None,
+        *,
+        defaults: bool = True,
+        version_of: Callable[[str], int | None] | None = None,
+        max_recursion: int = MAX_RECURSION,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.manifest = manifests if isinstance(manifests, Manifest) else Manifest(manifests)
+        self._owned: dict[str, Any] = default_clients() if defaults else {}
+        given = dict(clients or {})
+        for name in given:
+            self._owned.pop(name, None)
+        self._owned_ids = {id(c) for c in self._owned.values()}
+        self.clients: dict[str, Any] = {**self._owned, **given}
+        self._version_hook = version_of
+        self.max_recursion = max_recursion
+        self._clock = clock
+        self._cache: dict[str, _Entry] = {}
+        self._stack: list[str] = []
+        self._lock = threading.RLock()
+        #: Counters: ``loads`` (client loads run), ``store_reads``, ``cache_hits``.
+        self.stats: dict[str, int] = {"loads": 0, "store_reads": 0, "cache_hits": 0}
+
+    def __repr__(self) -> str:
+        return f"State({self.manifest!r}, clients={sorted(self.clients)})"
+
+    def __enter__(self) -> State:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the default clients this State created (Db connections); idempotent."""
+        for client in self._owned.values():
+            close = getattr(client, "close", None)
+            if callable(close):
+                close()
+
+    # --- public API ------------------------------------------------------------------
+
+    def get(self, path: str) -> Any:
+        """The value of *path*: instance cache, then the store, then an auto-load.
+
+        :return: the value (a copy), or None when nothing is stored and nothing loads.
+        :raises KeyNotDefined: no manifest defines *path*.
+        :raises ManifestError: the manifest file is missing, ambiguous or broken.
+        :raises LoadError: the auto-load failed (a subclass names the case).
+        :raises StoreError: the store failed.
+        :raises StateTypeMismatch: the value does not match ``_state.type``.
+        :raises RecursionLimitExceeded: placeholders nest deeper than 20 keys or cycle.
+        """
+        with self._lock:
+            value = self._get(path)
+            return None if value is MISS else copy_value(value)
+
+    def set(self, path: str, value: Any, ttl: float | None = None) -> bool:
+        """Store *value* at *path* (validated and cast to ``_state.type``); never loads.
+
+        TTL: *ttl* seconds when given; else the manifest's ``_store.ttl``; else the
+        key keeps its current TTL.
+
+        :return: True when a store accepted it; False when *path* has no ``_store``
+            (the value is then kept in this State's instance cache only).
+        :raises StoreError: the store failed, or *path* references another key.
+        :raises StateTypeMismatch: *value* does not match ``_state.type``.
+        """
+        if ttl is not None and (type(ttl) not in (int, float) or not ttl > 0):
+            raise StoreError(f"{path}: ttl must be a positive number of seconds, not {ttl!r}")
+        with self._lock:
+            node = self.manifest.node(path)
+            if self._is_reference(node):
+                raise StoreError(
+                    f"{path} references another key (_load.client: State); set that key"
+                )
+            value = self._conform(node, value, "set")
+            container = self._container(node)
+            if container is None:
+                return self._put(node, value, ttl)
+            cnode = self.manifest.node(container)
+            current = self._peek(cnode)
+            updated = _with_field(
+                {} if current is MISS or current is None else current,
+                _rel(container, path),
+                value,
+                path,
+            )
+            return self._put(cnode, updated, ttl)
+
+    def delete(self, path: str) -> bool:
+        """Remove *path* from its store and the instance cache; the next ``get`` misses.
+
+        :return: True when something was removed.
+        """
+        with self._lock:
+            node = self.manifest.node(path)
+            if self._is_reference(node):
+                raise StoreError(
+                    f"{path} references another key (_load.client: State); delete that key"
+                )
+            container = self._container(node)
+            if container is not None:
+                cnode = self.manifest.node(container)
+                current = self._peek(cnode)
+                rel = _rel(container, path)
+                if not isinstance(current, dict) or _dig(current, rel) is MISS:
+                    return False
+                return self._put(cnode, _without_field(current, rel), None) or True
+            had = self._cache.pop(path, None) is not None
+            target = self._target(node, "store")
+            if target is None:
+                return had
+            return self._store_delete(node, target) or had
+
+    def exists(self, path: str) -> bool:
+        """Whether *path* has a value in the instance cache or its store. Never loads.
+
+        (Placeholders in the store key are resolved through ``get``, which may load
+        *those* keys.) A reference (``_load.client: State``) exists when its target does.
+        """
+        with self._lock:
+            node = self.manifest.node(path)
+            if self._is_reference(node):
+                ref = self._reference_path(node)
+                return self.exists(ref) if ref is not None else False
+            container = self._container(node)
+            if container is not None:
+                current = self._peek(self.manifest.node(container))
+                return (
+                    isinstance(current, dict) and _dig(current, _rel(container, path)) is not MISS
+                )
+            return self._peek(node) is not MISS
+
+    # --- the get flow ----------------------------------------------------------------
+
+    def _get(self, path: str) -> Any:
+        if path in self._stack:
+            cycle = [*self._stack[self._stack.index(path) :], path]
+            raise RecursionLimitExceeded(f"placeholder cycle: {' -> '.join(cycle)}")
+        if len(self._stack) >= self.max_recursion:
+            raise RecursionLimitExceeded(
+                f"more than {self.max_recursion} nested keys: {' -> '.join([*self._stack, path])}"
+            )
+        self._stack.append(path)
+        try:
+            return self._get_node(self.manifest.node(path))
+        finally:
+            self._stack.pop()
+
+    def _get_node(self, node: Node) -> Any:
+        if self._is_reference(node):
+            return self._conform(node, self._follow(node), "referenced")
+        container = self._container(node)
+        if container is not None:
+            return self._get_field(node, container)
+        value = self._peek(node)
+        if value is not MISS:
+            return value
+        loaded = self._load(node)
+        if loaded is MISS:
+            return node.static if node.has_static else MISS
+        value = self._conform(node, _fill_static(self.manifest, node, loaded), "loaded")
+        self._put(node, value, None, after_load=True)
+        return value
+
+    def _get_field(self, node: Node, container: str) -> Any:
+        rel = _rel(container, node.path)
+        parent = self._get(container)
+        value = _dig(parent, rel) if isinstance(parent, dict) else MISS
+        if value is not MISS:
+            return self._conform(node, value, "stored")
+        if node.own_load and node.load is not None and node.load.get("client"):
+            loaded = self._load(node)
+            if loaded is not MISS:
+                value = self._conform(node, _fill_static(self.manifest, node, loaded), "loaded")
+                cnode = self.manifest.node(container)
+                base = parent if isinstance(parent, dict) else {}
+                self._put(cnode, _with_field(base, rel, value, node.path), None, after_load=True)
+                return value
+        return node.static if node.has_static else MISS
+
+    def _peek(self, node: Node) -> Any:
+        """Cache, then store; never loads. MISS when neither has it."""
+        entry = self._cache.get(node.path)
+        if entry is not None:
+            if self._valid(entry):
+                self.stats["cache_hits"] += 1
+                return entry.value
+            del self._cache[node.path]
+        target = self._target(node, "store")
+        if target is None:
+            return MISS
+        raw = self._store_get(node, target)
+        if raw is MISS:
+            return MISS
+        value = self._conform(node, raw, f"stored in {target.client}")
+        expires = None
+        if target.ttl is not None and self._version(target) == _UNVERSIONED:
+            expires = self._clock() + target.ttl
+        self._remember(node.path, value, target, expires)
+        return value
+
+    # --- the instance cache ----------------------------------------------------------
+
+    def _version(self, target: _Target) -> int | None:
+        if target.client == "InMemory" and self._version_hook is not None:
+            return self._version_hook(target.key)
+        fn = getattr(self.clients.get(target.client), "version_of", None)
+        if callable(fn):
+            result = fn(target.key)
+            return result if result is None else int(result)
+        return _UNVERSIONED
+
+    def _valid(self, entry: _Entry) -> bool:
+        if entry.expires is not None and self._clock() >= entry.expires:
+            return False
+        if entry.client is None or entry.key is None or entry.version == _UNVERSIONED:
+            return True
+        current = self._version(_Target(entry.client, entry.key, None, None))
+        return current is not None and current == entry.version
+
+    def _remember(
+        self, path: str, value: Any, target: _Target | None, expires: float | None
+    ) -> None:
+        if target is None:
+            self._cache[path] = _Entry(value, None, None, None, expires)
+            return
+        version = self._version(target)
+        if version is None:
+            self._cache.pop(path, None)  # gone already (expired, deleted by another)
+            return
+        self._cache[path] = _Entry(value, target.client, target.key, version, expires)
+
+    def _put(self, node: Node, value: Any, ttl: float | None, after_load: bool = False) -> bool:
+        """Write a standalone node's value to its store and the cache (TTL rules)."""
+        target = self._target(node, "store")
+        if target is None:
+            self._cache[node.path] = _Entry(value, None, None, None, None)
+            return False
+        effective = ttl if ttl is not None else target.ttl
+        ok = self._store_set(node, target, value, effective)
+        old = self._cache.get(node.path)
+        if effective is not None:
+            expires: float | None = self._clock() + effective
+        else:
+            expires = old.expires if old is not None and not after_load else None
+        if ok:
+            self._remember(node.path, value, target, expires)
+        else:
+            self._cache.pop(node.path, None)
+        return ok
+
+    # --- structure ---------------------------------------------------------------------
+
+    def _container(self, node: Node) -> str | None:
+        """The ancestor whose value holds *node* as a field, or None when standalone."""
+        if node.own_store:
+            return None
+        parent = node.parent
+        while parent is not None:
+            pnode = self.manifest.node(parent)
+            if pnode.own_store or pnode.own_load:
+                return parent
+            parent = pnode.parent
+        return None
+
+    @staticmethod
+    def _is_reference(node: Node) -> bool:
+        return node.load is not None and node.load.get("client") == "State"
+
+    def _reference_path(self, node: Node) -> str | None:
+        key = node.load.get("key") if node.load else None
+        if isinstance(key, Template) and key.single is not None:
+            return key.single.path
+        return None
+
+    def _follow(self, node: Node) -> Any:
+        key = node.load.get("key") if node.load else None
+        if not isinstance(key, Template):
+            raise LoadConfigMissing(f"{node.path}: _load.client State needs _load.key")
+        if key.single is not None:
+            return self._get(key.single.path)
+        # A template key names the referenced path: "cache.${which}" → get(that path).
+        return self._get(self._render(node, key, "load", "key"))
+
+    def _conform(self, node: Node, value: Any, origin: str) -> Any:
+        if value is MISS or (value is None and node.type is None):
+            return value
+        value = cast_value(value, node.type, node.path, origin)
+        if isinstance(value, dict) and node.children:
+            out = dict(value)
+            for name in node.children:
+                if name in out:
+                    child = self.manifest.node(f"{node.path}.{name}")
+                    if child.type is not None or child.children:
+                        out[name] = self._conform(child, out[name], origin)
+            return out
+        return value
+
+    # --- config resolution -------------------------------------------------------------
+
+    def _config_error(self, block: str, message: str) -> StateEngineError:
+        return LoadConfigMissing(message) if block == "load" else StoreConfigMissing(message)
+
+    def _resolve(self, node: Node, value: Any, block: str, field: str) -> Any:
+        """A config value with its placeholders resolved (a lone one keeps its type)."""
+        if isinstance(value, Template):
+            if value.single is not None:
+                resolved = self._get(value.single.path)
+                if resolved is MISS or resolved is None:
+                    raise self._config_error(
+                        block,
+                        f"{node.path}: _{block}.{field} placeholder ${{{value.single.path}}}"
+                        " resolved to nothing",
+                    )
+                return resolved
+            return self._render(node, value, block, field)
+        if isinstance(value, dict):
+            return {k: self._resolve(node, v, block, f"{field}.{k}") for k, v in value.items()}
+        return value
+
+    def _scalar(self, node: Node, ref: Ref, block: str, field: str) -> Any:
+        value = self._get(ref.path)
+        if value is MISS or value is None:
+            raise self._config_error(
+                block,
+                f"{node.path}: _{block}.{field} placeholder ${{{ref.path}}} resolved to nothing",
+            )
+        if isinstance(value, (dict, list, bytes)):
+            raise self._config_error(
+                block,
+                f"{node.path}: _{block}.{field} placeholder ${{{ref.path}}} is a"
+                f" {type(value).__name__}; only scalars fill a template",
+            )
+        return value
+
+    def _render(self, node: Node, template: Template, block: str, field: str) -> str:
+        out = []
+        for part in template.parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            value = self._scalar(node, part, block, field)
+            out.append(("true" if value else "false") if type(value) is bool else str(value))
+        return "".join(out)
+
+    def _render_sql(self, node: Node, template: Template) -> tuple[str, list[Any]]:
+        """``where`` with each placeholder as a bound parameter marker."""
+        sql: list[str] = []
+        params: list[Any] = []
+        parts = list(template.parts)
+        for i, part in enumerate(parts):
+            if isinstance(part, str):
+                sql.append(part)
+                continue
+            params.append(self._scalar(node, part, "load", "where"))
+            # 'x=${id}' written with quotes: the parameter replaces the quoted literal.
+            after = parts[i + 1] if i + 1 < len(parts) else None
+            if sql and sql[-1].endswith("'") and isinstance(after, str) and after.startswith("'"):
+                sql[-1] = sql[-1][:-1]
+                parts[i + 1] = after[1:]
+            sql.append(MARKER)
+        return "".join(sql), params
+
+    def _target(self, node: Node, block: str) -> _Target | None:
+        store = node.store
+        if store is None:
+            return None
+        client = store.get("client")
+        if client is None:
+            raise StoreConfigMissing(f"{node.path}: _store has no client ({node.where})")
+        field = "url" if client == "Http" else "key"
+        raw = store.get(field)
+        if raw is None:
+            raise StoreConfigMissing(f"{node.path}: a {client} _store needs {field} ({node.where})")
+        key = self._render(node, raw, "store", field) if isinstance(raw, Template) else str(raw)
+        headers = None
+        if store.get("headers"):
+            headers = {
+                k: str(self._resolve(node, v, "store", f"headers.{k}"))
+                for k, v in store["headers"].items()
+            }
+        return _Target(client, key, headers, store.get("ttl"))
+
+    def _client(self, name: str, node: Node, block: str) -> Any:
+        client = self.clients.get(name)
+        if client is None:
+            cls = LoadClientNotConfigured if block == "load" else StoreClientNotConfigured
+            raise cls(
+                f"{node.path}: _{block}.client is {name} but this State has no {name} client;"
+                f" pass clients={{{name!r}: ...}}"
+            )
+        return client
+
+    # --- store operations ---------------------------------------------------------------
+
+    def _store_fail(self, node: Node, target: _Target, op: str, exc: Exception) -> StoreError:
+        return StoreError(
+            f"{node.path}: {target.client} store {op} of {redact_text(target.key)!r} failed:"
+            f" {redact_text(str(exc))}"
+        )
+
+    def _store_get(self, node: Node, target: _Target) -> Any:
+        client = self._client(target.client, node, "store")
+        self.stats["store_reads"] += 1
+        try:
+            if target.client == "InMemory":
+                value = client.get(target.key)
+                return MISS if value is None else value
+            if target.client == "Http":
+                value = client.get(target.key, target.headers)
+                return MISS if value is None else value
+            text = client.get(target.key)
+        except StateEngineError:
+            raise
+        except Exception as exc:
+            raise self._store_fail(node, target, "read", exc) from None
+        if text is None:
+            return MISS
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise StoreSerializeError(
+                f"{node.path}: {target.client} value at {redact_text(target.key)!r} is not JSON"
+            ) from None
+
+    def _store_set(self, node: Node, target: _Target, value: Any, ttl: float | None) -> bool:
+        client = self._client(target.client, node, "store")
+        if ttl is not None and target.client in ("File", "Http"):
+            raise UnsupportedClient(f"{node.path}: a {target.client} store has no TTL")
+        try:
+            if target.client == "InMemory":
+                return bool(client.set(target.key, value, ttl))
+            if target.client == "Http":
+                return bool(client.set(target.key, value, target.headers))
+            try:
+                text = json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise StoreSerializeError(
+                    f"{node.path}: cannot serialise for {target.client}: {exc}"
+                ) from None
+            if target.client == "KVS":
+                return bool(client.set(target.key, text, ttl))
+            return bool(client.set(target.key, text))
+        except StateEngineError:
+            raise
+        except Exception as exc:
+            raise self._store_fail(node, target, "write", exc) from None
+
+    def _store_delete(self, node: Node, target: _Target) -> bool:
+        client = self._client(target.client, node, "store")
+        try:
+            if target.client == "Http":
+                return bool(client.delete(target.key, target.headers))
+            return bool(client.delete(target.key))
+        except StateEngineError:
+            raise
+        except Exception as exc:
+            raise self._store_fail(node, target, "delete", exc) from None
+
+    # --- loads ---------------------------------------------------------------------------
+
+    def _load(self, node: Node) -> Any:
+        load = node.load
+        if not load or not load.get("client"):
+            return MISS  # seed: no _load / no client → no auto-load
+        name = load["client"]
+        client = self._client(name, node, "load")
+        self.stats["loads"] += 1
+        try:
+            value = self._load_with(node, name, client, load)
+        except StateEngineError:
+            raise
+        except Exception as exc:
+            raise LoadError(
+                f"{node.path}: {name} load failed: {redact_text(str(exc))} ({node.where})"
+            ) from None
+        if value is None or value is MISS:
+            raise LoadNotFound(f"{node.path}: the {name} load found no data")
+        mapping = load.get("map")
+        if mapping and name not in ("Env", "Db"):
+            if not isinstance(value, dict):
+                raise LoadParseError(
+                    f"{node.path}: _load.map needs a mapping from {name}, got"
+                    f" {type(value).__name__}"
+                )
+            value = {k: value[src] for k, src in mapping.items() if src in value}
+        return value
+
+    def _need(self, node: Node, load: Mapping[str, Any], field: str) -> Any:
+        raw = load.get(field)
+        if raw is None:
+            raise LoadConfigMissing(
+                f"{node.path}: a {load['client']} _load needs {field} ({node.where})"
+            )
+        return self._resolve(node, raw, "load", field)
+
+    def _load_with(self, node: Node, name: str, client: Any, load: Mapping[str, Any]) -> Any:
+        if name == "Env":
+            mapping = load.get("map")
+            if mapping:
+                found = {k: v for k, var in mapping.items() if (v := client.get(var)) is not None}
+                return found or None
+            return client.get(str(self._need(node, load, "key")))
+        if name == "File":
+            key = str(self._need(node, load, "key"))
+            text = client.get(key)
+            if text is None:
+                return None
+            if key.endswith(".json"):
+                try:
+                    return json.loads(text)
+                except ValueError as exc:
+                    raise LoadParseError(f"{node.path}: File {key!r} is not JSON: {exc}") from None
+            return text.removesuffix("\n")
+        if name == "KVS":
+            key = str(self._need(node, load, "key"))
+            text = client.get(key)
+            if text is None:
+                return None
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise LoadParseError(f"{node.path}: KVS value at {key!r} is not JSON") from None
+        if name == "InMemory":
+            return client.get(str(self._need(node, load, "key")))
+        if name == "Http":
+            url = str(self._need(node, load, "url"))
+            headers = None
+            if load.get("headers"):
+                headers = {
+                    k: str(self._resolve(node, v, "load", f"headers.{k}"))
+                    for k, v in load["headers"].items()
+                }
+            return client.get(url, headers)
+        if name == "Db":
+            return self._load_db(node, client, load)
+        raise LoadError(f"{node.path}: unsupported load client {name!r}")  # pragma: no cover
+
+    def _load_db(self, node: Node, client: Any, load: Mapping[str, Any]) -> Any:
+        connection = self._need(node, load, "connection")
+        table = str(self._need(node, load, "table"))
+        mapping: dict[str, str] = dict(load.get("map") or {})
+        columns: list[str] = list(load.get("columns") or mapping.values())
+        where: str | None = None
+        params: list[Any] = []
+        if isinstance(load.get("where"), Template):
+            where, params = self._render_sql(node, load["where"])
+        rows = client.get(connection, table, list(dict.fromkeys(columns)), where, params)
+        if not rows:
+            raise LoadNotFound(
+                f"{node.path}: no row in {table!r}"
+                + (f" where {where!r} with {redact(params)!r}" if where else "")
+            )
+        row = rows[0]
+        if mapping:
+            return {k: row[col] for k, col in mapping.items() if col in row}
+        if len(columns) == 1:
+            return row.get(columns[0])
+        return row
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _rel(container: str, path: str) -> list[str]:
+    return path[len(container) + 1 :].split(".")
+
+
+def _dig(value: Any, rel: list[str]) -> Any:
+    for name in rel:
+        if not isinstance(value, dict) or name not in value:
+            return MISS
+        value = value[name]
+    return value
+
+
+def _with_field(base: Any, rel: list[str], value: Any, path: str) -> dict[str, Any]:
+    if not isinstance(base, dict):
+        raise StoreError(f"{path}: its container holds a {type(base).__name__}, not a mapping")
+    out = dict(base)
+    head, rest = rel[0], rel[1:]
+    out[head] = _with_field(out.get(head) or {}, rest, value, path) if rest else value
+    return out
+
+
+def _without_field(base: dict[str, Any], rel: list[str]) -> dict[str, Any]:
+    out = dict(base)
+    if len(rel) == 1:
+        out.pop(rel[0], None)
+    elif isinstance(out.get(rel[0]), dict):
+        out[rel[0]] = _without_field(out[rel[0]], rel[1:])
+    return out
+
+
+def _fill_static(manifest: Manifest, node: Node, value: Any) -> Any:
+    """Add the node's constant children (``driver: postgres``) a loaded map lacks."""
+    if not isinstance(value, dict) or not node.children:
+        return value
+    out = dict(value)
+    for name in node.children:
+        if name not in out:
+            child = manifest.node(f"{node.path}.{name}")
+            if child.has_static:
+                out[name] = copy_value(child.static)
+    return out
+
+
+__all__ = ["MAX_RECURSION", "KeyNotDefined", "State"]
