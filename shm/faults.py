@@ -15,9 +15,9 @@ checking functions, so the fast path carries no branch for them. A child process
 ``reclaim_unsafe`` writer: reuse retired space at once, ignoring pins and grace.
 ``slow_read``      reader: every 16th plain read sleeps 2 ms between the index
                    lookup and the copy (with ``skip_checksum``: every read, between
-                   the header check and the payload copy). Not a bug: it widens the race window so the
-                   tests above meet a reused block in seconds; alone it must not
-                   make any test fail (the stress test checks that too).
+                   the header check and the payload copy). Not a bug: it widens
+                   the race window so the tests above meet a reused block in
+                   seconds; alone it must not make any test fail (checked).
 """
 
 from __future__ import annotations

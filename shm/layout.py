@@ -74,17 +74,17 @@ ALIGN: Final = 8
 
 # --- ring entries --------------------------------------------------------------------
 
-RING_HEADER = struct.Struct("<IIQ")  # len, crc, seq
-RING_HEADER_SIZE: Final = 16
-RING_LEN = struct.Struct("<IQ")  # what the ring CRC covers besides the payload
+RING_HEADER = struct.Struct("<IIQQ")  # len, crc, seq, prev (the seq published before it)
+RING_HEADER_SIZE: Final = 24
+RING_LEN = struct.Struct("<IQQ")  # what the ring CRC covers besides the payload
 
 
 def align(n: int) -> int:
     return (n + ALIGN - 1) & ~(ALIGN - 1)
 
 
-def ring_crc(length: int, seq: int, payload: bytes) -> int:
-    return zlib.crc32(payload, zlib.crc32(RING_LEN.pack(length, seq)))
+def ring_crc(length: int, seq: int, prev: int, payload: bytes) -> int:
+    return zlib.crc32(payload, zlib.crc32(RING_LEN.pack(length, seq, prev)))
 
 
 def meta_pack(

@@ -47,7 +47,9 @@ _LIVE_READERS: weakref.WeakSet[ArenaReader] = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     for r in list(_LIVE_READERS):
-        r._slot = None
+        r._slot = None  # the parent's slot stays the parent's
+        r._pid = os.getpid()
+        r._pins.clear()
         r._open.clear()
         r._live.clear()
 
@@ -115,16 +117,16 @@ def _replay(
             pos += size - phys
             continue
         p = base + phys
-        ln, crc, s = L.RING_HEADER.unpack(mm[p : p + hdr_size])
-        if s != seq + 1 or ln > size - phys - hdr_size:
+        ln, crc, s, prev = L.RING_HEADER.unpack(mm[p : p + hdr_size])
+        if prev != seq or s <= seq or ln > size - phys - hdr_size:
             return seq, pos, False
         if ln == 0:  # wrap marker
-            if L.ring_crc(0, s, b"") != crc:
+            if L.ring_crc(0, s, prev, b"") != crc:
                 return seq, pos, False
             pos += size - phys
             continue
         payload = mm[p + hdr_size : p + hdr_size + ln]
-        if L.ring_crc(ln, s, payload) != crc:
+        if L.ring_crc(ln, s, prev, payload) != crc:
             return seq, pos, False
         ops = unpack_internal(payload)
         if ops is None:
@@ -509,7 +511,7 @@ class ArenaReader:
 
     def _pin(self, v: int) -> None:
         self._pins.append(v)
-        low = min(self._pins)
+        low = min(self._pins) + 1  # stored as version + 1: 0 means "no pin"
         so = L.OFF_SLOTS + (self._slot or 0) * L.SLOT_SIZE
         if _uq(self._ctl, so + L.SLOT_PIN_SEQ)[0] != low:
             self._nonce += 1
@@ -522,7 +524,7 @@ class ArenaReader:
         if self._slot is None or self._closed:
             return
         so = L.OFF_SLOTS + self._slot * L.SLOT_SIZE
-        low = min(self._pins) if self._pins else 0
+        low = min(self._pins) + 1 if self._pins else 0
         if _uq(self._ctl, so + L.SLOT_PIN_SEQ)[0] != low:
             self._nonce += 1
             L.U64.pack_into(self._ctl, so + L.SLOT_PIN_SEQ, low)

@@ -107,7 +107,7 @@ class _Gen:
 def _ring_size_for(size: int, ring_size: int | None) -> int:
     if ring_size is not None:
         return L.align(ring_size)
-    return L.align(max(256 * 1024, size // 8))
+    return L.align(max(min(256 * 1024, size // 4), size // 8))
 
 
 class ArenaWriter:
@@ -493,10 +493,14 @@ class ArenaWriter:
         if waste:
             if waste >= L.RING_HEADER_SIZE:  # a wrap marker; less than a header wraps implicitly
                 p = base + head % size
-                mm[p : p + L.RING_HEADER_SIZE] = L.RING_HEADER.pack(0, L.ring_crc(0, seq, b""), seq)
+                prev = self._seq
+                mm[p : p + L.RING_HEADER_SIZE] = L.RING_HEADER.pack(
+                    0, L.ring_crc(0, seq, prev, b""), seq, prev
+                )
             head += waste
         p = base + head % size
-        entry = L.RING_HEADER.pack(len(payload), L.ring_crc(len(payload), seq, payload), seq)
+        n, prev = len(payload), self._seq
+        entry = L.RING_HEADER.pack(n, L.ring_crc(n, seq, prev, payload), seq, prev)
         mm[p : p + L.RING_HEADER_SIZE + len(payload)] = entry + payload
 
     def _write_checkpoint(self, seq: int, new: list[tuple[int, int]], ringpos: int) -> None:
@@ -551,7 +555,7 @@ class ArenaWriter:
             return None
         best: int | None = None
         for i, p in enumerate(pins):
-            if p == 0 or (best is not None and p >= best):
+            if p == 0 or (best is not None and p - 1 >= best):
                 continue
             so = L.OFF_SLOTS + i * L.SLOT_SIZE
             pid, start, pin, nonce = L.SLOT.unpack_from(self._ctl, so)
@@ -563,6 +567,7 @@ class ArenaWriter:
                 self._first_seen[i] = seen
             if now - seen[2] > self._expiry:
                 continue  # expired: the reader gets SnapshotExpired
+            pin -= 1  # stored as version + 1
             cached = self._alive.get(i)
             if cached is None or cached[0] != pid or cached[1] != start or now - cached[3] > 0.2:
                 cached = (pid, start, L.process_alive(pid, start), now)

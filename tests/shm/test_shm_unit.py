@@ -1,0 +1,127 @@
+"""In-process behaviour of the arena: overlays, drops, meta, ring catch-up, cache."""
+
+from __future__ import annotations
+
+import threading
+
+import msgpack
+import pytest
+
+from stateengine.errors import SnapshotExpired
+from stateengine.shm import ArenaReader, ArenaWriter
+from stateengine.shm.alloc import Allocator
+
+
+@pytest.fixture
+def arena() -> object:
+    w = ArenaWriter.create("setest", initial_size=1 << 20, grace=0.0, expiry=5.0)
+    r = ArenaReader.attach(w.name)
+    yield w, r
+    r.close()
+    w.close()
+
+
+def pk(obj: object) -> bytes:
+    return msgpack.packb(obj)
+
+
+def test_snapshot_isolated_from_plain_gets_deletes_drops(arena: tuple) -> None:
+    w, r = arena
+    w.commit(1, [("a", i, pk(i)) for i in range(5)] + [("b", "x", pk("bx"))], meta={"a": b"m1"})
+    with r.snapshot() as snap:
+        w.commit(2, [("a", 2, pk(20)), ("a", 9, pk(9))], [("a", 0)])
+        w.commit(3, [], [], dropped_tables=["b"], meta={"a": b"m3"})
+        w.commit(4, [("b", "y", pk("by")), ("a", 0, pk(100))])
+        # the reader moves on...
+        assert r.get("a", 2) == 20 and r.get("a", 0) == 100 and r.get("b", "x") is None
+        assert r.get("b", "y") == "by"
+        # ...the snapshot stays at 1, order included
+        assert snap.version == 1
+        assert snap.items("a") == [(i, i) for i in range(5)]
+        assert snap.get("b", "x") == "bx" and snap.get("b", "y") is None
+        assert snap.tables() == ["a", "b"] and snap.meta("a") == b"m1"
+    with r.snapshot() as snap:
+        assert snap.version == 4
+        # 0 was deleted and re-put: it moved to the end; 2 was overwritten in place
+        assert [i for i, _ in snap.items("a")] == [1, 2, 3, 4, 9, 0]
+        assert snap.meta("a") == b"m3" and snap.meta("b") is None
+        assert snap.tables() == ["a", "b"]
+
+
+def test_reader_far_behind_ring_rebuilds_from_checkpoint() -> None:
+    w = ArenaWriter.create("setest", initial_size=1 << 20, grace=0.0, ring_size=4096)
+    r = ArenaReader.attach(w.name)
+    try:
+        with r.snapshot() as snap:
+            for s in range(1, 400):  # wraps the 4 KiB ring many times
+                w.commit(s, [("t", s % 7, pk(s))])
+            w.commit(400, [("t", 99, pk(b"x" * 5000))])  # bigger than half the ring
+            assert r.get("t", 3) == 395 and r.get("t", 99) == b"x" * 5000
+            assert snap.version == 0 and snap.ids("t") == []  # kept the old dicts
+    finally:
+        r.close()
+        w.close()
+
+
+def test_get_cached_sees_changes(arena: tuple) -> None:
+    w, r = arena
+    w.commit(1, [("t", 1, pk({"a": 1}))])
+    first = r.get_cached("t", 1)
+    assert first == {"a": 1} and r.get_cached("t", 1) is first
+    w.commit(2, [("t", 1, pk({"a": 2}))])
+    assert r.get_cached("t", 1) == {"a": 2}
+    w.commit(3, [], [("t", 1)])
+    assert r.get_cached("t", 1) is None
+
+
+def test_wait_for_and_timeout(arena: tuple) -> None:
+    w, r = arena
+    t = threading.Timer(0.05, lambda: w.commit(7, [("t", 1, pk(1))]))
+    t.start()
+    assert r.wait_for(7, timeout=5) >= 7
+    t.join()
+    with pytest.raises(TimeoutError):
+        r.wait_for(8, timeout=0.05)
+
+
+def test_snapshot_expiry_local_clock() -> None:
+    w = ArenaWriter.create("setest", initial_size=1 << 20, expiry=0.05)
+    r = ArenaReader.attach(w.name)
+    try:
+        w.commit(1, [("t", 1, pk(1))])
+        with r.snapshot() as snap:
+            assert snap.get("t", 1) == 1
+            threading.Event().wait(0.1)
+            with pytest.raises(SnapshotExpired):
+                snap.get("t", 1)
+    finally:
+        r.close()
+        w.close()
+
+
+def test_closed_handles_are_loud(arena: tuple) -> None:
+    w, r = arena
+    snap = r.snapshot()
+    snap.close()
+    with pytest.raises(ValueError):
+        snap.get("t", 1)
+    r2 = ArenaReader.attach(w.name)
+    r2.close()
+    r2.close()
+    with pytest.raises(ValueError):
+        r2.get("t", 1)
+
+
+def test_allocator_best_fit_and_coalescing() -> None:
+    a = Allocator(64, 1024)
+    x, y, z = a.alloc(64), a.alloc(128), a.alloc(64)
+    assert (x, y, z) == (64, 128, 256)
+    a.free(y, 128)
+    assert a.alloc(64) == 128  # best fit takes the hole
+    a.free(128, 64)
+    a.free(x, 64)
+    a.free(z, 64)
+    a.check()
+    assert a.extents() == [(64, 1024)]
+    with pytest.raises(ValueError):
+        a.free(64, 8)
