@@ -99,15 +99,18 @@ def _read_crash_spec() -> tuple[str, int] | None:
     return name, int(nth) if nth else 1
 
 
-def crash_point(name: str, kill_parent: bool = False) -> None:
+def crash_point(name: str, kill_parent: bool = False, counted: bool = False) -> None:
     """Kill this process with SIGKILL at the n-th pass through the point *name*.
 
     Test-only fault injection: ``STATEENGINE_CRASH_AT=name`` or ``name:n`` (default the
     first time). SIGKILL, not an exception: no ``finally``, no buffered flush, no atexit,
     exactly what ``kill -9`` does to the process. Cheap when unset: one global read after
-    the first call. *kill_parent* is for a forked snapshot dumper: it kills the writer
-    (its parent) first, so the whole server dies mid-snapshot. Counters are per process
-    (a forked child inherits the parent's count).
+    the first call.
+
+    :param kill_parent: for a forked snapshot dumper: kill the writer (its parent) first,
+        so that the whole server dies mid-snapshot.
+    :param counted: the parent already counted this pass with :func:`count_crash_point`
+        before forking (a child's count would otherwise restart with every fork).
     """
     global _crash_spec, _crash_count
     spec = _crash_spec
@@ -115,12 +118,23 @@ def crash_point(name: str, kill_parent: bool = False) -> None:
         spec = _crash_spec = _read_crash_spec()
     if spec is None or spec[0] != name:  # type: ignore[index]
         return
-    _crash_count += 1
-    if _crash_count < spec[1]:  # type: ignore[index]
+    if not counted:
+        _crash_count += 1
+    if _crash_count != spec[1]:  # type: ignore[index]
         return
     if kill_parent:
         os.kill(os.getppid(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def count_crash_point(name: str) -> None:
+    """Count a pass through *name* that a forked child will make (see :func:`crash_point`)."""
+    global _crash_spec, _crash_count
+    if _crash_spec is False:
+        _crash_spec = _read_crash_spec()
+    spec = _crash_spec
+    if spec is not None and spec[0] == name:  # type: ignore[index]
+        _crash_count += 1
 
 
 # --- file I/O, injectable so tests can simulate a power cut ---------------------------------

@@ -39,7 +39,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -56,6 +56,7 @@ from stateengine.server.persist_base import (
     Progress,
     RecoveryReport,
     StoreClosed,
+    count_crash_point,
     count_records,
     crash_point,
     decode_change_set,
@@ -98,9 +99,12 @@ def list_segments(data_dir: Path) -> list[tuple[int, Path]]:
 
 
 def snapshot_chunks(
-    engine: TableEngine, extra: dict[str, Any], crash_name: str = "", kill_parent: bool = False
+    engine: TableEngine, extra: dict[str, Any], crash: Callable[[], None] | None = None
 ) -> Iterator[bytes]:
-    """The framed snapshot of *engine*, chunk by chunk (see the module docstring)."""
+    """The framed snapshot of *engine*, chunk by chunk (see the module docstring).
+
+    *crash* (the ``mid-snapshot`` crash point) runs once, half-way through the records.
+    """
     total = count_records(engine)
     header = {
         "format": SNAPSHOT_FORMAT,
@@ -122,13 +126,14 @@ def snapshot_chunks(
                 yield frame(packb(["r", name, chunk]))
                 done += len(chunk)
                 chunk = []
-                if crash_name and done * 2 >= total:
-                    crash_point(crash_name, kill_parent)
+                if crash is not None and done * 2 >= total:
+                    crash()
+                    crash = None
         if chunk:
             yield frame(packb(["r", name, chunk]))
             done += len(chunk)
-    if crash_name:
-        crash_point(crash_name, kill_parent)
+    if crash is not None:
+        crash()
     yield frame(packb(["end", done]))
 
 
@@ -463,16 +468,18 @@ class LogStore:
         self._rotate(seq)
         extra = extra or {}
         if self.snapshot_mode == "inline":
-            self._dump(engine, extra, kill_parent=False)
+            self._dump(engine, extra, child=False)
             self._after_snapshot(seq)
             return
+        count_crash_point("mid-snapshot")  # the child's passes, counted in the parent
+        count_crash_point("snapshot-renamed")
         gc.freeze()  # fewer pages touched (copied) in the child by the collector
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, which never returns
             code = 1
             try:
                 gc.disable()
-                self._dump(engine, extra, kill_parent=True)
+                self._dump(engine, extra, child=True)
                 code = 0
             finally:
                 os._exit(code)
@@ -491,11 +498,15 @@ class LogStore:
             self._fh.close()
             self._open_segment(seq)
 
-    def _dump(self, engine: TableEngine, extra: dict[str, Any], kill_parent: bool) -> None:
+    def _dump(self, engine: TableEngine, extra: dict[str, Any], child: bool) -> None:
         tmp = str(self.data_dir / SNAPSHOT_TMP)
-        self.fs.write_file(tmp, snapshot_chunks(engine, extra, "mid-snapshot", kill_parent))
+
+        def crash() -> None:
+            crash_point("mid-snapshot", kill_parent=child, counted=child)
+
+        self.fs.write_file(tmp, snapshot_chunks(engine, extra, crash))
         self.fs.rename(tmp, str(self.data_dir / SNAPSHOT_NAME))
-        crash_point("snapshot-renamed", kill_parent)
+        crash_point("snapshot-renamed", kill_parent=child, counted=child)
         self.fs.sync_dir(str(self.data_dir))
 
     def _reap(self) -> None:
