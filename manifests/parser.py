@@ -324,6 +324,7 @@ class _Raw:
     meta: dict[str, dict[str, Any] | None]
     static: Any = None
     has_static: bool = False
+    meta_lines: dict[str, int] = field(default_factory=dict)
 
 
 class _Builder:
@@ -346,7 +347,7 @@ class _Builder:
                 root.start_mark.line + 1, "the top level of a manifest must be a mapping"
             )
         else:
-            raw = self.walk(root, self.name, 0)
+            raw = self.walk(root, self.name, 0, 1)
         self.qualify(raw, [])
         nodes: dict[str, Node] = {}
         self.flatten(raw, None, {"_store": None, "_load": None, "_state": None}, nodes)
@@ -362,14 +363,14 @@ class _Builder:
         except (RecursionError, TypeError, ValueError) as exc:
             raise self.error(node.start_mark.line + 1, f"bad value: {exc}") from None
 
-    def walk(self, node: yaml.MappingNode, path: str, depth: int) -> _Raw:
+    def walk(self, node: yaml.MappingNode, path: str, depth: int, line: int) -> _Raw:
         if depth > MAX_DEPTH:
             raise self.error(node.start_mark.line + 1, f"nodes nested deeper than {MAX_DEPTH}")
         try:
             self.loader.flatten_mapping(node)  # resolves `<<` merge keys
         except yaml.YAMLError as exc:
             raise self.error(node.start_mark.line + 1, f"bad merge key: {exc}") from None
-        raw = _Raw(path, node.start_mark.line + 1, {}, {})
+        raw = _Raw(path, line, {}, {})
         for key_node, value_node in node.value:
             self.count += 1
             if self.count > MAX_NODES:
@@ -392,6 +393,7 @@ class _Builder:
                         f" {', '.join(META_KEYS)}",
                     )
                 raw.meta[key] = self.meta(key, value_node, f"{path}.{key}")
+                raw.meta_lines[key] = line
                 continue
             if not _NAME_RE.match(key):
                 raise self.error(
@@ -401,7 +403,7 @@ class _Builder:
                 )
             child_path = f"{path}.{key}"
             if isinstance(value_node, yaml.MappingNode):
-                raw.children[key] = self.walk(value_node, child_path, depth + 1)
+                raw.children[key] = self.walk(value_node, child_path, depth + 1, line)
             else:
                 value = self.construct(value_node)
                 child = _Raw(child_path, line, {}, {})
@@ -514,7 +516,8 @@ class _Builder:
             if config is None:
                 continue
             for k, v in list(config.items()):
-                config[k] = self.qualify_value(v, chain, f"{raw.path}.{block}.{k}", raw.line)
+                line = raw.meta_lines.get(block, raw.line)
+                config[k] = self.qualify_value(v, chain, f"{raw.path}.{block}.{k}", line)
         for child in raw.children.values():
             self.qualify(child, chain)
 

@@ -297,13 +297,20 @@ class State:
 
     def _peek(self, node: Node) -> Any:
         """Cache, then store; never loads. MISS when neither has it."""
+        target = self._target(node, "store")
         entry = self._cache.get(node.path)
         if entry is not None:
-            if self._valid(entry):
+            # An entry is for one resolved store key: "user:${session.user_id}" names
+            # another slot once session.user_id changes (likewise a store-less node's
+            # resolved load config).
+            if target is not None:
+                same = entry.client == target.client and entry.key == target.key
+            else:
+                same = entry.client is None and entry.key == self._fingerprint(node)
+            if same and self._valid(entry):
                 self.stats["cache_hits"] += 1
                 return entry.value
             del self._cache[node.path]
-        target = self._target(node, "store")
         if target is None:
             return MISS
         raw = self._store_get(node, target)
@@ -327,6 +334,22 @@ class State:
             return result if result is None else int(result)
         return _UNVERSIONED
 
+    def _fingerprint(self, node: Node) -> str:
+        """The current values of the placeholders in a store-less node's ``_load``."""
+        refs: list[str] = []
+
+        def collect(value: Any) -> None:
+            if isinstance(value, Template):
+                refs.extend(r.path for r in value.refs)
+            elif isinstance(value, dict):
+                for v in value.values():
+                    collect(v)
+
+        collect(dict(node.load or {}))
+        if not refs:
+            return ""
+        return repr([self._get(r) for r in refs])
+
     def _valid(self, entry: _Entry) -> bool:
         if entry.expires is not None and self._clock() >= entry.expires:
             return False
@@ -339,7 +362,8 @@ class State:
         self, path: str, value: Any, target: _Target | None, expires: float | None
     ) -> None:
         if target is None:
-            self._cache[path] = _Entry(value, None, None, None, expires)
+            fingerprint = self._fingerprint(self.manifest.node(path))
+            self._cache[path] = _Entry(value, None, fingerprint, None, expires)
             return
         version = self._version(target)
         if version is None:
@@ -351,7 +375,7 @@ class State:
         """Write a standalone node's value to its store and the cache (TTL rules)."""
         target = self._target(node, "store")
         if target is None:
-            self._cache[node.path] = _Entry(value, None, None, None, None)
+            self._remember(node.path, value, None, None)
             return False
         effective = ttl if ttl is not None else target.ttl
         ok = self._store_set(node, target, value, effective)
