@@ -27,6 +27,7 @@ def _pk(i: int, s: int) -> bytes:
 
 def growth_reader(name: str, seconds: float, out: object) -> None:
     r = ArenaReader.attach(name)
+    out.put("ready")  # type: ignore[attr-defined]
     bad = reads = 0
     gens = set()
     deadline = time.monotonic() + seconds
@@ -55,6 +56,7 @@ def test_growth_while_readers_read() -> None:
         w.commit(1, [(W.TABLE, 0, _pk(0, 1))])
         for p in procs:
             p.start()
+        assert [out.get(timeout=60) for _ in procs] == ["ready"] * len(procs)
         seq, i = 1, 1
         t_end = time.monotonic() + 2.5
         while time.monotonic() < t_end:

@@ -70,7 +70,7 @@ def test_sigstopped_reader_expires_and_memory_stays_bounded() -> None:
         for i in range(N):
             seq += 1
             _put(w, seq, i)
-        p, out, go, v = _start_holder(w, hold=120)
+        p, out, go, _v = _start_holder(w, hold=120)
         os.kill(p.pid, signal.SIGSTOP)  # type: ignore[attr-defined]
         try:
             bound = allocated_bytes(w.name) + size  # control + the one generation
