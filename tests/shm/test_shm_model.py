@@ -9,6 +9,8 @@ can see, and free + live + retired bytes add up.
 
 from __future__ import annotations
 
+import itertools
+
 import msgpack
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -86,7 +88,7 @@ class ArenaModel(RuleBasedStateMachine):
         retired = [x for (_s, _t, ext, _g) in w._pending for x in ext]
         ck = [(w._ckpt[6], w._ckpt[7])]
         used = sorted(live + retired + ck)
-        for (a, n), (b, _m) in zip(used, used[1:], strict=False):
+        for (a, n), (b, _m) in itertools.pairwise(used):
             assert a + n <= b, "two blocks overlap"
         for s, n in free:
             for a, m in used:
