@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from stateengine.server.engine import TableEngine
+from stateengine.server.engine import ChangeSet, TableEngine
 from stateengine.server.persist_base import (
     FSYNC_POLICIES,
     CorruptStore,
@@ -361,7 +361,7 @@ class LogStore:
 
     # --- writing -----------------------------------------------------------------------------
 
-    def write(self, cs: Any) -> None:
+    def write(self, cs: ChangeSet) -> None:
         """Append one pass's change set; under ``always`` fsync before returning.
 
         Call once per pass (group commit: one fsync covers the whole pass), before
