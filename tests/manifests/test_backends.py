@@ -129,7 +129,9 @@ dsn:
 viamap:
   _load:
     client: Db
-    connection: {driver: postgres, host: 127.0.0.1, port: 5432, database: test, username: postgres, password: "${pw}"}
+    connection:
+      {driver: postgres, host: 127.0.0.1, port: 5432, database: test,
+       username: postgres, password: "${pw}"}
     table: TABLE
     columns: [name]
     where: "id = ${uid}"

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -623,8 +623,8 @@ def test_sqlite_load(write: Write, memory: InMemoryClient, clock: Clock, sqlite_
 
 
 class _Handler(BaseHTTPRequestHandler):
-    store: dict[str, bytes] = {}
-    seen_auth: list[str] = []
+    store: ClassVar[dict[str, bytes]] = {}
+    seen_auth: ClassVar[list[str]] = []
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
