@@ -40,7 +40,7 @@ from stateengine.shm import ArenaReader, ArenaWriter
 try:
     import lmdb
 except ImportError:  # pragma: no cover - optional (pip install .[bench])
-    lmdb = None
+    lmdb = None  # type: ignore[assignment]
 
 
 def small(i: int) -> dict[str, Any]:
@@ -152,7 +152,7 @@ def latency_child(name: str, lmdb_path: str, n: int, ops: int, repeats: int, out
 
     def p_lookup() -> None:
         for k in keys:
-            ridx.get("t").get(k)  # type: ignore[union-attr]
+            ridx["t"].get(k)
 
     def p_copy() -> None:
         for e in ents:
