@@ -11,11 +11,24 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from stateengine import __version__
+from stateengine.errors import StateEngineError
 from stateengine.protocol import encode_reply
+from stateengine.server import paths
 from stateengine.server.engine import TableEngine
+from stateengine.server.persistence import (
+    BACKENDS,
+    FSYNC_POLICIES,
+    PersistenceError,
+    Store,
+    check,
+    open_store,
+    repair,
+)
+from stateengine.server.publish import ArenaPublisher
 from stateengine.server.server import DEFAULT_MAX_REQUEST, DataDirLocked, Server
 
 DEMO: list[dict[str, Any]] = [
@@ -86,6 +99,18 @@ def demo() -> int:
     return 0
 
 
+def _open_store(args: argparse.Namespace, data_dir: Path) -> Store | None:
+    if args.store == "none":
+        return None
+    options: dict[str, Any] = {}
+    if args.store == "log":
+        options["snapshot_bytes"] = args.snapshot_bytes
+    if args.store == "postgres":
+        options["dsn"] = args.pg_dsn
+        options["schema"] = args.pg_schema
+    return open_store(data_dir, args.store, fsync=args.fsync, **options)
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the writer until SIGINT/SIGTERM; exit 0 after answering what was received."""
     logging.basicConfig(
@@ -96,19 +121,42 @@ def serve(args: argparse.Namespace) -> int:
         else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    server = Server(args.data_dir, args.endpoint, max_request_bytes=args.max_request_bytes)
+    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    server: Server | None = None
     try:
+        paths.private_dir(data_dir)
+        engine = TableEngine()
+        publisher = None if args.no_arena else ArenaPublisher(engine, args.arena_size)
+        server = Server(
+            data_dir,
+            args.endpoint,
+            engine=engine,
+            publisher=publisher,
+            store=None,
+            max_request_bytes=args.max_request_bytes,
+        )
+        server.lock()  # before the store is opened: a second server must not touch it
+        server.store = _open_store(args, data_dir)
         server.start()
-    except (DataDirLocked, OSError) as exc:
+    except (DataDirLocked, OSError, PersistenceError, StateEngineError) as exc:
         print(f"stateengine serve: {exc}", file=sys.stderr)
+        if server is not None:
+            server.close()
         return 1
     server.install_signal_handlers()
     print(f"stateengine {__version__} serving", flush=True)
     print(f"  data dir: {server.data_dir}", flush=True)
     print(f"  endpoint: {server.endpoint}", flush=True)
+    print(f"  store:    {args.store} (fsync {args.fsync})", flush=True)
+    if server.recovery is not None:
+        print(f"  recovery: {server.recovery.summary()}", flush=True)
     print(f"  arena:    {server.publisher.name if server.publisher else 'off'}", flush=True)
+    code = 0
     try:
         server.serve_forever()
+    except PersistenceError as exc:
+        print(f"stateengine serve: cannot persist, stopping: {exc}", file=sys.stderr)
+        code = 1
     finally:
         server.close()
     st = server.stats
@@ -117,6 +165,28 @@ def serve(args: argparse.Namespace) -> int:
         f" {st['dropped_replies']} replies dropped",
         flush=True,
     )
+    return code
+
+
+def check_command(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    report = check(data_dir)
+    print(json.dumps(report, indent=2, default=str))
+    return 0 if report.get("ok") else 1
+
+
+def repair_command(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    probe = Server(data_dir)
+    try:
+        probe.lock()
+    except DataDirLocked as exc:
+        print(f"stateengine repair: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print(json.dumps(repair(data_dir), indent=2, default=str))
+    finally:
+        probe.close()
     return 0
 
 
@@ -129,7 +199,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data-dir", help="default: $STATEENGINE_DATA_DIR or ./.stateengine")
     p.add_argument("--endpoint", help="default: a private ipc:// socket for the data dir")
     p.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST)
+    p.add_argument(
+        "--store",
+        choices=[*BACKENDS, "none"],
+        default="log",
+        help="persistence backend (default: log = write-ahead log + snapshots; none: memory only)",
+    )
+    p.add_argument("--fsync", choices=FSYNC_POLICIES, default="always")
+    p.add_argument(
+        "--snapshot-bytes",
+        type=int,
+        default=64 << 20,
+        help="log size that triggers a snapshot (log store)",
+    )
+    p.add_argument("--pg-dsn", default="postgresql://postgres@127.0.0.1:5432/test")
+    p.add_argument("--pg-schema", default="stateengine")
+    p.add_argument(
+        "--no-arena",
+        action="store_true",
+        help="no shared-memory arena: workers read over the socket",
+    )
+    p.add_argument(
+        "--arena-size",
+        type=int,
+        default=16 << 20,
+        help="initial arena size in bytes (it grows as needed)",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0)
+    p = sub.add_parser("check", help="verify a data directory (exit 1 on damage)")
+    p.add_argument("--data-dir")
+    p = sub.add_parser("repair", help="cut a damaged log at the first bad entry")
+    p.add_argument("--data-dir")
     p = sub.add_parser("demo", help="start a server and a worker pool, kill a worker, watch")
     p.add_argument("--data-dir", help="default: $STATEENGINE_DATA_DIR or ./.stateengine")
     p.add_argument(
@@ -140,6 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "check":
+        return check_command(args)
+    if args.command == "repair":
+        return repair_command(args)
     if args.wire:
         return demo()
     from stateengine.client import demo as pool_demo  # the client side: imported on use

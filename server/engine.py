@@ -152,6 +152,9 @@ class TableEngine:
         #: names of tables created, dropped or altered; reset at each commit.
         self.changes: dict[tuple[str, Id], None] = {}
         self.table_changes: set[str] = set()
+        #: (table, id) of records deleted by the last commit (a re-created one moved to
+        #: the end of its table's order: replay must delete, then put).
+        self.removed: set[tuple[str, Id]] = set()
         self._journal: list[tuple[Any, ...]] | None = None
         self._order_saved: set[str] = set()
         self._wrote = False
@@ -185,6 +188,7 @@ class TableEngine:
         """
         self.changes = {}
         self.table_changes = set()
+        self.removed = set()
         self._wrote = False
         command = self._lookup(request, nested=False)
         if command is _BATCH:
@@ -292,6 +296,7 @@ class TableEngine:
         del table.records[rid]
         table.leases.pop(rid, None)
         self.changes[(table.name, rid)] = None
+        self.removed.add((table.name, rid))
 
     def _set_lease(self, table: Table, rid: Id, lease: Lease | None) -> None:
         # The record's own journal entry (from _put/_remove) restores the lease.
@@ -313,10 +318,9 @@ class TableEngine:
     def _replace_records(self, table: Table, records: dict[Id, Record]) -> None:
         if self._journal is not None:
             self._journal.append(("records", table, table.records, table.leases))
-        for rid in table.records:
-            self.changes[(table.name, rid)] = None
-        for rid in records:
-            self.changes[(table.name, rid)] = None
+        # Republished whole: the order of ids may change, and an empty SET_STATE on an
+        # empty table still bumps its version.
+        self.table_changes.add(table.name)
         table.records = records
         table.leases = {}
 
@@ -350,6 +354,7 @@ class TableEngine:
                     self.tables[name] = old_table
         self.changes = {}
         self.table_changes = set()
+        self.removed = set()
         self._wrote = False
 
     # --- argument helpers -------------------------------------------------------------------
@@ -885,7 +890,10 @@ class TableEngine:
     # --- change sets: what the arena publishes and the log persists ---------------------
 
     def change_set(
-        self, dirty_records: Iterable[tuple[str, Id]], dirty_tables: Iterable[str]
+        self,
+        dirty_records: Iterable[tuple[str, Id]],
+        dirty_tables: Iterable[str],
+        removed: Iterable[tuple[str, Id]] = (),
     ) -> ChangeSet:
         """The current state of everything the given commits touched, at ``self.seq``.
 
@@ -896,6 +904,7 @@ class TableEngine:
         tables = self.tables
         cs = ChangeSet(self.seq)
         whole = set(dirty_tables)
+        removed = set(removed)
         for name in whole:
             cs.dropped.append(name)
             table = tables.get(name)
@@ -913,9 +922,9 @@ class TableEngine:
             if name not in cs.tables:
                 cs.tables[name] = table.state()
             record = table.records.get(rid)
-            if record is None:
-                cs.deletes.append((name, rid))
-            else:
+            if record is None or (name, rid) in removed:
+                cs.deletes.append((name, rid))  # deleted, or deleted and re-created: moved
+            if record is not None:
                 cs.puts.append((name, rid, record, table.leases.get(rid)))
         return cs
 
@@ -932,6 +941,10 @@ class TableEngine:
             if table is None:
                 table = self.tables[name] = Table(name)
             table.restore_state(state)
+        for name, rid in cs.deletes:
+            table = self.tables[name]
+            table.records.pop(rid, None)
+            table.leases.pop(rid, None)
         for name, rid, record, lease in cs.puts:
             table = self.tables[name]
             table.records[rid] = record
@@ -939,10 +952,6 @@ class TableEngine:
                 table.leases.pop(rid, None)
             else:
                 table.leases[rid] = lease
-        for name, rid in cs.deletes:
-            table = self.tables[name]
-            table.records.pop(rid, None)
-            table.leases.pop(rid, None)
         self.seq = max(self.seq, cs.seq)
 
 
@@ -952,7 +961,8 @@ class ChangeSet:
 
     Replaying change sets in order rebuilds the engine exactly, without a clock: this is
     what the log stores and what the arena publishes. Order of application: ``dropped``,
-    ``tables`` (meta of every touched table), ``puts``, ``deletes``.
+    ``tables`` (meta of every touched table), ``deletes``, ``puts`` (a record deleted and
+    re-created in one pass appears in both: it moves to the end of its table's order).
     """
 
     seq: int

@@ -391,21 +391,32 @@ def decode_change_set(payload: bytes) -> ChangeSet:
 def merge_change_sets(sets: list[ChangeSet]) -> ChangeSet:
     """Several consecutive change sets as one, equivalent when replayed (same final state).
 
-    Used by stores that apply a pass as one transaction. A later drop of a table discards
-    the earlier puts/deletes to it; later puts/deletes of a record replace earlier ones.
+    Used by stores that apply a pass as one transaction. Replay applies deletes before
+    puts, so: a record whose last change is a delete is only deleted; a record deleted
+    and then put again is in both (it moves to the end); a record put twice keeps the
+    place of its first put and the value of its last.
     """
     if len(sets) == 1:
         return sets[0]
     out = ChangeSet(sets[-1].seq if sets else 0)
+    puts: dict[tuple[str, Any], tuple[str, Any, Any, Any]] = {}
+    deletes: dict[tuple[str, Any], None] = {}
     for cs in sets:
         for name in cs.dropped:
             out.dropped.append(name)
             out.tables.pop(name, None)
-            out.puts = [p for p in out.puts if p[0] != name]
-            out.deletes = [d for d in out.deletes if d[0] != name]
+            puts = {k: v for k, v in puts.items() if k[0] != name}
+            deletes = {k: None for k in deletes if k[0] != name}
         out.tables.update(cs.tables)
-        out.puts.extend(cs.puts)
-        out.deletes.extend(cs.deletes)
+        for key in cs.deletes:
+            key = (key[0], key[1])
+            puts.pop(key, None)
+            deletes[key] = None
+        for put in cs.puts:
+            key = (put[0], put[1])
+            puts[key] = put  # an existing key keeps its place
+    out.puts = list(puts.values())
+    out.deletes = list(deletes)
     return out
 
 

@@ -187,6 +187,11 @@ class _SqlStore:
                     "ON CONFLICT (name) DO UPDATE SET state = excluded.state",
                     rows,
                 )
+            if cs.deletes:
+                self._executemany(
+                    f"DELETE FROM {q('records')} WHERE tbl = {p} AND rid = {p}",
+                    [(t, b(packb(rid))) for t, rid in cs.deletes],
+                )
             if cs.puts:
                 prow = []
                 for t, rid, record, lease in cs.puts:
@@ -198,11 +203,6 @@ class _SqlStore:
                     f"VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT (tbl, rid) DO UPDATE "
                     "SET record = excluded.record, lease = excluded.lease",
                     prow,
-                )
-            if cs.deletes:
-                self._executemany(
-                    f"DELETE FROM {q('records')} WHERE tbl = {p} AND rid = {p}",
-                    [(t, b(packb(rid))) for t, rid in cs.deletes],
                 )
             self._upsert_meta("seq", cs.seq)
             self._commit()

@@ -92,11 +92,12 @@ def test_kill_9_gives_server_unavailable_in_time_and_restart_is_picked_up(
             client.create_record("t", {"x": 1})
         assert time.monotonic() - started < 3.0
         assert not client.server_alive()
-        # A restarted server on the same data dir listens on the same endpoint.
+        # A restarted server on the same data dir listens on the same endpoint and
+        # recovers what was acknowledged.
         with ServerProcess(tmp_path / "data") as again:
             assert again.endpoint == client.endpoint
             client.create_state("after")  # the same client, not restarted
-            assert client.list_states() == ["after"]
+            assert client.list_states() == ["after", "t"]
     finally:
         client.close()
 

@@ -2,7 +2,7 @@
 
 The recovery tests drive a real :class:`TableEngine` with these commands (some fail
 validation on purpose: a failed command changes nothing and yields no change set),
-collect ``engine.change_set(engine.changes, engine.table_changes)`` after each, and
+collect ``engine.change_set(engine.changes, engine.table_changes, engine.removed)`` after each, and
 compare digests of the writer's engine and of the engine a store recovered.
 """
 
@@ -200,7 +200,7 @@ def run_workload(
         clock.now += rng.choice([0.0, 0.5, 3.0, 30.0])
         engine.execute(random_command(rng, engine))
         if engine.changes or engine.table_changes:
-            cs = engine.change_set(engine.changes, engine.table_changes)
+            cs = engine.change_set(engine.changes, engine.table_changes, engine.removed)
             change_sets.append(frozen(cs))
             digests.append(digest(engine, ordered))
     return engine, change_sets, digests

@@ -1,13 +1,12 @@
-"""What change sets do not carry today (engine issues, reported to the lead).
+"""Change sets carry every observable effect, record order included.
 
-Both are in ``TableEngine.change_set``, not in the stores: replaying the change sets
-through ``apply_change_set`` alone shows them. Each is ``xfail(strict=True)``: when the
-engine is fixed the test passes, fails as XPASS, and the marker must come off.
+Regressions of three gaps found while building the stores: an empty SET_STATE that bumped
+versions with no change set, SET_STATE reordering ids, and a delete + re-create of one
+id in one commit. Replaying change sets through ``apply_change_set`` alone shows them.
 """
 
 from __future__ import annotations
 
-import pytest
 from durable_workload import digest
 
 from stateengine.server.engine import TableEngine
@@ -18,14 +17,12 @@ def _replayed(commands: list[dict[str, object]]) -> tuple[TableEngine, TableEngi
     for command in commands:
         engine.execute(command)
         if engine.changes or engine.table_changes:
-            replay.apply_change_set(engine.change_set(engine.changes, engine.table_changes))
+            replay.apply_change_set(
+                engine.change_set(engine.changes, engine.table_changes, engine.removed)
+            )
     return engine, replay
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SET_STATE with [] on an empty table bumps version and seq with no change set",
-)
 def test_set_state_of_nothing_is_persisted() -> None:
     engine, replay = _replayed(
         [
@@ -36,9 +33,6 @@ def test_set_state_of_nothing_is_persisted() -> None:
     assert digest(replay) == digest(engine)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="SET_STATE reorders records; the change set puts them in old places"
-)
 def test_set_state_order_is_persisted() -> None:
     engine, replay = _replayed(
         [
@@ -57,9 +51,6 @@ def test_set_state_order_is_persisted() -> None:
     assert digest(replay, ordered=True) == digest(engine, ordered=True)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="a delete and re-create of one id in one commit keeps its old place"
-)
 def test_recreated_record_order_is_persisted() -> None:
     engine, replay = _replayed(
         [

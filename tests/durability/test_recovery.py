@@ -123,7 +123,7 @@ def test_the_json_file_is_readable(tmp_path: Path) -> None:
     )
     store = open_store(tmp_path, "json")
     store.recover(TableEngine())
-    store.write(engine.change_set(engine.changes, engine.table_changes))
+    store.write(engine.change_set(engine.changes, engine.table_changes, engine.removed))
     store.close()
     text = (tmp_path / "state.json").read_text()
     assert '"dark"' in text and '"on": true' in text

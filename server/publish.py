@@ -1,0 +1,61 @@
+"""Publishing each pass to the shared-memory arena, where workers read it lock-free.
+
+The arena (``stateengine.shm``) stores encoded records and one metadata blob per table;
+this adapter turns a pass's :class:`~stateengine.server.engine.ChangeSet` into one
+arena commit at the pass's ``seq``. The table metadata is ``Table.info()`` — what
+``GET_STATE_INFO`` answers — so a worker answers that from the arena too.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgpack
+
+from stateengine.server.engine import ChangeSet, TableEngine
+from stateengine.shm import ArenaWriter
+
+log = logging.getLogger("stateengine.server")
+
+
+class ArenaPublisher:
+    """Owns the arena's writer. Not safe across fork; the writer process only.
+
+    :param engine: read for each touched table's info at publish time.
+    :raises CapacityError: at creation, when /dev/shm cannot hold ``initial_size``.
+    """
+
+    def __init__(self, engine: TableEngine, initial_size: int = 16 << 20, **options: Any) -> None:
+        self.engine = engine
+        self.writer = ArenaWriter.create(initial_size=initial_size, **options)
+        self.name = self.writer.name
+        self._pack = msgpack.Packer(use_bin_type=True).pack
+
+    def publish(self, changes: ChangeSet) -> None:
+        """One arena commit for the pass; a failure leaves the arena at the last version."""
+        if changes.seq <= self.writer.seq:
+            return  # nothing new (a restart that recovered nothing)
+        pack = self._pack
+        tables = self.engine.tables
+        meta: dict[str, bytes | None] = {}
+        for name in changes.tables:
+            table = tables.get(name)
+            meta[name] = pack(table.info()) if table is not None else None
+        self.writer.commit(
+            changes.seq,
+            puts=[(t, rid, pack(rec)) for t, rid, rec, _ in changes.puts],
+            deletes=changes.deletes,
+            dropped_tables=changes.dropped,
+            meta=meta,
+        )
+
+    def reclaim(self) -> None:
+        """Free space of dead or expired readers even when no writes come (idle timer)."""
+        self.writer.reclaim()
+
+    def stats(self) -> dict[str, Any]:
+        return self.writer.stats()
+
+    def close(self, unlink: bool = True) -> None:
+        self.writer.close(unlink=unlink)
