@@ -21,19 +21,36 @@ Sharp edges, written down here as py-lmdb does:
 from __future__ import annotations
 
 import itertools
+import logging
 import os
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import zmq
 
-from stateengine.client.commands import CommandsMixin
-from stateengine.errors import ServerUnavailable, StateEngineError, from_wire
-from stateengine.protocol import decode_reply, encode_request
+from stateengine.client.commands import CommandsMixin, Id, Record
+from stateengine.errors import (
+    ServerUnavailable,
+    SnapshotExpired,
+    StateEngineError,
+    StateNotFound,
+    from_wire,
+)
+from stateengine.protocol import (
+    decode_reply,
+    matches,
+    order_records,
+    parse_order_by,
+)
 from stateengine.server import paths
+from stateengine.shm import ArenaReader, Snapshot
+
+log = logging.getLogger("stateengine.client")
 
 
 class Client(CommandsMixin):
@@ -51,9 +68,11 @@ class Client(CommandsMixin):
         endpoint: str | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         timeout: float = 10.0,
+        arena: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir).absolute() if data_dir else None
         self.timeout = timeout
+        self.use_arena = arena
         self._server_info: dict[str, Any] = {}
         if endpoint is None:
             self._server_info = paths.read_server_file(self.data_dir or paths.default_data_dir())
@@ -65,6 +84,10 @@ class Client(CommandsMixin):
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._sock: zmq.Socket[bytes] | None = None
         self._closed = False
+        self._arena: ArenaReader | None = None
+        self._arena_name: str | None = None
+        self._arena_checked = 0.0
+        self._pack = msgpack.Packer(use_bin_type=True).pack
 
     # --- transport ----------------------------------------------------------------------
 
@@ -93,7 +116,7 @@ class Client(CommandsMixin):
     def _send(self, request: dict[str, Any]) -> int:
         req_id = next(self._ids)
         request["req_id"] = req_id
-        self._socket().send(encode_request(request))
+        self._socket().send(self._pack(request))
         return req_id
 
     def _receive(self, wanted: set[int]) -> dict[int, dict[str, Any]]:
@@ -159,6 +182,131 @@ class Client(CommandsMixin):
                 out.append(exc)
         return out
 
+    # --- reads straight from the arena ----------------------------------------------------
+
+    def _reader(self) -> ArenaReader | None:
+        """The arena of the running server, attached lazily; None means: use the socket.
+
+        Re-attaches when the server restarted (a new arena), at most once a second.
+        Read-your-writes: waits (bounded) until the arena shows this client's last write.
+        """
+        if not self.use_arena or self.data_dir is None or self._closed:
+            return None
+        if self._pid != os.getpid():
+            self._ctx, self._sock, self._arena, self._pid = None, None, None, os.getpid()
+        reader = self._arena
+        now = time.monotonic()
+        if reader is None or now - self._arena_checked > 1.0:
+            self._arena_checked = now
+            reader = self._attach()
+        if reader is None:
+            return None
+        if reader.version < self.seen_seq:
+            try:
+                reader.wait_for(self.seen_seq, min(self.timeout, 1.0))
+            except TimeoutError:
+                self._arena_checked = 0.0  # a restarted server: look again next time
+                return None
+        return reader
+
+    def _attach(self) -> ArenaReader | None:
+        assert self.data_dir is not None
+        try:
+            info = paths.read_server_file(self.data_dir)
+        except ServerUnavailable:
+            return self._arena  # the server is gone: keep reading its last snapshot
+        name = info.get("arena")
+        if name == self._arena_name and self._arena is not None:
+            return self._arena
+        if self._arena is not None:
+            self._arena.close()
+            self._arena = None
+        self._arena_name = name
+        if not name:
+            return None
+        try:
+            self._arena = ArenaReader.attach(name)
+        except (OSError, ValueError, StateEngineError) as exc:
+            log.warning("cannot attach arena %s (%s); reading over the socket", name, exc)
+            self._arena_name = None
+        return self._arena
+
+    def get_record(self, state: str, id: Id) -> Record:
+        """The record, from the arena when attached (else the socket).
+
+        :raises RecordNotFound: :raises StateNotFound:
+        """
+        reader = self._reader() if type(id) in (int, str) else None
+        if reader is not None:
+            try:
+                record = reader.get(state, id)
+            except SnapshotExpired:
+                record = None
+            if record is not None:
+                return record  # type: ignore[no-any-return]
+        # A miss, or no arena: the server gives the authoritative answer and error type.
+        return super().get_record(state, id)
+
+    def list_records(
+        self,
+        state: str,
+        where: dict[str, Any] | None = None,
+        order_by: str | list[str] | None = None,
+        offset: int | None = None,
+        limit: int | None = None,
+    ) -> list[Record]:
+        """Records matching ``where``, ordered, paged: one arena snapshot, or the socket."""
+        reader = self._reader()
+        if reader is not None:
+            try:
+                with reader.snapshot() as snap:
+                    out = _select(snap, state, where, order_by, offset, limit)
+                if out is not None:
+                    return out
+            except SnapshotExpired:
+                pass
+        return super().list_records(state, where, order_by, offset, limit)
+
+    def get_state_info(self, state: str) -> dict[str, Any]:
+        reader = self._reader()
+        if reader is not None:
+            try:
+                with reader.snapshot() as snap:
+                    meta = snap.meta(state)
+                if meta is not None:
+                    return msgpack.unpackb(meta)  # type: ignore[no-any-return]
+            except SnapshotExpired:
+                pass
+        return super().get_state_info(state)
+
+    def get_schema(self, state: str) -> list[str]:
+        return list(self.get_state_info(state)["schema"])
+
+    def list_states(self) -> list[str]:
+        reader = self._reader()
+        if reader is not None:
+            try:
+                with reader.snapshot() as snap:
+                    return snap.tables()
+            except SnapshotExpired:
+                pass
+        return super().list_states()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[ClientSnapshot]:
+        """Several reads at one version (the arena's; without an arena, not available).
+
+        Hold it briefly: a snapshot pinned longer than the arena's expiry (10 s) raises
+        ``SnapshotExpired`` on its next read instead of returning data.
+
+        :raises ServerUnavailable: no arena to read from (a remote client, ``--no-arena``).
+        """
+        reader = self._reader()
+        if reader is None:
+            raise ServerUnavailable("snapshots need the shared-memory arena of a local server")
+        with reader.snapshot() as snap:
+            yield ClientSnapshot(snap)
+
     # --- server liveness --------------------------------------------------------------------
 
     def server_alive(self) -> bool:
@@ -182,6 +330,9 @@ class Client(CommandsMixin):
             self._reset_socket()
             if self._ctx is not None:
                 self._ctx.term()
+            if self._arena is not None:
+                self._arena.close()
+        self._arena = None
         self._ctx = None
         self._closed = True
 
@@ -197,10 +348,89 @@ class Client(CommandsMixin):
             self.close()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Client, (self.endpoint, self.data_dir, self.timeout))
+        return (Client, (self.endpoint, self.data_dir, self.timeout, self.use_arena))
 
     def __repr__(self) -> str:
         return f"<stateengine.Client {self.endpoint}{' closed' if self._closed else ''}>"
+
+
+def _select(
+    snap: Snapshot,
+    state: str,
+    where: dict[str, Any] | None,
+    order_by: str | list[str] | None,
+    offset: int | None,
+    limit: int | None,
+) -> list[Record] | None:
+    """LIST_RECORDS on a snapshot; None when the server must answer (to raise its error)."""
+    meta = snap.meta(state)
+    if meta is None:
+        return None
+    fields = set(msgpack.unpackb(meta)["schema"]) | {"_version"}
+    try:
+        keys = parse_order_by(order_by)
+    except StateEngineError:
+        return None
+    if not isinstance(where or {}, dict) or any(
+        name not in fields for name in [*(where or {}), *(k for k, _ in keys)]
+    ):
+        return None
+    if not all(type(x) is int and x >= 0 for x in (offset, limit) if x is not None):
+        return None
+    records = [r for _, r in snap.items(state)]
+    if where:
+        records = [r for r in records if matches(r, where)]
+    if keys:
+        order_records(records, keys)
+    start = offset or 0
+    return records[start : None if limit is None else start + limit]
+
+
+class ClientSnapshot:
+    """Reads at one arena version: ``get_record``, ``list_records``, ``get_state_info``."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self._snap = snap
+
+    @property
+    def version(self) -> int:
+        """The ``seq`` this snapshot shows."""
+        return self._snap.version
+
+    def get_record(self, state: str, id: Id) -> Record:
+        """:raises StateNotFound: :raises RecordNotFound:."""
+        from stateengine.errors import RecordNotFound
+
+        record = self._snap.get(state, id) if type(id) in (int, str) else None
+        if record is None:
+            if self._snap.meta(state) is None:
+                raise StateNotFound(f"no state named {state!r}")
+            raise RecordNotFound(f"no record with id {id!r} in {state!r}")
+        return record  # type: ignore[no-any-return]
+
+    def list_records(
+        self,
+        state: str,
+        where: dict[str, Any] | None = None,
+        order_by: str | list[str] | None = None,
+        offset: int | None = None,
+        limit: int | None = None,
+    ) -> list[Record]:
+        out = _select(self._snap, state, where, order_by, offset, limit)
+        if out is None:
+            if self._snap.meta(state) is None:
+                raise StateNotFound(f"no state named {state!r}")
+            raise StateEngineError("invalid where/order_by/offset/limit for a snapshot read")
+        return out
+
+    def get_state_info(self, state: str) -> dict[str, Any]:
+        meta = self._snap.meta(state)
+        if meta is None:
+            raise StateNotFound(f"no state named {state!r}")
+        return msgpack.unpackb(meta)  # type: ignore[no-any-return]
+
+    def list_states(self) -> list[str]:
+        return self._snap.tables()
 
 
 class Pipeline(CommandsMixin):
@@ -218,9 +448,12 @@ def connect(
     endpoint: str | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     timeout: float = 10.0,
+    arena: bool = True,
 ) -> Client:
     """Connect to a running server (by endpoint, by data directory, or the default one).
 
     :raises ServerUnavailable: no endpoint given and no server runs on the data directory.
     """
-    return Client(endpoint, data_dir, timeout)
+    if endpoint is None and data_dir is None:
+        data_dir = paths.default_data_dir()
+    return Client(endpoint, data_dir, timeout, arena)

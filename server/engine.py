@@ -47,7 +47,9 @@ from stateengine.protocol import (
     conform,
     copy_value,
     describe,
-    sort_key,
+    matches,
+    order_records,
+    parse_order_by,
     values_equal,
 )
 
@@ -762,18 +764,9 @@ class TableEngine:
         return copy_value(record)  # type: ignore[no-any-return]
 
     def _order(self, table: Table, request: dict[str, Any]) -> list[tuple[str, bool]]:
-        order_by = request.get("order_by")
-        if order_by is None:
-            return []
-        items = order_by if isinstance(order_by, list) else [order_by]
-        keys = []
-        for item in items:
-            if not isinstance(item, str) or not item:
-                raise BadRequest(f"order_by: a field name or '-field', not {item!r:.60}")
-            descending = item.startswith("-")
-            name = item[1:] if descending else item
+        keys = parse_order_by(request.get("order_by"))
+        for name, _ in keys:
             self._known_field(table, name, "order_by")
-            keys.append((name, descending))
         return keys
 
     def _where(self, table: Table, request: dict[str, Any]) -> dict[str, Any]:
@@ -782,21 +775,6 @@ class TableEngine:
             self._known_field(table, name, "where")
             check_value(value, f"where.{name}")
         return where
-
-    @staticmethod
-    def _matches(record: Record, where: dict[str, Any]) -> bool:
-        for name, value in where.items():
-            if not values_equal(record.get(name, _MISSING), value):
-                return False
-        return True
-
-    @staticmethod
-    def _sorted(
-        records: list[tuple[Record, Any]], keys: list[tuple[str, bool]]
-    ) -> list[tuple[Record, Any]]:
-        for name, descending in reversed(keys):
-            records.sort(key=lambda item: sort_key(item[0].get(name)), reverse=descending)
-        return records
 
     def _list_records(self, request: dict[str, Any]) -> list[Record]:
         table = self._table(request)
@@ -807,11 +785,11 @@ class TableEngine:
         end = None if limit is None else offset + limit
         records: Iterable[Record] = table.records.values()
         if where:
-            records = (r for r in records if self._matches(r, where))
+            records = (r for r in records if matches(r, where))
         if not keys:  # insertion order: stop as soon as the page is full
             return [copy_value(r) for r in itertools.islice(records, offset, end)]
-        matched = self._sorted([(r, None) for r in records], keys)
-        return [copy_value(r) for r, _ in matched[offset:end]]
+        matched = order_records(list(records), keys)
+        return [copy_value(r) for r in matched[offset:end]]
 
     def _claim_record(self, request: dict[str, Any]) -> Record | None:
         table = self._table(request)
@@ -832,7 +810,7 @@ class TableEngine:
                 view = {**record, **lease.prior}  # rule 2: match as before the claim
             else:
                 view = record
-            if self._matches(view, where):
+            if matches(view, where):
                 candidates.append((view, rid))
                 if not keys:
                     break
@@ -841,7 +819,7 @@ class TableEngine:
             self._validate_patch(table, fields, 0, "fields")
             return None
         if keys:
-            candidates = self._sorted(candidates, keys)
+            candidates = order_records(candidates, keys, get=lambda item: item[0])
         _, rid = candidates[0]
         old = table.records[rid]
         patch = self._validate_patch(table, fields, rid, "fields")

@@ -15,6 +15,7 @@ process state, so it is safe after fork and picklable for spawn.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Final
 
 import msgpack
@@ -27,7 +28,7 @@ DEFAULT_MAX_RECORD_SIZE: Final = 16 * 1024 * 1024
 class MsgpackCodec:
     """Encode and decode records (msgpack maps, lists, scalars).
 
-    ``decode`` is bound to ``msgpack.unpackb`` itself (no wrapper call) because it
+    ``decode`` is ``msgpack.unpackb`` behind a C-level partial (no Python call) because it
     sits on the reader's fast path; it raises ``ValueError`` subclasses
     (``msgpack.ExtraData``, ``FormatError``, ``StackError``) or ``UnicodeDecodeError``
     on bad bytes, which the arena never hands it (bytes are validated first).
@@ -37,7 +38,8 @@ class MsgpackCodec:
         if max_record_size <= 0:
             raise ValueError("max_record_size must be positive")
         self.max_record_size = max_record_size
-        self.decode: Any = msgpack.unpackb
+        # Records may hold maps with integer keys (the wire allows str and int keys).
+        self.decode: Any = functools.partial(msgpack.unpackb, strict_map_key=False)
 
     def encode(self, obj: Any) -> bytes:
         """msgpack-encode ``obj`` (bin type for bytes); ``PayloadTooLarge`` past the limit."""

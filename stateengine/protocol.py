@@ -117,6 +117,40 @@ def sort_key(value: Any) -> tuple[Any, ...]:
     return (7, repr(value))
 
 
+def matches(record: dict[str, Any], where: dict[str, Any]) -> bool:
+    """Whether every ``where`` field equals the record's (``values_equal``)."""
+    for name, value in where.items():
+        if name not in record or not values_equal(record[name], value):
+            return False
+    return True
+
+
+def order_records(records: list[Any], keys: list[tuple[str, bool]], get: Any = None) -> list[Any]:
+    """Sort in place by ``[(field, descending), ...]``, stable; *get* maps item → record."""
+    for name, descending in reversed(keys):
+        if get is None:
+            records.sort(key=lambda r: sort_key(r.get(name)), reverse=descending)
+        else:
+            records.sort(key=lambda r: sort_key(get(r).get(name)), reverse=descending)
+    return records
+
+
+def parse_order_by(order_by: Any) -> list[tuple[str, bool]]:
+    """``"f"``, ``"-f"`` or a list of those → ``[(field, descending)]``.
+
+    :raises BadRequest: not a non-empty string or a list of them.
+    """
+    if order_by is None:
+        return []
+    items = order_by if isinstance(order_by, list) else [order_by]
+    keys = []
+    for item in items:
+        if not isinstance(item, str) or not item or item == "-":
+            raise BadRequest(f"order_by: a field name or '-field', not {item!r:.60}")
+        keys.append((item[1:], True) if item.startswith("-") else (item, False))
+    return keys
+
+
 # --- the type vocabulary ------------------------------------------------------------------
 
 TYPE_NAMES: Final = ("integer", "float", "string", "boolean", "bytes", "list", "map", "any")

@@ -1,0 +1,117 @@
+"""Workers read from the shared-memory arena: same answers as the server, read-your-writes,
+snapshots, and the last snapshot stays readable when the writer dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from stateengine.errors import RecordNotFound, ServerUnavailable, StateNotFound
+from stateengine.testing import ServerProcess
+
+
+def test_reads_come_from_the_arena_and_match_the_server(server: ServerProcess) -> None:
+    with server.connect() as client:
+        client.set_state("t", [{"g": i % 3, "n": i, "tag": {"k": [i]}} for i in range(50)])
+        assert client._reader() is not None  # attached: the reads below use the arena
+        for where, order_by, offset, limit in [
+            (None, None, None, None),
+            ({"g": 1}, "-n", 2, 5),
+            ({"g": 2}, ["g", "-n"], None, 3),
+            (None, "tag", 45, None),
+        ]:
+            via_arena = client.list_records("t", where, order_by, offset, limit)
+            request = {
+                "command": "LIST_RECORDS",
+                "state": "t",
+                "where": where,
+                "order_by": order_by,
+                "offset": offset,
+                "limit": limit,
+            }
+            request = {k: v for k, v in request.items() if v is not None}
+            assert via_arena == client.execute(request)["result"]
+        assert (
+            client.get_record("t", 7)
+            == client.execute({"command": "GET_RECORD", "state": "t", "id": 7})["result"]
+        )
+        assert (
+            client.get_state_info("t")
+            == client.execute({"command": "GET_STATE_INFO", "state": "t"})["result"]
+        )
+        assert client.list_states() == ["t"]
+        # Misses and bad arguments get the server's own errors.
+        with pytest.raises(RecordNotFound):
+            client.get_record("t", 999)
+        with pytest.raises(StateNotFound):
+            client.list_records("nope")
+
+
+def test_read_your_writes(server: ServerProcess) -> None:
+    with server.connect() as client:
+        client.create_record("t", {"n": 0})
+        for i in range(1, 300):
+            client.patch_record("t", 1, {"n": i})
+            assert client.get_record("t", 1)["n"] == i
+
+
+def test_snapshot_sees_a_batch_all_or_nothing(server: ServerProcess) -> None:
+    with server.connect() as client, server.connect() as writer:
+        client.set_state("a", [{"v": 0}])
+        client.set_state("b", [{"v": 0}])
+        for i in range(1, 50):
+            writer.batch(
+                [
+                    {"command": "PATCH_RECORD", "state": "a", "id": 1, "fields": {"v": i}},
+                    {"command": "PATCH_RECORD", "state": "b", "id": 1, "fields": {"v": i}},
+                ]
+            )
+            with client.snapshot() as snap:
+                a = snap.get_record("a", 1)
+                b = snap.get_record("b", 1)
+                assert a["v"] == b["v"] and a["_version"] == b["_version"] <= snap.version
+
+
+def test_writer_killed_last_snapshot_readable_writes_unavailable(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data").start()
+    arena = str(server.info["arena"])
+    try:
+        with server.connect(timeout=1.0) as client:
+            client.create_record("t", {"n": 42})
+            server.kill()
+            assert client.get_record("t", 1)["n"] == 42  # from the arena, no server
+            assert not client.server_alive()
+            with pytest.raises(ServerUnavailable):
+                client.patch_record("t", 1, {"n": 43})
+    finally:
+        server.kill()
+        for leftover in (arena, *(f"{arena}.g{g}" for g in range(1, 8))):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+
+
+def test_stalled_writer_does_not_block_reads(server: ServerProcess) -> None:
+    with server.connect(timeout=0.5) as client:
+        client.create_record("t", {"n": 1})
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            for _ in range(1000):
+                assert client.get_record("t", 1)["n"] == 1
+            with pytest.raises(ServerUnavailable):
+                client.increment("t", 1, "n")
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+
+
+def test_clean_stop_unlinks_the_arena(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data").start()
+    arena = str(server.info["arena"])
+    assert os.path.exists(arena)
+    assert server.stop() == 0
+    assert not os.path.exists(arena)
+    assert not any(
+        p.startswith(os.path.basename(arena)) for p in os.listdir(os.path.dirname(arena))
+    )
