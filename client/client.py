@@ -104,6 +104,7 @@ class Client(CommandsMixin):
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, 100_000)
             sock.setsockopt(zmq.RCVHWM, 100_000)
+            sock.setsockopt(zmq.RCVTIMEO, max(1, int(self.timeout * 1000)))
             sock.connect(self.endpoint)
             self._sock = sock
         return self._sock
@@ -123,15 +124,16 @@ class Client(CommandsMixin):
         """Collect the replies to *wanted*, dropping stale ones; bounded by ``timeout``."""
         sock = self._socket()
         replies: dict[int, dict[str, Any]] = {}
-        deadline_ms = int(self.timeout * 1000)
         while wanted:
-            if not sock.poll(deadline_ms, zmq.POLLIN):
+            try:
+                body = sock.recv()  # RCVTIMEO bounds the wait
+            except zmq.Again:
                 self._reset_socket()
                 raise ServerUnavailable(
                     f"no reply from {self.endpoint} within {self.timeout} s"
                     + ("" if self.server_alive() else " (the server process is gone)")
-                )
-            reply = decode_reply(sock.recv())
+                ) from None
+            reply = decode_reply(body)
             req_id = reply.get("req_id")
             if req_id in wanted:
                 wanted.discard(req_id)

@@ -148,6 +148,9 @@ class TableEngine:
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
+        #: Copy records into results. The server turns it off: it encodes each reply
+        #: before the next command runs, so the stored dicts cannot change under it.
+        self.copy_results = True
         self.tables: dict[str, Table] = {}
         self.seq = 0
         #: (table, id) of every record written or deleted by the last commit, and the
@@ -358,6 +361,9 @@ class TableEngine:
         self.table_changes = set()
         self.removed = set()
         self._wrote = False
+
+    def _out(self, record: Record) -> Record:
+        return copy_value(record) if self.copy_results else record  # type: ignore[no-any-return]
 
     # --- argument helpers -------------------------------------------------------------------
 
@@ -713,7 +719,7 @@ class TableEngine:
         self._advance_counter(table, rid)
         record = {"id": rid, **record}
         self._put(table, rid, record)
-        return copy_value(record)  # type: ignore[no-any-return]
+        return self._out(record)
 
     def _set_record(self, request: dict[str, Any]) -> Record:
         table = self._table(request)
@@ -729,7 +735,7 @@ class TableEngine:
         record = {"id": rid, **record}
         self._put(table, rid, record)
         self._set_lease(table, rid, None)
-        return copy_value(record)  # type: ignore[no-any-return]
+        return self._out(record)
 
     def _patch_record(self, request: dict[str, Any]) -> Record:
         table = self._table(request)
@@ -748,7 +754,7 @@ class TableEngine:
             self._set_lease(table, rid, Lease(self.clock() + lease_seconds, dict(lease.prior)))
         elif lease is not None and any(name in lease.prior for name in patch):
             self._set_lease(table, rid, None)  # rule 4: a claimed field changed: completed
-        return copy_value(record)  # type: ignore[no-any-return]
+        return self._out(record)
 
     def _delete_record(self, request: dict[str, Any]) -> None:
         table = self._table(request)
@@ -761,7 +767,7 @@ class TableEngine:
     def _get_record(self, request: dict[str, Any]) -> Record:
         table = self._table(request)
         _, record = self._existing(table, request)
-        return copy_value(record)  # type: ignore[no-any-return]
+        return self._out(record)
 
     def _order(self, table: Table, request: dict[str, Any]) -> list[tuple[str, bool]]:
         keys = parse_order_by(request.get("order_by"))
@@ -787,9 +793,9 @@ class TableEngine:
         if where:
             records = (r for r in records if matches(r, where))
         if not keys:  # insertion order: stop as soon as the page is full
-            return [copy_value(r) for r in itertools.islice(records, offset, end)]
+            return [self._out(r) for r in itertools.islice(records, offset, end)]
         matched = order_records(list(records), keys)
-        return [copy_value(r) for r in matched[offset:end]]
+        return [self._out(r) for r in matched[offset:end]]
 
     def _claim_record(self, request: dict[str, Any]) -> Record | None:
         table = self._table(request)
@@ -834,7 +840,7 @@ class TableEngine:
             self._set_lease(table, rid, Lease(now + lease_seconds, prior))
         else:
             self._set_lease(table, rid, None)
-        return copy_value(record)  # type: ignore[no-any-return]
+        return self._out(record)
 
     def _increment(self, request: dict[str, Any]) -> int | float:
         table = self._table(request)

@@ -95,6 +95,7 @@ class Server:
         self.max_reply_bytes = max_reply_bytes
         self.max_pass = max_pass
         self.engine = engine or TableEngine()
+        self.engine.copy_results = False  # each reply is encoded before the next command
         self.stats = {"requests": 0, "passes": 0, "dropped_replies": 0}
         self._pack = msgpack.Packer(use_bin_type=True).pack
         self._last_idle = time.monotonic()
