@@ -84,9 +84,7 @@ class Client(CommandsMixin):
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._sock: zmq.Socket[bytes] | None = None
         self._closed = False
-        self._arena: ArenaReader | None = None
-        self._arena_name: str | None = None
-        self._arena_checked = 0.0
+        self._view = ArenaView(self.data_dir) if self.data_dir is not None else None
         self._pack = msgpack.Packer(use_bin_type=True).pack
 
     # --- transport ----------------------------------------------------------------------
@@ -187,67 +185,35 @@ class Client(CommandsMixin):
     # --- reads straight from the arena ----------------------------------------------------
 
     def _reader(self) -> ArenaReader | None:
-        """The arena of the running server, attached lazily; None means: use the socket.
+        """The arena to read from, or None (use the socket).
 
-        Re-attaches when the server restarted (a new arena), at most once a second.
         Read-your-writes: waits (bounded) until the arena shows this client's last write.
         """
-        if not self.use_arena or self.data_dir is None or self._closed:
+        if not self.use_arena or self._view is None or self._closed:
             return None
-        if self._pid != os.getpid():
-            self._ctx, self._sock, self._arena, self._pid = None, None, None, os.getpid()
-        reader = self._arena
-        now = time.monotonic()
-        if reader is None or now - self._arena_checked > 1.0:
-            self._arena_checked = now
-            reader = self._attach()
-        if reader is None:
-            return None
-        if reader.version < self.seen_seq:
+        reader = self._view.current()
+        if reader is not None and reader.version < self.seen_seq:
+            # Normally the arena is ahead (publish precedes the reply); behind means a
+            # restarted server with a new arena, or a publish still in flight.
+            self._view.recheck_soon()
+            reader = self._view.current()
+        if reader is not None and reader.version < self.seen_seq:
             try:
                 reader.wait_for(self.seen_seq, min(self.timeout, 1.0))
             except TimeoutError:
-                self._arena_checked = 0.0  # a restarted server: look again next time
+                self._view.recheck_soon()  # a restarted server: a new arena
                 return None
         return reader
-
-    def _attach(self) -> ArenaReader | None:
-        assert self.data_dir is not None
-        try:
-            info = paths.read_server_file(self.data_dir)
-        except ServerUnavailable:
-            return self._arena  # the server is gone: keep reading its last snapshot
-        name = info.get("arena")
-        if name == self._arena_name and self._arena is not None:
-            return self._arena
-        if self._arena is not None:
-            self._arena.close()
-            self._arena = None
-        self._arena_name = name
-        if not name:
-            return None
-        try:
-            self._arena = ArenaReader.attach(name)
-        except (OSError, ValueError, StateEngineError) as exc:
-            log.warning("cannot attach arena %s (%s); reading over the socket", name, exc)
-            self._arena_name = None
-        return self._arena
 
     def get_record(self, state: str, id: Id) -> Record:
         """The record, from the arena when attached (else the socket).
 
         :raises RecordNotFound: :raises StateNotFound:
         """
-        reader = self._reader() if type(id) in (int, str) else None
-        if reader is not None:
-            try:
-                record = reader.get(state, id)
-            except SnapshotExpired:
-                record = None
-            if record is not None:
-                return record  # type: ignore[no-any-return]
+        reader = self._reader()
+        record = arena_get(reader, state, id) if reader is not None else None
         # A miss, or no arena: the server gives the authoritative answer and error type.
-        return super().get_record(state, id)
+        return record if record is not None else super().get_record(state, id)
 
     def list_records(
         self,
@@ -259,40 +225,23 @@ class Client(CommandsMixin):
     ) -> list[Record]:
         """Records matching ``where``, ordered, paged: one arena snapshot, or the socket."""
         reader = self._reader()
-        if reader is not None:
-            try:
-                with reader.snapshot() as snap:
-                    out = _select(snap, state, where, order_by, offset, limit)
-                if out is not None:
-                    return out
-            except SnapshotExpired:
-                pass
-        return super().list_records(state, where, order_by, offset, limit)
+        out = arena_list(reader, state, where, order_by, offset, limit) if reader else None
+        return (
+            out if out is not None else super().list_records(state, where, order_by, offset, limit)
+        )
 
     def get_state_info(self, state: str) -> dict[str, Any]:
         reader = self._reader()
-        if reader is not None:
-            try:
-                with reader.snapshot() as snap:
-                    meta = snap.meta(state)
-                if meta is not None:
-                    return msgpack.unpackb(meta)  # type: ignore[no-any-return]
-            except SnapshotExpired:
-                pass
-        return super().get_state_info(state)
+        info = arena_info(reader, state) if reader is not None else None
+        return info if info is not None else super().get_state_info(state)
 
     def get_schema(self, state: str) -> list[str]:
         return list(self.get_state_info(state)["schema"])
 
     def list_states(self) -> list[str]:
         reader = self._reader()
-        if reader is not None:
-            try:
-                with reader.snapshot() as snap:
-                    return snap.tables()
-            except SnapshotExpired:
-                pass
-        return super().list_states()
+        names = arena_states(reader) if reader is not None else None
+        return names if names is not None else super().list_states()
 
     @contextmanager
     def snapshot(self) -> Iterator[ClientSnapshot]:
@@ -332,9 +281,8 @@ class Client(CommandsMixin):
             self._reset_socket()
             if self._ctx is not None:
                 self._ctx.term()
-            if self._arena is not None:
-                self._arena.close()
-        self._arena = None
+            if self._view is not None:
+                self._view.close()
         self._ctx = None
         self._closed = True
 
@@ -354,6 +302,99 @@ class Client(CommandsMixin):
 
     def __repr__(self) -> str:
         return f"<stateengine.Client {self.endpoint}{' closed' if self._closed else ''}>"
+
+
+class ArenaView:
+    """The running server's arena as one worker sees it.
+
+    Attached lazily from ``server.json``; re-attached when the server restarted (a new
+    arena), checked at most once a second; after ``fork`` the child attaches its own.
+    When the server is gone, the last arena stays attached: its snapshot stays readable.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.reader: ArenaReader | None = None
+        self.name: str | None = None
+        self._checked = 0.0
+        self._pid = os.getpid()
+
+    def current(self) -> ArenaReader | None:
+        if self._pid != os.getpid():
+            self.reader, self.name, self._pid = None, None, os.getpid()
+        now = time.monotonic()
+        if self.reader is None or now - self._checked > 1.0:
+            self._checked = now
+            self._attach()
+        return self.reader
+
+    def recheck_soon(self) -> None:
+        self._checked = 0.0
+
+    def _attach(self) -> None:
+        try:
+            info = paths.read_server_file(self.data_dir)
+        except ServerUnavailable:
+            return  # the server is gone: keep reading its last snapshot
+        name = info.get("arena")
+        if name == self.name and self.reader is not None:
+            return
+        self.close()
+        self.name = name
+        if not name:
+            return
+        try:
+            self.reader = ArenaReader.attach(name)
+        except (OSError, ValueError, StateEngineError) as exc:
+            log.warning("cannot attach arena %s (%s); reading over the socket", name, exc)
+            self.name = None
+
+    def close(self) -> None:
+        if self.reader is not None and self._pid == os.getpid():
+            self.reader.close()
+        self.reader = None
+
+
+def arena_get(reader: ArenaReader, state: str, id: Any) -> Record | None:
+    """GET_RECORD from the arena; None: ask the server (a miss, or an id it must judge)."""
+    if type(id) is not int and type(id) is not str:
+        return None  # 1 == 1.0 == True as dict keys: only the server may judge these
+    try:
+        return reader.get(state, id)  # type: ignore[no-any-return]
+    except SnapshotExpired:
+        return None
+
+
+def arena_list(
+    reader: ArenaReader,
+    state: str,
+    where: dict[str, Any] | None,
+    order_by: str | list[str] | None,
+    offset: int | None,
+    limit: int | None,
+) -> list[Record] | None:
+    try:
+        with reader.snapshot() as snap:
+            return _select(snap, state, where, order_by, offset, limit)
+    except SnapshotExpired:
+        return None
+
+
+def arena_info(reader: ArenaReader, state: str) -> dict[str, Any] | None:
+    try:
+        with reader.snapshot() as snap:
+            meta = snap.meta(state)
+    except SnapshotExpired:
+        return None
+    return None if meta is None else msgpack.unpackb(meta)  # type: ignore[no-any-return]
+
+
+def arena_states(reader: ArenaReader) -> list[str] | None:
+    try:
+        with reader.snapshot() as snap:
+            return snap.tables()
+    except SnapshotExpired:
+        return None
 
 
 def _select(

@@ -50,7 +50,7 @@ class CommandsMixin:
 
     def delete_state(self, state: str) -> None:
         """Drop a table with its schema and counters; :raises StateNotFound:."""
-        self._call(_request("DELETE_STATE", state=state))
+        return self._call(_request("DELETE_STATE", state=state))
 
     def list_states(self) -> list[str]:
         return self._call(_request("LIST_STATES"))
@@ -168,7 +168,7 @@ class CommandsMixin:
         if_version: int | None = None,
         if_match: dict[str, Any] | None = None,
     ) -> None:
-        self._call(
+        return self._call(
             _request(
                 "DELETE_RECORD",
                 state=state,

@@ -386,6 +386,9 @@ class State(CoreState):
     def __repr__(self) -> str:
         return f"client.State({self.manifest!r}, {self.client!r})"
 
+    def __enter__(self) -> State:
+        return self
+
     # Each public call starts and ends with no pinned versions: within one call a key
     # read once keeps that version; across calls every cache hit asks the arena.
 
@@ -442,6 +445,12 @@ class State(CoreState):
         delay = _POLL_MIN
         waited_on: int | None = None  # the _version of a lease this worker waited on
         while True:
+            if time.monotonic() >= deadline:
+                owner = record.get("owner") if (record := self.store.record(key)) else None
+                raise LoadTimeout(
+                    f"{node.path}: no result for {key!r} within {self.wait_timeout} s"
+                    f" (being loaded by {owner}; load_timeout {self.load_timeout} s)"
+                )
             record = self.store.record(key)
             if record is None:
                 if self.store.take_lease(key, None, self.load_timeout) is not None:
@@ -468,11 +477,6 @@ class State(CoreState):
             if waited_on is None:
                 self.flight_stats["waits"] += 1
             waited_on = record["_version"]
-            if time.monotonic() >= deadline:
-                raise LoadTimeout(
-                    f"{node.path}: no result for {key!r} within {self.wait_timeout} s; it is"
-                    f" being loaded by {record.get('owner')} (load_timeout {self.load_timeout} s)"
-                )
             time.sleep(delay)
             delay = min(delay * 2, _POLL_MAX)
 

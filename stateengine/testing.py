@@ -12,6 +12,7 @@ killed and reported with its output.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -103,10 +104,23 @@ class ServerProcess:
         return code
 
     def kill(self) -> None:
-        """kill -9: no cleanup runs in the server."""
+        """kill -9: no cleanup runs in the server (see :meth:`cleanup`)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+    def cleanup(self) -> None:
+        """Remove what a killed server left: its arena segments (once it is dead)."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        arena = self.info.get("arena")
+        if arena:
+            folder, base = os.path.split(str(arena))
+            with contextlib.suppress(FileNotFoundError):
+                for name in os.listdir(folder):
+                    if name == base or name.startswith(base + ".g"):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(os.path.join(folder, name))
 
     def output(self) -> str:
         """What the server printed so far."""
@@ -120,3 +134,4 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        self.cleanup()

@@ -88,9 +88,8 @@ def test_writer_killed_last_snapshot_readable_writes_unavailable(tmp_path: Path)
                 client.patch_record("t", 1, {"n": 43})
     finally:
         server.kill()
-        for leftover in (arena, *(f"{arena}.g{g}" for g in range(1, 8))):
-            if os.path.exists(leftover):
-                os.unlink(leftover)
+        server.cleanup()
+        assert not os.path.exists(arena)
 
 
 def test_stalled_writer_does_not_block_reads(server: ServerProcess) -> None:

@@ -100,6 +100,7 @@ def test_kill_9_gives_server_unavailable_in_time_and_restart_is_picked_up(
             assert client.list_states() == ["after", "t"]
     finally:
         client.close()
+        proc.cleanup()
 
 
 def test_client_pipeline_and_send_many(server: ServerProcess) -> None:

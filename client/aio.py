@@ -1,0 +1,221 @@
+"""The asyncio client: the same commands as :class:`~stateengine.client.client.Client`,
+awaited.
+
+    async with await stateengine.connect_async() as db:
+        rec = await db.create_record("leads", {"name": "ada"})
+        await db.get_record("leads", rec["id"])       # from the arena: no socket, no wait
+
+Only the transport differs (as pyzmq's ``zmq.asyncio`` overrides primitives only): the
+command methods come from the same :class:`CommandsMixin`, requests are pipelined over
+one ``zmq.asyncio`` DEALER socket, and a single receiver task hands each reply to the
+future waiting for its ``req_id``. Arena reads are memory reads of a few microseconds
+and run inline; only the read-your-writes wait yields to the loop.
+
+Sharp edges: a call cancelled after its request was sent may still be applied by the
+server (its reply is then dropped, and logged at debug level); one client belongs to
+one event loop. Use uvloop for the loop (:func:`install_uvloop`); the client does not
+install it for you.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zmq
+import zmq.asyncio
+
+from stateengine.client.client import (
+    ArenaView,
+    arena_get,
+    arena_info,
+    arena_list,
+    arena_states,
+)
+from stateengine.client.commands import CommandsMixin, Id, Record
+from stateengine.errors import ServerUnavailable, from_wire
+from stateengine.protocol import decode_reply
+from stateengine.server import paths
+from stateengine.shm import ArenaReader
+
+log = logging.getLogger("stateengine.client")
+
+
+def install_uvloop() -> bool:
+    """Make uvloop the event loop policy when it is installed; return whether it is."""
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+class AsyncClient(CommandsMixin):
+    """One connection for one event loop. Every command method returns an awaitable.
+
+    :param timeout: seconds to wait for each reply before ``ServerUnavailable``.
+    """
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        timeout: float = 10.0,
+        arena: bool = True,
+    ) -> None:
+        self.data_dir = Path(data_dir).absolute() if data_dir else None
+        if endpoint is None:
+            info = paths.read_server_file(self.data_dir or paths.default_data_dir())
+            endpoint = str(info["endpoint"])
+            self.data_dir = self.data_dir or paths.default_data_dir()
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.seen_seq = 0
+        self._view = ArenaView(self.data_dir) if arena and self.data_dir else None
+        self._ids = itertools.count(1)
+        self._ctx = zmq.asyncio.Context()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.SNDHWM, 100_000)
+        self._sock.setsockopt(zmq.RCVHWM, 100_000)
+        self._sock.connect(endpoint)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._receiver: asyncio.Task[None] | None = None
+        self._pack = msgpack.Packer(use_bin_type=True).pack
+        self._closed = False
+
+    # --- transport ----------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        while True:
+            body = await self._sock.recv()
+            reply = decode_reply(body)
+            future = self._pending.pop(reply.get("req_id", -1), None)
+            if future is None or future.done():
+                log.debug("reply dropped: its call was cancelled or timed out: %r", reply)
+                continue
+            future.set_result(reply)
+
+    async def execute(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Send one request map; return the raw reply map (errors not raised)."""
+        if self._closed:
+            raise ServerUnavailable("this client is closed")
+        if self._receiver is None or self._receiver.done():
+            self._receiver = asyncio.get_running_loop().create_task(self._receive_loop())
+        req_id = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = future
+        await self._sock.send(self._pack({**request, "req_id": req_id}))
+        try:
+            return await asyncio.wait_for(future, self.timeout)
+        except TimeoutError:
+            raise ServerUnavailable(
+                f"no reply from {self.endpoint} within {self.timeout} s"
+            ) from None
+        finally:
+            self._pending.pop(req_id, None)
+
+    async def _call(self, request: dict[str, Any]) -> Any:
+        reply = await self.execute(request)
+        if not reply.get("ok"):
+            raise from_wire(reply.get("error"))
+        seq = reply.get("seq")
+        if isinstance(seq, int) and seq > self.seen_seq:
+            self.seen_seq = seq
+        return reply.get("result")
+
+    # --- arena reads (inline: microseconds; only read-your-writes yields) ----------------
+
+    async def _reader(self) -> ArenaReader | None:
+        reader = self._view.current() if self._view is not None else None
+        if reader is None:
+            return None
+        delay = 0.0005
+        deadline = asyncio.get_running_loop().time() + min(self.timeout, 1.0)
+        while reader.version < self.seen_seq:
+            if asyncio.get_running_loop().time() > deadline:
+                assert self._view is not None
+                self._view.recheck_soon()
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
+        return reader
+
+    async def get_record(self, state: str, id: Id) -> Record:  # type: ignore[override]
+        reader = await self._reader()
+        record = arena_get(reader, state, id) if reader is not None else None
+        return record if record is not None else await super().get_record(state, id)  # type: ignore[misc]
+
+    async def list_records(  # type: ignore[override]
+        self,
+        state: str,
+        where: dict[str, Any] | None = None,
+        order_by: str | list[str] | None = None,
+        offset: int | None = None,
+        limit: int | None = None,
+    ) -> list[Record]:
+        reader = await self._reader()
+        out = arena_list(reader, state, where, order_by, offset, limit) if reader else None
+        if out is not None:
+            return out
+        return await super().list_records(state, where, order_by, offset, limit)  # type: ignore[misc,no-any-return]
+
+    async def get_state_info(self, state: str) -> dict[str, Any]:  # type: ignore[override]
+        reader = await self._reader()
+        info = arena_info(reader, state) if reader is not None else None
+        return info if info is not None else await super().get_state_info(state)  # type: ignore[misc]
+
+    async def get_schema(self, state: str) -> list[str]:  # type: ignore[override]
+        return list((await self.get_state_info(state))["schema"])
+
+    async def list_states(self) -> list[str]:  # type: ignore[override]
+        reader = await self._reader()
+        names = arena_states(reader) if reader is not None else None
+        return names if names is not None else await super().list_states()  # type: ignore[misc,no-any-return]
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Cancel the receiver, fail pending calls, close the socket. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._receiver is not None:
+            self._receiver.cancel()
+            try:
+                await self._receiver
+            except (asyncio.CancelledError, zmq.ZMQError):
+                pass
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ServerUnavailable("the client was closed"))
+        self._pending.clear()
+        self._sock.close(linger=0)
+        self._ctx.term()
+        if self._view is not None:
+            self._view.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<stateengine.AsyncClient {self.endpoint}{' closed' if self._closed else ''}>"
+
+
+async def connect_async(
+    endpoint: str | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    timeout: float = 10.0,
+    arena: bool = True,
+) -> AsyncClient:
+    """:func:`stateengine.connect` for asyncio; call it inside the loop that will use it."""
+    return AsyncClient(endpoint, data_dir, timeout, arena)
