@@ -177,7 +177,7 @@ class AsyncClient(CommandsMixin):
     async def list_states(self) -> list[str]:  # type: ignore[override]
         reader = await self._reader()
         names = arena_states(reader) if reader is not None else None
-        return names if names is not None else await super().list_states()  # type: ignore[misc,no-any-return]
+        return names if names is not None else await super().list_states()  # type: ignore[misc]
 
     # --- lifecycle --------------------------------------------------------------------------
 

@@ -386,7 +386,7 @@ def arena_info(reader: ArenaReader, state: str) -> dict[str, Any] | None:
             meta = snap.meta(state)
     except SnapshotExpired:
         return None
-    return None if meta is None else msgpack.unpackb(meta)  # type: ignore[no-any-return]
+    return None if meta is None else msgpack.unpackb(meta)
 
 
 def arena_states(reader: ArenaReader) -> list[str] | None:

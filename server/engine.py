@@ -363,7 +363,7 @@ class TableEngine:
         self._wrote = False
 
     def _out(self, record: Record) -> Record:
-        return copy_value(record) if self.copy_results else record  # type: ignore[no-any-return]
+        return copy_value(record) if self.copy_results else record
 
     # --- argument helpers -------------------------------------------------------------------
 
