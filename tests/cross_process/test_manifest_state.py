@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from stateengine.client.client import Client
-from stateengine.client.state import TABLE, State
+from stateengine.client.state import TABLE, LoadTimeout, State
 from stateengine.errors import ERROR_TYPES, LoadError, StateEngineError
 from stateengine.manifests import FileClient
 from stateengine.testing import ServerProcess
@@ -391,3 +391,25 @@ def test_values_survive_a_server_restart(env: Env, remote: Remote) -> None:
     assert remote.get("m.plain") == [1, 2, 3]  # a process that was there all along
     assert remote.get("m.slow") == VALUE
     assert events(env.log) == ["start", "done"]  # never loaded again
+
+
+# --- bounded waits ------------------------------------------------------------------------
+
+
+def test_a_wait_for_a_live_lease_is_bounded(env: Env) -> None:
+    with env.server.connect() as client, env.state(client, wait_timeout=0.2) as state:
+        state.store.ensure_table()
+        far = time.time() + 3600
+        client.create_record(
+            TABLE,
+            {"id": "slow", "status": "loading", "owner": "1:x", "expires": far, "value": None}
+            | {"error": None},
+        )
+        t0 = time.monotonic()
+        with pytest.raises(LoadTimeout, match=r"m\.slow.*1:x"):
+            state.get("m.slow")
+        assert 0.2 <= time.monotonic() - t0 < 5
+        assert state.exists("m.slow") is False and events(env.log) == []
+        assert state.delete("m.slow") is False  # a live lease is left alone
+        state.set("m.slow", {"n": 1})  # a set wins over a load in flight
+        assert state.get("m.slow") == {"n": 1}
