@@ -6,11 +6,25 @@ Everything in the table is measured in this one run, every row in its own proces
 way a deployment runs it (the server, each echo server and Redis in a process of their
 own; the client in this one), over ``ipc://`` in a private temporary directory:
 
-* **stateengine** (``python -m stateengine serve`` through ``ServerProcess``), with N
-  records of the 6-field, ~70-byte benchmark shape preloaded by ``SET_STATE``:
-  one acknowledged ``PATCH_RECORD`` at a time (the client API, and a raw REQ socket with
-  pre-encoded requests), 100 writes in flight (``Client.send_many`` and a raw DEALER),
-  ``BATCH`` of 100 writes per frame, and ``get_record`` over the socket.
+* **stateengine** (``python -m stateengine serve --store none`` through ``ServerProcess``:
+  no persistence, so transport + engine only, comparable to the echoes), with N records
+  of the 6-field, ~70-byte benchmark shape preloaded by ``SET_STATE``: one acknowledged
+  ``PATCH_RECORD`` at a time (the client API, and a raw REQ socket with pre-encoded
+  requests), 100 writes in flight (``Client.send_many`` and a raw DEALER), ``BATCH`` of
+  100 writes per frame, and ``get_record`` over the socket (a client given only the
+  endpoint).
+* **get from a worker via the arena** (this process is not the server): ``get_record``
+  of a ``Client(endpoint, data_dir)``, which reads the shared-memory arena, and the raw
+  ``ArenaReader.attach(server.info["arena"]).get(table, id)``.
+* **durable writes** per fsync policy: one server each with ``--store log --fsync
+  always|everysec|no`` (the default store): one ``client.patch_record`` at a time, and
+  8 writer processes (spawned once, kept for the run) each with a raw DEALER keeping 16
+  pre-encoded ``PATCH_RECORD`` requests in flight, aggregate acknowledged writes/s over
+  a fixed wall-clock window (every process counts the replies it receives inside the
+  same ``CLOCK_MONOTONIC`` window, after a ramp-up); the same 8 × 16 against the
+  ``--store none`` server for reference. Next to them py-lmdb ``put`` with ``sync=True``
+  on the same ~70-byte records in a temporary directory on the same disk: one
+  transaction per put, and 16 puts per transaction.
 * **floors**: a ROUTER echo server on a plain ``zmq.Poller`` loop (the writer's loop
   with the work taken out) and the same echo on ``zmq.asyncio`` + uvloop, each with one
   request in flight (REQ) and 100 in flight (DEALER); a ``socketpair`` ping-pong between
@@ -18,9 +32,16 @@ own; the client in this one), over ``ipc://`` in a private temporary directory:
 * **Redis** through redis-py on 127.0.0.1:6379: SET and GET one at a time, and SET
   pipelined 100 per round trip (rows skipped, with a line saying so, when unreachable).
 
+Targets: one write ≤ 1.3× REQ echo and faster than redis-py SET; 100 in flight ≤ 1.3×
+the DEALER echo; BATCH ≥ pipelined SET; arena get (``client.get_record``) ≥ 25× faster
+than redis-py GET; under 8 × 16, ``always`` ≥ 0.7× the writes/s of ``no`` and ≥ 3× LMDB
+put with sync (one put per transaction).
+
 Rows are measured round-robin (repeat 1 of every row, then repeat 2, ...), so a burst of
 machine noise spreads over all rows instead of landing on one. Each repeat is sized to
-take about the same time; figures are medians of the repeats, spread min..max. Results
+take about the same time (rows that touch the disk — the durable and LMDB rows — run
+for that fixed wall time instead, so a slow disk cannot stretch them); figures are
+medians of the repeats, spread min..max. Results
 also go to ``bench/results/server-<timestamp>.json``.
 """
 
@@ -51,6 +72,7 @@ import msgpack
 import zmq
 
 from stateengine.client.client import Client
+from stateengine.shm import ArenaReader
 from stateengine.testing import ServerProcess
 
 HERE = Path(__file__).resolve().parent
@@ -62,9 +84,19 @@ RECV_TIMEOUT_MS = 10_000  # every socket wait in the benchmark is bounded by thi
 START_TIMEOUT = 20.0
 TABLE = "bench"
 
+FSYNC_POLICIES = ("always", "everysec", "no")
+WRITERS = 8  # writer processes in the concurrent durable rows
+WRITER_INFLIGHT = 16  # pre-encoded PATCH_RECORDs each writer keeps in flight
+WRITER_RAMP = 0.15  # s between the start command and the counted window
+DURABLE_RECORDS = 20_000  # records preloaded into each durable server
+LMDB_TXN = 16  # puts per transaction in the second LMDB row
+
 # Targets (the issue): ratio limits.
 ONE_WRITE_VS_REQ_ECHO = 1.3
 INFLIGHT_VS_DEALER_ECHO = 1.3
+ARENA_GET_VS_REDIS_GET = 25.0  # arena get at least this many times faster
+ALWAYS_VS_NO = 0.7  # writes/s under 8 x 16, fsync always / fsync no
+ALWAYS_VS_LMDB = 3.0  # writes/s under 8 x 16, fsync always / LMDB put with sync
 
 
 def record(i: int) -> dict[str, Any]:
@@ -173,6 +205,88 @@ def run_pong(fd: int) -> None:
         sock.sendall(data)
 
 
+def writer_requests(index: int, n_records: int, count: int = 1024) -> list[bytes]:
+    """Pre-encoded PATCH_RECORDs of writer *index*: its own stride of ids, unique req_ids."""
+    return [
+        pack({**patch_request(index * 7919 + k * WRITERS, n_records), "req_id": k + 1})
+        for k in range(count)
+    ]
+
+
+def pipeline_window(
+    sock: zmq.Socket[bytes], requests: list[bytes], inflight: int, start: float, end: float
+) -> int:
+    """Keep *inflight* requests outstanding until *end*; count replies in [start, end).
+
+    Every reply is checked (``ok``); every wait is bounded by the socket's RCVTIMEO.
+    """
+    send, recv, unpack = sock.send, sock.recv, msgpack.unpackb
+    cycle = len(requests)
+    k = 0
+    for _ in range(inflight):
+        send(requests[k % cycle])
+        k += 1
+    outstanding = inflight
+    counted = 0
+    while outstanding:
+        reply = recv()  # zmq.Again after RCVTIMEO: propagates as an error
+        outstanding -= 1
+        now = time.monotonic()
+        if not unpack(reply).get("ok"):
+            raise RuntimeError(f"server error: {unpack(reply).get('error')}")
+        if now < end:
+            if now >= start:
+                counted += 1
+            send(requests[k % cycle])
+            k += 1
+            outstanding += 1
+    return counted
+
+
+def run_writer(control: str, endpoints: list[str], index: int, n_records: int) -> None:
+    """A writer process: on each command, pipeline writes to one server over a window.
+
+    Commands (msgpack on a DEALER to the parent's ROUTER): ``{"server": i, "start": t0,
+    "end": t1}`` with ``time.monotonic()`` times (one clock for every process), answered
+    with ``{"count": n}`` or ``{"error": text}``; ``{"stop": True}`` ends the process, as
+    does the parent going away.
+    """
+    ppid = os.getppid()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        ctl = zmq_socket(ctx, zmq.DEALER, control)
+        servers = [zmq_socket(ctx, zmq.DEALER, ep) for ep in endpoints]
+        requests = writer_requests(index, n_records)
+        ctl.send(pack({"ready": index}))
+        while True:
+            if not ctl.poll(200, zmq.POLLIN):
+                if _parent_gone(ppid):
+                    break
+                continue
+            command = msgpack.unpackb(ctl.recv(), raw=False)
+            if command.get("stop"):
+                break
+            try:
+                count = pipeline_window(
+                    servers[command["server"]],
+                    requests,
+                    WRITER_INFLIGHT,
+                    command["start"],
+                    command["end"],
+                )
+                answer: dict[str, Any] = {"count": count}
+            except Exception as exc:  # reported to the parent, which raises
+                answer = {"error": f"writer {index}: {type(exc).__name__}: {exc}"}
+                # A socket with requests still queued must not poison the next window.
+                servers[command["server"]].close(0)
+                servers[command["server"]] = zmq_socket(
+                    ctx, zmq.DEALER, endpoints[command["server"]]
+                )
+            ctl.send(pack(answer))
+    finally:
+        ctx.destroy(linger=0)
+
+
 # --- process management -----------------------------------------------------------------
 
 
@@ -198,6 +312,8 @@ class Children:
                 server.stop(timeout=10)
             with contextlib.suppress(Exception):
                 server.kill()
+            with contextlib.suppress(Exception):
+                server.cleanup()  # arena segments a killed server left behind
         for proc in self.procs:
             if proc.poll() is None:
                 proc.terminate()
@@ -239,6 +355,90 @@ def wait_echo(
         sock.close(0)
 
 
+class WriterPool:
+    """``WRITERS`` writer processes, each connected to every server in *endpoints*."""
+
+    def __init__(
+        self,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        children: Children,
+        control: str,
+        endpoints: list[str],
+        n_records: int,
+    ) -> None:
+        self.ctl = ctx.socket(zmq.ROUTER)
+        self.ctl.setsockopt(zmq.LINGER, 0)
+        self.ctl.setsockopt(zmq.SNDTIMEO, RECV_TIMEOUT_MS)
+        self.ctl.bind(control)
+        self.procs = [
+            children.spawn(
+                "--role",
+                "writer",
+                "--endpoint",
+                control,
+                "--servers",
+                ",".join(endpoints),
+                "--index",
+                str(i),
+                "--records",
+                str(n_records),
+            )
+            for i in range(WRITERS)
+        ]
+        self.peers: list[bytes] = []
+        deadline = time.monotonic() + START_TIMEOUT
+        while len(self.peers) < WRITERS:
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"writer processes: {len(self.peers)} of {WRITERS} ready")
+            if self.ctl.poll(100, zmq.POLLIN):
+                peer, _ = self.ctl.recv_multipart()
+                self.peers.append(peer)
+
+    def _check_alive(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"writer process {proc.pid} exited with {proc.returncode}")
+
+    def run(self, server: int, seconds: float) -> tuple[float, int]:
+        """Every writer pipelines to *server*; return (µs per write, writes) in the window."""
+        start = time.monotonic() + WRITER_RAMP
+        end = start + seconds
+        command = pack({"server": server, "start": start, "end": end})
+        for peer in self.peers:
+            self.ctl.send_multipart([peer, command])
+        total = 0
+        answered = 0
+        deadline = end + RECV_TIMEOUT_MS / 1000 + 5
+        while answered < len(self.peers):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"writers: {answered} of {len(self.peers)} answered in time")
+            if not self.ctl.poll(100, zmq.POLLIN):
+                self._check_alive()
+                continue
+            _, body = self.ctl.recv_multipart()
+            answer = msgpack.unpackb(body, raw=False)
+            if "error" in answer:
+                raise RuntimeError(answer["error"])
+            total += answer["count"]
+            answered += 1
+        if total == 0:
+            raise RuntimeError("writers: no write acknowledged inside the window")
+        return seconds / total * 1e6, total
+
+    def close(self) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            for peer in self.peers:
+                self.ctl.send_multipart([peer, pack({"stop": True})], zmq.NOBLOCK)
+        for proc in self.procs:
+            try:
+                proc.wait(3)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self.ctl.close(0)
+
+
 # --- measurement ------------------------------------------------------------------------
 
 
@@ -251,6 +451,10 @@ class Row:
     body: Callable[[int], None]
     ops: int = 0  # operations per repeat, set by calibration
     samples_us: list[float] = field(default_factory=list)  # µs per operation, per repeat
+    # A fixed-wall-time row instead: ``window()`` runs once and returns (µs/op, ops);
+    # its ops column is the median of the ops each repeat held.
+    window: Callable[[], tuple[float, int]] | None = None
+    ops_seen: list[int] = field(default_factory=list)  # ops per repeat of a window row
 
     @property
     def us(self) -> float:
@@ -269,12 +473,38 @@ def timed(body: Callable[[int], None], n: int) -> float:
     return time.perf_counter() - start
 
 
+def for_seconds(
+    body: Callable[[int], None], seconds: float, chunk: int
+) -> Callable[[], tuple[float, int]]:
+    """A fixed-wall-time run of *body* (in chunks of *chunk* ops): (µs per op, ops).
+
+    For rows whose cost per op swings by 10× with the disk (fsync): a repeat sized by
+    calibration could otherwise run for minutes; this one ends after *seconds*.
+    """
+
+    def window() -> tuple[float, int]:
+        ops = 0
+        start = time.perf_counter()
+        deadline = start + seconds
+        while True:
+            body(chunk)
+            ops += chunk
+            now = time.perf_counter()
+            if now >= deadline:
+                return (now - start) / ops * 1e6, ops
+
+    return window
+
+
 def calibrate(row: Row, seconds: float, granule: int) -> None:
     """Warm the row up, then size its repeats to take about *seconds* each.
 
     The estimate is the fastest of three short runs, so one burst of noise during
     calibration does not shrink the row's repeats.
     """
+    if row.window is not None:
+        row.ops = row.window()[1]  # warm-up; its size is whatever the window holds
+        return
     timed(row.body, granule)  # warm-up: first connections, caches, allocator
     n = granule
     while True:
@@ -289,7 +519,16 @@ def calibrate(row: Row, seconds: float, granule: int) -> None:
 def measure(rows: list[Row], repeats: int) -> None:
     for _ in range(repeats):
         for row in rows:
-            row.samples_us.append(timed(row.body, row.ops) / row.ops * 1e6)
+            if row.window is not None:
+                gc.collect()
+                us, ops = row.window()
+                row.samples_us.append(us)
+                row.ops_seen.append(ops)
+            else:
+                row.samples_us.append(timed(row.body, row.ops) / row.ops * 1e6)
+    for row in rows:
+        if row.ops_seen:
+            row.ops = int(statistics.median(row.ops_seen))
 
 
 # --- the rows -----------------------------------------------------------------------------
@@ -326,7 +565,11 @@ def echo_rows(
 
 
 def stateengine_rows(
-    ctx: zmq.Context[zmq.Socket[bytes]], client: Client, endpoint: str, n_records: int
+    ctx: zmq.Context[zmq.Socket[bytes]],
+    client: Client,
+    socket_client: Client,
+    endpoint: str,
+    n_records: int,
 ) -> list[Row]:
     # Pre-encoded requests for the raw-socket rows: the server's cost without the client's.
     cycle = min(n_records, 20_000)
@@ -386,7 +629,7 @@ def stateengine_rows(
         counter[0] = i + n
 
     def get(n: int) -> None:
-        read = client.get_record
+        read = socket_client.get_record
         i = counter[0]
         for k in range(i, i + n):
             read(TABLE, k % n_records + 1)
@@ -400,8 +643,134 @@ def stateengine_rows(
             "write_inflight_raw", f"{WINDOW} writes in flight: raw DEALER, pre-encoded", window_raw
         ),
         Row("write_batch", f"BATCH of {WINDOW} writes per frame: client.batch", batch),
-        Row("get_socket", "get (socket): client.get_record", get),
+        Row("get_socket", "get (socket): client.get_record, Client(endpoint)", get),
     ]
+
+
+def arena_rows(arena_client: Client, reader: ArenaReader, n_records: int) -> list[Row]:
+    """Gets from the shared-memory arena in this process (a worker, not the server)."""
+    counter = [0]
+
+    def client_get(n: int) -> None:
+        read = arena_client.get_record
+        i = counter[0]
+        for k in range(i, i + n):
+            read(TABLE, k % n_records + 1)
+        counter[0] = i + n
+
+    def raw_get(n: int) -> None:
+        read = reader.get
+        i = counter[0]
+        rec: Any = None
+        for k in range(i, i + n):
+            rec = read(TABLE, k % n_records + 1)
+        counter[0] = i + n
+        if rec is None:
+            raise RuntimeError("arena get: record missing")
+
+    return [
+        Row(
+            "get_arena",
+            "get via the arena: client.get_record, Client(endpoint, data_dir)",
+            client_get,
+        ),
+        Row("get_arena_raw", "get via the arena: raw ArenaReader.get", raw_get),
+    ]
+
+
+def _no_body(n: int) -> None:
+    raise AssertionError("a window row has no body")
+
+
+def durable_rows(
+    clients: dict[str, Client],
+    pool: WriterPool,
+    servers: dict[str, int],
+    seconds: float,
+    n_records: int,
+) -> list[Row]:
+    """One write at a time per fsync policy, then 8 writers x 16 in flight per policy."""
+    rows: list[Row] = []
+    for policy, client in clients.items():
+        counter = [0]
+
+        def one(n: int, client: Client = client, counter: list[int] = counter) -> None:
+            patch = client.patch_record
+            i = counter[0]
+            for k in range(i, i + n):
+                patch(TABLE, k % n_records + 1, {"status": "running", "tries": k})
+            counter[0] = i + n
+
+        rows.append(
+            Row(
+                f"durable_one_{policy}",
+                f"durable write, fsync {policy}: client.patch_record (1 in flight)",
+                one,
+                window=for_seconds(one, seconds, 8),
+            )
+        )
+    for name, index in servers.items():
+
+        def window(index: int = index) -> tuple[float, int]:
+            return pool.run(index, seconds)
+
+        store = "store none" if name == "none" else f"fsync {name}"
+        rows.append(
+            Row(
+                f"durable_pool_{name}",
+                f"{WRITERS} writers × {WRITER_INFLIGHT} in flight, {store}: raw DEALERs",
+                _no_body,
+                window=window,
+            )
+        )
+    return rows
+
+
+def lmdb_rows(path: Path, n_records: int, seconds: float) -> tuple[list[Row], Any, str]:
+    """py-lmdb puts with ``sync=True``; ``([], None, reason)`` when lmdb is missing."""
+    try:
+        import lmdb
+    except ImportError as exc:
+        return [], None, f"py-lmdb not installed ({exc})"
+    env = lmdb.open(str(path), map_size=1 << 30, sync=True, metasync=True)
+    values = [pack(record(i)) for i in range(n_records)]
+    keys = [b"%09d" % (i + 1) for i in range(n_records)]
+    counter = [0]
+
+    def put_one(n: int) -> None:
+        begin = env.begin
+        i = counter[0]
+        for k in range(i, i + n):
+            j = k % n_records
+            with begin(write=True) as txn:
+                txn.put(keys[j], values[j])
+        counter[0] = i + n
+
+    def put_group(n: int) -> None:
+        begin = env.begin
+        i = counter[0]
+        for start in range(i, i + n, LMDB_TXN):
+            with begin(write=True) as txn:
+                for k in range(start, min(start + LMDB_TXN, i + n)):
+                    j = k % n_records
+                    txn.put(keys[j], values[j])
+        counter[0] = i + n
+
+    rows = [
+        Row(
+            "lmdb_sync_put",
+            "py-lmdb put, sync=True, 1 put per txn",
+            put_one,
+            window=for_seconds(put_one, seconds, 4),
+        ),
+        Row(
+            "lmdb_sync_txn",
+            f"py-lmdb put, sync=True, {LMDB_TXN} puts per txn",
+            put_group,
+            window=for_seconds(put_group, seconds, LMDB_TXN),
+        ),
+    ]
+    return rows, env, ""
 
 
 def redis_rows(n_records: int) -> tuple[list[Row], Any, str]:
@@ -525,6 +894,13 @@ def environment(redis_conn: Any) -> dict[str, Any]:
     return env
 
 
+def lmdb_version() -> str:
+    try:
+        return importlib.metadata.version("lmdb")
+    except importlib.metadata.PackageNotFoundError:
+        return "n/a"
+
+
 def fmt_rate(rate: float) -> str:
     return f"{rate / 1e6:.2f} M" if rate >= 1e6 else f"{rate / 1e3:.1f} k"
 
@@ -548,7 +924,7 @@ def render_table(rows: list[Row]) -> list[str]:
 
 
 def ratio_lines(
-    by_key: dict[str, Row], redis_skipped: str
+    by_key: dict[str, Row], redis_skipped: str, lmdb_skipped: str
 ) -> tuple[list[str], list[dict[str, Any]]]:
     lines: list[str] = []
     targets: list[dict[str, Any]] = []
@@ -612,6 +988,42 @@ def ratio_lines(
         if batch is not None
         else f"no Redis: {redis_skipped}",
     )
+    arena = ratio("redis_get", "get_arena")  # = how many times faster the arena get is
+    target(
+        f"arena get ≥ {ARENA_GET_VS_REDIS_GET:g}× faster than redis-py GET",
+        arena,
+        ARENA_GET_VS_REDIS_GET,
+        ">=",
+        f"redis-py GET {by_key['redis_get'].us:.2f} µs / client.get_record via the arena "
+        f"{by_key['get_arena'].us:.2f} µs = {arena:.1f}× (must be ≥ {ARENA_GET_VS_REDIS_GET:g})"
+        if arena is not None
+        else f"no Redis: {redis_skipped}",
+    )
+    pool = f"{WRITERS} × {WRITER_INFLIGHT}"
+    always_no = ratio("durable_pool_no", "durable_pool_always")  # = rate(always) / rate(no)
+    target(
+        f"under {pool}, fsync always ≥ {ALWAYS_VS_NO}× the writes/s of fsync no",
+        always_no,
+        ALWAYS_VS_NO,
+        ">=",
+        f"always {fmt_rate(by_key['durable_pool_always'].rate)}/s / no "
+        f"{fmt_rate(by_key['durable_pool_no'].rate)}/s = {always_no:.2f}× "
+        f"(must be ≥ {ALWAYS_VS_NO})"
+        if always_no is not None
+        else "",
+    )
+    always_lmdb = ratio("lmdb_sync_put", "durable_pool_always")
+    target(
+        f"under {pool}, fsync always ≥ {ALWAYS_VS_LMDB:g}× LMDB put with sync",
+        always_lmdb,
+        ALWAYS_VS_LMDB,
+        ">=",
+        f"always {fmt_rate(by_key['durable_pool_always'].rate)}/s / py-lmdb put sync=True "
+        f"{fmt_rate(by_key['lmdb_sync_put'].rate)}/s = {always_lmdb:.2f}× "
+        f"(must be ≥ {ALWAYS_VS_LMDB:g})"
+        if always_lmdb is not None
+        else f"no LMDB: {lmdb_skipped}",
+    )
 
     info: list[tuple[str, str, str]] = [
         (
@@ -628,6 +1040,21 @@ def ratio_lines(
         ),
         ("get_socket", "echo_poll_req", "get (socket) / REQ echo (poll)"),
         ("get_socket", "redis_get", "get (socket) / redis-py GET"),
+        ("get_arena", "get_socket", "get via the arena, client / get (socket)"),
+        ("get_arena_raw", "get_arena", "raw ArenaReader.get / client.get_record via the arena"),
+        ("redis_get", "get_arena_raw", "redis-py GET / raw ArenaReader.get"),
+        ("durable_one_always", "write_one", "one durable write (always) / one write (store none)"),
+        ("durable_one_always", "durable_one_no", "one write: fsync always / fsync no"),
+        ("durable_one_always", "lmdb_sync_put", "one write (always) / py-lmdb put sync, 1 per txn"),
+        ("durable_pool_always", "durable_pool_no", f"{pool}: fsync always / fsync no"),
+        ("durable_pool_everysec", "durable_pool_no", f"{pool}: fsync everysec / fsync no"),
+        ("durable_pool_no", "durable_pool_none", f"{pool}: fsync no / store none"),
+        ("durable_pool_none", "write_inflight_raw", f"{pool} (store none) / 1 raw DEALER × 100"),
+        (
+            "durable_pool_always",
+            "lmdb_sync_txn",
+            f"{pool} (always) / py-lmdb sync, {LMDB_TXN} puts per txn",
+        ),
         ("write_inflight_raw", "redis_set_pipe", "raw DEALER writes / redis-py pipelined SET"),
         ("echo_asyncio_req", "echo_poll_req", "asyncio+uvloop / poll loop, REQ echo"),
         (
@@ -673,40 +1100,92 @@ def bench(args: argparse.Namespace) -> int:
     load_start = list(os.getloadavg())
 
     children = Children()
-    tmp = Path(tempfile.mkdtemp(prefix="se-bench-"))
+    tmp = Path(tempfile.mkdtemp(prefix="se-bench-"))  # on disk (fsync is real), not tmpfs
     os.chmod(tmp, 0o700)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    client: Client | None = None
+    opened: list[Client] = []  # every client, closed in finally
+    reader: ArenaReader | None = None
+    pool: WriterPool | None = None
+    lmdb_env: Any = None
     redis_conn: Any = None
     pair: socket.socket | None = None
-    try:
-        # stateengine server, preloaded.
-        server = ServerProcess(tmp / "data", start_timeout=START_TIMEOUT)
-        children.servers.append(server)
-        server.start()
-        client = server.connect(timeout=RECV_TIMEOUT_MS / 1000 * 6)
-        t0 = time.perf_counter()
-        for start in range(0, n_records, 20_000):
-            records = [
-                {"id": i + 1, **record(i)} for i in range(start, min(start + 20_000, n_records))
-            ]
+    timeout = RECV_TIMEOUT_MS / 1000 * 6
+    durable_n = min(n_records, DURABLE_RECORDS)  # records per durable server, LMDB keys
+
+    def preload(client: Client, n: int) -> None:
+        for start in range(0, n, 20_000):
+            records = [{"id": i + 1, **record(i)} for i in range(start, min(start + 20_000, n))]
             if start == 0:
                 client.set_state(TABLE, records)
             else:
                 client.batch(
                     [{"command": "CREATE_RECORD", "state": TABLE, "record": r} for r in records]
                 )
-        preload_s = time.perf_counter() - t0
-        info = client.get_state_info(TABLE)
-        if info["size"] != n_records:
-            raise RuntimeError(f"preload: {info['size']} records, expected {n_records}")
-        body = pack({**patch_request(0, n_records), "req_id": 1})
+        size = client.get_state_info(TABLE)["size"]
+        if size != n:
+            raise RuntimeError(f"preload: {size} records, expected {n}")
+
+    def banner_of(server: ServerProcess) -> list[str]:
         # What the server says it runs with (arena, durability, ...), minus the paths.
-        banner = [
+        return [
             " ".join(line.split())
             for line in server.output().splitlines()
             if line.startswith("  ") and not line.strip().startswith(("data dir", "endpoint"))
         ]
+
+    try:
+        # stateengine server, no persistence (transport + engine), preloaded.
+        server = ServerProcess(tmp / "data", "--store", "none", start_timeout=START_TIMEOUT)
+        children.servers.append(server)
+        server.start()
+        client = server.connect(timeout=timeout)
+        opened.append(client)
+        t0 = time.perf_counter()
+        preload(client, n_records)
+        preload_s = time.perf_counter() - t0
+        body = pack({**patch_request(0, n_records), "req_id": 1})
+        banner = banner_of(server)
+        # Socket-only reads: a client given only the endpoint never looks at the arena.
+        socket_client = Client(server.endpoint, timeout=timeout)
+        opened.append(socket_client)
+        # Arena reads, in this process (a worker: not the server).
+        if not server.info.get("arena"):
+            raise RuntimeError("the server publishes no arena (server.json has no 'arena')")
+        arena_client = Client(server.endpoint, server.data_dir, timeout=timeout)
+        opened.append(arena_client)
+        reader = ArenaReader.attach(str(server.info["arena"]))
+        if reader.get(TABLE, n_records) != arena_client.get_record(TABLE, n_records):
+            raise RuntimeError("the arena and the client disagree on the last record")
+
+        # Durable servers, one per fsync policy (the default store: log).
+        durable: dict[str, ServerProcess] = {}
+        durable_clients: dict[str, Client] = {}
+        for policy in FSYNC_POLICIES:
+            dserver = ServerProcess(
+                tmp / f"data-{policy}",
+                "--store",
+                "log",
+                "--fsync",
+                policy,
+                start_timeout=START_TIMEOUT,
+            )
+            children.servers.append(dserver)
+            dserver.start()
+            durable[policy] = dserver
+            dclient = Client(dserver.endpoint, timeout=timeout)
+            opened.append(dclient)
+            preload(dclient, durable_n)
+            durable_clients[policy] = dclient
+        durable_banners = {policy: banner_of(d) for policy, d in durable.items()}
+        pool_targets = {**{p: d.endpoint for p, d in durable.items()}, "none": server.endpoint}
+        pool = WriterPool(
+            ctx,
+            children,
+            f"ipc://{tmp}/writers.sock",
+            list(pool_targets.values()),
+            durable_n,  # the store-none server holds n_records ≥ durable_n
+        )
+        pool_index = {name: i for i, name in enumerate(pool_targets)}
 
         # Echo servers.
         ep_poll = f"ipc://{tmp}/echo-poll.sock"
@@ -717,13 +1196,17 @@ def bench(args: argparse.Namespace) -> int:
         wait_echo(ctx, ep_async, p_async)
 
         rows: list[Row] = []
-        rows += stateengine_rows(ctx, client, server.endpoint, n_records)
+        rows += stateengine_rows(ctx, client, socket_client, server.endpoint, n_records)
+        rows += arena_rows(arena_client, reader, n_records)
         rows += echo_rows(ctx, ep_poll, "poll", body)
         rows += echo_rows(ctx, ep_async, "asyncio", body)
         redis_list, redis_conn, redis_skipped = redis_rows(n_records)
         rows += redis_list
         floor, pair = socketpair_row(children, len(body))
         rows.append(floor)
+        rows += durable_rows(durable_clients, pool, pool_index, seconds, durable_n)
+        lmdb_list, lmdb_env, lmdb_skipped = lmdb_rows(tmp / "lmdb", durable_n, seconds)
+        rows += lmdb_list
 
         env = environment(redis_conn)
         env["loadavg_start"] = load_start
@@ -751,11 +1234,23 @@ def bench(args: argparse.Namespace) -> int:
             f"~{seconds} s per repeat",
         ]
         lines.append(
-            f"server: python -m stateengine serve in its own process (pid {server.pid}); "
+            "server (write, get rows): python -m stateengine serve --store none (no "
+            f"persistence: transport + engine) in its own process (pid {server.pid}); "
             + (" · ".join(banner) or "no settings printed")
         )
+        lines.append(
+            f"durable servers: --store log --fsync always|everysec|no, {durable_n} "
+            f"records each; {WRITERS} writer processes × {WRITER_INFLIGHT} pre-encoded "
+            f"PATCH_RECORDs in flight, acknowledged writes counted over a {seconds} s window "
+            f"after {WRITER_RAMP} s ramp-up; py-lmdb {lmdb_version()} sync=True in {tmp} "
+            "(same disk)"
+        )
+        for policy, lines_of in durable_banners.items():
+            lines.append(f"  fsync {policy}: " + " · ".join(lines_of))
         if redis_skipped:
             lines.append(f"Redis rows skipped: {redis_skipped}")
+        if lmdb_skipped:
+            lines.append(f"LMDB rows skipped: {lmdb_skipped}")
         busy = env["loadavg_start"][0]
         if busy > 0.5 * (env["cpu_affinity"] or env["cpu_count"] or 1):
             lines.append(
@@ -767,7 +1262,7 @@ def bench(args: argparse.Namespace) -> int:
         lines += render_table(rows)
         lines.append("")
         lines.append("Targets:")
-        rlines, targets = ratio_lines(by_key, redis_skipped)
+        rlines, targets = ratio_lines(by_key, redis_skipped, lmdb_skipped)
         lines += rlines
         lines.append("")
         lines.append(f"total {elapsed:.1f} s")
@@ -789,7 +1284,16 @@ def bench(args: argparse.Namespace) -> int:
                     "request_bytes": len(body),
                     "record_bytes": len(pack(record(0))),
                     "redis_skipped": redis_skipped or None,
+                    "lmdb_skipped": lmdb_skipped or None,
+                    "server_store": "none",
                     "server_banner": banner,
+                    "durable_records": durable_n,
+                    "durable_banners": durable_banners,
+                    "writers": WRITERS,
+                    "writer_inflight": WRITER_INFLIGHT,
+                    "writer_window_s": seconds,
+                    "writer_ramp_s": WRITER_RAMP,
+                    "lmdb_puts_per_txn": LMDB_TXN,
                 },
                 "rows": {
                     r.key: {
@@ -800,6 +1304,7 @@ def bench(args: argparse.Namespace) -> int:
                         "ops_per_s_median": r.rate,
                         "ops_per_repeat": r.ops,
                         "samples_us": r.samples_us,
+                        **({"ops_per_repeat_all": r.ops_seen} if r.ops_seen else {}),
                     }
                     for r in rows
                 },
@@ -812,8 +1317,18 @@ def bench(args: argparse.Namespace) -> int:
     finally:
         if redis_conn is not None:
             redis_cleanup(redis_conn, n_records)
-        if client is not None:
-            client.close()
+        for opened_client in opened:
+            with contextlib.suppress(Exception):
+                opened_client.close()
+        if reader is not None:
+            with contextlib.suppress(Exception):
+                reader.close()
+        if lmdb_env is not None:
+            with contextlib.suppress(Exception):
+                lmdb_env.close()
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                pool.close()
         if pair is not None:
             pair.close()
         ctx.destroy(linger=0)
@@ -831,7 +1346,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
     parser.add_argument("--fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--servers", help=argparse.SUPPRESS)
+    parser.add_argument("--index", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.role == "writer":
+        run_writer(args.endpoint, args.servers.split(","), args.index, args.records)
+        return 0
     if args.role == "echo-poll":
         run_echo_poll(args.endpoint)
         return 0
