@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from stateengine import __version__
+from stateengine.client.client import Client
 from stateengine.errors import StateEngineError
 from stateengine.protocol import encode_reply
 from stateengine.server import paths
@@ -30,6 +33,7 @@ from stateengine.server.persistence import (
 )
 from stateengine.server.publish import ArenaPublisher
 from stateengine.server.server import DEFAULT_MAX_REQUEST, DataDirLocked, Server
+from stateengine.shm import cleanup_stale
 
 DEMO: list[dict[str, Any]] = [
     {
@@ -190,6 +194,90 @@ def repair_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client(args: argparse.Namespace) -> Client:
+    data_dir = Path(args.data_dir).absolute() if args.data_dir else None
+    if args.endpoint is None and data_dir is None:
+        data_dir = paths.default_data_dir()
+    return Client(args.endpoint, data_dir, timeout=args.timeout, arena=False)
+
+
+def _argument(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"stateengine call: arguments are key=value, not {text!r}")
+    try:
+        return key, json.loads(raw)
+    except ValueError:
+        return key, raw  # a bare string: state=leads
+
+
+def call_command(args: argparse.Namespace) -> int:
+    """Send commands; print each reply as one JSON line. Exit 1 if any failed."""
+    if args.name == "-":
+        requests = []
+        for n, line in enumerate(sys.stdin, 1):
+            if not line.strip():
+                continue
+            try:
+                requests.append(json.loads(line))
+            except ValueError as exc:
+                print(f"stateengine call: stdin line {n}: {exc}", file=sys.stderr)
+                return 2
+    else:
+        requests = [{"command": args.name.upper(), **dict(map(_argument, args.args))}]
+    failed = False
+    try:
+        with _client(args) as client:
+            for request in requests:
+                reply = client.execute(request)
+                failed |= not reply.get("ok")
+                print(encode_reply(reply, as_json=True).decode(), flush=True)
+    except StateEngineError as exc:  # ServerUnavailable: no server, or it did not answer
+        print(f"stateengine call: {exc}", file=sys.stderr)
+        return 2
+    return 1 if failed else 0
+
+
+def stats_command(args: argparse.Namespace) -> int:
+    """Print the server's STATS; with --watch N, refresh every N seconds until Ctrl-C."""
+    try:
+        with _client(args) as client:
+            while True:
+                reply = client.execute({"command": "STATS"})
+                if args.watch:
+                    print("\x1b[2J\x1b[H", end="")
+                print(json.dumps(reply.get("result", reply), indent=2, default=str), flush=True)
+                if not args.watch:
+                    return 0
+                time.sleep(args.watch)
+    except StateEngineError as exc:
+        print(f"stateengine stats: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+def cleanup_command(args: argparse.Namespace) -> int:
+    """Remove what dead servers left: arena segments, and server.json/socket of a data dir."""
+    removed = cleanup_stale()
+    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    try:
+        info = paths.read_server_file(data_dir)
+    except StateEngineError:
+        info = {}
+    pid = info.get("pid")
+    if isinstance(pid, int) and not paths.pid_alive(pid, info.get("start_time")):
+        endpoint = str(info.get("endpoint", ""))
+        for path in (data_dir / paths.SERVER_FILE, Path(endpoint.removeprefix("ipc://"))):
+            if endpoint and path.exists():
+                path.unlink()
+                removed.append(str(path))
+    for path in removed:
+        print(f"removed {path}")
+    print(f"stateengine cleanup: {len(removed)} leftovers of dead servers removed")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="stateengine", description="A local state server for Python processes."
@@ -226,6 +314,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="initial arena size in bytes (it grows as needed)",
     )
     p.add_argument("-v", "--verbose", action="count", default=0)
+    p = sub.add_parser(
+        "call",
+        help="send one command (key=value arguments, values as JSON) or, with '-', "
+        "one JSON request per stdin line; print replies as JSON lines",
+    )
+    p.add_argument("name", help="a command (create_record, LIST_STATES, ...) or '-'")
+    p.add_argument(
+        "args", nargs=argparse.REMAINDER, help="key=value; the value is JSON if it parses"
+    )
+    for q in (p, stats_parser := sub.add_parser("stats", help="the server's figures")):
+        q.add_argument("--data-dir")
+        q.add_argument("--endpoint")
+        q.add_argument("--timeout", type=float, default=5.0)
+    stats_parser.add_argument("--watch", type=float, metavar="SECONDS")
+    p = sub.add_parser("cleanup", help="remove segments and run files of dead servers")
+    p.add_argument("--data-dir")
     p = sub.add_parser("check", help="verify a data directory (exit 1 on damage)")
     p.add_argument("--data-dir")
     p = sub.add_parser("repair", help="cut a damaged log at the first bad entry")
@@ -238,10 +342,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="instead: run the engine in this process and print requests/replies",
     )
     args = parser.parse_args(argv)
+    if args.command != "serve":
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `stateengine stats | head` is fine
     if args.command == "serve":
         return serve(args)
     if args.command == "check":
         return check_command(args)
+    if args.command == "call":
+        return call_command(args)
+    if args.command == "stats":
+        return stats_command(args)
+    if args.command == "cleanup":
+        return cleanup_command(args)
     if args.command == "repair":
         return repair_command(args)
     if args.wire:
