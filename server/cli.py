@@ -272,8 +272,8 @@ def cleanup_command(args: argparse.Namespace) -> int:
             if endpoint and path.exists():
                 path.unlink()
                 removed.append(str(path))
-    for path in removed:
-        print(f"removed {path}")
+    for name in removed:
+        print(f"removed {name}")
     print(f"stateengine cleanup: {len(removed)} leftovers of dead servers removed")
     return 0
 
