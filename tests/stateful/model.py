@@ -440,7 +440,6 @@ def structural_problems(req: dict[str, Any], in_batch: bool) -> list[tuple[str |
     bad("if_version", lambda v: is_int(v) and INT_MIN <= v <= INT_MAX)
     bad("offset", lambda v: is_int(v) and 0 <= v <= INT_MAX)
     bad("limit", lambda v: is_int(v) and 0 <= v <= INT_MAX)
-    bad("field", lambda v: isinstance(v, str))
     bad("by", lambda v: is_number(v) and value_problem(v) is None)
     bad(
         "lease_seconds",
@@ -1003,7 +1002,9 @@ def h_increment(ctx: Ctx, w: World, req: dict[str, Any], errs: set[str]) -> tupl
     check_preconditions(t, key, req, errs, exists)
     f = req["field"]
     by = req.get("by", 1)
-    if f == "id":
+    if not isinstance(f, str):
+        errs.update({"BadRequest", "SchemaError"})  # an ill-typed field name
+    elif f == "id":
         errs.update({"ImmutableId", "SchemaError", "BadRequest"})
     elif f in ("_version", ""):
         errs.update({"SchemaError", "BadRequest"})
