@@ -34,6 +34,7 @@ import msgpack
 import zmq
 
 from stateengine.client.commands import CommandsMixin, Id, Record
+from stateengine.client.watch import Watcher
 from stateengine.errors import (
     ServerUnavailable,
     SnapshotExpired,
@@ -48,6 +49,7 @@ from stateengine.protocol import (
     parse_order_by,
 )
 from stateengine.server import paths
+from stateengine.server.feed import feed_endpoint
 from stateengine.shm import ArenaReader, Snapshot
 
 log = logging.getLogger("stateengine.client")
@@ -242,6 +244,15 @@ class Client(CommandsMixin):
         reader = self._reader()
         names = arena_states(reader) if reader is not None else None
         return names if names is not None else super().list_states()
+
+    def watch(self, *tables: str, hwm: int = 100_000) -> Watcher:
+        """Subscribe to the change feed of *tables* (see :mod:`stateengine.client.watch`)."""
+        endpoint = None
+        if self.data_dir is not None:
+            endpoint = paths.read_server_file(self.data_dir).get("feed")
+        if not endpoint:
+            endpoint = feed_endpoint(self.endpoint)
+        return Watcher(str(endpoint), list(tables), hwm)
 
     @contextmanager
     def snapshot(self) -> Iterator[ClientSnapshot]:

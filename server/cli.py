@@ -138,6 +138,7 @@ def serve(args: argparse.Namespace) -> int:
             publisher=publisher,
             store=None,
             max_request_bytes=args.max_request_bytes,
+            feed_hwm=args.feed_hwm,
         )
         server.lock()  # before the store is opened: a second server must not touch it
         server.store = _open_store(args, data_dir)
@@ -194,11 +195,11 @@ def repair_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _client(args: argparse.Namespace) -> Client:
+def _client(args: argparse.Namespace, timeout: float | None = None) -> Client:
     data_dir = Path(args.data_dir).absolute() if args.data_dir else None
     if args.endpoint is None and data_dir is None:
         data_dir = paths.default_data_dir()
-    return Client(args.endpoint, data_dir, timeout=args.timeout, arena=False)
+    return Client(args.endpoint, data_dir, timeout=timeout or args.timeout, arena=False)
 
 
 def _argument(text: str) -> tuple[str, Any]:
@@ -257,6 +258,32 @@ def stats_command(args: argparse.Namespace) -> int:
         return 0
 
 
+def watch_command(args: argparse.Namespace) -> int:
+    """Print each committed change of the tables as a JSON line (gaps flagged)."""
+    count = 0
+    try:
+        with _client(args, timeout=5.0) as client, client.watch(*args.tables) as watcher:
+            for change in watcher.iter(timeout=args.timeout):
+                line = {
+                    "seq": change.seq,
+                    "table": change.table,
+                    "puts": change.puts,
+                    "deletes": change.deletes,
+                    "dropped": change.dropped,
+                    "gap": change.gap,
+                }
+                print(encode_reply(line, as_json=True).decode(), flush=True)
+                count += 1
+                if args.count and count >= args.count:
+                    break
+    except StateEngineError as exc:
+        print(f"stateengine watch: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def cleanup_command(args: argparse.Namespace) -> int:
     """Remove what dead servers left: arena segments, and server.json/socket of a data dir."""
     removed = cleanup_stale()
@@ -313,6 +340,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=16 << 20,
         help="initial arena size in bytes (it grows as needed)",
     )
+    p.add_argument(
+        "--feed-hwm",
+        type=int,
+        default=100_000,
+        help="change-feed messages queued per subscriber before it misses some",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0)
     p = sub.add_parser(
         "call",
@@ -323,10 +356,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "args", nargs=argparse.REMAINDER, help="key=value; the value is JSON if it parses"
     )
-    for q in (p, stats_parser := sub.add_parser("stats", help="the server's figures")):
+    watch_parser = sub.add_parser("watch", help="stream committed changes of tables")
+    watch_parser.add_argument("tables", nargs="+")
+    watch_parser.add_argument("--count", type=int, help="exit after N changes")
+    watch_parser.add_argument("--timeout", type=float, help="exit after S quiet seconds")
+    for q in (
+        p,
+        stats_parser := sub.add_parser("stats", help="the server's figures"),
+        watch_parser,
+    ):
         q.add_argument("--data-dir")
         q.add_argument("--endpoint")
-        q.add_argument("--timeout", type=float, default=5.0)
+        if q is not watch_parser:
+            q.add_argument("--timeout", type=float, default=5.0, help="seconds per reply")
     stats_parser.add_argument("--watch", type=float, metavar="SECONDS")
     p = sub.add_parser("cleanup", help="remove segments and run files of dead servers")
     p.add_argument("--data-dir")
@@ -354,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return stats_command(args)
     if args.command == "cleanup":
         return cleanup_command(args)
+    if args.command == "watch":
+        return watch_command(args)
     if args.command == "repair":
         return repair_command(args)
     if args.wire:

@@ -36,6 +36,7 @@ from stateengine.errors import BadRequest, PayloadTooLarge, StateEngineError
 from stateengine.protocol import decode_request, encode_reply, is_json
 from stateengine.server import paths
 from stateengine.server.engine import ChangeSet, Id, TableEngine
+from stateengine.server.feed import Feed, feed_endpoint
 from stateengine.server.persistence import RecoveryReport, Store, crash_point
 
 log = logging.getLogger("stateengine.server")
@@ -87,6 +88,7 @@ class Server:
         max_reply_bytes: int = DEFAULT_MAX_REPLY,
         max_pass: int = 1024,
         engine: TableEngine | None = None,
+        feed_hwm: int = 100_000,
     ) -> None:
         self.data_dir = Path(data_dir).absolute() if data_dir else paths.default_data_dir()
         self.endpoint = endpoint or ""
@@ -96,12 +98,14 @@ class Server:
         self.max_request_bytes = max_request_bytes
         self.max_reply_bytes = max_reply_bytes
         self.max_pass = max_pass
+        self.feed_hwm = feed_hwm
         self.engine = engine or TableEngine()
         self.engine.copy_results = False  # each reply is encoded before the next command
         self.stats = {"requests": 0, "passes": 0, "dropped_replies": 0}
         self._pack = msgpack.Packer(use_bin_type=True).pack
         self._last_idle = time.monotonic()
         self._started = time.monotonic()
+        self.feed: Feed | None = None
         self._last_pass = 0
         self._stop = False
         self._lock_fd: int | None = None
@@ -145,6 +149,10 @@ class Server:
         if self.endpoint.startswith("ipc://"):
             os.chmod(self.endpoint[len("ipc://") :], 0o600)
         self._sock = sock
+        try:
+            self.feed = Feed(self._ctx, feed_endpoint(self.endpoint), self.feed_hwm)
+        except (zmq.ZMQError, ValueError) as exc:
+            log.warning("no change feed: %s", exc)
         self._write_server_file()
         if self.publisher is not None:
             self.publisher.publish(self.engine.full_change_set())
@@ -158,6 +166,7 @@ class Server:
                 "start_time": paths.process_start_time(pid),
                 "endpoint": self.endpoint,
                 "arena": self.publisher.name if self.publisher else None,
+                "feed": self.feed.endpoint if self.feed else None,
                 "started_at": time.time(),
             },
         )
@@ -183,6 +192,9 @@ class Server:
 
     def close(self) -> None:
         """Close the socket (flushing replies), unlink the arena, release the lock."""
+        if self.feed is not None:
+            self.feed.close()
+            self.feed = None
         if self._sock is not None:
             self._sock.close(linger=2000)
             self._sock = None
@@ -262,9 +274,12 @@ class Server:
         dirty_tables: set[str] = set()
         removed: set[tuple[str, Id]] = set()
         engine = self.engine
+        feed = self.feed if self.feed is not None and self.feed.active else None
         for frames in received:
             envelope, reply_body = self._handle(frames)
             if engine.changes or engine.table_changes:
+                if feed is not None:
+                    feed.record_commit(engine)
                 dirty_records.update(engine.changes)
                 dirty_tables.update(engine.table_changes)
                 removed.update(engine.removed)
@@ -281,6 +296,8 @@ class Server:
                 if self.publisher is not None:
                     self._publish(cs)
                 crash_point("pass-published")
+        if feed is not None:
+            feed.flush()
         for envelope, body in outgoing:
             self._send(sock, envelope, body)
         if self.store is not None:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from stateengine.testing import ServerProcess
@@ -67,3 +68,36 @@ def test_cleanup_after_kill_9_and_check(tmp_path: Path) -> None:
     assert not (server.data_dir / "server.json").exists()
     out = cli("check", "--data-dir", str(server.data_dir))
     assert out.returncode == 0 and json.loads(out.stdout)["ok"] is True
+
+
+def test_watch_streams_changes(server: ServerProcess) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stateengine",
+            "watch",
+            "--data-dir",
+            str(server.data_dir),
+            "t",
+            "--count",
+            "3",
+            "--timeout",
+            "20",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with server.connect() as client:
+            client.create_state("t")
+            deadline = time.monotonic() + 20
+            while proc.poll() is None and time.monotonic() < deadline:
+                client.create_record("t", {"v": 1})  # until the subscription is live
+                time.sleep(0.05)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert len(lines) == 3 and all(line["table"] == "t" for line in lines)
+    assert [line["seq"] for line in lines] == sorted(line["seq"] for line in lines)

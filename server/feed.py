@@ -1,0 +1,111 @@
+"""The change feed: every committed change, per table, in commit order (an XPUB socket).
+
+One message per commit and table touched, topic ``<table>\\0``, body a msgpack map::
+
+    {"seq": S, "prev_seq": P, "table": T, "dropped": bool,
+     "puts": [record, ...], "deletes": [id, ...]}
+
+``prev_seq`` is the ``seq`` of the previous message on the same table's topic (0 for
+none), so a subscriber checks the chain ``prev_seq == last seq it saw`` and knows when it
+missed messages (a slow subscriber's messages are dropped at the high-water mark; the
+writer never waits for a subscriber) and must resynchronise from a snapshot. Messages
+are sent after the pass is persisted and published, before its replies.
+
+Cost when nobody listens: none beyond reading subscription frames; the writer tracks
+subscriptions (``XPUB_VERBOSE``) and builds messages only while some exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any, cast
+
+import msgpack
+import zmq
+
+from stateengine.server.engine import TableEngine
+
+log = logging.getLogger("stateengine.server")
+_POLLIN = int(zmq.POLLIN)
+
+
+def feed_endpoint(endpoint: str) -> str:
+    """The feed's endpoint next to the request endpoint (``ipc://x.sock`` → ``x.sock.feed``)."""
+    if endpoint.startswith("ipc://"):
+        return endpoint + ".feed"
+    if endpoint.startswith("tcp://"):
+        host, _, port = endpoint[len("tcp://") :].rpartition(":")
+        return f"tcp://{host}:{int(port) + 1}"
+    raise ValueError(f"no feed endpoint for {endpoint!r}")
+
+
+class Feed:
+    """The writer's side. Not thread-safe; the writer thread only."""
+
+    def __init__(
+        self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, hwm: int = 100_000
+    ) -> None:
+        self.endpoint = endpoint
+        self.sock = ctx.socket(zmq.XPUB)
+        self.sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscribe, so the count is right
+        self.sock.setsockopt(zmq.SNDHWM, hwm)  # messages queued per subscriber, then drops
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(endpoint)
+        if endpoint.startswith("ipc://"):
+            os.chmod(endpoint[len("ipc://") :], 0o600)
+        self.subscriptions = 0
+        self.last_seq: dict[str, int] = {}
+        self.dropped = 0
+        self._pending: list[tuple[bytes, bytes]] = []
+        self._pack = msgpack.Packer(use_bin_type=True).pack
+
+    @property
+    def active(self) -> bool:
+        self._read_subscriptions()
+        return self.subscriptions > 0
+
+    def _read_subscriptions(self) -> None:
+        while cast(int, self.sock.get(zmq.EVENTS)) & _POLLIN:
+            frame = self.sock.recv(zmq.NOBLOCK)
+            if frame[:1] == b"\x01":
+                self.subscriptions += 1
+            elif frame[:1] == b"\x00":
+                self.subscriptions = max(0, self.subscriptions - 1)
+
+    def record_commit(self, engine: TableEngine) -> None:
+        """Encode the commit just applied (call before the next command runs)."""
+        cs = engine.change_set(engine.changes, engine.table_changes, engine.removed)
+        by_table: dict[str, dict[str, Any]] = {}
+        for name in cs.dropped:
+            by_table[name] = {"dropped": name not in engine.tables, "puts": [], "deletes": []}
+        for name, rid in cs.deletes:
+            by_table.setdefault(name, {"dropped": False, "puts": [], "deletes": []})
+            by_table[name]["deletes"].append(rid)
+        for name, _rid, record, _lease in cs.puts:
+            by_table.setdefault(name, {"dropped": False, "puts": [], "deletes": []})
+            by_table[name]["puts"].append(record)
+        for name in cs.tables:
+            by_table.setdefault(name, {"dropped": False, "puts": [], "deletes": []})
+        for name, change in by_table.items():
+            prev = self.last_seq.get(name, 0)
+            self.last_seq[name] = cs.seq
+            body = self._pack({"seq": cs.seq, "prev_seq": prev, "table": name, **change})
+            self._pending.append((name.encode() + b"\0", body))
+
+    def flush(self) -> None:
+        """Send what the pass recorded; a full queue drops (the subscriber sees the gap)."""
+        for topic, body in self._pending:
+            try:
+                self.sock.send(topic, zmq.SNDMORE | zmq.NOBLOCK)
+                self.sock.send(body, zmq.NOBLOCK)
+            except zmq.Again:
+                self.dropped += 1
+        self._pending.clear()
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+        if self.endpoint.startswith("ipc://"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.endpoint[len("ipc://") :])
