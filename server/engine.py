@@ -405,7 +405,7 @@ class TableEngine:
         value = request.get(key, default)
         if value is None:
             return default
-        if type(value) is not int or value < minimum:
+        if type(value) is not int or not minimum <= value <= INT_MAX:
             raise BadRequest(f"'{key}' must be an integer >= {minimum}, not {value!r:.60}")
         return value
 
@@ -434,8 +434,8 @@ class TableEngine:
         expected = request.get("expected_version")
         if expected is None:
             return
-        if type(expected) is not int:
-            raise BadRequest(f"'expected_version' must be an integer, not {describe(expected)}")
+        if type(expected) is not int or not INT_MIN <= expected <= INT_MAX:
+            raise BadRequest(f"'expected_version' must be a 64-bit integer, not {expected!r:.60}")
         if expected != table.version:
             raise VersionConflict(
                 f"{table.name!r} is at version {table.version}, expected {expected}"
@@ -447,8 +447,8 @@ class TableEngine:
         self._check_expected_version(table, request)
         if_version = request.get("if_version")
         if if_version is not None:
-            if type(if_version) is not int:
-                raise BadRequest(f"'if_version' must be an integer, not {describe(if_version)}")
+            if type(if_version) is not int or not INT_MIN <= if_version <= INT_MAX:
+                raise BadRequest(f"'if_version' must be a 64-bit integer, not {if_version!r:.60}")
             if record[RESERVED_FIELD] != if_version:
                 raise VersionConflict(
                     f"record {rid!r} has _version {record[RESERVED_FIELD]}, expected {if_version}"
@@ -595,7 +595,8 @@ class TableEngine:
         table = self._table(request)
         self._check_expected_version(table, request)
         add = self._map_arg(request, "add", required=False)
-        drop = request.get("drop") or []
+        drop = request.get("drop")
+        drop = [] if drop is None else drop
         if not isinstance(drop, list):
             raise BadRequest(f"'drop' must be a list of field names, not a {describe(drop)}")
         if not add and not drop:
@@ -657,9 +658,8 @@ class TableEngine:
         if not isinstance(name, str) or not name:
             raise BadRequest(f"'state' must be a non-empty string, not {name!r:.80}")
         existing = self.tables.get(name)
-        if existing is not None:
-            self._check_expected_version(existing, request)
         probe = existing or Table(name)
+        self._check_expected_version(probe, request)  # a table to create is at version 0
         schema = probe.schema()
         validated: list[tuple[Id | None, Record]] = []
         explicit: set[Id] = set()
@@ -701,10 +701,12 @@ class TableEngine:
     def _create_record(self, request: dict[str, Any]) -> Record:
         raw = request["record"]
         name = request["state"]
-        table = self.tables.get(name) if isinstance(name, str) else None
-        probe = table or Table(name if isinstance(name, str) else "")
-        if table is not None:
-            self._check_expected_version(table, request)
+        if not isinstance(name, str) or not name:
+            raise BadRequest(f"'state' must be a non-empty string, not {name!r:.80}")
+        table = self.tables.get(name)
+        probe = table or Table(name)
+        # A missing table is created at version 0: expected_version must say 0.
+        self._check_expected_version(probe, request)
         record, schema = self._validate_record(probe, raw, "record")
         if probe.max_length is not None and len(probe.records) >= probe.max_length:
             raise CapacityError(f"{probe.name!r} is full: max_length {probe.max_length} reached")
@@ -847,12 +849,14 @@ class TableEngine:
         rid, old = self._existing(table, request)
         self._check_preconditions(table, request, rid, old)
         name = request["field"]
-        if name == "id" or not isinstance(name, str):
+        if name in ("id", RESERVED_FIELD) or not isinstance(name, str):
             raise SchemaError(f"field: {name!r:.60} cannot be incremented")
         self._known_field(table, name, "field")
         by = request.get("by", 1)
         if type(by) not in (int, float):
             raise BadRequest(f"'by' must be an int or a float, not a {describe(by)}")
+        if type(by) is int and not INT_MIN <= by <= INT_MAX:
+            raise BadRequest(f"'by': integer {by} is outside the 64-bit range")
         current = old[name]
         if type(current) not in (int, float):
             raise SchemaError(
