@@ -142,13 +142,15 @@ def serve(args: argparse.Namespace) -> int:
         )
         server.lock()  # before the store is opened: a second server must not touch it
         server.store = _open_store(args, data_dir)
+        # Before start() writes server.json (the readiness signal): a SIGTERM from a
+        # supervisor that just saw the server start must still be a clean stop.
+        server.install_signal_handlers()
         server.start()
     except (DataDirLocked, OSError, PersistenceError, StateEngineError) as exc:
         print(f"stateengine serve: {exc}", file=sys.stderr)
         if server is not None:
             server.close()
         return 1
-    server.install_signal_handlers()
     print(f"stateengine {__version__} serving", flush=True)
     print(f"  data dir: {server.data_dir}", flush=True)
     print(f"  endpoint: {server.endpoint}", flush=True)

@@ -457,13 +457,6 @@ def test_the_checker_catches_a_lost_acknowledged_write(tmp_path: Path) -> None:
         server.cleanup()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: server/cli.py installs the SIGTERM handler only after Server.start() has "
-    "written server.json and published the recovered state, so a SIGTERM in that window "
-    "(a supervisor stopping a server it just saw start) kills it with the default action: "
-    "exit -15, arena segments, socket and server.json left behind",
-)
 def test_sigterm_right_after_start_is_a_clean_stop(tmp_path: Path) -> None:
     """README: SIGTERM removes the socket and the shared-memory segments and exits 0."""
     data = tmp_path / "data"
