@@ -115,6 +115,46 @@ def _open_store(args: argparse.Namespace, data_dir: Path) -> Store | None:
     return open_store(data_dir, args.store, fsync=args.fsync, **options)
 
 
+def check_manifests(directory: Path) -> tuple[int, int, list[str]]:
+    """Parse every manifest file of *directory* and walk every node (``serve --manifests``).
+
+    :return: ``(files, keys, errors)``; each error names file, line, node and reason. A
+        placeholder naming a node no manifest of the directory defines is an error too
+        (the parser checks relative names; absolute ones are checked here).
+    """
+    from stateengine.errors import ManifestError
+    from stateengine.manifests.parser import Manifest, Template
+
+    if not directory.is_dir():
+        return 0, 0, [f"{directory}: not a directory"]
+    manifest = Manifest(directory)
+    names = sorted({p.stem for p in directory.iterdir() if p.suffix in (".yml", ".yaml")})
+    errors: list[str] = []
+    files = keys = 0
+    for name in names:
+        try:
+            nodes = list(manifest.iter_nodes(name))
+        except ManifestError as exc:
+            errors.append(exc.message)
+            continue
+        files += 1
+        keys += sum(1 for node in nodes if node.parent is not None)
+        for node in nodes:
+            for block, config in (("_store", node.store), ("_load", node.load)):
+                for field_name, value in (config or {}).items():
+                    values = value.values() if isinstance(value, dict) else [value]
+                    refs = [r for v in values if isinstance(v, Template) for r in v.refs]
+                    for ref in refs:
+                        try:
+                            manifest.node(ref.path)
+                        except ManifestError:
+                            errors.append(
+                                f"{node.where}: node {node.path}: {block}.{field_name}"
+                                f" placeholder ${{{ref.path}}} names no node of {directory}"
+                            )
+    return files, keys, list(dict.fromkeys(errors))
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the writer until SIGINT/SIGTERM; exit 0 after answering what was received."""
     logging.basicConfig(
@@ -125,6 +165,15 @@ def serve(args: argparse.Namespace) -> int:
         else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    manifest_line = None
+    if args.manifests is not None:
+        # Every manifest error surfaces before anything binds (file, line, node, reason).
+        n_files, n_keys, errors = check_manifests(Path(args.manifests))
+        if errors:
+            for error in errors:
+                print(f"stateengine serve: manifest error: {error}", file=sys.stderr)
+            return 1
+        manifest_line = f"  manifests: {args.manifests} ({n_files} files, {n_keys} keys)"
     data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
     server: Server | None = None
     try:
@@ -158,6 +207,8 @@ def serve(args: argparse.Namespace) -> int:
     if server.recovery is not None:
         print(f"  recovery: {server.recovery.summary()}", flush=True)
     print(f"  arena:    {server.publisher.name if server.publisher else 'off'}", flush=True)
+    if manifest_line is not None:
+        print(manifest_line, flush=True)
     code = 0
     try:
         server.serve_forever()
@@ -347,6 +398,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=100_000,
         help="change-feed messages queued per subscriber before it misses some",
+    )
+    p.add_argument(
+        "--manifests",
+        metavar="DIR",
+        help="a manifest directory to check at start: any error stops the server (exit 1)",
     )
     p.add_argument("-v", "--verbose", action="count", default=0)
     p = sub.add_parser(
