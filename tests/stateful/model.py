@@ -507,12 +507,19 @@ def dispatch(ctx: Ctx, w: World, req: Any, in_batch: bool) -> tuple[Any, Any, bo
         t = w.tables.get(name) if isinstance(name, str) else None
         rid = req.get("id", _MISSING)
         if t is not None and cmd in NEEDS_TABLE and valid_id(rid) and find(t, rid) is _MISSING:
-            existence.add("RecordNotFound")
+            missing(t, _MISSING, rid, existence)
         accepted = {"BadRequest"} | existence
+        ev = req.get("expected_version")
+        if t is not None and is_int(ev) and ev != t.version:
+            accepted.add("VersionConflict")  # a precondition may be checked first, too
         bad = {a for a, _ in structural}
         required, optional = COMMANDS[cmd]
-        if not existence and not (bad & required):
+        # Run the rest of the request, with a neutral stand-in for a bad required argument
+        # when one exists, and accept whatever else it gets wrong.
+        neutral: dict[str, Any] = {"where": {}, "fields": {}, "records": []}
+        if not existence and not (bad & required) - set(neutral):
             rest = {k: v for k, v in req.items() if k in optional | required and k not in bad}
+            rest.update({k: copy.deepcopy(neutral[k]) for k in bad & required})
             rest["command"] = cmd
             try:
                 HANDLERS[cmd](ctx, copy.deepcopy(w), rest, set())

@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-import pytest
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -121,7 +120,7 @@ ALL_ERRORS = {
 
 # Engine bugs found by this test and pinned by a strict xfail test below; the generators
 # steer around each one while it is open, so that the machine can look for the next.
-KNOWN_BUGS: set[str] = {"ev-implicit", "inc-version", "lease-completion"}
+KNOWN_BUGS: set[str] = {"lease-completion"}
 
 
 def lease_bug(t: Table | None, rid: Any) -> list[str]:
@@ -217,7 +216,7 @@ def existing_id(d: Draw, t: Table | None) -> Any:
 def preconditions(d: Draw, t: Table | None, rid: Any, allowed: set[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     key = find(t, rid) if t is not None and not isinstance(rid, (list, dict)) else _MISSING
-    if "expected_version" in allowed and d.coin(0.2) and (t or "ev-implicit" not in KNOWN_BUGS):
+    if "expected_version" in allowed and d.coin(0.2):
         out["expected_version"] = (t.version if t else 0) + d.pick([0, 0, 1, -1])
     if "if_version" in allowed and d.coin(0.2) and t is not None:
         base = t.versions[key] if key is not _MISSING else 1
@@ -317,7 +316,7 @@ def gen_patch_record(d: Draw, w: World) -> dict[str, Any]:
         pf.append("zz")
     types = t.types if t else {}
     patch = {f: value(d, types.get(f)) for f in pf}
-    if d.coin(0.06):
+    if d.coin(0.1):
         patch["id"] = rid if d.coin(0.5) else d.pick(IDS)
     if d.coin(0.03):
         patch["_version"] = 3
@@ -400,7 +399,7 @@ def gen_increment(d: Draw, w: World) -> dict[str, Any]:
     elif d.coin(0.95):
         f = d.pick([*schema_fields(d, t), "zz", "id"])
     else:
-        f = d.pick([3] if "inc-version" in KNOWN_BUGS else ["_version", 3])
+        f = d.pick(["_version", 3])
     req: dict[str, Any] = {"command": "INCREMENT", "state": name, "id": rid, "field": f}
     if d.coin(0.6):
         req["by"] = d.pick([1, 2, -1, 0.5]) if d.coin(0.9) else d.pick([True, "1", None])
@@ -566,7 +565,7 @@ class EngineMachine(RuleBasedStateMachine):
             if d.coin(0.5):
                 req = gen_create_state(d, self.world)
                 req["state"] = name
-                if d.coin(0.4):
+                if d.coin(0.6):
                     req["max_length"] = d.pick([1, 2, 3])
                 self.send(req)
             for _ in range(d.pick([0, 1, 2, 3])):
@@ -729,15 +728,17 @@ def test_engine_matches_model() -> None:
     assert not missing_commands, f"commands never sent: {sorted(missing_commands)}"
     assert not missing_errors, f"error types never reached: {sorted(missing_errors)}"
 
+    print(  # shown with -s / -rP: what the run reached
+        "\ncommands:",
+        dict(COMMANDS_SEEN.most_common()),
+        "\nerrors:",
+        dict(ERRORS_SEEN.most_common()),
+    )
 
-# --- the engine bugs this machine found (KNOWN_BUGS steers the generators around them) ----
+
+# --- regressions for engine bugs this machine found (fixed in ee4675b) -----------------------
 
 
-@pytest.mark.xfail(
-    "ev-implicit" in KNOWN_BUGS,
-    strict=True,
-    reason="engine ignores expected_version when SET_STATE/CREATE_RECORD create the table",
-)
 def test_expected_version_on_implicitly_created_table() -> None:
     # README: an implicit table starts at version 0, and expected_version is the table's
     # version before the command; so expected_version=1 is a VersionConflict that changes
@@ -757,11 +758,6 @@ def test_expected_version_on_implicitly_created_table() -> None:
         }
 
 
-@pytest.mark.xfail(
-    "inc-version" in KNOWN_BUGS,
-    strict=True,
-    reason="INCREMENT field='_version' is an InternalError (KeyError) instead of SchemaError",
-)
 def test_increment_reserved_version_field() -> None:
     eng = stateengine.Engine(clock=Clock(1000.0))
     eng.execute({"command": "CREATE_RECORD", "state": "t", "record": {"a": 1}})
