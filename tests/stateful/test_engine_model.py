@@ -118,7 +118,8 @@ ALL_ERRORS = {
     "VersionConflict",
 }
 
-# Engine bugs found by this test and pinned by a strict xfail test below; the generators
+# Open engine bugs, each pinned by a strict xfail test (lease-completion: tests/unit/
+# test_leases.py::test_any_other_write_completes_the_lease); the generators
 # steer around each one while it is open, so that the machine can look for the next.
 KNOWN_BUGS: set[str] = {"lease-completion"}
 
