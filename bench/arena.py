@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
+from records import record as small
 
 from stateengine.shm import ArenaReader, ArenaWriter
 
@@ -41,18 +42,6 @@ try:
     import lmdb
 except ImportError:  # pragma: no cover - optional (pip install .[bench])
     lmdb = None  # type: ignore[assignment]
-
-
-def small(i: int) -> dict[str, Any]:
-    # the benchmark record shape of bench/engine.py: 6 fields, ~70 bytes
-    return {
-        "name": f"user{i:06d}",
-        "email": f"u{i}@example.com",
-        "status": "pending",
-        "score": i * 0.5,
-        "tries": 0,
-        "tag": "etl",
-    }
 
 
 def medium(i: int) -> dict[str, Any]:

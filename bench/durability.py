@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from records import record
+
 from stateengine.server.engine import ChangeSet, Table, TableEngine
 from stateengine.server.persist_base import decode_change_set, encode_change_set
 from stateengine.server.persist_log import LogStore
@@ -38,18 +40,6 @@ from stateengine.server.persistence import open_store
 
 GROUP = 16 * 8
 PG_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"
-
-
-def record(i: int) -> dict[str, Any]:
-    # The benchmark record shape of bench/engine.py: 6 fields, ~70 bytes of msgpack.
-    return {
-        "name": f"user{i:06d}",
-        "email": f"u{i}@example.com",
-        "status": "pending",
-        "score": i * 0.5,
-        "tries": 0,
-        "tag": "etl",
-    }
 
 
 def change_sets(count: int, per_pass: int) -> list[ChangeSet]:

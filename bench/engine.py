@@ -13,19 +13,9 @@ import statistics
 import time
 from collections.abc import Callable
 
+from records import record
+
 from stateengine.server.engine import TableEngine
-
-
-def record(i: int) -> dict[str, object]:
-    # The benchmark record shape: 6 fields, ~70 bytes of msgpack.
-    return {
-        "name": f"user{i:06d}",
-        "email": f"u{i}@example.com",
-        "status": "pending",
-        "score": i * 0.5,
-        "tries": 0,
-        "tag": "etl",
-    }
 
 
 def run(n: int) -> dict[str, float]:

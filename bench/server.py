@@ -70,6 +70,7 @@ from typing import Any
 
 import msgpack
 import zmq
+from records import record
 
 from stateengine.client.client import Client
 from stateengine.shm import ArenaReader
@@ -97,18 +98,6 @@ INFLIGHT_VS_DEALER_ECHO = 1.3
 ARENA_GET_VS_REDIS_GET = 25.0  # arena get at least this many times faster
 ALWAYS_VS_NO = 0.7  # writes/s under 8 x 16, fsync always / fsync no
 ALWAYS_VS_LMDB = 3.0  # writes/s under 8 x 16, fsync always / LMDB put with sync
-
-
-def record(i: int) -> dict[str, Any]:
-    """The benchmark record shape (as bench/engine.py): 6 fields, ~70 bytes of msgpack."""
-    return {
-        "name": f"user{i:06d}",
-        "email": f"u{i}@example.com",
-        "status": "pending",
-        "score": i * 0.5,
-        "tries": 0,
-        "tag": "etl",
-    }
 
 
 def patch_request(i: int, n_records: int) -> dict[str, Any]:
