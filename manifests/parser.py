@@ -157,7 +157,8 @@ class Node:
     :ivar path: the absolute path, ``cache.user.org_id``.
     :ivar store: the effective ``_store`` config (inherited and overridden), or None.
     :ivar load: the effective ``_load`` config, or None.
-    :ivar type: the ``_state.type`` name, or None (untyped).
+    :ivar type: the effective ``_state.type`` name (inherited like the other metadata:
+        a parent's ``type: map`` types its fields too unless they set their own), or None.
     :ivar own_store: this node sets its own store location (``client``/``key``/``url``,
         or ``_store: null``) instead of living as a field of an ancestor's value.
     :ivar own_load: this node declares its own ``_load`` (or ``_load: null``).
@@ -555,11 +556,11 @@ class _Builder:
         out: dict[str, Node],
     ) -> None:
         effective = dict(inherited)
-        for block in ("_store", "_load"):
+        for block in META_KEYS:
             if block in raw.meta:
                 effective[block] = _merge(inherited[block], raw.meta[block])
-        # _state is not inherited as a whole: a type describes one node's value.
-        state = raw.meta.get("_state")
+        # SPEC §4: _state is inherited like _store/_load, the child overriding.
+        state = effective["_state"]
         own_store = "_store" in raw.meta and (
             raw.meta["_store"] is None
             or any(k in raw.meta["_store"] for k in ("client", "key", "url"))

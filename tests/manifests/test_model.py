@@ -187,17 +187,7 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 @SETTINGS
 @given(tree())
 def test_qualification_and_inheritance_match_the_model(root: dict[str, Any]) -> None:
-    check(root, inherit_state=False)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="seed 003 says _state is inherited like _store/_load; the parser keeps"
-    " _state.type per node (a parent's `map` type would otherwise type its fields)",
-)
-@SETTINGS
-@given(tree())
-def test_state_type_inherited_as_the_seed_says(root: dict[str, Any]) -> None:
+    """SPEC §4: _store, _load and _state are all inherited, the child overriding."""
     check(root, inherit_state=True)
 
 
@@ -215,4 +205,4 @@ def test_the_seed_example_through_the_model() -> None:
     want = model("cache", root)
     assert want["cache.user"]["_load"]["where"] == "id=${cache.user.tenant_id}"
     assert want["cache.user.tenant_id"]["_load"]["key"] == "${cache.user.org_id}"
-    check(root, inherit_state=False)
+    check(root, inherit_state=True)
