@@ -87,6 +87,8 @@ def test_sigterm_under_load_answers_every_received_request(tmp_path: Path) -> No
     # Each load client saw the end as a clear error, not a hang.
     assert all(s["errors"] == 1 for s in stats)
     assert not Path(server.endpoint.removeprefix("ipc://")).exists()
+    arena = Path(str(server.info["arena"]))
+    assert not any(p.name.startswith(arena.name) for p in arena.parent.iterdir())  # no segment
 
 
 def latencies(client: Client, n: int) -> float:
