@@ -7,20 +7,24 @@ Differences from the in-process machine (tests/stateful/test_engine_model.py), a
 * Requests travel as msgpack, so a request is first round-tripped through the codec
   (tuples become lists); values msgpack cannot carry (sets, objects) are skipped here —
   the in-process machine covers them, and the frame fuzz covers bad bytes.
-* The server reads the real wall clock, so the model's clock follows ``time.time()``
-  and the rule that moves the clock is dropped; leases expire only in real time.
+* The server reads the real wall clock, which the test cannot move: the rule that moves
+  the clock is dropped and leases are 1000 s long, so none expires during a run and the
+  model's clock can stay fixed (a model reading the wall clock would make hypothesis's
+  data generation depend on timing).
 * One server serves every example; each example starts by dropping every table, and
   the model starts from the server's ``seq``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
+import test_engine_model as engine_model
 import zmq
 from hypothesis import event, settings
 from hypothesis.stateful import invariant, run_state_machine_as_test
@@ -32,23 +36,6 @@ from stateengine.protocol import decode_reply
 from stateengine.testing import ServerProcess
 
 SERVER: dict[str, Any] = {}
-
-
-class WallClock(Clock):
-    """The model's clock, read from the same wall clock the server uses."""
-
-    def __init__(self) -> None:
-        super().__init__(0.0)
-
-    @property  # type: ignore[override]
-    def now(self) -> float:
-        import time
-
-        return time.time()
-
-    @now.setter
-    def now(self, value: float) -> None:
-        pass
 
 
 class WireEngine:
@@ -71,7 +58,7 @@ class ServerMachine(EngineMachine):
         for name in wire.execute({"command": "LIST_STATES"})["result"]:
             wire.execute({"command": "DELETE_STATE", "state": name})
         seq = wire.execute({"command": "LIST_STATES"})["seq"]
-        self.clock = WallClock()
+        self.clock = Clock(time.time())
         self.engine = wire  # type: ignore[assignment]
         self.worlds = [World(seq=seq)]
         self.digest = None
@@ -124,7 +111,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     SERVER.clear()
 
 
-def test_server_matches_model(server: ServerProcess) -> None:
+def test_server_matches_model(server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_model, "LEASES", [1000.5, 2000.5])
     run_state_machine_as_test(
         ServerMachine,
         settings=settings(max_examples=100, stateful_step_count=25, deadline=None),
