@@ -71,10 +71,12 @@ class Client(CommandsMixin):
         data_dir: str | os.PathLike[str] | None = None,
         timeout: float = 10.0,
         arena: bool = True,
+        curve: dict[str, bytes] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute() if data_dir else None
         self.timeout = timeout
         self.use_arena = arena
+        self.curve = curve
         self._server_info: dict[str, Any] = {}
         if endpoint is None:
             self._server_info = paths.read_server_file(self.data_dir or paths.default_data_dir())
@@ -105,6 +107,8 @@ class Client(CommandsMixin):
             sock.setsockopt(zmq.SNDHWM, 100_000)
             sock.setsockopt(zmq.RCVHWM, 100_000)
             sock.setsockopt(zmq.RCVTIMEO, max(1, int(self.timeout * 1000)))
+            for option, key in (self.curve or {}).items():
+                setattr(sock, option, key)  # curve_serverkey/_publickey/_secretkey
             sock.connect(self.endpoint)
             self._sock = sock
         return self._sock
@@ -309,7 +313,7 @@ class Client(CommandsMixin):
             self.close()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Client, (self.endpoint, self.data_dir, self.timeout, self.use_arena))
+        return (Client, (self.endpoint, self.data_dir, self.timeout, self.use_arena, self.curve))
 
     def __repr__(self) -> str:
         return f"<stateengine.Client {self.endpoint}{' closed' if self._closed else ''}>"
@@ -503,11 +507,15 @@ def connect(
     data_dir: str | os.PathLike[str] | None = None,
     timeout: float = 10.0,
     arena: bool = True,
+    curve: dict[str, bytes] | None = None,
 ) -> Client:
     """Connect to a running server (by endpoint, by data directory, or the default one).
+
+    A remote client passes the ``tcp://`` endpoint and ``curve=`` from
+    :func:`stateengine.server.curve.client_options`; it reads over the socket.
 
     :raises ServerUnavailable: no endpoint given and no server runs on the data directory.
     """
     if endpoint is None and data_dir is None:
         data_dir = paths.default_data_dir()
-    return Client(endpoint, data_dir, timeout, arena)
+    return Client(endpoint, data_dir, timeout, arena, curve)

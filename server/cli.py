@@ -188,6 +188,7 @@ def serve(args: argparse.Namespace) -> int:
             store=None,
             max_request_bytes=args.max_request_bytes,
             feed_hwm=args.feed_hwm,
+            tcp=args.tcp,
         )
         server.lock()  # before the store is opened: a second server must not touch it
         server.store = _open_store(args, data_dir)
@@ -207,6 +208,8 @@ def serve(args: argparse.Namespace) -> int:
     if server.recovery is not None:
         print(f"  recovery: {server.recovery.summary()}", flush=True)
     print(f"  arena:    {server.publisher.name if server.publisher else 'off'}", flush=True)
+    if args.tcp:
+        print(f"  tcp:      tcp://{args.tcp} (CurveZMQ; keys in {data_dir / 'curve'})", flush=True)
     if manifest_line is not None:
         print(manifest_line, flush=True)
     code = 0
@@ -337,6 +340,18 @@ def watch_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def keygen_command(args: argparse.Namespace) -> int:
+    """Make a client key pair; its public key is allowed in at the next server start."""
+    from stateengine.server import curve
+
+    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    secret, server_key = curve.add_client(data_dir, args.name, Path(args.out).absolute())
+    print(f"client certificate (secret, keep private): {secret}")
+    print(f"server public key (give to the client):    {server_key}")
+    print("restart the server for the new client to be allowed in")
+    return 0
+
+
 def cleanup_command(args: argparse.Namespace) -> int:
     """Remove what dead servers left: arena segments, and server.json/socket of a data dir."""
     removed = cleanup_stale()
@@ -404,7 +419,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="DIR",
         help="a manifest directory to check at start: any error stops the server (exit 1)",
     )
+    p.add_argument(
+        "--tcp",
+        metavar="HOST:PORT",
+        help="also serve remote clients on TCP, authenticated with CurveZMQ (off by default)",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0)
+    p = sub.add_parser("keygen", help="allow a remote client: make its CurveZMQ key pair")
+    p.add_argument("name")
+    p.add_argument("--data-dir")
+    p.add_argument("--out", default=".", help="where the client's secret certificate goes")
     p = sub.add_parser(
         "call",
         help="send one command (key=value arguments, values as JSON) or, with '-', "
@@ -456,6 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cleanup_command(args)
     if args.command == "watch":
         return watch_command(args)
+    if args.command == "keygen":
+        return keygen_command(args)
     if args.command == "repair":
         return repair_command(args)
     if args.wire:

@@ -89,6 +89,7 @@ class Server:
         max_pass: int = 1024,
         engine: TableEngine | None = None,
         feed_hwm: int = 100_000,
+        tcp: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute() if data_dir else paths.default_data_dir()
         self.endpoint = endpoint or ""
@@ -99,6 +100,9 @@ class Server:
         self.max_reply_bytes = max_reply_bytes
         self.max_pass = max_pass
         self.feed_hwm = feed_hwm
+        self.tcp = tcp
+        self._tcp: zmq.Socket[bytes] | None = None
+        self._auth: Any = None
         self.engine = engine or TableEngine()
         self.engine.copy_results = False  # each reply is encoded before the next command
         self.stats = {"requests": 0, "passes": 0, "dropped_replies": 0}
@@ -130,6 +134,11 @@ class Server:
             self.recovery = self.store.recover(self.engine, progress=self._progress)
         if not self.endpoint:
             self.endpoint = paths.default_endpoint(self.data_dir)
+        if not self.endpoint.startswith("ipc://"):
+            raise OSError(
+                f"--endpoint {self.endpoint}: the local endpoint is ipc:// only; "
+                "TCP is served by --tcp HOST:PORT, with CurveZMQ authentication"
+            )
         if self.endpoint.startswith("ipc://"):
             # A dead server may have left its socket file; the data-dir lock proves it is dead.
             with contextlib.suppress(FileNotFoundError):
@@ -149,6 +158,8 @@ class Server:
         if self.endpoint.startswith("ipc://"):
             os.chmod(self.endpoint[len("ipc://") :], 0o600)
         self._sock = sock
+        if self.tcp:
+            self._bind_tcp(self.tcp)
         try:
             self.feed = Feed(self._ctx, feed_endpoint(self.endpoint), self.feed_hwm)
         except (zmq.ZMQError, ValueError) as exc:
@@ -156,6 +167,33 @@ class Server:
         self._write_server_file()
         if self.publisher is not None:
             self.publisher.publish(self.engine.full_change_set())
+
+    def _bind_tcp(self, address: str) -> None:
+        """A second ROUTER on ``tcp://address``, CurveZMQ only, clients by allow-list.
+
+        Keys live in ``DATA_DIR/curve`` (see :mod:`stateengine.server.curve`): a client
+        whose public key is not in ``curve/clients/`` is refused by the ZAP handler and
+        the refusal is logged.
+        """
+        from stateengine.server import curve
+
+        assert self._ctx is not None
+        server_public, server_secret = curve.server_keys(self.data_dir)
+        self._auth = curve.start_authenticator(self._ctx, self.data_dir, log)
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.SNDHWM, 10_000)
+        sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.max_request_bytes)
+        sock.setsockopt(zmq.LINGER, 2000)
+        sock.curve_secretkey = server_secret
+        sock.curve_publickey = server_public
+        sock.curve_server = True
+        try:
+            sock.bind(f"tcp://{address}")
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            raise OSError(f"cannot bind tcp://{address}: {exc}") from exc
+        self._tcp = sock
 
     def _write_server_file(self) -> None:
         pid = os.getpid()
@@ -167,6 +205,7 @@ class Server:
                 "endpoint": self.endpoint,
                 "arena": self.publisher.name if self.publisher else None,
                 "feed": self.feed.endpoint if self.feed else None,
+                "tcp": f"tcp://{self.tcp}" if self._tcp is not None else None,
                 "started_at": time.time(),
             },
         )
@@ -198,6 +237,12 @@ class Server:
         if self._sock is not None:
             self._sock.close(linger=2000)
             self._sock = None
+        if self._tcp is not None:
+            self._tcp.close(linger=2000)
+            self._tcp = None
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
@@ -230,6 +275,8 @@ class Server:
         assert self._sock is not None, "call start() first"
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
+        if self._tcp is not None:
+            poller.register(self._tcp, zmq.POLLIN)
         while not self._stop:
             try:
                 ready = poller.poll(poll_ms)
@@ -260,22 +307,22 @@ class Server:
         :raises PersistenceError: the pass could not be made durable; its replies are not
             sent (the engine is ahead of the disk: the caller must stop, a restart recovers).
         """
-        sock = self._sock
-        assert sock is not None
-        received: list[list[bytes]] = []
-        # EVENTS is a cheaper "anything waiting?" than a recv that raises Again.
-        while len(received) < self.max_pass and cast(int, sock.get(zmq.EVENTS)) & _POLLIN:
-            received.append(sock.recv_multipart(zmq.NOBLOCK))
+        assert self._sock is not None
+        received: list[tuple[zmq.Socket[bytes], list[bytes]]] = []
+        for sock in (self._sock, self._tcp) if self._tcp is not None else (self._sock,):
+            # EVENTS is a cheaper "anything waiting?" than a recv that raises Again.
+            while len(received) < self.max_pass and cast(int, sock.get(zmq.EVENTS)) & _POLLIN:
+                received.append((sock, sock.recv_multipart(zmq.NOBLOCK)))
         if not received:
             return 0
         self._last_pass = len(received)
-        outgoing: list[tuple[list[bytes], bytes]] = []
+        outgoing: list[tuple[zmq.Socket[bytes], list[bytes], bytes]] = []
         dirty_records: dict[tuple[str, Id], None] = {}
         dirty_tables: set[str] = set()
         removed: set[tuple[str, Id]] = set()
         engine = self.engine
         feed = self.feed if self.feed is not None and self.feed.active else None
-        for frames in received:
+        for sock, frames in received:
             envelope, reply_body = self._handle(frames)
             if engine.changes or engine.table_changes:
                 if feed is not None:
@@ -286,7 +333,7 @@ class Server:
                 engine.changes = {}
                 engine.table_changes = set()
                 engine.removed = set()
-            outgoing.append((envelope, reply_body))
+            outgoing.append((sock, envelope, reply_body))
         if dirty_records or dirty_tables:
             cs = engine.change_set(dirty_records, dirty_tables, removed)
             if cs:
@@ -298,7 +345,7 @@ class Server:
                 crash_point("pass-published")
         if feed is not None:
             feed.flush()
-        for envelope, body in outgoing:
+        for sock, envelope, body in outgoing:
             self._send(sock, envelope, body)
         if self.store is not None:
             self.store.maybe_snapshot(engine)
