@@ -189,6 +189,7 @@ def serve(args: argparse.Namespace) -> int:
             max_request_bytes=args.max_request_bytes,
             feed_hwm=args.feed_hwm,
             tcp=args.tcp,
+            slow_ms=args.slow_ms,
         )
         server.lock()  # before the store is opened: a second server must not touch it
         server.store = _open_store(args, data_dir)
@@ -424,7 +425,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="HOST:PORT",
         help="also serve remote clients on TCP, authenticated with CurveZMQ (off by default)",
     )
-    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument(
+        "--slow-ms",
+        type=float,
+        default=100.0,
+        help="log requests slower than this (key=value lines)",
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="-v: start, recovery, refusals; -vv: also every failed request",
+    )
     p = sub.add_parser("keygen", help="allow a remote client: make its CurveZMQ key pair")
     p.add_argument("name")
     p.add_argument("--data-dir")

@@ -90,6 +90,7 @@ class Server:
         engine: TableEngine | None = None,
         feed_hwm: int = 100_000,
         tcp: str | None = None,
+        slow_ms: float = 100.0,
     ) -> None:
         self.data_dir = Path(data_dir).absolute() if data_dir else paths.default_data_dir()
         self.endpoint = endpoint or ""
@@ -101,6 +102,7 @@ class Server:
         self.max_pass = max_pass
         self.feed_hwm = feed_hwm
         self.tcp = tcp
+        self.slow_seconds = slow_ms / 1000
         self._tcp: zmq.Socket[bytes] | None = None
         self._auth: Any = None
         self.engine = engine or TableEngine()
@@ -132,6 +134,7 @@ class Server:
         if self.store is not None:
             # CorruptStore propagates: never serve a half-recovered state.
             self.recovery = self.store.recover(self.engine, progress=self._progress)
+            log.info("recovered %s", self.recovery.summary())
         if not self.endpoint:
             self.endpoint = paths.default_endpoint(self.data_dir)
         if not self.endpoint.startswith("ipc://"):
@@ -167,6 +170,15 @@ class Server:
         self._write_server_file()
         if self.publisher is not None:
             self.publisher.publish(self.engine.full_change_set())
+        log.info(
+            "serving endpoint=%s data_dir=%s seq=%d tables=%d arena=%s tcp=%s",
+            self.endpoint,
+            self.data_dir,
+            self.engine.seq,
+            len(self.engine.tables),
+            self.publisher.name if self.publisher else None,
+            self.tcp,
+        )
 
     def _bind_tcp(self, address: str) -> None:
         """A second ROUTER on ``tcp://address``, CurveZMQ only, clients by allow-list.
@@ -390,10 +402,14 @@ class Server:
             request, as_json = decode_request(body)
         except StateEngineError as exc:
             return envelope, encode_reply({"ok": False, "error": exc.to_wire()}, as_json)
+        started = time.perf_counter()
         if request.get("command") == "STATS":
             reply = self._stats_reply(request)
         else:
             reply = self.engine.execute(request)
+        elapsed = time.perf_counter() - started
+        if elapsed >= self.slow_seconds or not reply["ok"]:
+            self._log_request(request, reply, elapsed)
         try:
             encoded = encode_reply(reply, True) if as_json else self._pack(reply)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -409,6 +425,32 @@ class Server:
                 small["req_id"] = reply["req_id"]
             encoded = encode_reply(small, as_json)
         return envelope, encoded
+
+    def _log_request(self, request: dict[str, Any], reply: dict[str, Any], elapsed: float) -> None:
+        """key=value lines: slow requests at WARNING, internal errors at ERROR, other
+        failed requests at DEBUG (they are the client's to handle)."""
+        command, req_id = request.get("command"), request.get("req_id")
+        state = request.get("state")
+        if not reply["ok"]:
+            error = reply["error"]
+            level = logging.ERROR if error["type"] == "InternalError" else logging.DEBUG
+            log.log(
+                level,
+                "request failed command=%s state=%r req_id=%r error=%s message=%r",
+                command,
+                state,
+                req_id,
+                error["type"],
+                error["message"],
+            )
+        if elapsed >= self.slow_seconds:
+            log.warning(
+                "slow request command=%s state=%r req_id=%r ms=%.1f",
+                command,
+                state,
+                req_id,
+                elapsed * 1000,
+            )
 
     def _stats_reply(self, request: dict[str, Any]) -> dict[str, Any]:
         """``STATS``: the server's own figures (the tables' come from the engine)."""

@@ -101,3 +101,14 @@ def test_watch_streams_changes(server: ServerProcess) -> None:
     lines = [json.loads(line) for line in out.splitlines()]
     assert len(lines) == 3 and all(line["table"] == "t" for line in lines)
     assert [line["seq"] for line in lines] == sorted(line["seq"] for line in lines)
+
+
+def test_log_lines_name_slow_and_failed_requests(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path / "data", "--slow-ms", "0", "-vv") as server:
+        with server.connect() as client:
+            client.execute({"command": "CREATE_STATE", "state": "t", "req_id": "abc"})
+            client.execute({"command": "GET_RECORD", "state": "t", "id": 5})
+    log = server.output()
+    assert "serving endpoint=ipc://" in log and "recovered log:" in log
+    assert "slow request command=CREATE_STATE state='t' req_id=" in log
+    assert "request failed command=GET_RECORD state='t'" in log and "error=RecordNotFound" in log
