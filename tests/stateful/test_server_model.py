@@ -17,6 +17,7 @@ Differences from the in-process machine (tests/stateful/test_engine_model.py), a
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,7 @@ from test_engine_model import Clock, EngineMachine
 
 from stateengine.client.client import Client
 from stateengine.protocol import decode_reply
+from stateengine.server.curve import add_client, client_options
 from stateengine.testing import ServerProcess
 
 SERVER: dict[str, Any] = {}
@@ -94,14 +96,33 @@ class ServerMachine(EngineMachine):
                 assert client.get_record(name, row["id"]) == row
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    data = Path(tmp_path_factory.mktemp("model")) / "data"
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module", params=["ipc", "tcp+curve"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The same machine against the local endpoint and against an authenticated remote
+    one (CurveZMQ over TCP on 127.0.0.1): a remote client must behave exactly alike."""
+    base = Path(tmp_path_factory.mktemp("model"))
+    data = base / "data"
+    args = ["--fsync", "no"]
+    curve: dict[str, bytes] = {}
+    if request.param == "tcp+curve":
+        secret, server_key = add_client(data, "model", base / "keys")
+        curve = client_options(server_key, secret)
+        args += ["--tcp", f"127.0.0.1:{free_port()}"]
     ctx = zmq.Context()
-    with ServerProcess(data, "--fsync", "no") as proc, proc.connect() as client:
+    with ServerProcess(data, *args) as proc, proc.connect() as client:
         dealer = ctx.socket(zmq.DEALER)
         dealer.setsockopt(zmq.LINGER, 0)
-        dealer.connect(proc.endpoint)
+        for option, key in curve.items():
+            setattr(dealer, option, key)
+        dealer.connect(str(proc.info["tcp"]) if curve else proc.endpoint)
         SERVER.update(client=client, dealer=dealer)
         try:
             yield proc
@@ -115,5 +136,5 @@ def test_server_matches_model(server: ServerProcess, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(engine_model, "LEASES", [1000.5, 2000.5])
     run_state_machine_as_test(
         ServerMachine,
-        settings=settings(max_examples=100, stateful_step_count=25, deadline=None),
+        settings=settings(max_examples=60, stateful_step_count=25, deadline=None),
     )
