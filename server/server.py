@@ -31,6 +31,7 @@ from typing import Any, Protocol, cast
 
 import msgpack
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from stateengine.errors import BadRequest, PayloadTooLarge, StateEngineError
 from stateengine.protocol import decode_request, encode_reply, is_json
@@ -104,6 +105,7 @@ class Server:
         self.tcp = tcp
         self.slow_seconds = slow_ms / 1000
         self._tcp: zmq.Socket[bytes] | None = None
+        self._tcp_monitor: zmq.Socket[bytes] | None = None
         self._auth: Any = None
         self.engine = engine or TableEngine()
         self.engine.copy_results = False  # each reply is encoded before the next command
@@ -206,6 +208,21 @@ class Server:
             sock.close(0)
             raise OSError(f"cannot bind tcp://{address}: {exc}") from exc
         self._tcp = sock
+        # Handshake failures (no CurveZMQ at all, a bad handshake) never reach the ZAP
+        # handler: a socket monitor reports them, and _idle logs each as a refusal.
+        self._tcp_monitor = sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        )
+
+    def _log_refusals(self) -> None:
+        monitor = self._tcp_monitor
+        while monitor is not None and cast(int, monitor.get(zmq.EVENTS)) & _POLLIN:
+            event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            log.warning(
+                "tcp client refused: handshake failed event=%s endpoint=%r",
+                zmq.Event(event["event"]).name,
+                event.get("endpoint"),
+            )
 
     def _write_server_file(self) -> None:
         pid = os.getpid()
@@ -250,6 +267,11 @@ class Server:
             self._sock.close(linger=2000)
             self._sock = None
         if self._tcp is not None:
+            self._log_refusals()
+            self._tcp.disable_monitor()
+            if self._tcp_monitor is not None:
+                self._tcp_monitor.close(linger=0)
+                self._tcp_monitor = None
             self._tcp.close(linger=2000)
             self._tcp = None
         if self._auth is not None:
@@ -305,6 +327,7 @@ class Server:
     def _idle(self, now: float) -> None:
         """Housekeeping between passes: everysec fsync, snapshot reaping, arena reclaim."""
         self._last_idle = now
+        self._log_refusals()
         if self.store is not None:
             self.store.tick()
         if self.publisher is not None:
