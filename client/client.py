@@ -36,6 +36,7 @@ import zmq
 from stateengine.client.commands import CommandsMixin, Id, Record
 from stateengine.client.watch import Watcher
 from stateengine.errors import (
+    RecordNotFound,
     ServerUnavailable,
     SnapshotExpired,
     StateEngineError,
@@ -457,8 +458,6 @@ class ClientSnapshot:
 
     def get_record(self, state: str, id: Id) -> Record:
         """:raises StateNotFound: :raises RecordNotFound:."""
-        from stateengine.errors import RecordNotFound
-
         record = self._snap.get(state, id) if type(id) in (int, str) else None
         if record is None:
             if self._snap.meta(state) is None:

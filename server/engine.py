@@ -132,8 +132,6 @@ class Command:
     handler: Callable[[TableEngine, dict[str, Any]], Any]
     required: frozenset[str]
     optional: frozenset[str]
-    writes: bool
-    needs_table: bool
 
 
 _PRECONDITIONS: Final = frozenset({"expected_version", "if_version", "if_match"})
@@ -198,7 +196,7 @@ class TableEngine:
         command = self._lookup(request, nested=False)
         if command is _BATCH:
             return self._batch(request), None
-        result = self._run(command, request)
+        result = command.handler(self, request)
         self._commit()
         return result, self._version_of(request)
 
@@ -226,9 +224,6 @@ class TableEngine:
                 raise BadRequest(f"{name} requires '{key}'")
         return command
 
-    def _run(self, command: Command, request: dict[str, Any]) -> Any:
-        return command.handler(self, request)
-
     def _commit(self) -> None:
         if self._wrote:
             self.seq += 1
@@ -249,7 +244,7 @@ class TableEngine:
             for index, sub in enumerate(commands):
                 try:
                     command = self._lookup(sub, nested=True)
-                    results.append(self._run(command, sub))
+                    results.append(command.handler(self, sub))
                 except StateEngineError as exc:
                     exc.message = f"commands[{index}]: {exc.message}"
                     exc.args = (exc.message,)
@@ -539,9 +534,7 @@ class TableEngine:
         id_type = table.types.get("id", "any") if table.types else "any"
         if id_type.removesuffix("?") == "string":
             raise SchemaError(f"{where}: {table.name!r} has string ids; give an explicit 'id'")
-        while table.next_id in taken:  # a string-id table never collides; ints moved past
-            table.next_id += 1
-        return table.next_id
+        return table.next_id  # past every integer id: explicit ones move the counter
 
     @staticmethod
     def _advance_counter(table: Table, rid: Id) -> None:
@@ -710,14 +703,10 @@ class TableEngine:
         record, schema = self._validate_record(probe, raw, "record")
         if probe.max_length is not None and len(probe.records) >= probe.max_length:
             raise CapacityError(f"{probe.name!r} is full: max_length {probe.max_length} reached")
-        saved_next = probe.next_id
         rid = self._assign_id(probe, raw, probe.records, "record")
-        probe.next_id = saved_next  # _assign_id may have moved it; applied below
         table = self._table(request, create=True)
         self._touch_table(table)
         self._apply_schema(table, schema)
-        if "id" not in raw:
-            table.next_id = rid + 1  # type: ignore[operator]
         self._advance_counter(table, rid)
         record = {"id": rid, **record}
         self._put(table, rid, record)
@@ -967,43 +956,32 @@ def _command(
     handler: Callable[[TableEngine, dict[str, Any]], Any],
     required: Iterable[str],
     optional: Iterable[str] = (),
-    writes: bool = False,
-    needs_table: bool = True,
 ) -> Command:
-    return Command(handler, frozenset(required), frozenset(optional), writes, needs_table)
+    return Command(handler, frozenset(required), frozenset(optional))
 
 
-_BATCH: Final = _command(lambda engine, request: None, ["commands"], writes=True, needs_table=False)
+_BATCH: Final = _command(lambda engine, request: None, ["commands"])
 
 COMMANDS: Final[dict[str, Command]] = {
-    "CREATE_STATE": _command(
-        TableEngine._create_state, ["state"], ["max_length", "schema"], writes=True
-    ),
-    "DELETE_STATE": _command(TableEngine._delete_state, ["state"], writes=True),
-    "LIST_STATES": _command(TableEngine._list_states, [], needs_table=False),
+    "CREATE_STATE": _command(TableEngine._create_state, ["state"], ["max_length", "schema"]),
+    "DELETE_STATE": _command(TableEngine._delete_state, ["state"]),
+    "LIST_STATES": _command(TableEngine._list_states, []),
     "GET_STATE_INFO": _command(TableEngine._get_state_info, ["state"]),
     "GET_SCHEMA": _command(TableEngine._get_schema, ["state"]),
     "ALTER_STATE": _command(
-        TableEngine._alter_state, ["state"], ["add", "drop", "expected_version"], writes=True
+        TableEngine._alter_state, ["state"], ["add", "drop", "expected_version"]
     ),
-    "SET_STATE": _command(
-        TableEngine._set_state, ["state", "records"], ["expected_version"], writes=True
-    ),
+    "SET_STATE": _command(TableEngine._set_state, ["state", "records"], ["expected_version"]),
     "CREATE_RECORD": _command(
-        TableEngine._create_record, ["state", "record"], ["expected_version"], writes=True
+        TableEngine._create_record, ["state", "record"], ["expected_version"]
     ),
-    "SET_RECORD": _command(
-        TableEngine._set_record, ["state", "id", "record"], _PRECONDITIONS, writes=True
-    ),
+    "SET_RECORD": _command(TableEngine._set_record, ["state", "id", "record"], _PRECONDITIONS),
     "PATCH_RECORD": _command(
         TableEngine._patch_record,
         ["state", "id", "fields"],
         _PRECONDITIONS | {"lease_seconds"},
-        writes=True,
     ),
-    "DELETE_RECORD": _command(
-        TableEngine._delete_record, ["state", "id"], _PRECONDITIONS, writes=True
-    ),
+    "DELETE_RECORD": _command(TableEngine._delete_record, ["state", "id"], _PRECONDITIONS),
     "GET_RECORD": _command(TableEngine._get_record, ["state", "id"]),
     "LIST_RECORDS": _command(
         TableEngine._list_records, ["state"], ["where", "order_by", "offset", "limit"]
@@ -1012,10 +990,9 @@ COMMANDS: Final[dict[str, Command]] = {
         TableEngine._claim_record,
         ["state", "where", "fields"],
         ["order_by", "lease_seconds", "expected_version"],
-        writes=True,
     ),
     "INCREMENT": _command(
-        TableEngine._increment, ["state", "id", "field"], _PRECONDITIONS | {"by"}, writes=True
+        TableEngine._increment, ["state", "id", "field"], _PRECONDITIONS | {"by"}
     ),
     "BATCH": _BATCH,
 }

@@ -411,7 +411,6 @@ class Server:
         else:
             envelope, body_frames = frames[:1], frames[1:]
         body = body_frames[0] if len(body_frames) == 1 else b""
-        as_json = is_json(body)
         try:
             if len(body_frames) != 1:
                 raise BadRequest(
@@ -423,8 +422,8 @@ class Server:
                     f"{self.max_request_bytes} (serve --max-request-bytes)"
                 )
             request, as_json = decode_request(body)
-        except StateEngineError as exc:
-            return envelope, encode_reply({"ok": False, "error": exc.to_wire()}, as_json)
+        except StateEngineError as exc:  # answered in the body's own format
+            return envelope, encode_reply({"ok": False, "error": exc.to_wire()}, is_json(body))
         started = time.perf_counter()
         if request.get("command") == "STATS":
             reply = self._stats_reply(request)
