@@ -66,6 +66,12 @@ def check(i: int, rec: Any, groups: int) -> str | None:
     return None
 
 
+def describe(exc: BaseException) -> str:
+    """An exception as text without repr(): msgpack's ExtraData keeps the object decoded
+    from torn bytes, whose repr can be nested deeply enough to raise RecursionError."""
+    return f"{type(exc).__name__}: {str(exc)[:100]}"
+
+
 def stress_reader(
     name: str, groups: int, reads: int, seconds: float, fault: list[str], out: Any
 ) -> None:
@@ -104,7 +110,7 @@ def stress_reader(
                     res["examples"].append(f"get: {exc}"[:120])
                     continue
                 except Exception as exc:  # a torn record that failed to decode
-                    bad(f"get {i}: {exc!r:.100}")
+                    bad(f"get {i}: {describe(exc)}")
                     continue
                 n += 1
                 v = r.version
@@ -134,7 +140,7 @@ def stress_reader(
                         except SnapshotExpired:
                             raise
                         except Exception as exc:
-                            bad(f"snap {i}: {exc!r:.100}")
+                            bad(f"snap {i}: {describe(exc)}")
                             continue
                         res["snap_reads"] += 1
                         want = expected(i, v, groups)
@@ -237,7 +243,7 @@ def snapshot_reader(name: str, n: int, fault: list[str], out: Any, go: Any, stop
                 if snap.get(TABLE, 0) != record(0, v):
                     problems.append("A: snapshot moved after a plain get")
         except Exception as exc:
-            problems.append(f"A: {exc!r}")
+            problems.append(f"A: {describe(exc)}")
         out.put(("A done",))
         # B: many snapshots while the writer commits whole-table rewrites
         for _ in range(150):
@@ -249,7 +255,7 @@ def snapshot_reader(name: str, n: int, fault: list[str], out: Any, go: Any, stop
                         problems.append(f"B: snapshot {v} saw versions {sorted(vs)[:4]}")
                         break
             except Exception as exc:
-                problems.append(f"B: {exc!r}")
+                problems.append(f"B: {describe(exc)}")
                 break
         out.put(("B done",))
         # C: hold a snapshot past expiry while the writer reuses its space
@@ -264,7 +270,7 @@ def snapshot_reader(name: str, n: int, fault: list[str], out: Any, go: Any, stop
                 except SnapshotExpired:
                     pass
         except Exception as exc:
-            problems.append(f"C: {exc!r}")
+            problems.append(f"C: {describe(exc)}")
     finally:
         r.close()
     out.put(("result", problems))
