@@ -1,4 +1,4 @@
-"""Helpers for testing code that uses stateengine: a private server in a subprocess.
+"""A private ``stateengine serve`` in a subprocess, for tests (the kit's base).
 
     from stateengine.testing import ServerProcess
 
