@@ -231,7 +231,11 @@ def serve(args: argparse.Namespace) -> int:
     if manifest_line is not None:
         print(manifest_line, flush=True)
     if http_url is not None:
-        auth = f"bearer token in {data_dir / 'http.token'}" if http_token else "loopback, open"
+        auth = "loopback, open"
+        if http_token:
+            kept = data_dir / "http.token"
+            given = args.http_token or os.environ.get("STATEENGINE_HTTP_TOKEN")
+            auth = "bearer token required" + ("" if given else f", in {kept}")
         print(f"  http:     {http_url} (dashboard; {auth})", flush=True)
     code = 0
     try:
@@ -269,9 +273,9 @@ def start_gateway(
     env = dict(os.environ)
     if token:
         env["STATEENGINE_HTTP_TOKEN"] = token
+    cmd = [sys.executable, "-m", "stateengine.client.gateway", "--data-dir", str(data_dir)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stateengine.client.gateway", "--data-dir", str(data_dir)]
-        + ["--bind", bind],
+        [*cmd, "--bind", bind],
         stdin=subprocess.DEVNULL,
         env=env,
     )

@@ -1,0 +1,46 @@
+"""Helpers of the HTTP gateway tests: a ``serve --http`` subprocess and its URL."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from stateengine.client.gateway import HTTP_FILE
+from stateengine.testing import ServerProcess
+
+
+def wait_for_gateway(data_dir: Path, server: ServerProcess, timeout: float = 30.0) -> str:
+    """The gateway's URL from ``DIR/http.json`` (``serve`` writes it before it is ready)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return str(json.loads((data_dir / HTTP_FILE).read_text())["url"])
+        except (OSError, ValueError, KeyError):
+            assert server.proc is not None and server.proc.poll() is None, server.output()
+            time.sleep(0.05)
+    raise AssertionError(f"no gateway within {timeout} s:\n{server.output()}")
+
+
+@dataclass
+class Gateway:
+    server: ServerProcess
+    url: str
+    http: httpx.Client
+
+    @property
+    def data_dir(self) -> Path:
+        return self.server.data_dir
+
+
+def start(tmp: Path, *extra: str) -> tuple[ServerProcess, str]:
+    server = ServerProcess(tmp / "data", "--http", "127.0.0.1:0", *extra).start()
+    try:
+        return server, wait_for_gateway(server.data_dir, server)
+    except BaseException:
+        server.stop()
+        server.cleanup()
+        raise
