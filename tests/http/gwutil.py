@@ -36,8 +36,9 @@ class Gateway:
         return self.server.data_dir
 
 
-def start(tmp: Path, *extra: str) -> tuple[ServerProcess, str]:
-    server = ServerProcess(tmp / "data", "--http", "127.0.0.1:0", *extra).start()
+def start(tmp: Path, *extra: str, bind: str = "127.0.0.1:0") -> tuple[ServerProcess, str]:
+    """``serve --http BIND`` on ``tmp/data``; the server and the gateway's URL."""
+    server = ServerProcess(tmp / "data", "--http", bind, *extra).start()
     try:
         return server, wait_for_gateway(server.data_dir, server)
     except BaseException:
