@@ -45,3 +45,12 @@ def start(tmp: Path, *extra: str, bind: str = "127.0.0.1:0") -> tuple[ServerProc
         server.stop()
         server.cleanup()
         raise
+
+
+def wait_output(server: ServerProcess, text: str, timeout: float = 10.0) -> str:
+    """The server's output once it contains *text* (bounded)."""
+    deadline = time.monotonic() + timeout
+    while text not in (out := server.output()):
+        assert time.monotonic() < deadline, f"{text!r} not printed within {timeout} s:\n{out}"
+        time.sleep(0.05)
+    return out

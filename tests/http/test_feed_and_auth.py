@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gwutil import Gateway, start
+from gwutil import Gateway, start, wait_output
 
 from stateengine.client.gateway.__main__ import resolve_token, split_bind
 from stateengine.client.gateway.app import check_token, is_loopback
@@ -109,7 +109,8 @@ def test_off_loopback_requires_the_token(tmp_path: Path) -> None:
     server, url = start(tmp_path, bind="0.0.0.0:0")
     try:
         token = (server.data_dir / "http.token").read_text().strip()
-        assert "bearer token required" in server.output()
+        out = wait_output(server, "  http:")
+        assert "bearer token required, in" in out and "0.0.0.0" not in out
         with httpx.Client(base_url=url, timeout=10.0) as http:
             for path in ("/", "/api/states", "/openapi.json", "/api/feed"):
                 r = http.get(path)
