@@ -824,7 +824,11 @@ def create_app(config: GatewayConfig) -> FastAPI:
         pre: dict[str, Any] = Pre,
     ) -> Response:
         fields = await read_body(request, limit)
-        req = {"command": "PATCH_RECORD", "state": state, "id": parse_id(id, id_type)}
+        req: dict[str, Any] = {
+            "command": "PATCH_RECORD",
+            "state": state,
+            "id": parse_id(id, id_type),
+        }
         if lease_seconds is not None:
             req["lease_seconds"] = lease_seconds
         result, headers = await gw().write({**req, "fields": fields, **pre})

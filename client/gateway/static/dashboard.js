@@ -22,7 +22,7 @@ function fmtBytes(n) {
   const units = ["B", "KiB", "MiB", "GiB"];
   let i = 0;
   while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-  return (i ? n.toFixed(1) : n) + " " + units[i];
+  return (i ? n.toFixed(1).replace(/\.0$/, "") : n) + " " + units[i];
 }
 
 function fmtDuration(s) {
@@ -210,7 +210,7 @@ async function loadStats() {
     const a = s.arena;
     if (a) {
       const used = a.size - a.free_bytes;
-      $("stat-arena").textContent = `${fmtBytes(used)} / ${fmtBytes(a.size)}`;
+      $("stat-arena").innerHTML = `${fmtBytes(used)} <small>/ ${fmtBytes(a.size)}</small>`;
       $("stat-arena-bar").style.width = `${Math.min(100, (100 * used) / a.size)}%`;
       $("stat-readers").textContent = `${a.reader_slots_used} / ${a.reader_slots}`;
     } else {
