@@ -301,6 +301,7 @@ def stop_gateway(proc: subprocess.Popen[bytes]) -> None:
     try:
         proc.wait(10)
     except subprocess.TimeoutExpired:
+        print("stateengine serve: the HTTP gateway did not stop in 10 s; killed", file=sys.stderr)
         proc.kill()
         proc.wait(10)
 

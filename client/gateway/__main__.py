@@ -22,6 +22,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from stateengine.client.gateway import HTTP_FILE, TOKEN_FILE
@@ -124,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info_path = data_dir / HTTP_FILE
 
     def server_gone() -> None:
-        holder["uvicorn"].should_exit = True
+        holder["uvicorn"].should_exit = True  # the streams were ended by the watchdog
 
     def ready() -> None:
         tmp = data_dir / f".{HTTP_FILE}.tmp"
@@ -143,7 +144,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         on_ready=ready,
     )
     app = create_app(config)
-    server = uvicorn.Server(
+
+    class GatewayServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # End the SSE streams first: uvicorn would otherwise wait for them (up to
+            # the graceful timeout) and then cut them mid-message.
+            gateway = getattr(app.state, "gateway", None)
+            if gateway is not None and gateway.loop is not None:
+                gateway.loop.call_soon_threadsafe(gateway.hub.close)
+            super().handle_exit(sig, frame)
+
+    server = GatewayServer(
         uvicorn.Config(
             app,
             loop="uvloop",

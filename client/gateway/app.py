@@ -327,9 +327,18 @@ class FeedHub:
             listener.offer(table, full, brief)
 
     def close(self) -> None:
+        """End every stream and stop reading the feed (idempotent)."""
         self._closed = True
         for listener in list(self.listeners):
             listener.close()
+        if self._task is not None:
+            self._task.cancel()
+
+    async def wait_closed(self) -> None:
+        """Wait until the upstream socket is closed (before the ZMQ context terminates)."""
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 def sse(event: str, data: dict[str, Any], id_: int | None = None) -> str:
@@ -374,19 +383,22 @@ class Gateway:
         feed = str(info.get("feed") or feed_endpoint(self.endpoint))
         self.hub = FeedHub(feed, self)
         self._watchdog: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._pack = msgpack.Packer(use_bin_type=True).pack
 
     def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
         self._watchdog = asyncio.get_running_loop().create_task(self._watch_server())
 
     async def close(self) -> None:
         self.hub.close()
+        await self.hub.wait_closed()  # a SUB socket left open would block term() forever
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
         await self.client.close()
-        self.zmq_context.term()
+        self.zmq_context.destroy(linger=0)
 
     def server_running(self) -> bool:
         """Whether the server this gateway was started for still runs (same pid)."""
@@ -547,6 +559,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         gateway = Gateway(config)
         holder["gw"] = gateway
+        app.state.gateway = gateway  # for the process's signal handler (end the streams)
         gateway.start()
         if config.on_ready is not None:
             config.on_ready()

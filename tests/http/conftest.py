@@ -19,3 +19,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     finally:
         assert server.stop() == 0, server.output()
         server.cleanup()
+        # The gateway stopped cleanly on SIGTERM (a kill -9 fallback would leave it).
+        assert not (server.data_dir / "http.json").exists(), server.output()
+        assert "killed" not in server.output()

@@ -140,3 +140,29 @@ def test_off_loopback_requires_the_token(tmp_path: Path) -> None:
         server.cleanup()
     assert not (server.data_dir / "http.json").exists()
     assert os.path.exists(server.data_dir / "http.token")
+
+
+def test_serve_stops_its_gateway_with_a_stream_open(tmp_path: Path) -> None:
+    """SIGTERM to ``serve`` ends open SSE streams and the gateway promptly and cleanly."""
+    server, url = start(tmp_path)
+    try:
+        gw_pid = json.loads((server.data_dir / "http.json").read_text())["pid"]
+        with (
+            httpx.Client(base_url=url, timeout=10.0) as http,
+            http.stream("GET", "/api/feed") as r,
+        ):
+            lines = r.iter_lines()
+            assert next(lines) == "event: hello"
+            started = time.monotonic()
+            assert server.stop() == 0
+            assert time.monotonic() - started < 8
+            rest = list(lines)  # the stream ended instead of hanging
+            assert all("change" not in line for line in rest)
+        with pytest.raises(ProcessLookupError):
+            os.kill(gw_pid, 0)
+        out = server.output()
+        assert "killed" not in out and "stopped after" in out
+        assert not (server.data_dir / "http.json").exists()
+    finally:
+        server.stop()
+        server.cleanup()
