@@ -7,6 +7,7 @@ each request and its reply: the wire shape a client will see.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -183,8 +184,14 @@ def serve(args: argparse.Namespace) -> int:
     try:
         paths.private_dir(data_dir)
         if args.http:
-            from stateengine.client.gateway.__main__ import resolve_token, split_bind
+            from stateengine.client.gateway.__main__ import split_bind
+            from stateengine.client.gateway.auth import resolve_token
 
+            missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+            if missing:
+                raise ValueError(
+                    f"--http needs {' and '.join(missing)}: pip install 'stateengine[http]'"
+                )
             http_token = resolve_token(args.http_token, split_bind(args.http)[0], data_dir)
         engine = TableEngine()
         publisher = None if args.no_arena else ArenaPublisher(engine, args.arena_size)

@@ -20,7 +20,4 @@ from __future__ import annotations
 
 HTTP_FILE = "http.json"
 """Written into the data directory by a running gateway: ``{pid, url, bind}``."""
-TOKEN_FILE = "http.token"
-"""The bearer token of a gateway bound off loopback, in the (0700) data directory, 0600."""
-
-__all__ = ["HTTP_FILE", "TOKEN_FILE"]
+__all__ = ["HTTP_FILE"]

@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import os
-import secrets
 import signal
 import socket
 import sys
@@ -25,7 +24,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from stateengine.client.gateway import HTTP_FILE, TOKEN_FILE
+from stateengine.client.gateway import HTTP_FILE
+from stateengine.client.gateway.auth import resolve_token
+from stateengine.errors import StateEngineError
 from stateengine.server import paths
 
 
@@ -38,28 +39,6 @@ def split_bind(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected HOST:PORT, got {text!r}")
     return host.strip("[]"), int(port)
-
-
-def resolve_token(given: str | None, host: str, data_dir: Path) -> str | None:
-    """The bearer token: *given*, else ``$STATEENGINE_HTTP_TOKEN``, else (off loopback
-    only) the one kept in ``DIR/http.token`` (mode 0600), made at the first start.
-
-    :raises ValueError: off loopback without a usable token (see :func:`check_token`).
-    """
-    from stateengine.client.gateway.app import check_token, is_loopback
-
-    token = given or os.environ.get("STATEENGINE_HTTP_TOKEN") or None
-    if token is None and not is_loopback(host):
-        path = data_dir / TOKEN_FILE
-        try:
-            token = path.read_text().strip() or None
-        except FileNotFoundError:
-            token = secrets.token_urlsafe(32)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(token + "\n")
-    check_token(token, host)
-    return token
 
 
 def url_for(host: str, port: int) -> str:
@@ -116,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sock.close()
             raise
         sock.listen(128)
-    except (ValueError, OSError, Exception) as exc:
+    except (ValueError, OSError, StateEngineError) as exc:
         print(f"stateengine http: {exc}", file=sys.stderr)
         return 1
     port = sock.getsockname()[1]

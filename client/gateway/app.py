@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote
 
 import msgpack
 import zmq
@@ -44,6 +44,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from stateengine import __version__
 from stateengine.client.aio import AsyncClient
 from stateengine.client.client import arena_info
+from stateengine.client.gateway.auth import check_token
 from stateengine.errors import (
     BadRequest,
     CapacityError,
@@ -451,34 +452,6 @@ class Gateway:
 # --- authentication and origin checks --------------------------------------------------
 
 
-def is_loopback(host: str) -> bool:
-    """Whether binding *host* keeps the gateway on this machine (127.0.0.0/8, ::1, localhost)."""
-    if host.strip("[]").lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
-
-
-def check_token(token: str | None, host: str) -> None:
-    """Refuse to serve off loopback without a bearer token (or with a guessable one).
-
-    :raises ValueError: with the reason; ``stateengine serve``/``http`` exit 1 with it.
-    """
-    if is_loopback(host):
-        if token is not None and len(token) < 16:
-            raise ValueError("--http-token must be at least 16 characters")
-        return
-    if not token:
-        raise ValueError(
-            f"refusing to serve HTTP on {host} (not loopback) without a bearer token:"
-            " give --http-token (or $STATEENGINE_HTTP_TOKEN), or a data directory to keep one in"
-        )
-    if len(token) < 16:
-        raise ValueError("--http-token must be at least 16 characters")
-
-
 class GuardMiddleware:
     """Bearer-token check, and a Host check on an open loopback gateway.
 
@@ -489,7 +462,7 @@ class GuardMiddleware:
     site that rebinds its DNS name to 127.0.0.1 is refused (403).
     """
 
-    def __init__(self, app: ASGIApp, token: str | None, host: str, port: int) -> None:
+    def __init__(self, app: ASGIApp, token: str | None, host: str) -> None:
         self.app = app
         self.token = token.encode() if token else None
         self.allowed_hosts = {"127.0.0.1", "localhost", "::1", "[::1]", host.lower()}
@@ -525,7 +498,7 @@ class GuardMiddleware:
         for part in query.split("&"):
             name, _, value = part.partition("=")
             if name == "token":
-                candidates.append(value)
+                candidates.append(unquote(value))
         return any(hmac.compare_digest(c.encode(), self.token) for c in candidates)
 
     @staticmethod
@@ -552,7 +525,11 @@ def _body_schema(description: str, example: Any) -> dict[str, Any]:
 
 
 def create_app(config: GatewayConfig) -> FastAPI:
-    """The gateway's ASGI application for *config* (the server must be running)."""
+    """The gateway's ASGI application for *config* (the server must be running).
+
+    :raises ValueError: bound off loopback without a token (:func:`check_token`).
+    """
+    check_token(config.token, config.host)
     holder: dict[str, Gateway] = {}
 
     @contextlib.asynccontextmanager
@@ -580,7 +557,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
         lifespan=lifespan,
         default_response_class=WireJSONResponse,
     )
-    app.add_middleware(GuardMiddleware, token=config.token, host=config.host, port=config.port)
+    app.add_middleware(GuardMiddleware, token=config.token, host=config.host)
 
     def gw() -> Gateway:
         return holder["gw"]

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from gwutil import Gateway, start, wait_output
 
-from stateengine.client.gateway.__main__ import resolve_token, split_bind
-from stateengine.client.gateway.app import check_token, is_loopback
+from stateengine.client.gateway.__main__ import split_bind
+from stateengine.client.gateway.auth import check_token, is_loopback, resolve_token
 
 WRITER = """
 import sys, time
@@ -94,6 +94,9 @@ def test_token_file_is_made_private_and_reused(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert resolve_token(None, "0.0.0.0", tmp_path) == token
     assert resolve_token(None, "127.0.0.1", tmp_path) is None  # loopback: no token
+    path.chmod(0o644)
+    with pytest.raises(ValueError, match="readable by others"):
+        resolve_token(None, "0.0.0.0", tmp_path)
 
 
 def test_off_loopback_requires_the_token(tmp_path: Path) -> None:
