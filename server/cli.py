@@ -213,7 +213,9 @@ def serve(args: argparse.Namespace) -> int:
         server.install_signal_handlers()
         server.start()
         if args.http:
-            gateway, http_url = start_gateway(server.data_dir, args.http, http_token)
+            gateway, http_url = start_gateway(
+                server.data_dir, args.http, http_token, args.max_request_bytes
+            )
     except (
         DataDirLocked,
         OSError,
@@ -264,7 +266,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def start_gateway(
-    data_dir: Path, bind: str, token: str | None
+    data_dir: Path, bind: str, token: str | None, max_body_bytes: int
 ) -> tuple[subprocess.Popen[bytes], str]:
     """``serve --http``: the gateway as a child process, once the server is up.
 
@@ -272,6 +274,7 @@ def start_gateway(
     writer. The child reads the arena and writes through the queue like any worker, gets
     the token through its environment (not argv, which ``ps`` shows), and writes
     ``DIR/http.json`` when it listens; this waits for that (bounded) and returns its URL.
+    Its body limit is the server's request limit (``--max-request-bytes``).
 
     :raises RuntimeError: the gateway exited or did not come up within 30 s.
     """
@@ -282,7 +285,7 @@ def start_gateway(
         env["STATEENGINE_HTTP_TOKEN"] = token
     cmd = [sys.executable, "-m", "stateengine.client.gateway", "--data-dir", str(data_dir)]
     proc = subprocess.Popen(
-        [*cmd, "--bind", bind],
+        [*cmd, "--bind", bind, "--max-body-bytes", str(max_body_bytes)],
         stdin=subprocess.DEVNULL,
         env=env,
     )

@@ -53,6 +53,7 @@ def driver(chromium: None, tmp_path: Path) -> Iterator[Any]:
         drv.quit()
 
 
+@pytest.mark.timeout(900)  # the first run may install chromium (apt-get) in its setup
 def test_dashboard_counts_follow_writes_from_another_process(
     gateway: Gateway, driver: Any, tmp_path: Path
 ) -> None:

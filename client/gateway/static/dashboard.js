@@ -186,6 +186,12 @@ function renderRecords(records) {
   }
 }
 
+let tablesTimer = null;
+function tablesSoon() {  // re-read the table list at most twice a second
+  if (tablesTimer) return;
+  tablesTimer = setTimeout(() => { tablesTimer = null; loadTables().catch(() => {}); }, 500);
+}
+
 function recordsSoon() {  // at most ~3 refreshes a second while a table is busy
   if (recordsTimer) return;
   recordsTimer = setTimeout(() => { recordsTimer = null; loadRecords(); }, 300);
@@ -249,9 +255,9 @@ function connectFeed() {
     const c = JSON.parse(ev.data);
     seq = Math.max(seq, c.seq);
     $("seq").textContent = fmtInt(seq);
-    if (c.dropped || c.size === null) { loadTables().catch(() => {}); return; }
+    if (c.dropped || c.size === null) { tablesSoon(); return; }  // no arena: ask
     update(c.table, c.size, c.version);
-    if (c.gap) loadTables().catch(() => {});
+    if (c.gap) tablesSoon();
     if (c.table === selected) recordsSoon();
   });
   es.onerror = () => { status.textContent = "reconnecting…"; status.className = "pill off"; };
