@@ -270,8 +270,11 @@ class FeedHub:
 
     def add(self, tables: frozenset[str] | None, records: bool) -> Listener:
         listener = Listener(tables, records)
+        if self._closed:  # the gateway is stopping: the stream ends after its hello
+            listener.close()
+            return listener
         self.listeners.add(listener)
-        if not self._closed and (self._task is None or self._task.done()):
+        if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
         return listener
 

@@ -50,6 +50,10 @@ def test_records_crud_ids_bytes_and_preconditions(gateway: Gateway) -> None:
     assert http.get(f"{base}/42").status_code == 404
     assert http.get(f"{base}/42", params={"id_type": "str"}).json()["id"] == "42"
     assert http.get(f"{base}/007").json()["id"] == "007"
+    r = http.get(f"{base}/x7", params={"id_type": "int"})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "BadRequest"
+    r = http.delete(f"{base}/1", headers={"If-Match": "*"})
+    assert r.status_code == 400 and "If-Match" in r.json()["error"]["message"]
     r = http.post(base, json={"id": 1, "title": "dup", "blob": None})
     assert r.status_code == 409 and r.json()["error"]["type"] == "DuplicateId"
     # Preconditions: query if_version, If-Match header, expected_version.
