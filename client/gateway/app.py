@@ -703,6 +703,10 @@ def create_app(config: GatewayConfig) -> FastAPI:
     async def get_state(state: str) -> Response:
         return answer(await gw().client.get_state_info(state))
 
+    @app.get("/api/states/{state}/schema", tags=["tables"], summary="GET_SCHEMA")
+    async def get_schema(state: str) -> Response:
+        return answer({"schema": await gw().client.get_schema(state)})
+
     @app.patch(
         "/api/states/{state}",
         tags=["tables"],

@@ -24,6 +24,7 @@ def test_tables_create_info_list_alter_delete(gateway: Gateway) -> None:
     r = http.post("/api/states", json={"name": "e_tables"})
     assert r.status_code == 409 and r.json()["error"]["type"] == "StateExists"
     assert http.get("/api/states/e_tables").json()["types"]["title"] == "string"
+    assert http.get("/api/states/e_tables/schema").json() == {"schema": ["id", "title"]}
     names = [s["name"] for s in http.get("/api/states").json()["states"]]
     assert "e_tables" in names
     r = http.patch("/api/states/e_tables", json={"add": {"n": {"type": "integer", "default": 0}}})
