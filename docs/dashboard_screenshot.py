@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "http"))
 
-from browser import blankness, install_chromium, make_driver  # noqa: E402
+from gwbrowser import blankness, install_chromium, make_driver  # noqa: E402
 from gwutil import wait_for_gateway  # noqa: E402
 
 from stateengine.client.client import Client  # noqa: E402

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import blankness, install_chromium, make_driver
+from gwbrowser import blankness, install_chromium, make_driver
 from gwutil import Gateway
 
 WRITER = """
