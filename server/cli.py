@@ -7,9 +7,12 @@ each request and its reply: the wire shape a client will see.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
+import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -176,8 +179,20 @@ def serve(args: argparse.Namespace) -> int:
         manifest_line = f"  manifests: {args.manifests} ({n_files} files, {n_keys} keys)"
     data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
     server: Server | None = None
+    gateway: subprocess.Popen[bytes] | None = None
+    http_url = http_token = None
     try:
         paths.private_dir(data_dir)
+        if args.http:
+            from stateengine.client.gateway.__main__ import split_bind
+            from stateengine.client.gateway.auth import resolve_token
+
+            missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+            if missing:
+                raise ValueError(
+                    f"--http needs {' and '.join(missing)}: pip install 'stateengine[http]'"
+                )
+            http_token = resolve_token(args.http_token, split_bind(args.http)[0], data_dir)
         engine = TableEngine()
         publisher = None if args.no_arena else ArenaPublisher(engine, args.arena_size)
         server = Server(
@@ -197,7 +212,18 @@ def serve(args: argparse.Namespace) -> int:
         # supervisor that just saw the server start must still be a clean stop.
         server.install_signal_handlers()
         server.start()
-    except (DataDirLocked, OSError, PersistenceError, StateEngineError) as exc:
+        if args.http:
+            gateway, http_url = start_gateway(
+                server.data_dir, args.http, http_token, args.max_request_bytes
+            )
+    except (
+        DataDirLocked,
+        OSError,
+        PersistenceError,
+        StateEngineError,
+        ValueError,
+        RuntimeError,
+    ) as exc:
         print(f"stateengine serve: {exc}", file=sys.stderr)
         if server is not None:
             server.close()
@@ -213,6 +239,13 @@ def serve(args: argparse.Namespace) -> int:
         print(f"  tcp:      tcp://{args.tcp} (CurveZMQ; keys in {data_dir / 'curve'})", flush=True)
     if manifest_line is not None:
         print(manifest_line, flush=True)
+    if http_url is not None:
+        auth = "loopback, open"
+        if http_token:
+            kept = data_dir / "http.token"
+            given = args.http_token or os.environ.get("STATEENGINE_HTTP_TOKEN")
+            auth = "bearer token required" + ("" if given else f", in {kept}")
+        print(f"  http:     {http_url} (dashboard; {auth})", flush=True)
     code = 0
     try:
         server.serve_forever()
@@ -220,6 +253,8 @@ def serve(args: argparse.Namespace) -> int:
         print(f"stateengine serve: cannot persist, stopping: {exc}", file=sys.stderr)
         code = 1
     finally:
+        if gateway is not None:
+            stop_gateway(gateway)
         server.close()
     st = server.stats
     print(
@@ -228,6 +263,57 @@ def serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     return code
+
+
+def start_gateway(
+    data_dir: Path, bind: str, token: str | None, max_body_bytes: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``serve --http``: the gateway as a child process, once the server is up.
+
+    Never inside the writer's loop: HTTP parsing and JSON encoding must not slow the
+    writer. The child reads the arena and writes through the queue like any worker, gets
+    the token through its environment (not argv, which ``ps`` shows), and writes
+    ``DIR/http.json`` when it listens; this waits for that (bounded) and returns its URL.
+    Its body limit is the server's request limit (``--max-request-bytes``).
+
+    :raises RuntimeError: the gateway exited or did not come up within 30 s.
+    """
+    from stateengine.client.gateway import HTTP_FILE
+
+    env = dict(os.environ)
+    if token:
+        env["STATEENGINE_HTTP_TOKEN"] = token
+    cmd = [sys.executable, "-m", "stateengine.client.gateway", "--data-dir", str(data_dir)]
+    proc = subprocess.Popen(
+        [*cmd, "--bind", bind, "--max-body-bytes", str(max_body_bytes)],
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the HTTP gateway exited with {proc.returncode}")
+        try:
+            info = json.loads((data_dir / HTTP_FILE).read_text())
+        except (OSError, ValueError):
+            info = {}
+        if info.get("pid") == proc.pid:
+            return proc, str(info["url"])
+        time.sleep(0.05)
+    stop_gateway(proc)
+    raise RuntimeError("the HTTP gateway did not start within 30 s")
+
+
+def stop_gateway(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, wait (bounded), then SIGKILL."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        print("stateengine serve: the HTTP gateway did not stop in 10 s; killed", file=sys.stderr)
+        proc.kill()
+        proc.wait(10)
 
 
 def check_command(args: argparse.Namespace) -> int:
@@ -426,6 +512,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also serve remote clients on TCP, authenticated with CurveZMQ (off by default)",
     )
     p.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="also run the HTTP gateway and dashboard (the 'http' extra; off by default)",
+    )
+    p.add_argument(
+        "--http-token",
+        help="bearer token for --http (default: $STATEENGINE_HTTP_TOKEN; required off "
+        "loopback, where one is made in DIR/http.token)",
+    )
+    p.add_argument(
         "--slow-ms",
         type=float,
         default=100.0,
@@ -478,6 +574,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="instead: run the engine in this process and print requests/replies",
     )
+    sub.add_parser(
+        "http",
+        help="attach the HTTP gateway and dashboard to a running server",
+        add_help=False,
+    )
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["http"]:  # its own parser: python -m stateengine.client.gateway
+        from stateengine.client.gateway.__main__ import main as http_main
+
+        return http_main(argv[1:])
     args = parser.parse_args(argv)
     if args.command != "serve":
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `stateengine stats | head` is fine

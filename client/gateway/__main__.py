@@ -1,0 +1,163 @@
+"""``python -m stateengine.client.gateway``: run the HTTP gateway for a running server.
+
+    python -m stateengine.client.gateway --data-dir DIR --bind 127.0.0.1:8080
+
+``stateengine serve --http HOST:PORT`` starts this as a child process; ``stateengine
+http`` runs it in the foreground against a server already running. The process binds
+its socket itself (port 0: any free port), writes ``DIR/http.json`` (``{pid, url,
+bind}``) once it listens, and exits when the server it serves stops, on SIGTERM/SIGINT,
+removing that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from stateengine.client.gateway import HTTP_FILE
+from stateengine.client.gateway.auth import resolve_token
+from stateengine.errors import StateEngineError
+from stateengine.server import paths
+
+
+def split_bind(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) → ``(host, port)``.
+
+    :raises ValueError: not of that shape.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def url_for(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stateengine http", description="HTTP gateway and dashboard for a running server"
+    )
+    p.add_argument("--data-dir", help="the server's data directory (default as `serve`)")
+    p.add_argument("--endpoint", help="the server's endpoint (default: from server.json)")
+    p.add_argument("--bind", default="127.0.0.1:8080", metavar="HOST:PORT", help="port 0: any")
+    p.add_argument(
+        "--http-token",
+        help="bearer token (default: $STATEENGINE_HTTP_TOKEN; off loopback: DIR/http.token)",
+    )
+    p.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        import uvicorn
+
+        from stateengine.client.gateway.app import GatewayConfig, create_app
+    except ImportError as exc:
+        print(
+            f"stateengine http: the gateway needs the 'http' extra ({exc});"
+            " pip install 'stateengine[http]'",
+            file=sys.stderr,
+        )
+        return 1
+    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    try:
+        host, port = split_bind(args.bind)
+        token = resolve_token(args.http_token, host, data_dir)
+        paths.read_server_file(data_dir)  # a clear error when no server runs there
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+        sock.listen(128)
+    except (ValueError, OSError, StateEngineError) as exc:
+        print(f"stateengine http: {exc}", file=sys.stderr)
+        return 1
+    port = sock.getsockname()[1]
+    url = url_for(host, port)
+    holder: dict[str, Any] = {}
+    info_path = data_dir / HTTP_FILE
+
+    def server_gone() -> None:
+        holder["uvicorn"].should_exit = True  # the streams were ended by the watchdog
+
+    def ready() -> None:
+        tmp = data_dir / f".{HTTP_FILE}.tmp"
+        tmp.write_text(json.dumps({"pid": os.getpid(), "url": url, "bind": f"{host}:{port}"}))
+        os.replace(tmp, info_path)
+        print(f"stateengine http: serving {url}" + (" (bearer token)" if token else ""), flush=True)
+
+    config = GatewayConfig(
+        data_dir=data_dir,
+        endpoint=args.endpoint,
+        host=host,
+        port=port,
+        token=token,
+        max_body_bytes=args.max_body_bytes,
+        on_server_gone=server_gone,
+        on_ready=ready,
+    )
+    app = create_app(config)
+
+    class GatewayServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # End the SSE streams first: uvicorn would otherwise wait for them (up to
+            # the graceful timeout) and then cut them mid-message.
+            gateway = getattr(app.state, "gateway", None)
+            if gateway is not None and gateway.loop is not None:
+                gateway.loop.call_soon_threadsafe(gateway.hub.close)
+            super().handle_exit(sig, frame)
+
+    server = GatewayServer(
+        uvicorn.Config(
+            app,
+            loop="uvloop",
+            log_level="info" if args.verbose else "warning",
+            access_log=args.verbose > 1,
+            timeout_graceful_shutdown=2,
+            lifespan="on",
+        )
+    )
+    holder["uvicorn"] = server
+    # uvicorn re-raises the signal that stopped it once it has shut down, with the
+    # handler it found installed: make that one a no-op, so that the cleanup below runs
+    # and the process exits 0 (SIG_DFL would kill it mid-way, leaving http.json behind).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            if json.loads(info_path.read_text()).get("pid") == os.getpid():
+                info_path.unlink()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,963 @@
+"""The gateway's routes: JSON over HTTP for the commands, SSE for the change feed.
+
+Every route is a thin translation: reads go through :class:`AsyncClient` (the arena
+first, the socket for what only the writer can judge) and writes through the writer's
+queue, so an HTTP request can do nothing a worker cannot. Errors keep the wire's typed
+body, ``{"error": {"type": T, "message": M}}``, with an HTTP status (:func:`status_for`).
+
+Bodies are parsed here, not by pydantic: the engine already validates every argument
+and names the offending field, and the error must be the same typed error a worker
+gets. The OpenAPI description still shows each body (``openapi_extra``).
+
+Status rule of thumb: a body or query parameter that does not parse (not JSON, not an
+integer) is 400 ``BadRequest``; a request that parses but that the command refuses gets
+the command's error and its status (``BadRequest`` 422, ``SchemaError`` 422, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote
+
+import msgpack
+import zmq
+import zmq.asyncio
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from stateengine import __version__
+from stateengine.client.aio import AsyncClient
+from stateengine.client.client import arena_info
+from stateengine.client.gateway.auth import check_token
+from stateengine.errors import (
+    BadRequest,
+    CapacityError,
+    DuplicateId,
+    ImmutableId,
+    KeyNotDefined,
+    LoadError,
+    PayloadTooLarge,
+    RecordNotFound,
+    SchemaError,
+    ServerUnavailable,
+    SnapshotExpired,
+    StateEngineError,
+    StateExists,
+    StateNotFound,
+    StoreError,
+    VersionConflict,
+    from_wire,
+)
+from stateengine.protocol import check_value, decode_request, encode_reply, is_json
+from stateengine.server import paths
+from stateengine.server.feed import feed_endpoint
+
+log = logging.getLogger("stateengine.gateway")
+
+MANIFEST_TABLE = "$manifest"  # stateengine.client.state.TABLE, without importing the manifests
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 10_000
+SSE_QUEUE = 1024  # events queued per SSE client before it misses some (flagged as a gap)
+SSE_PING_SECONDS = 15.0
+TOKEN_COOKIE = "stateengine_token"
+
+# --- errors and statuses ----------------------------------------------------------------
+
+#: Checked in order with isinstance, so a subclass listed first wins (PayloadTooLarge
+#: before BadRequest). Anything else is 500.
+STATUS_BY_ERROR: tuple[tuple[type[StateEngineError], int], ...] = (
+    (PayloadTooLarge, 413),
+    (BadRequest, 422),  # UnknownCommand too
+    (StateNotFound, 404),
+    (RecordNotFound, 404),
+    (KeyNotDefined, 404),  # ManifestFileNotFound too
+    (VersionConflict, 409),
+    (StateExists, 409),
+    (DuplicateId, 409),
+    (SchemaError, 422),  # StateTypeMismatch too
+    (ImmutableId, 422),
+    (CapacityError, 507),  # a table at max_length, or the arena full: no room
+    (ServerUnavailable, 503),
+    (SnapshotExpired, 503),  # retry
+    (LoadError, 502),
+    (StoreError, 502),
+)
+
+
+def status_for(exc: StateEngineError) -> int:
+    """The HTTP status of a stateengine error (README "HTTP gateway and dashboard")."""
+    for cls, status in STATUS_BY_ERROR:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+class WireJSONResponse(Response):
+    """JSON with the wire's conventions: bytes as ``{"$b64": ...}``."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return encode_reply(content, as_json=True) if isinstance(content, dict) else b"null"
+
+
+class HTTPError(Exception):
+    """An error answered with an explicit status (a parse failure: 400, a 415, ...)."""
+
+    def __init__(self, status: int, type_: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.type, self.message = status, type_, message
+
+
+def error_body(type_: str, message: str) -> dict[str, Any]:
+    return {"error": {"type": type_, "message": message}}
+
+
+def malformed(message: str) -> HTTPError:
+    return HTTPError(400, BadRequest.type, message)
+
+
+# --- request parsing --------------------------------------------------------------------
+
+_INT_ID = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
+def parse_id(segment: str, id_type: str = "auto") -> int | str:
+    """A record id from a path segment: canonical decimal digits are an int, else a string.
+
+    ``id_type=str`` keeps digits a string (a record whose id is the string ``"42"``);
+    ``id_type=int`` insists on an int (400 otherwise).
+    """
+    if id_type == "str":
+        return segment
+    if _INT_ID.fullmatch(segment):
+        return int(segment)
+    if id_type == "int":
+        raise malformed(f"id {segment!r} is not an integer")
+    return segment
+
+
+def parse_json_param(name: str, raw: str | None) -> Any:
+    """A query parameter that carries JSON (``where``, ``if_match``); 400 when it does not parse."""
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise malformed(f"query parameter {name}: invalid JSON: {exc}") from None
+
+
+def parse_order_by(raw: str | None) -> str | list[str] | None:
+    """``order_by=a,-b`` (or a JSON list) → the command's ``order_by``."""
+    if raw is None or raw == "":
+        return None
+    if raw.startswith("["):
+        value = parse_json_param("order_by", raw)
+        return value if isinstance(value, list) else [raw]
+    parts = [p.strip() for p in raw.split(",")]
+    return parts[0] if len(parts) == 1 else parts
+
+
+async def read_body(request: Request, limit: int) -> dict[str, Any]:
+    """The request's JSON object body, bytes decoded from ``{"$b64": ...}``.
+
+    :raises HTTPError: 415 when not ``application/json``, 400 when not a JSON object.
+    :raises PayloadTooLarge: over *limit* bytes (checked before reading when the
+        client sent a Content-Length, and while reading otherwise).
+    """
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise HTTPError(
+            415, "UnsupportedMediaType", "the body must be JSON (Content-Type: application/json)"
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(
+            f"body of {declared} bytes exceeds the gateway's limit of {limit} (--max-body-bytes)"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body exceeds the gateway's limit of {limit} (--max-body-bytes)")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body.strip():
+        raise malformed("a JSON object body is required")
+    if not is_json(body):
+        raise malformed("the body must be a JSON object")
+    try:
+        decoded, _ = decode_request(body)  # the wire's JSON decoding: $b64, depth, size
+    except PayloadTooLarge:
+        raise
+    except BadRequest as exc:
+        raise malformed(exc.message) from None
+    return decoded
+
+
+def reject_keys(body: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
+    for key in keys:
+        if key in body:
+            raise BadRequest(f"{key!r} is given by the path ({where}), not the body")
+
+
+# --- the change feed, fanned out to SSE clients ----------------------------------------
+
+
+@dataclass(eq=False)
+class Listener:
+    """One SSE client: a bounded queue of encoded events (None: the gateway stops)."""
+
+    tables: frozenset[str] | None
+    records: bool
+    queue: asyncio.Queue[str | None] = field(default_factory=lambda: asyncio.Queue(SSE_QUEUE))
+    missed: bool = False
+
+    def offer(self, table: str, full: str, brief: str) -> None:
+        if self.tables is not None and table not in self.tables:
+            return
+        event = full if self.records else brief
+        if self.missed:
+            event = event.replace('"gap": false', '"gap": true', 1)
+        try:
+            self.queue.put_nowait(event)
+            self.missed = False
+        except asyncio.QueueFull:
+            self.missed = True  # the next event it gets says so: resynchronise
+
+    def close(self) -> None:
+        while True:
+            try:
+                self.queue.put_nowait(None)
+                return
+            except asyncio.QueueFull:
+                self.queue.get_nowait()
+
+
+class FeedHub:
+    """Subscribes to the writer's feed while at least one SSE client listens.
+
+    The writer builds feed messages only while it has subscribers (``server/feed.py``),
+    so an idle dashboard costs the writer nothing: the upstream SUB socket is opened by
+    the first listener and closed about a second after the last one leaves.
+    """
+
+    def __init__(self, endpoint: str, gateway: Gateway) -> None:
+        self.endpoint = endpoint
+        self.gateway = gateway
+        self.listeners: set[Listener] = set()
+        self.events = 0
+        self.upstream_gaps = 0
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def add(self, tables: frozenset[str] | None, records: bool) -> Listener:
+        listener = Listener(tables, records)
+        if self._closed:  # the gateway is stopping: the stream ends after its hello
+            listener.close()
+            return listener
+        self.listeners.add(listener)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return listener
+
+    def remove(self, listener: Listener) -> None:
+        self.listeners.discard(listener)
+
+    async def _run(self) -> None:
+        ctx = self.gateway.zmq_context
+        sock = ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.connect(self.endpoint)
+        last_seq: dict[str, int] = {}
+        try:
+            while self.listeners and not self._closed:
+                if not await sock.poll(1000):
+                    continue
+                _topic, body = await sock.recv_multipart()
+                msg = msgpack.unpackb(body, strict_map_key=False)
+                table = msg["table"]
+                last = last_seq.get(table)
+                gap = last is not None and msg["prev_seq"] > last
+                self.upstream_gaps += gap
+                last_seq[table] = msg["seq"]
+                self._broadcast(msg, gap)
+        except Exception:  # a broken feed must not take the gateway down; listeners resync
+            log.exception("change feed reader failed")
+        finally:
+            sock.close(linger=0)
+
+    def _broadcast(self, msg: dict[str, Any], gap: bool) -> None:
+        self.events += 1
+        table = msg["table"]
+        info = self.gateway.arena_table_info(table)
+        event: dict[str, Any] = {
+            "seq": msg["seq"],
+            "prev_seq": msg["prev_seq"],
+            "table": table,
+            "dropped": msg["dropped"],
+            "gap": False,
+            "size": None if info is None else info["size"],
+            "version": None if info is None else info["version"],
+            "put_ids": [r.get("id") for r in msg["puts"]],
+            "deletes": msg["deletes"],
+        }
+        brief = sse("change", event, msg["seq"])
+        event["puts"] = msg["puts"]
+        full = sse("change", event, msg["seq"])
+        if gap:  # the upstream lost messages: every listener of the table must resync
+            brief = brief.replace('"gap": false', '"gap": true', 1)
+            full = full.replace('"gap": false', '"gap": true', 1)
+        for listener in list(self.listeners):
+            listener.offer(table, full, brief)
+
+    def close(self) -> None:
+        """End every stream and stop reading the feed (idempotent)."""
+        self._closed = True
+        for listener in list(self.listeners):
+            listener.close()
+        if self._task is not None:
+            self._task.cancel()
+
+    async def wait_closed(self) -> None:
+        """Wait until the upstream socket is closed (before the ZMQ context terminates)."""
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def sse(event: str, data: dict[str, Any], id_: int | None = None) -> str:
+    """One server-sent event (``data`` is one JSON line: JSON never holds a raw newline)."""
+    head = f"event: {event}\n" + (f"id: {id_}\n" if id_ is not None else "")
+    return head + "data: " + encode_reply(data, as_json=True).decode() + "\n\n"
+
+
+# --- the gateway's state ---------------------------------------------------------------
+
+
+@dataclass
+class GatewayConfig:
+    """What the gateway process was started with."""
+
+    data_dir: Path
+    endpoint: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    token: str | None = None
+    max_body_bytes: int = 16 * 1024 * 1024
+    timeout: float = 10.0
+    #: Called when the server this gateway serves has stopped (the process then exits).
+    on_server_gone: Callable[[], None] | None = None
+    #: Called once the gateway is ready to answer (the process writes ``http.json``).
+    on_ready: Callable[[], None] | None = None
+    watch_interval: float = 0.5
+
+
+class Gateway:
+    """The client, the feed hub and the server watchdog of one gateway process."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.started = time.monotonic()
+        info = paths.read_server_file(config.data_dir)
+        self.server_pid = info.get("pid")
+        self.server_start_time = info.get("start_time")
+        self.endpoint = config.endpoint or str(info["endpoint"])
+        self.zmq_context = zmq.asyncio.Context()
+        self.client = AsyncClient(self.endpoint, config.data_dir, timeout=config.timeout)
+        feed = str(info.get("feed") or feed_endpoint(self.endpoint))
+        self.hub = FeedHub(feed, self)
+        self._watchdog: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._pack = msgpack.Packer(use_bin_type=True).pack
+
+    def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._watchdog = asyncio.get_running_loop().create_task(self._watch_server())
+
+    async def close(self) -> None:
+        self.hub.close()
+        await self.hub.wait_closed()  # a SUB socket left open would block term() forever
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        await self.client.close()
+        self.zmq_context.destroy(linger=0)
+
+    def server_running(self) -> bool:
+        """Whether the server this gateway was started for still runs (same pid)."""
+        try:
+            info = paths.read_server_file(self.config.data_dir)
+        except StateEngineError:
+            return False
+        if info.get("pid") != self.server_pid or not isinstance(self.server_pid, int):
+            return False
+        return paths.pid_alive(self.server_pid, self.server_start_time)
+
+    async def _watch_server(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.watch_interval)
+            if not self.server_running():
+                log.warning("the server (pid %s) stopped; the gateway stops", self.server_pid)
+                self.hub.close()
+                if self.config.on_server_gone is not None:
+                    self.config.on_server_gone()
+                return
+
+    def arena_table_info(self, table: str) -> dict[str, Any] | None:
+        """A table's info from the arena now (None: no arena, or no such table)."""
+        view = self.client._view
+        reader = view.current() if view is not None else None
+        return arena_info(reader, table) if reader is not None else None
+
+    async def write(self, request: dict[str, Any]) -> tuple[Any, dict[str, str]]:
+        """Send a write (or a server-judged read) through the queue; result and headers.
+
+        :raises StateEngineError: the command's error, as the writer typed it.
+        """
+        try:
+            self._pack(request)  # check first: AsyncClient would leave the call pending
+        except (OverflowError, ValueError, TypeError) as exc:
+            check_value(request, "request")  # names the field (an int past 64 bits, ...)
+            raise BadRequest(f"request cannot be encoded: {exc}") from None
+        reply = await self.client.execute(request)
+        if not reply.get("ok"):
+            raise from_wire(reply.get("error"))
+        seq = reply.get("seq")
+        if isinstance(seq, int) and seq > self.client.seen_seq:
+            self.client.seen_seq = seq  # read-your-writes for the gateway's next arena read
+        headers = {"X-Stateengine-Seq": str(seq)}
+        if reply.get("version") is not None:
+            headers["X-Stateengine-Version"] = str(reply["version"])
+        return reply.get("result"), headers
+
+
+# --- authentication and origin checks --------------------------------------------------
+
+
+class GuardMiddleware:
+    """Bearer-token check, and a Host check on an open loopback gateway.
+
+    With a token, every request must carry it: ``Authorization: Bearer T``, the
+    ``stateengine_token`` cookie (set by opening ``/?token=T`` once, so that the
+    dashboard's ``fetch`` and ``EventSource`` carry it), or ``?token=T``. Without one
+    (loopback), requests must name a loopback host in ``Host``: a web page of another
+    site that rebinds its DNS name to 127.0.0.1 is refused (403).
+    """
+
+    def __init__(self, app: ASGIApp, token: str | None, host: str) -> None:
+        self.app = app
+        self.token = token.encode() if token else None
+        self.allowed_hosts = {"127.0.0.1", "localhost", "::1", "[::1]", host.lower()}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.token is not None:
+            if not self._authorized(scope, headers):
+                await self._refuse(send, 401, "Unauthorized", "a bearer token is required")
+                return
+        else:
+            host = headers.get("host", "")
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if name.lower() not in self.allowed_hosts:
+                await self._refuse(send, 403, "Forbidden", f"Host {host!r} is not loopback")
+                return
+        await self.app(scope, receive, send)
+
+    def _authorized(self, scope: Scope, headers: dict[str, str]) -> bool:
+        assert self.token is not None
+        candidates: list[str] = []
+        auth = headers.get("authorization", "")
+        if auth[:7].lower() == "bearer ":
+            candidates.append(auth[7:].strip())
+        for part in headers.get("cookie", "").split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == TOKEN_COOKIE:
+                candidates.append(value)
+        query = scope.get("query_string", b"").decode("latin-1")
+        for part in query.split("&"):
+            name, _, value = part.partition("=")
+            if name == "token":
+                candidates.append(unquote(value))
+        return any(hmac.compare_digest(c.encode(), self.token) for c in candidates)
+
+    @staticmethod
+    async def _refuse(send: Send, status: int, type_: str, message: str) -> None:
+        body = encode_reply(error_body(type_, message), as_json=True)
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        if status == 401:
+            headers.append((b"www-authenticate", b'Bearer realm="stateengine"'))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+# --- the application --------------------------------------------------------------------
+
+
+def _body_schema(description: str, example: Any) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"application/json": {"schema": {"type": "object"}, "example": example}},
+        }
+    }
+
+
+def create_app(config: GatewayConfig) -> FastAPI:
+    """The gateway's ASGI application for *config* (the server must be running).
+
+    :raises ValueError: bound off loopback without a token (:func:`check_token`).
+    """
+    check_token(config.token, config.host)
+    holder: dict[str, Gateway] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        gateway = Gateway(config)
+        holder["gw"] = gateway
+        app.state.gateway = gateway  # for the process's signal handler (end the streams)
+        gateway.start()
+        if config.on_ready is not None:
+            config.on_ready()
+        try:
+            yield
+        finally:
+            await gateway.close()
+
+    app = FastAPI(
+        title="stateengine HTTP gateway",
+        version=__version__,
+        description=(
+            "JSON endpoints mirroring the stateengine commands, a server-sent-events change "
+            "feed and a live dashboard. Reads come from the shared-memory arena, writes go "
+            'through the writer\'s queue. Errors: `{"error": {"type", "message"}}` with '
+            "the wire's stable type names."
+        ),
+        lifespan=lifespan,
+        default_response_class=WireJSONResponse,
+    )
+    app.add_middleware(GuardMiddleware, token=config.token, host=config.host)
+
+    def gw() -> Gateway:
+        return holder["gw"]
+
+    limit = config.max_body_bytes
+
+    @app.exception_handler(StateEngineError)
+    async def _engine_error(_request: Request, exc: StateEngineError) -> Response:
+        return WireJSONResponse(error_body(exc.type, exc.message), status_for(exc))
+
+    @app.exception_handler(HTTPError)
+    async def _http_error(_request: Request, exc: HTTPError) -> Response:
+        return WireJSONResponse(error_body(exc.type, exc.message), exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+        )
+        return WireJSONResponse(error_body(BadRequest.type, problems), 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _starlette_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        names = {404: "NotFound", 405: "MethodNotAllowed"}
+        return WireJSONResponse(
+            error_body(names.get(exc.status_code, "HTTPError"), str(exc.detail)),
+            exc.status_code,
+            headers=exc.headers,
+        )
+
+    def preconditions(
+        expected_version: int | None = Query(None, description="the table's version"),
+        if_version: int | None = Query(None, description="the record's _version"),
+        if_match: str | None = Query(None, description="JSON {field: value} that must hold"),
+        if_match_header: str | None = Header(
+            None, alias="If-Match", description='the record\'s _version, as "N" (= if_version)'
+        ),
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if expected_version is not None:
+            out["expected_version"] = expected_version
+        if if_version is not None:
+            out["if_version"] = if_version
+        if if_match_header is not None:
+            tag = if_match_header.strip().removeprefix("W/").strip('"')
+            if not _INT_ID.fullmatch(tag):
+                raise malformed(f"If-Match {if_match_header!r} is not a record _version")
+            out["if_version"] = int(tag)
+        if if_match is not None:
+            out["if_match"] = parse_json_param("if_match", if_match)
+        return out
+
+    Pre = Depends(preconditions)
+    IdType = Query(
+        "auto", description="auto: canonical digits are an int id; str: always a string id"
+    )
+
+    # Handlers return responses, never bare dicts: FastAPI's jsonable_encoder would turn
+    # bytes into text; WireJSONResponse writes them as {"$b64": ...} like the wire.
+    def answer(
+        result: Any, headers: dict[str, str] | None = None, status: int = 200
+    ) -> WireJSONResponse:
+        body = result if isinstance(result, dict) else {"result": result}
+        return WireJSONResponse(body, status, headers=headers)
+
+    # --- dashboard and health -----------------------------------------------------------
+
+    static = resources.files("stateengine.client.gateway").joinpath("static")
+
+    @app.get("/", include_in_schema=False, response_model=None)
+    async def dashboard(token: str | None = None) -> Response:
+        if token is not None:  # opened as /?token=T: keep it in a cookie, drop it from the URL
+            response: Response = RedirectResponse("/", 303)
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+            return response
+        return Response(static.joinpath("dashboard.html").read_bytes(), media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    @app.get("/api/health", tags=["server"], summary="the gateway and its server, no round trip")
+    async def health() -> Response:
+        g = gw()
+        view = g.client._view
+        reader = view.current() if view is not None else None
+        return answer(
+            {
+                "ok": g.server_running(),
+                "seq": reader.version if reader is not None else None,
+                "server_pid": g.server_pid,
+                "endpoint": g.endpoint,
+                "version": __version__,
+            }
+        )
+
+    @app.get("/api/stats", tags=["server"], summary="STATS: tables, queue, store, arena")
+    async def stats() -> Response:
+        g = gw()
+        result, headers = await g.write({"command": "STATS"})
+        result["gateway"] = {
+            "pid": os.getpid(),
+            "uptime": round(time.monotonic() - g.started, 3),
+            "sse_clients": len(g.hub.listeners),
+            "feed_events": g.hub.events,
+            "feed_gaps": g.hub.upstream_gaps,
+        }
+        return answer(result, headers)
+
+    # --- tables ---------------------------------------------------------------------------
+
+    @app.get("/api/states", tags=["tables"], summary="LIST_STATES, with each table's info")
+    async def list_states() -> Response:
+        g = gw()
+        out = []
+        for name in await g.client.list_states():
+            try:
+                out.append(await g.client.get_state_info(name))
+            except StateNotFound:
+                continue  # dropped between the two reads
+        return answer({"states": out})
+
+    @app.post(
+        "/api/states",
+        tags=["tables"],
+        summary="CREATE_STATE",
+        status_code=201,
+        openapi_extra=_body_schema(
+            "`state` (or `name`), `max_length`?, `schema`? (field → type name)",
+            {"state": "tasks", "schema": {"title": "string", "done": "boolean"}},
+        ),
+    )
+    async def create_state(request: Request) -> Response:
+        body = await read_body(request, limit)
+        if "name" in body and "state" not in body:
+            body["state"] = body.pop("name")
+        reject_keys(body, ("command",), "POST /api/states")
+        result, headers = await gw().write({**body, "command": "CREATE_STATE"})
+        return answer(result, headers, 201)
+
+    @app.get("/api/states/{state}", tags=["tables"], summary="GET_STATE_INFO")
+    async def get_state(state: str) -> Response:
+        return answer(await gw().client.get_state_info(state))
+
+    @app.get("/api/states/{state}/schema", tags=["tables"], summary="GET_SCHEMA")
+    async def get_schema(state: str) -> Response:
+        return answer({"schema": await gw().client.get_schema(state)})
+
+    @app.patch(
+        "/api/states/{state}",
+        tags=["tables"],
+        summary="ALTER_STATE",
+        openapi_extra=_body_schema(
+            "`add`? ({field: {type?, default?}}), `drop`? (list), `expected_version`?",
+            {"add": {"owner": {"type": "string?", "default": None}}},
+        ),
+    )
+    async def alter_state(state: str, request: Request) -> Response:
+        body = await read_body(request, limit)
+        reject_keys(body, ("command", "state"), "PATCH /api/states/{state}")
+        result, headers = await gw().write({**body, "command": "ALTER_STATE", "state": state})
+        return answer(result, headers)
+
+    @app.delete("/api/states/{state}", tags=["tables"], summary="DELETE_STATE")
+    async def delete_state(state: str) -> Response:
+        _, headers = await gw().write({"command": "DELETE_STATE", "state": state})
+        return answer({"deleted": state}, headers)
+
+    @app.put(
+        "/api/states/{state}/records",
+        tags=["records"],
+        summary="SET_STATE: replace every record atomically",
+        openapi_extra=_body_schema(
+            "`records` (list), `expected_version`?", {"records": [{"title": "a", "done": False}]}
+        ),
+    )
+    async def set_state(state: str, request: Request) -> Response:
+        body = await read_body(request, limit)
+        reject_keys(body, ("command", "state"), "PUT /api/states/{state}/records")
+        result, headers = await gw().write({**body, "command": "SET_STATE", "state": state})
+        return answer({"kept": result}, headers)
+
+    @app.get("/api/states/{state}/records", tags=["records"], summary="LIST_RECORDS, paged")
+    async def list_records(
+        state: str,
+        where: str | None = Query(None, description="JSON {field: value}, all equal"),
+        order_by: str | None = Query(None, description="field, -field, or a,-b"),
+        offset: int = Query(0, ge=0),
+        limit_: int = Query(DEFAULT_LIMIT, ge=0, le=MAX_LIMIT, alias="limit"),
+    ) -> Response:
+        g = gw()
+        where_map = parse_json_param("where", where)
+        order = parse_order_by(order_by)
+        records = await g.client.list_records(state, where_map, order, offset, limit_)
+        info = await g.client.get_state_info(state)
+        return answer(
+            {
+                "state": state,
+                "records": records,
+                "offset": offset,
+                "limit": limit_,
+                "size": info["size"],
+                "version": info["version"],
+            }
+        )
+
+    @app.post(
+        "/api/states/{state}/records",
+        tags=["records"],
+        summary="CREATE_RECORD (an `id` in the body is explicit)",
+        status_code=201,
+        openapi_extra=_body_schema("the record", {"title": "load orders.csv", "done": False}),
+    )
+    async def create_record(
+        state: str, request: Request, expected_version: int | None = Query(None)
+    ) -> Response:
+        record = await read_body(request, limit)
+        req: dict[str, Any] = {"command": "CREATE_RECORD", "state": state, "record": record}
+        if expected_version is not None:
+            req["expected_version"] = expected_version
+        result, headers = await gw().write(req)
+        return answer(result, headers, 201)
+
+    @app.get("/api/states/{state}/records/{id}", tags=["records"], summary="GET_RECORD")
+    async def get_record(
+        state: str, id: str, id_type: Literal["auto", "str", "int"] = IdType
+    ) -> Response:
+        return answer(await gw().client.get_record(state, parse_id(id, id_type)))
+
+    @app.put(
+        "/api/states/{state}/records/{id}",
+        tags=["records"],
+        summary="SET_RECORD: replace one record",
+        openapi_extra=_body_schema("the whole record", {"title": "x", "done": True}),
+    )
+    async def set_record(
+        state: str,
+        id: str,
+        request: Request,
+        id_type: Literal["auto", "str", "int"] = IdType,
+        pre: dict[str, Any] = Pre,
+    ) -> Response:
+        record = await read_body(request, limit)
+        req = {"command": "SET_RECORD", "state": state, "id": parse_id(id, id_type)}
+        result, headers = await gw().write({**req, "record": record, **pre})
+        return answer(result, headers)
+
+    @app.patch(
+        "/api/states/{state}/records/{id}",
+        tags=["records"],
+        summary="PATCH_RECORD: change some fields",
+        openapi_extra=_body_schema("the fields to change", {"done": True}),
+    )
+    async def patch_record(
+        state: str,
+        id: str,
+        request: Request,
+        id_type: Literal["auto", "str", "int"] = IdType,
+        lease_seconds: float | None = Query(None, description="renew the record's lease"),
+        pre: dict[str, Any] = Pre,
+    ) -> Response:
+        fields = await read_body(request, limit)
+        req: dict[str, Any] = {
+            "command": "PATCH_RECORD",
+            "state": state,
+            "id": parse_id(id, id_type),
+        }
+        if lease_seconds is not None:
+            req["lease_seconds"] = lease_seconds
+        result, headers = await gw().write({**req, "fields": fields, **pre})
+        return answer(result, headers)
+
+    @app.delete("/api/states/{state}/records/{id}", tags=["records"], summary="DELETE_RECORD")
+    async def delete_record(
+        state: str,
+        id: str,
+        id_type: Literal["auto", "str", "int"] = IdType,
+        pre: dict[str, Any] = Pre,
+    ) -> Response:
+        rid = parse_id(id, id_type)
+        req = {"command": "DELETE_RECORD", "state": state, "id": rid, **pre}
+        _, headers = await gw().write(req)
+        return answer({"deleted": rid}, headers)
+
+    @app.post(
+        "/api/states/{state}/records/{id}/increment",
+        tags=["records"],
+        summary="INCREMENT a numeric field",
+        openapi_extra=_body_schema(
+            "`field`, `by`? (default 1), preconditions?", {"field": "n", "by": 5}
+        ),
+    )
+    async def increment(
+        state: str,
+        id: str,
+        request: Request,
+        id_type: Literal["auto", "str", "int"] = IdType,
+        pre: dict[str, Any] = Pre,
+    ) -> Response:
+        body = await read_body(request, limit)
+        reject_keys(body, ("command", "state", "id"), "POST .../records/{id}/increment")
+        req = {**body, **pre, "command": "INCREMENT", "state": state, "id": parse_id(id, id_type)}
+        result, headers = await gw().write(req)
+        return answer({"value": result}, headers)
+
+    @app.post(
+        "/api/states/{state}/claim",
+        tags=["records"],
+        summary="CLAIM_RECORD: take the first matching record, optionally under a lease",
+        openapi_extra=_body_schema(
+            "`where`, `fields`, `order_by`?, `lease_seconds`?, `expected_version`?",
+            {"where": {"status": "pending"}, "fields": {"status": "running"}, "lease_seconds": 30},
+        ),
+    )
+    async def claim(state: str, request: Request) -> Response:
+        body = await read_body(request, limit)
+        reject_keys(body, ("command", "state"), "POST /api/states/{state}/claim")
+        result, headers = await gw().write({**body, "command": "CLAIM_RECORD", "state": state})
+        return answer({"record": result}, headers)
+
+    @app.post(
+        "/api/batch",
+        tags=["records"],
+        summary="BATCH: requests applied all-or-nothing, as one commit",
+        openapi_extra=_body_schema(
+            "`commands`: a list of wire requests",
+            {"commands": [{"command": "CREATE_RECORD", "state": "t", "record": {"x": 1}}]},
+        ),
+    )
+    async def batch(request: Request) -> Response:
+        body = await read_body(request, limit)
+        reject_keys(body, ("command",), "POST /api/batch")
+        result, headers = await gw().write({**body, "command": "BATCH"})
+        return answer({"results": result}, headers)
+
+    # --- manifest keys (read-only: the $manifest table of InMemory values) ---------------
+
+    @app.get("/api/manifest", tags=["manifest"], summary="manifest keys stored in the server")
+    async def manifest_keys() -> Response:
+        g = gw()
+        try:
+            records = await g.client.list_records(MANIFEST_TABLE, order_by="id", limit=MAX_LIMIT)
+        except StateNotFound:
+            records = []
+        keys = [{k: v for k, v in r.items() if k != "value"} for r in records]
+        return answer({"keys": keys})
+
+    @app.get("/api/manifest/{key}", tags=["manifest"], summary="one manifest key's record")
+    async def manifest_key(key: str) -> Response:
+        g = gw()
+        try:
+            record = await g.client.get_record(MANIFEST_TABLE, key)
+        except (StateNotFound, RecordNotFound):
+            raise KeyNotDefined(f"no value stored for manifest key {key!r}") from None
+        expires = record.get("expires")
+        record["live"] = record.get("status") == "ready" and (
+            expires is None or expires > time.time()
+        )
+        return answer(record)
+
+    # --- the change feed ------------------------------------------------------------------
+
+    @app.get(
+        "/api/feed",
+        tags=["feed"],
+        summary="the change feed as server-sent events",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def feed(
+        tables: str | None = Query(None, description="comma-separated; default: every table"),
+        records: bool = Query(False, description="include the stored records (puts)"),
+    ) -> StreamingResponse:
+        g = gw()
+        names = frozenset(t for t in tables.split(",") if t) if tables else None
+        listener = g.hub.add(names, records)
+        view = g.client._view
+        reader = view.current() if view is not None else None
+        hello = sse("hello", {"seq": reader.version if reader is not None else None})
+
+        async def stream() -> AsyncIterator[str]:
+            try:
+                yield hello
+                while True:
+                    try:
+                        item = await asyncio.wait_for(listener.queue.get(), SSE_PING_SECONDS)
+                    except TimeoutError:
+                        yield ": ping\n\n"
+                        continue
+                    if item is None:
+                        return
+                    yield item
+            finally:
+                g.hub.remove(listener)
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    return app

@@ -1,0 +1,24 @@
+"""A real ``stateengine serve --http`` subprocess and a real HTTP client (httpx)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from gwutil import Gateway, start
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """One server + gateway per test module (tests use their own table names)."""
+    server, url = start(tmp_path_factory.mktemp("gw"))
+    try:
+        with httpx.Client(base_url=url, timeout=10.0) as http:
+            yield Gateway(server, url, http)
+    finally:
+        assert server.stop() == 0, server.output()
+        server.cleanup()
+        # The gateway stopped cleanly on SIGTERM (a kill -9 fallback would leave it).
+        assert not (server.data_dir / "http.json").exists(), server.output()
+        assert "killed" not in server.output()

@@ -1,0 +1,56 @@
+"""Helpers of the HTTP gateway tests: a ``serve --http`` subprocess and its URL."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from stateengine.client.gateway import HTTP_FILE
+from stateengine.testing import ServerProcess
+
+
+def wait_for_gateway(data_dir: Path, server: ServerProcess, timeout: float = 30.0) -> str:
+    """The gateway's URL from ``DIR/http.json`` (``serve`` writes it before it is ready)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return str(json.loads((data_dir / HTTP_FILE).read_text())["url"])
+        except (OSError, ValueError, KeyError):
+            assert server.proc is not None and server.proc.poll() is None, server.output()
+            time.sleep(0.05)
+    raise AssertionError(f"no gateway within {timeout} s:\n{server.output()}")
+
+
+@dataclass
+class Gateway:
+    server: ServerProcess
+    url: str
+    http: httpx.Client
+
+    @property
+    def data_dir(self) -> Path:
+        return self.server.data_dir
+
+
+def start(tmp: Path, *extra: str, bind: str = "127.0.0.1:0") -> tuple[ServerProcess, str]:
+    """``serve --http BIND`` on ``tmp/data``; the server and the gateway's URL."""
+    server = ServerProcess(tmp / "data", "--http", bind, *extra).start()
+    try:
+        return server, wait_for_gateway(server.data_dir, server)
+    except BaseException:
+        server.stop()
+        server.cleanup()
+        raise
+
+
+def wait_output(server: ServerProcess, text: str, timeout: float = 10.0) -> str:
+    """The server's output once it contains *text* (bounded)."""
+    deadline = time.monotonic() + timeout
+    while text not in (out := server.output()):
+        assert time.monotonic() < deadline, f"{text!r} not printed within {timeout} s:\n{out}"
+        time.sleep(0.05)
+    return out
