@@ -39,7 +39,7 @@ from stateengine.client.client import (
 )
 from stateengine.client.commands import CommandsMixin, Id, Record
 from stateengine.errors import ServerUnavailable, from_wire
-from stateengine.protocol import decode_reply
+from stateengine.protocol import decode_reply, pack_request
 from stateengine.server import paths
 from stateengine.shm import ArenaReader
 
@@ -109,9 +109,12 @@ class AsyncClient(CommandsMixin):
         if self._receiver is None or self._receiver.done():
             self._receiver = asyncio.get_running_loop().create_task(self._receive_loop())
         req_id = next(self._ids)
+        # Encode before registering the call: a request that cannot be encoded must not
+        # leave a future pending forever.
+        body = pack_request(self._pack, {**request, "req_id": req_id})
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = future
-        await self._sock.send(self._pack({**request, "req_id": req_id}))
+        await self._sock.send(body)
         try:
             return await asyncio.wait_for(future, self.timeout)
         except TimeoutError:

@@ -47,6 +47,7 @@ from stateengine.protocol import (
     decode_reply,
     matches,
     order_records,
+    pack_request,
     parse_order_by,
 )
 from stateengine.server import paths
@@ -122,7 +123,7 @@ class Client(CommandsMixin):
     def _send(self, request: dict[str, Any]) -> int:
         req_id = next(self._ids)
         request["req_id"] = req_id
-        self._socket().send(self._pack(request))
+        self._socket().send(pack_request(self._pack, request))
         return req_id
 
     def _receive(self, wanted: set[int]) -> dict[int, dict[str, Any]]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgpack
@@ -253,6 +254,18 @@ def decode_request(body: bytes) -> tuple[dict[str, Any], bool]:
 
 def encode_request(request: dict[str, Any]) -> bytes:
     return msgpack.packb(request, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def pack_request(pack: Callable[[Any], bytes], request: dict[str, Any]) -> bytes:
+    """Encode with a client's reused packer; a value msgpack cannot carry is a BadRequest.
+
+    (An int past 64 bits, a set, an object: the client says so before anything is sent.)
+    """
+    try:
+        return pack(request)
+    except (OverflowError, TypeError, ValueError) as exc:
+        check_value(request, "request")  # names the field (an int past 64 bits, ...)
+        raise BadRequest(f"the request cannot be encoded: {exc}") from None
 
 
 def encode_reply(reply: dict[str, Any], as_json: bool = False) -> bytes:

@@ -64,7 +64,7 @@ from stateengine.errors import (
     VersionConflict,
     from_wire,
 )
-from stateengine.protocol import check_value, decode_request, encode_reply, is_json
+from stateengine.protocol import decode_request, encode_reply, is_json
 from stateengine.server import paths
 from stateengine.server.feed import feed_endpoint
 
@@ -388,7 +388,6 @@ class Gateway:
         self.hub = FeedHub(feed, self)
         self._watchdog: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._pack = msgpack.Packer(use_bin_type=True).pack
 
     def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -435,11 +434,6 @@ class Gateway:
 
         :raises StateEngineError: the command's error, as the writer typed it.
         """
-        try:
-            self._pack(request)  # check first: AsyncClient would leave the call pending
-        except (OverflowError, ValueError, TypeError) as exc:
-            check_value(request, "request")  # names the field (an int past 64 bits, ...)
-            raise BadRequest(f"request cannot be encoded: {exc}") from None
         reply = await self.client.execute(request)
         if not reply.get("ok"):
             raise from_wire(reply.get("error"))

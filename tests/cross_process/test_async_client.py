@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from stateengine.client.aio import AsyncClient, install_uvloop
-from stateengine.errors import RecordNotFound, ServerUnavailable
+from stateengine.errors import BadRequest, RecordNotFound, ServerUnavailable
 from stateengine.testing import ServerProcess
 
 
@@ -51,6 +51,23 @@ def test_cancelled_call_does_not_break_the_client(server: ServerProcess) -> None
             assert isinstance(done[10], asyncio.CancelledError)
             assert sum(isinstance(r, dict) for r in done) == 49
             assert (await db.get_state_info("t"))["size"] in (49, 50)  # sent, maybe applied
+
+    run(main())
+
+
+def test_unencodable_request_is_a_bad_request_and_nothing_is_left_pending(
+    server: ServerProcess,
+) -> None:
+    """An int past 64 bits fails before anything is sent (both clients), naming the field."""
+    with server.connect() as client, pytest.raises(BadRequest, match=r"record\.big"):
+        client.create_record("t", {"big": 2**70})
+
+    async def main() -> None:
+        async with AsyncClient(server.endpoint, server.data_dir, timeout=5) as db:
+            with pytest.raises(BadRequest, match=r"record\.big"):
+                await db.create_record("t", {"big": 2**70})
+            assert db._pending == {}
+            assert (await db.create_record("t", {"big": 1}))["big"] == 1
 
     run(main())
 
