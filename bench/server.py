@@ -676,7 +676,7 @@ def lmdb_rows(path: Path, n_records: int, seconds: float) -> tuple[list[Row], An
     return rows, env, ""
 
 
-def redis_rows(n_records: int) -> tuple[list[Row], Any, str]:
+def redis_rows(n_records: int, prefix: str = REDIS_PREFIX) -> tuple[list[Row], Any, str]:
     """Redis rows and the connection; ``([], None, reason)`` when Redis is unreachable."""
     try:
         import redis
@@ -688,7 +688,7 @@ def redis_rows(n_records: int) -> tuple[list[Row], Any, str]:
     except redis.RedisError as exc:
         return [], None, f"Redis unreachable at {REDIS_HOST}:{REDIS_PORT} ({exc})"
     values = [pack(record(i)) for i in range(n_records)]
-    keys = [f"{REDIS_PREFIX}{i + 1}" for i in range(n_records)]
+    keys = [f"{prefix}{i + 1}" for i in range(n_records)]
     for start in range(0, n_records, 1000):
         pipe = r.pipeline(transaction=False)
         for k in range(start, min(start + 1000, n_records)):
@@ -727,12 +727,10 @@ def redis_rows(n_records: int) -> tuple[list[Row], Any, str]:
     return rows, r, ""
 
 
-def redis_cleanup(r: Any, n_records: int) -> None:
+def redis_cleanup(r: Any, n_records: int, prefix: str = REDIS_PREFIX) -> None:
     with contextlib.suppress(Exception):
         for start in range(0, n_records, 1000):
-            r.unlink(
-                *(f"{REDIS_PREFIX}{k + 1}" for k in range(start, min(start + 1000, n_records)))
-            )
+            r.unlink(*(f"{prefix}{k + 1}" for k in range(start, min(start + 1000, n_records))))
     with contextlib.suppress(Exception):
         r.close()
 
