@@ -33,6 +33,9 @@ class Row:
     workload: str = ""
     system: str = ""
     unit: str = "us"
+    # Untimed, before every timed run: e.g. an arena reader catching up with the writes
+    # other rows made since its last repeat, so a get row times the steady-state get.
+    setup: Callable[[], object] | None = None
 
     @property
     def us(self) -> float:
@@ -83,6 +86,8 @@ def calibrate(row: Row, seconds: float, granule: int) -> None:
     if row.window is not None:
         row.ops = row.window()[1]  # warm-up; its size is whatever the window holds
         return
+    if row.setup is not None:
+        row.setup()
     timed(row.body, granule)  # warm-up: first connections, caches, allocator
     n = granule
     while True:
@@ -103,6 +108,8 @@ def measure(rows: list[Row], repeats: int) -> None:
                 row.samples_us.append(us)
                 row.ops_seen.append(ops)
             else:
+                if row.setup is not None:
+                    row.setup()
                 row.samples_us.append(timed(row.body, row.ops) / row.ops * 1e6)
     for row in rows:
         if row.ops_seen:
