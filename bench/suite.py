@@ -63,7 +63,7 @@ class Config:
 
 MODES = {
     "full": Config("full", 100_000, 7, 0.4, 1.0, 100_000, 2000, 20_000, 1_000_000),
-    "quick": Config("quick", 100_000, 5, 0.05, 0.3, 20_000, 300, 10_000, 100_000),
+    "quick": Config("quick", 100_000, 5, 0.05, 0.2, 10_000, 200, 10_000, 50_000),
     "smoke": Config("smoke", 2000, 2, 0.01, 0.15, 2000, 60, 1000, 5000),
 }
 
@@ -407,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg.records = args.records
         cfg.bulk_records = min(cfg.bulk_records, args.records)
     if args.repeats:
+        if args.repeats < 5 and not args.smoke:
+            parser.error("--repeats: at least 5 (medians of fewer say little); --smoke uses 2")
         cfg.repeats = args.repeats
     only = set(report.WORKLOAD_NAMES)
     if args.only:
