@@ -36,6 +36,9 @@ class Row:
     # Untimed, before every timed run: e.g. an arena reader catching up with the writes
     # other rows made since its last repeat, so a get row times the steady-state get.
     setup: Callable[[], object] | None = None
+    # Rows too slow to repeat as often as the others (a restart of 10^6 records): at most
+    # this many repeats, and no warm-up run.
+    max_repeats: int | None = None
 
     @property
     def us(self) -> float:
@@ -84,7 +87,8 @@ def calibrate(row: Row, seconds: float, granule: int) -> None:
     calibration does not shrink the row's repeats.
     """
     if row.window is not None:
-        row.ops = row.window()[1]  # warm-up; its size is whatever the window holds
+        if row.max_repeats is None:
+            row.ops = row.window()[1]  # warm-up; its size is whatever the window holds
         return
     if row.setup is not None:
         row.setup()
@@ -102,6 +106,8 @@ def calibrate(row: Row, seconds: float, granule: int) -> None:
 def measure(rows: list[Row], repeats: int) -> None:
     for _ in range(repeats):
         for row in rows:
+            if row.max_repeats is not None and len(row.samples_us) >= row.max_repeats:
+                continue
             if row.window is not None:
                 gc.collect()
                 us, ops = row.window()
