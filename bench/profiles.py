@@ -2,6 +2,7 @@
 
     python -m bench.profiles write|inflight|batch|bulk [--records N] [--top K]
     python -m bench.profiles get [--records N]
+    python -m bench.profiles restart [--records N]
 
 * ``write``, ``inflight``, ``batch``, ``bulk``: the server runs under ``cProfile`` (its
   own process, ``--store none``) while this process drives one workload of the suite
@@ -12,6 +13,8 @@
   (the client's reader lookup, the seq-word check, two dict lookups, the slice copy,
   the CRC, the decode), each part timed alone over the same ids, then ``cProfile`` of
   the call.
+* ``restart``: a server started on a snapshot of N records, under ``cProfile``, until
+  it first answers; its top functions by cumulative time.
 
 The figures are for explaining a ratio, not for quoting: cProfile slows what it sees.
 """
@@ -45,17 +48,19 @@ from stateengine.shm import ArenaReader
 TABLE = "bench"
 
 
-def start_profiled_server(data: Path, prof: Path) -> subprocess.Popen[bytes]:
+def start_profiled_server(
+    data: Path, prof: Path, store: str = "none", timeout: float = 30
+) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "stateengine", "serve"]
     log = open(data.parent / "server.log", "ab")
     proc = subprocess.Popen(
-        [*cmd, "--data-dir", str(data), "--store", "none"],
+        [*cmd, "--data-dir", str(data), "--store", store],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
     )
     log.close()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
@@ -65,7 +70,7 @@ def start_profiled_server(data: Path, prof: Path) -> subprocess.Popen[bytes]:
         time.sleep(0.05)
     proc.kill()
     proc.wait(10)
-    raise RuntimeError("profiled server did not start within 30 s")
+    raise RuntimeError(f"profiled server did not start within {timeout} s")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -136,6 +141,41 @@ def server_profile(workload: str, n: int, ops: int, k: int) -> None:
     print(top(stats, k))
 
 
+def restart_profile(n: int, k: int) -> None:
+    """A server started on a snapshot of *n* records, under cProfile, until its first reply."""
+    from bench.durability import big_engine
+    from stateengine.server.engine import TableEngine
+    from stateengine.server.persistence import open_store
+
+    tmp = Path(tempfile.mkdtemp(prefix="se-prof-"))
+    data, prof = tmp / "data", tmp / "server.prof"
+    data.mkdir()
+    store = open_store(data, "log", "always", snapshot_mode="inline")
+    store.recover(TableEngine())
+    store.snapshot(big_engine(n))
+    store.close()
+    t0 = time.perf_counter()
+    proc = start_profiled_server(data, prof, "log", timeout=600)
+    try:
+        up = time.perf_counter() - t0
+        with Client(paths.read_server_file(data)["endpoint"], timeout=600) as c:
+            size = c.get_state_info("t")["size"]
+        first = time.perf_counter() - t0
+    finally:
+        stop(proc)
+    stats = pstats.Stats(str(prof))
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        f"restart of {size:,} records under cProfile: server.json after {up:.2f} s, first "
+        f"reply after {first:.2f} s"
+    )
+    buf = io.StringIO()
+    stats.stream = buf  # type: ignore[attr-defined]
+    stats.sort_stats("cumulative").print_stats(k)
+    lines = buf.getvalue().splitlines()
+    print("\n".join(lines[next(i for i, line in enumerate(lines) if "ncalls" in line) :]))
+
+
 def get_profile(n: int, ops: int) -> None:
     from stateengine.testing import ServerProcess
 
@@ -200,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.profiles", description=(__doc__ or "").splitlines()[0]
     )
-    parser.add_argument("workload", choices=["write", "inflight", "batch", "bulk", "get"])
+    parser.add_argument(
+        "workload", choices=["write", "inflight", "batch", "bulk", "get", "restart"]
+    )
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--ops", type=int, default=20_000)
     parser.add_argument("--top", type=int, default=25)
@@ -208,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYTHONHASHSEED", "0")
     if args.workload == "get":
         get_profile(args.records, args.ops)
+    elif args.workload == "restart":
+        restart_profile(args.records, args.top)
     else:
         server_profile(args.workload, args.records, args.ops, args.top)
     return 0
