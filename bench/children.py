@@ -73,6 +73,10 @@ def load_worker(role: str, index: int, conf: dict[str, Any], cmds: Any, out: Any
             if cmd is None:
                 break
             start, end = cmd
+            if reader is not None:
+                # Catch up, untimed, with what other rows wrote while this reader idled
+                # (possibly a full index rebuild): the window times the steady state.
+                reader.get(TABLE, 1)
             _until(start)
             count = 0
             if role == "reader":

@@ -313,7 +313,7 @@ def readers_rows(
 
     def window(pool: Workers, k: int) -> Callable[[], tuple[float, int]]:
         def run() -> tuple[float, int]:
-            start = time.monotonic() + 0.05
+            start = time.monotonic() + 0.25  # room for every reader to catch up first
             end = start + seconds
             writer.send([0], (start - 0.02, end + 0.02))
             pool.send(range(k), (start, end))
