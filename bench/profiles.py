@@ -211,7 +211,7 @@ def get_profile(n: int, ops: int) -> None:
                 ("client._reader() alone", lambda i: client._reader()),
                 ("ArenaReader.get", lambda i: reader.get(TABLE, i)),
                 ("  seq word check", lambda i: uq(ctl, 32)),
-                ("  2 dict lookups", lambda i: idx.get(TABLE).get(i)),  # type: ignore[union-attr]
+                ("  2 dict lookups", lambda i: idx.get(TABLE).get(i)),
                 ("  slice copy", lambda i: mm[entries[i - 1][0] : entries[i - 1][1]]),
                 ("  crc32", lambda i: zlib.crc32(blobs[i - 1], entries[i - 1][2])),
                 ("  reader._decode", lambda i: decode(blobs[i - 1])),
