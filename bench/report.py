@@ -412,17 +412,21 @@ def compare(a_path: Path, b_path: Path) -> list[str]:
     rows_a = {r["key"]: r for r in a["rows"]}
     lines = [
         f"{tag}: {path} ({d.get('mode')}, {d.get('date')}, load average "
-        f"{d['environment'].get('loadavg_start')})"
+        f"{' '.join(f'{x:.2f}' for x in d['environment'].get('loadavg_start', []))})"
         for tag, path, d in (("A", a_path, a), ("B", b_path, b))
     ]
     lines.append("")
-    width = max([len(r["system"]) for r in b["rows"]] + [20])
-    lines.append(f"{'system':{width}}  {'A':>12}  {'B':>12}  {'B/A':>7}")
+
+    def name(r: dict[str, Any]) -> str:
+        return f"{r['workload']}: {r['system']}"
+
+    width = max([len(name(r)) for r in [*a["rows"], *b["rows"]]] + [20])
+    lines.append(f"{'workload: system':{width}}  {'A':>12}  {'B':>12}  {'B/A':>7}")
     ratios: list[float] = []
     for r in b["rows"]:
         ra = rows_a.get(r["key"])
         if ra is None:
-            lines.append(f"{r['system']:{width}}  {'—':>12}  {show(r):>12}  (new)")
+            lines.append(f"{name(r):{width}}  {'—':>12}  {show(r):>12}  (new)")
             continue
         # B/A of the figure shown: time for µs/s rows, rate for /s rows.
         q = (
@@ -431,9 +435,9 @@ def compare(a_path: Path, b_path: Path) -> list[str]:
             else ra["median_us"] / r["median_us"]
         )
         ratios.append(r["median_us"] / ra["median_us"])
-        lines.append(f"{r['system']:{width}}  {show(ra):>12}  {show(r):>12}  {q:6.2f}×")
+        lines.append(f"{name(r):{width}}  {show(ra):>12}  {show(r):>12}  {q:6.2f}×")
     for key in rows_a.keys() - {r["key"] for r in b["rows"]}:
-        lines.append(f"{rows_a[key]['system']:{width}}  {show(rows_a[key]):>12}  {'—':>12}  (gone)")
+        lines.append(f"{name(rows_a[key]):{width}}  {show(rows_a[key]):>12}  {'—':>12}  (gone)")
     if ratios:
         lines.append(
             f"\ngeometric mean of time-per-op ratios B/A over {len(ratios)} rows: "
