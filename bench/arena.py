@@ -34,7 +34,11 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
-from records import record as small
+
+try:
+    from bench.records import record as small
+except ImportError:  # run as a script (python bench/arena.py): bench/ is sys.path[0]
+    from records import record as small  # type: ignore[no-redef]
 
 from stateengine.shm import ArenaReader, ArenaWriter
 

@@ -31,7 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from records import record
+try:
+    from bench.records import record
+except ImportError:  # run as a script (python bench/durability.py): bench/ is sys.path[0]
+    from records import record  # type: ignore[no-redef]
 
 from stateengine.server.engine import ChangeSet, Table, TableEngine
 from stateengine.server.persist_base import decode_change_set, encode_change_set

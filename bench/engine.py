@@ -13,7 +13,10 @@ import statistics
 import time
 from collections.abc import Callable
 
-from records import record
+try:
+    from bench.records import record
+except ImportError:  # run as a script (python bench/engine.py): bench/ is sys.path[0]
+    from records import record  # type: ignore[no-redef]
 
 from stateengine.server.engine import TableEngine
 

@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import importlib.metadata
 import json
 import os
@@ -58,19 +57,23 @@ import platform
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import zmq
-from records import record
+
+try:
+    from bench.measure import Row, calibrate, for_seconds, measure
+    from bench.records import record
+except ImportError:  # run as a script (python bench/server.py): bench/ is sys.path[0]
+    from measure import Row, calibrate, for_seconds, measure  # type: ignore[no-redef]
+    from records import record  # type: ignore[no-redef]
 
 from stateengine.client.client import Client
 from stateengine.shm import ArenaReader
@@ -431,95 +434,6 @@ class WriterPool:
 # --- measurement ------------------------------------------------------------------------
 
 
-@dataclass
-class Row:
-    """One line of the table: ``body(n)`` performs *n* operations (writes, gets, echoes)."""
-
-    key: str
-    label: str
-    body: Callable[[int], None]
-    ops: int = 0  # operations per repeat, set by calibration
-    samples_us: list[float] = field(default_factory=list)  # µs per operation, per repeat
-    # A fixed-wall-time row instead: ``window()`` runs once and returns (µs/op, ops);
-    # its ops column is the median of the ops each repeat held.
-    window: Callable[[], tuple[float, int]] | None = None
-    ops_seen: list[int] = field(default_factory=list)  # ops per repeat of a window row
-
-    @property
-    def us(self) -> float:
-        return statistics.median(self.samples_us)
-
-    @property
-    def rate(self) -> float:
-        return 1e6 / self.us
-
-
-def timed(body: Callable[[int], None], n: int) -> float:
-    """Seconds for ``body(n)``."""
-    gc.collect()
-    start = time.perf_counter()
-    body(n)
-    return time.perf_counter() - start
-
-
-def for_seconds(
-    body: Callable[[int], None], seconds: float, chunk: int
-) -> Callable[[], tuple[float, int]]:
-    """A fixed-wall-time run of *body* (in chunks of *chunk* ops): (µs per op, ops).
-
-    For rows whose cost per op swings by 10× with the disk (fsync): a repeat sized by
-    calibration could otherwise run for minutes; this one ends after *seconds*.
-    """
-
-    def window() -> tuple[float, int]:
-        ops = 0
-        start = time.perf_counter()
-        deadline = start + seconds
-        while True:
-            body(chunk)
-            ops += chunk
-            now = time.perf_counter()
-            if now >= deadline:
-                return (now - start) / ops * 1e6, ops
-
-    return window
-
-
-def calibrate(row: Row, seconds: float, granule: int) -> None:
-    """Warm the row up, then size its repeats to take about *seconds* each.
-
-    The estimate is the fastest of three short runs, so one burst of noise during
-    calibration does not shrink the row's repeats.
-    """
-    if row.window is not None:
-        row.ops = row.window()[1]  # warm-up; its size is whatever the window holds
-        return
-    timed(row.body, granule)  # warm-up: first connections, caches, allocator
-    n = granule
-    while True:
-        dt = timed(row.body, n)
-        if dt >= 0.03 or n >= 1_000_000:
-            break
-        n *= 4
-    per_op = min(dt, timed(row.body, n), timed(row.body, n)) / n
-    row.ops = max(granule, int(seconds / per_op) // granule * granule)
-
-
-def measure(rows: list[Row], repeats: int) -> None:
-    for _ in range(repeats):
-        for row in rows:
-            if row.window is not None:
-                gc.collect()
-                us, ops = row.window()
-                row.samples_us.append(us)
-                row.ops_seen.append(ops)
-            else:
-                row.samples_us.append(timed(row.body, row.ops) / row.ops * 1e6)
-    for row in rows:
-        if row.ops_seen:
-            row.ops = int(statistics.median(row.ops_seen))
-
-
 # --- the rows -----------------------------------------------------------------------------
 
 
@@ -762,7 +676,7 @@ def lmdb_rows(path: Path, n_records: int, seconds: float) -> tuple[list[Row], An
     return rows, env, ""
 
 
-def redis_rows(n_records: int) -> tuple[list[Row], Any, str]:
+def redis_rows(n_records: int, prefix: str = REDIS_PREFIX) -> tuple[list[Row], Any, str]:
     """Redis rows and the connection; ``([], None, reason)`` when Redis is unreachable."""
     try:
         import redis
@@ -774,7 +688,7 @@ def redis_rows(n_records: int) -> tuple[list[Row], Any, str]:
     except redis.RedisError as exc:
         return [], None, f"Redis unreachable at {REDIS_HOST}:{REDIS_PORT} ({exc})"
     values = [pack(record(i)) for i in range(n_records)]
-    keys = [f"{REDIS_PREFIX}{i + 1}" for i in range(n_records)]
+    keys = [f"{prefix}{i + 1}" for i in range(n_records)]
     for start in range(0, n_records, 1000):
         pipe = r.pipeline(transaction=False)
         for k in range(start, min(start + 1000, n_records)):
@@ -813,12 +727,10 @@ def redis_rows(n_records: int) -> tuple[list[Row], Any, str]:
     return rows, r, ""
 
 
-def redis_cleanup(r: Any, n_records: int) -> None:
+def redis_cleanup(r: Any, n_records: int, prefix: str = REDIS_PREFIX) -> None:
     with contextlib.suppress(Exception):
         for start in range(0, n_records, 1000):
-            r.unlink(
-                *(f"{REDIS_PREFIX}{k + 1}" for k in range(start, min(start + 1000, n_records)))
-            )
+            r.unlink(*(f"{prefix}{k + 1}" for k in range(start, min(start + 1000, n_records))))
     with contextlib.suppress(Exception):
         r.close()
 

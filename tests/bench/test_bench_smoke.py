@@ -1,0 +1,94 @@
+"""The benchmark suite in its smallest mode, so that it cannot rot (issue 7).
+
+``python -m bench --smoke`` runs every workload on tiny inputs against a real server,
+Redis and PostgreSQL (required under ``CI=true``; skipped with a line elsewhere), and
+py-lmdb when installed (it is not in the ``test`` extra: its rows must skip cleanly).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE_TIMEOUT = 240  # s; the smoke run takes ~30 s on 2 idle cores
+
+# Rows every smoke run has, whatever else is installed or running.
+CORE_ROWS = {
+    "floor_dict",
+    "floor_copy_unpackb",
+    "get_arena",
+    "get_arena_raw",
+    "get_socket",
+    "get_manager",
+    "reread_floor_dict",
+    "reread_arena_cached",
+    "echo_poll_req",
+    "echo_poll_dealer100",
+    "socketpair",
+    "write_one",
+    "write_inflight",
+    "write_batch",
+    "bulk_set_state",
+    "bulk_batch",
+    "readers_1",
+    "readers_2",
+    "readers_4",
+    "claim_stateengine",
+    "durable_pool_always",
+    "durable_pool_no",
+    "restart_server",
+}
+REDIS_ROWS = {"redis_get", "redis_set", "redis_set_pipe", "bulk_redis", "claim_redis"}
+LMDB_ROWS = {"get_lmdb", "write_one_lmdb_nosync", "bulk_lmdb", "lmdb_sync_put"}
+
+
+def run_bench(*args: str, timeout: float = SMOKE_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.timeout(SMOKE_TIMEOUT + 60)
+def test_smoke_run_writes_every_row_and_compares(tmp_path: Path) -> None:
+    out = tmp_path / "smoke.json"
+    start = time.monotonic()
+    proc = run_bench("--smoke", "--json", str(out), "--chart", str(tmp_path / "chart.png"))
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    keys = {row["key"] for row in doc["rows"]}
+    assert CORE_ROWS <= keys, sorted(CORE_ROWS - keys)
+    skipped = " ".join(doc["skipped"])
+    if os.environ.get("CI") == "true" or "Redis" not in skipped:
+        assert REDIS_ROWS <= keys, sorted(REDIS_ROWS - keys)
+    if os.environ.get("CI") == "true" or "PostgreSQL" not in skipped:
+        assert "claim_postgres" in keys
+    if importlib.util.find_spec("lmdb") is None:
+        assert "LMDB rows: py-lmdb not installed" in skipped
+        assert "skipped: LMDB rows" in proc.stdout
+    else:
+        assert LMDB_ROWS <= keys, sorted(LMDB_ROWS - keys)
+    for row in doc["rows"]:
+        assert row["repeats"] == doc["config"]["repeats"] and row["median_us"] > 0, row
+    statuses = {t["target"]: t["status"] for t in doc["targets"]}
+    assert len(statuses) == 14 and set(statuses.values()) <= {"PASS", "MISS", "SKIP"}
+    assert "Targets:" in proc.stdout and "load average" in proc.stdout
+    assert "chart" in proc.stdout  # drawn, or skipped with a line when matplotlib is absent
+
+    compared = run_bench("--compare", str(out), str(out), timeout=60)
+    assert compared.returncode == 0, compared.stderr
+    assert "1.00×" in compared.stdout and "(new)" not in compared.stdout
+    print(f"smoke run: {elapsed:.1f} s")
