@@ -87,8 +87,12 @@ class ServerProcess:
         self.kill()
         raise RuntimeError(f"server did not start within {self.start_timeout} s")
 
-    def connect(self, timeout: float = 10.0) -> Client:
-        return Client(self.endpoint, self.data_dir, timeout=timeout)
+    def connect(
+        self, timeout: float = 10.0, history: str | os.PathLike[str] | None = None
+    ) -> Client:
+        """A client of this server (arena reads on); *history*: record its operations
+        in that directory (``Client(..., history=)``)."""
+        return Client(self.endpoint, self.data_dir, timeout=timeout, history=history)
 
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM, then wait; return the exit code (kill -9 after *timeout*)."""
