@@ -133,6 +133,11 @@ class ServerProcess:
         except FileNotFoundError:
             return ""
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (e.g. handed to a spawn worker) without its process: a worker can
+        :meth:`connect`, only the process that started the server stops it."""
+        return {**self.__dict__, "proc": None}
+
     def __enter__(self) -> ServerProcess:
         return self.start()
 
