@@ -17,10 +17,10 @@ A completion whose ``error`` is ``ServerUnavailable`` (a timeout) is an unknown 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from time import monotonic_ns as _now
 from typing import IO, Any, Final
 
 import msgpack
@@ -82,8 +82,12 @@ class HistoryWriter:
         self._file.write(self._packer.pack(entry))
         self._file.flush()
 
-    def invoke(self, command: str, args: dict[str, Any]) -> int:
-        """Record an invocation (before the request is sent); return its op id."""
+    def invoke(self, command: str, args: dict[str, Any], *, time: int | None = None) -> int:
+        """Record an invocation (before the request is sent); return its op id.
+
+        :param time: the invocation's ``monotonic_ns`` when it is written later than it
+            happened (a ``SNAPSHOT`` is invoked when the snapshot was taken); default now.
+        """
         op = self._next_op
         self._next_op += 1
         self._write(
@@ -91,7 +95,7 @@ class HistoryWriter:
                 "type": "invoke",
                 "process": self.process,
                 "op": op,
-                "time": time.monotonic_ns(),
+                "time": _now() if time is None else time,
                 "command": command,
                 "args": args,
             }
@@ -106,14 +110,15 @@ class HistoryWriter:
         result: Any = None,
         error: str | None = None,
         seq: int | None = None,
+        time: int | None = None,
     ) -> None:
-        """Record the completion of *op* (after the reply arrived)."""
+        """Record the completion of *op* (after the reply arrived; *time* default now)."""
         self._write(
             {
                 "type": "complete",
                 "process": self.process,
                 "op": op,
-                "time": time.monotonic_ns(),
+                "time": _now() if time is None else time,
                 "ok": ok,
                 "result": result,
                 "error": error,
