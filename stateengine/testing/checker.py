@@ -66,6 +66,11 @@ INF: Final = float("inf")
 #: Slack between the writer's wall clock and CLOCK_MONOTONIC when judging lease expiry.
 LEASE_SLACK_NS: Final = 100_000_000
 
+#: Partitions up to this size are shrunk from the initial state; longer ones from the
+#: deepest point of the failed search (shrinking a long history from its start is slow,
+#: and its report would be long).
+SHRINK_FROM_START_MAX: Final = 400
+
 #: Error types that are reads of the state: the model must explain them.
 CHECKED_ERRORS: Final = frozenset(
     {
@@ -972,6 +977,9 @@ class SearchResult:
     stuck_state: State | None = None
     stuck_ops: list[Operation] = field(default_factory=list)
     stuck_linearized: list[Operation] = field(default_factory=list)
+    #: Every operation not linearized at the deepest point (they fail from stuck_state).
+    rest: list[Operation] = field(default_factory=list)
+    depth: int = 0
 
 
 class _Deadline(Exception):
@@ -1057,7 +1065,9 @@ def _search(prep: _Prepared, initial: State, deadline: float) -> SearchResult:
             if track:
                 best_path = list(path)
         stack.append(children(*key))
-    k, window, _, state = best if best_depth >= 0 else (0, 0, 0, initial)
+    k, window, unk, state = best if best_depth >= 0 else (0, 0, 0, initial)
+    rest = [known_ops[j] for j in range(k, m) if not window >> (j - k) & 1]
+    rest += [op for u, op in enumerate(unknown_ops) if not unk >> u & 1]
     stuck = []
     bound = INF
     for j in range(k, m):
@@ -1067,7 +1077,7 @@ def _search(prep: _Prepared, initial: State, deadline: float) -> SearchResult:
             break
         stuck.append(known_ops[j])
         bound = min(bound, ret[j])
-    return SearchResult(False, explored, state, stuck, best_path)
+    return SearchResult(False, explored, state, stuck, best_path, rest, max(best_depth, 0))
 
 
 # --- results and reports ---------------------------------------------------------------------
@@ -1085,6 +1095,11 @@ class PartitionFailure:
     search: SearchResult | None
     shrink_seconds: float
     known_seqs: frozenset[int]
+    #: When the sub-history starts from the state the search reached (large partitions):
+    #: that state, how many operations led to it, and the operations of the partition.
+    start_state: State | None = None
+    start_depth: int = 0
+    context: list[Operation] = field(default_factory=list)
 
 
 @dataclass
@@ -1128,12 +1143,21 @@ class CheckResult:
             f"(shrunk in {f.shrink_seconds:.2f} s); times in ms from the history's start, "
             "'?' = unknown outcome:",
         ]
+        if f.start_state is not None:
+            lines.append(
+                f"  starting from the state reached by linearizing the first {f.start_depth} "
+                "operations (no explanation got further):"
+            )
+            lines.extend(_format_state(f.start_state, f.sub_history, f.context, self.start_time))
         lines.extend(format_timeline(f.sub_history, self.start_time))
         s = f.search
         if s is not None and s.stuck_state is not None:
-            done = ", ".join(f"{o.process}#{o.op}" for o in s.stuck_linearized) or "nothing"
-            lines.append(f"  the longest explanation found linearizes: {done}")
-            lines.append("  and then none of these can come next:")
+            if s.stuck_linearized:
+                done = ", ".join(f"{o.process}#{o.op}" for o in s.stuck_linearized)
+                lines.append(f"  the longest explanation found linearizes: {done}")
+                lines.append("  and then none of these can come next:")
+            else:
+                lines.append("  none of these can come first:")
             for op in s.stuck_ops:
                 outs = apply(s.stuck_state, op.request(), _ctx(op, 0, f.known_seqs))
                 said = "; ".join(describe_outcome(o) for o, _ in outs) or "(nothing)"
@@ -1141,6 +1165,36 @@ class CheckResult:
                 lines.append(f"    {op.process}#{op.op} {op.command}: observed {got}")
                 lines.append(f"      the model allows only: {said}")
         return lines
+
+
+def _format_state(
+    state: State, sub: Sequence[Operation], context: Sequence[Operation], start: int
+) -> list[str]:
+    """The records *sub* touches (all of a table it reads whole), and who wrote them."""
+    writers = {s: op for op in context if (s := _seq_of(op)) is not None}
+    wanted: dict[str, set[Any] | None] = {}
+    for op in sub:
+        for t, rid, whole in _touches(op.request()):
+            if whole:
+                wanted[t] = None
+            elif wanted.get(t, set()) is not None:
+                wanted.setdefault(t, set()).add(rid)  # type: ignore[union-attr]
+    lines = []
+    for name, ids in wanted.items():
+        table = state.table(name)
+        if not table.exists:
+            lines.append(f"    table {name!r} does not exist")
+            continue
+        lines.append(f"    table {name!r} (version {table.version}):")
+        shown = [e for e in table.records if ids is None or e.id in ids]
+        for e in shown[:12]:
+            w = writers.get(e.vers)
+            by = "" if w is None else f"  <- {format_op(w, start)} by {w.process}"
+            lease = "" if e.lease is None else " (leased)"
+            lines.append(f"      {_short(e.record())}{lease}{by}")
+        if len(shown) > 12:
+            lines.append(f"      ... {len(shown) - 12} more")
+    return lines
 
 
 def _short(value: Any, limit: int = 160) -> str:
@@ -1376,6 +1430,12 @@ def check(
                 t_shrink = time.monotonic()
                 whole = _with_prefix(part, ops[:n_prefix], state0)
                 culprits = {id(o) for o in res.stuck_ops}
+                start: State | None = None
+                if len(whole.ops) > SHRINK_FROM_START_MAX and res.stuck_state is not None:
+                    # Too long to shrink from the start: shrink what is left at the
+                    # deepest point the search reached, from the state it reached there.
+                    whole = Partition(res.rest, res.stuck_state, part.label)
+                    start = res.stuck_state
                 sub, sub_res = _shrink(whole, known_seqs, ids, shrink_time, culprits)
                 failures.append(
                     PartitionFailure(
@@ -1386,6 +1446,9 @@ def check(
                         sub_res or res,
                         time.monotonic() - t_shrink,
                         known_seqs,
+                        start,
+                        res.depth,
+                        part.ops,
                     )
                 )
     return CheckResult(

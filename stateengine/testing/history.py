@@ -17,7 +17,8 @@ A completion whose ``error`` is ``ServerUnavailable`` (a timeout) is an unknown 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+import random
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from time import monotonic_ns as _now
@@ -188,3 +189,83 @@ def read_history(*paths: str | os.PathLike[str]) -> list[Operation]:
     for path in paths:
         entries.extend(iter_entries(Path(path)))
     return pair_entries(entries)
+
+
+def simulate(
+    steps: Sequence[tuple[str, dict[str, Any]]],
+    *,
+    rng: random.Random,
+    gap: int = 1_000_000,
+    spread: int = 3_000_000,
+    unknown: Collection[int] = (),
+    lost: Collection[int] = (),
+) -> list[Operation]:
+    """A concurrent history whose linearization is *steps*, run on the real engine.
+
+    Each step ``(process, request)`` is applied, in order, to a fresh
+    ``stateengine.server.engine.TableEngine`` at its linearization point ``(i + 1) * gap``
+    ns (also the engine's lease clock); the invocation and completion are stretched
+    randomly up to *spread* ns around it while each process stays sequential, so that
+    operations of different processes overlap. Steps in *unknown* get no completion; steps
+    in *lost* are not applied at all and get no completion (a request lost on the way).
+    A ``SNAPSHOT`` request (``{"command": "SNAPSHOT", "reads": [...]}``) reads at its point.
+    Used by the checker's tests and benchmark: such a history must be accepted.
+    """
+    from stateengine.server.engine import TableEngine
+
+    now = [0.0]
+    engine = TableEngine(clock=lambda: now[0])
+    points = [(i + 1) * gap for i in range(len(steps))]
+    outcomes: list[tuple[bool, Any, str | None, int | None]] = []
+    for i, (_, request) in enumerate(steps):
+        now[0] = points[i] / 1e9
+        if i in lost:
+            outcomes.append((False, None, None, None))
+            continue
+        if request.get("command") == "SNAPSHOT":
+            results = []
+            for read in request.get("reads", []):
+                reply = engine.execute(read)
+                if reply["ok"]:
+                    results.append({"ok": True, "result": reply["result"]})
+                else:
+                    results.append({"ok": False, "error": reply["error"]["type"]})
+            outcomes.append((True, results, None, engine.seq))
+            continue
+        reply = engine.execute(request)
+        if reply["ok"]:
+            outcomes.append((True, reply["result"], None, reply["seq"]))
+        else:
+            outcomes.append((False, None, reply["error"]["type"], None))
+    by_process: dict[str, list[int]] = {}
+    for i, (process, _) in enumerate(steps):
+        by_process.setdefault(process, []).append(i)
+    times: dict[int, tuple[int, int]] = {}
+    for indices in by_process.values():
+        prev_complete = -(10**15)
+        for n, i in enumerate(indices):
+            point = points[i]
+            invoke = rng.randint(max(prev_complete + 1, point - spread), point)
+            limit = points[indices[n + 1]] - 2 if n + 1 < len(indices) else point + spread
+            complete = rng.randint(point, max(point, min(point + spread, limit)))
+            times[i] = (invoke, complete)
+            prev_complete = complete
+    ops = []
+    counters: dict[str, int] = {}
+    for i, (process, request) in enumerate(steps):
+        op = counters.get(process, 0)
+        counters[process] = op + 1
+        ok, result, error, seq = outcomes[i]
+        invoke, complete = times[i]
+        args = {k: v for k, v in request.items() if k != "command"}
+        if i in unknown or i in lost:
+            ops.append(
+                Operation(process, op, request["command"], args, invoke, None, None, None, None)
+            )
+        else:
+            ops.append(
+                Operation(
+                    process, op, request["command"], args, invoke, complete, ok, result, error, seq
+                )
+            )
+    return ops
