@@ -301,13 +301,15 @@ NO_TABLE: Final = TableState(False)
 
 
 class State:
-    """The model state of one partition: the tables it touches."""
+    """The model state of one partition: the tables it touches, and the highest ``seq``
+    of a write linearized so far (writes commit in ``seq`` order)."""
 
-    __slots__ = ("_hash", "tables")
+    __slots__ = ("_hash", "seq", "tables")
 
-    def __init__(self, tables: dict[str, TableState]) -> None:
+    def __init__(self, tables: dict[str, TableState], seq: int = 0) -> None:
         self.tables = tables
-        self._hash = hash(frozenset(tables.items()))
+        self.seq = seq
+        self._hash = hash((frozenset(tables.items()), seq))
 
     def table(self, name: Any) -> TableState:
         return self.tables.get(name, NO_TABLE) if isinstance(name, str) else NO_TABLE
@@ -315,12 +317,15 @@ class State:
     def with_table(self, name: str, table: TableState) -> State:
         tables = dict(self.tables)
         tables[name] = table
-        return State(tables)
+        return State(tables, self.seq)
+
+    def with_seq(self, seq: int) -> State:
+        return State(self.tables, seq)
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, State) and self._hash == other._hash and self.tables == other.tables
-        )
+        if not isinstance(other, State) or self._hash != other._hash:
+            return False
+        return self.seq == other.seq and self.tables == other.tables
 
     def __hash__(self) -> int:
         return self._hash
@@ -787,6 +792,21 @@ def describe_outcome(outcome: Outcome) -> str:
     return f"ok {value!r}"
 
 
+def step(state: State, op: Operation, ctx: Ctx) -> list[State]:
+    """The states after *op* (known outcome) that explain its reply.
+
+    A write with a known ``seq`` must also come after every write already linearized
+    with a higher one: the writer commits in ``seq`` order.
+    """
+    if ctx.seq > 0 and ctx.seq <= state.seq:
+        return []
+    out = []
+    for outcome, nxt in apply(state, op.request(), ctx):
+        if outcome_matches(outcome, bool(op.ok), op.result, op.error, ctx.known_seqs):
+            out.append(nxt.with_seq(ctx.seq) if ctx.seq > 0 else nxt)
+    return out
+
+
 # --- partitions ------------------------------------------------------------------------------
 
 
@@ -913,7 +933,7 @@ def _partition(ops: Sequence[Operation], start: State) -> list[Partition]:
                 if entry is not None:
                     part = part.replace(records=(*part.records, entry))
                 tables[n[1]] = part
-        parts.append(Partition(group, State(tables), ", ".join(labels[:4])))
+        parts.append(Partition(group, State(tables, start.seq), ", ".join(labels[:4])))
     return parts
 
 
@@ -937,6 +957,11 @@ def _seq_of(op: Operation) -> int | None:
         return None
     if op.command == "CLAIM_RECORD" and op.result is None:
         return None  # a claim that found nothing wrote nothing
+    if op.command == "BATCH" and all(
+        isinstance(c, dict) and c.get("command") not in WRITE_COMMANDS
+        for c in op.args.get("commands") or []
+    ):
+        return None  # a batch of reads wrote nothing
     if isinstance(op.seq, int) and op.seq > 0:
         return op.seq
     if isinstance(op.result, dict) and type(op.result.get("_version")) is int:
@@ -1022,15 +1047,14 @@ def _search(prep: _Prepared, initial: State, deadline: float) -> SearchResult:
         cands.sort(key=ret.__getitem__)
         for j in cands:
             op = known_ops[j]
-            for outcome, nxt in apply(state, op.request(), ctxs[j]):
-                if outcome_matches(outcome, bool(op.ok), op.result, op.error, ctxs[j].known_seqs):
-                    bit = 1 << (j - k)
-                    w = window | bit
-                    nk = k
-                    if bit == 1:
-                        t = (~w & (w + 1)).bit_length() - 1  # trailing ones
-                        nk, w = k + t, w >> t
-                    yield nk, w, unk, nxt, op
+            for nxt in step(state, op, ctxs[j]):
+                bit = 1 << (j - k)
+                w = window | bit
+                nk = k
+                if bit == 1:
+                    t = (~w & (w + 1)).bit_length() - 1  # trailing ones
+                    nk, w = k + t, w >> t
+                yield nk, w, unk, nxt, op
         for u, op in enumerate(unknown_ops):
             if unk >> u & 1 or uinv[u] > bound:
                 continue
@@ -1268,18 +1292,29 @@ def _dependents(ops: Sequence[Operation]) -> dict[int, list[int]]:
     return deps
 
 
+def _signature(res: SearchResult, known_seqs: frozenset[int]) -> set[tuple[int, frozenset[str]]]:
+    """Where a failed search got stuck: (operation, what the model allowed it: ok/errors)."""
+    if res.stuck_state is None:
+        return set()
+    sig = set()
+    for op in res.stuck_ops:
+        outs = apply(res.stuck_state, op.request(), _ctx(op, 0, known_seqs))
+        sig.add((id(op), frozenset(o[0] if o[0] == "ok" else f"err:{o[1]}" for o, _ in outs)))
+    return sig
+
+
 def _shrink(
     part: Partition,
     known_seqs: frozenset[int],
     ids: dict[int, int],
     budget: float,
-    culprits: set[int],
+    culprits: set[tuple[int, frozenset[str]]],
 ) -> tuple[list[Operation], SearchResult | None]:
     """Delta debugging: the shortest failing prefix, then drop chunks while it still fails.
 
-    "Fails" means: still not linearizable, and still stuck at one of the *culprits* (the
-    ``id`` of the operations the full search got stuck at), so that a removal that makes
-    some other operation unexplainable (a read whose write was dropped, a write whose
+    "Fails" means: still not linearizable, and still stuck at one of the *culprits* (see
+    :func:`_signature`) for the same kind of reason, so that a removal that makes some
+    operation unexplainable in a new way (a read whose write was dropped, a write whose
     table was never created) is not taken for progress.
     """
     t_end = time.monotonic() + budget
@@ -1294,7 +1329,7 @@ def _shrink(
             res = _search(_prepare(sub, known_seqs, ids), part.initial, min(t_end, now + 2.0))
         except _Deadline:
             return False
-        if res.ok is False and any(id(o) in culprits for o in res.stuck_ops):
+        if res.ok is False and _signature(res, known_seqs) & culprits:
             last["r"] = res
             return True
         return False
@@ -1362,7 +1397,7 @@ def _with_prefix(part: Partition, prefix: Sequence[Operation], state0: State) ->
     """
     tables = {t for op in part.ops for t, _, _ in _touches(op.request())}
     pre = [o for o in prefix if any(t in tables for t, _, _ in _touches(o.request()))]
-    start = State({t: state0.tables[t] for t in tables if t in state0.tables})
+    start = State({t: state0.tables[t] for t in tables if t in state0.tables}, state0.seq)
     return Partition([*pre, *part.ops], start, part.label)
 
 
@@ -1399,13 +1434,7 @@ def check(
         if not op.known or op.complete is None or op.complete >= first_invoke_after[i + 1]:
             break
         ctx = _ctx(op, ids[id(op)], known_seqs)
-        fits = list(
-            dict.fromkeys(
-                nxt
-                for outcome, nxt in apply(state, op.request(), ctx)
-                if outcome_matches(outcome, bool(op.ok), op.result, op.error, known_seqs)
-            )
-        )
+        fits = list(dict.fromkeys(step(state, op, ctx)))
         if len(fits) != 1:
             break  # ambiguous or unexplained: the search takes it from here
         state = fits[0]
@@ -1418,6 +1447,8 @@ def check(
         parts.sort(key=lambda p: len(p.ops))
         for part in parts:
             try:
+                if time.monotonic() > deadline:
+                    raise _Deadline
                 res = _search(_prepare(part.ops, known_seqs, ids), part.initial, deadline)
             except _Deadline:
                 timed_out = True
@@ -1429,7 +1460,7 @@ def check(
             if res.ok is False:
                 t_shrink = time.monotonic()
                 whole = _with_prefix(part, ops[:n_prefix], state0)
-                culprits = {id(o) for o in res.stuck_ops}
+                culprits = _signature(res, known_seqs)
                 start: State | None = None
                 if len(whole.ops) > SHRINK_FROM_START_MAX and res.stuck_state is not None:
                     # Too long to shrink from the start: shrink what is left at the
