@@ -334,12 +334,13 @@ class Client(CommandsMixin):
                 ids.append(self._send(dict(r)))
             replies = self._receive(set(ids))
         except BaseException as exc:
-            for op in ops if hook is not None else ():
-                hook.fail(op, exc)  # outcome unknown, even of replies already in
+            if hook is not None:
+                for op in ops:
+                    hook.fail(op, exc)  # outcome unknown, even of replies already in
             raise
-        for op, req_id in zip(ops, ids, strict=False):
-            assert hook is not None
-            hook.complete(op, replies[req_id])
+        if hook is not None:
+            for op, req_id in zip(ops, ids, strict=True):
+                hook.complete(op, replies[req_id])
         out: list[Any] = []
         for req_id in ids:
             try:

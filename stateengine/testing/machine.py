@@ -208,7 +208,7 @@ def same_reply(actual: Reply, expected: Reply) -> bool:
     if bool(actual.get("ok")) != bool(expected.get("ok")):
         return False
     if not actual.get("ok"):
-        return _error_type(actual) == _error_type(expected)
+        return bool(_error_type(actual) == _error_type(expected))
     if not values_equal(actual.get("result"), expected.get("result")):
         return False
     return all(actual[key] == expected.get(key) for key in ("version", "seq") if key in actual)
@@ -280,7 +280,7 @@ class WorkerStateMachine(RuleBasedStateMachine):
             be checked with :func:`stateengine.testing.checker.check` afterwards.
         """
         made = directory is None
-        base = Path(tempfile.mkdtemp(prefix="stateengine-machine-") if made else directory)
+        base = Path(directory or tempfile.mkdtemp(prefix="stateengine-machine-"))
         try:
             with (
                 ServerProcess(base / "data", *cls.server_args) as server,
