@@ -523,14 +523,14 @@ def _claim_record(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
         # (view, entry, may be skipped as live-leased)
         candidates: list[tuple[dict[str, Any], Entry, bool]] = []
         for entry in table.records:
-            lease = entry.lease
-            if lease is None:
+            held = entry.lease
+            if held is None:
                 view, maybe_live = entry.data, False
             else:
-                if not lease.may_expire_for(ctx.lo, ctx.hi):
+                if not held.may_expire_for(ctx.lo, ctx.hi):
                     continue  # rule 1: certainly live
-                view = {**entry.data, **lease.prior}
-                maybe_live = lease.may_live_for(ctx.lo, ctx.hi)
+                view = {**entry.data, **held.prior}
+                maybe_live = held.may_live_for(ctx.lo, ctx.hi)
             if matches(view, where):
                 candidates.append((view, entry, maybe_live))
         keys = parse_order_by(req.get("order_by"))
@@ -880,9 +880,9 @@ class Partition:
 def _partition(ops: Sequence[Operation], start: State) -> list[Partition]:
     whole_tables: set[str] = set()
     for op in ops:
-        for table, _, whole in _touches(op.request()):
+        for name, _, whole in _touches(op.request()):
             if whole:
-                whole_tables.add(table)
+                whole_tables.add(name)
         if op.command in RESHAPING_COMMANDS:
             whole_tables.add(str(op.args.get("state")))
     for name in {t for op in ops for t, _, _ in _touches(op.request())}:
@@ -894,15 +894,15 @@ def _partition(ops: Sequence[Operation], start: State) -> list[Partition]:
     uf = _UnionFind()
     first_node: list[Any] = []
     for op in ops:
-        nodes = [
+        touched = [
             _node(t, rid, whole or t in whole_tables) for t, rid, whole in _touches(op.request())
         ]
-        if not nodes:
+        if not touched:
             first_node.append(None)
             continue
-        for n in nodes[1:]:
-            uf.union(nodes[0], n)
-        first_node.append(nodes[0])
+        for n in touched[1:]:
+            uf.union(touched[0], n)
+        first_node.append(touched[0])
     groups: dict[Any, list[Operation]] = {}
     for op, node in zip(ops, first_node, strict=True):
         if node is not None:
