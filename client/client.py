@@ -144,8 +144,23 @@ class History:
         self._writer = None
 
 
+#: The client's read methods (answered from the arena when it can) and their commands.
+RECORDED_READS: dict[str, str] = {
+    "get_record": "GET_RECORD",
+    "list_records": "LIST_RECORDS",
+    "get_state_info": "GET_STATE_INFO",
+    "get_schema": "GET_SCHEMA",
+    "list_states": "LIST_STATES",
+}
+
+
 def recorded(command: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Record a read method the client may answer from the arena as one operation."""
+    """Record a client method as one operation named *command* (when the client records
+    a history), its arguments as the request; the calls it makes are not recorded.
+
+    The client's own reads use it; so can a subclass whose method stands for one
+    command (docs/testing.md: a claim made of a read and a write, recorded as a claim).
+    """
 
     def decorate(method: Callable[P, R]) -> Callable[P, R]:
         signature = inspect.signature(method)
@@ -200,6 +215,12 @@ class Client(CommandsMixin):
     ) -> None:
         self.data_dir = Path(data_dir).absolute() if data_dir else None
         self._history = History(history) if history is not None else None
+        if self._history is not None:
+            # Reads the client may answer from the arena record themselves; wrapped per
+            # instance so that a client without a history pays nothing for it.
+            for name, command in RECORDED_READS.items():
+                wrapped = recorded(command)(getattr(type(self), name))
+                setattr(self, name, functools.partial(wrapped, self))
         self.timeout = timeout
         self.use_arena = arena
         self.curve = curve
@@ -372,7 +393,6 @@ class Client(CommandsMixin):
                 return None
         return reader
 
-    @recorded("GET_RECORD")
     def get_record(self, state: str, id: Id) -> Record:
         """The record, from the arena when attached (else the socket).
 
@@ -383,7 +403,6 @@ class Client(CommandsMixin):
         # A miss, or no arena: the server gives the authoritative answer and error type.
         return record if record is not None else super().get_record(state, id)
 
-    @recorded("LIST_RECORDS")
     def list_records(
         self,
         state: str,
@@ -399,17 +418,14 @@ class Client(CommandsMixin):
             out if out is not None else super().list_records(state, where, order_by, offset, limit)
         )
 
-    @recorded("GET_STATE_INFO")
     def get_state_info(self, state: str) -> dict[str, Any]:
         reader = self._reader()
         info = arena_info(reader, state) if reader is not None else None
         return info if info is not None else super().get_state_info(state)
 
-    @recorded("GET_SCHEMA")
     def get_schema(self, state: str) -> list[str]:
         return list(self.get_state_info(state)["schema"])
 
-    @recorded("LIST_STATES")
     def list_states(self) -> list[str]:
         reader = self._reader()
         names = arena_states(reader) if reader is not None else None
@@ -663,13 +679,16 @@ class ClientSnapshot:
     def __init__(self, snap: Snapshot, reads: list[Any] | None = None) -> None:
         self._snap = snap
         self._reads = reads
+        if reads is not None:  # a recording client: log every read (per instance: free when off)
+            for name in ("get_record", "list_records", "get_state_info", "list_states"):
+                wrapped = snapshot_read(RECORDED_READS[name])(getattr(type(self), name))
+                setattr(self, name, functools.partial(wrapped, self))
 
     @property
     def version(self) -> int:
         """The ``seq`` this snapshot shows."""
         return self._snap.version
 
-    @snapshot_read("GET_RECORD")
     def get_record(self, state: str, id: Id) -> Record:
         """:raises StateNotFound: :raises RecordNotFound:."""
         record = self._snap.get(state, id) if type(id) in (int, str) else None
@@ -679,7 +698,6 @@ class ClientSnapshot:
             raise RecordNotFound(f"no record with id {id!r} in {state!r}")
         return record  # type: ignore[no-any-return]
 
-    @snapshot_read("LIST_RECORDS")
     def list_records(
         self,
         state: str,
@@ -695,14 +713,12 @@ class ClientSnapshot:
             raise StateEngineError("invalid where/order_by/offset/limit for a snapshot read")
         return out
 
-    @snapshot_read("GET_STATE_INFO")
     def get_state_info(self, state: str) -> dict[str, Any]:
         meta = self._snap.meta(state)
         if meta is None:
             raise StateNotFound(f"no state named {state!r}")
         return msgpack.unpackb(meta)  # type: ignore[no-any-return]
 
-    @snapshot_read("LIST_STATES")
     def list_states(self) -> list[str]:
         return self._snap.tables()
 

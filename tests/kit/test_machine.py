@@ -54,7 +54,7 @@ class QueueMachine(WorkerStateMachine):
         assert len(claimed) == len(set(claimed)), "a task was claimed twice"
 
 
-SETTINGS = settings(max_examples=12, stateful_step_count=10, deadline=None)
+SETTINGS = settings(max_examples=8, stateful_step_count=10, deadline=None)
 
 
 def test_generic_rules_match_the_model(tmp_path: Path) -> None:

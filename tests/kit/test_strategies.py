@@ -18,7 +18,7 @@ from stateengine.testing.strategies import records, requests, schemas
 
 NAMES = itertools.count()
 SHARED = settings(
-    max_examples=40,
+    max_examples=25,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
