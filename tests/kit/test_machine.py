@@ -85,3 +85,17 @@ def test_explain_rejects_replies_no_order_gives() -> None:
     doubled = [both.execute(dict(claims[0])), dict(replies[1])]
     doubled[1]["result"] = {**doubled[0]["result"], "owner": 1}
     assert explain(model, claims, doubled) is None
+
+
+def test_a_recorded_machine_run_is_linearizable(tmp_path: Path) -> None:
+    """Every client of a run (the workers' and the checking one) records; the checker
+    accepts the whole run, examples and their resets included."""
+    from stateengine.testing.checker import check
+    from stateengine.testing.history import read_history
+
+    history = tmp_path / "history"
+    QueueMachine.run(tmp_path, settings=settings(SETTINGS, max_examples=3), history=history)
+    operations = read_history(*history.glob("*.msgpack"))
+    assert len({op.process for op in operations}) == QueueMachine.workers + 1
+    result = check(operations, time_limit=60)
+    assert result.ok, result.report()
