@@ -53,6 +53,7 @@ Model choices (documented in the report of a failure, too):
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -70,6 +71,9 @@ LEASE_SLACK_NS: Final = 100_000_000
 #: deepest point of the failed search (shrinking a long history from its start is slow,
 #: and its report would be long).
 SHRINK_FROM_START_MAX: Final = 400
+
+#: Failing partitions shrunk and reported in detail (the others are named).
+REPORTED_FAILURES: Final = 3
 
 #: Error types that are reads of the state: the model must explain them.
 CHECKED_ERRORS: Final = frozenset(
@@ -712,7 +716,16 @@ def _record_matches(entry: Entry, observed: Any, known_seqs: frozenset[int]) -> 
                 return False
         elif type(got) is not int or got in known_seqs:
             return False
-    return _freeze_record(observed) == entry._key[1]
+    data = entry.data
+    if len(observed) != len(data) + ("_version" in observed):
+        return False
+    for name, value in data.items():
+        if name not in observed:
+            return False
+        got = observed[name]
+        if got is not value and not values_equal(value, got):
+            return False
+    return True
 
 
 def outcome_matches(
@@ -792,7 +805,9 @@ def describe_outcome(outcome: Outcome) -> str:
     return f"ok {value!r}"
 
 
-def step(state: State, op: Operation, ctx: Ctx) -> list[State]:
+def step(
+    state: State, op: Operation, ctx: Ctx, request: dict[str, Any] | None = None
+) -> list[State]:
     """The states after *op* (known outcome) that explain its reply.
 
     A write with a known ``seq`` must also come after every write already linearized
@@ -801,7 +816,7 @@ def step(state: State, op: Operation, ctx: Ctx) -> list[State]:
     if ctx.seq > 0 and ctx.seq <= state.seq:
         return []
     out = []
-    for outcome, nxt in apply(state, op.request(), ctx):
+    for outcome, nxt in apply(state, op.request() if request is None else request, ctx):
         if outcome_matches(outcome, bool(op.ok), op.result, op.error, ctx.known_seqs):
             out.append(nxt.with_seq(ctx.seq) if ctx.seq > 0 else nxt)
     return out
@@ -878,14 +893,15 @@ class Partition:
 
 
 def _partition(ops: Sequence[Operation], start: State) -> list[Partition]:
+    touches = {id(op): list(_touches(op.request())) for op in ops}
     whole_tables: set[str] = set()
     for op in ops:
-        for name, _, whole in _touches(op.request()):
+        for name, _, whole in touches[id(op)]:
             if whole:
                 whole_tables.add(name)
         if op.command in RESHAPING_COMMANDS:
             whole_tables.add(str(op.args.get("state")))
-    for name in {t for op in ops for t, _, _ in _touches(op.request())}:
+    for name in {t for op in ops for t, _, _ in touches[id(op)]}:
         table = start.table(name)
         if not table.exists or table.partial:
             whole_tables.add(name)
@@ -894,9 +910,7 @@ def _partition(ops: Sequence[Operation], start: State) -> list[Partition]:
     uf = _UnionFind()
     first_node: list[Any] = []
     for op in ops:
-        touched = [
-            _node(t, rid, whole or t in whole_tables) for t, rid, whole in _touches(op.request())
-        ]
+        touched = [_node(t, rid, whole or t in whole_tables) for t, rid, whole in touches[id(op)]]
         if not touched:
             first_node.append(None)
             continue
@@ -912,7 +926,7 @@ def _partition(ops: Sequence[Operation], start: State) -> list[Partition]:
         nodes = {
             _node(t, rid, whole or t in whole_tables)
             for op in group
-            for t, rid, whole in _touches(op.request())
+            for t, rid, whole in touches[id(op)]
         }
         tables: dict[str, TableState] = {}
         labels = []
@@ -950,6 +964,8 @@ class _Prepared:
     ret: list[float]
     ctx: list[Ctx]
     uctx: list[Ctx]
+    req: list[dict[str, Any]]
+    ureq: list[dict[str, Any]]
 
 
 def _seq_of(op: Operation) -> int | None:
@@ -991,6 +1007,8 @@ def _prepare(
         [float(o.complete) for o in known],  # type: ignore[arg-type]
         [_ctx(o, ids[id(o)], known_seqs) for o in known],
         [_ctx(o, ids[id(o)], known_seqs) for o in unknown],
+        [o.request() for o in known],
+        [o.request() for o in unknown],
     )
 
 
@@ -1019,7 +1037,7 @@ def _search(prep: _Prepared, initial: State, deadline: float) -> SearchResult:
     whether unknown-outcome operation ``u`` is (those may also never be).
     """
     m = len(prep.known)
-    inv, ret, ctxs = prep.inv, prep.ret, prep.ctx
+    inv, ret, ctxs, reqs = prep.inv, prep.ret, prep.ctx, prep.req
     uinv = [o.invoke for o in prep.unknown]
     known_ops, unknown_ops = prep.known, prep.unknown
     memo: set[tuple[int, int, int, State]] = set()
@@ -1047,7 +1065,7 @@ def _search(prep: _Prepared, initial: State, deadline: float) -> SearchResult:
         cands.sort(key=ret.__getitem__)
         for j in cands:
             op = known_ops[j]
-            for nxt in step(state, op, ctxs[j]):
+            for nxt in step(state, op, ctxs[j], reqs[j]):
                 bit = 1 << (j - k)
                 w = window | bit
                 nk = k
@@ -1058,7 +1076,7 @@ def _search(prep: _Prepared, initial: State, deadline: float) -> SearchResult:
         for u, op in enumerate(unknown_ops):
             if unk >> u & 1 or uinv[u] > bound:
                 continue
-            for outcome, nxt in apply(state, op.request(), prep.uctx[u]):
+            for outcome, nxt in apply(state, prep.ureq[u], prep.uctx[u]):
                 if outcome[0] == "ok" and nxt is not state:
                     yield k, window, unk | 1 << u, nxt, op
 
@@ -1153,8 +1171,15 @@ class CheckResult:
             f"checkable, {self.unknown_outcome} of unknown outcome), {self.partitions} "
             f"partitions, {self.explored} states explored, {self.seconds:.3f} s",
         ]
-        for failure in self.failures:
+        for failure in self.failures[:REPORTED_FAILURES]:
             lines.extend(self._failure_lines(failure))
+        more = self.failures[REPORTED_FAILURES:]
+        if more:
+            lines.append("")
+            lines.append(
+                f"... and {len(more)} more failing partitions: "
+                + ", ".join(f.label for f in more[:20])
+            )
         return "\n".join(lines)
 
     def _failure_lines(self, f: PartitionFailure) -> list[str]:
@@ -1416,6 +1441,21 @@ def check(
         (``ok`` False, ``timed_out`` True).
     :param shrink_time: seconds spent shrinking each failing partition.
     """
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # the memo holds many small objects and no cycles: collections only cost
+    try:
+        return _check(operations, initial, time_limit, shrink_time)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _check(
+    operations: Iterable[Operation],
+    initial: dict[str, dict[Any, dict[str, Any]]] | None,
+    time_limit: float | None,
+    shrink_time: float,
+) -> CheckResult:
     t0 = time.monotonic()
     deadline = INF if time_limit is None else t0 + time_limit
     all_ops = sorted(operations, key=lambda o: (o.invoke, o.process, o.op))
@@ -1457,7 +1497,11 @@ def check(
                 )
                 break
             explored += res.explored
-            if res.ok is False:
+            if res.ok is False and len(failures) >= REPORTED_FAILURES:
+                failures.append(
+                    PartitionFailure(part.label, len(part.ops), False, [], res, 0.0, known_seqs)
+                )
+            elif res.ok is False:
                 t_shrink = time.monotonic()
                 whole = _with_prefix(part, ops[:n_prefix], state0)
                 culprits = _signature(res, known_seqs)
