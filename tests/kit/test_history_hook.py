@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing as mp
 import pickle
 from pathlib import Path
@@ -111,3 +112,33 @@ def test_off_by_default(stateengine_client: Client, tmp_path: Path) -> None:
     assert stateengine_client._history is None
     stateengine_client.create_record("t", {"n": 1})
     assert list(tmp_path.glob("**/*.msgpack")) == []
+
+
+def test_async_client_records_one_process_per_task(
+    stateengine_server: ServerProcess, stateengine_history: Path
+) -> None:
+    from stateengine.client.aio import AsyncClient
+    from stateengine.testing.checker import check
+
+    async def main() -> None:
+        async with AsyncClient(
+            stateengine_server.endpoint, stateengine_server.data_dir, history=stateengine_history
+        ) as db:
+            await db.create_record("t", {"id": "c", "n": 0})
+
+            async def bump() -> None:
+                for _ in range(5):
+                    await db.increment("t", "c", "n")
+                    await db.get_record("t", "c")  # from the arena
+
+            await asyncio.gather(*(bump() for _ in range(10)))
+
+    asyncio.run(main())
+    files = list(stateengine_history.glob("*.msgpack"))
+    assert len(files) == 1
+    ops = read_history(*files)
+    assert len(ops) == 1 + 10 * 10
+    assert len({op.process for op in ops}) == 1 + 10  # the main task and each bump task
+    assert max(op.result for op in ops if op.command == "INCREMENT") == 50
+    result = check(ops)
+    assert result.ok, result.report()
