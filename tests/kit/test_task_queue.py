@@ -97,8 +97,7 @@ def test_the_task_queue_is_linearizable(
     assert result.ok, result.report()
     assert claimed_twice(history) == []
     with stateengine_server.connect() as db:
-        assert db.list_records("tasks", where={"status": "done"}, limit=1000) != []
-        assert db.list_records("tasks", where={"status": "pending"}) == []
+        assert len(db.list_records("tasks", where={"status": "done"})) == 500
 
 
 def test_the_checker_rejects_a_read_then_write_claim(
