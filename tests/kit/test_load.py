@@ -160,10 +160,11 @@ def corrupt(ops: list[Operation]) -> tuple[list[Operation], Operation]:
 def test_control_a_corrupted_read_is_rejected(load_history: list[Operation]) -> None:
     from stateengine.testing.checker import check
 
-    ops, _ = corrupt(load_history)
+    ops, bad = corrupt(load_history)
     result = check(ops, time_limit=60)
     assert not result.timed_out, "no verdict within the time limit"
     assert not result.ok, "the checker accepted a read of a value never written"
     report = result.report()
     print(report)
     assert "NOT linearizable" in report
+    assert f"{bad.process}#{bad.op}" in report  # the report names the corrupted read
