@@ -105,26 +105,8 @@ class History:
     def invoke(self, request: dict[str, Any], at: int | None = None) -> int:
         args = {k: v for k, v in request.items() if k not in ("command", "req_id")}
         command = str(request.get("command"))
-        writer = self.writer
-        if at is None:
-            return writer.invoke(command, args)
-        if "time" in inspect.signature(writer.invoke).parameters:
-            return writer.invoke(command, args, time=at)  # type: ignore[call-arg,unused-ignore]
-        # A SNAPSHOT is invoked when the snapshot was taken, written when its reads are
-        # known; this writer cannot back-date an entry, so write it as it would.
-        op: int = writer._next_op
-        writer._next_op += 1
-        writer._write(
-            {
-                "type": "invoke",
-                "process": writer.process,
-                "op": op,
-                "time": at,
-                "command": command,
-                "args": args,
-            }
-        )
-        return op
+        # A SNAPSHOT is written when its reads are known, invoked when it was taken (at).
+        return self.writer.invoke(command, args, time=at)
 
     def complete(self, op: int, reply: dict[str, Any]) -> None:
         if reply.get("ok"):
