@@ -53,6 +53,8 @@ Model choices (documented in the report of a failure, too):
 from __future__ import annotations
 
 import argparse
+import bisect
+import dataclasses
 import gc
 import sys
 import time
@@ -966,6 +968,7 @@ class _Prepared:
     uctx: list[Ctx]
     req: list[dict[str, Any]]
     ureq: list[dict[str, Any]]
+    known_seqs: frozenset[int]
 
 
 def _seq_of(op: Operation) -> int | None:
@@ -1009,6 +1012,7 @@ def _prepare(
         [_ctx(o, ids[id(o)], known_seqs) for o in unknown],
         [o.request() for o in known],
         [o.request() for o in unknown],
+        known_seqs,
     )
 
 
@@ -1025,6 +1029,40 @@ class SearchResult:
     depth: int = 0
 
 
+_FREE: dict[frozenset[int], Callable[[int, float], list[int] | None]] = {}
+
+#: Beyond this many candidate seqs, an unknown write takes a placeholder version instead.
+MAX_SEQ_CHOICES: Final = 8
+
+
+def _free_seqs(known_seqs: frozenset[int]) -> Callable[[int, float], list[int] | None]:
+    """``free(a, b)``: the seqs in ``(a, b)`` that no recorded write has (None: too many).
+
+    ``seq`` is dense (one per committed write), so a write of unknown outcome that took
+    effect has one of those free numbers: it can only be linearized where the recorded
+    writes leave one, and it gets that number as its ``_version``, so that a read shows
+    which of several such writes it saw. Past the last recorded seq any number is free.
+    """
+    cached = _FREE.get(known_seqs)
+    if cached is not None:
+        return cached
+    ordered = sorted(known_seqs)
+    lo = ordered[0] if ordered else 1
+    hi = ordered[-1] if ordered else 0
+    free = [g for g in range(lo, hi + 1) if g not in known_seqs]
+
+    def between(a: int, b: float) -> list[int] | None:
+        if a + 1 < lo or b > hi + 1:
+            return None  # before the first or past the last recorded write: unbounded
+        i = bisect.bisect_right(free, a)
+        j = bisect.bisect_left(free, b)
+        return free[i:j] if j - i <= MAX_SEQ_CHOICES else None
+
+    _FREE.clear()  # one history at a time
+    _FREE[known_seqs] = between
+    return between
+
+
 class _Deadline(Exception):
     pass
 
@@ -1038,6 +1076,8 @@ def _search(prep: _Prepared, initial: State, deadline: float) -> SearchResult:
     """
     m = len(prep.known)
     inv, ret, ctxs, reqs = prep.inv, prep.ret, prep.ctx, prep.req
+    free_seqs = _free_seqs(prep.known_seqs)
+    part_seqs = sorted(c.seq for c in ctxs if c.seq > 0)
     uinv = [o.invoke for o in prep.unknown]
     known_ops, unknown_ops = prep.known, prep.unknown
     memo: set[tuple[int, int, int, State]] = set()
@@ -1063,6 +1103,34 @@ def _search(prep: _Prepared, initial: State, deadline: float) -> SearchResult:
                 bound = ret[j]
             z ^= low
         cands.sort(key=ret.__getitem__)
+        if unknown_ops:
+            # An unknown write that took effect has a free seq: between the last recorded
+            # write linearized here and the next one (commits come in seq order).
+            i = bisect.bisect_right(part_seqs, state.seq)
+            nxt_seq = part_seqs[i] if i < len(part_seqs) else INF
+            seqs = free_seqs(state.seq, nxt_seq)
+            if seqs is None or seqs:
+                # A free seq among the recorded ones says some write of unknown outcome
+                # took effect right there: try those first.
+                if seqs is None:
+                    yield from known_children(k, window, unk, state, cands)
+                for u in range(len(unknown_ops)):
+                    if unk >> u & 1 or uinv[u] > bound:
+                        continue
+                    base = prep.uctx[u]
+                    for g in seqs if seqs is not None else [0]:
+                        ctx = base if g == 0 else dataclasses.replace(base, seq=g)
+                        for outcome, nxt in apply(state, prep.ureq[u], ctx):
+                            if outcome[0] == "ok" and nxt is not state:
+                                g2 = g or state.seq + 1
+                                yield k, window, unk | 1 << u, nxt.with_seq(g2), unknown_ops[u]
+                if seqs is None:
+                    return
+        yield from known_children(k, window, unk, state, cands)
+
+    def known_children(
+        k: int, window: int, unk: int, state: State, cands: list[int]
+    ) -> Iterator[tuple[Any, ...]]:
         for j in cands:
             op = known_ops[j]
             for nxt in step(state, op, ctxs[j], reqs[j]):
@@ -1073,12 +1141,6 @@ def _search(prep: _Prepared, initial: State, deadline: float) -> SearchResult:
                     t = (~w & (w + 1)).bit_length() - 1  # trailing ones
                     nk, w = k + t, w >> t
                 yield nk, w, unk, nxt, op
-        for u, op in enumerate(unknown_ops):
-            if unk >> u & 1 or uinv[u] > bound:
-                continue
-            for outcome, nxt in apply(state, prep.ureq[u], prep.uctx[u]):
-                if outcome[0] == "ok" and nxt is not state:
-                    yield k, window, unk | 1 << u, nxt, op
 
     stack: list[Iterator[tuple[Any, ...]]] = [children(0, 0, 0, initial)]
     if m == 0:
