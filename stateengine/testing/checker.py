@@ -22,15 +22,19 @@ How the search is kept small:
 - **Memoization** on (linearized set, model state); the linearized set is kept as the
   index of the first unlinearized operation plus a small window bitset.
 
-Model choices (documented in the report of a failure, too):
+Model choices:
 
-- ``_version`` is the global ``seq`` of the record's last write, which no per-partition
-  model can predict. A write takes the ``seq`` of its reply (or the ``_version`` of the
-  record it returned); the model then compares ``_version`` exactly, which is what
-  catches a stale read (an old value *and* its old ``_version``). A write whose ``seq``
-  is unknown (unknown outcome, or not recorded) leaves a placeholder version that
-  matches any observed version that is not the ``seq`` of another recorded write, and
-  ``if_version`` against it may pass or fail.
+- ``_version`` and ``seq``. ``_version`` is the global ``seq`` of the record's last
+  write, which no per-partition model can predict, so a write takes the ``seq`` of its
+  reply (or the ``_version`` of the record it returned) and the model then compares
+  ``_version`` exactly: that is what catches a stale read (an old value *and* its old
+  ``_version``, even when a later write put the same value back). Writes are also
+  linearized in ``seq`` order (the writer commits in that order). A write of unknown
+  outcome that took effect has a ``seq`` no recorded write has (``seq`` is dense), so it
+  is linearized only where the recorded ``seq``s leave a free one, and takes it as its
+  ``_version`` (past the last recorded write, or with too many free ones, a placeholder
+  that matches any ``_version`` no recorded write has, and ``if_version`` against it
+  may pass or fail).
 - Initial state: every table starts nonexistent unless the history creates it (use the
   sequential prefix for setup) or ``initial`` declares it as ``{table: {id: record}}``;
   a declared table's version is unknown (``expected_version`` may pass or fail), its
@@ -48,6 +52,19 @@ Model choices (documented in the report of a failure, too):
   checked; ``RecordNotFound``, ``VersionConflict``, ``DuplicateId``, ``StateNotFound``,
   ``StateExists`` and ``CapacityError`` are reads of the state and are checked.
   ``LIST_STATES`` and ``GET_SCHEMA`` are not checked (counted as unchecked).
+- ``SNAPSHOT`` is one operation: all its reads must be explained by one state at one
+  point of its interval (a ``BATCH`` likewise applies all its commands at one point).
+- Reads of unknown outcome say nothing and are dropped; writes of unknown outcome may
+  take effect at any later point or never (porcupine's "return time +inf").
+
+Failure reports: for each failing partition (up to :data:`REPORTED_FAILURES`), the
+smallest failing sub-history found by delta debugging (the shortest failing prefix, then
+chunks dropped together with the operations that observed their writes, keeping only
+removals after which the search still gets stuck at the same operation for the same
+kind of reason), as a timeline per process, and what the model allowed instead of each
+operation it got stuck at. A partition longer than :data:`SHRINK_FROM_START_MAX` is
+shrunk from the state the search reached at its deepest point (shown, with the writes
+that produced it).
 """
 
 from __future__ import annotations
