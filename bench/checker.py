@@ -3,8 +3,9 @@
 Generates valid concurrent histories (4 processes, overlapping intervals) from the
 real engine with ``stateengine.testing.history.simulate`` and times
 ``stateengine.testing.checker.check`` on 10⁴ and 10⁵ operations, median of 3, for two
-mixes: ``records`` (record commands on 64 records: many small partitions) and ``table``
-(the load test's mix on 3 hot records with claims, listings and snapshots: one partition).
+mixes: ``records`` (record commands on 64 records: many small partitions), ``table``
+(the load test's mix on 3 hot records with claims, listings and snapshots: one partition)
+and ``table+unknown`` (the same with 8 writes of unknown outcome).
 """
 
 from __future__ import annotations
@@ -98,9 +99,19 @@ def table_steps(n: int, rng: random.Random) -> list[tuple[str, dict[str, Any]]]:
 
 
 def history(mix: str, n: int, seed: int) -> list[Operation]:
+    """*mix* ``records``, ``table`` or ``table+unknown`` (8 writes of unknown outcome:
+    4 applied, 4 lost, as when processes are killed mid-call)."""
     rng = random.Random(seed)
     steps = (record_steps if mix == "records" else table_steps)(n, rng)
-    return simulate(steps, rng=rng, gap=1000, spread=3000)
+    unknown: set[int] = set()
+    lost: set[int] = set()
+    if mix.endswith("+unknown"):
+        writes = [
+            i for i in range(10, n) if steps[i][1]["command"] in ("INCREMENT", "CLAIM_RECORD")
+        ]
+        picked = rng.sample(writes, 8)
+        unknown, lost = set(picked[:4]), set(picked[4:])
+    return simulate(steps, rng=rng, gap=1000, spread=3000, unknown=unknown, lost=lost)
 
 
 def main() -> None:
@@ -108,8 +119,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10⁴ only")
     args = parser.parse_args()
     sizes = [10_000] if args.quick else [10_000, 100_000]
-    print(f"{'mix':8} {'ops':>8} {'median s':>9} {'ops/s':>9} {'runs':>24} {'partitions':>10}")
-    for mix in ("records", "table"):
+    print(f"{'mix':14} {'ops':>8} {'median s':>9} {'ops/s':>9} {'runs':>24} {'partitions':>10}")
+    for mix in ("records", "table", "table+unknown"):
         for n in sizes:
             ops = history(mix, n, seed=n)
             runs = []
@@ -122,7 +133,7 @@ def main() -> None:
                 parts = result.partitions
             med = statistics.median(runs)
             shown = " ".join(f"{r:.2f}" for r in runs)
-            print(f"{mix:8} {n:>8} {med:>9.2f} {n / med:>9.0f} {shown:>24} {parts:>10}")
+            print(f"{mix:14} {n:>8} {med:>9.2f} {n / med:>9.0f} {shown:>24} {parts:>10}")
 
 
 if __name__ == "__main__":

@@ -1317,7 +1317,7 @@ def _format_state(
         shown = [e for e in table.records if ids is None or e.id in ids]
         for e in shown[:12]:
             w = writers.get(e.vers)
-            by = "" if w is None else f"  <- {format_op(w, start)} by {w.process}"
+            by = "" if w is None else f"  <- written by {w.process} {format_op(w, start)}"
             lease = "" if e.lease is None else " (leased)"
             lines.append(f"      {_short(e.record())}{lease}{by}")
         if len(shown) > 12:
