@@ -673,7 +673,8 @@ def _batch(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
     for sub in req.get("commands") or []:
         nxt: list[tuple[list[Outcome], State]] = []
         for results, st in branches:
-            for outcome, st2 in apply(st, sub, ctx):
+            # A command the model does not know (LIST_STATES, GET_SCHEMA) reads only.
+            for outcome, st2 in apply(st, sub, ctx) or [(("ok", "any", None), st)]:
                 if outcome[0] == "err":
                     if outcome[1] not in errors:
                         errors.append(outcome[1])

@@ -447,3 +447,22 @@ def test_history_files_round_trip_and_the_cli(
     assert main([str(path), str(other)]) == 1
     out = capsys.readouterr().out
     assert "NOT linearizable" in out and "w2#0 GET_RECORD" in out
+
+
+def test_commands_the_model_does_not_know_are_not_checked() -> None:
+    states = op("a", "LIST_STATES", {}, 0, 1, ["t"])
+    batch = op(
+        "a",
+        "BATCH",
+        {
+            "commands": [
+                {"command": "GET_SCHEMA", "state": T},
+                {"command": "GET_RECORD", "state": T, "id": 1},
+            ]
+        },
+        2,
+        3,
+        [["id", "n", "status"], rec(1, 2, n=0, status="free")],
+    )
+    result = check([*setup(), states, batch])
+    assert result.ok and result.unchecked == 1, result.report()
