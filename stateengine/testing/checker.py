@@ -1132,7 +1132,8 @@ def _search(prep: _Prepared, initial: State, deadline: float) -> SearchResult:
                 # took effect right there: try those first.
                 if seqs is None:
                     yield from known_children(k, window, unk, state, cands)
-                for u in range(len(unknown_ops)):
+                # Most recent first: a request lost on the way is usually an old one.
+                for u in range(len(unknown_ops) - 1, -1, -1):
                     if unk >> u & 1 or uinv[u] > bound:
                         continue
                     base = prep.uctx[u]
