@@ -1121,6 +1121,15 @@ def _search(prep: _Prepared, initial: State, deadline: float) -> SearchResult:
                 bound = ret[j]
             z ^= low
         cands.sort(key=ret.__getitem__)
+        steps = {j: step(state, known_ops[j], ctxs[j], reqs[j]) for j in cands}
+        for j in cands:
+            nxts = steps[j]
+            if len(nxts) == 1 and nxts[0] is state:
+                # A read explained by this state: any explanation from here can be
+                # rearranged to take it first (nothing must precede it and it changes
+                # nothing), so it is the only child worth trying.
+                yield from known_children(k, window, unk, state, [j], steps)
+                return
         if unknown_ops:
             # An unknown write that took effect has a free seq: between the last recorded
             # write linearized here and the next one (commits come in seq order).
@@ -1131,7 +1140,7 @@ def _search(prep: _Prepared, initial: State, deadline: float) -> SearchResult:
                 # A free seq among the recorded ones says some write of unknown outcome
                 # took effect right there: try those first.
                 if seqs is None:
-                    yield from known_children(k, window, unk, state, cands)
+                    yield from known_children(k, window, unk, state, cands, steps)
                 # Most recent first: a request lost on the way is usually an old one.
                 for u in range(len(unknown_ops) - 1, -1, -1):
                     if unk >> u & 1 or uinv[u] > bound:
@@ -1145,14 +1154,19 @@ def _search(prep: _Prepared, initial: State, deadline: float) -> SearchResult:
                                 yield k, window, unk | 1 << u, nxt.with_seq(g2), unknown_ops[u]
                 if seqs is None:
                     return
-        yield from known_children(k, window, unk, state, cands)
+        yield from known_children(k, window, unk, state, cands, steps)
 
     def known_children(
-        k: int, window: int, unk: int, state: State, cands: list[int]
+        k: int,
+        window: int,
+        unk: int,
+        state: State,
+        cands: list[int],
+        steps: dict[int, list[State]],
     ) -> Iterator[tuple[Any, ...]]:
         for j in cands:
             op = known_ops[j]
-            for nxt in step(state, op, ctxs[j], reqs[j]):
+            for nxt in steps[j]:
                 bit = 1 << (j - k)
                 w = window | bit
                 nk = k
