@@ -327,3 +327,60 @@ def test_mutated_histories_match_a_brute_force_search(
     expected = brute_force(mutated)
     result = check(mutated)
     assert result.ok == expected, result.report()
+
+
+# --- a long history: fast enough, and a corrupted read in it is found -----------------------
+
+
+def _long_steps(n: int, rng: random.Random) -> list[Step]:
+    steps = list(SETUP)
+    steps.append(
+        ("setup", {"command": "CREATE_RECORD", "state": T, "record": {"id": 3, "n": 0, "s": "a"}})
+    )
+    while len(steps) < n:
+        p = f"p{rng.randrange(4)}"
+        rid = rng.choice(IDS)
+        k = rng.random()
+        if k < 0.3:
+            steps.append((p, {"command": "GET_RECORD", "state": T, "id": rid}))
+        elif k < 0.5:
+            steps.append((p, {"command": "INCREMENT", "state": T, "id": rid, "field": "n"}))
+        elif k < 0.65:
+            claim = {
+                "command": "CLAIM_RECORD",
+                "state": T,
+                "where": {"s": "a"},
+                "fields": {"s": "b"},
+            }
+            steps.append((p, {**claim, "lease_seconds": 1000}))
+        elif k < 0.8:
+            steps.append(
+                (p, {"command": "PATCH_RECORD", "state": T, "id": rid, "fields": {"s": "a"}})
+            )
+        elif k < 0.9:
+            reads = [{"command": "GET_RECORD", "state": T, "id": i} for i in IDS]
+            steps.append((p, {"command": "SNAPSHOT", "reads": reads}))
+        else:
+            steps.append((p, {"command": "LIST_RECORDS", "state": T, "where": {"s": "a"}}))
+    return steps
+
+
+def test_ten_thousand_operations_with_unknown_outcomes() -> None:
+    rng = random.Random(9)
+    steps = _long_steps(10_000, rng)
+    writes = [i for i, (p, r) in enumerate(steps) if p != "setup" and r["command"] == "INCREMENT"]
+    picked = rng.sample(writes, 12)
+    ops = simulate(
+        steps, rng=rng, gap=1000, spread=3000, unknown=set(picked[:6]), lost=set(picked[6:])
+    )
+    result = check(ops, time_limit=30)
+    assert result.ok, result.report()
+    assert result.seconds < 10, result.report()
+
+    index = next(i for i in range(5000, len(ops)) if ops[i].command == "GET_RECORD" and ops[i].ok)
+    bad = dataclasses.replace(ops[index], result={**ops[index].result, "n": -1})
+    result = check([*ops[:index], bad, *ops[index + 1 :]], time_limit=30)
+    assert not result.ok
+    (failure,) = result.failures
+    assert failure.sub_history == [bad], result.report()
+    assert "the model allows only" in result.report()
