@@ -21,6 +21,11 @@ How the search is kept small:
   later, is one partition.
 - **Memoization** on (linearized set, model state); the linearized set is kept as the
   index of the first unlinearized operation plus a small window bitset.
+- **Reads first.** A read that may come next and that the current state explains is
+  linearized at once, without branching: nothing has to precede it and it changes
+  nothing, so any explanation from there can be rearranged to take it first.
+- **seq order.** Recorded writes are linearized in ``seq`` order, and a write of
+  unknown outcome only where the recorded ``seq``s leave a free one (below).
 
 Model choices:
 
@@ -1121,9 +1126,9 @@ def _search(prep: _Prepared, initial: State, deadline: float) -> SearchResult:
                 bound = ret[j]
             z ^= low
         cands.sort(key=ret.__getitem__)
-        steps = {j: step(state, known_ops[j], ctxs[j], reqs[j]) for j in cands}
+        steps: dict[int, list[State]] = {}
         for j in cands:
-            nxts = steps[j]
+            nxts = steps[j] = step(state, known_ops[j], ctxs[j], reqs[j])
             if len(nxts) == 1 and nxts[0] is state:
                 # A read explained by this state: any explanation from here can be
                 # rearranged to take it first (nothing must precede it and it changes
