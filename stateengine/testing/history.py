@@ -11,7 +11,8 @@ completion, i.e. an outcome the checker must treat as unknown):
 comparable across processes of one Linux machine). ``command`` is a wire command name or
 ``SNAPSHOT`` (several reads in one consistent snapshot: ``args = {"reads": [request, ...]}``,
 ``result = [{"ok": True, "result": ...} | {"ok": False, "error": type}, ...]``).
-A completion whose ``error`` is ``ServerUnavailable`` (a timeout) is an unknown outcome too.
+A completion whose ``error`` is ``ServerUnavailable`` (a timeout), or not a wire error type
+at all (an exception in the client), is an unknown outcome too.
 """
 
 from __future__ import annotations
@@ -26,8 +27,31 @@ from typing import IO, Any, Final
 
 import msgpack
 
-#: Error types that say nothing about whether the operation took effect.
+from stateengine.errors import StateEngineError
+
+#: Error types that say nothing about whether the operation took effect. So does any
+#: error that is not a wire error type (an exception raised in the client, e.g. by the
+#: transport or an interrupt, recorded by its class name).
 UNKNOWN_ERRORS: Final = frozenset({"ServerUnavailable"})
+
+
+def _wire_errors() -> frozenset[str]:
+    names: set[str] = set()
+    todo: list[type[StateEngineError]] = [StateEngineError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return frozenset(names - UNKNOWN_ERRORS)
+
+
+#: The error types a server reply can carry (the classes of ``stateengine.errors``).
+WIRE_ERRORS: Final = _wire_errors()
+
+
+def unknown_outcome(ok: bool, error: Any) -> bool:
+    """Whether a completion with *ok* and *error* leaves the outcome unknown."""
+    return not ok and error not in WIRE_ERRORS
 
 
 @dataclass(frozen=True)
@@ -163,7 +187,7 @@ def pair_entries(entries: Iterable[dict[str, Any]]) -> list[Operation]:
     ops: list[Operation] = []
     for key, inv in invokes.items():
         comp = completes.get(key)
-        if comp is not None and comp.get("error") in UNKNOWN_ERRORS:
+        if comp is not None and unknown_outcome(bool(comp.get("ok")), comp.get("error")):
             comp = None
         ops.append(
             Operation(

@@ -424,6 +424,8 @@ def test_history_files_round_trip_and_the_cli(
         w.complete(i, ok=True, result={"id": 1, "n": 0, "_version": 2})
         i = w.invoke("INCREMENT", {"state": T, "id": 1, "field": "n"})
         w.complete(i, ok=False, error="ServerUnavailable")
+        i = w.invoke("PATCH_RECORD", {"state": T, "id": 1, "fields": {"n": 3}})
+        w.complete(i, ok=False, error="KeyboardInterrupt")  # raised in the client: unknown
         w.invoke("DELETE_RECORD", {"state": T, "id": 1})  # killed before the reply
     with open(path, "ab") as f:
         f.write(msgpack.packb({"type": "complete", "process": "w1"})[:5])  # a torn tail
@@ -433,9 +435,10 @@ def test_history_files_round_trip_and_the_cli(
         "CREATE_RECORD",
         "GET_RECORD",
         "INCREMENT",
+        "PATCH_RECORD",
         "DELETE_RECORD",
     ]
-    assert [o.known for o in ops] == [True, True, True, False, False]
+    assert [o.known for o in ops] == [True, True, True, False, False, False]
     assert ops[1].seq == 2 and ops[2].result == {"id": 1, "n": 0, "_version": 2}
     assert main([str(path)]) == 0
     assert "history: linearizable" in capsys.readouterr().out
