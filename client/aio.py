@@ -13,37 +13,120 @@ and run inline; only the read-your-writes wait yields to the loop.
 
 Sharp edges: a call cancelled after its request was sent may still be applied by the
 server (its reply is then dropped, and logged at debug level); one client belongs to
-one event loop. Use uvloop for the loop (:func:`install_uvloop`); the client does not
+one event loop. With ``history=DIR`` (the stress-test kit's history option) every asyncio
+task is one recorded process, since its calls are sequential; the client's calls go to
+``DIR/<pid>-<n>.msgpack``. Use uvloop for the loop (:func:`install_uvloop`); the client does not
 install it for you.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+import inspect
 import itertools
 import logging
 import os
+import weakref
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import msgpack
 import zmq
 import zmq.asyncio
 
 from stateengine.client.client import (
+    RECORDED_READS,
     ArenaView,
+    History,
     arena_get,
     arena_info,
     arena_list,
     arena_states,
 )
 from stateengine.client.commands import CommandsMixin, Id, Record
-from stateengine.errors import ServerUnavailable, from_wire
+from stateengine.errors import ServerUnavailable, StateEngineError, from_wire
 from stateengine.protocol import decode_reply, pack_request
 from stateengine.server import paths
 from stateengine.shm import ArenaReader
 
+if TYPE_CHECKING:
+    from stateengine.testing.history import HistoryWriter
+
 log = logging.getLogger("stateengine.client")
+
+# Set inside a recorded call, per task: the calls it makes are not recorded again.
+_RECORDING: contextvars.ContextVar[bool] = contextvars.ContextVar("recording", default=False)
+
+
+class AsyncHistory(History):
+    """The history option of :class:`AsyncClient`: one file per client, and one recorded
+    process per asyncio task (a task's calls are sequential; several tasks' are not)."""
+
+    def __init__(self, spec: str | os.PathLike[str]) -> None:
+        super().__init__(spec)
+        self._file: IO[bytes] | None = None
+        self._name = ""
+        self._tasks = itertools.count(1)
+        self._writers: weakref.WeakKeyDictionary[asyncio.Task[Any], HistoryWriter] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @property
+    def writer(self) -> HistoryWriter:
+        from stateengine.testing.history import HistoryWriter
+
+        task = asyncio.current_task()
+        assert task is not None, "an AsyncClient is used inside a task"
+        writer = self._writers.get(task)
+        if writer is None:
+            if self._file is None:
+                assert isinstance(self.spec, str | os.PathLike)
+                folder = Path(self.spec)
+                folder.mkdir(parents=True, exist_ok=True)
+                self._name = f"{os.getpid()}-{next(History._clients)}"
+                self._file = open(folder / f"{self._name}.msgpack", "ab", buffering=0)
+            writer = HistoryWriter(self._file, f"{self._name}-t{next(self._tasks)}")
+            self._writers[task] = writer
+        return writer
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _recorded_async(
+    command: str, method: Callable[..., Awaitable[Any]]
+) -> Callable[..., Awaitable[Any]]:
+    """An async read method recorded as one operation (see ``client.recorded``)."""
+    signature = inspect.signature(method)
+
+    @functools.wraps(method)
+    async def wrapper(self: AsyncClient, *args: Any, **kwargs: Any) -> Any:
+        hook = self._history
+        if hook is None or _RECORDING.get():
+            return await method(self, *args, **kwargs)
+        bound = signature.bind(self, *args, **kwargs).arguments
+        request = {k: v for k, v in bound.items() if k != "self" and v is not None}
+        op = hook.invoke({"command": command, **request})
+        token = _RECORDING.set(True)
+        try:
+            result = await method(self, *args, **kwargs)
+        except StateEngineError as exc:
+            hook.complete(op, {"ok": False, "error": {"type": type(exc).__name__}})
+            raise
+        except BaseException as exc:
+            hook.fail(op, exc)
+            raise
+        finally:
+            _RECORDING.reset(token)
+        hook.complete(op, {"ok": True, "result": result})
+        return result
+
+    return wrapper
 
 
 def install_uvloop() -> bool:
@@ -60,6 +143,8 @@ class AsyncClient(CommandsMixin):
     """One connection for one event loop. Every command method returns an awaitable.
 
     :param timeout: seconds to wait for each reply before ``ServerUnavailable``.
+    :param history: a directory: record every operation for the checker (each asyncio
+        task is one recorded process).
     """
 
     def __init__(
@@ -68,7 +153,13 @@ class AsyncClient(CommandsMixin):
         data_dir: str | os.PathLike[str] | None = None,
         timeout: float = 10.0,
         arena: bool = True,
+        history: str | os.PathLike[str] | None = None,
     ) -> None:
+        self._history = AsyncHistory(history) if history is not None else None
+        if self._history is not None:  # per instance: a client without a history pays nothing
+            for name, command in RECORDED_READS.items():
+                wrapped = _recorded_async(command, getattr(type(self), name))
+                setattr(self, name, functools.partial(wrapped, self))
         self.data_dir = Path(data_dir).absolute() if data_dir else None
         if endpoint is None:
             info = paths.read_server_file(self.data_dir or paths.default_data_dir())
@@ -104,6 +195,19 @@ class AsyncClient(CommandsMixin):
 
     async def execute(self, request: dict[str, Any]) -> dict[str, Any]:
         """Send one request map; return the raw reply map (errors not raised)."""
+        hook = self._history
+        if hook is None or _RECORDING.get():
+            return await self._execute(request)
+        op = hook.invoke(request)
+        try:
+            reply = await self._execute(request)
+        except BaseException as exc:
+            hook.fail(op, exc)
+            raise
+        hook.complete(op, reply)
+        return reply
+
+    async def _execute(self, request: dict[str, Any]) -> dict[str, Any]:
         if self._closed:
             raise ServerUnavailable("this client is closed")
         if self._receiver is None or self._receiver.done():
@@ -203,6 +307,8 @@ class AsyncClient(CommandsMixin):
         self._ctx.term()
         if self._view is not None:
             self._view.close()
+        if self._history is not None:
+            self._history.close()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -219,6 +325,7 @@ async def connect_async(
     data_dir: str | os.PathLike[str] | None = None,
     timeout: float = 10.0,
     arena: bool = True,
+    history: str | os.PathLike[str] | None = None,
 ) -> AsyncClient:
     """:func:`stateengine.connect` for asyncio; call it inside the loop that will use it."""
-    return AsyncClient(endpoint, data_dir, timeout, arena)
+    return AsyncClient(endpoint, data_dir, timeout, arena, history)

@@ -16,19 +16,25 @@ Sharp edges, written down here as py-lmdb does:
   a client can be passed to ``multiprocessing`` spawn workers.
 * **Read-your-writes.** The client remembers the highest ``seq`` its writes produced, and
   an arena read waits (bounded by ``timeout``) until the arena has published it.
+* **History.** ``Client(..., history=DIR)`` records every operation (invocation and
+  completion time, arguments, result) for :mod:`stateengine.testing`'s checker: one file
+  per process and client, ``DIR/<pid>-<n>.msgpack``; a forked or unpickled client opens
+  its own. Off (the default), it costs one attribute test per call.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import itertools
 import logging
 import os
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import msgpack
 import zmq
@@ -54,7 +60,119 @@ from stateengine.server import paths
 from stateengine.server.feed import feed_endpoint
 from stateengine.shm import ArenaReader, Snapshot
 
+if TYPE_CHECKING:
+    from stateengine.testing.history import HistoryWriter
+
 log = logging.getLogger("stateengine.client")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class History:
+    """The client's history option (see :mod:`stateengine.testing.history`).
+
+    *spec* is a directory (each process and client writes its own file in it, opened on
+    first use and again after ``fork``) or a ``HistoryWriter`` (used as is; never after
+    ``fork``). ``depth`` stops a recorded call from recording the calls it makes.
+    """
+
+    _clients = itertools.count(1)
+
+    def __init__(self, spec: str | os.PathLike[str] | HistoryWriter) -> None:
+        self.spec = spec
+        self.depth = 0
+        self._writer: HistoryWriter | None = None
+        self._pid = os.getpid()
+
+    @property
+    def writer(self) -> HistoryWriter:
+        if self._pid != os.getpid():
+            self._writer, self._pid = None, os.getpid()  # the parent's file is the parent's
+            if not isinstance(self.spec, str | os.PathLike):
+                raise RuntimeError("a HistoryWriter cannot follow a fork: pass a directory")
+        if self._writer is None:
+            from stateengine.testing.history import HistoryWriter
+
+            if not isinstance(self.spec, str | os.PathLike):
+                self._writer = self.spec
+            else:
+                folder = Path(self.spec)
+                folder.mkdir(parents=True, exist_ok=True)
+                process = f"{os.getpid()}-{next(History._clients)}"
+                self._writer = HistoryWriter(folder / f"{process}.msgpack", process)
+        return self._writer
+
+    def invoke(self, request: dict[str, Any], at: int | None = None) -> int:
+        args = {k: v for k, v in request.items() if k not in ("command", "req_id")}
+        command = str(request.get("command"))
+        # A SNAPSHOT is written when its reads are known, invoked when it was taken (at).
+        return self.writer.invoke(command, args, time=at)
+
+    def complete(self, op: int, reply: dict[str, Any]) -> None:
+        if reply.get("ok"):
+            self.writer.complete(op, ok=True, result=reply.get("result"), seq=reply.get("seq"))
+        else:
+            error = reply.get("error")
+            kind = error.get("type") if isinstance(error, dict) else None
+            self.writer.complete(op, ok=False, error=str(kind), seq=reply.get("seq"))
+
+    def fail(self, op: int, exc: BaseException) -> None:
+        """A call that raised: ``ServerUnavailable`` (or anything else) = unknown outcome."""
+        self.writer.complete(op, ok=False, error=type(exc).__name__)
+
+    def close(self) -> None:
+        if self._writer is not None and self._pid == os.getpid() and self._writer is not self.spec:
+            self._writer.close()
+        self._writer = None
+
+
+#: The client's read methods (answered from the arena when it can) and their commands.
+RECORDED_READS: dict[str, str] = {
+    "get_record": "GET_RECORD",
+    "list_records": "LIST_RECORDS",
+    "get_state_info": "GET_STATE_INFO",
+    "get_schema": "GET_SCHEMA",
+    "list_states": "LIST_STATES",
+}
+
+
+def recorded(command: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Record a client method as one operation named *command* (when the client records
+    a history), its arguments as the request; the calls it makes are not recorded.
+
+    The client's own reads use it; so can a subclass whose method stands for one
+    command (docs/testing.md: a claim made of a read and a write, recorded as a claim).
+    """
+
+    def decorate(method: Callable[P, R]) -> Callable[P, R]:
+        signature = inspect.signature(method)
+
+        @functools.wraps(method)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            hook: History | None = args[0]._history  # type: ignore[attr-defined]
+            if hook is None or hook.depth:
+                return method(*args, **kwargs)
+            bound = signature.bind(*args, **kwargs).arguments
+            request = {k: v for k, v in bound.items() if k != "self" and v is not None}
+            op = hook.invoke({"command": command, **request})
+            hook.depth += 1
+            try:
+                result = method(*args, **kwargs)
+            except StateEngineError as exc:
+                hook.complete(op, {"ok": False, "error": {"type": type(exc).__name__}})
+                raise
+            except BaseException as exc:
+                hook.fail(op, exc)
+                raise
+            finally:
+                hook.depth -= 1
+            hook.complete(op, {"ok": True, "result": result})
+            return result
+
+        return wrapper
+
+    return decorate
 
 
 class Client(CommandsMixin):
@@ -65,6 +183,8 @@ class Client(CommandsMixin):
         ``./.stateengine``); used to find the endpoint and to tell whether the server
         process is alive.
     :param timeout: seconds to wait for each reply before ``ServerUnavailable``.
+    :param history: record every operation for the checker: a directory (one file per
+        process and client in it) or a ``stateengine.testing.history.HistoryWriter``.
     """
 
     def __init__(
@@ -74,8 +194,16 @@ class Client(CommandsMixin):
         timeout: float = 10.0,
         arena: bool = True,
         curve: dict[str, bytes] | None = None,
+        history: str | os.PathLike[str] | HistoryWriter | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute() if data_dir else None
+        self._history = History(history) if history is not None else None
+        if self._history is not None:
+            # Reads the client may answer from the arena record themselves; wrapped per
+            # instance so that a client without a history pays nothing for it.
+            for name, command in RECORDED_READS.items():
+                wrapped = recorded(command)(getattr(type(self), name))
+                setattr(self, name, functools.partial(wrapped, self))
         self.timeout = timeout
         self.use_arena = arena
         self.curve = curve
@@ -156,13 +284,33 @@ class Client(CommandsMixin):
         return reply.get("result")
 
     def _call(self, request: dict[str, Any]) -> Any:
+        if self._history is not None:
+            return self._result(self._recorded_execute(request))
         req_id = self._send(dict(request))
         return self._result(self._receive({req_id})[req_id])
 
     def execute(self, request: dict[str, Any]) -> dict[str, Any]:
         """Send one request map and return the raw reply map (errors not raised)."""
+        if self._history is not None:
+            return self._recorded_execute(request)
         req_id = self._send(dict(request))
         return self._receive({req_id})[req_id]
+
+    def _recorded_execute(self, request: dict[str, Any]) -> dict[str, Any]:
+        hook = self._history
+        assert hook is not None
+        if hook.depth:
+            req_id = self._send(dict(request))
+            return self._receive({req_id})[req_id]
+        op = hook.invoke(request)
+        try:
+            req_id = self._send(dict(request))
+            reply = self._receive({req_id})[req_id]
+        except BaseException as exc:
+            hook.fail(op, exc)
+            raise
+        hook.complete(op, reply)
+        return reply
 
     # --- pipelining -----------------------------------------------------------------------
 
@@ -180,8 +328,23 @@ class Client(CommandsMixin):
 
     def send_many(self, requests: list[dict[str, Any]]) -> list[Any]:
         """Send every request, then wait once; return results (exceptions in place)."""
-        ids = [self._send(dict(r)) for r in requests]
-        replies = self._receive(set(ids))
+        hook = self._history if self._history is not None and not self._history.depth else None
+        ops: list[int] = []
+        ids: list[int] = []
+        try:
+            for r in requests:
+                if hook is not None:
+                    ops.append(hook.invoke(r))
+                ids.append(self._send(dict(r)))
+            replies = self._receive(set(ids))
+        except BaseException as exc:
+            if hook is not None:
+                for op in ops:
+                    hook.fail(op, exc)  # outcome unknown, even of replies already in
+            raise
+        if hook is not None:
+            for op, req_id in zip(ops, ids, strict=True):
+                hook.complete(op, replies[req_id])
         out: list[Any] = []
         for req_id in ids:
             try:
@@ -269,11 +432,24 @@ class Client(CommandsMixin):
 
         :raises ServerUnavailable: no arena to read from (a remote client, ``--no-arena``).
         """
+        started = time.monotonic_ns()
         reader = self._reader()
         if reader is None:
             raise ServerUnavailable("snapshots need the shared-memory arena of a local server")
         with reader.snapshot() as snap:
-            yield ClientSnapshot(snap)
+            reads: list[tuple[dict[str, Any], dict[str, Any]]] | None = (
+                [] if self._history is not None else None
+            )
+            try:
+                yield ClientSnapshot(snap, reads)
+            finally:
+                if reads and self._history is not None:
+                    # One SNAPSHOT operation, invoked when the snapshot was taken.
+                    op = self._history.invoke(
+                        {"command": "SNAPSHOT", "reads": [r for r, _ in reads]}, at=started
+                    )
+                    result = [outcome for _, outcome in reads]
+                    self._history.complete(op, {"ok": True, "result": result, "seq": snap.version})
 
     # --- server liveness --------------------------------------------------------------------
 
@@ -300,6 +476,8 @@ class Client(CommandsMixin):
                 self._ctx.term()
             if self._view is not None:
                 self._view.close()
+        if self._history is not None:
+            self._history.close()
         self._ctx = None
         self._closed = True
 
@@ -315,7 +493,12 @@ class Client(CommandsMixin):
             self.close()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Client, (self.endpoint, self.data_dir, self.timeout, self.use_arena, self.curve))
+        spec = self._history.spec if self._history is not None else None
+        history = spec if isinstance(spec, str | os.PathLike) else None
+        return (
+            Client,
+            (self.endpoint, self.data_dir, self.timeout, self.use_arena, self.curve, history),
+        )
 
     def __repr__(self) -> str:
         return f"<stateengine.Client {self.endpoint}{' closed' if self._closed else ''}>"
@@ -446,11 +629,43 @@ def _select(
     return records[start : None if limit is None else start + limit]
 
 
+def snapshot_read(command: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Log a snapshot read (request, outcome) when the client records a history."""
+
+    def decorate(method: Callable[P, R]) -> Callable[P, R]:
+        signature = inspect.signature(method)
+
+        @functools.wraps(method)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            reads: list[Any] | None = args[0]._reads  # type: ignore[attr-defined]
+            if reads is None:
+                return method(*args, **kwargs)
+            bound = signature.bind(*args, **kwargs).arguments
+            request = {k: v for k, v in bound.items() if k != "self" and v is not None}
+            request = {"command": command, **request}
+            try:
+                result = method(*args, **kwargs)
+            except StateEngineError as exc:
+                reads.append((request, {"ok": False, "error": type(exc).__name__}))
+                raise
+            reads.append((request, {"ok": True, "result": result}))
+            return result
+
+        return wrapper
+
+    return decorate
+
+
 class ClientSnapshot:
     """Reads at one arena version: ``get_record``, ``list_records``, ``get_state_info``."""
 
-    def __init__(self, snap: Snapshot) -> None:
+    def __init__(self, snap: Snapshot, reads: list[Any] | None = None) -> None:
         self._snap = snap
+        self._reads = reads
+        if reads is not None:  # a recording client: log every read (per instance: free when off)
+            for name in ("get_record", "list_records", "get_state_info", "list_states"):
+                wrapped = snapshot_read(RECORDED_READS[name])(getattr(type(self), name))
+                setattr(self, name, functools.partial(wrapped, self))
 
     @property
     def version(self) -> int:
@@ -508,6 +723,7 @@ def connect(
     timeout: float = 10.0,
     arena: bool = True,
     curve: dict[str, bytes] | None = None,
+    history: str | os.PathLike[str] | HistoryWriter | None = None,
 ) -> Client:
     """Connect to a running server (by endpoint, by data directory, or the default one).
 
@@ -518,4 +734,4 @@ def connect(
     """
     if endpoint is None and data_dir is None:
         data_dir = paths.default_data_dir()
-    return Client(endpoint, data_dir, timeout, arena, curve)
+    return Client(endpoint, data_dir, timeout, arena, curve, history)

@@ -87,8 +87,12 @@ class ServerProcess:
         self.kill()
         raise RuntimeError(f"server did not start within {self.start_timeout} s")
 
-    def connect(self, timeout: float = 10.0) -> Client:
-        return Client(self.endpoint, self.data_dir, timeout=timeout)
+    def connect(
+        self, timeout: float = 10.0, history: str | os.PathLike[str] | None = None
+    ) -> Client:
+        """A client of this server (arena reads on); *history*: record its operations
+        in that directory (``Client(..., history=)``)."""
+        return Client(self.endpoint, self.data_dir, timeout=timeout, history=history)
 
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM, then wait; return the exit code (kill -9 after *timeout*)."""
@@ -128,6 +132,11 @@ class ServerProcess:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (e.g. handed to a spawn worker) without its process: a worker can
+        :meth:`connect`, only the process that started the server stops it."""
+        return {**self.__dict__, "proc": None}
 
     def __enter__(self) -> ServerProcess:
         return self.start()

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -9,8 +8,7 @@ from stateengine.testing import ServerProcess
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    """A real ``stateengine serve`` subprocess on a private data directory."""
-    proc = ServerProcess(tmp_path / "data")
-    with proc:
-        yield proc
+def server(stateengine_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    """A real ``stateengine serve`` subprocess on a private data directory, with the
+    embedded defaults (the kit's ``stateengine_server`` runs ``--fsync no``)."""
+    return stateengine_server_factory()

@@ -1,7 +1,11 @@
 """Worker pools claiming tasks through a real server: every task claimed exactly once.
 
 Two mechanisms are checked (CLAIM_RECORD; PATCH_RECORD with if_match), and a control
-run without the precondition shows double claims, proving the check can fail.
+run without the precondition shows double claims, proving the check can fail. Every
+client records its operations (the kit's history option) and the checker must find the
+recorded history linearizable, on top of the counts. (The control's history is
+linearizable too: each of its reads and writes is atomic; its bug is in how the client
+combines them, which tests/kit/test_task_queue.py shows the checker catching.)
 """
 
 from __future__ import annotations
@@ -19,17 +23,19 @@ import pytest
 from stateengine.client.client import Client
 from stateengine.errors import VersionConflict
 from stateengine.testing import ServerProcess
+from stateengine.testing.checker import check
+from stateengine.testing.history import read_history
 
 TASKS = 1000
 WORKERS = 4
 SPAWN = mp.get_context("spawn")
 
 
-def worker(endpoint: str, mode: str, wid: int, out: str, go: Event) -> None:
+def worker(endpoint: str, mode: str, wid: int, out: str, go: Event, history: str) -> None:
     claimed: list[tuple[int, int]] = []  # (task id, _version of the claim)
     conflicts = empty = 0
     rng = random.Random(wid)
-    with Client(endpoint, timeout=20) as client:
+    with Client(endpoint, timeout=20, history=history) as client:
         go.wait(30)
         for _ in range(TASKS * 4):  # bounded: each round claims, conflicts or ends
             if mode == "claim":
@@ -59,12 +65,13 @@ def worker(endpoint: str, mode: str, wid: int, out: str, go: Event) -> None:
 
 
 def run_pool(tmp_path: Path, mode: str) -> list[dict[str, object]]:
-    with ServerProcess(tmp_path / "data") as server, server.connect() as client:
+    history = tmp_path / "history"
+    with ServerProcess(tmp_path / "data") as server, server.connect(history=history) as client:
         client.set_state("tasks", [{"status": "pending", "worker": None} for _ in range(TASKS)])
         go = SPAWN.Event()
         outs = [str(tmp_path / f"w{i}.json") for i in range(WORKERS)]
         procs = [
-            SPAWN.Process(target=worker, args=(server.endpoint, mode, i, outs[i], go))
+            SPAWN.Process(target=worker, args=(server.endpoint, mode, i, outs[i], go, str(history)))
             for i in range(WORKERS)
         ]
         for p in procs:
@@ -79,7 +86,9 @@ def run_pool(tmp_path: Path, mode: str) -> list[dict[str, object]]:
         assert [p.exitcode for p in procs] == [0] * WORKERS
         stats = [json.loads(Path(o).read_text()) for o in outs]
         stats.append({"final": client.list_records("tasks", where={"status": "pending"})})
-        return stats
+    result = check(read_history(*history.glob("*.msgpack")), time_limit=120)
+    assert result.ok, result.report()
+    return stats
 
 
 def claim_counts(stats: list[dict[str, object]]) -> Counter[int]:

@@ -1,13 +1,25 @@
-"""A client across fork and spawn: children reconnect and read from the arena on their own."""
+"""A client across fork and spawn: children reconnect and read from the arena on their own.
+
+Each client records its operations (the kit's history option: a forked or unpickled client
+writes its own file) and the checker must find the counter's history linearizable.
+"""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
 import pickle
+from pathlib import Path
 
 from stateengine.client.client import Client
 from stateengine.testing import ServerProcess
+from stateengine.testing.checker import check
+from stateengine.testing.history import read_history
+
+
+def assert_linearizable(history: Path) -> None:
+    result = check(read_history(*history.glob("*.msgpack")), time_limit=60)
+    assert result.ok, result.report()
 
 
 def bump(client: Client, n: int) -> int:
@@ -16,8 +28,8 @@ def bump(client: Client, n: int) -> int:
     return int(client.get_record("c", "hits")["n"])
 
 
-def test_forked_children_use_the_parents_client(server: ServerProcess) -> None:
-    client = server.connect()
+def test_forked_children_use_the_parents_client(server: ServerProcess, tmp_path: Path) -> None:
+    client = server.connect(history=tmp_path / "history")
     try:
         client.create_record("c", {"id": "hits", "n": 0})
         assert client.get_record("c", "hits")["n"] == 0  # the parent's socket and arena are live
@@ -37,10 +49,14 @@ def test_forked_children_use_the_parents_client(server: ServerProcess) -> None:
         assert client.get_record("c", "hits")["n"] == 150  # the parent still works
     finally:
         client.close()
+    assert len(list((tmp_path / "history").glob("*.msgpack"))) == 4
+    assert_linearizable(tmp_path / "history")
 
 
-def test_spawn_pool_gets_the_client_pickled_by_endpoint(server: ServerProcess) -> None:
-    with server.connect() as client:
+def test_spawn_pool_gets_the_client_pickled_by_endpoint(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    with server.connect(history=tmp_path / "history") as client:
         client.create_record("c", {"id": "hits", "n": 0})
         clone = pickle.loads(pickle.dumps(client))
         assert clone.endpoint == client.endpoint and clone.data_dir == client.data_dir
@@ -49,3 +65,4 @@ def test_spawn_pool_gets_the_client_pickled_by_endpoint(server: ServerProcess) -
             results = pool.starmap_async(bump, [(client, 25)] * 4).get(timeout=120)
         assert max(results) == 100
         assert client.get_record("c", "hits")["n"] == 100
+    assert_linearizable(tmp_path / "history")

@@ -1,0 +1,295 @@
+"""Recorded histories of client operations: the input of the linearizability checker.
+
+A history file is a stream of concatenated msgpack maps, two per operation, so that an
+operation whose process died mid-call still shows up (as an invocation without a
+completion, i.e. an outcome the checker must treat as unknown):
+
+- ``{"type": "invoke", "process", "op", "time", "command", "args"}``
+- ``{"type": "complete", "process", "op", "time", "ok", "result", "error", "seq"}``
+
+``op`` is a per-process counter, ``time`` is ``time.monotonic_ns()`` (CLOCK_MONOTONIC,
+comparable across processes of one Linux machine). ``command`` is a wire command name or
+``SNAPSHOT`` (several reads in one consistent snapshot: ``args = {"reads": [request, ...]}``,
+``result = [{"ok": True, "result": ...} | {"ok": False, "error": type}, ...]``).
+A completion whose ``error`` is ``ServerUnavailable`` (a timeout), or not a wire error type
+at all (an exception in the client), is an unknown outcome too.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from time import monotonic_ns as _now
+from typing import IO, Any, Final
+
+import msgpack
+
+from stateengine.errors import StateEngineError
+
+#: Error types that say nothing about whether the operation took effect. So does any
+#: error that is not a wire error type (an exception raised in the client, e.g. by the
+#: transport or an interrupt, recorded by its class name).
+UNKNOWN_ERRORS: Final = frozenset({"ServerUnavailable"})
+
+
+def _wire_errors() -> frozenset[str]:
+    names: set[str] = set()
+    todo: list[type[StateEngineError]] = [StateEngineError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return frozenset(names - UNKNOWN_ERRORS)
+
+
+#: The error types a server reply can carry (the classes of ``stateengine.errors``).
+WIRE_ERRORS: Final = _wire_errors()
+
+
+def unknown_outcome(ok: bool, error: Any) -> bool:
+    """Whether a completion with *ok* and *error* leaves the outcome unknown."""
+    return not ok and error not in WIRE_ERRORS
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation: its invocation and (when known) its completion.
+
+    ``complete`` is None when the outcome is unknown (no completion, or a timeout): the
+    operation may have taken effect at any point after ``invoke``, or never.
+    """
+
+    process: str
+    op: int
+    command: str
+    args: dict[str, Any]
+    invoke: int
+    complete: int | None
+    ok: bool | None
+    result: Any
+    error: str | None
+    seq: int | None = None
+
+    @property
+    def known(self) -> bool:
+        """Whether the outcome was observed (a completion that is not a timeout)."""
+        return self.complete is not None
+
+    def request(self) -> dict[str, Any]:
+        """The wire request (``command`` plus ``args``)."""
+        return {"command": self.command, **self.args}
+
+
+class HistoryWriter:
+    """Appends one process's invocations and completions to a history file.
+
+    Each entry is packed and written with one ``write`` on an ``O_APPEND`` file and
+    flushed at once, so a process killed with ``kill -9`` leaves every entry it wrote
+    whole, and several writers (one per process) may share one file. After ``fork`` the
+    child must open its own writer (the ``op`` counter and the process name are per
+    writer).
+    """
+
+    def __init__(self, path_or_file: str | os.PathLike[str] | IO[bytes], process: str) -> None:
+        self.process = process
+        self._next_op = 0
+        self._owned = isinstance(path_or_file, (str, os.PathLike))
+        if isinstance(path_or_file, (str, os.PathLike)):
+            self._file: IO[bytes] = open(path_or_file, "ab", buffering=0)
+        else:
+            self._file = path_or_file
+        self._packer = msgpack.Packer(use_bin_type=True)
+
+    def _write(self, entry: dict[str, Any]) -> None:
+        self._file.write(self._packer.pack(entry))
+        self._file.flush()
+
+    def invoke(self, command: str, args: dict[str, Any], *, time: int | None = None) -> int:
+        """Record an invocation (before the request is sent); return its op id.
+
+        :param time: the invocation's ``monotonic_ns`` when it is written later than it
+            happened (a ``SNAPSHOT`` is invoked when the snapshot was taken); default now.
+        """
+        op = self._next_op
+        self._next_op += 1
+        self._write(
+            {
+                "type": "invoke",
+                "process": self.process,
+                "op": op,
+                "time": _now() if time is None else time,
+                "command": command,
+                "args": args,
+            }
+        )
+        return op
+
+    def complete(
+        self,
+        op: int,
+        *,
+        ok: bool,
+        result: Any = None,
+        error: str | None = None,
+        seq: int | None = None,
+        time: int | None = None,
+    ) -> None:
+        """Record the completion of *op* (after the reply arrived; *time* default now)."""
+        self._write(
+            {
+                "type": "complete",
+                "process": self.process,
+                "op": op,
+                "time": _now() if time is None else time,
+                "ok": ok,
+                "result": result,
+                "error": error,
+                "seq": seq,
+            }
+        )
+
+    def close(self) -> None:
+        if self._owned:
+            self._file.close()
+
+    def __enter__(self) -> HistoryWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def iter_entries(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """The raw entries of one history file; a torn last entry (a killed writer) is dropped."""
+    with open(path, "rb") as f:
+        unpacker = msgpack.Unpacker(f, raw=False, strict_map_key=False)
+        try:
+            yield from unpacker
+        except (msgpack.OutOfData, ValueError):
+            return
+
+
+def pair_entries(entries: Iterable[dict[str, Any]]) -> list[Operation]:
+    """Pair invocations with completions by ``(process, op)``, in invocation-time order."""
+    invokes: dict[tuple[str, int], dict[str, Any]] = {}
+    completes: dict[tuple[str, int], dict[str, Any]] = {}
+    for entry in entries:
+        key = (str(entry["process"]), int(entry["op"]))
+        if entry.get("type") == "invoke":
+            invokes[key] = entry
+        elif entry.get("type") == "complete":
+            completes[key] = entry
+        else:
+            raise ValueError(f"history entry of unknown type {entry.get('type')!r}")
+    ops: list[Operation] = []
+    for key, inv in invokes.items():
+        comp = completes.get(key)
+        if comp is not None and unknown_outcome(bool(comp.get("ok")), comp.get("error")):
+            comp = None
+        ops.append(
+            Operation(
+                process=key[0],
+                op=key[1],
+                command=str(inv["command"]),
+                args=dict(inv.get("args") or {}),
+                invoke=int(inv["time"]),
+                complete=None if comp is None else int(comp["time"]),
+                ok=None if comp is None else bool(comp["ok"]),
+                result=None if comp is None else comp.get("result"),
+                error=None if comp is None else comp.get("error"),
+                seq=None if comp is None else comp.get("seq"),
+            )
+        )
+    ops.sort(key=lambda o: (o.invoke, o.process, o.op))
+    return ops
+
+
+def read_history(*paths: str | os.PathLike[str]) -> list[Operation]:
+    """Read and pair the entries of one or more history files (one per process, or shared)."""
+    entries: list[dict[str, Any]] = []
+    for path in paths:
+        entries.extend(iter_entries(Path(path)))
+    return pair_entries(entries)
+
+
+def simulate(
+    steps: Sequence[tuple[str, dict[str, Any]]],
+    *,
+    rng: random.Random,
+    gap: int = 1_000_000,
+    spread: int = 3_000_000,
+    unknown: Collection[int] = (),
+    lost: Collection[int] = (),
+) -> list[Operation]:
+    """A concurrent history whose linearization is *steps*, run on the real engine.
+
+    Each step ``(process, request)`` is applied, in order, to a fresh
+    ``stateengine.server.engine.TableEngine`` at its linearization point ``(i + 1) * gap``
+    ns (also the engine's lease clock); the invocation and completion are stretched
+    randomly up to *spread* ns around it while each process stays sequential, so that
+    operations of different processes overlap. Steps in *unknown* get no completion; steps
+    in *lost* are not applied at all and get no completion (a request lost on the way).
+    A ``SNAPSHOT`` request (``{"command": "SNAPSHOT", "reads": [...]}``) reads at its point.
+    Used by the checker's tests and benchmark: such a history must be accepted.
+    """
+    from stateengine.server.engine import TableEngine
+
+    now = [0.0]
+    engine = TableEngine(clock=lambda: now[0])
+    points = [(i + 1) * gap for i in range(len(steps))]
+    outcomes: list[tuple[bool, Any, str | None, int | None]] = []
+    for i, (_, request) in enumerate(steps):
+        now[0] = points[i] / 1e9
+        if i in lost:
+            outcomes.append((False, None, None, None))
+            continue
+        if request.get("command") == "SNAPSHOT":
+            results = []
+            for read in request.get("reads", []):
+                reply = engine.execute(read)
+                if reply["ok"]:
+                    results.append({"ok": True, "result": reply["result"]})
+                else:
+                    results.append({"ok": False, "error": reply["error"]["type"]})
+            outcomes.append((True, results, None, engine.seq))
+            continue
+        reply = engine.execute(request)
+        if reply["ok"]:
+            outcomes.append((True, reply["result"], None, reply["seq"]))
+        else:
+            outcomes.append((False, None, reply["error"]["type"], None))
+    by_process: dict[str, list[int]] = {}
+    for i, (process, _) in enumerate(steps):
+        by_process.setdefault(process, []).append(i)
+    times: dict[int, tuple[int, int]] = {}
+    for indices in by_process.values():
+        prev_complete = -(10**15)
+        for n, i in enumerate(indices):
+            point = points[i]
+            invoke = rng.randint(max(prev_complete + 1, point - spread), point)
+            limit = points[indices[n + 1]] - 2 if n + 1 < len(indices) else point + spread
+            complete = rng.randint(point, max(point, min(point + spread, limit)))
+            times[i] = (invoke, complete)
+            prev_complete = complete
+    ops = []
+    counters: dict[str, int] = {}
+    for i, (process, request) in enumerate(steps):
+        op = counters.get(process, 0)
+        counters[process] = op + 1
+        ok, result, error, seq = outcomes[i]
+        invoke, complete = times[i]
+        args = {k: v for k, v in request.items() if k != "command"}
+        if i in unknown or i in lost:
+            ops.append(
+                Operation(process, op, request["command"], args, invoke, None, None, None, None)
+            )
+        else:
+            ops.append(
+                Operation(
+                    process, op, request["command"], args, invoke, complete, ok, result, error, seq
+                )
+            )
+    return ops

@@ -1,0 +1,381 @@
+"""A hypothesis state machine whose rules run commands from several worker processes.
+
+:class:`WorkerStateMachine` is a ``RuleBasedStateMachine`` with a real server, a pool of
+worker processes (each with its own :class:`~stateengine.client.client.Client`, arena
+reads included) and a model: :class:`stateengine.Engine`, the same table engine in this
+process. Two ways to run a command:
+
+* :meth:`WorkerStateMachine.execute` runs one request on one worker; the reply must be the
+  model's.
+* :meth:`WorkerStateMachine.execute_concurrently` runs several requests at once, one per
+  worker. Their outcome must be explained by *some* order of them applied to the model:
+  every permutation is tried (so keep k small: at most the number of workers), the
+  orders whose replies and resulting tables all match the server's are kept, and the
+  model advances along one of them. No order: the test fails, naming the replies.
+
+With ``tables`` set (``{name: declared schema}``), the base class creates those tables
+at the start of every example and its generic rules send requests from
+:func:`stateengine.testing.strategies.requests`; an invariant compares every table
+with the model after each step. Subclasses add their own rules::
+
+    class Queue(WorkerStateMachine):
+        workers = 3
+        tables = {"tasks": {"status": "string", "owner": "integer?"}}
+
+        @rule(n=st.integers(1, 3))
+        def add(self, n):
+            for _ in range(n):
+                self.execute({"command": "CREATE_RECORD", "state": "tasks",
+                              "record": {"status": "pending", "owner": None}})
+
+        @rule()
+        def claim_race(self):
+            self.execute_concurrently([
+                {"command": "CLAIM_RECORD", "state": "tasks", "where": {"status": "pending"},
+                 "fields": {"status": "running", "owner": w}, "lease_seconds": 1000.5}
+                for w in range(self.workers)])
+
+    def test_queue(tmp_path):
+        Queue.run(tmp_path, settings=settings(max_examples=20, deadline=None))
+
+``run`` starts one server and the workers for the whole test (examples reset the server
+by dropping every table; the model starts from the server's ``seq``) and stops them after
+it, whatever happens. Every wait is bounded (``timeout``). The model's clock stands
+still: use leases far longer than the test (the strategies' default is 1000.5 s), or a
+lease may run out on the server and not in the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any, ClassVar
+
+from hypothesis import settings as Settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from stateengine.client.client import Client
+from stateengine.client.engine import Engine
+from stateengine.errors import StateEngineError
+from stateengine.protocol import values_equal
+from stateengine.testing.server import ServerProcess
+from stateengine.testing.strategies import requests
+
+__all__ = ["WorkerPool", "WorkerStateMachine", "explain", "run_request", "same_reply"]
+
+#: The model's clock (seconds): it never moves, so no lease runs out in the model.
+MODEL_NOW = 1_000_000_000.0
+#: A worker with no command for this long assumes its parent is gone and exits.
+IDLE_EXIT = 600.0
+
+Reply = dict[str, Any]
+
+
+def run_request(client: Client, request: dict[str, Any]) -> Reply:
+    """Run *request* as a worker does: ``GET_RECORD``/``LIST_RECORDS`` through the client's
+    read methods (from the arena), everything else as a raw request; never raises."""
+    command = request.get("command")
+    args = {k: v for k, v in request.items() if k not in ("command", "state")}
+    try:
+        if command == "GET_RECORD" and set(args) == {"id"}:
+            return {"ok": True, "result": client.get_record(request["state"], args["id"])}
+        if command == "LIST_RECORDS" and set(args) <= {"where", "order_by", "offset", "limit"}:
+            return {"ok": True, "result": client.list_records(request["state"], **args)}
+        return client.execute(request)
+    except StateEngineError as exc:
+        return {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}}
+
+
+def _worker_main(
+    conn: Connection,
+    endpoint: str,
+    data_dir: str,
+    history: str | None,
+    timeout: float,
+) -> None:
+    """A worker process: run the lists of requests it is sent, send back the replies."""
+    with Client(endpoint, data_dir, timeout=timeout, history=history) as client:
+        while conn.poll(IDLE_EXIT):
+            message = conn.recv()
+            if message is None:
+                break
+            conn.send([run_request(client, r) for r in message])
+    conn.close()
+
+
+class WorkerPool:
+    """Worker processes (spawned once), each with its own client, commanded over pipes.
+
+    :param server: the server the workers connect to (by endpoint and data directory).
+    :param size: how many workers.
+    :param history: a directory: every worker records its operations there.
+    :param timeout: the bound of every wait (a worker's reply, its start and exit).
+    """
+
+    def __init__(
+        self,
+        server: ServerProcess,
+        size: int,
+        history: str | os.PathLike[str] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.server = server
+        self.size = size
+        self.history = history
+        self.timeout = timeout
+        self._conns: list[Connection] = []
+        self._procs: list[BaseProcess] = []
+
+    def start(self) -> WorkerPool:
+        ctx = mp.get_context("spawn")
+        history = os.fspath(self.history) if self.history is not None else None
+        for _ in range(self.size):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(
+                target=_worker_main,
+                args=(child, self.server.endpoint, str(self.server.data_dir), history, 10.0),
+                daemon=True,
+            )
+            proc.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)
+        return self
+
+    def send(self, worker: int, requests: list[dict[str, Any]]) -> None:
+        self._conns[worker].send(requests)
+
+    def receive(self, worker: int) -> list[Reply]:
+        conn = self._conns[worker]
+        if not conn.poll(self.timeout):
+            raise TimeoutError(f"worker {worker} sent no reply within {self.timeout} s")
+        replies: list[Reply] = conn.recv()
+        return replies
+
+    def run(self, worker: int, requests: list[dict[str, Any]]) -> list[Reply]:
+        """Run *requests* in order on one worker; its replies."""
+        self.send(worker, requests)
+        return self.receive(worker)
+
+    def run_concurrently(self, requests: list[dict[str, Any]]) -> list[Reply]:
+        """Request ``i`` on worker ``i``, all sent before any reply is awaited."""
+        if len(requests) > self.size:
+            raise ValueError(f"{len(requests)} requests for {self.size} workers")
+        for worker, request in enumerate(requests):
+            self.send(worker, [request])
+        return [self.receive(worker)[0] for worker in range(len(requests))]
+
+    def close(self) -> None:
+        """Ask every worker to exit, wait (bounded), kill what is left."""
+        for conn in self._conns:
+            with contextlib.suppress(OSError, ValueError):
+                conn.send(None)
+        for proc in self._procs:
+            proc.join(self.timeout)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(self.timeout)
+        for conn in self._conns:
+            conn.close()
+        self._conns, self._procs = [], []
+
+    def __enter__(self) -> WorkerPool:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def same_reply(actual: Reply, expected: Reply) -> bool:
+    """Whether a server's reply is the model's: ok, result (``values_equal``) or error type;
+    ``version`` and ``seq`` when the actual reply has them (arena reads have none)."""
+    if bool(actual.get("ok")) != bool(expected.get("ok")):
+        return False
+    if not actual.get("ok"):
+        return bool(_error_type(actual) == _error_type(expected))
+    if not values_equal(actual.get("result"), expected.get("result")):
+        return False
+    return all(actual[key] == expected.get(key) for key in ("version", "seq") if key in actual)
+
+
+def _error_type(reply: Reply) -> Any:
+    error = reply.get("error")
+    return error.get("type") if isinstance(error, dict) else error
+
+
+def tables_of(target: Client | Engine) -> dict[str, Any]:
+    """Every table's info and records, as one comparable value (over the socket)."""
+    names = target.execute({"command": "LIST_STATES"})["result"]
+    out: dict[str, Any] = {}
+    for name in names:
+        info = target.execute({"command": "GET_STATE_INFO", "state": name})["result"]
+        rows = target.execute({"command": "LIST_RECORDS", "state": name})["result"]
+        out[name] = {"info": info, "records": rows}
+    return out
+
+
+def explain(
+    model: Engine,
+    requests: list[dict[str, Any]],
+    replies: list[Reply],
+    tables: dict[str, Any] | None = None,
+) -> Engine | None:
+    """The model advanced along the first order of *requests* that yields *replies* (and,
+    when given, the server's *tables*); None when no order does. *model* is not changed."""
+    for order in itertools.permutations(range(len(requests))):
+        candidate = copy.deepcopy(model)
+        if all(
+            same_reply(replies[i], candidate.execute(copy.deepcopy(requests[i]))) for i in order
+        ) and (tables is None or values_equal(tables_of(candidate), tables)):
+            return candidate
+    return None
+
+
+class WorkerStateMachine(RuleBasedStateMachine):
+    """Rules run by worker processes against a real server; the model is ``Engine``.
+
+    Class attributes to override: ``workers`` (pool size), ``tables`` (``{name: declared
+    schema}`` created in every example; empty: no generic rules), ``server_args``
+    (``serve`` arguments), ``timeout`` (every wait), ``history`` (set by :meth:`run`).
+    """
+
+    workers: ClassVar[int] = 3
+    tables: ClassVar[dict[str, dict[str, str]]] = {}
+    server_args: ClassVar[tuple[str, ...]] = ("--fsync", "no")
+    timeout: ClassVar[float] = 30.0
+
+    # Set while :meth:`running` runs.
+    pool: ClassVar[WorkerPool | None] = None
+    client: ClassVar[Client | None] = None
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(
+        cls,
+        directory: str | os.PathLike[str] | None = None,
+        history: str | os.PathLike[str] | None = None,
+    ) -> Iterator[None]:
+        """Start the server, the workers and the checking client; stop them after.
+
+        :param directory: where the server's data directory goes (default: a temporary
+            directory, removed after).
+        :param history: a directory: every client (the workers' and the one that resets
+            and inspects the server) records its operations there, so the whole run can
+            be checked with :func:`stateengine.testing.checker.check` afterwards.
+        """
+        made = directory is None
+        base = Path(directory or tempfile.mkdtemp(prefix="stateengine-machine-"))
+        try:
+            with (
+                ServerProcess(base / "data", *cls.server_args) as server,
+                Client(
+                    server.endpoint, server.data_dir, timeout=cls.timeout, history=history
+                ) as client,
+                WorkerPool(server, cls.workers, history, cls.timeout) as pool,
+            ):
+                cls.pool, cls.client = pool, client
+                try:
+                    yield
+                finally:
+                    cls.pool, cls.client = None, None
+        finally:
+            if made:
+                shutil.rmtree(base, ignore_errors=True)
+
+    @classmethod
+    def run(
+        cls,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        settings: Settings | None = None,
+        history: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """Run the machine as a test (``run_state_machine_as_test``) inside :meth:`running`."""
+        with cls.running(directory, history):
+            run_state_machine_as_test(cls, settings=settings)
+
+    def __init__(self) -> None:
+        super().__init__()
+        cls = type(self)
+        if cls.pool is None or cls.client is None:
+            raise RuntimeError(f"run the machine with {cls.__name__}.run(...)")
+        self.pool_: WorkerPool = cls.pool
+        self.client_: Client = cls.client
+        # A fresh start on the shared server: drop every table; the model takes its seq.
+        for name in self.client_.execute({"command": "LIST_STATES"})["result"]:
+            self.client_.execute({"command": "DELETE_STATE", "state": name})
+        seq = self.client_.execute({"command": "LIST_STATES"})["seq"]
+        self.model = Engine(clock=lambda: MODEL_NOW)
+        self.model._engine.seq = seq
+        for name, schema in self.tables.items():
+            self.execute({"command": "CREATE_STATE", "state": name, "schema": schema})
+
+    # --- running commands -------------------------------------------------------------------
+
+    def execute(self, request: dict[str, Any], worker: int = 0) -> Reply:
+        """Run *request* on *worker*; assert that the reply is the model's; return it."""
+        reply = self.pool_.run(worker, [request])[0]
+        expected = self.model.execute(copy.deepcopy(request))
+        assert same_reply(reply, expected), (
+            f"worker {worker} ran {request!r}\n  server: {reply!r}\n  model:  {expected!r}"
+        )
+        return reply
+
+    def execute_concurrently(self, requests: list[dict[str, Any]]) -> list[Reply]:
+        """Run request ``i`` on worker ``i``, all at once; assert that some order of them
+        explains the replies and the server's tables; advance the model along it."""
+        replies = self.pool_.run_concurrently(requests)
+        found = explain(self.model, requests, replies, tables_of(self.client_))
+        assert found is not None, (
+            "no order of the concurrent requests explains the replies:\n"
+            + "\n".join(
+                f"  worker {i}: {q!r}\n    -> {r!r}"
+                for i, (q, r) in enumerate(zip(requests, replies, strict=True))
+            )
+        )
+        self.model = found
+        return replies
+
+    # --- generic rules (when ``tables`` is set) -----------------------------------------------
+
+    def _requests(self) -> st.SearchStrategy[dict[str, Any]]:
+        names = sorted(self.tables)
+        return st.sampled_from(names).flatmap(lambda name: requests(name, self.tables[name]))
+
+    @precondition(lambda self: bool(self.tables))
+    @rule(data=st.data())
+    def run_one(self, data: st.DataObject) -> None:
+        """One generated request on one worker."""
+        worker = data.draw(st.integers(0, self.workers - 1), label="worker")
+        self.execute(data.draw(self._requests(), label="request"), worker)
+
+    @precondition(lambda self: bool(self.tables) and self.workers > 1)
+    @rule(data=st.data())
+    def run_concurrently(self, data: st.DataObject) -> None:
+        """Two or more generated requests at once, one per worker."""
+        k = data.draw(st.integers(2, self.workers), label="k")
+        self.execute_concurrently(
+            [data.draw(self._requests(), label=f"request {i}") for i in range(k)]
+        )
+
+    @invariant()
+    def server_matches_model(self) -> None:
+        """Every table (info and records) on the server is the model's."""
+        server, model = tables_of(self.client_), tables_of(self.model)
+        assert values_equal(server, model), f"server: {server!r}\nmodel:  {model!r}"

@@ -1,0 +1,255 @@
+"""Hypothesis strategies for stateengine: values, schemas, records and requests.
+
+    from hypothesis import given
+    from stateengine.testing.strategies import records, requests
+
+    SCHEMA = {"title": "string", "status": "string", "tries": "integer", "note": "string?"}
+
+    @given(records(SCHEMA))
+    def test_create(stateengine_client, record): ...
+
+Requests are wire maps (``{"command": ..., "state": ..., ...}``): run them with
+``client.execute(request)`` or ``stateengine.Engine().execute(request)``, which take the
+same maps and return the same reply maps. Every value fits msgpack and the README's type
+vocabulary (``integer``, ``float``, ``string``, ``boolean``, ``bytes``, ``list``, ``map``,
+``any``; ``?`` allows nil). Floats are finite unless asked (NaN is never equal to itself,
+so a model comparison would fail on it for no fault of the server).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+
+from stateengine.protocol import INT_MAX, INT_MIN, TYPE_NAMES
+
+#: A field no generated schema has (field names never contain ``-``).
+UNKNOWN_FIELD = "not-a-field"
+
+__all__ = [
+    "field_names",
+    "record_ids",
+    "records",
+    "requests",
+    "schemas",
+    "type_names",
+    "values",
+    "values_of_type",
+]
+
+#: Field names: short identifiers, never ``id`` or the reserved ``_version``.
+field_names = st.from_regex(r"[a-z][a-z0-9_]{0,7}", fullmatch=True).filter(lambda n: n != "id")
+type_names = st.sampled_from(TYPE_NAMES).flatmap(
+    lambda base: st.sampled_from([base, f"{base}?"]) if base != "any" else st.just(base)
+)
+
+
+def scalars(allow_nan: bool = False) -> st.SearchStrategy[Any]:
+    """nil, bool, 64-bit ints, floats, str, bytes."""
+    return st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(INT_MIN, INT_MAX),
+        st.floats(allow_nan=allow_nan, allow_infinity=allow_nan),
+        st.text(max_size=20),
+        st.binary(max_size=20),
+    )
+
+
+def values(allow_nan: bool = False, max_leaves: int = 8) -> st.SearchStrategy[Any]:
+    """Any msgpack value the server stores: scalars, lists and str-keyed maps of them."""
+    return st.recursive(
+        scalars(allow_nan),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=8), children, max_size=4)
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+def values_of_type(type_name: str, allow_nan: bool = False) -> st.SearchStrategy[Any]:
+    """Values a declared field of *type_name* accepts (``integer``, ``string?``, ...)."""
+    base = type_name.removesuffix("?")
+    strategy: st.SearchStrategy[Any] = {
+        "integer": st.integers(INT_MIN, INT_MAX),
+        "float": st.floats(allow_nan=allow_nan, allow_infinity=allow_nan),
+        "string": st.text(max_size=20),
+        "boolean": st.booleans(),
+        "bytes": st.binary(max_size=20),
+        "list": st.lists(values(allow_nan, 4), max_size=4),
+        "map": st.dictionaries(st.text(max_size=8), values(allow_nan, 4), max_size=4),
+        "any": values(allow_nan),
+    }[base]
+    return st.none() | strategy if type_name.endswith("?") else strategy
+
+
+def schemas(min_fields: int = 1, max_fields: int = 5) -> st.SearchStrategy[dict[str, str]]:
+    """Declared schemas: ``{field: type name}`` (without ``id``)."""
+    return st.dictionaries(field_names, type_names, min_size=min_fields, max_size=max_fields)
+
+
+def record_ids(max_id: int = 8) -> st.SearchStrategy[int | str]:
+    """Explicit ids: small ints (so that requests hit existing records) and a few strings."""
+    return st.integers(1, max_id) | st.sampled_from(["a", "b"])
+
+
+def records(
+    schema: dict[str, str],
+    ids: st.SearchStrategy[int | str] | None = None,
+    allow_nan: bool = False,
+) -> st.SearchStrategy[dict[str, Any]]:
+    """Records valid for a declared *schema* (every field); with *ids*, an explicit ``id``."""
+    fields = {name: values_of_type(kind, allow_nan) for name, kind in schema.items()}
+    if ids is not None:
+        fields["id"] = ids
+    return st.fixed_dictionaries(fields)
+
+
+def _where(schema: dict[str, str]) -> st.SearchStrategy[dict[str, Any]]:
+    """``{}`` or one ``field: value`` condition."""
+    if not schema:
+        return st.just({})
+    one = st.sampled_from(sorted(schema)).flatmap(
+        lambda name: st.builds(lambda v: {name: v}, values_of_type(schema[name]))
+    )
+    return st.just({}) | one
+
+
+def _patch(schema: dict[str, str]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.sets(st.sampled_from(sorted(schema)), min_size=1).flatmap(
+        lambda names: st.fixed_dictionaries({n: values_of_type(schema[n]) for n in names})
+    )
+
+
+def _order_by(schema: dict[str, str]) -> st.SearchStrategy[Any]:
+    names = ["id", *sorted(schema)]
+    return st.none() | st.sampled_from(names + [f"-{n}" for n in names])
+
+
+def _drop_none(**args: Any) -> dict[str, Any]:
+    return {k: v for k, v in args.items() if v is not None}
+
+
+def requests(
+    state: str,
+    schema: dict[str, str],
+    ids: st.SearchStrategy[int | str] | None = None,
+    lease_seconds: float = 1000.5,
+    invalid: bool = False,
+) -> st.SearchStrategy[dict[str, Any]]:
+    """Requests on one table with a declared *schema* (create it with ``CREATE_STATE``).
+
+    Record commands, reads, claims (under a lease of *lease_seconds*: keep it far longer
+    than the test, so that no lease runs out while a model stands still), ``INCREMENT``
+    on ``integer`` fields, preconditions and small ``BATCH``\\es. A valid request may still
+    fail as the command says (``RecordNotFound``, ``DuplicateId``, ``VersionConflict``);
+    with ``invalid=True`` some are malformed (unknown field or command, wrong type,
+    missing argument), which the server must answer with an error and no change.
+    """
+    ids = ids if ids is not None else record_ids()
+    rec = records(schema)
+    version = st.none() | st.integers(0, 50)
+    numeric = sorted(n for n, t in schema.items() if t == "integer")
+    singles: list[st.SearchStrategy[dict[str, Any]]] = [
+        st.builds(lambda i: {"command": "GET_RECORD", "state": state, "id": i}, ids),
+        st.builds(
+            lambda w, o, lim: _drop_none(
+                command="LIST_RECORDS", state=state, where=w or None, order_by=o, limit=lim
+            ),
+            _where(schema),
+            _order_by(schema),
+            st.none() | st.integers(0, 5),
+        ),
+        st.builds(
+            lambda r, i: {"command": "CREATE_RECORD", "state": state, "record": {**r, "id": i}},
+            rec,
+            ids,
+        ),
+        st.builds(lambda r: {"command": "CREATE_RECORD", "state": state, "record": r}, rec),
+        st.builds(
+            lambda i, r, v: _drop_none(
+                command="SET_RECORD", state=state, id=i, record=r, if_version=v
+            ),
+            ids,
+            rec,
+            version,
+        ),
+        st.builds(
+            lambda i, f, v, m: _drop_none(
+                command="PATCH_RECORD", state=state, id=i, fields=f, if_version=v, if_match=m
+            ),
+            ids,
+            _patch(schema),
+            version,
+            st.none() | _where(schema).filter(bool),
+        ),
+        st.builds(
+            lambda i, v: _drop_none(command="DELETE_RECORD", state=state, id=i, if_version=v),
+            ids,
+            version,
+        ),
+        st.builds(
+            lambda w, f, o, lease: _drop_none(
+                command="CLAIM_RECORD",
+                state=state,
+                where=w,
+                fields=f,
+                order_by=o,
+                lease_seconds=lease_seconds if lease else None,
+            ),
+            _where(schema),
+            _patch(schema),
+            _order_by(schema),
+            st.booleans(),
+        ),
+        st.just({"command": "GET_STATE_INFO", "state": state}),
+    ]
+    if numeric:
+        singles.append(
+            st.builds(
+                lambda i, f, by: {
+                    "command": "INCREMENT",
+                    "state": state,
+                    "id": i,
+                    "field": f,
+                    "by": by,
+                },
+                ids,
+                st.sampled_from(numeric),
+                st.integers(-3, 3),
+            )
+        )
+    single = st.one_of(singles)
+    batch = st.builds(
+        lambda cs: {"command": "BATCH", "commands": cs},
+        st.lists(single.filter(lambda r: r["command"] != "GET_STATE_INFO"), min_size=1, max_size=3),
+    )
+    out = st.one_of(single, batch)
+    if invalid:
+        out = out | _invalid(state, schema, ids)
+    return out
+
+
+def _invalid(
+    state: str, schema: dict[str, str], ids: st.SearchStrategy[int | str]
+) -> st.SearchStrategy[dict[str, Any]]:
+    """Malformed requests: each must get an error reply and change nothing."""
+    rec = records(schema)
+    return st.one_of(
+        st.builds(
+            lambda r: {
+                "command": "CREATE_RECORD",
+                "state": state,
+                "record": {**r, UNKNOWN_FIELD: 1},
+            },
+            rec,
+        ),
+        st.builds(lambda i: {"command": "GET_RECORD", "state": state, "id": i, "bogus": 1}, ids),
+        st.builds(lambda i: {"command": "PATCH_RECORD", "state": state, "id": i}, ids),
+        st.just({"command": "NO_SUCH_COMMAND", "state": state}),
+        st.builds(
+            lambda i: {"command": "INCREMENT", "state": state, "id": i, "field": UNKNOWN_FIELD}, ids
+        ),
+    )
