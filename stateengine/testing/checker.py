@@ -1604,6 +1604,7 @@ def _check(
             elif res.ok is False:
                 t_shrink = time.monotonic()
                 whole = _with_prefix(part, ops[:n_prefix], state0)
+                context = whole.ops  # the partition with its setup operations
                 culprits = _signature(res, known_seqs)
                 start: State | None = None
                 if len(whole.ops) > SHRINK_FROM_START_MAX and res.stuck_state is not None:
@@ -1615,7 +1616,7 @@ def _check(
                 failures.append(
                     PartitionFailure(
                         part.label,
-                        len(part.ops),
+                        len(context),
                         False,
                         sub,
                         sub_res or res,
@@ -1623,7 +1624,7 @@ def _check(
                         known_seqs,
                         start,
                         res.depth,
-                        part.ops,
+                        context,
                     )
                 )
     return CheckResult(

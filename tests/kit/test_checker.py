@@ -469,3 +469,40 @@ def test_commands_the_model_does_not_know_are_not_checked() -> None:
     )
     result = check([*setup(), states, batch])
     assert result.ok and result.unchecked == 1, result.report()
+
+
+def test_a_renewed_lease_holds_until_its_new_deadline() -> None:
+    claim = _claim("a", 0, 1, rec(1, 3, n=0, status="taken"), 3, lease_seconds=1.0)
+    renew = op(
+        "a",
+        "PATCH_RECORD",
+        {"id": 1, "fields": {"n": 1}, "lease_seconds": 1.0},
+        800,
+        801,
+        rec(1, 4, n=1, status="taken"),
+        seq=4,
+    )
+
+    def second(start: float) -> Operation:
+        return _claim("b", start, start + 1, rec(1, 5, n=1, status="taken"), 5, lease_seconds=1.0)
+
+    rejected([*setup(), claim, renew, second(1500)])  # past the first deadline, not the renewed
+    accepted([*setup(), claim, renew, second(2000)])
+
+
+def test_expected_version_is_the_table_version() -> None:
+    def create(process: str, rid: int, seq: int) -> Operation:
+        args = {"record": {"id": rid, "n": 0, "status": "free"}, "expected_version": 1}
+        return op(process, "CREATE_RECORD", args, 0, 2, rec(rid, seq, n=0, status="free"), seq=seq)
+
+    # After CREATE_STATE and one record the table is at version 1: only one can succeed.
+    rejected([*setup(), create("a", 2, 3), create("b", 3, 4)])
+    loser = op(
+        "b",
+        "CREATE_RECORD",
+        {"record": {"id": 3, "n": 0, "status": "free"}, "expected_version": 1},
+        0,
+        2,
+        error="VersionConflict",
+    )
+    accepted([*setup(), create("a", 2, 3), loser])

@@ -61,12 +61,22 @@ def requests(draw: st.DrawFn, *, max_version: int = 12, leases: bool = True) -> 
                 "list",
                 "snapshot",
                 "batch",
+                "info",
+                "alter",
             ]
         )
     )
     req: dict[str, Any]
     if kind == "get":
         return {"command": "GET_RECORD", "state": T, "id": rid}
+    if kind == "info":
+        return {"command": "GET_STATE_INFO", "state": T}
+    if kind == "alter":  # a second one is a SchemaError (not modelled, changes nothing)
+        return {
+            "command": "ALTER_STATE",
+            "state": T,
+            "add": {"x": {"type": "integer", "default": 0}},
+        }
     if kind == "set":
         req = {
             "command": "SET_RECORD",
@@ -295,9 +305,10 @@ def mutate(op: Operation, other: Operation, how: int, seqs: list[int]) -> Operat
             seq=None,
             error="VersionConflict" if op.command != "GET_RECORD" else "RecordNotFound",
         )
-    if how == 1 and isinstance(r, dict):  # change a value
-        return dataclasses.replace(op, result={**r, "n": r.get("n", 0) + 1})
-    if how == 2 and isinstance(r, dict) and seqs:  # an older or other version
+    if how == 1 and isinstance(r, dict):  # change a value (a record's n, a table's size)
+        key = "n" if "n" in r else "size"
+        return dataclasses.replace(op, result={**r, key: r.get(key, 0) + 1})
+    if how == 2 and isinstance(r, dict) and "id" in r and seqs:  # an older or other version
         return dataclasses.replace(op, result={**r, "_version": seqs[0]})
     if how == 3 and type(r) is int:
         return dataclasses.replace(op, result=r + 1)
