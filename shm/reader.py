@@ -267,7 +267,8 @@ class ArenaReader:
         self._skip_checksum = "skip_checksum" in flt
         self._slow_read = "slow_read" in flt
         self._nread = 0
-        if self._skip_recheck or self._skip_checksum or self._slow_read:
+        self._plain_get = not (self._skip_recheck or self._skip_checksum or self._slow_read)
+        if not self._plain_get:
             self.get = self._get_checked  # type: ignore[method-assign]
         elif not default_decode:
             self.get = self._get_codec  # type: ignore[method-assign]
@@ -343,7 +344,18 @@ class ArenaReader:
                 return c[1]
         else:
             ct = self._cache[table] = {}
-        obj = self.get(table, rid)
+        if self._plain_get:
+            # A miss: validate and decode the entry looked up above, as get() would, without
+            # reading the seq word and the index a second time.
+            raw = self._gmm[e[0] : e[1]]
+            if _crc32(raw, e[2]) == e[3]:
+                obj = self._decode(raw)
+                if len(ct) >= self._cache_size:
+                    self._cache.clear()
+                    ct = self._cache[table] = {}
+                ct[rid] = (e, obj)
+                return obj
+        obj = self.get(table, rid)  # a fault switch's checks, or a retry after a re-sync
         e2 = self._lookup(table, rid)
         if e2 is not None:
             if len(ct) >= self._cache_size:
