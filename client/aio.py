@@ -45,6 +45,7 @@ from stateengine.client.client import (
     arena_info,
     arena_list,
     arena_states,
+    ready_reader,
 )
 from stateengine.client.commands import CommandsMixin, Id, Record
 from stateengine.errors import ServerUnavailable, StateEngineError, from_wire
@@ -240,6 +241,11 @@ class AsyncClient(CommandsMixin):
     # --- arena reads (inline: microseconds; only read-your-writes yields) ----------------
 
     async def _reader(self) -> ArenaReader | None:
+        """The arena to read from (waits for this client's last write), or None."""
+        # The fast path: no coroutine to create and await (the reads below call it first).
+        fast = ready_reader(self._view, self.seen_seq)
+        if fast is not None:
+            return fast
         reader = self._view.current() if self._view is not None else None
         if reader is None:
             return None
@@ -255,7 +261,7 @@ class AsyncClient(CommandsMixin):
         return reader
 
     async def get_record(self, state: str, id: Id) -> Record:  # type: ignore[override]
-        reader = await self._reader()
+        reader = ready_reader(self._view, self.seen_seq) or await self._reader()
         record = arena_get(reader, state, id) if reader is not None else None
         return record if record is not None else await super().get_record(state, id)  # type: ignore[misc]
 
@@ -267,14 +273,14 @@ class AsyncClient(CommandsMixin):
         offset: int | None = None,
         limit: int | None = None,
     ) -> list[Record]:
-        reader = await self._reader()
+        reader = ready_reader(self._view, self.seen_seq) or await self._reader()
         out = arena_list(reader, state, where, order_by, offset, limit) if reader else None
         if out is not None:
             return out
         return await super().list_records(state, where, order_by, offset, limit)  # type: ignore[misc,no-any-return]
 
     async def get_state_info(self, state: str) -> dict[str, Any]:  # type: ignore[override]
-        reader = await self._reader()
+        reader = ready_reader(self._view, self.seen_seq) or await self._reader()
         info = arena_info(reader, state) if reader is not None else None
         return info if info is not None else await super().get_state_info(state)  # type: ignore[misc]
 
@@ -282,7 +288,7 @@ class AsyncClient(CommandsMixin):
         return list((await self.get_state_info(state))["schema"])
 
     async def list_states(self) -> list[str]:  # type: ignore[override]
-        reader = await self._reader()
+        reader = ready_reader(self._view, self.seen_seq) or await self._reader()
         names = arena_states(reader) if reader is not None else None
         return names if names is not None else await super().list_states()  # type: ignore[misc]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,27 @@ def test_writer_killed_last_snapshot_readable_writes_unavailable(tmp_path: Path)
         server.kill()
         server.cleanup()
         assert not os.path.exists(arena)
+
+
+def test_a_reading_client_moves_to_a_restarted_servers_arena(tmp_path: Path) -> None:
+    """No write of its own (so no read-your-writes trigger): the once-a-second re-check."""
+    first = ServerProcess(tmp_path / "data", "--store", "none").start()
+    try:
+        with first.connect(timeout=2.0) as client:
+            client.create_record("t", {"n": 1})
+            assert client.get_record("t", 1)["n"] == 1
+            old = client._view.reader if client._view is not None else None
+            assert old is not None
+            first.stop()
+            with ServerProcess(tmp_path / "data", "--store", "none") as second:
+                with second.connect() as other:
+                    other.create_record("t", {"n": 2})
+                time.sleep(1.1)  # the view's deadline passes: server.json is read again
+                assert client.get_record("t", 1)["n"] == 2
+                assert client._view is not None and client._view.reader is not old
+    finally:
+        first.kill()
+        first.cleanup()
 
 
 def test_stalled_writer_does_not_block_reads(server: ServerProcess) -> None:

@@ -53,6 +53,32 @@ def test_forked_children_use_the_parents_client(server: ServerProcess, tmp_path:
     assert_linearizable(tmp_path / "history")
 
 
+def test_forked_child_attaches_its_own_arena_reader(server: ServerProcess) -> None:
+    """The fork hook (no os.getpid() per read) makes the child's next read re-attach."""
+    with server.connect() as client:
+        client.create_record("c", {"id": "x", "n": 1})
+        assert client.get_record("c", "x")["n"] == 1
+        view = client._view
+        assert view is not None and view.reader is not None
+        parent_reader = view.reader
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                assert view.deadline == 0.0  # set by the fork hook: the slow path is next
+                assert client.get_record("c", "x")["n"] == 1
+                reader = view.reader
+                ok = reader is not None and reader is not parent_reader
+                ok = ok and parent_reader._closed and reader._slot is not None
+                code = 0 if ok else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert view.reader is parent_reader and not parent_reader._closed  # the parent's own
+        assert client.get_record("c", "x")["n"] == 1
+
+
 def test_spawn_pool_gets_the_client_pickled_by_endpoint(
     server: ServerProcess, tmp_path: Path
 ) -> None:

@@ -10,6 +10,7 @@ import pytest
 from stateengine.errors import SnapshotExpired
 from stateengine.shm import ArenaReader, ArenaWriter
 from stateengine.shm.alloc import Allocator
+from stateengine.shm.codec import MsgpackCodec
 
 
 @pytest.fixture
@@ -72,6 +73,30 @@ def test_get_cached_sees_changes(arena: tuple) -> None:
     assert r.get_cached("t", 1) == {"a": 2}
     w.commit(3, [], [("t", 1)])
     assert r.get_cached("t", 1) is None
+
+
+def test_decode_int_keys_and_custom_codec(arena: tuple) -> None:
+    """The default decode (inlined in get) keeps int map keys; another codec's decode is used."""
+    w, r = arena
+    w.commit(1, [("t", 1, pk({1: "one", "a": [1, 2]}))])
+    assert r.get("t", 1) == {1: "one", "a": [1, 2]}
+    assert r.get_cached("t", 1) == {1: "one", "a": [1, 2]}
+    with r.snapshot() as snap:
+        assert snap.get("t", 1) == {1: "one", "a": [1, 2]}
+        assert snap.items("t") == [(1, {1: "one", "a": [1, 2]})]
+
+    class TupleCodec(MsgpackCodec):
+        def __init__(self) -> None:
+            super().__init__()
+            self.decode = lambda raw: msgpack.unpackb(raw, strict_map_key=False, use_list=False)
+
+    r2 = ArenaReader.attach(w.name, codec=TupleCodec())
+    try:
+        assert r2.get("t", 1) == {1: "one", "a": (1, 2)}
+        with r2.snapshot() as snap:
+            assert snap.get("t", 1) == {1: "one", "a": (1, 2)}
+    finally:
+        r2.close()
 
 
 def test_wait_for_and_timeout(arena: tuple) -> None:
