@@ -718,9 +718,7 @@ class ArenaWriter:
             if w > self._horizon:
                 self._horizon = w
                 L.U64.pack_into(self._ctl, L.OFF_HORIZON, w)  # before any reuse
-            for off, n in extents:
-                self._alloc.free(off, n)
-                freed += n
+            freed += self._alloc.free_many(extents)
             if old_gen is not None:
                 old_gen.close(unlink=True)
         L.U64.pack_into(self._ctl, L.OFF_INTENT, self._horizon)  # back down if pins held

@@ -138,3 +138,39 @@ def test_bulk_commit_into_holes_when_no_extent_fits() -> None:
     finally:
         r.close()
         w.close()
+
+
+def test_free_many_equals_freeing_one_by_one() -> None:
+    import random
+
+    from stateengine.shm.alloc import Allocator
+
+    rng = random.Random(7)
+    for _round in range(50):
+        a, b = Allocator(64, 1 << 16), Allocator(64, 1 << 16)
+        live: list[tuple[int, int]] = []
+        for _ in range(rng.randrange(1, 200)):
+            n = 8 * rng.randrange(1, 40)
+            off = a.alloc(n)
+            assert off == b.alloc(n)
+            if off is None:
+                break
+            live.append((off, n))
+        rng.shuffle(live)
+        for k in range(0, len(live), 17):
+            chunk = live[k : k + 17]
+            assert a.free_many(chunk) == sum(n for _o, n in chunk)
+            for off, n in chunk:
+                b.free(off, n)
+            a.check()
+            assert a.extents() == b.extents() and a.free_bytes == b.free_bytes
+    a = Allocator(64, 4096)
+    x, y = a.alloc(64), a.alloc(64)
+    assert x is not None and y is not None
+    a.free(y, 64)
+    with pytest.raises(ValueError):  # y is free already: nothing is freed
+        a.free_many([(x, 64), (y, 64)])
+    with pytest.raises(ValueError):  # overlapping extents
+        a.free_many([(x, 64), (x + 8, 8)])
+    assert a.extents() == [(y, 4096 - (y - 64))]
+    assert a.free_many([]) == 0
