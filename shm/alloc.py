@@ -75,10 +75,15 @@ class Allocator:
         The same result as freeing them one by one (coalescing makes the order
         irrelevant), but the blocks of one commit, written back to back, go back as one
         run: one merge with the free neighbours instead of one per block. Checks each
-        extent as ``free`` does; on an error nothing has been freed.
+        extent as ``free`` does; on an error nothing has been freed (fewer than 8 extents:
+        they are simply freed one by one, as before).
         """
-        if not extents:
-            return 0
+        if len(extents) < 8:  # too few to be worth sorting
+            total = 0
+            for start, n in extents:
+                self.free(start, n)
+                total += n
+            return total
         lo, hi = self.start, self.start + self.size
         by_start, by_end = self._by_start, self._by_end
         runs: list[tuple[int, int]] = []

@@ -192,6 +192,9 @@ class ArenaWriter:
         max_size = max(max_size, initial_size)
         self._codec = codec or MsgpackCodec()
         self._kpack = internal_packer()
+        # key prefix (codec.key_prefix) of each table name already checked by _check_table
+        self._prefixes: dict[str, bytes] = {}
+        self._meta_prefix = key_prefix(META_TABLE)
         self._clock = _clock
         self._grace = float(grace)
         self._expiry = float(expiry)
@@ -328,7 +331,9 @@ class ArenaWriter:
         tails = _TAILS
         kind = L.KIND_RECORD
         hsize = L.BLOCK_HEADER_SIZE + 4
-        prefixes: dict[str, bytes] = {}
+        prefixes = self._prefixes
+        if len(prefixes) > 4096:
+            prefixes.clear()
         plist: list[_Prepared] = []
         estimate = 4096
         for t, rid, data in puts:
@@ -395,7 +400,8 @@ class ArenaWriter:
 
     def _prepare(self, table: str, rid: RecordId, version: int, data: bytes) -> _Prepared:
         """One put ready to write (see ``commit``, which inlines this for records)."""
-        key = key_prefix(table) + self._kpack(rid)
+        prefix = self._meta_prefix if table == META_TABLE else key_prefix(table)
+        key = prefix + self._kpack(rid)
         klen = len(key)
         if klen > 0xFFFF:
             raise ValueError(f"record id too long: {rid!r}")
