@@ -336,8 +336,9 @@ class ArenaWriter:
             prefixes.clear()
         plist: list[_Prepared] = []
         estimate = 4096
-        for t, rid, data in puts:
-            data = cast(Any, data)
+        need = 0  # bytes of all blocks
+        # (typed Any once here: a cast() per record is a Python call)
+        for t, rid, data in cast(Iterable[tuple[Any, Any, Any]], puts):
             if not isinstance(data, bytes):
                 if isinstance(data, bytearray | memoryview):
                     data = bytes(data)
@@ -353,7 +354,7 @@ class ArenaWriter:
                 t = _check_table(t)
                 prefix = prefixes[t] = key_prefix(t)
             trid = type(rid)
-            if not (trid is str or (trid is int and _I64_MIN <= cast(int, rid) <= _I64_MAX)):
+            if not (trid is str or (trid is int and _I64_MIN <= rid <= _I64_MAX)):
                 rid = check_id(rid)
             key = prefix + kpack(rid)
             klen = len(key)
@@ -363,7 +364,9 @@ class ArenaWriter:
             head = head_pack(total, klen, kind, seq) + key
             hcrc = crc32(head)
             crc = crc32(data, hcrc)
-            plist.append((t, rid, head + data + tails[-total & 7].pack(crc), klen, dlen, hcrc, crc))
+            block = head + data + tails[-total & 7].pack(crc)
+            plist.append((t, rid, block, klen, dlen, hcrc, crc))
+            need += len(block)
             estimate += (dlen + 64 + 7) & ~7
         dlist = [(_check_table(t), check_id(rid)) for t, rid in deletes]
         drops = [_check_table(t) for t in dropped_tables]
@@ -373,7 +376,9 @@ class ArenaWriter:
                 if blob is None:
                     dlist.append((META_TABLE, t))
                 elif isinstance(blob, bytes | bytearray | memoryview):
-                    plist.append(self._prepare(META_TABLE, t, seq, bytes(blob)))
+                    prepared = self._prepare(META_TABLE, t, seq, bytes(blob))
+                    plist.append(prepared)
+                    need += len(prepared[2])
                     estimate += L.align(len(blob) + 64)
                 else:
                     raise TypeError("meta values must be bytes or None")
@@ -382,7 +387,7 @@ class ArenaWriter:
         forced = reclaimed = False
         for _attempt in range(8):
             try:
-                self._apply(seq, plist, dlist, drops)
+                self._apply(seq, plist, need, dlist, drops)
                 return
             except _Full:
                 if not reclaimed and self.reclaim() and self._alloc.free_bytes >= estimate * 2:
@@ -425,17 +430,16 @@ class ArenaWriter:
         self,
         seq: int,
         puts: list[_Prepared],
+        need: int,
         deletes: list[tuple[str, RecordId]],
         drops: list[str],
     ) -> None:
+        """Apply one commit; ``need``: the total length of the blocks of ``puts``."""
         gen = self._gen
         assert gen is not None
         mm = gen.mm
         tables = self._tables
         alloc = self._alloc
-        need = 0
-        for p in puts:
-            need += len(p[2])
         if need > alloc.free_bytes:
             raise _Full(need)  # cannot fit: grow before doing any of the work
         early = "publish_early" in self._faults
@@ -474,9 +478,11 @@ class ArenaWriter:
                 if ops is not None:
                     ops.append([1, t, rid])
             off = region if region is not None else 0
+            created: set[str] = set()
             hsize = L.BLOCK_HEADER_SIZE
             last_t: str | None = None
             tdict = {}
+            fresh = False  # tdict created by this commit: undoing its creation undoes all
             for t, rid, block, klen, dlen, hcrc, crc in puts:
                 asize = len(block)
                 if region is None:
@@ -493,9 +499,11 @@ class ArenaWriter:
                 pend = pstart + dlen
                 if t is not last_t:
                     tdict = tables.get(t)
+                    fresh = tdict is None or t in created
                     if tdict is None:
                         tdict = tables[t] = {}
                         undo.append((t, None, None))
+                        created.add(t)
                     last_t = t
                 old = tdict.get(rid)
                 if old is None:
@@ -505,7 +513,8 @@ class ArenaWriter:
                     pos = old[6]
                     retired.append((old[0], old[1]))
                 tdict[rid] = (off, asize, pstart, pend, hcrc, crc, pos, seq)
-                undo.append((t, rid, old))
+                if not fresh:
+                    undo.append((t, rid, old))
                 if ops is not None:
                     ops.append([2, t, rid, pstart, pend, hcrc, crc, pos, off])
                 if region is not None:

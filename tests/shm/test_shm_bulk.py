@@ -176,3 +176,49 @@ def test_free_many_equals_freeing_one_by_one() -> None:
         a.free_many([(x, 64) for x in xs if x is not None] + [((xs[0] or 0) + 8, 8)])
     assert a.extents() == before
     assert a.free_many([]) == 0
+
+
+def test_rollback_of_a_commit_that_fails_midway_in_holes() -> None:
+    from stateengine.errors import CapacityError
+
+    w = ArenaWriter.create("setest", initial_size=256 * 1024, max_size=256 * 1024, grace=0.0)
+    r = ArenaReader.attach(w.name)
+    try:
+        seq, i = 0, 0
+        while w.stats()["largest_free"] > 48 * 1024:
+            seq += 1
+            w.commit(seq, [("t", i, pk("r" * 150))])
+            i += 1
+        seq += 1
+        w.commit(seq, [], [("t", j) for j in range(0, i, 2)])
+        seq += 1
+        w.commit(seq, [("u", 0, pk(0))])
+        st = w.stats()
+        before = (w._alloc.extents(), {t: dict(d) for t, d in w._tables.items()})
+        # blocks too big for any hole, fewer bytes than the free space: the per-block
+        # path starts, fills what fits, then fails; a fresh and an existing table
+        n = int(st["free_bytes"] * 0.55 / 632)  # blocks of 632 B, 1.5 n of them
+        puts = [("fresh", j, pk("z" * 600)) for j in range(n // 2)]
+        puts += [("t", 1, pk("changed"))] + [("t", 10_000 + j, pk("z" * 600)) for j in range(n)]
+        placed = []
+        alloc = w._alloc.alloc
+
+        def spy(size: int) -> int | None:
+            off = alloc(size)
+            placed.append(off)
+            return off
+
+        w._alloc.alloc = spy  # type: ignore[method-assign]
+        with pytest.raises(CapacityError):
+            w.commit(seq + 1, puts)
+        w._alloc.alloc = alloc  # type: ignore[method-assign]
+        assert len([o for o in placed if o is not None]) > n // 2  # failed midway
+        assert w.seq == seq and r.version == seq
+        assert (w._alloc.extents(), w._tables) == before
+        assert r.get("fresh", 0) is None and r.get("t", 1) == "r" * 150
+        w.commit(seq + 1, [("fresh", 0, pk(1))])
+        assert r.get("fresh", 0) == 1
+        _blocks_ok(w)
+    finally:
+        r.close()
+        w.close()
