@@ -157,8 +157,8 @@ def restart_rows(tmp: Path, n: int, stack: contextlib.ExitStack) -> list[Row]:
         t0 = time.perf_counter()
         try:
             proc.start()
-            # server.json appears before the arena is filled: the restart is over when the
-            # server answers a request, which it does only after publishing every record.
+            # server.json appears once every record is in the arena; the restart is over
+            # when the server answers a request.
             with Client(proc.endpoint, timeout=RESTART_TIMEOUT) as c:
                 size = c.get_state_info("t")["size"]
             elapsed = time.perf_counter() - t0

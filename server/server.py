@@ -169,9 +169,13 @@ class Server:
             self.feed = Feed(self._ctx, feed_endpoint(self.endpoint), self.feed_hwm)
         except (zmq.ZMQError, ValueError) as exc:
             log.warning("no change feed: %s", exc)
-        self._write_server_file()
         if self.publisher is not None:
+            # The recovered state goes to the arena before server.json announces the
+            # server: server.json is the readiness signal (ServerProcess.start, clients,
+            # workers attaching the arena it names), so once it exists the arena holds
+            # the recovered seq and the loop is about to answer.
             self.publisher.publish(self.engine.full_change_set())
+        self._write_server_file()
         log.info(
             "serving endpoint=%s data_dir=%s seq=%d tables=%d arena=%s tcp=%s",
             self.endpoint,

@@ -17,6 +17,7 @@ process state, so it is safe after fork and picklable for spawn.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgpack
@@ -60,6 +61,21 @@ def pack_internal(obj: Any) -> bytes:
     """Encode one of the arena's own structures (ring ops, checkpoint, block key)."""
     data: bytes = msgpack.packb(obj, use_bin_type=True)
     return data
+
+
+def internal_packer() -> Callable[[Any], bytes]:
+    """A reusable ``pack`` for the writer's hot path: the same bytes as
+    :func:`pack_internal`, without building a ``Packer`` per call. Not thread-safe
+    (the writer is single-threaded)."""
+    pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True).pack
+    return pack
+
+
+def key_prefix(table: str) -> bytes:
+    """The bytes a block key ``pack_internal([table, rid])`` starts with: the 2-element
+    array header and the table. ``key_prefix(t) + internal_packer()(rid)`` equals
+    ``pack_internal([t, rid])``, so the writer packs each table name once per commit."""
+    return b"\x92" + pack_internal(table)
 
 
 def unpack_internal(data: bytes) -> Any:

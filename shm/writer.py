@@ -27,7 +27,7 @@ from stateengine.errors import CapacityError, PayloadTooLarge
 from stateengine.shm import faults as _faults
 from stateengine.shm import layout as L
 from stateengine.shm.alloc import Allocator
-from stateengine.shm.codec import MsgpackCodec, pack_internal
+from stateengine.shm.codec import MsgpackCodec, internal_packer, key_prefix, pack_internal
 
 META_TABLE: Final = "\x00meta"
 """Reserved table holding per-table metadata bytes (``commit(meta=...)``)."""
@@ -39,6 +39,16 @@ MiB: Final = 1024 * 1024
 RecordId = int | str
 # writer index entry: off, asize, pstart, pend, hcrc, crc, pos, version
 _WEntry = tuple[int, int, int, int, int, int, int, int]
+# a put ready to write: table, id, block (header, key, payload, CRC, zero padding to the
+# 8-byte alignment), key length, payload length, hcrc, crc
+_Prepared = tuple[str, RecordId, bytes, int, int, int, int]
+
+# the CRC that ends a block, followed by 0..7 zero bytes of alignment padding
+_TAILS: Final = tuple(struct.Struct(f"<I{pad}x") for pad in range(L.ALIGN))
+_BULK_MIN: Final = 16
+"""From this many puts in one commit, the blocks go into one free extent (one allocation)."""
+_WRITE_CHUNK: Final = 1 << 20
+"""Bytes of blocks joined into one write into the mapping."""
 
 _LIVE_WRITERS: weakref.WeakSet[ArenaWriter] = weakref.WeakSet()
 
@@ -181,6 +191,10 @@ class ArenaWriter:
             raise ValueError("initial_size must be at least 64 KiB")
         max_size = max(max_size, initial_size)
         self._codec = codec or MsgpackCodec()
+        self._kpack = internal_packer()
+        # key prefix (codec.key_prefix) of each table name already checked by _check_table
+        self._prefixes: dict[str, bytes] = {}
+        self._meta_prefix = key_prefix(META_TABLE)
         self._clock = _clock
         self._grace = float(grace)
         self._expiry = float(expiry)
@@ -309,19 +323,51 @@ class ArenaWriter:
         if seq > _I64_MAX:
             raise ValueError("seq outside the signed 64-bit range")
         limit = self._codec.max_record_size
-        plist: list[tuple[str, RecordId, bytes]] = []
-        for t, rid, data in puts:
-            data = cast(Any, data)
+        # Validate every put and build its block here, once: the blocks do not depend on
+        # where they go, so a retry after growth reuses them.
+        kpack = self._kpack
+        head_pack = L.BLOCK_HEADER.pack
+        crc32 = zlib.crc32
+        tails = _TAILS
+        kind = L.KIND_RECORD
+        hsize = L.BLOCK_HEADER_SIZE + 4
+        prefixes = self._prefixes
+        if len(prefixes) > 4096:
+            prefixes.clear()
+        plist: list[_Prepared] = []
+        estimate = 4096
+        need = 0  # bytes of all blocks
+        # (typed Any once here: a cast() per record is a Python call)
+        for t, rid, data in cast(Iterable[tuple[Any, Any, Any]], puts):
             if not isinstance(data, bytes):
                 if isinstance(data, bytearray | memoryview):
                     data = bytes(data)
                 else:
                     raise TypeError(f"record data must be bytes, not {type(data).__name__}")
-            if len(data) > limit:
+            dlen = len(data)
+            if dlen > limit:
                 raise PayloadTooLarge(
-                    f"record {t!r}/{rid!r} of {len(data)} bytes exceeds max_record_size={limit}"
+                    f"record {t!r}/{rid!r} of {dlen} bytes exceeds max_record_size={limit}"
                 )
-            plist.append((_check_table(t), check_id(rid), data))
+            prefix = prefixes.get(t) if type(t) is str else None
+            if prefix is None:
+                t = _check_table(t)
+                prefix = prefixes[t] = key_prefix(t)
+            trid = type(rid)
+            if not (trid is str or (trid is int and _I64_MIN <= rid <= _I64_MAX)):
+                rid = check_id(rid)
+            key = prefix + kpack(rid)
+            klen = len(key)
+            if klen > 0xFFFF:
+                raise ValueError(f"record id too long: {rid!r}")
+            total = hsize + klen + dlen
+            head = head_pack(total, klen, kind, seq) + key
+            hcrc = crc32(head)
+            crc = crc32(data, hcrc)
+            block = head + data + tails[-total & 7].pack(crc)
+            plist.append((t, rid, block, klen, dlen, hcrc, crc))
+            need += len(block)
+            estimate += (dlen + 64 + 7) & ~7
         dlist = [(_check_table(t), check_id(rid)) for t, rid in deletes]
         drops = [_check_table(t) for t in dropped_tables]
         if meta:
@@ -330,30 +376,45 @@ class ArenaWriter:
                 if blob is None:
                     dlist.append((META_TABLE, t))
                 elif isinstance(blob, bytes | bytearray | memoryview):
-                    plist.append((META_TABLE, t, bytes(blob)))
+                    prepared = self._prepare(META_TABLE, t, seq, bytes(blob))
+                    plist.append(prepared)
+                    need += len(prepared[2])
+                    estimate += L.align(len(blob) + 64)
                 else:
                     raise TypeError("meta values must be bytes or None")
         for t in drops:
             dlist.append((META_TABLE, t))
-        total = sum(L.align(len(d) + 64) for _t, _r, d in plist) + 4096
         forced = reclaimed = False
         for _attempt in range(8):
             try:
-                self._apply(seq, plist, dlist, drops)
+                self._apply(seq, plist, need, dlist, drops)
                 return
             except _Full:
-                if not reclaimed and self.reclaim() and self._alloc.free_bytes >= total * 2:
+                if not reclaimed and self.reclaim() and self._alloc.free_bytes >= estimate * 2:
                     reclaimed = True
                     continue
                 reclaimed = False
                 try:
-                    self._grow(total)
+                    self._grow(estimate)
                 except CapacityError:
                     if forced:
                         raise
                     forced = True
                     self.reclaim(force=True)  # expire every snapshot before giving up
         raise CapacityError(f"arena full; raise max_size={self._max_size}")
+
+    def _prepare(self, table: str, rid: RecordId, version: int, data: bytes) -> _Prepared:
+        """One put ready to write (see ``commit``, which inlines this for records)."""
+        prefix = self._meta_prefix if table == META_TABLE else key_prefix(table)
+        key = prefix + self._kpack(rid)
+        klen = len(key)
+        if klen > 0xFFFF:
+            raise ValueError(f"record id too long: {rid!r}")
+        total = L.BLOCK_HEADER_SIZE + klen + len(data) + 4
+        head = L.BLOCK_HEADER.pack(total, klen, L.KIND_RECORD, version) + key
+        hcrc = zlib.crc32(head)
+        crc = zlib.crc32(data, hcrc)
+        return (table, rid, head + data + _TAILS[-total & 7].pack(crc), klen, len(data), hcrc, crc)
 
     def _block(self, table: str, rid: RecordId, version: int, kind: int, data: bytes) -> bytes:
         key = pack_internal([table, rid])
@@ -368,29 +429,43 @@ class ArenaWriter:
     def _apply(
         self,
         seq: int,
-        puts: list[tuple[str, RecordId, bytes]],
+        puts: list[_Prepared],
+        need: int,
         deletes: list[tuple[str, RecordId]],
         drops: list[str],
     ) -> None:
+        """Apply one commit; ``need``: the total length of the blocks of ``puts``."""
         gen = self._gen
         assert gen is not None
         mm = gen.mm
         tables = self._tables
         alloc = self._alloc
+        if need > alloc.free_bytes:
+            raise _Full(need)  # cannot fit: grow before doing any of the work
         early = "publish_early" in self._faults
         new: list[tuple[int, int]] = []
         deferred: list[tuple[int, bytes]] = []
         undo: list[tuple[str, RecordId | None, Any]] = []
         retired: list[tuple[int, int]] = []
-        ops: list[list[Any]] = []
+        # The ring entry is built only if it can fit in the ring (a put op packs to at
+        # least 10 bytes); otherwise the commit goes out as a checkpoint anyway.
+        ops: list[list[Any]] | None = None
+        if L.RING_HEADER_SIZE + 10 * len(puts) <= gen.ring_size // 2:
+            ops = []
         next_pos = dict(self._next_pos)
         try:
+            # Many puts: one free extent for all their blocks, carved in order (still
+            # only free space: §4). A fragmented arena falls back to one extent each.
+            region = alloc.alloc(need) if len(puts) >= _BULK_MIN else None
+            if region is not None:
+                new.append((region, need))
             for t in drops:
                 old_t = tables.pop(t, None)
                 if old_t is not None:
                     undo.append((t, None, old_t))
                     retired.extend((e[0], e[1]) for e in old_t.values())
-                    ops.append([0, t])
+                    if ops is not None:
+                        ops.append([0, t])
             for t, rid in deletes:
                 tdict = tables.get(t)
                 if tdict is None:
@@ -400,26 +475,36 @@ class ArenaWriter:
                     continue
                 undo.append((t, rid, old))
                 retired.append((old[0], old[1]))
-                ops.append([1, t, rid])
-            for t, rid, data in puts:
-                block = self._block(t, rid, seq, L.KIND_RECORD, data)
-                asize = L.align(len(block))
-                off = alloc.alloc(asize)
-                if off is None:
-                    raise _Full(asize)
-                new.append((off, asize))
-                if early:
-                    deferred.append((off, block))
-                else:
-                    mm[off : off + len(block)] = block
-                pend = off + len(block) - 4
-                pstart = pend - len(data)
-                hcrc = zlib.crc32(block[: pstart - off])
-                crc = L.CRC.unpack_from(block, len(block) - 4)[0]
-                tdict = tables.get(t)
-                if tdict is None:
-                    tdict = tables[t] = {}
-                    undo.append((t, None, None))
+                if ops is not None:
+                    ops.append([1, t, rid])
+            off = region if region is not None else 0
+            created: set[str] = set()
+            hsize = L.BLOCK_HEADER_SIZE
+            last_t: str | None = None
+            tdict = {}
+            fresh = False  # tdict created by this commit: undoing its creation undoes all
+            for t, rid, block, klen, dlen, hcrc, crc in puts:
+                asize = len(block)
+                if region is None:
+                    got = alloc.alloc(asize)
+                    if got is None:
+                        raise _Full(asize)
+                    off = got
+                    new.append((off, asize))
+                    if early:
+                        deferred.append((off, block))
+                    else:
+                        mm[off : off + asize] = block
+                pstart = off + hsize + klen
+                pend = pstart + dlen
+                if t is not last_t:
+                    tdict = tables.get(t)
+                    fresh = tdict is None or t in created
+                    if tdict is None:
+                        tdict = tables[t] = {}
+                        undo.append((t, None, None))
+                        created.add(t)
+                    last_t = t
                 old = tdict.get(rid)
                 if old is None:
                     pos = next_pos.get(t, 0)
@@ -428,8 +513,14 @@ class ArenaWriter:
                     pos = old[6]
                     retired.append((old[0], old[1]))
                 tdict[rid] = (off, asize, pstart, pend, hcrc, crc, pos, seq)
-                undo.append((t, rid, old))
-                ops.append([2, t, rid, pstart, pend, hcrc, crc, pos, off])
+                if not fresh:
+                    undo.append((t, rid, old))
+                if ops is not None:
+                    ops.append([2, t, rid, pstart, pend, hcrc, crc, pos, off])
+                if region is not None:
+                    off += asize
+            if region is not None:
+                self._write_region(mm, region, puts, deferred if early else None)
             self._append_ring(seq, ops, new)
         except BaseException:
             for t, rid, old in reversed(undo):
@@ -461,21 +552,52 @@ class ArenaWriter:
             self._pending_bytes += sum(n for _o, n in retired)
         self.reclaim()
 
+    @staticmethod
+    def _write_region(
+        mm: mmap.mmap, off: int, puts: list[_Prepared], deferred: list[tuple[int, bytes]] | None
+    ) -> None:
+        """Write the blocks of ``puts`` back to back from ``off``, about 1 MiB per copy
+        (or, under ``publish_early``, queue the copies for after the publish)."""
+        chunk: list[bytes] = []
+        size = 0
+        for p in puts:
+            chunk.append(p[2])
+            size += len(p[2])
+            if size >= _WRITE_CHUNK:
+                data = b"".join(chunk)
+                if deferred is None:
+                    mm[off : off + size] = data
+                else:
+                    deferred.append((off, data))
+                off += size
+                chunk.clear()
+                size = 0
+        if chunk:
+            data = b"".join(chunk)
+            if deferred is None:
+                mm[off : off + size] = data
+            else:
+                deferred.append((off, data))
+
     # --- ring and checkpoints ------------------------------------------------------------
 
-    def _append_ring(self, seq: int, ops: list[list[Any]], new: list[tuple[int, int]]) -> None:
+    def _append_ring(
+        self, seq: int, ops: list[list[Any]] | None, new: list[tuple[int, int]]
+    ) -> None:
+        """Append the commit's entry; ``ops`` None: known too big, go to a checkpoint."""
         gen = self._gen
         assert gen is not None
         size = gen.ring_size
-        payload = pack_internal(ops)
-        n = L.align(L.RING_HEADER_SIZE + len(payload))
         head = self._ring_head
         phys = head % size
-        waste = size - phys if phys + n > size else 0
-        if n <= size // 2 and head + waste + n - self._ckpt[3] <= size:
-            self._ring_write(seq, payload, head, waste)
-            self._ring_head = head + waste + n
-            return
+        if ops is not None:
+            payload = pack_internal(ops)
+            n = L.align(L.RING_HEADER_SIZE + len(payload))
+            waste = size - phys if phys + n > size else 0
+            if n <= size // 2 and head + waste + n - self._ckpt[3] <= size:
+                self._ring_write(seq, payload, head, waste)
+                self._ring_head = head + waste + n
+                return
         # too big, or would overrun the checkpoint: a checkpoint of the state after this
         # commit (written first, so a full arena leaves the ring untouched), then a
         # marker entry telling readers to rebuild from it.
@@ -611,9 +733,7 @@ class ArenaWriter:
             if w > self._horizon:
                 self._horizon = w
                 L.U64.pack_into(self._ctl, L.OFF_HORIZON, w)  # before any reuse
-            for off, n in extents:
-                self._alloc.free(off, n)
-                freed += n
+            freed += self._alloc.free_many(extents)
             if old_gen is not None:
                 old_gen.close(unlink=True)
         L.U64.pack_into(self._ctl, L.OFF_INTENT, self._horizon)  # back down if pins held

@@ -1,0 +1,224 @@
+"""The bulk write path: prepared blocks, one extent per big commit, checkpoint-only commits.
+
+Whatever path a commit takes (one extent for its blocks or one each, a ring entry or a
+checkpoint, a redo after growth), readers must see exactly the records committed, with
+the same block bytes (key, CRC) as a block built one at a time.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import msgpack
+import pytest
+
+from stateengine.shm import ArenaReader, ArenaWriter
+from stateengine.shm import layout as L
+from stateengine.shm.codec import internal_packer, key_prefix, pack_internal
+
+
+def pk(obj: object) -> bytes:
+    return msgpack.packb(obj)
+
+
+@pytest.mark.parametrize("table", ["t", "ä" * 40, "x" * 300])
+@pytest.mark.parametrize(
+    "rid", [0, 1, -1, 127, 128, -33, 2**32, -(2**63), 2**63 - 1, "", "é", "k" * 70000]
+)
+def test_key_prefix_plus_id_is_the_packed_key(table: str, rid: int | str) -> None:
+    assert key_prefix(table) + internal_packer()(rid) == pack_internal([table, rid])
+
+
+def _blocks_ok(w: ArenaWriter) -> None:
+    """Every indexed block in the writer's mapping holds its header, key and CRC."""
+    gen = w._gen
+    assert gen is not None
+    for t, tdict in w._tables.items():
+        for rid, (off, asize, pstart, pend, hcrc, crc, _pos, ver) in tdict.items():
+            total, klen, kind, version = L.BLOCK_HEADER.unpack_from(gen.mm, off)
+            assert kind == L.KIND_RECORD and version == ver and L.align(total) == asize
+            assert gen.mm[off + 16 : off + 16 + klen] == pack_internal([t, rid])
+            assert pstart == off + 16 + klen and pend == off + total - 4
+            assert zlib.crc32(gen.mm[off:pstart]) == hcrc
+            assert zlib.crc32(gen.mm[pstart:pend], hcrc) == crc
+            assert L.CRC.unpack_from(gen.mm, pend)[0] == crc
+    w._alloc.check()
+
+
+def test_bulk_commit_fresh_fragmented_and_grown() -> None:
+    w = ArenaWriter.create("setest", initial_size=256 * 1024, grace=0.0, ring_size=8192)
+    r = ArenaReader.attach(w.name)
+    try:
+        # small commits (one extent each), then delete every other one: fragments
+        w.commit(1, [("t", i, pk({"i": i, "s": "a" * (i % 50)})) for i in range(200)])
+        w.commit(2, [], [("t", i) for i in range(0, 200, 2)])
+        w.commit(3, [("u", "x", pk(1))])  # reclaims seq 2's space
+        expect = {i: {"i": i, "s": "a" * (i % 50)} for i in range(1, 200, 2)}
+        # a bulk commit bigger than any single hole but not than the free space
+        big = [("t", i, pk({"i": i, "b": "z" * (i % 90)})) for i in range(1000, 1400)]
+        big.append(("t", 1001, pk("last put of an id wins")))
+        w.commit(4, big, meta={"t": b"meta4"})
+        expect.update({i: {"i": i, "b": "z" * (i % 90)} for i in range(1000, 1400)})
+        expect[1001] = "last put of an id wins"
+        _blocks_ok(w)
+        with r.snapshot() as snap:
+            assert snap.version == 4
+            assert dict(snap.items("t")) == expect
+            assert snap.meta("t") == b"meta4" and snap.get("u", "x") == 1
+        # far bigger than the arena: grows, the commit is redone in the new generation
+        gen = w.stats()["generation"]
+        w.commit(5, [("v", i, pk([i] * 20)) for i in range(20_000)])
+        assert w.stats()["generation"] > gen
+        _blocks_ok(w)
+        assert r.get("v", 19_999) == [19_999] * 20 and r.get("t", 1001) == expect[1001]
+        with r.snapshot() as snap:
+            assert len(snap.ids("v")) == 20_000 and dict(snap.items("t")) == expect
+        # and small commits keep working on top, through the ring
+        for s in range(6, 60):
+            w.commit(s, [("v", s, pk(-s))], [("v", s + 100)])
+        assert r.get("v", 59) == -59 and r.get("v", 159) is None
+        _blocks_ok(w)
+    finally:
+        r.close()
+        w.close()
+
+
+def test_failed_bulk_commit_changes_nothing() -> None:
+    w = ArenaWriter.create("setest", initial_size=256 * 1024, max_size=256 * 1024, grace=0.0)
+    r = ArenaReader.attach(w.name)
+    try:
+        w.commit(1, [("t", i, pk(i)) for i in range(100)])
+        free = w.stats()["free_bytes"]
+        with pytest.raises(ValueError):  # a bad id in the middle: nothing is written
+            w.commit(2, [("t", i, pk(i)) for i in range(50)] + [("t", 2**64, pk(0))])
+        with pytest.raises(TypeError):
+            w.commit(2, [("t", i, pk(i)) for i in range(50)] + [("t", 1, "not bytes")])
+        with pytest.raises(ValueError):
+            w.commit(2, [("t", i, pk(i)) for i in range(50)] + [("\x00meta", 1, pk(0))])
+        from stateengine.errors import CapacityError
+
+        with pytest.raises(CapacityError):  # cannot grow past max_size
+            w.commit(2, [("t", i, pk("y" * 500)) for i in range(1000)])
+        assert w.seq == 1 and r.version == 1
+        w.reclaim()
+        assert w.stats()["free_bytes"] >= free
+        with r.snapshot() as snap:
+            assert dict(snap.items("t")) == {i: i for i in range(100)}
+        w.commit(2, [("t", i, pk(-i)) for i in range(100)])
+        assert r.get("t", 99) == -99
+        _blocks_ok(w)
+    finally:
+        r.close()
+        w.close()
+
+
+def test_bulk_commit_into_holes_when_no_extent_fits() -> None:
+    w = ArenaWriter.create("setest", initial_size=256 * 1024, grace=0.0)
+    r = ArenaReader.attach(w.name)
+    try:
+        seq, i = 0, 0
+        while w.stats()["largest_free"] > 48 * 1024:  # fill, one commit per record
+            seq += 1
+            w.commit(seq, [("t", i, pk("r" * 150))])
+            i += 1
+        seq += 1
+        w.commit(seq, [], [("t", j) for j in range(0, i, 2)])  # holes between live blocks
+        seq += 1
+        w.commit(seq, [("u", 0, pk(0))])  # reclaims them
+        st = w.stats()
+        n = st["largest_free"] // 150 + 16
+        assert st["largest_free"] < n * 176 and n * 184 + 8192 < st["free_bytes"]
+        seq += 1
+        w.commit(seq, [("v", j, pk("s" * 150)) for j in range(n)])
+        assert w.stats()["generation"] == st["generation"]  # no extent fitted: into holes
+        _blocks_ok(w)
+        with r.snapshot() as snap:
+            assert dict(snap.items("v")) == {j: "s" * 150 for j in range(n)}
+            assert dict(snap.items("t")) == {j: "r" * 150 for j in range(1, i, 2)}
+    finally:
+        r.close()
+        w.close()
+
+
+def test_free_many_equals_freeing_one_by_one() -> None:
+    import random
+
+    from stateengine.shm.alloc import Allocator
+
+    rng = random.Random(7)
+    for _round in range(50):
+        a, b = Allocator(64, 1 << 16), Allocator(64, 1 << 16)
+        live: list[tuple[int, int]] = []
+        for _ in range(rng.randrange(1, 200)):
+            n = 8 * rng.randrange(1, 40)
+            off = a.alloc(n)
+            assert off == b.alloc(n)
+            if off is None:
+                break
+            live.append((off, n))
+        rng.shuffle(live)
+        for k in range(0, len(live), 17):
+            chunk = live[k : k + 17]
+            assert a.free_many(chunk) == sum(n for _o, n in chunk)
+            for off, n in chunk:
+                b.free(off, n)
+            a.check()
+            assert a.extents() == b.extents() and a.free_bytes == b.free_bytes
+    a = Allocator(64, 4096)
+    xs = [a.alloc(64) for _ in range(10)]
+    y = a.alloc(64)
+    assert y is not None and None not in xs
+    a.free(y, 64)
+    before = a.extents()
+    with pytest.raises(ValueError):  # y is free already: nothing is freed
+        a.free_many([(x, 64) for x in xs if x is not None] + [(y, 64)])
+    with pytest.raises(ValueError):  # overlapping extents
+        a.free_many([(x, 64) for x in xs if x is not None] + [((xs[0] or 0) + 8, 8)])
+    assert a.extents() == before
+    assert a.free_many([]) == 0
+
+
+def test_rollback_of_a_commit_that_fails_midway_in_holes() -> None:
+    from stateengine.errors import CapacityError
+
+    w = ArenaWriter.create("setest", initial_size=256 * 1024, max_size=256 * 1024, grace=0.0)
+    r = ArenaReader.attach(w.name)
+    try:
+        seq, i = 0, 0
+        while w.stats()["largest_free"] > 48 * 1024:
+            seq += 1
+            w.commit(seq, [("t", i, pk("r" * 150))])
+            i += 1
+        seq += 1
+        w.commit(seq, [], [("t", j) for j in range(0, i, 2)])
+        seq += 1
+        w.commit(seq, [("u", 0, pk(0))])
+        st = w.stats()
+        before = (w._alloc.extents(), {t: dict(d) for t, d in w._tables.items()})
+        # blocks too big for any hole, fewer bytes than the free space: the per-block
+        # path starts, fills what fits, then fails; a fresh and an existing table
+        n = int(st["free_bytes"] * 0.55 / 632)  # blocks of 632 B, 1.5 n of them
+        puts = [("fresh", j, pk("z" * 600)) for j in range(n // 2)]
+        puts += [("t", 1, pk("changed"))] + [("t", 10_000 + j, pk("z" * 600)) for j in range(n)]
+        placed = []
+        alloc = w._alloc.alloc
+
+        def spy(size: int) -> int | None:
+            off = alloc(size)
+            placed.append(off)
+            return off
+
+        w._alloc.alloc = spy  # type: ignore[method-assign]
+        with pytest.raises(CapacityError):
+            w.commit(seq + 1, puts)
+        w._alloc.alloc = alloc  # type: ignore[method-assign]
+        assert len([o for o in placed if o is not None]) > n // 2  # failed midway
+        assert w.seq == seq and r.version == seq
+        assert (w._alloc.extents(), w._tables) == before
+        assert r.get("fresh", 0) is None and r.get("t", 1) == "r" * 150
+        w.commit(seq + 1, [("fresh", 0, pk(1))])
+        assert r.get("fresh", 0) == 1
+        _blocks_ok(w)
+    finally:
+        r.close()
+        w.close()
