@@ -14,7 +14,7 @@ import pytest
 import shm_workers as W
 from shm_harness import SPAWN
 
-from stateengine.errors import CapacityError, PayloadTooLarge
+from stateengine.errors import CapacityError, PayloadTooLarge, SnapshotExpired
 from stateengine.shm import ArenaReader, ArenaWriter, cleanup_stale, find_stale
 from stateengine.shm.codec import MsgpackCodec
 
@@ -33,14 +33,19 @@ def growth_reader(name: str, seconds: float, out: object) -> None:
     deadline = time.monotonic() + seconds
     try:
         while time.monotonic() < deadline:
-            with r.snapshot() as snap:
-                v = snap.version
-                for i, rec in snap.items(W.TABLE):
-                    reads += 1
-                    if W.check(i, rec, 10**9) is not None and rec != W.record(i, rec["v"]):
-                        bad += 1
-                    if rec["v"] > v:
-                        bad += 1
+            try:
+                with r.snapshot() as snap:
+                    v = snap.version
+                    for i, rec in snap.items(W.TABLE):
+                        reads += 1
+                        if W.check(i, rec, 10**9) is not None and rec != W.record(i, rec["v"]):
+                            bad += 1
+                        if rec["v"] > v:
+                            bad += 1
+            except SnapshotExpired:
+                # grace=0 under load: the writer may reclaim past a snapshot before it is
+                # pinned. A refusal is allowed (DESIGN.md); wrong data is what counts.
+                continue
             assert r._g is not None
             gens.add(r._g.gen)
     finally:
