@@ -313,6 +313,7 @@ class AsyncClient(CommandsMixin):
         self._ctx.term()
         if self._view is not None:
             self._view.close()
+            self._view = None  # a read after close() goes to the closed socket: an error
         if self._history is not None:
             self._history.close()
 

@@ -72,6 +72,22 @@ def test_unencodable_request_is_a_bad_request_and_nothing_is_left_pending(
     run(main())
 
 
+def test_reads_after_close_fail_like_writes(server: ServerProcess) -> None:
+    """A closed client attaches no new arena reader behind the caller's back."""
+
+    async def main() -> None:
+        db = AsyncClient(server.endpoint, server.data_dir, timeout=5)
+        await db.create_record("t", {"id": 1, "x": 1})
+        assert (await db.get_record("t", 1))["x"] == 1
+        await db.close()
+        with pytest.raises(ServerUnavailable, match="closed"):
+            await db.get_record("t", 1)
+        with pytest.raises(ServerUnavailable, match="closed"):
+            await db.list_records("t")
+
+    run(main())
+
+
 def test_timeout_when_the_server_is_gone(tmp_path: object) -> None:
     server = ServerProcess(tmp_path / "data").start()  # type: ignore[operator]
     server.kill()
