@@ -8,6 +8,7 @@ lease runs out and another worker finishes the task. Live progress, then a summa
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import random
@@ -54,11 +55,27 @@ def worker(endpoint: str, wid: int) -> None:
             client.increment("counters", "done", "n")
 
 
-def run(data_dir: str | None = None) -> int:
+def dashboard_url(data: Path, timeout: float = 30.0) -> str:
+    """The URL the gateway wrote into ``http.json`` once it listens (bounded wait)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return str(json.loads((data / "http.json").read_text())["url"])
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.05)
+    raise RuntimeError(f"the HTTP gateway did not come up within {timeout} s")
+
+
+def run(data_dir: str | None = None, http: str | None = None, linger: float = 0.0) -> int:
+    """Run the demo; with *http*, also the dashboard, kept up *linger* s after the summary."""
     data = Path(data_dir).absolute() if data_dir else paths.default_data_dir()
     print(f"stateengine demo: starting the server on {data}")
-    with ServerProcess(data) as server, server.connect() as client:
-        print(f"  endpoint {server.endpoint}\n")
+    serve_args = ("--http", http) if http else ()
+    with ServerProcess(data, *serve_args) as server, server.connect() as client:
+        print(f"  endpoint {server.endpoint}")
+        if http:
+            print(f"  dashboard {dashboard_url(data)}  (open it in a browser to watch)")
+        print()
         for name in ("tasks", "counters"):
             if name in client.list_states():
                 client.delete_state(name)
@@ -122,6 +139,12 @@ def run(data_dir: str | None = None) -> int:
                 f"{t['worker']} after w{victim}'s lease ran out"
             )
         ok = done == TASKS and all(t["status"] == "done" for t in tasks)
+        if http and linger > 0:
+            print(f"\nthe dashboard stays up for {linger:g} s (Ctrl-C ends it sooner)")
+            try:
+                time.sleep(linger)
+            except KeyboardInterrupt:
+                pass
     print(
         "stateengine demo: server stopped;",
         "all tasks done exactly once" if ok else "NOT all tasks done",

@@ -574,6 +574,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="instead: run the engine in this process and print requests/replies",
     )
+    p.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="also serve the dashboard there (needs the 'http' extra), to watch the demo",
+    )
+    p.add_argument(
+        "--linger",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="with --http: keep the server and dashboard up this long after the demo",
+    )
     sub.add_parser(
         "http",
         help="attach the HTTP gateway and dashboard to a running server",
@@ -607,7 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return demo()
     from stateengine.client import demo as pool_demo  # the client side: imported on use
 
-    return pool_demo.run(args.data_dir)
+    return pool_demo.run(args.data_dir, http=args.http, linger=args.linger)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,77 @@
+"""``stateengine demo --http``: the README's demo with its dashboard, watched over HTTP."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+
+def line_reader(proc: subprocess.Popen[str]) -> tuple[queue.Queue[str], threading.Thread]:
+    """The demo's output lines, read by a thread (select() misses lines already buffered)."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return lines, thread
+
+
+def read_until(lines: queue.Queue[str], marker: str, timeout: float) -> list[str]:
+    """Lines the demo printed up to the one containing *marker* (bounded wait)."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        seen.append(line)
+        if marker in line:
+            return seen
+    raise AssertionError(f"no {marker!r} within {timeout} s; printed:\n{''.join(seen)}")
+
+
+def test_demo_serves_its_dashboard_while_it_runs(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "stateengine", "demo", "--data-dir", str(tmp_path / "d")]
+    proc = subprocess.Popen(
+        [*cmd, "--http", "127.0.0.1:0", "--linger", "20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines, pump = line_reader(proc)
+    try:
+        started = read_until(lines, "dashboard http://", 60)
+        url = started[-1].split()[1]
+        with httpx.Client(base_url=url, timeout=10.0) as http:
+            assert "<html" in http.get("/").text.lower()
+            finished = read_until(lines, "the dashboard stays up", 120)
+            assert any("tasks done: 30/30" in line for line in finished), finished
+            info = http.get("/api/states/tasks").json()
+            assert info["size"] == 30, info
+            page = http.get("/api/states/tasks/records", params={"limit": 5}).json()
+            records = page["records"]
+            assert len(records) == 5 and all(r["status"] == "done" for r in records), page
+        proc.send_signal(signal.SIGINT)  # Ctrl-C ends the linger: the server stops
+        assert proc.wait(30) == 0
+        assert "all tasks done exactly once" in "".join(read_until(lines, "demo: server", 10))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        pump.join(10)  # EOF once the demo and its workers are gone
+        assert proc.stdout is not None
+        proc.stdout.close()
