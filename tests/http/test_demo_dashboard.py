@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -12,6 +13,9 @@ import time
 from pathlib import Path
 
 import httpx
+
+from stateengine.errors import StateEngineError
+from stateengine.server import paths
 
 
 def line_reader(proc: subprocess.Popen[str]) -> tuple[queue.Queue[str], threading.Thread]:
@@ -43,6 +47,16 @@ def read_until(lines: queue.Queue[str], marker: str, timeout: float) -> list[str
     raise AssertionError(f"no {marker!r} within {timeout} s; printed:\n{''.join(seen)}")
 
 
+def stop_orphaned_server(data_dir: Path) -> None:
+    """SIGTERM the server a killed demo left running, and wait for it (bounded)."""
+    with contextlib.suppress(StateEngineError):
+        pid = int(paths.read_server_file(data_dir)["pid"])
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and paths.pid_alive(pid, None):
+            time.sleep(0.05)
+
+
 def test_demo_serves_its_dashboard_while_it_runs(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "stateengine", "demo", "--data-dir", str(tmp_path / "d")]
     proc = subprocess.Popen(
@@ -70,8 +84,9 @@ def test_demo_serves_its_dashboard_while_it_runs(tmp_path: Path) -> None:
         assert "all tasks done exactly once" in "".join(read_until(lines, "demo: server", 10))
     finally:
         if proc.poll() is None:
-            proc.kill()
+            proc.kill()  # no cleanup runs in the demo: stop the server it started
             proc.wait(10)
+            stop_orphaned_server(tmp_path / "d")
         pump.join(10)  # EOF once the demo and its workers are gone
         assert proc.stdout is not None
         proc.stdout.close()
