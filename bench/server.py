@@ -992,6 +992,21 @@ def sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+def preload(client: Client, n: int) -> None:
+    """N records into ``TABLE``: one SET_STATE, then BATCHes, checked by size."""
+    for start in range(0, n, 20_000):
+        records = [{"id": i + 1, **record(i)} for i in range(start, min(start + 20_000, n))]
+        if start == 0:
+            client.set_state(TABLE, records)
+        else:
+            client.batch(
+                [{"command": "CREATE_RECORD", "state": TABLE, "record": r} for r in records]
+            )
+    size = client.get_state_info(TABLE)["size"]
+    if size != n:
+        raise RuntimeError(f"preload: {size} records, expected {n}")
+
+
 def bench(args: argparse.Namespace) -> int:
     quick: bool = args.quick
     n_records: int = args.records or (10_000 if quick else 100_000)
@@ -1012,19 +1027,6 @@ def bench(args: argparse.Namespace) -> int:
     pair: socket.socket | None = None
     timeout = RECV_TIMEOUT_MS / 1000 * 6
     durable_n = min(n_records, DURABLE_RECORDS)  # records per durable server, LMDB keys
-
-    def preload(client: Client, n: int) -> None:
-        for start in range(0, n, 20_000):
-            records = [{"id": i + 1, **record(i)} for i in range(start, min(start + 20_000, n))]
-            if start == 0:
-                client.set_state(TABLE, records)
-            else:
-                client.batch(
-                    [{"command": "CREATE_RECORD", "state": TABLE, "record": r} for r in records]
-                )
-        size = client.get_state_info(TABLE)["size"]
-        if size != n:
-            raise RuntimeError(f"preload: {size} records, expected {n}")
 
     def banner_of(server: ServerProcess) -> list[str]:
         # What the server says it runs with (arena, durability, ...), minus the paths.

@@ -119,21 +119,6 @@ def header(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
-def preload(client: Client, n: int) -> None:
-    """N records into ``TABLE``: one SET_STATE, then BATCHes, checked by size."""
-    for start in range(0, n, 20_000):
-        records = [{"id": i + 1, **record(i)} for i in range(start, min(start + 20_000, n))]
-        if start == 0:
-            client.set_state(TABLE, records)
-        else:
-            client.batch(
-                [{"command": "CREATE_RECORD", "state": TABLE, "record": r} for r in records]
-            )
-    size = client.get_state_info(TABLE)["size"]
-    if size != n:
-        raise RuntimeError(f"preload: {size} records, expected {n}")
-
-
 def restart_rows(tmp: Path, n: int, stack: contextlib.ExitStack) -> list[Row]:
     """A data dir holding a snapshot of *n* records; each repeat starts a server on it.
 
@@ -221,7 +206,7 @@ def run(args: argparse.Namespace, cfg: Config, only: set[str]) -> dict[str, Any]
         children.servers.append(srv)
         srv.start()
         client = stack.enter_context(srv.connect(timeout=60))
-        preload(client, n)
+        server.preload(client, n)
         reader = ArenaReader.attach(str(srv.info["arena"]))
         stack.callback(reader.close)
         arena_client = stack.enter_context(Client(srv.endpoint, srv.data_dir, timeout=60))
@@ -365,7 +350,7 @@ def durable(
         children.servers.append(d)
         d.start()
         c = stack.enter_context(Client(d.endpoint, timeout=60))
-        preload(c, dn)
+        server.preload(c, dn)
         clients[policy] = c
         endpoints[policy] = d.endpoint
     endpoints["none"] = srv.endpoint
