@@ -8,7 +8,6 @@ lease runs out and another worker finishes the task. Live progress, then a summa
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import random
@@ -19,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from stateengine.client.client import Client
+from stateengine.client.gateway import gateway_url
 from stateengine.errors import VersionConflict
 from stateengine.server import paths
 from stateengine.testing import ServerProcess
@@ -55,17 +55,6 @@ def worker(endpoint: str, wid: int) -> None:
             client.increment("counters", "done", "n")
 
 
-def dashboard_url(data: Path, timeout: float = 30.0) -> str:
-    """The URL the gateway wrote into ``http.json`` once it listens (bounded wait)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            return str(json.loads((data / "http.json").read_text())["url"])
-        except (OSError, ValueError, KeyError):
-            time.sleep(0.05)
-    raise RuntimeError(f"the HTTP gateway did not come up within {timeout} s")
-
-
 def run(data_dir: str | None = None, http: str | None = None, linger: float = 0.0) -> int:
     """Run the demo; with *http*, also the dashboard, kept up *linger* s after the summary."""
     data = Path(data_dir).absolute() if data_dir else paths.default_data_dir()
@@ -74,7 +63,7 @@ def run(data_dir: str | None = None, http: str | None = None, linger: float = 0.
     with ServerProcess(data, *serve_args) as server, server.connect() as client:
         print(f"  endpoint {server.endpoint}")
         if http:
-            print(f"  dashboard {dashboard_url(data)}  (open it in a browser to watch)")
+            print(f"  dashboard {gateway_url(data)}  (open it in a browser to watch)")
         print()
         for name in ("tasks", "counters"):
             if name in client.list_states():

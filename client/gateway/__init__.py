@@ -18,6 +18,32 @@ stateengine.client.gateway``).
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
 HTTP_FILE = "http.json"
 """Written into the data directory by a running gateway: ``{pid, url, bind}``."""
-__all__ = ["HTTP_FILE"]
+__all__ = ["HTTP_FILE", "gateway_url"]
+
+
+def gateway_url(
+    data_dir: Path, timeout: float = 30.0, running: Callable[[], bool] | None = None
+) -> str:
+    """The URL from ``DIR/http.json``, waiting (bounded) for the gateway to listen.
+
+    ``serve --http`` announces the server before its gateway is up, so readers wait here.
+
+    :param running: checked while waiting; False stops the wait (what started it died).
+    :raises TimeoutError: no gateway within *timeout*, or *running* said False.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return str(json.loads((data_dir / HTTP_FILE).read_text())["url"])
+        except (OSError, ValueError, KeyError):
+            if running is not None and not running():
+                raise TimeoutError("the process that starts the gateway is gone") from None
+            time.sleep(0.05)
+    raise TimeoutError(f"no HTTP gateway in {data_dir} within {timeout} s")

@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from stateengine.client.gateway import HTTP_FILE
+from stateengine.client.gateway import gateway_url
 from stateengine.testing import ServerProcess
 
 
 def wait_for_gateway(data_dir: Path, server: ServerProcess, timeout: float = 30.0) -> str:
     """The gateway's URL from ``DIR/http.json`` (``serve`` writes it before it is ready)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            return str(json.loads((data_dir / HTTP_FILE).read_text())["url"])
-        except (OSError, ValueError, KeyError):
-            assert server.proc is not None and server.proc.poll() is None, server.output()
-            time.sleep(0.05)
-    raise AssertionError(f"no gateway within {timeout} s:\n{server.output()}")
+
+    def running() -> bool:
+        return server.proc is not None and server.proc.poll() is None
+
+    try:
+        return gateway_url(data_dir, timeout, running=running)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}:\n{server.output()}") from None
 
 
 @dataclass
