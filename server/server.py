@@ -31,11 +31,11 @@ from typing import Any, Protocol, cast
 
 import msgpack
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from stateengine.errors import BadRequest, PayloadTooLarge, StateEngineError
 from stateengine.protocol import decode_request, encode_reply, is_json
 from stateengine.server import paths
+from stateengine.server.connections import Door, RateLimitedLog, open_fds, raise_fd_limit
 from stateengine.server.engine import ChangeSet, Id, TableEngine
 from stateengine.server.feed import Feed, feed_endpoint
 from stateengine.server.persistence import RecoveryReport, Store, crash_point
@@ -47,6 +47,21 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _POLLIN = int(zmq.POLLIN)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 DEFAULT_MAX_REPLY = 64 * 1024 * 1024
+
+# --- Limits of the writer's doors and logs (issue 14 items 6 and 7) -----------------------
+# One place for now; to be folded into stateengine/limits.py with the request limits.
+#: TCP connections open at once (CurveZMQ clients and handshakes); the next is refused.
+MAX_TCP_CONNECTIONS = 256
+#: unauthenticated TCP handshakes in progress at once; the next connection is refused.
+MAX_TCP_HANDSHAKES = 32
+#: seconds a connection gets to finish its ZMTP/CurveZMQ handshake (ZMQ_HANDSHAKE_IVL).
+HANDSHAKE_SECONDS = 10.0
+#: descriptors kept free for the writer's own files (log segments, snapshot, SQLite,
+#: JSON temp file, lock) and libzmq's internals, below the RLIMIT_NOFILE soft limit.
+FD_RESERVE = 128
+#: at most one log line per this many seconds per kind of repeated event (replies
+#: dropped, connections refused, handshakes failed), with the count folded into it.
+REPEAT_LOG_SECONDS = 10.0
 
 
 class Publisher(Protocol):
@@ -105,7 +120,9 @@ class Server:
         self.tcp = tcp
         self.slow_seconds = slow_ms / 1000
         self._tcp: zmq.Socket[bytes] | None = None
-        self._tcp_monitor: zmq.Socket[bytes] | None = None
+        self.doors: list[Door] = []
+        self.fd_limit = 0
+        self.repeat_log = RateLimitedLog(REPEAT_LOG_SECONDS, log)
         self._auth: Any = None
         self.engine = engine or TableEngine()
         self.engine.copy_results = False  # each reply is encoded before the next command
@@ -148,8 +165,12 @@ class Server:
             # A dead server may have left its socket file; the data-dir lock proves it is dead.
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.endpoint[len("ipc://") :])
+        before, self.fd_limit = raise_fd_limit()
+        if self.fd_limit != before:
+            log.info("file descriptor limit raised from %d to %d", before, self.fd_limit)
         self._ctx = zmq.Context()
         sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.HANDSHAKE_IVL, int(HANDSHAKE_SECONDS * 1000))
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable reply: an error, not silence
         sock.setsockopt(zmq.SNDHWM, 10_000)
         sock.setsockopt(zmq.RCVHWM, 100_000)
@@ -169,6 +190,7 @@ class Server:
             self.feed = Feed(self._ctx, feed_endpoint(self.endpoint), self.feed_hwm)
         except (zmq.ZMQError, ValueError) as exc:
             log.warning("no change feed: %s", exc)
+        self._open_doors()
         if self.publisher is not None:
             # The recovered state goes to the arena before server.json announces the
             # server: server.json is the readiness signal (ServerProcess.start, clients,
@@ -206,27 +228,47 @@ class Server:
         sock.curve_secretkey = server_secret
         sock.curve_publickey = server_public
         sock.curve_server = True
+        sock.setsockopt(zmq.HANDSHAKE_IVL, int(HANDSHAKE_SECONDS * 1000))
         try:
             sock.bind(f"tcp://{address}")
         except zmq.ZMQError as exc:
             sock.close(0)
             raise OSError(f"cannot bind tcp://{address}: {exc}") from exc
         self._tcp = sock
-        # Handshake failures (no CurveZMQ at all, a bad handshake) never reach the ZAP
-        # handler: a socket monitor reports them, and _idle logs each as a refusal.
-        self._tcp_monitor = sock.get_monitor_socket(
-            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+
+    def _open_doors(self) -> None:
+        """Count and cap the connections of every bound socket (see
+        :mod:`stateengine.server.connections`). The descriptors left under the limit,
+        less :data:`FD_RESERVE`, are shared: a quarter (at most
+        :data:`MAX_TCP_CONNECTIONS`) for TCP, the rest for local clients and feed
+        subscribers. Handshake failures (no CurveZMQ at all, a bad handshake) never
+        reach the ZAP handler: the TCP door logs each as a refusal (rate-limited)."""
+        assert self._sock is not None
+        available = max(8, self.fd_limit - FD_RESERVE - open_fds() - 16)
+        tcp_cap = min(MAX_TCP_CONNECTIONS, max(4, available // 4)) if self._tcp else 0
+        local_cap = max(4, available - tcp_cap)
+        local = Door(self._sock, "ipc", local_cap, self.repeat_log)
+        self.doors = [local]
+        if self.feed is not None:
+            feed = Door(self.feed.sock, "feed", local_cap, self.repeat_log)
+            local.group = feed.group = [local, feed]
+            self.doors.append(feed)
+        if self._tcp is not None:
+            handshakes = min(MAX_TCP_HANDSHAKES, tcp_cap)
+            self.doors.append(
+                Door(self._tcp, "tcp", tcp_cap, self.repeat_log, handshakes, HANDSHAKE_SECONDS)
+            )
+        log.info(
+            "connection caps: local %d, tcp %d (%d handshaking); descriptor limit %d",
+            local_cap,
+            tcp_cap,
+            min(MAX_TCP_HANDSHAKES, tcp_cap),
+            self.fd_limit,
         )
 
     def _log_refusals(self) -> None:
-        monitor = self._tcp_monitor
-        while monitor is not None and cast(int, monitor.get(zmq.EVENTS)) & _POLLIN:
-            event = recv_monitor_message(monitor, zmq.NOBLOCK)
-            log.warning(
-                "tcp client refused: handshake failed event=%s endpoint=%r",
-                zmq.Event(event["event"]).name,
-                event.get("endpoint"),
-            )
+        for door in self.doors:
+            door.poll()
 
     def _write_server_file(self) -> None:
         pid = os.getpid()
@@ -264,6 +306,10 @@ class Server:
 
     def close(self) -> None:
         """Close the socket (flushing replies), unlink the arena, release the lock."""
+        for door in self.doors:
+            door.close()
+        self.doors = []
+        self.repeat_log.flush(force=True)
         if self.feed is not None:
             self.feed.close()
             self.feed = None
@@ -271,11 +317,6 @@ class Server:
             self._sock.close(linger=2000)
             self._sock = None
         if self._tcp is not None:
-            self._log_refusals()
-            self._tcp.disable_monitor()
-            if self._tcp_monitor is not None:
-                self._tcp_monitor.close(linger=0)
-                self._tcp_monitor = None
             self._tcp.close(linger=2000)
             self._tcp = None
         if self._auth is not None:
@@ -315,6 +356,9 @@ class Server:
         poller.register(self._sock, zmq.POLLIN)
         if self._tcp is not None:
             poller.register(self._tcp, zmq.POLLIN)
+        monitors = {door.monitor for door in self.doors if door.monitor is not None}
+        for monitor in monitors:
+            poller.register(monitor, zmq.POLLIN)
         while not self._stop:
             try:
                 ready = poller.poll(poll_ms)
@@ -322,6 +366,10 @@ class Server:
                 if exc.errno == errno.EINTR:
                     continue
                 raise
+            if ready and monitors and any(s in monitors for s, _ in ready):
+                # Connections first: an accepted descriptor over the cap is refused
+                # before more of them pile up.
+                self._log_refusals()
             if ready:
                 self.run_pass()
             now = time.monotonic()
@@ -332,6 +380,7 @@ class Server:
         """Housekeeping between passes: everysec fsync, snapshot reaping, arena reclaim."""
         self._last_idle = now
         self._log_refusals()
+        self.repeat_log.flush()
         if self.store is not None:
             self.store.tick()
         if self.publisher is not None:
@@ -507,6 +556,8 @@ class Server:
             "requests_per_second": round(self.stats["requests"] / uptime, 1) if uptime else 0,
             "last_pass_size": self._last_pass,
             "dropped_replies": self.stats["dropped_replies"],
+            "fd_limit": self.fd_limit,
+            "connections": {door.name: door.info() for door in self.doors},
             "tables": tables,
             "store": store,
             "arena": arena,
