@@ -32,13 +32,19 @@ from typing import Any, Protocol, cast
 import msgpack
 import zmq
 
-from stateengine.errors import BadRequest, PayloadTooLarge, StateEngineError
+from stateengine.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    StateEngineError,
+    StorageUnavailable,
+)
 from stateengine.protocol import decode_request, encode_reply, is_json
 from stateengine.server import paths
 from stateengine.server.connections import Door, RateLimitedLog, open_fds, raise_fd_limit
-from stateengine.server.engine import ChangeSet, Id, TableEngine
+from stateengine.server.engine import COMMANDS, ChangeSet, Id, TableEngine
 from stateengine.server.feed import Feed, feed_endpoint
-from stateengine.server.persistence import RecoveryReport, Store, crash_point
+from stateengine.server.persist_base import probe_space
+from stateengine.server.persistence import PersistenceError, RecoveryReport, Store, crash_point
 
 log = logging.getLogger("stateengine.server")
 
@@ -62,6 +68,15 @@ FD_RESERVE = 128
 #: at most one log line per this many seconds per kind of repeated event (replies
 #: dropped, connections refused, handshakes failed), with the count folded into it.
 REPEAT_LOG_SECONDS = 10.0
+#: after a pass could not be stored (disk full), seconds between two checks whether the
+#: disk takes writes again, and the bytes each check writes (and removes) to find out.
+STORAGE_RETRY_SECONDS = 1.0
+STORAGE_PROBE_BYTES = 1 << 20
+
+#: Commands that change nothing: answered while writes are refused (StorageUnavailable).
+READ_COMMANDS = frozenset(
+    {"GET_RECORD", "LIST_RECORDS", "LIST_STATES", "GET_STATE_INFO", "GET_SCHEMA", "STATS"}
+)
 
 
 class Publisher(Protocol):
@@ -126,7 +141,10 @@ class Server:
         self._auth: Any = None
         self.engine = engine or TableEngine()
         self.engine.copy_results = False  # each reply is encoded before the next command
-        self.stats = {"requests": 0, "passes": 0, "dropped_replies": 0}
+        self.stats = {"requests": 0, "passes": 0, "dropped_replies": 0, "storage_failures": 0}
+        #: why writes are refused (a pass could not be stored), or None
+        self.storage_error: str | None = None
+        self._storage_retry_at = 0.0
         self._pack = msgpack.Packer(use_bin_type=True).pack
         self._last_idle = time.monotonic()
         self._started = time.monotonic()
@@ -382,7 +400,11 @@ class Server:
         self._log_refusals()
         self.repeat_log.flush()
         if self.store is not None:
-            self.store.tick()
+            try:
+                self.store.tick()
+            except (PersistenceError, OSError) as exc:  # an everysec save; retried
+                self.repeat_log.note("store-tick", logging.ERROR, f"store: {exc}")
+            self._maybe_resume_writes(now)
         if self.publisher is not None:
             self.publisher.reclaim()
         # Stop taking requests: answer what is already queued, then leave.
@@ -392,8 +414,11 @@ class Server:
     def run_pass(self) -> int:
         """Drain, apply, persist, publish, reply once; return the number of requests.
 
-        :raises PersistenceError: the pass could not be made durable; its replies are not
-            sent (the engine is ahead of the disk: the caller must stop, a restart recovers).
+        A pass the store cannot take (disk full) is undone (:meth:`_undo_pass`): its
+        writes are answered ``StorageUnavailable``, its reads from the state without it.
+
+        :raises PersistenceError: the pass could not be stored and the stored state could
+            not be read back either (the caller must stop; a restart recovers).
         """
         assert self._sock is not None
         received: list[tuple[zmq.Socket[bytes], list[bytes]]] = []
@@ -410,9 +435,12 @@ class Server:
         removed: set[tuple[str, Id]] = set()
         engine = self.engine
         feed = self.feed if self.feed is not None and self.feed.active else None
+        first_write = -1
         for sock, frames in received:
             envelope, reply_body = self._handle(frames)
             if engine.changes or engine.table_changes:
+                if first_write < 0:
+                    first_write = len(outgoing)
                 if feed is not None:
                     feed.record_commit(engine)
                 dirty_records.update(engine.changes)
@@ -424,9 +452,19 @@ class Server:
             outgoing.append((sock, envelope, reply_body))
         if dirty_records or dirty_tables:
             cs = engine.change_set(dirty_records, dirty_tables, removed)
-            if cs:
-                if self.store is not None:
+            stored = True
+            if cs and self.store is not None:
+                try:
                     self.store.write(cs)
+                except PersistenceError as exc:
+                    self._undo_pass(exc, feed)
+                    stored = False
+                    # Answer again from the first write on: the writes are refused now,
+                    # the reads see the state without the undone pass.
+                    for i in range(first_write, len(outgoing)):
+                        sock, frames = received[i]
+                        outgoing[i] = (sock, *self._handle(frames))
+            if cs and stored:
                 crash_point("pass-synced")
                 if self.publisher is not None:
                     self._publish(cs)
@@ -435,11 +473,73 @@ class Server:
             feed.flush()
         for sock, envelope, body in outgoing:
             self._send(sock, envelope, body)
-        if self.store is not None:
-            self.store.maybe_snapshot(engine)
+        if self.store is not None and self.storage_error is None:
+            try:
+                self.store.maybe_snapshot(engine)
+            except (PersistenceError, OSError) as exc:  # the log goes on; retried later
+                self.repeat_log.note("snapshot", logging.ERROR, f"snapshot failed: {exc}")
         self.stats["requests"] += len(received)
         self.stats["passes"] += 1
         return len(received)
+
+    def _undo_pass(self, exc: PersistenceError, feed: Feed | None) -> None:
+        """The pass could not be stored: take it back out of memory, refuse writes.
+
+        The store has put its files back as before the pass (a partial log entry cut, a
+        transaction rolled back); :meth:`Store.reload` rebuilds the engine from them, so
+        memory matches disk. Nothing of the pass was published or acknowledged. Costs
+        what a restart's recovery costs, once per episode: while writes are refused, no
+        write reaches the engine, so no further pass can fail this way.
+
+        :raises PersistenceError: the stored state cannot be read back (the server stops,
+            as before; a restart recovers).
+        """
+        assert self.store is not None
+        self.stats["storage_failures"] += 1
+        log.error(
+            "cannot store a pass, undoing it; writes are refused (StorageUnavailable) until "
+            "the store takes writes again, reads go on: %s",
+            exc,
+        )
+        try:
+            self.store.reload(self.engine)
+        except Exception as reload_exc:
+            raise PersistenceError(
+                f"{exc}; and the stored state cannot be read back: {reload_exc}"
+            ) from reload_exc
+        self.engine.changes = {}
+        self.engine.table_changes = set()
+        self.engine.removed = set()
+        if feed is not None:
+            feed.discard()
+        self.storage_error = str(exc)
+        self._storage_retry_at = time.monotonic() + STORAGE_RETRY_SECONDS
+
+    def _maybe_resume_writes(self, now: float) -> None:
+        """While writes are refused: about once a second, write a probe file (1 MiB,
+        fsynced, removed) to the data directory; when that works, take writes again."""
+        if self.storage_error is None or now < self._storage_retry_at:
+            return
+        self._storage_retry_at = now + STORAGE_RETRY_SECONDS
+        try:
+            probe_space(self.data_dir, STORAGE_PROBE_BYTES)
+        except OSError as exc:
+            self.repeat_log.note(
+                "storage-still", logging.WARNING, f"writes still refused: store: {exc}"
+            )
+            return
+        log.warning("the data directory takes writes again: writes accepted")
+        self.storage_error = None
+
+    def _refused(self, request: dict[str, Any]) -> bool:
+        """Whether *request* writes while writes are refused (a BATCH with any write)."""
+        name = request.get("command")
+        if name == "BATCH":
+            subs = request.get("commands")
+            return not isinstance(subs, list) or any(
+                not isinstance(sub, dict) or sub.get("command") not in READ_COMMANDS for sub in subs
+            )
+        return name in COMMANDS and name not in READ_COMMANDS
 
     def _publish(self, cs: ChangeSet) -> None:
         assert self.publisher is not None
@@ -478,8 +578,20 @@ class Server:
         except StateEngineError as exc:  # answered in the body's own format
             return envelope, encode_reply({"ok": False, "error": exc.to_wire()}, is_json(body))
         started = time.perf_counter()
+        if self.storage_error is not None and self._refused(request):
+            self._maybe_resume_writes(time.monotonic())
         if request.get("command") == "STATS":
             reply = self._stats_reply(request)
+        elif self.storage_error is not None and self._refused(request):
+            reply = {
+                "ok": False,
+                "error": StorageUnavailable(
+                    f"writes are refused: the server cannot store them ({self.storage_error})"
+                    "; reads are answered; retry when space is back"
+                ).to_wire(),
+            }
+            if "req_id" in request:
+                reply["req_id"] = request["req_id"]
         else:
             reply = self.engine.execute(request)
         elapsed = time.perf_counter() - started
@@ -556,6 +668,8 @@ class Server:
             "requests_per_second": round(self.stats["requests"] / uptime, 1) if uptime else 0,
             "last_pass_size": self._last_pass,
             "dropped_replies": self.stats["dropped_replies"],
+            "storage_failures": self.stats["storage_failures"],
+            "writes_refused": self.storage_error,
             "fd_limit": self.fd_limit,
             "connections": {door.name: door.info() for door in self.doors},
             "tables": tables,
