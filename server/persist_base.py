@@ -158,7 +158,7 @@ def space_fault() -> None:
     path = _enospc_path
     if path is False:
         path = _enospc_path = os.environ.get(_ENOSPC_ENV) or None
-    if path and os.path.exists(path):  # type: ignore[arg-type]
+    if path and os.path.exists(path):
         raise OSError(errno.ENOSPC, f"No space left on device ({_ENOSPC_ENV})")
 
 
