@@ -120,3 +120,20 @@ def test_many_local_clients_at_fd_limit_1024(tmp_path: Path) -> None:
             assert client.create_record("t", {"n": 1})["id"] == 1
         assert server.stop() == 0
     assert "Too many open files" not in server.output()
+
+
+def _soft_256_hard_4096() -> None:  # in the server's child, before exec
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096))
+
+
+def test_the_soft_fd_limit_is_raised_to_the_hard_limit_at_start(tmp_path: Path) -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"the hard limit here is {hard}")
+    server = ServerProcess(tmp_path / "data", "-v", preexec_fn=_soft_256_hard_4096)
+    with server, server.connect() as client:
+        assert resource.prlimit(server.pid, resource.RLIMIT_NOFILE) == (4096, 4096)
+        stats = client.execute({"command": "STATS"})["result"]
+        assert stats["fd_limit"] == 4096
+        assert stats["connections"]["ipc"]["cap"] > 1024
+    assert "file descriptor limit raised from 256 to 4096" in server.output()
