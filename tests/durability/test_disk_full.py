@@ -68,14 +68,17 @@ def _check_full_disk_behaviour(client: Client, acked: list[dict[str, Any]]) -> N
     assert client.list_records("t") == acked  # the arena never saw the undone pass
 
 
-@pytest.mark.parametrize("store", ["log", "sqlite", "json"])
+@pytest.mark.parametrize("store", ["log", "sqlite", "json", "postgres"])
 def test_full_disk_switch_refuses_writes_keeps_reads_and_resumes(
-    tmp_path: Path, store: str
+    tmp_path: Path, store: str, request: pytest.FixtureRequest
 ) -> None:
     flag = tmp_path / "disk-full"
     data = tmp_path / "data"
     env = {"STATEENGINE_TEST_ENOSPC": str(flag)}
-    with ServerProcess(data, "--store", store, env=env) as server:
+    args = ["--store", store]
+    if store == "postgres":  # the switch fails the transaction as a full disk would
+        args += ["--pg-schema", request.getfixturevalue("pg_schema")]  # default --pg-dsn
+    with ServerProcess(data, *args, env=env) as server:
         with server.connect(timeout=10) as client:
             acked = [client.create_record("t", {"n": i}) for i in range(5)]
             flag.touch()
@@ -89,7 +92,7 @@ def test_full_disk_switch_refuses_writes_keeps_reads_and_resumes(
             assert client.list_records("t") == acked
         assert server.stop() == 0
     assert "cannot store a pass, undoing it" in server.output()
-    with ServerProcess(data, "--store", store) as again, again.connect() as client:
+    with ServerProcess(data, *args) as again, again.connect() as client:
         assert client.list_records("t") == acked  # everything acknowledged, nothing else
 
 
