@@ -112,7 +112,8 @@ def _unshare_unavailable() -> str | None:
 
 
 @pytest.mark.skipif(_unshare_unavailable() is not None, reason=str(_unshare_unavailable()))
-def test_real_enospc_on_a_private_tmpfs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["log", "sqlite", "json"])
+def test_real_enospc_on_a_private_tmpfs(tmp_path: Path, store: str) -> None:
     """The data directory on a 4 MiB tmpfs mounted in a private mount namespace; the
     shell that mounted it outlives the server and copies the data directory out, so a
     restart elsewhere can check what was stored."""
@@ -122,7 +123,8 @@ def test_real_enospc_on_a_private_tmpfs(tmp_path: Path) -> None:
     log_path = tmp_path / "server.log"
     script = (
         f"mount -t tmpfs -o size=4m,mode=0700 tmpfs {mnt} || exit 97; "
-        f"{sys.executable} -m stateengine serve --data-dir {mnt}/data; code=$?; "
+        f"{sys.executable} -m stateengine serve --data-dir {mnt}/data --store {store}; "
+        "code=$?; "
         f"cp -a {mnt}/data {copy}; exit $code"
     )
     with open(log_path, "wb") as out:
@@ -180,7 +182,7 @@ def test_real_enospc_on_a_private_tmpfs(tmp_path: Path) -> None:
     text = log_path.read_text()
     assert "cannot store a pass, undoing it" in text
     assert "takes writes again" in text
-    with ServerProcess(copy) as again, again.connect() as client:
+    with ServerProcess(copy, "--store", store) as again, again.connect() as client:
         assert client.list_records("t") == acked  # everything acknowledged, nothing else
         assert _records(client, "pad") == pads
 
