@@ -94,6 +94,18 @@ class Feed:
             body = self._pack({"seq": cs.seq, "prev_seq": prev, "table": name, **change})
             self._pending.append((name.encode() + b"\0", body))
 
+    def discard(self) -> None:
+        """Forget what the pass recorded (it was undone): nothing is sent, and each
+        table's chain goes on from the last message really sent."""
+        seen: set[str] = set()
+        for _topic, body in self._pending:
+            message = msgpack.unpackb(body, raw=False, strict_map_key=False)
+            name = message["table"]
+            if name not in seen:  # its first message this pass follows the last one sent
+                seen.add(name)
+                self.last_seq[name] = message["prev_seq"]
+        self._pending.clear()
+
     def flush(self) -> None:
         """Send what the pass recorded; a full queue drops (the subscriber sees the gap)."""
         for topic, body in self._pending:

@@ -60,6 +60,7 @@ from stateengine.errors import (
     StateEngineError,
     StateExists,
     StateNotFound,
+    StorageUnavailable,
     StoreError,
     VersionConflict,
     from_wire,
@@ -95,6 +96,7 @@ STATUS_BY_ERROR: tuple[tuple[type[StateEngineError], int], ...] = (
     (CapacityError, 507),  # a table at max_length, or the arena full: no room
     (ServerUnavailable, 503),
     (SnapshotExpired, 503),  # retry
+    (StorageUnavailable, 507),  # the server's disk is full: writes refused, reads work
     (LoadError, 502),
     (StoreError, 502),
 )

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ class ServerProcess:
     :param data_dir: the server's data directory (created).
     :param args: extra ``serve`` arguments.
     :param env: extra environment variables (e.g. test-only fault switches).
+    :param preexec_fn: run in the child before ``exec`` (e.g. to lower its fd limits).
     """
 
     def __init__(
@@ -39,11 +41,13 @@ class ServerProcess:
         *args: str,
         env: dict[str, str] | None = None,
         start_timeout: float = 20.0,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.args = list(args)
         self.env = env or {}
         self.start_timeout = start_timeout
+        self.preexec_fn = preexec_fn
         self.proc: subprocess.Popen[bytes] | None = None
         self.info: dict[str, Any] = {}
 
@@ -71,6 +75,7 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **self.env},
+                preexec_fn=self.preexec_fn,
             )
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
@@ -136,7 +141,7 @@ class ServerProcess:
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (e.g. handed to a spawn worker) without its process: a worker can
         :meth:`connect`, only the process that started the server stops it."""
-        return {**self.__dict__, "proc": None}
+        return {**self.__dict__, "proc": None, "preexec_fn": None}
 
     def __enter__(self) -> ServerProcess:
         return self.start()
