@@ -50,7 +50,7 @@ from stateengine.client.client import (
 from stateengine.client.commands import CommandsMixin, Id, Record
 from stateengine.errors import ServerUnavailable, StateEngineError, from_wire
 from stateengine.protocol import decode_reply, pack_request
-from stateengine.server import paths
+from stateengine.runtime import discovery as paths
 from stateengine.shm import ArenaReader
 
 if TYPE_CHECKING:

@@ -57,7 +57,7 @@ from stateengine.protocol import (
     pack_request,
     parse_order_by,
 )
-from stateengine.server import paths
+from stateengine.runtime import discovery as paths
 from stateengine.server.feed import feed_endpoint
 from stateengine.shm import ArenaReader, Snapshot
 

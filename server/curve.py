@@ -19,7 +19,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from stateengine.server.paths import private_dir
+from stateengine.runtime.discovery import private_dir
 
 
 def curve_dir(data_dir: Path) -> Path:

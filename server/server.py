@@ -35,7 +35,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from stateengine.errors import BadRequest, PayloadTooLarge, StateEngineError
 from stateengine.protocol import decode_request, encode_reply, is_json
-from stateengine.server import paths
+from stateengine.runtime import discovery as paths
 from stateengine.server.engine import ChangeSet, Id, TableEngine
 from stateengine.server.feed import Feed, feed_endpoint
 from stateengine.server.persistence import RecoveryReport, Store, crash_point

@@ -23,7 +23,7 @@ from stateengine import __version__
 from stateengine.client.client import Client
 from stateengine.errors import StateEngineError
 from stateengine.protocol import encode_reply
-from stateengine.server import paths
+from stateengine.runtime import discovery as paths
 from stateengine.server.engine import TableEngine
 from stateengine.server.persistence import (
     BACKENDS,
@@ -184,8 +184,8 @@ def serve(args: argparse.Namespace) -> int:
     try:
         paths.private_dir(data_dir)
         if args.http:
-            from stateengine.client.gateway.__main__ import split_bind
-            from stateengine.client.gateway.auth import resolve_token
+            from stateengine.app.gateway.__main__ import split_bind
+            from stateengine.app.gateway.auth import resolve_token
 
             missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
             if missing:
@@ -278,12 +278,12 @@ def start_gateway(
 
     :raises RuntimeError: the gateway exited or did not come up within 30 s.
     """
-    from stateengine.client.gateway import HTTP_FILE
+    from stateengine.app.gateway import HTTP_FILE
 
     env = dict(os.environ)
     if token:
         env["STATEENGINE_HTTP_TOKEN"] = token
-    cmd = [sys.executable, "-m", "stateengine.client.gateway", "--data-dir", str(data_dir)]
+    cmd = [sys.executable, "-m", "stateengine.app.gateway", "--data-dir", str(data_dir)]
     proc = subprocess.Popen(
         [*cmd, "--bind", bind, "--max-body-bytes", str(max_body_bytes)],
         stdin=subprocess.DEVNULL,
@@ -592,8 +592,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         add_help=False,
     )
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["http"]:  # its own parser: python -m stateengine.client.gateway
-        from stateengine.client.gateway.__main__ import main as http_main
+    if argv[:1] == ["http"]:  # its own parser: python -m stateengine.app.gateway
+        from stateengine.app.gateway.__main__ import main as http_main
 
         return http_main(argv[1:])
     args = parser.parse_args(argv)
@@ -617,7 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return repair_command(args)
     if args.wire:
         return demo()
-    from stateengine.client import demo as pool_demo  # the client side: imported on use
+    from stateengine.app import demo as pool_demo  # imported on use
 
     return pool_demo.run(args.data_dir, http=args.http, linger=args.linger)
 

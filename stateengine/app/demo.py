@@ -18,9 +18,9 @@ from collections import Counter
 from pathlib import Path
 
 from stateengine.client.client import Client
-from stateengine.client.gateway import gateway_url
+from stateengine.app.gateway import gateway_url
 from stateengine.errors import VersionConflict
-from stateengine.server import paths
+from stateengine.runtime import discovery as paths
 from stateengine.testing import ServerProcess
 
 TASKS = 30

@@ -44,7 +44,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from stateengine import __version__
 from stateengine.client.aio import AsyncClient
 from stateengine.client.client import arena_info
-from stateengine.client.gateway.auth import check_token
+from stateengine.app.gateway.auth import check_token
 from stateengine.errors import (
     BadRequest,
     CapacityError,
@@ -65,7 +65,7 @@ from stateengine.errors import (
     from_wire,
 )
 from stateengine.protocol import decode_request, encode_reply, is_json
-from stateengine.server import paths
+from stateengine.runtime import discovery as paths
 from stateengine.server.feed import feed_endpoint
 
 log = logging.getLogger("stateengine.gateway")
@@ -622,7 +622,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
 
     # --- dashboard and health -----------------------------------------------------------
 
-    static = resources.files("stateengine.client.gateway").joinpath("static")
+    static = resources.files("stateengine.app.gateway").joinpath("static")
 
     @app.get("/", include_in_schema=False, response_model=None)
     async def dashboard(token: str | None = None) -> Response:
