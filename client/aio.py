@@ -163,9 +163,9 @@ class AsyncClient(CommandsMixin):
                 setattr(self, name, functools.partial(wrapped, self))
         self.data_dir = Path(data_dir).absolute() if data_dir else None
         if endpoint is None:
-            info = paths.read_server_file(self.data_dir or paths.default_data_dir())
+            self.data_dir = paths.resolve_data_dir(self.data_dir)
+            info = paths.read_server_file(self.data_dir)
             endpoint = str(info["endpoint"])
-            self.data_dir = self.data_dir or paths.default_data_dir()
         self.endpoint = endpoint
         self.timeout = timeout
         self.seen_seq = 0
@@ -239,6 +239,13 @@ class AsyncClient(CommandsMixin):
         return reply.get("result")
 
     # --- arena reads (inline: microseconds; only read-your-writes yields) ----------------
+
+    def arena_reader(self) -> ArenaReader | None:
+        """The server's arena as it is now, without waiting for this client's writes
+        (None: no arena, e.g. a remote client or after :meth:`close`). For monitoring
+        (the gateway's health, feed and table sizes); the read methods wait for
+        read-your-writes instead."""
+        return self._view.current() if self._view is not None else None
 
     async def _reader(self) -> ArenaReader | None:
         """The arena to read from (waits for this client's last write), or None."""

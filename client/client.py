@@ -58,7 +58,7 @@ from stateengine.protocol import (
     parse_order_by,
 )
 from stateengine.runtime import discovery as paths
-from stateengine.server.feed import feed_endpoint
+from stateengine.runtime.feed import FEED_HWM, feed_endpoint
 from stateengine.shm import ArenaReader, Snapshot
 
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ class Client(CommandsMixin):
         self.curve = curve
         self._server_info: dict[str, Any] = {}
         if endpoint is None:
-            self._server_info = paths.read_server_file(self.data_dir or paths.default_data_dir())
+            self._server_info = paths.read_server_file(paths.resolve_data_dir(self.data_dir))
             endpoint = str(self._server_info["endpoint"])
         self.endpoint = endpoint
         self.seen_seq = 0
@@ -442,7 +442,7 @@ class Client(CommandsMixin):
         names = arena_states(reader) if reader is not None else None
         return names if names is not None else super().list_states()
 
-    def watch(self, *tables: str, hwm: int = 100_000) -> Watcher:
+    def watch(self, *tables: str, hwm: int = FEED_HWM) -> Watcher:
         """Subscribe to the change feed of *tables* (see :mod:`stateengine.client.watch`)."""
         endpoint = None
         if self.data_dir is not None:
@@ -793,10 +793,10 @@ def connect(
     """Connect to a running server (by endpoint, by data directory, or the default one).
 
     A remote client passes the ``tcp://`` endpoint and ``curve=`` from
-    :func:`stateengine.server.curve.client_options`; it reads over the socket.
+    :func:`stateengine.runtime.client_options`; it reads over the socket.
 
     :raises ServerUnavailable: no endpoint given and no server runs on the data directory.
     """
-    if endpoint is None and data_dir is None:
-        data_dir = paths.default_data_dir()
+    if endpoint is None:
+        data_dir = paths.resolve_data_dir(data_dir)
     return Client(endpoint, data_dir, timeout, arena, curve, history)

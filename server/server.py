@@ -25,7 +25,6 @@ import logging
 import os
 import signal
 import time
-from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol, cast
 
@@ -36,8 +35,9 @@ from zmq.utils.monitor import recv_monitor_message
 from stateengine.errors import BadRequest, PayloadTooLarge, StateEngineError
 from stateengine.protocol import decode_request, encode_reply, is_json
 from stateengine.runtime import discovery as paths
+from stateengine.runtime.feed import feed_endpoint
 from stateengine.server.engine import ChangeSet, Id, TableEngine
-from stateengine.server.feed import Feed, feed_endpoint
+from stateengine.server.feed import Feed
 from stateengine.server.persistence import RecoveryReport, Store, crash_point
 
 log = logging.getLogger("stateengine.server")
@@ -93,7 +93,7 @@ class Server:
         tcp: str | None = None,
         slow_ms: float = 100.0,
     ) -> None:
-        self.data_dir = Path(data_dir).absolute() if data_dir else paths.default_data_dir()
+        self.data_dir = paths.resolve_data_dir(data_dir)
         self.endpoint = endpoint or ""
         self.publisher = publisher
         self.store = store

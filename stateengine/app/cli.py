@@ -177,7 +177,7 @@ def serve(args: argparse.Namespace) -> int:
                 print(f"stateengine serve: manifest error: {error}", file=sys.stderr)
             return 1
         manifest_line = f"  manifests: {args.manifests} ({n_files} files, {n_keys} keys)"
-    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    data_dir = paths.resolve_data_dir(args.data_dir)
     server: Server | None = None
     gateway: subprocess.Popen[bytes] | None = None
     http_url = http_token = None
@@ -317,14 +317,14 @@ def stop_gateway(proc: subprocess.Popen[bytes]) -> None:
 
 
 def check_command(args: argparse.Namespace) -> int:
-    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    data_dir = paths.resolve_data_dir(args.data_dir)
     report = check(data_dir)
     print(json.dumps(report, indent=2, default=str))
     return 0 if report.get("ok") else 1
 
 
 def repair_command(args: argparse.Namespace) -> int:
-    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    data_dir = paths.resolve_data_dir(args.data_dir)
     probe = Server(data_dir)
     try:
         probe.lock()
@@ -431,7 +431,7 @@ def keygen_command(args: argparse.Namespace) -> int:
     """Make a client key pair; its public key is allowed in at the next server start."""
     from stateengine.server import curve
 
-    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    data_dir = paths.resolve_data_dir(args.data_dir)
     secret, server_key = curve.add_client(data_dir, args.name, Path(args.out).absolute())
     print(f"client certificate (secret, keep private): {secret}")
     print(f"server public key (give to the client):    {server_key}")
@@ -442,7 +442,7 @@ def keygen_command(args: argparse.Namespace) -> int:
 def cleanup_command(args: argparse.Namespace) -> int:
     """Remove what dead servers left: arena segments, and server.json/socket of a data dir."""
     removed = cleanup_stale()
-    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    data_dir = paths.resolve_data_dir(args.data_dir)
     try:
         info = paths.read_server_file(data_dir)
     except StateEngineError:

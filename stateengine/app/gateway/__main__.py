@@ -20,7 +20,6 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -81,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    data_dir = paths.resolve_data_dir(args.data_dir)
     try:
         host, port = split_bind(args.bind)
         token = resolve_token(args.http_token, host, data_dir)
