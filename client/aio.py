@@ -31,7 +31,7 @@ import os
 import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import msgpack
 import zmq
@@ -48,13 +48,11 @@ from stateengine.client.client import (
     ready_reader,
 )
 from stateengine.client.commands import CommandsMixin, Id, Record
+from stateengine.client.history import HistoryWriter, OperationObserver
 from stateengine.errors import ServerUnavailable, StateEngineError, from_wire
 from stateengine.protocol import decode_reply, pack_request
 from stateengine.runtime import discovery as paths
 from stateengine.shm import ArenaReader
-
-if TYPE_CHECKING:
-    from stateengine.testing.history import HistoryWriter
 
 log = logging.getLogger("stateengine.client")
 
@@ -71,14 +69,12 @@ class AsyncHistory(History):
         self._file: IO[bytes] | None = None
         self._name = ""
         self._tasks = itertools.count(1)
-        self._writers: weakref.WeakKeyDictionary[asyncio.Task[Any], HistoryWriter] = (
+        self._writers: weakref.WeakKeyDictionary[asyncio.Task[Any], OperationObserver] = (
             weakref.WeakKeyDictionary()
         )
 
     @property
-    def writer(self) -> HistoryWriter:
-        from stateengine.testing.history import HistoryWriter
-
+    def writer(self) -> OperationObserver:
         task = asyncio.current_task()
         assert task is not None, "an AsyncClient is used inside a task"
         writer = self._writers.get(task)

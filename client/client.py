@@ -35,12 +35,13 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import msgpack
 import zmq
 
 from stateengine.client.commands import CommandsMixin, Id, Record
+from stateengine.client.history import HistoryWriter, OperationObserver
 from stateengine.client.watch import Watcher
 from stateengine.errors import (
     RecordNotFound,
@@ -61,9 +62,6 @@ from stateengine.runtime import discovery as paths
 from stateengine.runtime.feed import FEED_HWM, feed_endpoint
 from stateengine.shm import ArenaReader, Snapshot
 
-if TYPE_CHECKING:
-    from stateengine.testing.history import HistoryWriter
-
 log = logging.getLogger("stateengine.client")
 
 _monotonic = time.monotonic
@@ -73,30 +71,29 @@ R = TypeVar("R")
 
 
 class History:
-    """The client's history option (see :mod:`stateengine.testing.history`).
+    """The client's history option (see :mod:`stateengine.client.history`).
 
-    *spec* is a directory (each process and client writes its own file in it, opened on
-    first use and again after ``fork``) or a ``HistoryWriter`` (used as is; never after
-    ``fork``). ``depth`` stops a recorded call from recording the calls it makes.
+    *spec* is a directory (each process and client writes its own file in it with a
+    :class:`HistoryWriter`, opened on first use and again after ``fork``) or an
+    :class:`OperationObserver` (used as is; never after ``fork``). ``depth`` stops a
+    recorded call from recording the calls it makes.
     """
 
     _clients = itertools.count(1)
 
-    def __init__(self, spec: str | os.PathLike[str] | HistoryWriter) -> None:
+    def __init__(self, spec: str | os.PathLike[str] | OperationObserver) -> None:
         self.spec = spec
         self.depth = 0
-        self._writer: HistoryWriter | None = None
+        self._writer: OperationObserver | None = None
         self._pid = os.getpid()
 
     @property
-    def writer(self) -> HistoryWriter:
+    def writer(self) -> OperationObserver:
         if self._pid != os.getpid():
             self._writer, self._pid = None, os.getpid()  # the parent's file is the parent's
             if not isinstance(self.spec, str | os.PathLike):
-                raise RuntimeError("a HistoryWriter cannot follow a fork: pass a directory")
+                raise RuntimeError("a history observer cannot follow a fork: pass a directory")
         if self._writer is None:
-            from stateengine.testing.history import HistoryWriter
-
             if not isinstance(self.spec, str | os.PathLike):
                 self._writer = self.spec
             else:
@@ -187,7 +184,8 @@ class Client(CommandsMixin):
         process is alive.
     :param timeout: seconds to wait for each reply before ``ServerUnavailable``.
     :param history: record every operation for the checker: a directory (one file per
-        process and client in it) or a ``stateengine.testing.history.HistoryWriter``.
+        process and client in it) or an :class:`~stateengine.client.history.OperationObserver`
+        (e.g. a ``HistoryWriter``), told about every operation.
     """
 
     def __init__(
@@ -197,7 +195,7 @@ class Client(CommandsMixin):
         timeout: float = 10.0,
         arena: bool = True,
         curve: dict[str, bytes] | None = None,
-        history: str | os.PathLike[str] | HistoryWriter | None = None,
+        history: str | os.PathLike[str] | OperationObserver | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute() if data_dir else None
         self._history = History(history) if history is not None else None
@@ -788,7 +786,7 @@ def connect(
     timeout: float = 10.0,
     arena: bool = True,
     curve: dict[str, bytes] | None = None,
-    history: str | os.PathLike[str] | HistoryWriter | None = None,
+    history: str | os.PathLike[str] | OperationObserver | None = None,
 ) -> Client:
     """Connect to a running server (by endpoint, by data directory, or the default one).
 
