@@ -339,9 +339,8 @@ def repair_command(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace, timeout: float | None = None) -> Client:
-    data_dir = Path(args.data_dir).absolute() if args.data_dir else None
-    if args.endpoint is None and data_dir is None:
-        data_dir = paths.default_data_dir()
+    given_endpoint_only = args.endpoint is not None and not args.data_dir
+    data_dir = None if given_endpoint_only else paths.resolve_data_dir(args.data_dir)
     return Client(args.endpoint, data_dir, timeout=timeout or args.timeout, arena=False)
 
 
