@@ -25,7 +25,6 @@ import logging
 import os
 import signal
 import time
-from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol, cast
 
@@ -39,10 +38,11 @@ from stateengine.errors import (
     StorageUnavailable,
 )
 from stateengine.protocol import decode_request, encode_reply, is_json
-from stateengine.server import paths
+from stateengine.runtime import discovery as paths
+from stateengine.runtime.feed import feed_endpoint
 from stateengine.server.connections import Door, RateLimitedLog, open_fds, raise_fd_limit
 from stateengine.server.engine import COMMANDS, ChangeSet, Id, TableEngine
-from stateengine.server.feed import Feed, feed_endpoint
+from stateengine.server.feed import Feed
 from stateengine.server.persist_base import probe_space
 from stateengine.server.persistence import PersistenceError, RecoveryReport, Store, crash_point
 
@@ -123,7 +123,7 @@ class Server:
         tcp: str | None = None,
         slow_ms: float = 100.0,
     ) -> None:
-        self.data_dir = Path(data_dir).absolute() if data_dir else paths.default_data_dir()
+        self.data_dir = paths.resolve_data_dir(data_dir)
         self.endpoint = endpoint or ""
         self.publisher = publisher
         self.store = store

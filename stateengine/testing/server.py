@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from stateengine.client.client import Client
-from stateengine.server import paths
+from stateengine.runtime import discovery as paths
 
 
 class ServerProcess:

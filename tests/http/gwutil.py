@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from stateengine.client.gateway import gateway_url
+from stateengine.app.gateway import gateway_url
 from stateengine.testing import ServerProcess
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from stateengine.errors import StateEngineError
-from stateengine.server import paths
+from stateengine.runtime import discovery as paths
 
 
 def line_reader(proc: subprocess.Popen[str]) -> tuple[queue.Queue[str], threading.Thread]:

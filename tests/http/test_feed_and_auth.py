@@ -16,8 +16,8 @@ import httpx
 import pytest
 from gwutil import Gateway, start, wait_output
 
-from stateengine.client.gateway.__main__ import split_bind
-from stateengine.client.gateway.auth import check_token, is_loopback, resolve_token
+from stateengine.app.gateway.__main__ import split_bind
+from stateengine.app.gateway.auth import check_token, is_loopback, resolve_token
 
 WRITER = """
 import sys, time

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote
 
-import msgpack
 import zmq
 import zmq.asyncio
 from fastapi import Depends, FastAPI, Header, Query, Request
@@ -42,9 +41,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stateengine import __version__
+from stateengine.app.gateway.auth import check_token
 from stateengine.client.aio import AsyncClient
 from stateengine.client.client import arena_info
-from stateengine.client.gateway.auth import check_token
 from stateengine.errors import (
     BadRequest,
     CapacityError,
@@ -66,8 +65,8 @@ from stateengine.errors import (
     from_wire,
 )
 from stateengine.protocol import decode_request, encode_reply, is_json
-from stateengine.server import paths
-from stateengine.server.feed import feed_endpoint
+from stateengine.runtime import discovery as paths
+from stateengine.runtime.feed import FEED_HWM, decode_change, feed_endpoint, feed_gap
 
 log = logging.getLogger("stateengine.gateway")
 
@@ -287,7 +286,7 @@ class FeedHub:
         ctx = self.gateway.zmq_context
         sock = ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVHWM, 100_000)
+        sock.setsockopt(zmq.RCVHWM, FEED_HWM)
         sock.setsockopt(zmq.SUBSCRIBE, b"")
         sock.connect(self.endpoint)
         last_seq: dict[str, int] = {}
@@ -296,10 +295,10 @@ class FeedHub:
                 if not await sock.poll(1000):
                     continue
                 _topic, body = await sock.recv_multipart()
-                msg = msgpack.unpackb(body, strict_map_key=False)
+                msg = decode_change(body)
                 table = msg["table"]
                 last = last_seq.get(table)
-                gap = last is not None and msg["prev_seq"] > last
+                gap = feed_gap(last, msg["prev_seq"])
                 self.upstream_gaps += gap
                 last_seq[table] = msg["seq"]
                 self._broadcast(msg, gap)
@@ -427,8 +426,7 @@ class Gateway:
 
     def arena_table_info(self, table: str) -> dict[str, Any] | None:
         """A table's info from the arena now (None: no arena, or no such table)."""
-        view = self.client._view
-        reader = view.current() if view is not None else None
+        reader = self.client.arena_reader()
         return arena_info(reader, table) if reader is not None else None
 
     async def write(self, request: dict[str, Any]) -> tuple[Any, dict[str, str]]:
@@ -624,7 +622,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
 
     # --- dashboard and health -----------------------------------------------------------
 
-    static = resources.files("stateengine.client.gateway").joinpath("static")
+    static = resources.files("stateengine.app.gateway").joinpath("static")
 
     @app.get("/", include_in_schema=False, response_model=None)
     async def dashboard(token: str | None = None) -> Response:
@@ -639,8 +637,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
     @app.get("/api/health", tags=["server"], summary="the gateway and its server, no round trip")
     async def health() -> Response:
         g = gw()
-        view = g.client._view
-        reader = view.current() if view is not None else None
+        reader = g.client.arena_reader()
         return answer(
             {
                 "ok": g.server_running(),
@@ -931,8 +928,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
         g = gw()
         names = frozenset(t for t in tables.split(",") if t) if tables else None
         listener = g.hub.add(names, records)
-        view = g.client._view
-        reader = view.current() if view is not None else None
+        reader = g.client.arena_reader()
         hello = sse("hello", {"seq": reader.version if reader is not None else None})
 
         async def stream() -> AsyncIterator[str]:

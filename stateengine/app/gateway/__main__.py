@@ -1,6 +1,6 @@
-"""``python -m stateengine.client.gateway``: run the HTTP gateway for a running server.
+"""``python -m stateengine.app.gateway``: run the HTTP gateway for a running server.
 
-    python -m stateengine.client.gateway --data-dir DIR --bind 127.0.0.1:8080
+    python -m stateengine.app.gateway --data-dir DIR --bind 127.0.0.1:8080
 
 ``stateengine serve --http HOST:PORT`` starts this as a child process; ``stateengine
 http`` runs it in the foreground against a server already running. The process binds
@@ -20,14 +20,13 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from stateengine.client.gateway import HTTP_FILE
-from stateengine.client.gateway.auth import resolve_token
+from stateengine.app.gateway import HTTP_FILE
+from stateengine.app.gateway.auth import resolve_token
 from stateengine.errors import StateEngineError
-from stateengine.server import paths
+from stateengine.runtime import discovery as paths
 
 
 def split_bind(text: str) -> tuple[str, int]:
@@ -73,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import uvicorn
 
-        from stateengine.client.gateway.app import GatewayConfig, create_app
+        from stateengine.app.gateway.app import GatewayConfig, create_app
     except ImportError as exc:
         print(
             f"stateengine http: the gateway needs the 'http' extra ({exc});"
@@ -81,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    data_dir = paths.resolve_data_dir(args.data_dir)
     try:
         host, port = split_bind(args.bind)
         token = resolve_token(args.http_token, host, data_dir)

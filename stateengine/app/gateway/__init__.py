@@ -13,7 +13,7 @@ a hand-written OpenAPI document, Starlette alone too.
 Run it with ``stateengine serve --http 127.0.0.1:PORT`` (started as a child process
 once the server is up, stopped with it) or attach it to a running server with
 ``stateengine http --data-dir DIR --bind 127.0.0.1:PORT`` (= ``python -m
-stateengine.client.gateway``).
+stateengine.app.gateway``).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from stateengine import __version__
 from stateengine.client.client import Client
 from stateengine.errors import StateEngineError
 from stateengine.protocol import encode_reply
-from stateengine.server import paths
+from stateengine.runtime import discovery as paths
 from stateengine.server.engine import TableEngine
 from stateengine.server.persistence import (
     BACKENDS,
@@ -177,15 +177,15 @@ def serve(args: argparse.Namespace) -> int:
                 print(f"stateengine serve: manifest error: {error}", file=sys.stderr)
             return 1
         manifest_line = f"  manifests: {args.manifests} ({n_files} files, {n_keys} keys)"
-    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    data_dir = paths.resolve_data_dir(args.data_dir)
     server: Server | None = None
     gateway: subprocess.Popen[bytes] | None = None
     http_url = http_token = None
     try:
         paths.private_dir(data_dir)
         if args.http:
-            from stateengine.client.gateway.__main__ import split_bind
-            from stateengine.client.gateway.auth import resolve_token
+            from stateengine.app.gateway.__main__ import split_bind
+            from stateengine.app.gateway.auth import resolve_token
 
             missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
             if missing:
@@ -278,12 +278,12 @@ def start_gateway(
 
     :raises RuntimeError: the gateway exited or did not come up within 30 s.
     """
-    from stateengine.client.gateway import HTTP_FILE
+    from stateengine.app.gateway import HTTP_FILE
 
     env = dict(os.environ)
     if token:
         env["STATEENGINE_HTTP_TOKEN"] = token
-    cmd = [sys.executable, "-m", "stateengine.client.gateway", "--data-dir", str(data_dir)]
+    cmd = [sys.executable, "-m", "stateengine.app.gateway", "--data-dir", str(data_dir)]
     proc = subprocess.Popen(
         [*cmd, "--bind", bind, "--max-body-bytes", str(max_body_bytes)],
         stdin=subprocess.DEVNULL,
@@ -317,14 +317,14 @@ def stop_gateway(proc: subprocess.Popen[bytes]) -> None:
 
 
 def check_command(args: argparse.Namespace) -> int:
-    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    data_dir = paths.resolve_data_dir(args.data_dir)
     report = check(data_dir)
     print(json.dumps(report, indent=2, default=str))
     return 0 if report.get("ok") else 1
 
 
 def repair_command(args: argparse.Namespace) -> int:
-    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    data_dir = paths.resolve_data_dir(args.data_dir)
     probe = Server(data_dir)
     try:
         probe.lock()
@@ -339,9 +339,8 @@ def repair_command(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace, timeout: float | None = None) -> Client:
-    data_dir = Path(args.data_dir).absolute() if args.data_dir else None
-    if args.endpoint is None and data_dir is None:
-        data_dir = paths.default_data_dir()
+    given_endpoint_only = args.endpoint is not None and not args.data_dir
+    data_dir = None if given_endpoint_only else paths.resolve_data_dir(args.data_dir)
     return Client(args.endpoint, data_dir, timeout=timeout or args.timeout, arena=False)
 
 
@@ -431,7 +430,7 @@ def keygen_command(args: argparse.Namespace) -> int:
     """Make a client key pair; its public key is allowed in at the next server start."""
     from stateengine.server import curve
 
-    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    data_dir = paths.resolve_data_dir(args.data_dir)
     secret, server_key = curve.add_client(data_dir, args.name, Path(args.out).absolute())
     print(f"client certificate (secret, keep private): {secret}")
     print(f"server public key (give to the client):    {server_key}")
@@ -442,7 +441,7 @@ def keygen_command(args: argparse.Namespace) -> int:
 def cleanup_command(args: argparse.Namespace) -> int:
     """Remove what dead servers left: arena segments, and server.json/socket of a data dir."""
     removed = cleanup_stale()
-    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    data_dir = paths.resolve_data_dir(args.data_dir)
     try:
         info = paths.read_server_file(data_dir)
     except StateEngineError:
@@ -592,8 +591,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         add_help=False,
     )
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["http"]:  # its own parser: python -m stateengine.client.gateway
-        from stateengine.client.gateway.__main__ import main as http_main
+    if argv[:1] == ["http"]:  # its own parser: python -m stateengine.app.gateway
+        from stateengine.app.gateway.__main__ import main as http_main
 
         return http_main(argv[1:])
     args = parser.parse_args(argv)
@@ -617,7 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return repair_command(args)
     if args.wire:
         return demo()
-    from stateengine.client import demo as pool_demo  # the client side: imported on use
+    from stateengine.app import demo as pool_demo  # imported on use
 
     return pool_demo.run(args.data_dir, http=args.http, linger=args.linger)
 
