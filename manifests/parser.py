@@ -71,6 +71,11 @@ _DEEP_FIELDS: Final = frozenset({"map", "headers", "connection"})
 MAX_FILE_BYTES: Final = 4 * 1024 * 1024
 MAX_NODES: Final = 100_000
 MAX_DEPTH: Final = 64
+#: The most YAML nodes one manifest file may expand to, each alias (``*name``) counted at
+#: the full size of what it refers to, every time it is used. Without this bound a few
+#: kilobytes of aliases expand into gigabytes (issue 14 item 15: a 49 KB file took 20 s
+#: and 1 GiB). Checked on the composed node graph, before any value is constructed.
+MAX_EXPANDED_NODES: Final = 1_000_000
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*\Z")
 _FILE_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*\Z")
@@ -290,6 +295,7 @@ def _compose(text: str, source: str) -> yaml.Node | None:
         if not loader.check_node():
             return None
         node = loader.get_node()
+        _check_expansion(node, source)
         if loader.check_node():
             nxt = loader.peek_event()  # type: ignore[no-untyped-call]
             line = nxt.start_mark.line + 1 if nxt.start_mark else None
@@ -313,6 +319,69 @@ def _compose(text: str, source: str) -> yaml.Node | None:
         raise ManifestParseError(f"{source}: YAML nested too deeply", file=source) from None
     finally:
         loader.dispose()
+
+
+def _check_expansion(root: yaml.Node, source: str) -> None:
+    """Refuse a document that expands to more than :data:`MAX_EXPANDED_NODES` nodes.
+
+    The composer shares one node object between an anchor and its aliases, so the graph
+    is as small as the file; the expanded size is counted on that graph, memoised per
+    node, in time and memory proportional to the file (a billion-laughs nest of aliases
+    included). Sizes saturate just past the limit, so they stay small integers. An alias
+    inside the node it refers to (``&a [*a]``) would expand forever: refused too.
+
+    Rejected alternative: counting while constructing (a custom constructor) builds up to
+    the limit's worth of Python objects before it can refuse; this refuses before any.
+
+    :raises ManifestParseError: naming the file, the limit and the line of the node where
+        the count passed it.
+    """
+    cap = MAX_EXPANDED_NODES + 1
+    size: dict[int, int] = {}  # id(node) -> expanded size, saturated at cap
+    path: set[int] = set()  # the nodes on the current depth-first path (a cycle check)
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, counted = stack.pop()
+        if isinstance(node, yaml.ScalarNode):
+            size[id(node)] = 1
+            continue
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = list(node.value)
+        if counted:
+            path.discard(id(node))
+            total = size[id(node)] = min(cap, 1 + sum(size[id(c)] for c in children))
+            if total >= cap:
+                line = node.start_mark.line + 1
+                raise ManifestParseError(
+                    f"{source}:{line}: the manifest expands to more than"
+                    f" {MAX_EXPANDED_NODES} YAML nodes (each alias counted at the size of"
+                    " what it refers to, at every use; limit MAX_EXPANDED_NODES in"
+                    " stateengine.manifests.parser)",
+                    file=source,
+                    line=line,
+                )
+            continue
+        if id(node) in size:
+            continue  # already counted: an alias met again
+        path.add(id(node))
+        stack.append((node, True))
+        for child in children:
+            if id(child) in path:
+                line = child.start_mark.line + 1
+                raise ManifestParseError(
+                    f"{source}:{line}: a YAML alias inside the node it refers to"
+                    " (a recursive alias); a manifest is a finite tree",
+                    file=source,
+                    line=line,
+                )
+            if id(child) in size:
+                continue
+            if isinstance(child, yaml.ScalarNode):
+                size[id(child)] = 1
+            else:
+                stack.append((child, False))
 
 
 @dataclass
