@@ -74,7 +74,7 @@ MAX_DEPTH: Final = 64
 #: The most YAML nodes one manifest file may expand to, each alias (``*name``) counted at
 #: the full size of what it refers to, every time it is used. Without this bound a few
 #: kilobytes of aliases expand into gigabytes (issue 14 item 15: a 49 KB file took 20 s
-#: and 1 GiB). Checked on the composed node graph, before any value is constructed.
+#: and 1 GiB). Counted while composing, before any value is built (:class:`_CountingLoader`).
 MAX_EXPANDED_NODES: Final = 1_000_000
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*\Z")
@@ -290,12 +290,11 @@ class Manifest:
 
 def _compose(text: str, source: str) -> yaml.Node | None:
     """Compose the single YAML document of *text* with the safe loader."""
-    loader = yaml.SafeLoader(text)
+    loader = _CountingLoader(text, source)
     try:
         if not loader.check_node():
             return None
         node = loader.get_node()
-        _check_expansion(node, source)
         if loader.check_node():
             nxt = loader.peek_event()  # type: ignore[no-untyped-call]
             line = nxt.start_mark.line + 1 if nxt.start_mark else None
@@ -321,67 +320,63 @@ def _compose(text: str, source: str) -> yaml.Node | None:
         loader.dispose()
 
 
-def _check_expansion(root: yaml.Node, source: str) -> None:
-    """Refuse a document that expands to more than :data:`MAX_EXPANDED_NODES` nodes.
+class _CountingLoader(yaml.SafeLoader):
+    """The safe loader, counting the size the document expands to while composing it.
 
-    The composer shares one node object between an anchor and its aliases, so the graph
-    is as small as the file; the expanded size is counted on that graph, memoised per
-    node, in time and memory proportional to the file (a billion-laughs nest of aliases
-    included). Sizes saturate just past the limit, so they stay small integers. An alias
-    inside the node it refers to (``&a [*a]``) would expand forever: refused too.
+    The composer shares one node object between an anchor and its aliases, so the node
+    graph is as small as the file, but every alias stands for a full copy of its node
+    once values are built. ``expanded`` counts nodes as composed, adding an alias's
+    whole size (known once its anchor's node is complete) at each use; composition stops
+    with a :class:`ManifestParseError` as soon as the count passes
+    :data:`MAX_EXPANDED_NODES`, before any value is constructed, so a refusal costs
+    time and memory proportional to the part of the file read so far.
 
-    Rejected alternative: counting while constructing (a custom constructor) builds up to
-    the limit's worth of Python objects before it can refuse; this refuses before any.
-
-    :raises ManifestParseError: naming the file, the limit and the line of the node where
-        the count passed it.
+    Rejected alternatives: counting in the constructor builds up to the limit's worth of
+    Python objects before it can refuse; refusing all aliases breaks ordinary anchors
+    and merge keys (``<<: *defaults``).
     """
-    cap = MAX_EXPANDED_NODES + 1
-    size: dict[int, int] = {}  # id(node) -> expanded size, saturated at cap
-    path: set[int] = set()  # the nodes on the current depth-first path (a cycle check)
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, counted = stack.pop()
-        if isinstance(node, yaml.ScalarNode):
-            size[id(node)] = 1
-            continue
-        if isinstance(node, yaml.MappingNode):
-            children = [n for pair in node.value for n in pair]
-        else:
-            children = list(node.value)
-        if counted:
-            path.discard(id(node))
-            total = size[id(node)] = min(cap, 1 + sum(size[id(c)] for c in children))
-            if total >= cap:
-                line = node.start_mark.line + 1
-                raise ManifestParseError(
-                    f"{source}:{line}: the manifest expands to more than"
-                    f" {MAX_EXPANDED_NODES} YAML nodes (each alias counted at the size of"
-                    " what it refers to, at every use; limit MAX_EXPANDED_NODES in"
-                    " stateengine.manifests.parser)",
-                    file=source,
-                    line=line,
-                )
-            continue
-        if id(node) in size:
-            continue  # already counted: an alias met again
-        path.add(id(node))
-        stack.append((node, True))
-        for child in children:
-            if id(child) in path:
-                line = child.start_mark.line + 1
-                raise ManifestParseError(
-                    f"{source}:{line}: a YAML alias inside the node it refers to"
-                    " (a recursive alias); a manifest is a finite tree",
-                    file=source,
-                    line=line,
-                )
-            if id(child) in size:
-                continue
-            if isinstance(child, yaml.ScalarNode):
-                size[id(child)] = 1
-            else:
-                stack.append((child, False))
+
+    def __init__(self, stream: str, source: str) -> None:
+        super().__init__(stream)
+        self.source = source
+        self.expanded = 0
+        #: id(node) -> its expanded size, for nodes composed completely. An anchored node
+        #: not in here yet is still being composed: an alias to it is recursive.
+        self.sizes: dict[int, int] = {}
+
+    def _refuse(self, mark: yaml.Mark | None, message: str) -> ManifestParseError:
+        line = mark.line + 1 if mark is not None else None
+        return ManifestParseError(f"{self.source}:{line}: {message}", file=self.source, line=line)
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            target = self.anchors.get(event.anchor)
+            if target is not None:  # an undefined alias is the composer's error
+                size = self.sizes.get(id(target))
+                if size is None:
+                    raise self._refuse(
+                        event.start_mark,
+                        f"alias *{event.anchor} is inside the node it refers to (a recursive"
+                        " alias); a manifest is a finite tree",
+                    )
+                self._count(size, event.start_mark)
+            return super().compose_node(parent, index)
+        before = self.expanded
+        self._count(1, self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+        node = super().compose_node(parent, index)
+        self.sizes[id(node)] = self.expanded - before
+        return node
+
+    def _count(self, size: int, mark: yaml.Mark | None) -> None:
+        self.expanded += size
+        if self.expanded > MAX_EXPANDED_NODES:
+            raise self._refuse(
+                mark,
+                f"the manifest expands to more than {MAX_EXPANDED_NODES} YAML nodes (each"
+                " alias counted at the size of what it refers to, at every use; limit"
+                " MAX_EXPANDED_NODES in stateengine.manifests.parser)",
+            )
 
 
 @dataclass
