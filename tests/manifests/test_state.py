@@ -539,8 +539,7 @@ def test_file_root_escape_refused(
         state.get("f.secret")
     assert "secret outside" not in str(info.value)
     assert any(
-        w in info.value.message
-        for w in ("absolute", "climbs out", "outside the root", "invalid key")
+        w in info.value.message for w in ("absolute", "climbs out", "symlink", "invalid key")
     )
     with pytest.raises(StoreError):
         state.set("f.raw", 1)  # refused for writes too
