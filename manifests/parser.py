@@ -48,6 +48,7 @@ from stateengine.errors import (
     ManifestParseError,
     SchemaError,
 )
+from stateengine.manifests.http_client import normalize_host, url_host
 from stateengine.protocol import check_type_name
 
 META_KEYS: Final = ("_store", "_load", "_state")
@@ -58,9 +59,20 @@ LOAD_CLIENTS: Final = ("Env", "File", "Db", "KVS", "InMemory", "Http", "State")
 _CLIENT_ALIASES: Final = {name.lower(): name for name in (*STORE_CLIENTS, *LOAD_CLIENTS)}
 
 #: Keys each metadata block may hold (a typo is an error, not silently ignored).
-STORE_FIELDS: Final = frozenset({"client", "key", "ttl", "url", "headers"})
+STORE_FIELDS: Final = frozenset({"client", "key", "ttl", "url", "headers", "allow_hosts"})
 LOAD_FIELDS: Final = frozenset(
-    {"client", "key", "url", "headers", "connection", "table", "where", "map", "columns"}
+    {
+        "client",
+        "key",
+        "url",
+        "headers",
+        "connection",
+        "table",
+        "where",
+        "map",
+        "columns",
+        "allow_hosts",
+    }
 )
 STATE_FIELDS: Final = frozenset({"type", "description"})
 #: Fields whose value is a template string (placeholders allowed).
@@ -545,6 +557,15 @@ class _Builder:
             ):
                 raise self.error(line, f"{where} must map node names to source field names")
             return dict(v)
+        if k == "allow_hosts":
+            hosts = [normalize_host(h) if isinstance(h, str) else None for h in v or [None]]
+            if not isinstance(v, list) or None in hosts:
+                raise self.error(
+                    line,
+                    f"{where} must be a non-empty list of host names or addresses (no"
+                    " scheme, port, path or wildcard)",
+                )
+            return sorted(set(hosts))
         if k == "columns":
             if not isinstance(v, list) or not all(isinstance(c, str) and c for c in v):
                 raise self.error(line, f"{where} must be a list of column names")
@@ -631,6 +652,9 @@ class _Builder:
         )
         own_load = "_load" in raw.meta
         store, load = effective["_store"], effective["_load"]
+        for block, config in (("_store", store), ("_load", load)):
+            if config is not None and config.get("client") == "Http":
+                self.check_http(raw, block, config)
         if store is not None and store.get("ttl") is not None:
             if store.get("client") in ("File", "Http"):
                 raise self.error(raw.line, f"{raw.path}: a {store['client']} store has no TTL")
@@ -651,6 +675,23 @@ class _Builder:
         out[raw.path] = node
         for child in raw.children.values():
             self.flatten(child, raw.path, effective, out)
+
+    def check_http(self, raw: _Raw, block: str, config: Mapping[str, Any]) -> None:
+        """An Http block's URL must say where it may go (docs/manifests.md "Http")."""
+        url = config.get("url")
+        if not isinstance(url, Template):
+            return  # no url: the load or store reports ConfigMissing when used
+        literal = url.parts[0] if url.parts and isinstance(url.parts[0], str) else ""
+        scheme = re.match(r"([A-Za-z][A-Za-z0-9+.\-]*):", literal)
+        line = raw.meta_lines.get(block, raw.line)
+        if scheme and scheme.group(1).lower() not in ("http", "https"):
+            raise self.error(line, f"{raw.path}.{block}.url: only http and https URLs")
+        if not config.get("allow_hosts") and url_host(url.parts) is None:
+            raise self.error(
+                line,
+                f"{raw.path}.{block}.url {str(url)!r} takes its host from a placeholder;"
+                f" list the hosts it may reach in {block}.allow_hosts",
+            )
 
 
 def _merge(parent: dict[str, Any] | None, own: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -680,6 +680,7 @@ user:
   _load:
     client: Http
     url: "${base}/users/5"
+    allow_hosts: [127.0.0.1]
     headers: {Authorization: "Bearer ${token}"}
     map: {name: name, age: age}
   age:
@@ -688,11 +689,16 @@ remote:
   _store:
     client: Http
     url: "${base}/kv/remote"
+    allow_hosts: [127.0.0.1]
     headers: {Authorization: "Bearer ${token}"}
 broken:
-  _load: {client: Http, url: "${base}/broken"}
+  _load: {client: Http, url: "${base}/broken", allow_hosts: [127.0.0.1]}
 fail:
-  _load: {client: Http, url: "${base}/fail?token=abc", headers: {Authorization: "Bearer ${token}"}}
+  _load:
+    client: Http
+    url: "${base}/fail?token=abc"
+    allow_hosts: [127.0.0.1]
+    headers: {Authorization: "Bearer ${token}"}
 """
 
 
