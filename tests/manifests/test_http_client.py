@@ -92,6 +92,7 @@ def api(other: Server) -> Iterator[Server]:
         "/hop2": (200, {}, b'{"arrived": true}'),
         "/to-other-port": moved(f"{other.base}/stolen"),
         "/to-other-host": moved("http://localhost:@PORT@/stolen"),
+        "/to-scheme-relative": moved("//localhost:@PORT@/stolen"),
         "/to-ftp": moved("ftp://127.0.0.1/etc/passwd"),
         "/to-file": moved("file:///etc/passwd"),
         "/loop": moved("/loop"),
@@ -256,6 +257,7 @@ def test_same_origin_redirects_are_followed(api: Server) -> None:
     [
         ("/to-other-port", "another origin"),
         ("/to-other-host", "another origin"),
+        ("/to-scheme-relative", "another origin"),
         ("/to-ftp", "scheme 'ftp' is not http(s)"),
         ("/to-file", "scheme 'file' is not http(s)"),
     ],
