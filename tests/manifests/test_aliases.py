@@ -84,7 +84,7 @@ def test_recursive_alias_refused(write: Write) -> None:
 
 
 def test_bomb_refused_by_serve_manifests_check(write: Write) -> None:
-    from stateengine.server.cli import check_manifests
+    from stateengine.app.cli import check_manifests
 
     mdir = write("bomb", wide_bomb(500))
     write("ok", "a: 1\n")
