@@ -29,6 +29,7 @@ UNKNOWN_FIELD = "not-a-field"
 
 __all__ = [
     "field_names",
+    "json_hard_values",
     "record_ids",
     "records",
     "requests",
@@ -64,6 +65,32 @@ def values(allow_nan: bool = False, max_leaves: int = 8) -> st.SearchStrategy[An
         lambda children: (
             st.lists(children, max_size=4)
             | st.dictionaries(st.text(max_size=8), children, max_size=4)
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+#: Map keys JSON cannot carry as they are: ints, and the escape names of
+#: :mod:`stateengine.jsoncodec` (``$b64``, ...) plus other ``$`` keys.
+hard_keys = (
+    st.integers(INT_MIN, INT_MAX)
+    | st.sampled_from(["$b64", "$float", "$map", "$lit", "$x", "$", "id"])
+    | st.text(max_size=6)
+)
+
+
+def json_hard_values(max_leaves: int = 12) -> st.SearchStrategy[Any]:
+    """Values that test a JSON encoding: NaN and infinities, bytes, int map keys, and
+    maps that look like escapes (``{"$b64": "AAAA"}`` stored as a map), nested."""
+    hard_scalars = scalars(allow_nan=True) | st.sampled_from(["$b64", "AAAA", "nan", "inf"])
+    return st.recursive(
+        hard_scalars,
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(hard_keys, children, max_size=3)
+            | st.builds(
+                lambda k, v: {k: v}, st.sampled_from(["$b64", "$float", "$map", "$lit"]), children
+            )
         ),
         max_leaves=max_leaves,
     )
