@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from stateengine.client.client import Client
-from stateengine.client.gateway import gateway_url
+from stateengine.client.gateway import gateway_info
 from stateengine.errors import VersionConflict
 from stateengine.server import paths
 from stateengine.testing import ServerProcess
@@ -63,7 +63,8 @@ def run(data_dir: str | None = None, http: str | None = None, linger: float = 0.
     with ServerProcess(data, *serve_args) as server, server.connect() as client:
         print(f"  endpoint {server.endpoint}")
         if http:
-            print(f"  dashboard {gateway_url(data)}  (open it in a browser to watch)")
+            # The login URL: it leaves the gateway's token in the browser's cookie.
+            print(f"  dashboard {gateway_info(data).login_url}  (open it in a browser to watch)")
         print()
         for name in ("tasks", "counters"):
             if name in client.list_states():

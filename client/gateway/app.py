@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import os
@@ -29,14 +28,14 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 import msgpack
 import zmq
 import zmq.asyncio
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -44,7 +43,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from stateengine import __version__
 from stateengine.client.aio import AsyncClient
 from stateengine.client.client import arena_info
-from stateengine.client.gateway.auth import check_token
+from stateengine.client.gateway.auth import check_token, is_loopback, token_matches
 from stateengine.errors import (
     BadRequest,
     CapacityError,
@@ -362,6 +361,7 @@ class GatewayConfig:
     endpoint: str | None = None
     host: str = "127.0.0.1"
     port: int = 0
+    #: Required (:func:`stateengine.client.gateway.auth.resolve_token` makes one).
     token: str | None = None
     max_body_bytes: int = 16 * 1024 * 1024
     timeout: float = 10.0
@@ -450,53 +450,90 @@ class Gateway:
 
 
 class GuardMiddleware:
-    """Bearer-token check, and a Host check on an open loopback gateway.
+    """The token on every request, and a Host check on a loopback gateway.
 
-    With a token, every request must carry it: ``Authorization: Bearer T``, the
-    ``stateengine_token`` cookie (set by opening ``/?token=T`` once, so that the
-    dashboard's ``fetch`` and ``EventSource`` carry it), or ``?token=T``. Without one
-    (loopback), requests must name a loopback host in ``Host``: a web page of another
-    site that rebinds its DNS name to 127.0.0.1 is refused (403).
+    A request is let through when it carries the token as ``Authorization: Bearer T`` or
+    in the gateway's cookie. A GET or HEAD with ``?token=T`` (the login URL printed at
+    start) is answered with that cookie (HttpOnly, SameSite=Strict) and a redirect to the
+    same URL without the token, so that the dashboard's ``fetch`` and ``EventSource``
+    carry it and it stays out of the address bar, history and logs. A wrong token, or
+    ``?token=`` on another method, is 401. Bound to loopback, a request must also name a
+    loopback host in ``Host`` (403 otherwise): a web page of another site that rebinds
+    its DNS name to 127.0.0.1 is refused before the token is even looked at.
     """
 
-    def __init__(self, app: ASGIApp, token: str | None, host: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, host: str, port: int) -> None:
         self.app = app
-        self.token = token.encode() if token else None
-        self.allowed_hosts = {"127.0.0.1", "localhost", "::1", "[::1]", host.lower()}
+        self.token = token
+        #: Per port: cookies are not isolated by port, and two gateways on one host
+        #: must not overwrite each other's.
+        self.cookie = cookie_name(port)
+        self.allowed_hosts = (
+            {"127.0.0.1", "localhost", "::1", "[::1]", host.lower()} if is_loopback(host) else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.token is not None:
-            if not self._authorized(scope, headers):
-                await self._refuse(send, 401, "Unauthorized", "a bearer token is required")
-                return
-        else:
+        if self.allowed_hosts is not None:
             host = headers.get("host", "")
             name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             if name.lower() not in self.allowed_hosts:
                 await self._refuse(send, 403, "Forbidden", f"Host {host!r} is not loopback")
                 return
+        query = scope.get("query_string", b"")
+        given = [unquote_to_bytes(v) for k, v in _query_pairs(query) if k == b"token"]
+        if given:
+            if scope["method"] in ("GET", "HEAD") and all(
+                token_matches(t, self.token) for t in given
+            ):
+                await self._login(scope, send, query)
+            else:
+                await self._refuse(send, 401, "Unauthorized", "wrong token")
+            return
+        if not self._authorized(headers):
+            await self._refuse(
+                send,
+                401,
+                "Unauthorized",
+                "the gateway needs its token: open the login URL it printed at start"
+                " (login_url in DIR/http.json), or send Authorization: Bearer TOKEN",
+            )
+            return
         await self.app(scope, receive, send)
 
-    def _authorized(self, scope: Scope, headers: dict[str, str]) -> bool:
-        assert self.token is not None
-        candidates: list[str] = []
+    def _authorized(self, headers: dict[str, str]) -> bool:
+        candidates: list[bytes] = []
         auth = headers.get("authorization", "")
         if auth[:7].lower() == "bearer ":
-            candidates.append(auth[7:].strip())
+            candidates.append(auth[7:].strip().encode("latin-1"))
         for part in headers.get("cookie", "").split(";"):
             name, _, value = part.strip().partition("=")
-            if name == TOKEN_COOKIE:
-                candidates.append(value)
-        query = scope.get("query_string", b"").decode("latin-1")
-        for part in query.split("&"):
-            name, _, value = part.partition("=")
-            if name == "token":
-                candidates.append(unquote(value))
-        return any(hmac.compare_digest(c.encode(), self.token) for c in candidates)
+            if name == self.cookie:
+                candidates.append(value.strip('"').encode("latin-1"))
+        # Every candidate is compared (no early exit): the time taken does not say which.
+        return sum(token_matches(c, self.token) for c in candidates) > 0
+
+    async def _login(self, scope: Scope, send: Send, query: bytes) -> None:
+        path = scope.get("raw_path") or scope["path"].encode()
+        rest = b"&".join(p for p in query.split(b"&") if p and p.split(b"=", 1)[0] != b"token")
+        location = path + (b"?" + rest if rest else b"")
+        cookie = f"{self.cookie}={self.token}; HttpOnly; SameSite=Strict; Path=/"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 303,
+                "headers": [
+                    (b"location", location),
+                    (b"set-cookie", cookie.encode()),
+                    (b"cache-control", b"no-store"),
+                    (b"content-length", b"0"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
 
     @staticmethod
     async def _refuse(send: Send, status: int, type_: str, message: str) -> None:
@@ -506,6 +543,19 @@ class GuardMiddleware:
             headers.append((b"www-authenticate", b'Bearer realm="stateengine"'))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def cookie_name(port: int) -> str:
+    """The cookie that holds the token of the gateway on *port*."""
+    return f"{TOKEN_COOKIE}_{port}"
+
+
+def _query_pairs(query: bytes) -> list[tuple[bytes, bytes]]:
+    pairs = []
+    for part in query.split(b"&"):
+        name, _, value = part.partition(b"=")
+        pairs.append((unquote_to_bytes(name), value))  # a "+" is a "+": tokens may hold one
+    return pairs
 
 
 # --- the application --------------------------------------------------------------------
@@ -524,9 +574,11 @@ def _body_schema(description: str, example: Any) -> dict[str, Any]:
 def create_app(config: GatewayConfig) -> FastAPI:
     """The gateway's ASGI application for *config* (the server must be running).
 
-    :raises ValueError: bound off loopback without a token (:func:`check_token`).
+    :raises ValueError: no token, or one :func:`check_token` refuses.
     """
-    check_token(config.token, config.host)
+    if not config.token:
+        raise ValueError("the gateway needs a token (every address: loopback is not private)")
+    check_token(config.token)
     holder: dict[str, Gateway] = {}
 
     @contextlib.asynccontextmanager
@@ -554,7 +606,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
         lifespan=lifespan,
         default_response_class=WireJSONResponse,
     )
-    app.add_middleware(GuardMiddleware, token=config.token, host=config.host)
+    app.add_middleware(GuardMiddleware, token=config.token, host=config.host, port=config.port)
 
     def gw() -> Gateway:
         return holder["gw"]
@@ -625,11 +677,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
     static = resources.files("stateengine.client.gateway").joinpath("static")
 
     @app.get("/", include_in_schema=False, response_model=None)
-    async def dashboard(token: str | None = None) -> Response:
-        if token is not None:  # opened as /?token=T: keep it in a cookie, drop it from the URL
-            response: Response = RedirectResponse("/", 303)
-            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
-            return response
+    async def dashboard() -> Response:  # ?token=T: GuardMiddleware's login redirect
         return Response(static.joinpath("dashboard.html").read_bytes(), media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
