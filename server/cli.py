@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stateengine import __version__
+from stateengine import __version__, jsoncodec
 from stateengine.client.client import Client
-from stateengine.errors import StateEngineError
+from stateengine.errors import BadRequest, StateEngineError
 from stateengine.protocol import encode_reply
 from stateengine.server import paths
 from stateengine.server.engine import TableEngine
@@ -350,9 +350,14 @@ def _argument(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise SystemExit(f"stateengine call: arguments are key=value, not {text!r}")
     try:
-        return key, json.loads(raw)
+        value = json.loads(raw)
     except ValueError:
         return key, raw  # a bare string: state=leads
+    try:
+        return key, jsoncodec.from_json(value)  # the wire's escapes: {"$b64": ...} is bytes
+    except BadRequest as exc:  # a malformed escape: malformed input, exit 2 (README)
+        print(f"stateengine call: {key}: {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def call_command(args: argparse.Namespace) -> int:
@@ -363,8 +368,8 @@ def call_command(args: argparse.Namespace) -> int:
             if not line.strip():
                 continue
             try:
-                requests.append(json.loads(line))
-            except ValueError as exc:
+                requests.append(jsoncodec.loads(line))  # as a JSON body on the wire
+            except BadRequest as exc:
                 print(f"stateengine call: stdin line {n}: {exc}", file=sys.stderr)
                 return 2
     else:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
@@ -27,8 +26,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import unquote_to_bytes
+from typing import Annotated, Any, Literal
+from urllib.parse import quote, unquote, unquote_to_bytes
 
 import msgpack
 import zmq
@@ -36,11 +35,12 @@ import zmq.asyncio
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
+from pydantic import AfterValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from stateengine import __version__
+from stateengine import __version__, jsoncodec
 from stateengine.client.aio import AsyncClient
 from stateengine.client.client import arena_info
 from stateengine.client.gateway.auth import check_token, is_loopback, token_matches
@@ -157,9 +157,9 @@ def parse_json_param(name: str, raw: str | None) -> Any:
     if raw is None:
         return None
     try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise malformed(f"query parameter {name}: invalid JSON: {exc}") from None
+        return jsoncodec.loads(raw)  # the wire's escapes: {"$b64": ...} is bytes, ...
+    except BadRequest as exc:
+        raise malformed(f"query parameter {name}: {exc.message}") from None
 
 
 def parse_order_by(raw: str | None) -> str | list[str] | None:
@@ -171,6 +171,18 @@ def parse_order_by(raw: str | None) -> str | list[str] | None:
         return value if isinstance(value, list) else [raw]
     parts = [p.strip() for p in raw.split(",")]
     return parts[0] if len(parts) == 1 else parts
+
+
+def parse_tables(raw: str | None) -> frozenset[str] | None:
+    """``tables=a,b`` (or a JSON list, for names holding a comma) → the names; None: all."""
+    if not raw:
+        return None
+    if raw.startswith("["):
+        names = parse_json_param("tables", raw)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise malformed("query parameter tables: a JSON list must hold table names")
+        return frozenset(names)
+    return frozenset(t for t in raw.split(",") if t)
 
 
 async def read_body(request: Request, limit: int) -> dict[str, Any]:
@@ -545,6 +557,43 @@ class GuardMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
+class PathSegmentsMiddleware:
+    """Path segments are percent-decoded *after* the path is split on ``/`` (RFC 3986).
+
+    So a table named ``a/b`` is ``/api/states/a%2Fb`` and a record id ``50%`` is
+    ``.../records/50%25``, on every route: a name or an id may hold any character.
+    (Servers hand the application a path already decoded, where ``a%2Fb`` has become
+    two segments; this rebuilds it from the raw path with every segment re-quoted, and
+    :data:`Segment` parameters unquote their own segment.)
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            raw: bytes | None = scope.get("raw_path")
+            try:
+                parts = (
+                    [unquote_to_bytes(p).decode() for p in raw.split(b"/")]
+                    if raw is not None
+                    else scope["path"].split("/")
+                )
+            except UnicodeDecodeError:
+                body = encode_reply(error_body(BadRequest.type, "the path is not UTF-8"), True)
+                headers = [(b"content-type", b"application/json")]
+                await send({"type": "http.response.start", "status": 400, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+            scope = {**scope, "path": "/".join(quote(p, safe="") for p in parts)}
+        await self.app(scope, receive, send)
+
+
+#: A table name, record id or manifest key taken from one path segment (see
+#: :class:`PathSegmentsMiddleware`).
+Segment = Annotated[str, AfterValidator(unquote)]
+
+
 def cookie_name(port: int) -> str:
     """The cookie that holds the token of the gateway on *port*."""
     return f"{TOKEN_COOKIE}_{port}"
@@ -606,6 +655,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
         lifespan=lifespan,
         default_response_class=WireJSONResponse,
     )
+    app.add_middleware(PathSegmentsMiddleware)
     app.add_middleware(GuardMiddleware, token=config.token, host=config.host, port=config.port)
 
     def gw() -> Gateway:
@@ -742,11 +792,11 @@ def create_app(config: GatewayConfig) -> FastAPI:
         return answer(result, headers, 201)
 
     @app.get("/api/states/{state}", tags=["tables"], summary="GET_STATE_INFO")
-    async def get_state(state: str) -> Response:
+    async def get_state(state: Segment) -> Response:
         return answer(await gw().client.get_state_info(state))
 
     @app.get("/api/states/{state}/schema", tags=["tables"], summary="GET_SCHEMA")
-    async def get_schema(state: str) -> Response:
+    async def get_schema(state: Segment) -> Response:
         return answer({"schema": await gw().client.get_schema(state)})
 
     @app.patch(
@@ -758,14 +808,14 @@ def create_app(config: GatewayConfig) -> FastAPI:
             {"add": {"owner": {"type": "string?", "default": None}}},
         ),
     )
-    async def alter_state(state: str, request: Request) -> Response:
+    async def alter_state(state: Segment, request: Request) -> Response:
         body = await read_body(request, limit)
         reject_keys(body, ("command", "state"), "PATCH /api/states/{state}")
         result, headers = await gw().write({**body, "command": "ALTER_STATE", "state": state})
         return answer(result, headers)
 
     @app.delete("/api/states/{state}", tags=["tables"], summary="DELETE_STATE")
-    async def delete_state(state: str) -> Response:
+    async def delete_state(state: Segment) -> Response:
         _, headers = await gw().write({"command": "DELETE_STATE", "state": state})
         return answer({"deleted": state}, headers)
 
@@ -777,7 +827,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
             "`records` (list), `expected_version`?", {"records": [{"title": "a", "done": False}]}
         ),
     )
-    async def set_state(state: str, request: Request) -> Response:
+    async def set_state(state: Segment, request: Request) -> Response:
         body = await read_body(request, limit)
         reject_keys(body, ("command", "state"), "PUT /api/states/{state}/records")
         result, headers = await gw().write({**body, "command": "SET_STATE", "state": state})
@@ -785,7 +835,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
 
     @app.get("/api/states/{state}/records", tags=["records"], summary="LIST_RECORDS, paged")
     async def list_records(
-        state: str,
+        state: Segment,
         where: str | None = Query(None, description="JSON {field: value}, all equal"),
         order_by: str | None = Query(None, description="field, -field, or a,-b"),
         offset: int = Query(0, ge=0),
@@ -815,7 +865,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
         openapi_extra=_body_schema("the record", {"title": "load orders.csv", "done": False}),
     )
     async def create_record(
-        state: str, request: Request, expected_version: int | None = Query(None)
+        state: Segment, request: Request, expected_version: int | None = Query(None)
     ) -> Response:
         record = await read_body(request, limit)
         req: dict[str, Any] = {"command": "CREATE_RECORD", "state": state, "record": record}
@@ -826,7 +876,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
 
     @app.get("/api/states/{state}/records/{id}", tags=["records"], summary="GET_RECORD")
     async def get_record(
-        state: str, id: str, id_type: Literal["auto", "str", "int"] = IdType
+        state: Segment, id: Segment, id_type: Literal["auto", "str", "int"] = IdType
     ) -> Response:
         return answer(await gw().client.get_record(state, parse_id(id, id_type)))
 
@@ -837,8 +887,8 @@ def create_app(config: GatewayConfig) -> FastAPI:
         openapi_extra=_body_schema("the whole record", {"title": "x", "done": True}),
     )
     async def set_record(
-        state: str,
-        id: str,
+        state: Segment,
+        id: Segment,
         request: Request,
         id_type: Literal["auto", "str", "int"] = IdType,
         pre: dict[str, Any] = Pre,
@@ -855,8 +905,8 @@ def create_app(config: GatewayConfig) -> FastAPI:
         openapi_extra=_body_schema("the fields to change", {"done": True}),
     )
     async def patch_record(
-        state: str,
-        id: str,
+        state: Segment,
+        id: Segment,
         request: Request,
         id_type: Literal["auto", "str", "int"] = IdType,
         lease_seconds: float | None = Query(None, description="renew the record's lease"),
@@ -875,8 +925,8 @@ def create_app(config: GatewayConfig) -> FastAPI:
 
     @app.delete("/api/states/{state}/records/{id}", tags=["records"], summary="DELETE_RECORD")
     async def delete_record(
-        state: str,
-        id: str,
+        state: Segment,
+        id: Segment,
         id_type: Literal["auto", "str", "int"] = IdType,
         pre: dict[str, Any] = Pre,
     ) -> Response:
@@ -894,8 +944,8 @@ def create_app(config: GatewayConfig) -> FastAPI:
         ),
     )
     async def increment(
-        state: str,
-        id: str,
+        state: Segment,
+        id: Segment,
         request: Request,
         id_type: Literal["auto", "str", "int"] = IdType,
         pre: dict[str, Any] = Pre,
@@ -915,7 +965,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
             {"where": {"status": "pending"}, "fields": {"status": "running"}, "lease_seconds": 30},
         ),
     )
-    async def claim(state: str, request: Request) -> Response:
+    async def claim(state: Segment, request: Request) -> Response:
         body = await read_body(request, limit)
         reject_keys(body, ("command", "state"), "POST /api/states/{state}/claim")
         result, headers = await gw().write({**body, "command": "CLAIM_RECORD", "state": state})
@@ -949,7 +999,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
         return answer({"keys": keys})
 
     @app.get("/api/manifest/{key}", tags=["manifest"], summary="one manifest key's record")
-    async def manifest_key(key: str) -> Response:
+    async def manifest_key(key: Segment) -> Response:
         g = gw()
         try:
             record = await g.client.get_record(MANIFEST_TABLE, key)
@@ -971,11 +1021,13 @@ def create_app(config: GatewayConfig) -> FastAPI:
         responses={200: {"content": {"text/event-stream": {}}}},
     )
     async def feed(
-        tables: str | None = Query(None, description="comma-separated; default: every table"),
+        tables: str | None = Query(
+            None, description='a,b or a JSON list (["a,b", "c"]); default: every table'
+        ),
         records: bool = Query(False, description="include the stored records (puts)"),
     ) -> StreamingResponse:
         g = gw()
-        names = frozenset(t for t in tables.split(",") if t) if tables else None
+        names = parse_tables(tables)
         listener = g.hub.add(names, records)
         view = g.client._view
         reader = view.current() if view is not None else None

@@ -18,6 +18,7 @@ so a model comparison would fail on it for no fault of the server).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from hypothesis import strategies as st
@@ -29,6 +30,7 @@ UNKNOWN_FIELD = "not-a-field"
 
 __all__ = [
     "field_names",
+    "identical",
     "json_hard_values",
     "record_ids",
     "records",
@@ -94,6 +96,20 @@ def json_hard_values(max_leaves: int = 12) -> st.SearchStrategy[Any]:
         ),
         max_leaves=max_leaves,
     )
+
+
+def identical(a: Any, b: Any) -> bool:
+    """Whether two msgpack values are the same: same types (``1`` is not ``1.0``, ``True``
+    is not ``1``), NaN is NaN, map keys in the same order. For round-trip checks."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is float:
+        return (math.isnan(a) and math.isnan(b)) or a == b
+    if type(a) is list:
+        return len(a) == len(b) and all(map(identical, a, b))
+    if type(a) is dict:
+        return list(a) == list(b) and all(identical(a[k], b[k]) for k in a)
+    return bool(a == b)
 
 
 def values_of_type(type_name: str, allow_nan: bool = False) -> st.SearchStrategy[Any]:

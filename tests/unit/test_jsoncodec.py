@@ -17,21 +17,7 @@ from hypothesis import strategies as st
 
 from stateengine import jsoncodec, protocol
 from stateengine.errors import BadRequest
-from stateengine.testing.strategies import json_hard_values
-
-
-def same_value(a: Any, b: Any) -> bool:
-    """Equal as msgpack values: same types (``1 != 1.0``, ``True != 1``), NaN equals NaN,
-    map keys in the same order."""
-    if type(a) is not type(b):
-        return False
-    if type(a) is float:
-        return (math.isnan(a) and math.isnan(b)) or a == b
-    if type(a) is list:
-        return len(a) == len(b) and all(map(same_value, a, b))
-    if type(a) is dict:
-        return list(a) == list(b) and all(same_value(a[k], b[k]) for k in a)
-    return bool(a == b)
+from stateengine.testing.strategies import identical, json_hard_values
 
 
 @settings(max_examples=400)
@@ -41,12 +27,12 @@ def test_every_msgpack_value_survives_strict_json(value: Any) -> None:
     stored = msgpack.unpackb(msgpack.packb(value, use_bin_type=True), strict_map_key=False)
     text = json.dumps(jsoncodec.to_json(stored), allow_nan=False)  # strict: raises on NaN
     json.loads(text, parse_constant=pytest.fail)  # no bare NaN/Infinity in it
-    assert same_value(jsoncodec.loads(text), stored)
+    assert identical(jsoncodec.loads(text), stored)
     # The wire's encoder is that rule too, both ways.
     reply = protocol.decode_reply(protocol.encode_reply({"ok": True, "result": stored}, True))
-    assert same_value(reply["result"], stored)
+    assert identical(reply["result"], stored)
     request, as_json = protocol.decode_request(jsoncodec.dumps({"record": {"v": stored}}))
-    assert as_json and same_value(request["record"]["v"], stored)
+    assert as_json and identical(request["record"]["v"], stored)
 
 
 @pytest.mark.parametrize(
@@ -65,13 +51,11 @@ def test_every_msgpack_value_survives_strict_json(value: Any) -> None:
 )
 def test_the_escape_table(value: Any, text: str) -> None:
     assert jsoncodec.dumps(value).decode() == text
-    assert same_value(jsoncodec.loads(text), value)
+    assert identical(jsoncodec.loads(text), value)
 
 
 def test_bare_nan_and_unknown_dollar_keys_are_accepted_on_input() -> None:
-    assert same_value(
-        jsoncodec.loads("[NaN, Infinity, -Infinity]"), [math.nan, math.inf, -math.inf]
-    )
+    assert identical(jsoncodec.loads("[NaN, Infinity, -Infinity]"), [math.nan, math.inf, -math.inf])
     assert jsoncodec.loads('{"$x": 1}') == {"$x": 1}
 
 
