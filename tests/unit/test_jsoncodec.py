@@ -84,3 +84,10 @@ def test_malformed_escapes_are_bad_requests(text: str) -> None:
 @given(st.recursive(st.integers(), lambda c: st.lists(c, max_size=3), max_leaves=5))
 def test_plain_json_is_unchanged(value: Any) -> None:
     assert jsoncodec.to_json(value) == value
+
+
+def test_what_the_json_store_wrote_before_still_decodes() -> None:
+    """The JSON store now uses this codec; its older files wrote a look-alike map as
+    ``$map`` with string keys, and ``$float`` as ``repr``: both still decode."""
+    old = '{"a": {"$map": [["$b64", "x"]]}, "f": {"$float": "-inf"}, "m": {"$map": [[1, 2]]}}'
+    assert identical(jsoncodec.loads(old), {"a": {"$b64": "x"}, "f": -math.inf, "m": {1: 2}})
