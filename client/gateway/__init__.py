@@ -13,7 +13,8 @@ a hand-written OpenAPI document, Starlette alone too.
 Run it with ``stateengine serve --http 127.0.0.1:PORT`` (started as a child process
 once the server is up, stopped with it) or attach it to a running server with
 ``stateengine http --data-dir DIR --bind 127.0.0.1:PORT`` (= ``python -m
-stateengine.client.gateway``).
+stateengine.client.gateway``). Every request needs the gateway's token, on every
+address (``auth``); :func:`gateway_info` reads it, with the URLs, from ``DIR/http.json``.
 """
 
 from __future__ import annotations

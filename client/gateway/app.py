@@ -186,7 +186,7 @@ def parse_tables(raw: str | None) -> frozenset[str] | None:
 
 
 async def read_body(request: Request, limit: int) -> dict[str, Any]:
-    """The request's JSON object body, bytes decoded from ``{"$b64": ...}``.
+    """The request's JSON object body, the wire's escapes undone (bytes, NaN, int keys).
 
     :raises HTTPError: 415 when not ``application/json``, 400 when not a JSON object.
     :raises PayloadTooLarge: over *limit* bytes (checked before reading when the
@@ -502,8 +502,9 @@ class GuardMiddleware:
                 token_matches(t, self.token) for t in given
             ):
                 await self._login(scope, send, query)
-            else:
-                await self._refuse(send, 401, "Unauthorized", "wrong token")
+            else:  # a wrong token, or a write: tokens in URLs only log a browser in
+                why = "wrong token" if scope["method"] in ("GET", "HEAD") else "?token= is for GET"
+                await self._refuse(send, 401, "Unauthorized", why)
             return
         if not self._authorized(headers):
             await self._refuse(
