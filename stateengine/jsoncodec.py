@@ -45,6 +45,10 @@ LIT: Final = "$lit"
 ESCAPES: Final = frozenset({B64, FLOAT, MAP, LIT})
 
 _FLOATS: Final = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+#: Types JSON carries as they are (floats are not: NaN and the infinities).
+_PLAIN: Final = frozenset({str, int, bool, type(None)})
+#: What ``json.loads`` makes that is never an escape.
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 
 
 def to_json(value: Any) -> Any:
@@ -60,11 +64,13 @@ def to_json(value: Any) -> Any:
     if t is float:
         return value if math.isfinite(value) else {FLOAT: repr(value)}
     if t is list or t is tuple:
-        return [to_json(v) for v in value]
+        return [v if type(v) in _PLAIN else to_json(v) for v in value]
     if t is dict:
-        if any(type(k) is not str for k in value):
-            return {MAP: [[to_json(k), to_json(v)] for k, v in value.items()]}
-        out = {k: to_json(v) for k, v in value.items()}
+        out = {}
+        for k, v in value.items():  # one pass; scalars inline (a page of records is hot)
+            if type(k) is not str:
+                return {MAP: [[to_json(k), to_json(v)] for k, v in value.items()]}
+            out[k] = v if type(v) in _PLAIN else to_json(v)
         if len(out) == 1 and next(iter(out)).startswith("$"):
             return {LIT: out}
         return out
@@ -95,14 +101,14 @@ def from_json(value: Any) -> Any:
 def _decode(value: Any) -> Any:
     t = type(value)
     if t is list:
-        return [_decode(v) for v in value]
+        return [v if type(v) in _SCALARS else _decode(v) for v in value]
     if t is not dict:
         return value
     if len(value) == 1:
         ((key, inner),) = value.items()
         if key in ESCAPES:
             return _unescape(key, inner)
-    return {k: _decode(v) for k, v in value.items()}
+    return {k: v if type(v) in _SCALARS else _decode(v) for k, v in value.items()}
 
 
 def _unescape(key: str, inner: Any) -> Any:
@@ -120,7 +126,7 @@ def _unescape(key: str, inner: Any) -> Any:
     if key == LIT:
         if type(inner) is not dict:
             raise BadRequest(f"$lit must wrap an object, not {type(inner).__name__}")
-        return {k: _decode(v) for k, v in inner.items()}
+        return {k: v if type(v) in _SCALARS else _decode(v) for k, v in inner.items()}
     # $map
     if type(inner) is not list:
         raise BadRequest(f"$map must be a list of [key, value] pairs, not {type(inner).__name__}")
