@@ -81,7 +81,7 @@ def main() -> int:
         server = ServerProcess(Path(tmp) / "data", "--http", "127.0.0.1:0").start()
         procs: list[mp.process.BaseProcess] = []
         try:
-            url = wait_for_gateway(server.data_dir, server)
+            gateway = wait_for_gateway(server.data_dir, server)  # URL and token (http.json)
             with server.connect() as c:
                 c.create_state(
                     "tasks", schema={"title": "string", "status": "string", "worker": "string?"}
@@ -106,7 +106,7 @@ def main() -> int:
                 proc.start()
             driver = make_driver(Path(tmp) / "profile", 1440, 860)
             try:
-                driver.get(url)
+                driver.get(gateway.login_url)  # the token becomes the dashboard's cookie
                 time.sleep(args.seconds)
                 driver.execute_script("select('tasks');")
                 time.sleep(1.5)

@@ -10,7 +10,6 @@ counters (read from the environment once per process, reset in a forked child).
 from __future__ import annotations
 
 import errno
-import math
 import os
 import signal
 import struct
@@ -21,6 +20,7 @@ from typing import Any, Final, Protocol
 
 import msgpack
 
+from stateengine import jsoncodec
 from stateengine.server.engine import ChangeSet, Id, Lease, Record, Table, TableEngine
 
 FSYNC_POLICIES: Final = ("always", "everysec", "no")
@@ -473,52 +473,13 @@ def merge_change_sets(sets: list[ChangeSet]) -> ChangeSet:
 
 # --- the JSON codec (human-readable, exact round trip) ------------------------------------------
 
-
-def to_json_value(value: Any) -> Any:
-    """A msgpack value as plain JSON data, exactly reversible by :func:`from_json_value`.
-
-    Bytes become ``{"$b64": ...}`` (as on the wire, SPEC §5); a map with a non-string key,
-    or a map that could be mistaken for a tag, becomes ``{"$map": [[k, v], ...]}``.
-    Non-finite floats become ``{"$float": "nan"|"inf"|"-inf"}`` (strict JSON has none).
-    """
-    t = type(value)
-    if t is bytes:
-        import base64
-
-        return {"$b64": base64.b64encode(value).decode("ascii")}
-    if t is float and not math.isfinite(value):
-        return {"$float": repr(value)}
-    if t is list:
-        return [to_json_value(v) for v in value]
-    if t is dict:
-        if all(type(k) is str for k in value) and not (
-            len(value) == 1 and next(iter(value)) in _TAGS
-        ):
-            return {k: to_json_value(v) for k, v in value.items()}
-        return {"$map": [[to_json_value(k), to_json_value(v)] for k, v in value.items()]}
-    return value
-
-
-_TAGS: Final = frozenset({"$b64", "$map", "$float"})
-
-
-def from_json_value(value: Any) -> Any:
-    t = type(value)
-    if t is list:
-        return [from_json_value(v) for v in value]
-    if t is dict:
-        if len(value) == 1:
-            (key, inner), *_ = value.items()
-            if key == "$b64":
-                import base64
-
-                return base64.b64decode(inner, validate=True)
-            if key == "$map":
-                return {from_json_value(k): from_json_value(v) for k, v in inner}
-            if key == "$float":
-                return float(inner)
-        return {k: from_json_value(v) for k, v in value.items()}
-    return value
+#: The wire's JSON escapes (``stateengine.jsoncodec``, README "Values in JSON"): one rule
+#: for the JSON store's file, the ZeroMQ wire and the HTTP gateway. It reads every file
+#: the store's own codec wrote before (that one wrote escape look-alikes as ``$map``,
+#: which still decodes); a malformed escape is a ``BadRequest``, a ``ValueError``, so
+#: ``load_json`` reports it as ``CorruptStore``.
+to_json_value = jsoncodec.to_json
+from_json_value = jsoncodec.from_json
 
 
 # --- building an engine from stored state --------------------------------------------------------

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stateengine import __version__
+from stateengine import __version__, jsoncodec
 from stateengine.client.client import Client
-from stateengine.errors import StateEngineError
+from stateengine.errors import BadRequest, StateEngineError
 from stateengine.protocol import encode_reply
 from stateengine.runtime import discovery as paths
 from stateengine.server.engine import TableEngine
@@ -187,12 +187,14 @@ def serve(args: argparse.Namespace) -> int:
             from stateengine.app.gateway.__main__ import split_bind
             from stateengine.app.gateway.auth import resolve_token
 
+            split_bind(args.http)  # a clear error before anything starts
+
             missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
             if missing:
                 raise ValueError(
                     f"--http needs {' and '.join(missing)}: pip install 'stateengine[http]'"
                 )
-            http_token = resolve_token(args.http_token, split_bind(args.http)[0], data_dir)
+            http_token = resolve_token(args.http_token, data_dir, args.http_token_file)
         engine = TableEngine()
         publisher = None if args.no_arena else ArenaPublisher(engine, args.arena_size)
         server = Server(
@@ -239,13 +241,10 @@ def serve(args: argparse.Namespace) -> int:
         print(f"  tcp:      tcp://{args.tcp} (CurveZMQ; keys in {data_dir / 'curve'})", flush=True)
     if manifest_line is not None:
         print(manifest_line, flush=True)
-    if http_url is not None:
-        auth = "loopback, open"
-        if http_token:
-            kept = data_dir / "http.token"
-            given = args.http_token or os.environ.get("STATEENGINE_HTTP_TOKEN")
-            auth = "bearer token required" + ("" if given else f", in {kept}")
-        print(f"  http:     {http_url} (dashboard; {auth})", flush=True)
+    if http_url is not None:  # the login URL, as Jupyter prints it; also in DIR/http.json
+        print(
+            f"  http:     {http_url} (dashboard; API token: {data_dir / 'http.json'})", flush=True
+        )
     code = 0
     try:
         server.serve_forever()
@@ -273,7 +272,8 @@ def start_gateway(
     Never inside the writer's loop: HTTP parsing and JSON encoding must not slow the
     writer. The child reads the arena and writes through the queue like any worker, gets
     the token through its environment (not argv, which ``ps`` shows), and writes
-    ``DIR/http.json`` when it listens; this waits for that (bounded) and returns its URL.
+    ``DIR/http.json`` when it listens; this waits for that (bounded) and returns its login
+    URL (``?token=T``).
     Its body limit is the server's request limit (``--max-request-bytes``).
 
     :raises RuntimeError: the gateway exited or did not come up within 30 s.
@@ -298,7 +298,7 @@ def start_gateway(
         except (OSError, ValueError):
             info = {}
         if info.get("pid") == proc.pid:
-            return proc, str(info["url"])
+            return proc, str(info["login_url"])
         time.sleep(0.05)
     stop_gateway(proc)
     raise RuntimeError("the HTTP gateway did not start within 30 s")
@@ -349,9 +349,14 @@ def _argument(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise SystemExit(f"stateengine call: arguments are key=value, not {text!r}")
     try:
-        return key, json.loads(raw)
+        value = json.loads(raw)
     except ValueError:
         return key, raw  # a bare string: state=leads
+    try:
+        return key, jsoncodec.from_json(value)  # the wire's escapes: {"$b64": ...} is bytes
+    except BadRequest as exc:  # a malformed escape: malformed input, exit 2 (README)
+        print(f"stateengine call: {key}: {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def call_command(args: argparse.Namespace) -> int:
@@ -362,8 +367,8 @@ def call_command(args: argparse.Namespace) -> int:
             if not line.strip():
                 continue
             try:
-                requests.append(json.loads(line))
-            except ValueError as exc:
+                requests.append(jsoncodec.loads(line))  # as a JSON body on the wire
+            except BadRequest as exc:
                 print(f"stateengine call: stdin line {n}: {exc}", file=sys.stderr)
                 return 2
     else:
@@ -516,10 +521,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also run the HTTP gateway and dashboard (the 'http' extra; off by default)",
     )
     p.add_argument(
-        "--http-token",
-        help="bearer token for --http (default: $STATEENGINE_HTTP_TOKEN; required off "
-        "loopback, where one is made in DIR/http.token)",
+        "--http-token-file",
+        metavar="PATH",
+        help="the --http token, read from PATH (mode 0600); default: $STATEENGINE_HTTP_TOKEN,"
+        " else one made in DIR/http.token",
     )
+    p.add_argument("--http-token", help="the --http token itself (shown by ps: use the file)")
     p.add_argument(
         "--slow-ms",
         type=float,

@@ -16,7 +16,7 @@ import sys
 import time
 from collections import Counter
 
-from stateengine.app.gateway import gateway_url
+from stateengine.app.gateway import gateway_info
 from stateengine.client.client import Client
 from stateengine.errors import VersionConflict
 from stateengine.runtime import discovery as paths
@@ -62,7 +62,8 @@ def run(data_dir: str | None = None, http: str | None = None, linger: float = 0.
     with ServerProcess(data, *serve_args) as server, server.connect() as client:
         print(f"  endpoint {server.endpoint}")
         if http:
-            print(f"  dashboard {gateway_url(data)}  (open it in a browser to watch)")
+            # The login URL: it leaves the gateway's token in the browser's cookie.
+            print(f"  dashboard {gateway_info(data).login_url}  (open it in a browser to watch)")
         print()
         for name in ("tasks", "counters"):
             if name in client.list_states():

@@ -58,7 +58,8 @@ def test_dashboard_counts_follow_writes_from_another_process(
     for i in range(2):
         r = http.post("/api/states/b_live/records", json={"job": f"early-{i}", "rows": i})
         assert r.status_code == 201
-    driver.get(gateway.url)
+    driver.get(gateway.info.login_url)  # as printed at start: the token becomes a cookie
+    assert driver.current_url == gateway.url  # and leaves the address bar
     wait = WebDriverWait(driver, 20, poll_frequency=0.1)
     count = '#tables tr[data-table="b_live"] .count'
 
