@@ -443,19 +443,12 @@ def cleanup_command(args: argparse.Namespace) -> int:
     """Remove what dead servers left: arena segments, and server.json/socket of a data dir."""
     removed = cleanup_stale()
     data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
-    try:
-        info = paths.read_server_file(data_dir)
-    except StateEngineError:
-        info = {}
-    pid = info.get("pid")
-    if isinstance(pid, int) and not paths.pid_alive(pid, info.get("start_time")):
-        endpoint = str(info.get("endpoint", ""))
-        for path in (data_dir / paths.SERVER_FILE, Path(endpoint.removeprefix("ipc://"))):
-            if endpoint and path.exists():
-                path.unlink()
-                removed.append(str(path))
+    gone, left = paths.remove_leftovers(data_dir)
+    removed += gone
     for name in removed:
         print(f"removed {name}")
+    for reason in left:
+        print(f"left {reason}")
     print(f"stateengine cleanup: {len(removed)} leftovers of dead servers removed")
     return 0
 

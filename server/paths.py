@@ -11,9 +11,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -47,10 +50,13 @@ def run_dir() -> Path:
     return private_dir(Path(base) / f"stateengine-{os.getuid()}")
 
 
+def _socket_name(data_dir: Path) -> str:
+    return hashlib.sha1(str(data_dir.absolute()).encode()).hexdigest()[:16] + ".sock"
+
+
 def default_endpoint(data_dir: Path) -> str:
     """A private ``ipc://`` endpoint derived from the data directory's absolute path."""
-    digest = hashlib.sha1(str(data_dir.absolute()).encode()).hexdigest()[:16]
-    return f"ipc://{run_dir() / digest}.sock"
+    return f"ipc://{run_dir() / _socket_name(data_dir)}"
 
 
 def process_start_time(pid: int) -> int | None:
@@ -100,3 +106,105 @@ def read_server_file(data_dir: Path) -> dict[str, Any]:
             f"`stateengine serve --data-dir {data_dir}`"
         ) from None
     return info
+
+
+# --- cleanup: what a dead server left, and only that -------------------------------------
+
+_FEED_SUFFIX = ".feed"
+_SOCKET_RE = re.compile(r"^[0-9a-f]{16}\.sock(\.feed)?$")
+
+
+def _ours(info: os.stat_result, kind: int) -> bool:
+    return stat.S_IFMT(info.st_mode) == kind and info.st_uid == os.getuid()
+
+
+def _private_run_dirs() -> list[Path]:
+    """The run directories this user's servers may have used (``$XDG_RUNTIME_DIR`` or the
+    temporary directory, whichever was set when the server started), when they are ours
+    and private. Never created here."""
+    out: list[Path] = []
+    for base in {os.environ.get("XDG_RUNTIME_DIR") or "", tempfile.gettempdir()} - {""}:
+        folder = Path(base) / f"stateengine-{os.getuid()}"
+        try:
+            info = folder.lstat()
+        except OSError:
+            continue
+        if _ours(info, stat.S_IFDIR) and not info.st_mode & 0o077:
+            out.append(folder)
+    return out
+
+
+def remove_leftovers(data_dir: Path) -> tuple[list[str], list[str]]:
+    """Remove what a dead server of *data_dir* left: ``server.json``, its ipc socket and
+    the change feed's socket (``stateengine cleanup``). ``(removed, left)``: the paths
+    removed, and a line per file left in place saying why.
+
+    Only files that are provably that server's go (issue 14, items 12 and 21): nothing
+    while a server holds the data-dir lock (this holds it while removing, so no server
+    starts meanwhile; one that tries is refused as if the directory were in use), nothing
+    in a data directory another user owns, ``server.json`` only as a regular file of
+    ours, and sockets only at the data directory's own default endpoint (a name derived
+    from its path, in our private run directory), as sockets we own. Whatever
+    ``server.json`` names as its endpoint is never trusted as a path to unlink: a
+    custom ``--endpoint`` socket is left (the next server on it replaces it).
+
+    Safe for root in a directory another user controls: it removes nothing there.
+    """
+    data_dir = data_dir.absolute()
+    removed: list[str] = []
+    left: list[str] = []
+    try:
+        info = data_dir.lstat()
+    except FileNotFoundError:
+        return removed, left
+    if not _ours(info, stat.S_IFDIR):
+        left.append(f"{data_dir}: owned by uid {info.st_uid}, not by us (uid {os.getuid()})")
+        return removed, left
+    try:
+        lock_fd = os.open(data_dir / "lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        lock_fd = -1  # no server has run here since locks exist
+    except OSError as exc:
+        left.append(f"{data_dir / 'lock'}: {exc}")
+        return removed, left
+    try:
+        if lock_fd >= 0:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                left.append(f"{data_dir}: a server is running on it")
+                return removed, left
+        try:
+            server_info: dict[str, Any] = json.loads((data_dir / SERVER_FILE).read_text())
+        except (OSError, ValueError):
+            server_info = {}
+        pid = server_info.get("pid")
+        if isinstance(pid, int) and pid_alive(pid, server_info.get("start_time")):
+            left.append(f"{data_dir / SERVER_FILE}: its server (pid {pid}) is alive")
+            return removed, left
+        name = _socket_name(data_dir)
+        candidates = [
+            folder / (name + suffix)
+            for folder in _private_run_dirs()
+            for suffix in ("", _FEED_SUFFIX)
+        ]
+        named = str(server_info.get("endpoint") or "").removeprefix("ipc://")
+        for path_text in (named, named + _FEED_SUFFIX if named else ""):
+            if path_text and Path(path_text) not in candidates and os.path.lexists(path_text):
+                left.append(f"{path_text}: not this data directory's default endpoint")
+        for path in [data_dir / SERVER_FILE, *candidates]:
+            kind = stat.S_IFREG if path.name == SERVER_FILE else stat.S_IFSOCK
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                continue
+            if not _ours(st, kind) or (kind == stat.S_IFSOCK and not _SOCKET_RE.match(path.name)):
+                left.append(f"{path}: not a {'file' if kind == stat.S_IFREG else 'socket'} of ours")
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(str(path))
+    finally:
+        if lock_fd >= 0:
+            os.close(lock_fd)
+    return removed, left
