@@ -432,7 +432,11 @@ def keygen_command(args: argparse.Namespace) -> int:
     from stateengine.server import curve
 
     data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
-    secret, server_key = curve.add_client(data_dir, args.name, Path(args.out).absolute())
+    try:
+        secret, server_key = curve.add_client(data_dir, args.name, Path(args.out).absolute())
+    except (OSError, ValueError) as exc:
+        print(f"stateengine keygen: {exc}", file=sys.stderr)
+        return 1
     print(f"client certificate (secret, keep private): {secret}")
     print(f"server public key (give to the client):    {server_key}")
     print("restart the server for the new client to be allowed in")
@@ -530,7 +534,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("keygen", help="allow a remote client: make its CurveZMQ key pair")
     p.add_argument("name")
     p.add_argument("--data-dir")
-    p.add_argument("--out", default=".", help="where the client's secret certificate goes")
+    p.add_argument(
+        "--out",
+        default="stateengine-keys",
+        help="a private directory (made 0700; an existing one must be 0700) for the "
+        "client's secret certificate (default: ./stateengine-keys)",
+    )
     p = sub.add_parser(
         "call",
         help="send one command (key=value arguments, values as JSON) or, with '-', "

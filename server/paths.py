@@ -34,15 +34,44 @@ def default_data_dir() -> Path:
 def private_dir(path: Path) -> Path:
     """Create *path* mode 0700, or check that an existing one is ours and private.
 
-    :raises PermissionError: when another user owns it or group/others can write it.
+    Used for the data directory, the run directory, ``curve/`` and a ``keygen --out``
+    directory: what is inside is this user's alone, so a directory that group or others
+    may read, write or enter is refused rather than fixed behind the user's back (they
+    may have shared it on purpose; the message names the ``chmod`` that fixes it).
+
+    :raises PermissionError: when another user owns it or group/others have any access
+        to it.
     """
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = path.stat()
     if info.st_uid != os.getuid():
         raise PermissionError(f"{path} belongs to uid {info.st_uid}, not to us")
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise PermissionError(f"{path} is writable by others; remove it or chmod 700 it")
+    if info.st_mode & 0o077:
+        mode = stat.S_IMODE(info.st_mode)
+        raise PermissionError(
+            f"{path} is open to other users (mode {mode:o}); make it private: chmod 700 {path}"
+        )
     return path
+
+
+def write_private_file(path: Path, data: bytes, *, exclusive: bool = False) -> None:
+    """Write *path* as a file only its owner can read (0600 from its creation, whatever
+    the umask: never created wider and narrowed after). Not atomic: write a temporary
+    name and ``os.replace`` it where readers must never see a partial file.
+
+    :param exclusive: refuse an existing *path* (``FileExistsError``) instead of
+        truncating it; a symlink at *path* is refused either way.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags |= os.O_EXCL if exclusive else os.O_TRUNC
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode on O_TRUNC
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def run_dir() -> Path:
@@ -88,7 +117,7 @@ def pid_alive(pid: int, start_time: int | None) -> bool:
 
 def write_server_file(data_dir: Path, info: dict[str, Any]) -> None:
     tmp = data_dir / f".{SERVER_FILE}.tmp"
-    tmp.write_text(json.dumps(info, indent=2))
+    write_private_file(tmp, json.dumps(info, indent=2).encode())
     os.replace(tmp, data_dir / SERVER_FILE)
 
 

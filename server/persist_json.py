@@ -26,6 +26,7 @@ from typing import Any, Final
 
 from stateengine.protocol import copy_value
 from stateengine.server.engine import ChangeSet, TableEngine
+from stateengine.server.paths import write_private_file
 from stateengine.server.persist_base import (
     FSYNC_POLICIES,
     CorruptStore,
@@ -168,8 +169,7 @@ class JsonStore:
         text = dump_json(self._shadow, self._extra)
         tmp = str(self.path) + ".tmp"
         if self.fsync == "no":
-            with open(tmp, "w", encoding="utf-8") as out:
-                out.write(text)
+            write_private_file(Path(tmp), text.encode())
             os.replace(tmp, self.path)
         else:
             self.fs.write_file(tmp, _one(text.encode()))

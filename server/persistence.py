@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from stateengine.server.engine import ChangeSet, TableEngine
+from stateengine.server.paths import write_private_file
 from stateengine.server.persist_base import (
     FSYNC_POLICIES,
     CorruptStore,
@@ -290,7 +291,7 @@ def repair(data_dir: Path | str, backend: str | None = None) -> dict[str, Any]:
             continue
         cut = True
         aside.mkdir(mode=0o700, exist_ok=True)
-        (aside / f"{path.name}.from-{scan.good_end}").write_bytes(data[scan.good_end :])
+        write_private_file(aside / f"{path.name}.from-{scan.good_end}", data[scan.good_end :])
         fd = os.open(path, os.O_WRONLY)
         try:
             os.ftruncate(fd, scan.good_end)

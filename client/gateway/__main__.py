@@ -108,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def ready() -> None:
         tmp = data_dir / f".{HTTP_FILE}.tmp"
-        tmp.write_text(json.dumps({"pid": os.getpid(), "url": url, "bind": f"{host}:{port}"}))
+        info = {"pid": os.getpid(), "url": url, "bind": f"{host}:{port}"}
+        paths.write_private_file(tmp, json.dumps(info).encode())
         os.replace(tmp, info_path)
         print(f"stateengine http: serving {url}" + (" (bearer token)" if token else ""), flush=True)
 

@@ -115,3 +115,118 @@ def test_cleanup_removes_nothing_while_the_server_runs(tmp_path: Path) -> None:
         assert "a server is running on it" in out.stdout
         assert (server.data_dir / "server.json").exists()
         assert os.path.exists(server.endpoint.removeprefix("ipc://"))
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _keygen_umask_0(*args: str) -> subprocess.CompletedProcess[str]:
+    """``keygen`` run with umask 0: whatever it creates without an explicit mode is 0666."""
+    return subprocess.run(
+        [sys.executable, "-m", "stateengine", "keygen", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: os.umask(0),
+    )
+
+
+def test_keygen_makes_secrets_private_whatever_the_umask(tmp_path: Path) -> None:
+    # Issue 14 item 13: the secret was written with the umask and chmodded after, in a
+    # --out directory made with the umask (0755, here 0777).
+    import zmq.auth
+
+    data, keys = tmp_path / "data", tmp_path / "keys"
+    out = _keygen_umask_0("alice", "--data-dir", str(data), "--out", str(keys))
+    assert out.returncode == 0, out.stderr
+    secret = keys / "alice.key_secret"
+    assert f"(secret, keep private): {secret}" in out.stdout
+    assert _mode(keys) == 0o700 and _mode(data) == 0o700
+    assert sorted(p.name for p in keys.iterdir()) == ["alice.key_secret"]
+    curve = data / "curve"
+    for path in (secret, curve / "server.key", curve / "server.key_secret"):
+        assert _mode(path) == 0o600, path
+    assert _mode(curve / "clients" / "alice.key") == 0o600
+    public, key = zmq.auth.load_certificate(str(secret))
+    assert (
+        key is not None
+        and zmq.auth.load_certificate(str(curve / "clients" / "alice.key"))[0] == public
+    )
+    # The same name again: the existing secret is never overwritten.
+    again = _keygen_umask_0("alice", "--data-dir", str(data), "--out", str(keys))
+    assert again.returncode == 1 and "exists" in again.stderr
+    assert zmq.auth.load_certificate(str(secret))[1] == key
+
+
+def test_keygen_refuses_an_out_dir_others_can_enter(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    out = cli("keygen", "bob", "--data-dir", str(tmp_path / "data"), "--out", str(shared))
+    assert out.returncode == 1
+    assert f"chmod 700 {shared}" in out.stderr
+    assert list(shared.iterdir()) == []
+    out = cli(
+        "keygen", "../evil", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "k")
+    )
+    assert out.returncode == 1 and "client name" in out.stderr
+
+
+def test_serve_refuses_a_data_dir_others_can_read_and_names_the_fix(tmp_path: Path) -> None:
+    # Issue 14 item 14: an existing 0755 data dir was accepted.
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o755)
+    out = cli("serve", "--data-dir", str(data))
+    assert out.returncode == 1
+    assert f"chmod 700 {data}" in out.stderr
+    assert list(data.iterdir()) == []
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("store", ["log", "sqlite", "json"])
+def test_every_file_in_the_data_dir_is_private_whatever_the_umask(
+    tmp_path: Path, store: str
+) -> None:
+    # Issue 14 item 14: the SQLite database and its WAL were 0644; server.json too.
+    args = ["--store", store, "--snapshot-bytes", "1"]
+    if store == "log":
+        args += ["--tcp", f"127.0.0.1:{_free_port()}"]  # curve keys too
+    old = os.umask(0)  # the server inherits it: anything made without a mode is 0666
+    try:
+        server = ServerProcess(tmp_path / "data", *args).start()
+    finally:
+        os.umask(old)
+    try:
+        with server.connect() as client:
+            for i in range(20):
+                client.create_record("secrets", {"v": f"s{i}"})
+        seen: dict[str, int] = {}
+        for root, dirs, files in os.walk(server.data_dir):
+            for name in dirs + files:
+                path = Path(root, name)
+                seen[str(path.relative_to(server.data_dir))] = _mode(path)
+        wanted = {"lock", "server.json"} | {
+            "log": {"snapshot.sesnap", "curve/server.key_secret"},
+            "sqlite": {"state.sqlite3", "state.sqlite3-wal", "state.sqlite3-shm"},
+            "json": {"state.json"},
+        }[store]
+        assert wanted <= set(seen), seen
+        wrong = {
+            name: oct(mode)
+            for name, mode in seen.items()
+            if mode != (0o700 if (server.data_dir / name).is_dir() else 0o600)
+        }
+        assert not wrong, wrong
+        assert _mode(server.data_dir) == 0o700
+    finally:
+        server.stop()
+        server.cleanup()
