@@ -332,10 +332,16 @@ def repair_command(args: argparse.Namespace) -> int:
         print(f"stateengine repair: {exc}", file=sys.stderr)
         return 1
     try:
-        print(json.dumps(repair(data_dir), indent=2, default=str))
+        report = repair(data_dir)
+    except (OSError, PersistenceError) as exc:
+        print(f"stateengine repair: {exc}", file=sys.stderr)
+        return 1
     finally:
         probe.close()
-    return 0
+    print(json.dumps(report, indent=2, default=str))
+    for line in report["lost"] + report["problems"]:
+        print(f"stateengine repair: {line}", file=sys.stderr)
+    return int(report["exit_code"])
 
 
 def _client(args: argparse.Namespace, timeout: float | None = None) -> Client:
@@ -567,7 +573,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data-dir")
     p = sub.add_parser("check", help="verify a data directory (exit 1 on damage)")
     p.add_argument("--data-dir")
-    p = sub.add_parser("repair", help="cut a damaged log at the first bad entry")
+    p = sub.add_parser(
+        "repair",
+        help="make a damaged data dir startable: rebuild a damaged snapshot from the "
+        "previous one, cut a damaged log (exit 0 nothing lost, 3 entries lost, 1 failed)",
+    )
     p.add_argument("--data-dir")
     p = sub.add_parser("demo", help="start a server and a worker pool, kill a worker, watch")
     p.add_argument("--data-dir", help="default: $STATEENGINE_DATA_DIR or ./.stateengine")

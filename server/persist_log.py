@@ -8,7 +8,14 @@ Files (all in the data directory, mode 0600):
 * ``snapshot.sesnap`` — every table at one ``seq``: a header frame (format, seq, counts,
   the generic ``extra`` section for later stored manifest values), one frame per table
   meta, record chunks of up to 4096 records, an end frame. Written as
-  ``snapshot.sesnap.tmp``, fsynced, renamed over, then the directory fsynced.
+  ``snapshot.sesnap.tmp``, fsynced, read back and verified, then the old
+  ``snapshot.sesnap`` is renamed to ``snapshot.prev.sesnap`` and the new one into place,
+  then the directory fsynced.
+* ``snapshot.prev.sesnap`` — the snapshot before the newest. Kept, with the log from its
+  seq on, so that a damaged newest snapshot can be rebuilt from it and the log
+  (``stateengine repair``): the log is trimmed behind the *previous* snapshot, never the
+  newest. Before the second snapshot the whole log is kept (the "previous snapshot"
+  is then the empty state at seq 0).
 
 Snapshots without stalling writes. When the log has grown past a threshold (64 MiB, or
 the last snapshot's size if larger: Redis's auto-aof-rewrite rule) the writer rotates
@@ -17,15 +24,16 @@ copy-on-write image of the engine at that ``seq``, dumps it and leaves with
 ``os._exit`` (it never touches ZeroMQ, logging or atexit handlers). It first closes
 every descriptor it inherited (the data-dir lock's among them: a writer killed mid-dump
 can be restarted at once) and dies with the writer (``PR_SET_PDEATHSIG`` on Linux, a
-parent check between chunks everywhere). The writer goes on
-appending to the new segment and, once the child has exited 0, deletes the segments
-with a lower base. Measured in ``bench/durability.py``: the parent pays only the fork
-(page-table copy, ~tens of ms per GB of heap) instead of the whole dump. Rejected:
+parent check between chunks everywhere). The writer goes on appending to the new
+segment and, once the child has exited 0, deletes the segments with a base lower than
+the previous snapshot's seq. Measured in ``bench/durability.py``: the parent pays only
+the fork (page-table copy, ~tens of ms per GB of heap) instead of the whole dump. Rejected:
 encoding incrementally between passes (needs a copy-on-write engine or a log of what
 changed during the dump; more code for the same effect). Where ``fork`` is missing the
 snapshot runs inline (``snapshot_mode="inline"``, also what the power-cut tests use).
 
-Recovery: the snapshot, then every segment's entries with ``seq`` above it. A bad frame
+Recovery: the newest snapshot (a damaged one stops the start: ``repair`` rebuilds it),
+then every segment's entries with ``seq`` above it. A bad frame
 in the last segment with no valid frame behind it is a torn tail: truncated and
 reported. Any other damage raises :class:`~.persist_base.CorruptStore` before anything
 is applied (every frame is checked first).
@@ -80,6 +88,7 @@ from stateengine.server.persist_base import (
 log = logging.getLogger("stateengine.persistence")
 
 SNAPSHOT_NAME: Final = "snapshot.sesnap"
+SNAPSHOT_PREV: Final = "snapshot.prev.sesnap"
 SNAPSHOT_TMP: Final = "snapshot.sesnap.tmp"
 SEGMENT_RE: Final = re.compile(r"^log\.(\d{20})\.selog$")
 SNAPSHOT_FORMAT: Final = "stateengine-snapshot/1"
@@ -141,6 +150,15 @@ def snapshot_chunks(
     if crash is not None:
         crash()
     yield frame(packb(["end", done]))
+
+
+def newest_snapshot(data_dir: Path) -> Path | None:
+    """The snapshot recovery starts from: ``snapshot.sesnap``, or the previous one when a
+    crash came between the two renames of a new snapshot (the log is kept from it)."""
+    for name in (SNAPSHOT_NAME, SNAPSHOT_PREV):
+        if (data_dir / name).exists():
+            return data_dir / name
+    return None
 
 
 @dataclass
@@ -317,6 +335,7 @@ class LogStore:
         self._segments: list[_Segment] = []
         self._child: _Child | None = None
         self._last_snapshot_size = 0
+        self._snap_seq = 0  # the newest snapshot's seq (0: none)
         self._retry_after = 0.0
         self._closed = False
         self._recovered = False
@@ -343,9 +362,10 @@ class LogStore:
         tmp = self.data_dir / SNAPSHOT_TMP
         if tmp.exists():
             tmp.unlink()  # a dump that never completed; the old snapshot stands
-        snap_path = self.data_dir / SNAPSHOT_NAME
-        if snap_path.exists():
+        snap_path = newest_snapshot(self.data_dir)
+        if snap_path is not None:
             info = load_snapshot(snap_path, engine, progress)
+            self._snap_seq = info.seq
             report.snapshot_seq = info.seq
             report.snapshot_records = info.records
             report.extra = info.extra
@@ -497,7 +517,9 @@ class LogStore:
     # --- snapshots ------------------------------------------------------------------------
 
     def log_bytes(self) -> int:
-        return sum(s.size for s in self._segments)
+        """Bytes of log written since the newest snapshot (what the next one compacts;
+        the older segments kept for the previous snapshot do not count)."""
+        return sum(s.size for s in self._segments if s.base >= self._snap_seq)
 
     def maybe_snapshot(self, engine: TableEngine, extra: dict[str, Any] | None = None) -> bool:
         """Start a snapshot if the log has grown enough; reap a finished one.
@@ -577,9 +599,17 @@ class LogStore:
         if parent:
             chunks = _while_parent_lives(chunks, parent)
         self.fs.write_file(tmp, chunks)
+        # Verified before it replaces anything: the previous snapshot stays until the
+        # new one reads back whole (CorruptStore: the dump failed, the old files stand).
+        load_snapshot(Path(tmp), None)
         if parent:
             _exit_if_orphaned(parent)  # a restarted server may own the directory by now
-        self.fs.rename(tmp, str(self.data_dir / SNAPSHOT_NAME))
+        newest = str(self.data_dir / SNAPSHOT_NAME)
+        if os.path.exists(newest):
+            # A crash between these renames leaves only snapshot.prev.sesnap: recovery
+            # starts from it, and the log is kept from its seq (see _after_snapshot).
+            self.fs.rename(newest, str(self.data_dir / SNAPSHOT_PREV))
+        self.fs.rename(tmp, newest)
         crash_point("snapshot-renamed", kill_parent=child, counted=child)
         self.fs.sync_dir(str(self.data_dir))
 
@@ -616,12 +646,21 @@ class LogStore:
             )
 
     def _after_snapshot(self, seq: int) -> None:
-        """Trim: segments below the snapshot's seq hold nothing recovery needs."""
+        """Trim the log behind the *previous* snapshot, not the new one.
+
+        The snapshot that was newest until now is ``snapshot.prev.sesnap``; the log is
+        kept from its seq, so that a damaged newest snapshot can be rebuilt from the
+        previous one and the log (``stateengine repair``). Segments below the previous
+        snapshot's seq hold nothing either snapshot needs. Cost: the log of about two
+        snapshot intervals and two snapshots on disk, and a start reads (and checks)
+        the older interval too.
+        """
         self.stats["snapshots"] += 1
         self._last_snapshot_size = (self.data_dir / SNAPSHOT_NAME).stat().st_size
+        previous, self._snap_seq = self._snap_seq, seq
         keep = []
         for seg in self._segments:
-            if seg.base < seq and seg is not self._segments[-1]:
+            if seg.base < previous and seg is not self._segments[-1]:
                 self.fs.remove(str(seg.path))
             else:
                 keep.append(seg)
