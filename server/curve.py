@@ -59,9 +59,9 @@ def server_keys(data_dir: Path) -> tuple[bytes, bytes]:
     folder = curve_dir(data_dir)
     secret_file = folder / "server.key_secret"
     if not secret_file.exists():
-        public, secret = zmq.curve_keypair()
-        write_certificate(folder / "server.key", public)
-        write_certificate(secret_file, public, secret)
+        new_public, new_secret = zmq.curve_keypair()
+        write_certificate(folder / "server.key", new_public)
+        write_certificate(secret_file, new_public, new_secret)
     public, secret = zmq.auth.load_certificate(str(secret_file))
     assert secret is not None
     return public, secret
