@@ -328,7 +328,7 @@ def repair_command(args: argparse.Namespace) -> int:
     probe = Server(data_dir)
     try:
         probe.lock()
-    except DataDirLocked as exc:
+    except (DataDirLocked, OSError) as exc:  # in use, or not private (chmod 700 DIR)
         print(f"stateengine repair: {exc}", file=sys.stderr)
         return 1
     try:

@@ -28,7 +28,8 @@ from stateengine.server import paths
 class ServerProcess:
     """``stateengine serve`` on a private data directory, as a real subprocess.
 
-    :param data_dir: the server's data directory (created).
+    :param data_dir: the server's data directory (created 0700 by the server; one that
+        exists must be private already: ``serve`` refuses a directory others can access).
     :param args: extra ``serve`` arguments.
     :param env: extra environment variables (e.g. test-only fault switches).
     """
