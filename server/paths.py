@@ -183,7 +183,7 @@ def remove_leftovers(data_dir: Path) -> tuple[list[str], list[str]]:
     removed: list[str] = []
     left: list[str] = []
     try:
-        info = data_dir.lstat()
+        info = data_dir.stat()  # a symlinked data dir is followed, as serve does
     except FileNotFoundError:
         return removed, left
     if not _ours(info, stat.S_IFDIR):
