@@ -42,7 +42,7 @@ import msgpack
 
 from bench.records import record
 from stateengine.client.client import Client
-from stateengine.server import paths
+from stateengine.runtime import discovery as paths
 from stateengine.shm import ArenaReader
 
 TABLE = "bench"

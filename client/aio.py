@@ -31,7 +31,7 @@ import os
 import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import msgpack
 import zmq
@@ -48,13 +48,11 @@ from stateengine.client.client import (
     ready_reader,
 )
 from stateengine.client.commands import CommandsMixin, Id, Record
+from stateengine.client.history import HistoryWriter, OperationObserver
 from stateengine.errors import ServerUnavailable, StateEngineError, from_wire
 from stateengine.protocol import decode_reply, pack_request
-from stateengine.server import paths
+from stateengine.runtime import discovery as paths
 from stateengine.shm import ArenaReader
-
-if TYPE_CHECKING:
-    from stateengine.testing.history import HistoryWriter
 
 log = logging.getLogger("stateengine.client")
 
@@ -71,14 +69,12 @@ class AsyncHistory(History):
         self._file: IO[bytes] | None = None
         self._name = ""
         self._tasks = itertools.count(1)
-        self._writers: weakref.WeakKeyDictionary[asyncio.Task[Any], HistoryWriter] = (
+        self._writers: weakref.WeakKeyDictionary[asyncio.Task[Any], OperationObserver] = (
             weakref.WeakKeyDictionary()
         )
 
     @property
-    def writer(self) -> HistoryWriter:
-        from stateengine.testing.history import HistoryWriter
-
+    def writer(self) -> OperationObserver:
         task = asyncio.current_task()
         assert task is not None, "an AsyncClient is used inside a task"
         writer = self._writers.get(task)
@@ -163,9 +159,9 @@ class AsyncClient(CommandsMixin):
                 setattr(self, name, functools.partial(wrapped, self))
         self.data_dir = Path(data_dir).absolute() if data_dir else None
         if endpoint is None:
-            info = paths.read_server_file(self.data_dir or paths.default_data_dir())
+            self.data_dir = paths.resolve_data_dir(self.data_dir)
+            info = paths.read_server_file(self.data_dir)
             endpoint = str(info["endpoint"])
-            self.data_dir = self.data_dir or paths.default_data_dir()
         self.endpoint = endpoint
         self.timeout = timeout
         self.seen_seq = 0
@@ -239,6 +235,13 @@ class AsyncClient(CommandsMixin):
         return reply.get("result")
 
     # --- arena reads (inline: microseconds; only read-your-writes yields) ----------------
+
+    def arena_reader(self) -> ArenaReader | None:
+        """The server's arena as it is now, without waiting for this client's writes
+        (None: no arena, e.g. a remote client or after :meth:`close`). For monitoring
+        (the gateway's health, feed and table sizes); the read methods wait for
+        read-your-writes instead."""
+        return self._view.current() if self._view is not None else None
 
     async def _reader(self) -> ArenaReader | None:
         """The arena to read from (waits for this client's last write), or None."""

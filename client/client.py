@@ -35,12 +35,13 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import msgpack
 import zmq
 
 from stateengine.client.commands import CommandsMixin, Id, Record
+from stateengine.client.history import HistoryWriter, OperationObserver
 from stateengine.client.watch import Watcher
 from stateengine.errors import (
     RecordNotFound,
@@ -57,12 +58,9 @@ from stateengine.protocol import (
     pack_request,
     parse_order_by,
 )
-from stateengine.server import paths
-from stateengine.server.feed import feed_endpoint
+from stateengine.runtime import discovery as paths
+from stateengine.runtime.feed import FEED_HWM, feed_endpoint
 from stateengine.shm import ArenaReader, Snapshot
-
-if TYPE_CHECKING:
-    from stateengine.testing.history import HistoryWriter
 
 log = logging.getLogger("stateengine.client")
 
@@ -73,30 +71,29 @@ R = TypeVar("R")
 
 
 class History:
-    """The client's history option (see :mod:`stateengine.testing.history`).
+    """The client's history option (see :mod:`stateengine.client.history`).
 
-    *spec* is a directory (each process and client writes its own file in it, opened on
-    first use and again after ``fork``) or a ``HistoryWriter`` (used as is; never after
-    ``fork``). ``depth`` stops a recorded call from recording the calls it makes.
+    *spec* is a directory (each process and client writes its own file in it with a
+    :class:`HistoryWriter`, opened on first use and again after ``fork``) or an
+    :class:`OperationObserver` (used as is; never after ``fork``). ``depth`` stops a
+    recorded call from recording the calls it makes.
     """
 
     _clients = itertools.count(1)
 
-    def __init__(self, spec: str | os.PathLike[str] | HistoryWriter) -> None:
+    def __init__(self, spec: str | os.PathLike[str] | OperationObserver) -> None:
         self.spec = spec
         self.depth = 0
-        self._writer: HistoryWriter | None = None
+        self._writer: OperationObserver | None = None
         self._pid = os.getpid()
 
     @property
-    def writer(self) -> HistoryWriter:
+    def writer(self) -> OperationObserver:
         if self._pid != os.getpid():
             self._writer, self._pid = None, os.getpid()  # the parent's file is the parent's
             if not isinstance(self.spec, str | os.PathLike):
-                raise RuntimeError("a HistoryWriter cannot follow a fork: pass a directory")
+                raise RuntimeError("a history observer cannot follow a fork: pass a directory")
         if self._writer is None:
-            from stateengine.testing.history import HistoryWriter
-
             if not isinstance(self.spec, str | os.PathLike):
                 self._writer = self.spec
             else:
@@ -187,7 +184,8 @@ class Client(CommandsMixin):
         process is alive.
     :param timeout: seconds to wait for each reply before ``ServerUnavailable``.
     :param history: record every operation for the checker: a directory (one file per
-        process and client in it) or a ``stateengine.testing.history.HistoryWriter``.
+        process and client in it) or an :class:`~stateengine.client.history.OperationObserver`
+        (e.g. a ``HistoryWriter``), told about every operation.
     """
 
     def __init__(
@@ -197,7 +195,7 @@ class Client(CommandsMixin):
         timeout: float = 10.0,
         arena: bool = True,
         curve: dict[str, bytes] | None = None,
-        history: str | os.PathLike[str] | HistoryWriter | None = None,
+        history: str | os.PathLike[str] | OperationObserver | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute() if data_dir else None
         self._history = History(history) if history is not None else None
@@ -212,7 +210,7 @@ class Client(CommandsMixin):
         self.curve = curve
         self._server_info: dict[str, Any] = {}
         if endpoint is None:
-            self._server_info = paths.read_server_file(self.data_dir or paths.default_data_dir())
+            self._server_info = paths.read_server_file(paths.resolve_data_dir(self.data_dir))
             endpoint = str(self._server_info["endpoint"])
         self.endpoint = endpoint
         self.seen_seq = 0
@@ -442,7 +440,7 @@ class Client(CommandsMixin):
         names = arena_states(reader) if reader is not None else None
         return names if names is not None else super().list_states()
 
-    def watch(self, *tables: str, hwm: int = 100_000) -> Watcher:
+    def watch(self, *tables: str, hwm: int = FEED_HWM) -> Watcher:
         """Subscribe to the change feed of *tables* (see :mod:`stateengine.client.watch`)."""
         endpoint = None
         if self.data_dir is not None:
@@ -788,15 +786,15 @@ def connect(
     timeout: float = 10.0,
     arena: bool = True,
     curve: dict[str, bytes] | None = None,
-    history: str | os.PathLike[str] | HistoryWriter | None = None,
+    history: str | os.PathLike[str] | OperationObserver | None = None,
 ) -> Client:
     """Connect to a running server (by endpoint, by data directory, or the default one).
 
     A remote client passes the ``tcp://`` endpoint and ``curve=`` from
-    :func:`stateengine.server.curve.client_options`; it reads over the socket.
+    :func:`stateengine.runtime.client_options`; it reads over the socket.
 
     :raises ServerUnavailable: no endpoint given and no server runs on the data directory.
     """
-    if endpoint is None and data_dir is None:
-        data_dir = paths.default_data_dir()
+    if endpoint is None:
+        data_dir = paths.resolve_data_dir(data_dir)
     return Client(endpoint, data_dir, timeout, arena, curve, history)

@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import zmq
+
+from stateengine.runtime.feed import FEED_HWM, decode_change, feed_gap, feed_topic
 
 
 @dataclass
@@ -39,13 +40,13 @@ class Change:
 class Watcher:
     """A SUB socket on the feed, filtered to some tables. One thread; close it."""
 
-    def __init__(self, feed_endpoint: str, tables: list[str], hwm: int = 100_000) -> None:
+    def __init__(self, feed_endpoint: str, tables: list[str], hwm: int = FEED_HWM) -> None:
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.RCVHWM, hwm)
         for table in tables:
-            self._sock.setsockopt(zmq.SUBSCRIBE, table.encode() + b"\0")
+            self._sock.setsockopt(zmq.SUBSCRIBE, feed_topic(table))
         self._sock.connect(feed_endpoint)
         self.last_seq: dict[str, int] = {}
 
@@ -60,7 +61,7 @@ class Watcher:
             if not self._sock.poll(None if timeout is None else int(timeout * 1000)):
                 return None
             _topic, body = self._sock.recv_multipart()
-            msg = msgpack.unpackb(body, strict_map_key=False)
+            msg = decode_change(body)
             table, seq, prev = msg["table"], msg["seq"], msg["prev_seq"]
             last = self.last_seq.get(table)
             if last is not None and seq <= last:
@@ -72,7 +73,7 @@ class Watcher:
                 msg["puts"],
                 msg["deletes"],
                 msg["dropped"],
-                gap=last is not None and prev != last and prev > last,
+                gap=feed_gap(last, prev),
             )
 
     def iter(self, timeout: float | None = None) -> Iterator[Change]:

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "http"))
 
-from gwbrowser import blankness, install_chromium, make_driver  # noqa: E402
+from gwbrowser import blankness, make_driver, require_chromium  # noqa: E402
 from gwutil import wait_for_gateway  # noqa: E402
 
 from stateengine.client.client import Client  # noqa: E402
@@ -76,12 +76,12 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "docs" / "dashboard.png"))
     p.add_argument("--seconds", type=float, default=12.0)
     args = p.parse_args()
-    install_chromium()
+    require_chromium()
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp) / "data", "--http", "127.0.0.1:0").start()
         procs: list[mp.process.BaseProcess] = []
         try:
-            url = wait_for_gateway(server.data_dir, server)
+            gateway = wait_for_gateway(server.data_dir, server)  # URL and token (http.json)
             with server.connect() as c:
                 c.create_state(
                     "tasks", schema={"title": "string", "status": "string", "worker": "string?"}
@@ -106,7 +106,7 @@ def main() -> int:
                 proc.start()
             driver = make_driver(Path(tmp) / "profile", 1440, 860)
             try:
-                driver.get(url)
+                driver.get(gateway.login_url)  # the token becomes the dashboard's cookie
                 time.sleep(args.seconds)
                 driver.execute_script("select('tasks');")
                 time.sleep(1.5)

@@ -48,6 +48,7 @@ from stateengine.errors import (
     ManifestParseError,
     SchemaError,
 )
+from stateengine.manifests.http_client import normalize_host, url_host
 from stateengine.protocol import check_type_name
 
 META_KEYS: Final = ("_store", "_load", "_state")
@@ -58,9 +59,20 @@ LOAD_CLIENTS: Final = ("Env", "File", "Db", "KVS", "InMemory", "Http", "State")
 _CLIENT_ALIASES: Final = {name.lower(): name for name in (*STORE_CLIENTS, *LOAD_CLIENTS)}
 
 #: Keys each metadata block may hold (a typo is an error, not silently ignored).
-STORE_FIELDS: Final = frozenset({"client", "key", "ttl", "url", "headers"})
+STORE_FIELDS: Final = frozenset({"client", "key", "ttl", "url", "headers", "allow_hosts"})
 LOAD_FIELDS: Final = frozenset(
-    {"client", "key", "url", "headers", "connection", "table", "where", "map", "columns"}
+    {
+        "client",
+        "key",
+        "url",
+        "headers",
+        "connection",
+        "table",
+        "where",
+        "map",
+        "columns",
+        "allow_hosts",
+    }
 )
 STATE_FIELDS: Final = frozenset({"type", "description"})
 #: Fields whose value is a template string (placeholders allowed).
@@ -71,6 +83,11 @@ _DEEP_FIELDS: Final = frozenset({"map", "headers", "connection"})
 MAX_FILE_BYTES: Final = 4 * 1024 * 1024
 MAX_NODES: Final = 100_000
 MAX_DEPTH: Final = 64
+#: The most YAML nodes one manifest file may expand to, each alias (``*name``) counted at
+#: the full size of what it refers to, every time it is used. Without this bound a few
+#: kilobytes of aliases expand into gigabytes (issue 14 item 15: a 49 KB file took 20 s
+#: and 1 GiB). Counted while composing, before any value is built (:class:`_CountingLoader`).
+MAX_EXPANDED_NODES: Final = 1_000_000
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*\Z")
 _FILE_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*\Z")
@@ -285,7 +302,7 @@ class Manifest:
 
 def _compose(text: str, source: str) -> yaml.Node | None:
     """Compose the single YAML document of *text* with the safe loader."""
-    loader = yaml.SafeLoader(text)
+    loader = _CountingLoader(text, source)
     try:
         if not loader.check_node():
             return None
@@ -313,6 +330,65 @@ def _compose(text: str, source: str) -> yaml.Node | None:
         raise ManifestParseError(f"{source}: YAML nested too deeply", file=source) from None
     finally:
         loader.dispose()
+
+
+class _CountingLoader(yaml.SafeLoader):
+    """The safe loader, counting the size the document expands to while composing it.
+
+    The composer shares one node object between an anchor and its aliases, so the node
+    graph is as small as the file, but every alias stands for a full copy of its node
+    once values are built. ``expanded`` counts nodes as composed, adding an alias's
+    whole size (known once its anchor's node is complete) at each use; composition stops
+    with a :class:`ManifestParseError` as soon as the count passes
+    :data:`MAX_EXPANDED_NODES`, before any value is constructed, so a refusal costs
+    time and memory proportional to the part of the file read so far.
+
+    Rejected alternatives: counting in the constructor builds up to the limit's worth of
+    Python objects before it can refuse; refusing all aliases breaks ordinary anchors
+    and merge keys (``<<: *defaults``).
+    """
+
+    def __init__(self, stream: str, source: str) -> None:
+        super().__init__(stream)
+        self.source = source
+        self.expanded = 0
+        #: id(node) -> its expanded size, for nodes composed completely. An anchored node
+        #: not in here yet is still being composed: an alias to it is recursive.
+        self.sizes: dict[int, int] = {}
+
+    def _refuse(self, mark: yaml.Mark | None, message: str) -> ManifestParseError:
+        line = mark.line + 1 if mark is not None else None
+        return ManifestParseError(f"{self.source}:{line}: {message}", file=self.source, line=line)
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            target = self.anchors.get(event.anchor)
+            if target is not None:  # an undefined alias is the composer's error
+                size = self.sizes.get(id(target))
+                if size is None:
+                    raise self._refuse(
+                        event.start_mark,
+                        f"alias *{event.anchor} is inside the node it refers to (a recursive"
+                        " alias); a manifest is a finite tree",
+                    )
+                self._count(size, event.start_mark)
+            return super().compose_node(parent, index)
+        before = self.expanded
+        self._count(1, self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+        node = super().compose_node(parent, index)
+        self.sizes[id(node)] = self.expanded - before
+        return node
+
+    def _count(self, size: int, mark: yaml.Mark | None) -> None:
+        self.expanded += size
+        if self.expanded > MAX_EXPANDED_NODES:
+            raise self._refuse(
+                mark,
+                f"the manifest expands to more than {MAX_EXPANDED_NODES} YAML nodes (each"
+                " alias counted at the size of what it refers to, at every use; limit"
+                " MAX_EXPANDED_NODES in stateengine.manifests.parser)",
+            )
 
 
 @dataclass
@@ -481,6 +557,15 @@ class _Builder:
             ):
                 raise self.error(line, f"{where} must map node names to source field names")
             return dict(v)
+        if k == "allow_hosts":
+            hosts = [normalize_host(h) if isinstance(h, str) else None for h in v or [None]]
+            if not isinstance(v, list) or None in hosts:
+                raise self.error(
+                    line,
+                    f"{where} must be a non-empty list of host names or addresses (no"
+                    " scheme, port, path or wildcard)",
+                )
+            return sorted(set(hosts))
         if k == "columns":
             if not isinstance(v, list) or not all(isinstance(c, str) and c for c in v):
                 raise self.error(line, f"{where} must be a list of column names")
@@ -567,6 +652,9 @@ class _Builder:
         )
         own_load = "_load" in raw.meta
         store, load = effective["_store"], effective["_load"]
+        for block, config in (("_store", store), ("_load", load)):
+            if config is not None and config.get("client") == "Http":
+                self.check_http(raw, block, config)
         if store is not None and store.get("ttl") is not None:
             if store.get("client") in ("File", "Http"):
                 raise self.error(raw.line, f"{raw.path}: a {store['client']} store has no TTL")
@@ -587,6 +675,23 @@ class _Builder:
         out[raw.path] = node
         for child in raw.children.values():
             self.flatten(child, raw.path, effective, out)
+
+    def check_http(self, raw: _Raw, block: str, config: Mapping[str, Any]) -> None:
+        """An Http block's URL must say where it may go (docs/manifests.md "Http")."""
+        url = config.get("url")
+        if not isinstance(url, Template):
+            return  # no url: the load or store reports ConfigMissing when used
+        literal = url.parts[0] if url.parts and isinstance(url.parts[0], str) else ""
+        scheme = re.match(r"([A-Za-z][A-Za-z0-9+.\-]*):", literal)
+        line = raw.meta_lines.get(block, raw.line)
+        if scheme and scheme.group(1).lower() not in ("http", "https"):
+            raise self.error(line, f"{raw.path}.{block}.url: only http and https URLs")
+        if not config.get("allow_hosts") and url_host(url.parts) is None:
+            raise self.error(
+                line,
+                f"{raw.path}.{block}.url {str(url)!r} takes its host from a placeholder;"
+                f" list the hosts it may reach in {block}.allow_hosts",
+            )
 
 
 def _merge(parent: dict[str, Any] | None, own: dict[str, Any] | None) -> dict[str, Any] | None:

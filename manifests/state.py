@@ -61,6 +61,12 @@ from stateengine.errors import (
 )
 from stateengine.manifests.clients import default_clients
 from stateengine.manifests.db_client import MARKER
+from stateengine.manifests.http_client import (
+    HttpPolicyError,
+    check_destination,
+    render_url,
+    url_host,
+)
 from stateengine.manifests.parser import Manifest, Node, Ref, Template
 from stateengine.manifests.redact import redact, redact_text
 from stateengine.manifests.types import cast_value
@@ -480,9 +486,33 @@ class State:
             if isinstance(part, str):
                 out.append(part)
                 continue
-            value = self._scalar(node, part, block, field)
-            out.append(("true" if value else "false") if type(value) is bool else str(value))
+            out.append(_text(self._scalar(node, part, block, field)))
         return "".join(out)
+
+    def _http_url(self, node: Node, config: Mapping[str, Any], block: str) -> str:
+        """The URL of an Http ``_load``/``_store``: placeholders encoded where they stand,
+        the result inside the block's ``allow_hosts`` (default: the template's own host).
+
+        :raises LoadError, StoreError: the URL is missing or outside the policy.
+        """
+        template = config.get("url")
+        if not isinstance(template, Template):
+            raise self._config_error(
+                block, f"{node.path}: a Http _{block} needs url ({node.where})"
+            )
+        fail = LoadError if block == "load" else StoreError
+        allow = config.get("allow_hosts") or [
+            h for h in (url_host(template.parts),) if h is not None
+        ]
+        try:
+            url = render_url(
+                template.parts,
+                lambda ref: _text(self._scalar(node, ref, block, "url")),  # type: ignore[arg-type]
+            )
+            check_destination(url, allow)
+        except HttpPolicyError as exc:
+            raise fail(f"{node.path}: _{block}.url refused: {exc} ({node.where})") from None
+        return url
 
     def _render_sql(self, node: Node, template: Template) -> tuple[str, list[Any]]:
         """``where`` with each placeholder as a bound parameter marker."""
@@ -513,7 +543,12 @@ class State:
         raw = store.get(field)
         if raw is None:
             raise StoreConfigMissing(f"{node.path}: a {client} _store needs {field} ({node.where})")
-        key = self._render(node, raw, "store", field) if isinstance(raw, Template) else str(raw)
+        if client == "Http":
+            key = self._http_url(node, store, "store")
+        elif isinstance(raw, Template):
+            key = self._render(node, raw, "store", field)
+        else:
+            key = str(raw)
         headers = None
         if store.get("headers"):
             headers = {
@@ -665,7 +700,7 @@ class State:
         if name == "InMemory":
             return client.get(str(self._need(node, load, "key")))
         if name == "Http":
-            url = str(self._need(node, load, "url"))
+            url = self._http_url(node, load, "load")
             headers = None
             if load.get("headers"):
                 headers = {
@@ -701,6 +736,11 @@ class State:
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _text(value: Any) -> str:
+    """A scalar as it fills a template (booleans as ``true``/``false``)."""
+    return ("true" if value else "false") if type(value) is bool else str(value)
 
 
 def _rel(container: str, path: str) -> list[str]:

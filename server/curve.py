@@ -4,7 +4,8 @@
 (the server's secret, 0600), made at the first ``serve --tcp``, and ``clients/``: one
 ``NAME.key`` public-key file per client allowed in. ``stateengine keygen NAME`` makes a
 client's key pair, puts its public key in ``clients/`` and writes the client's secret
-certificate where you say; the client also needs ``server.key``. Remove a client's
+certificate where you say; the client also needs ``server.key`` (its socket options:
+:func:`stateengine.runtime.client_options`). Remove a client's
 ``.key`` file and restart the server to revoke it.
 """
 
@@ -21,7 +22,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from stateengine.server.paths import private_dir, write_private_file
+from stateengine.runtime.discovery import private_dir, write_private_file
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
@@ -33,7 +34,7 @@ def curve_dir(data_dir: Path) -> Path:
 
 def write_certificate(path: Path, public: bytes, secret: bytes | None = None) -> None:
     """A certificate in ZeroMQ's format (what ``zmq.auth.load_certificate`` reads),
-    written 0600 from its creation (:func:`~stateengine.server.paths.write_private_file`;
+    written 0600 from its creation (:func:`~stateengine.runtime.discovery.write_private_file`;
     pyzmq's ``create_certificates`` writes with the umask and would need a chmod after,
     a window in which another user can open the secret). Replaces *path* atomically.
     """
@@ -116,12 +117,3 @@ def start_authenticator(ctx: zmq.Context[Any], data_dir: Path, log: logging.Logg
     auth.start()
     auth.configure_curve(domain="*", location=str(clients))
     return auth
-
-
-def client_options(server_key_file: str | Path, client_secret_file: str | Path) -> dict[str, bytes]:
-    """Socket options for a client: its key pair and the server's public key."""
-    server_public, _ = zmq.auth.load_certificate(str(server_key_file))
-    public, secret = zmq.auth.load_certificate(str(client_secret_file))
-    if secret is None:
-        raise ValueError(f"{client_secret_file} holds no secret key")
-    return {"curve_serverkey": server_public, "curve_publickey": public, "curve_secretkey": secret}

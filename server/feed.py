@@ -1,15 +1,9 @@
 """The change feed: every committed change, per table, in commit order (an XPUB socket).
 
-One message per commit and table touched, topic ``<table>\\0``, body a msgpack map::
-
-    {"seq": S, "prev_seq": P, "table": T, "dropped": bool,
-     "puts": [record, ...], "deletes": [id, ...]}
-
-``prev_seq`` is the ``seq`` of the previous message on the same table's topic (0 for
-none), so a subscriber checks the chain ``prev_seq == last seq it saw`` and knows when it
-missed messages (a slow subscriber's messages are dropped at the high-water mark; the
-writer never waits for a subscriber) and must resynchronise from a snapshot. Messages
-are sent after the pass is persisted and published, before its replies.
+The endpoint and the message format (one message per commit and table touched, with
+``prev_seq`` chaining a table's messages so that a subscriber sees what it missed) are
+shared with the readers: :mod:`stateengine.runtime.feed`. Messages are sent after the
+pass is persisted and published, before its replies.
 
 Cost when nobody listens: none beyond reading subscription frames; the writer tracks
 subscriptions (``XPUB_VERBOSE``) and builds messages only while some exist.
@@ -25,27 +19,18 @@ from typing import Any, cast
 import msgpack
 import zmq
 
+from stateengine.runtime.feed import FEED_HWM, encode_change
 from stateengine.server.engine import TableEngine
 
 log = logging.getLogger("stateengine.server")
 _POLLIN = int(zmq.POLLIN)
 
 
-def feed_endpoint(endpoint: str) -> str:
-    """The feed's endpoint next to the request endpoint (``ipc://x.sock`` → ``x.sock.feed``)."""
-    if endpoint.startswith("ipc://"):
-        return endpoint + ".feed"
-    if endpoint.startswith("tcp://"):
-        host, _, port = endpoint[len("tcp://") :].rpartition(":")
-        return f"tcp://{host}:{int(port) + 1}"
-    raise ValueError(f"no feed endpoint for {endpoint!r}")
-
-
 class Feed:
     """The writer's side. Not thread-safe; the writer thread only."""
 
     def __init__(
-        self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, hwm: int = 100_000
+        self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, hwm: int = FEED_HWM
     ) -> None:
         self.endpoint = endpoint
         self.sock = ctx.socket(zmq.XPUB)
@@ -91,8 +76,19 @@ class Feed:
         for name, change in by_table.items():
             prev = self.last_seq.get(name, 0)
             self.last_seq[name] = cs.seq
-            body = self._pack({"seq": cs.seq, "prev_seq": prev, "table": name, **change})
-            self._pending.append((name.encode() + b"\0", body))
+            self._pending.append(encode_change(self._pack, cs.seq, prev, name, change))
+
+    def discard(self) -> None:
+        """Forget what the pass recorded (it was undone): nothing is sent, and each
+        table's chain goes on from the last message really sent."""
+        seen: set[str] = set()
+        for _topic, body in self._pending:
+            message = msgpack.unpackb(body, raw=False, strict_map_key=False)
+            name = message["table"]
+            if name not in seen:  # its first message this pass follows the last one sent
+                seen.add(name)
+                self.last_seq[name] = message["prev_seq"]
+        self._pending.clear()
 
     def flush(self) -> None:
         """Send what the pass recorded; a full queue drops (the subscriber sees the gap)."""

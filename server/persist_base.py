@@ -9,7 +9,7 @@ counters (read from the environment once per process, reset in a forked child).
 
 from __future__ import annotations
 
-import math
+import errno
 import os
 import signal
 import struct
@@ -20,6 +20,7 @@ from typing import Any, Final, Protocol
 
 import msgpack
 
+from stateengine import jsoncodec
 from stateengine.server.engine import ChangeSet, Id, Lease, Record, Table, TableEngine
 
 FSYNC_POLICIES: Final = ("always", "everysec", "no")
@@ -137,6 +138,53 @@ def count_crash_point(name: str) -> None:
         _crash_count += 1
 
 
+# --- the full-disk switch (test-only, cheap when unset) ---------------------------------------
+
+_ENOSPC_ENV: Final = "STATEENGINE_TEST_ENOSPC"
+_enospc_path: str | bool | None = False  # False: not read yet
+
+
+def space_fault() -> None:
+    """Raise ``OSError(ENOSPC)`` while the file named by ``STATEENGINE_TEST_ENOSPC`` exists.
+
+    Test-only fault injection for machines where a small private tmpfs cannot be mounted:
+    every store write and fsync, and the server's space probe, call it first, so a test
+    fills "the disk" by creating that file and frees it by removing it. Cheap when unset:
+    one global read after the first call. Never set it in production.
+
+    :raises OSError: ``errno.ENOSPC`` while the switch file exists.
+    """
+    global _enospc_path
+    path = _enospc_path
+    if path is False:
+        path = _enospc_path = os.environ.get(_ENOSPC_ENV) or None
+    if path and os.path.exists(path):
+        raise OSError(errno.ENOSPC, f"No space left on device ({_ENOSPC_ENV})")
+
+
+#: Name of the file the server writes to learn whether the disk takes writes again.
+PROBE_NAME: Final = ".space-probe"
+
+
+def probe_space(directory: str | os.PathLike[str], nbytes: int) -> None:
+    """Write *nbytes* to a probe file in *directory*, fsync it, remove it.
+
+    :raises OSError: the write or fsync failed (``ENOSPC``: still full).
+    """
+    space_fault()
+    path = os.path.join(directory, PROBE_NAME)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        block = b"\0" * min(nbytes, 1 << 16)
+        left = nbytes
+        while left > 0:
+            left -= os.write(fd, block[:left])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
 # --- file I/O, injectable so tests can simulate a power cut ---------------------------------
 
 
@@ -175,12 +223,14 @@ class OsFile:
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     def write(self, data: bytes) -> None:
+        space_fault()
         view = memoryview(data)
         while view:
             n = os.write(self.fd, view)
             view = view[n:]
 
     def sync(self) -> None:
+        space_fault()
         _fdatasync(self.fd)
 
     def truncate(self, size: int) -> None:
@@ -213,6 +263,7 @@ class OsFileSystem:
 
     def write_file(self, path: str, chunks: Iterator[bytes]) -> None:
         """Write *path* from *chunks* and fsync it (not the directory: see sync_dir)."""
+        space_fault()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             with os.fdopen(fd, "wb", buffering=1 << 20, closefd=False) as out:
@@ -437,52 +488,13 @@ def merge_change_sets(sets: list[ChangeSet]) -> ChangeSet:
 
 # --- the JSON codec (human-readable, exact round trip) ------------------------------------------
 
-
-def to_json_value(value: Any) -> Any:
-    """A msgpack value as plain JSON data, exactly reversible by :func:`from_json_value`.
-
-    Bytes become ``{"$b64": ...}`` (as on the wire, SPEC §5); a map with a non-string key,
-    or a map that could be mistaken for a tag, becomes ``{"$map": [[k, v], ...]}``.
-    Non-finite floats become ``{"$float": "nan"|"inf"|"-inf"}`` (strict JSON has none).
-    """
-    t = type(value)
-    if t is bytes:
-        import base64
-
-        return {"$b64": base64.b64encode(value).decode("ascii")}
-    if t is float and not math.isfinite(value):
-        return {"$float": repr(value)}
-    if t is list:
-        return [to_json_value(v) for v in value]
-    if t is dict:
-        if all(type(k) is str for k in value) and not (
-            len(value) == 1 and next(iter(value)) in _TAGS
-        ):
-            return {k: to_json_value(v) for k, v in value.items()}
-        return {"$map": [[to_json_value(k), to_json_value(v)] for k, v in value.items()]}
-    return value
-
-
-_TAGS: Final = frozenset({"$b64", "$map", "$float"})
-
-
-def from_json_value(value: Any) -> Any:
-    t = type(value)
-    if t is list:
-        return [from_json_value(v) for v in value]
-    if t is dict:
-        if len(value) == 1:
-            (key, inner), *_ = value.items()
-            if key == "$b64":
-                import base64
-
-                return base64.b64decode(inner, validate=True)
-            if key == "$map":
-                return {from_json_value(k): from_json_value(v) for k, v in inner}
-            if key == "$float":
-                return float(inner)
-        return {k: from_json_value(v) for k, v in value.items()}
-    return value
+#: The wire's JSON escapes (``stateengine.jsoncodec``, README "Values in JSON"): one rule
+#: for the JSON store's file, the ZeroMQ wire and the HTTP gateway. It reads every file
+#: the store's own codec wrote before (that one wrote escape look-alikes as ``$map``,
+#: which still decodes); a malformed escape is a ``BadRequest``, a ``ValueError``, so
+#: ``load_json`` reports it as ``CorruptStore``.
+to_json_value = jsoncodec.to_json
+from_json_value = jsoncodec.from_json
 
 
 # --- building an engine from stored state --------------------------------------------------------

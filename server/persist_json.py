@@ -17,6 +17,7 @@ without fsync. Not thread-safe; one process per data directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -25,13 +26,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from stateengine.protocol import copy_value
-from stateengine.server.engine import ChangeSet, TableEngine
-from stateengine.server.paths import write_private_file
+from stateengine.runtime.discovery import write_private_file
+from stateengine.server.engine import ChangeSet, Table, TableEngine
 from stateengine.server.persist_base import (
     FSYNC_POLICIES,
     CorruptStore,
     FileSystem,
     OsFileSystem,
+    PersistenceError,
     Progress,
     RecoveryReport,
     StoreClosed,
@@ -42,6 +44,7 @@ from stateengine.server.persist_base import (
     lease_out,
     put_record,
     restore_table,
+    space_fault,
     to_json_value,
 )
 
@@ -145,12 +148,29 @@ class JsonStore:
     def write(self, cs: ChangeSet) -> None:
         """Apply *cs* to the shadow state and save per the policy.
 
-        :raises OSError: the file could not be written (the pass is not durable).
+        :raises PersistenceError: the file could not be written (disk full, I/O error): the
+            pass is not durable and is taken back out of the store's state.
         """
         if self._closed:
             raise StoreClosed("the json store is closed")
         if not cs:
             return
+        # What the pass touches, as it was: restored if the save fails (disk full), so
+        # that the shadow keeps every earlier pass and none of this one.
+        shadow = self._shadow
+        saved_tables = dict(shadow.tables)
+        saved_seq = shadow.seq
+        touched = set(cs.dropped) | set(cs.tables)
+        touched.update(t for t, *_ in cs.puts)
+        touched.update(t for t, _ in cs.deletes)
+        for name in touched:
+            old = shadow.tables.get(name)
+            if old is not None:
+                copy = Table(name)
+                copy.restore_meta(old.meta())
+                copy.records = dict(old.records)
+                copy.leases = dict(old.leases)
+                shadow.tables[name] = copy  # the change set mutates the copy
         self._shadow.apply_change_set(
             ChangeSet(
                 cs.seq,
@@ -160,15 +180,41 @@ class JsonStore:
                 list(cs.deletes),
             )
         )
+        was_dirty = self._dirty
         self._dirty = True
-        self.stats["writes"] += 1
         if self.fsync != "everysec" or time.monotonic() - self._last_save >= 1.0:
-            self._save()
+            try:
+                self._save()
+            except OSError as exc:
+                shadow.tables, shadow.seq = saved_tables, saved_seq
+                self._dirty = was_dirty
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(str(self.path) + ".tmp")  # a partial file takes space
+                raise PersistenceError(f"json: cannot save {self.path}: {exc}") from exc
+        self.stats["writes"] += 1
+
+    def reload(self, engine: TableEngine) -> None:
+        """Replace *engine*'s state with the store's (after a failed :meth:`write`): every
+        pass written before, none of the failed one. Under ``everysec`` that includes
+        passes not saved yet (they were acknowledged; the next save carries them)."""
+        engine.tables = {}
+        engine.seq = 0
+        full = self._shadow.full_change_set()
+        engine.apply_change_set(
+            ChangeSet(
+                full.seq,
+                [],
+                copy_value(full.tables),
+                [(t, rid, copy_value(rec), lease) for t, rid, rec, lease in full.puts],
+                [],
+            )
+        )
 
     def _save(self) -> None:
         text = dump_json(self._shadow, self._extra)
         tmp = str(self.path) + ".tmp"
         if self.fsync == "no":
+            space_fault()
             write_private_file(Path(tmp), text.encode())
             os.replace(tmp, self.path)
         else:

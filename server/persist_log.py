@@ -44,6 +44,7 @@ per data directory (the server's lock file enforces it).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import logging
@@ -439,10 +440,15 @@ class LogStore:
 
     def _open_segment(self, base: int) -> None:
         path = self.data_dir / segment_name(base)
-        self._fh = self.fs.open_append(str(path))
-        # The new name must survive a power cut before anything in it is acknowledged.
-        self.fs.sync_dir(str(self.data_dir))
-        self._segments.append(_Segment(base, path, self._fh.size()))
+        fh = self.fs.open_append(str(path))
+        try:
+            # The new name must survive a power cut before anything in it is acknowledged.
+            self.fs.sync_dir(str(self.data_dir))
+        except BaseException:
+            fh.close()  # the store keeps appending to the segment it had
+            raise
+        self._fh = fh
+        self._segments.append(_Segment(base, path, fh.size()))
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -463,6 +469,7 @@ class LogStore:
         if fh is None:
             raise StoreClosed("the log store is closed" if self._closed else "recover() first")
         data = frame(encode_change_set(cs))
+        size = self._segments[-1].size
         try:
             fh.write(data)
             crash_point("log-appended")
@@ -472,10 +479,43 @@ class LogStore:
             else:
                 self._dirty = True
         except OSError as exc:
+            # Whatever part of the entry reached the file goes: a later entry must not
+            # follow a torn one, and a whole entry whose fsync failed was never
+            # acknowledged (recovery must not resurrect it). Shrinking needs no space.
+            try:
+                fh.truncate(size)
+            except OSError as cut:
+                log.error("cannot cut the failed entry from the log: %s", cut)
             raise PersistenceError(f"cannot append to the log: {exc}") from exc
         self._segments[-1].size += len(data)
         self.stats["writes"] += 1
         self.stats["bytes"] += len(data)
+
+    def reload(self, engine: TableEngine) -> None:
+        """Replace *engine*'s state with what the files hold (after a failed :meth:`write`).
+
+        Reads the snapshot and every segment again, as a start does; the log stays open
+        for appending. A snapshot child may rename a new snapshot meanwhile: either one
+        is complete, and the segments it covers are removed only by this process.
+
+        :raises CorruptStore: the files are damaged (the server must stop).
+        """
+        engine.tables = {}
+        engine.seq = 0
+        snap_path = newest_snapshot(self.data_dir)
+        snapshot_seq = 0
+        if snap_path is not None:
+            snapshot_seq = load_snapshot(snap_path, engine, None).seq
+        for _, _path, scan in self._scan_segments(list_segments(self.data_dir), snapshot_seq):
+            if scan.bad_offset >= 0 and self._fh is not None:
+                # A torn tail in the open segment (its cut in write() failed): cut it now,
+                # or the next entry would follow damage.
+                self._fh.truncate(scan.good_end)
+                self._segments[-1].size = scan.good_end
+            for payload in scan.payloads:
+                cs = decode_change_set(payload)
+                if cs.seq > engine.seq:
+                    engine.apply_change_set(cs)
 
     def tick(self) -> None:
         """Nothing to do: the ``everysec`` thread syncs on its own. (Reaps a snapshot.)"""
@@ -584,8 +624,9 @@ class LogStore:
             assert self._fh is not None
             self._fh.sync()  # the closed segment is complete on disk, whatever the policy
             self._dirty = False
-            self._fh.close()
-            self._open_segment(seq)
+            old = self._fh
+            self._open_segment(seq)  # on failure (disk full) the old segment stays open
+            old.close()
 
     def _dump(
         self, engine: TableEngine, extra: dict[str, Any], child: bool, parent: int = 0
@@ -640,6 +681,9 @@ class LogStore:
             )
         else:
             self._retry_after = time.monotonic() + 10.0
+            # A dump that failed (disk full) must not keep the space it took.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.data_dir / SNAPSHOT_TMP)
             log.error(
                 "snapshot process exited with %s; the log is kept, retrying in 10 s",
                 os.waitstatus_to_exitcode(status),

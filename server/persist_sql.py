@@ -44,6 +44,7 @@ from stateengine.server.persist_base import (
     packb,
     put_record,
     restore_table,
+    space_fault,
     unpackb,
 )
 
@@ -176,6 +177,7 @@ class _SqlStore:
         q = self._q
         b = self._blob
         try:
+            space_fault()
             for name in cs.dropped:
                 self._execute(f"DELETE FROM {q('records')} WHERE tbl = {p}", (name,))
                 self._execute(f"DELETE FROM {q('tables')} WHERE name = {p}", (name,))
@@ -212,6 +214,16 @@ class _SqlStore:
             self._rollback()
             raise PersistenceError(f"{self.backend}: cannot store the pass: {exc}") from exc
         self.stats["writes"] += 1
+
+    def reload(self, engine: TableEngine) -> None:
+        """Replace *engine*'s state with the database's (after a failed :meth:`write`,
+        whose transaction was rolled back).
+
+        :raises CorruptStore: a stored value cannot be decoded.
+        """
+        engine.tables = {}
+        engine.seq = 0
+        self.recover(engine)
 
     def _upsert_meta(self, key: str, value: Any) -> None:
         p = self.ph

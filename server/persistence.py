@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from stateengine.runtime.discovery import write_private_file
 from stateengine.server.engine import ChangeSet, TableEngine
-from stateengine.server.paths import write_private_file
 from stateengine.server.persist_base import (
     FSYNC_POLICIES,
     CorruptStore,
@@ -97,7 +97,20 @@ class Store(Protocol):
     def write(self, cs: ChangeSet) -> None:
         """Persist one pass's change set; durable on return under ``always``.
 
-        :raises PersistenceError: not stored; the pass must not be acknowledged.
+        :raises PersistenceError: not stored, and nothing of it left in the store's files
+            or state; the pass must not be acknowledged (the server undoes it with
+            :meth:`reload`).
+        """
+        ...
+
+    def reload(self, engine: TableEngine) -> None:
+        """Replace *engine*'s state with the stored one, after :meth:`write` failed.
+
+        The store has already put its files back as they were before the failed write
+        (cut the partial log entry, rolled back the transaction), so *engine* ends up
+        with every pass written before and nothing of the failed one.
+
+        :raises CorruptStore: the stored state cannot be read back (the server stops).
         """
         ...
 

@@ -25,20 +25,26 @@ import logging
 import os
 import signal
 import time
-from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol, cast
 
 import msgpack
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
-from stateengine.errors import BadRequest, PayloadTooLarge, StateEngineError
+from stateengine.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    StateEngineError,
+    StorageUnavailable,
+)
 from stateengine.protocol import decode_request, encode_reply, is_json
-from stateengine.server import paths
-from stateengine.server.engine import ChangeSet, Id, TableEngine
-from stateengine.server.feed import Feed, feed_endpoint
-from stateengine.server.persistence import RecoveryReport, Store, crash_point
+from stateengine.runtime import discovery as paths
+from stateengine.runtime.feed import feed_endpoint
+from stateengine.server.connections import Door, RateLimitedLog, open_fds, raise_fd_limit
+from stateengine.server.engine import COMMANDS, ChangeSet, Id, TableEngine
+from stateengine.server.feed import Feed
+from stateengine.server.persist_base import probe_space
+from stateengine.server.persistence import PersistenceError, RecoveryReport, Store, crash_point
 
 log = logging.getLogger("stateengine.server")
 
@@ -47,6 +53,30 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _POLLIN = int(zmq.POLLIN)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 DEFAULT_MAX_REPLY = 64 * 1024 * 1024
+
+# --- Limits of the writer's doors and logs (issue 14 items 6 and 7) -----------------------
+# One place for now; to be folded into stateengine/limits.py with the request limits.
+#: TCP connections open at once (CurveZMQ clients and handshakes); the next is refused.
+MAX_TCP_CONNECTIONS = 256
+#: unauthenticated TCP handshakes in progress at once; the next connection is refused.
+MAX_TCP_HANDSHAKES = 32
+#: seconds a connection gets to finish its ZMTP/CurveZMQ handshake (ZMQ_HANDSHAKE_IVL).
+HANDSHAKE_SECONDS = 10.0
+#: descriptors kept free for the writer's own files (log segments, snapshot, SQLite,
+#: JSON temp file, lock) and libzmq's internals, below the RLIMIT_NOFILE soft limit.
+FD_RESERVE = 128
+#: at most one log line per this many seconds per kind of repeated event (replies
+#: dropped, connections refused, handshakes failed), with the count folded into it.
+REPEAT_LOG_SECONDS = 10.0
+#: after a pass could not be stored (disk full), seconds between two checks whether the
+#: disk takes writes again, and the bytes each check writes (and removes) to find out.
+STORAGE_RETRY_SECONDS = 1.0
+STORAGE_PROBE_BYTES = 1 << 20
+
+#: Commands that change nothing: answered while writes are refused (StorageUnavailable).
+READ_COMMANDS = frozenset(
+    {"GET_RECORD", "LIST_RECORDS", "LIST_STATES", "GET_STATE_INFO", "GET_SCHEMA", "STATS"}
+)
 
 
 class Publisher(Protocol):
@@ -93,7 +123,7 @@ class Server:
         tcp: str | None = None,
         slow_ms: float = 100.0,
     ) -> None:
-        self.data_dir = Path(data_dir).absolute() if data_dir else paths.default_data_dir()
+        self.data_dir = paths.resolve_data_dir(data_dir)
         self.endpoint = endpoint or ""
         self.publisher = publisher
         self.store = store
@@ -105,11 +135,16 @@ class Server:
         self.tcp = tcp
         self.slow_seconds = slow_ms / 1000
         self._tcp: zmq.Socket[bytes] | None = None
-        self._tcp_monitor: zmq.Socket[bytes] | None = None
+        self.doors: list[Door] = []
+        self.fd_limit = 0
+        self.repeat_log = RateLimitedLog(REPEAT_LOG_SECONDS, log)
         self._auth: Any = None
         self.engine = engine or TableEngine()
         self.engine.copy_results = False  # each reply is encoded before the next command
-        self.stats = {"requests": 0, "passes": 0, "dropped_replies": 0}
+        self.stats = {"requests": 0, "passes": 0, "dropped_replies": 0, "storage_failures": 0}
+        #: why writes are refused (a pass could not be stored), or None
+        self.storage_error: str | None = None
+        self._storage_retry_at = 0.0
         self._pack = msgpack.Packer(use_bin_type=True).pack
         self._last_idle = time.monotonic()
         self._started = time.monotonic()
@@ -148,8 +183,12 @@ class Server:
             # A dead server may have left its socket file; the data-dir lock proves it is dead.
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.endpoint[len("ipc://") :])
+        before, self.fd_limit = raise_fd_limit()
+        if self.fd_limit != before:
+            log.info("file descriptor limit raised from %d to %d", before, self.fd_limit)
         self._ctx = zmq.Context()
         sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.HANDSHAKE_IVL, int(HANDSHAKE_SECONDS * 1000))
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable reply: an error, not silence
         sock.setsockopt(zmq.SNDHWM, 10_000)
         sock.setsockopt(zmq.RCVHWM, 100_000)
@@ -169,6 +208,7 @@ class Server:
             self.feed = Feed(self._ctx, feed_endpoint(self.endpoint), self.feed_hwm)
         except (zmq.ZMQError, ValueError) as exc:
             log.warning("no change feed: %s", exc)
+        self._open_doors()
         if self.publisher is not None:
             # The recovered state goes to the arena before server.json announces the
             # server: server.json is the readiness signal (ServerProcess.start, clients,
@@ -206,27 +246,47 @@ class Server:
         sock.curve_secretkey = server_secret
         sock.curve_publickey = server_public
         sock.curve_server = True
+        sock.setsockopt(zmq.HANDSHAKE_IVL, int(HANDSHAKE_SECONDS * 1000))
         try:
             sock.bind(f"tcp://{address}")
         except zmq.ZMQError as exc:
             sock.close(0)
             raise OSError(f"cannot bind tcp://{address}: {exc}") from exc
         self._tcp = sock
-        # Handshake failures (no CurveZMQ at all, a bad handshake) never reach the ZAP
-        # handler: a socket monitor reports them, and _idle logs each as a refusal.
-        self._tcp_monitor = sock.get_monitor_socket(
-            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+
+    def _open_doors(self) -> None:
+        """Count and cap the connections of every bound socket (see
+        :mod:`stateengine.server.connections`). The descriptors left under the limit,
+        less :data:`FD_RESERVE`, are shared: a quarter (at most
+        :data:`MAX_TCP_CONNECTIONS`) for TCP, the rest for local clients and feed
+        subscribers. Handshake failures (no CurveZMQ at all, a bad handshake) never
+        reach the ZAP handler: the TCP door logs each as a refusal (rate-limited)."""
+        assert self._sock is not None
+        available = max(8, self.fd_limit - FD_RESERVE - open_fds() - 16)
+        tcp_cap = min(MAX_TCP_CONNECTIONS, max(4, available // 4)) if self._tcp else 0
+        local_cap = max(4, available - tcp_cap)
+        local = Door(self._sock, "ipc", local_cap, self.repeat_log)
+        self.doors = [local]
+        if self.feed is not None:
+            feed = Door(self.feed.sock, "feed", local_cap, self.repeat_log)
+            local.group = feed.group = [local, feed]
+            self.doors.append(feed)
+        if self._tcp is not None:
+            handshakes = min(MAX_TCP_HANDSHAKES, tcp_cap)
+            self.doors.append(
+                Door(self._tcp, "tcp", tcp_cap, self.repeat_log, handshakes, HANDSHAKE_SECONDS)
+            )
+        log.info(
+            "connection caps: local %d, tcp %d (%d handshaking); descriptor limit %d",
+            local_cap,
+            tcp_cap,
+            min(MAX_TCP_HANDSHAKES, tcp_cap),
+            self.fd_limit,
         )
 
     def _log_refusals(self) -> None:
-        monitor = self._tcp_monitor
-        while monitor is not None and cast(int, monitor.get(zmq.EVENTS)) & _POLLIN:
-            event = recv_monitor_message(monitor, zmq.NOBLOCK)
-            log.warning(
-                "tcp client refused: handshake failed event=%s endpoint=%r",
-                zmq.Event(event["event"]).name,
-                event.get("endpoint"),
-            )
+        for door in self.doors:
+            door.poll()
 
     def _write_server_file(self) -> None:
         pid = os.getpid()
@@ -270,6 +330,10 @@ class Server:
         leave the running one's files alone (issue 14, item 11).
         """
         owner = self._lock_fd is not None
+        for door in self.doors:
+            door.close()
+        self.doors = []
+        self.repeat_log.flush(force=True)
         if self.feed is not None:
             self.feed.close()
             self.feed = None
@@ -277,11 +341,6 @@ class Server:
             self._sock.close(linger=2000)
             self._sock = None
         if self._tcp is not None:
-            self._log_refusals()
-            self._tcp.disable_monitor()
-            if self._tcp_monitor is not None:
-                self._tcp_monitor.close(linger=0)
-                self._tcp_monitor = None
             self._tcp.close(linger=2000)
             self._tcp = None
         if self._auth is not None:
@@ -322,6 +381,9 @@ class Server:
         poller.register(self._sock, zmq.POLLIN)
         if self._tcp is not None:
             poller.register(self._tcp, zmq.POLLIN)
+        monitors = {door.monitor for door in self.doors if door.monitor is not None}
+        for monitor in monitors:
+            poller.register(monitor, zmq.POLLIN)
         while not self._stop:
             try:
                 ready = poller.poll(poll_ms)
@@ -329,6 +391,10 @@ class Server:
                 if exc.errno == errno.EINTR:
                     continue
                 raise
+            if ready and monitors and any(s in monitors for s, _ in ready):
+                # Connections first: an accepted descriptor over the cap is refused
+                # before more of them pile up.
+                self._log_refusals()
             if ready:
                 self.run_pass()
             now = time.monotonic()
@@ -339,8 +405,13 @@ class Server:
         """Housekeeping between passes: everysec fsync, snapshot reaping, arena reclaim."""
         self._last_idle = now
         self._log_refusals()
+        self.repeat_log.flush()
         if self.store is not None:
-            self.store.tick()
+            try:
+                self.store.tick()
+            except (PersistenceError, OSError) as exc:  # an everysec save; retried
+                self.repeat_log.note("store-tick", logging.ERROR, f"store: {exc}")
+            self._maybe_resume_writes(now)
         if self.publisher is not None:
             self.publisher.reclaim()
         # Stop taking requests: answer what is already queued, then leave.
@@ -350,8 +421,11 @@ class Server:
     def run_pass(self) -> int:
         """Drain, apply, persist, publish, reply once; return the number of requests.
 
-        :raises PersistenceError: the pass could not be made durable; its replies are not
-            sent (the engine is ahead of the disk: the caller must stop, a restart recovers).
+        A pass the store cannot take (disk full) is undone (:meth:`_undo_pass`): its
+        writes are answered ``StorageUnavailable``, its reads from the state without it.
+
+        :raises PersistenceError: the pass could not be stored and the stored state could
+            not be read back either (the caller must stop; a restart recovers).
         """
         assert self._sock is not None
         received: list[tuple[zmq.Socket[bytes], list[bytes]]] = []
@@ -368,9 +442,12 @@ class Server:
         removed: set[tuple[str, Id]] = set()
         engine = self.engine
         feed = self.feed if self.feed is not None and self.feed.active else None
+        first_write = -1
         for sock, frames in received:
             envelope, reply_body = self._handle(frames)
             if engine.changes or engine.table_changes:
+                if first_write < 0:
+                    first_write = len(outgoing)
                 if feed is not None:
                     feed.record_commit(engine)
                 dirty_records.update(engine.changes)
@@ -382,9 +459,19 @@ class Server:
             outgoing.append((sock, envelope, reply_body))
         if dirty_records or dirty_tables:
             cs = engine.change_set(dirty_records, dirty_tables, removed)
-            if cs:
-                if self.store is not None:
+            stored = True
+            if cs and self.store is not None:
+                try:
                     self.store.write(cs)
+                except PersistenceError as exc:
+                    self._undo_pass(exc, feed)
+                    stored = False
+                    # Answer again from the first write on: the writes are refused now,
+                    # the reads see the state without the undone pass.
+                    for i in range(first_write, len(outgoing)):
+                        sock, frames = received[i]
+                        outgoing[i] = (sock, *self._handle(frames))
+            if cs and stored:
                 crash_point("pass-synced")
                 if self.publisher is not None:
                     self._publish(cs)
@@ -393,11 +480,73 @@ class Server:
             feed.flush()
         for sock, envelope, body in outgoing:
             self._send(sock, envelope, body)
-        if self.store is not None:
-            self.store.maybe_snapshot(engine)
+        if self.store is not None and self.storage_error is None:
+            try:
+                self.store.maybe_snapshot(engine)
+            except (PersistenceError, OSError) as exc:  # the log goes on; retried later
+                self.repeat_log.note("snapshot", logging.ERROR, f"snapshot failed: {exc}")
         self.stats["requests"] += len(received)
         self.stats["passes"] += 1
         return len(received)
+
+    def _undo_pass(self, exc: PersistenceError, feed: Feed | None) -> None:
+        """The pass could not be stored: take it back out of memory, refuse writes.
+
+        The store has put its files back as before the pass (a partial log entry cut, a
+        transaction rolled back); :meth:`Store.reload` rebuilds the engine from them, so
+        memory matches disk. Nothing of the pass was published or acknowledged. Costs
+        what a restart's recovery costs, once per episode: while writes are refused, no
+        write reaches the engine, so no further pass can fail this way.
+
+        :raises PersistenceError: the stored state cannot be read back (the server stops,
+            as before; a restart recovers).
+        """
+        assert self.store is not None
+        self.stats["storage_failures"] += 1
+        log.error(
+            "cannot store a pass, undoing it; writes are refused (StorageUnavailable) until "
+            "the store takes writes again, reads go on: %s",
+            exc,
+        )
+        try:
+            self.store.reload(self.engine)
+        except Exception as reload_exc:
+            raise PersistenceError(
+                f"{exc}; and the stored state cannot be read back: {reload_exc}"
+            ) from reload_exc
+        self.engine.changes = {}
+        self.engine.table_changes = set()
+        self.engine.removed = set()
+        if feed is not None:
+            feed.discard()
+        self.storage_error = str(exc)
+        self._storage_retry_at = time.monotonic() + STORAGE_RETRY_SECONDS
+
+    def _maybe_resume_writes(self, now: float) -> None:
+        """While writes are refused: about once a second, write a probe file (1 MiB,
+        fsynced, removed) to the data directory; when that works, take writes again."""
+        if self.storage_error is None or now < self._storage_retry_at:
+            return
+        self._storage_retry_at = now + STORAGE_RETRY_SECONDS
+        try:
+            probe_space(self.data_dir, STORAGE_PROBE_BYTES)
+        except OSError as exc:
+            self.repeat_log.note(
+                "storage-still", logging.WARNING, f"writes still refused: store: {exc}"
+            )
+            return
+        log.warning("the data directory takes writes again: writes accepted")
+        self.storage_error = None
+
+    def _refused(self, request: dict[str, Any]) -> bool:
+        """Whether *request* writes while writes are refused (a BATCH with any write)."""
+        name = request.get("command")
+        if name == "BATCH":
+            subs = request.get("commands")
+            return not isinstance(subs, list) or any(
+                not isinstance(sub, dict) or sub.get("command") not in READ_COMMANDS for sub in subs
+            )
+        return name in COMMANDS and name not in READ_COMMANDS
 
     def _publish(self, cs: ChangeSet) -> None:
         assert self.publisher is not None
@@ -436,8 +585,20 @@ class Server:
         except StateEngineError as exc:  # answered in the body's own format
             return envelope, encode_reply({"ok": False, "error": exc.to_wire()}, is_json(body))
         started = time.perf_counter()
+        if self.storage_error is not None and self._refused(request):
+            self._maybe_resume_writes(time.monotonic())
         if request.get("command") == "STATS":
             reply = self._stats_reply(request)
+        elif self.storage_error is not None and self._refused(request):
+            reply = {
+                "ok": False,
+                "error": StorageUnavailable(
+                    f"writes are refused: the server cannot store them ({self.storage_error})"
+                    "; reads are answered; retry when space is back"
+                ).to_wire(),
+            }
+            if "req_id" in request:
+                reply["req_id"] = request["req_id"]
         else:
             reply = self.engine.execute(request)
         elapsed = time.perf_counter() - started
@@ -514,6 +675,10 @@ class Server:
             "requests_per_second": round(self.stats["requests"] / uptime, 1) if uptime else 0,
             "last_pass_size": self._last_pass,
             "dropped_replies": self.stats["dropped_replies"],
+            "storage_failures": self.stats["storage_failures"],
+            "writes_refused": self.storage_error,
+            "fd_limit": self.fd_limit,
+            "connections": {door.name: door.info() for door in self.doors},
             "tables": tables,
             "store": store,
             "arena": arena,
@@ -535,10 +700,22 @@ class Server:
                 sock.send(part, _SNDMORE_NOBLOCK)
             sock.send(body, _NOBLOCK)
         except zmq.Again:
+            # Counted always, logged at a bounded rate: one client that never reads would
+            # otherwise write a line per request (281,710 lines in 11 s; issue 14 item 7).
             self.stats["dropped_replies"] += 1
-            log.warning("reply dropped: client %r is not reading (send queue full)", envelope[0])
+            self.repeat_log.note(
+                "reply-dropped-full",
+                logging.WARNING,
+                f"reply dropped: client {envelope[0]!r} is not reading (send queue full); "
+                f"{self.stats['dropped_replies']} replies dropped since start",
+            )
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EHOSTUNREACH:
                 raise
             self.stats["dropped_replies"] += 1
-            log.info("reply dropped: client %r disconnected", envelope[0])
+            self.repeat_log.note(
+                "reply-dropped-gone",
+                logging.INFO,
+                f"reply dropped: client {envelope[0]!r} disconnected; "
+                f"{self.stats['dropped_replies']} replies dropped since start",
+            )

@@ -2,6 +2,6 @@
 
 import sys
 
-from stateengine.server.cli import main
+from stateengine.app.cli import main
 
 sys.exit(main())

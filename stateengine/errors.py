@@ -115,6 +115,17 @@ class SnapshotExpired(StateEngineError):
     type = "SnapshotExpired"
 
 
+class StorageUnavailable(StateEngineError):
+    """The server cannot make writes durable now (disk full, I/O error, database gone).
+
+    The write had no effect: the pass that could not be stored was undone, and writes
+    are refused until the store takes writes again (the server checks about once a
+    second); reads go on. Free space (or fix the store), then retry the write.
+    """
+
+    type = "StorageUnavailable"
+
+
 # --- manifest errors (SPEC §4, seed 003) -----------------------------------------------
 
 
@@ -268,6 +279,7 @@ ERROR_TYPES: dict[str, type[StateEngineError]] = {
         VersionConflict,
         ServerUnavailable,
         SnapshotExpired,
+        StorageUnavailable,
         ManifestError,
         KeyNotDefined,
         LoadError,

@@ -10,20 +10,20 @@ must agree byte for byte:
   ``_state.type``: ``integer float string boolean bytes list map any``, with a trailing
   ``?`` allowing nil (SPEC §3).
 * **Bodies.** :func:`decode_request` tells JSON from msgpack by the first byte (SPEC §5)
-  and :func:`encode_reply` answers in the same format; bytes travel in JSON as
-  ``{"$b64": ...}``.
+  and :func:`encode_reply` answers in the same format; in JSON, what JSON cannot
+  carry (bytes, NaN and infinities, int map keys) travels as the escapes of
+  :mod:`stateengine.jsoncodec`.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 from collections.abc import Callable
 from typing import Any, Final
 
 import msgpack
 
+from stateengine import jsoncodec
 from stateengine.errors import BadRequest, PayloadTooLarge, SchemaError
 
 MAX_DEPTH: Final = 32
@@ -201,21 +201,6 @@ def conform(value: Any, type_name: str, where: str) -> Any:
 # --- request and reply bodies ---------------------------------------------------------------
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return {"$b64": base64.b64encode(value).decode("ascii")}
-    raise TypeError(f"{describe(value)} is not JSON serialisable")
-
-
-def _json_object_hook(obj: dict[str, Any]) -> Any:
-    if len(obj) == 1 and "$b64" in obj and isinstance(obj["$b64"], str):
-        try:
-            return base64.b64decode(obj["$b64"], validate=True)
-        except ValueError as exc:
-            raise BadRequest(f"invalid base64 in $b64: {exc}") from None
-    return obj
-
-
 def is_json(body: bytes) -> bool:
     """True when a body is JSON: its first byte is ``{`` or JSON whitespace (SPEC §5)."""
     return bool(body) and body[0] in b"{ \t\r\n"
@@ -230,10 +215,7 @@ def decode_request(body: bytes) -> tuple[dict[str, Any], bool]:
     if len(body) > MAX_REQUEST_BYTES:
         raise PayloadTooLarge(f"request of {len(body)} bytes exceeds {MAX_REQUEST_BYTES}")
     if is_json(body):
-        try:
-            request = json.loads(body, object_hook=_json_object_hook)
-        except (ValueError, RecursionError) as exc:
-            raise BadRequest(f"invalid JSON request: {exc}") from None
+        request = jsoncodec.loads(body)  # the escapes of README "Wire protocol"
         if not isinstance(request, dict):
             raise BadRequest("a JSON request must be an object")
         return request, True
@@ -271,13 +253,13 @@ def pack_request(pack: Callable[[Any], bytes], request: dict[str, Any]) -> bytes
 def encode_reply(reply: dict[str, Any], as_json: bool = False) -> bytes:
     """Encode a reply in the format its request used."""
     if as_json:
-        return json.dumps(reply, default=_json_default, allow_nan=True).encode()
+        return jsoncodec.dumps(reply)
     return msgpack.packb(reply, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def decode_reply(body: bytes) -> dict[str, Any]:
     if is_json(body):
-        reply = json.loads(body, object_hook=_json_object_hook)
+        reply = jsoncodec.loads(body)
     else:
         reply = msgpack.unpackb(body, raw=False, strict_map_key=False)
     if not isinstance(reply, dict):

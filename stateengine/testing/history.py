@@ -1,5 +1,8 @@
 """Recorded histories of client operations: the input of the linearizability checker.
 
+Histories are written by the client's ``history=`` option through
+:class:`~stateengine.client.history.HistoryWriter` (re-exported here), the client's
+implementation of its :class:`~stateengine.client.history.OperationObserver` protocol.
 A history file is a stream of concatenated msgpack maps, two per operation, so that an
 operation whose process died mid-call still shows up (as an invocation without a
 completion, i.e. an outcome the checker must treat as unknown):
@@ -22,12 +25,23 @@ import random
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from time import monotonic_ns as _now
-from typing import IO, Any, Final
+from typing import Any, Final
 
 import msgpack
 
+from stateengine.client.history import HistoryWriter
 from stateengine.errors import StateEngineError
+
+__all__ = [
+    "UNKNOWN_ERRORS",
+    "WIRE_ERRORS",
+    "HistoryWriter",
+    "Operation",
+    "iter_entries",
+    "pair_entries",
+    "read_history",
+    "unknown_outcome",
+]
 
 #: Error types that say nothing about whether the operation took effect. So does any
 #: error that is not a wire error type (an exception raised in the client, e.g. by the
@@ -81,85 +95,6 @@ class Operation:
     def request(self) -> dict[str, Any]:
         """The wire request (``command`` plus ``args``)."""
         return {"command": self.command, **self.args}
-
-
-class HistoryWriter:
-    """Appends one process's invocations and completions to a history file.
-
-    Each entry is packed and written with one ``write`` on an ``O_APPEND`` file and
-    flushed at once, so a process killed with ``kill -9`` leaves every entry it wrote
-    whole, and several writers (one per process) may share one file. After ``fork`` the
-    child must open its own writer (the ``op`` counter and the process name are per
-    writer).
-    """
-
-    def __init__(self, path_or_file: str | os.PathLike[str] | IO[bytes], process: str) -> None:
-        self.process = process
-        self._next_op = 0
-        self._owned = isinstance(path_or_file, (str, os.PathLike))
-        if isinstance(path_or_file, (str, os.PathLike)):
-            self._file: IO[bytes] = open(path_or_file, "ab", buffering=0)
-        else:
-            self._file = path_or_file
-        self._packer = msgpack.Packer(use_bin_type=True)
-
-    def _write(self, entry: dict[str, Any]) -> None:
-        self._file.write(self._packer.pack(entry))
-        self._file.flush()
-
-    def invoke(self, command: str, args: dict[str, Any], *, time: int | None = None) -> int:
-        """Record an invocation (before the request is sent); return its op id.
-
-        :param time: the invocation's ``monotonic_ns`` when it is written later than it
-            happened (a ``SNAPSHOT`` is invoked when the snapshot was taken); default now.
-        """
-        op = self._next_op
-        self._next_op += 1
-        self._write(
-            {
-                "type": "invoke",
-                "process": self.process,
-                "op": op,
-                "time": _now() if time is None else time,
-                "command": command,
-                "args": args,
-            }
-        )
-        return op
-
-    def complete(
-        self,
-        op: int,
-        *,
-        ok: bool,
-        result: Any = None,
-        error: str | None = None,
-        seq: int | None = None,
-        time: int | None = None,
-    ) -> None:
-        """Record the completion of *op* (after the reply arrived; *time* default now)."""
-        self._write(
-            {
-                "type": "complete",
-                "process": self.process,
-                "op": op,
-                "time": _now() if time is None else time,
-                "ok": ok,
-                "result": result,
-                "error": error,
-                "seq": seq,
-            }
-        )
-
-    def close(self) -> None:
-        if self._owned:
-            self._file.close()
-
-    def __enter__(self) -> HistoryWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def iter_entries(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:

@@ -18,11 +18,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from stateengine.client.client import Client
-from stateengine.server import paths
+from stateengine.runtime import discovery as paths
 
 
 class ServerProcess:
@@ -32,6 +33,7 @@ class ServerProcess:
         exists must be private already: ``serve`` refuses a directory others can access).
     :param args: extra ``serve`` arguments.
     :param env: extra environment variables (e.g. test-only fault switches).
+    :param preexec_fn: run in the child before ``exec`` (e.g. to lower its fd limits).
     """
 
     def __init__(
@@ -40,11 +42,13 @@ class ServerProcess:
         *args: str,
         env: dict[str, str] | None = None,
         start_timeout: float = 20.0,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.args = list(args)
         self.env = env or {}
         self.start_timeout = start_timeout
+        self.preexec_fn = preexec_fn
         self.proc: subprocess.Popen[bytes] | None = None
         self.info: dict[str, Any] = {}
 
@@ -72,6 +76,7 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **self.env},
+                preexec_fn=self.preexec_fn,
             )
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
@@ -137,7 +142,7 @@ class ServerProcess:
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (e.g. handed to a spawn worker) without its process: a worker can
         :meth:`connect`, only the process that started the server stops it."""
-        return {**self.__dict__, "proc": None}
+        return {**self.__dict__, "proc": None, "preexec_fn": None}
 
     def __enter__(self) -> ServerProcess:
         return self.start()

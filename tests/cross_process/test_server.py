@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 from stateengine.errors import ServerUnavailable, StateNotFound
-from stateengine.server import paths
+from stateengine.runtime import discovery as paths
 from stateengine.testing import ServerProcess
 
 

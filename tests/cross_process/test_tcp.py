@@ -12,7 +12,7 @@ import zmq.auth
 
 from stateengine.client.client import Client
 from stateengine.errors import ServerUnavailable
-from stateengine.server.curve import client_options
+from stateengine.runtime import client_options
 from stateengine.testing import ServerProcess
 
 

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import pytest
-from gwutil import Gateway, start
+from gwutil import Gateway, client, start
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """One server + gateway per test module (tests use their own table names)."""
-    server, url = start(tmp_path_factory.mktemp("gw"))
+    server, info = start(tmp_path_factory.mktemp("gw"))
     try:
-        with httpx.Client(base_url=url, timeout=10.0) as http:
-            yield Gateway(server, url, http)
+        with client(info) as http:
+            yield Gateway(server, info, http)
     finally:
         assert server.stop() == 0, server.output()
         server.cleanup()

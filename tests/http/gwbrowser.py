@@ -4,10 +4,8 @@ and a PNG check in pure Python. Shared by the browser test and ``docs/dashboard_
 
 from __future__ import annotations
 
-import os
 import shutil
 import struct
-import subprocess
 import zlib
 from pathlib import Path
 from typing import Any
@@ -30,30 +28,22 @@ def find_chromium() -> tuple[str, str] | None:
     return (chromium, driver) if chromium and driver else None
 
 
-def install_chromium(timeout: float = 600.0) -> tuple[str, str]:
-    """Debian's ``chromium`` and ``chromium-driver``, installed with apt-get if missing.
+INSTALL_HINT = (
+    "apt-get install -y chromium chromium-driver  (as root; .ci/run does this under CI=true)"
+)
 
-    :raises RuntimeError: with apt-get's output when it cannot be installed.
+
+def require_chromium() -> tuple[str, str]:
+    """Debian's ``chromium`` and ``chromium-driver``, which must already be installed.
+
+    Tests never install anything: ``.ci/run`` installs them under ``CI=true``.
+
+    :raises RuntimeError: naming the command that installs them.
     """
     found = find_chromium()
-    if found:
-        return found
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"]
-    out = ""
-    for step in ([], [["apt-get", "update", "-q"]]):
-        try:
-            for cmd in [*step, install]:
-                done = subprocess.run(
-                    cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False
-                )
-                out += done.stdout[-2000:] + done.stderr[-2000:]
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            out += repr(exc)
-        found = find_chromium()
-        if found:
-            return found
-    raise RuntimeError(f"cannot install chromium and chromium-driver:\n{out}")
+    if found is None:
+        raise RuntimeError(f"chromium and chromedriver are not installed: {INSTALL_HINT}")
+    return found
 
 
 def make_driver(user_data_dir: Path, width: int = 1440, height: int = 900) -> Any:

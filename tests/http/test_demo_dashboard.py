@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from stateengine.errors import StateEngineError
-from stateengine.server import paths
+from stateengine.runtime import discovery as paths
 
 
 def line_reader(proc: subprocess.Popen[str]) -> tuple[queue.Queue[str], threading.Thread]:
@@ -69,9 +69,14 @@ def test_demo_serves_its_dashboard_while_it_runs(tmp_path: Path) -> None:
     lines, pump = line_reader(proc)
     try:
         started = read_until(lines, "dashboard http://", 60)
-        url = started[-1].split()[1]
+        login = started[-1].split()[1]  # the login URL: http://HOST:PORT/?token=T
+        url, _, token = login.partition("?token=")
         with httpx.Client(base_url=url, timeout=10.0) as http:
-            assert "<html" in http.get("/").text.lower()
+            assert http.get("/").status_code == 401  # the token is required on loopback too
+            r = http.get(login)
+            assert r.status_code == 303 and r.headers["location"] == "/"
+            assert "<html" in http.get("/").text.lower()  # with the cookie it just got
+            http.headers["Authorization"] = f"Bearer {token}"
             finished = read_until(lines, "the dashboard stays up", 120)
             assert any("tasks done: 30/30" in line for line in finished), finished
             info = http.get("/api/states/tasks").json()

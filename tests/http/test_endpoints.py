@@ -195,8 +195,9 @@ def test_attached_gateway_enforces_its_body_limit_and_stops_with_the_server(
         assert proc.stdout is not None
         line = proc.stdout.readline()  # "stateengine http: serving URL"
         assert "serving" in line, line
-        url = line.split("serving ", 1)[1].split()[0]
-        with httpx.Client(base_url=url, timeout=10.0) as http:
+        url, _, token = line.split("serving ", 1)[1].split()[0].partition("?token=")
+        assert token == gateway.info.token  # the token kept in DIR/http.token
+        with httpx.Client(base_url=url, headers=gateway.info.headers, timeout=10.0) as http:
             r = http.post("/api/states/e_big/records", json={"blob": "x" * 2000})
             assert r.status_code == 413 and r.json()["error"]["type"] == "PayloadTooLarge"
             # Without a Content-Length too (chunked): counted while reading.

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from stateengine.client.client import Client
-from stateengine.server import paths
+from stateengine.runtime import discovery as paths
 from stateengine.testing import ServerProcess
 
 pytest_plugins = ["pytester"]

@@ -34,7 +34,8 @@ from test_engine_model import Clock, EngineMachine
 
 from stateengine.client.client import Client
 from stateengine.protocol import decode_reply
-from stateengine.server.curve import add_client, client_options
+from stateengine.runtime import client_options
+from stateengine.server.curve import add_client
 from stateengine.testing import ServerProcess
 
 SERVER: dict[str, Any] = {}

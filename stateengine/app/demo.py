@@ -15,12 +15,11 @@ import signal
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
+from stateengine.app.gateway import gateway_info
 from stateengine.client.client import Client
-from stateengine.client.gateway import gateway_url
 from stateengine.errors import VersionConflict
-from stateengine.server import paths
+from stateengine.runtime import discovery as paths
 from stateengine.testing import ServerProcess
 
 TASKS = 30
@@ -57,13 +56,14 @@ def worker(endpoint: str, wid: int) -> None:
 
 def run(data_dir: str | None = None, http: str | None = None, linger: float = 0.0) -> int:
     """Run the demo; with *http*, also the dashboard, kept up *linger* s after the summary."""
-    data = Path(data_dir).absolute() if data_dir else paths.default_data_dir()
+    data = paths.resolve_data_dir(data_dir)
     print(f"stateengine demo: starting the server on {data}")
     serve_args = ("--http", http) if http else ()
     with ServerProcess(data, *serve_args) as server, server.connect() as client:
         print(f"  endpoint {server.endpoint}")
         if http:
-            print(f"  dashboard {gateway_url(data)}  (open it in a browser to watch)")
+            # The login URL: it leaves the gateway's token in the browser's cookie.
+            print(f"  dashboard {gateway_info(data).login_url}  (open it in a browser to watch)")
         print()
         for name in ("tasks", "counters"):
             if name in client.list_states():

@@ -1,12 +1,12 @@
-"""``python -m stateengine.client.gateway``: run the HTTP gateway for a running server.
+"""``python -m stateengine.app.gateway``: run the HTTP gateway for a running server.
 
-    python -m stateengine.client.gateway --data-dir DIR --bind 127.0.0.1:8080
+    python -m stateengine.app.gateway --data-dir DIR --bind 127.0.0.1:8080
 
 ``stateengine serve --http HOST:PORT`` starts this as a child process; ``stateengine
 http`` runs it in the foreground against a server already running. The process binds
 its socket itself (port 0: any free port), writes ``DIR/http.json`` (``{pid, url,
-bind}``) once it listens, and exits when the server it serves stops, on SIGTERM/SIGINT,
-removing that file.
+bind, token, login_url}``, mode 0600) once it listens, prints the login URL, and
+exits when the server it serves stops, on SIGTERM/SIGINT, removing that file.
 """
 
 from __future__ import annotations
@@ -20,14 +20,13 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from stateengine.client.gateway import HTTP_FILE
-from stateengine.client.gateway.auth import resolve_token
+from stateengine.app.gateway import HTTP_FILE
+from stateengine.app.gateway.auth import TOKEN_ENV, TOKEN_FILE, login_url, resolve_token
 from stateengine.errors import StateEngineError
-from stateengine.server import paths
+from stateengine.runtime import discovery as paths
 
 
 def split_bind(text: str) -> tuple[str, int]:
@@ -56,9 +55,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint", help="the server's endpoint (default: from server.json)")
     p.add_argument("--bind", default="127.0.0.1:8080", metavar="HOST:PORT", help="port 0: any")
     p.add_argument(
-        "--http-token",
-        help="bearer token (default: $STATEENGINE_HTTP_TOKEN; off loopback: DIR/http.token)",
+        "--http-token-file",
+        metavar="PATH",
+        help=f"read the token from PATH (mode 0600; default: ${TOKEN_ENV}, else DIR/{TOKEN_FILE})",
     )
+    p.add_argument("--http-token", help="the token itself (shown by ps: prefer the file)")
     p.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
     p.add_argument("-v", "--verbose", action="count", default=0)
     return p
@@ -73,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import uvicorn
 
-        from stateengine.client.gateway.app import GatewayConfig, create_app
+        from stateengine.app.gateway.app import GatewayConfig, create_app
     except ImportError as exc:
         print(
             f"stateengine http: the gateway needs the 'http' extra ({exc});"
@@ -81,10 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    data_dir = paths.resolve_data_dir(args.data_dir)
     try:
         host, port = split_bind(args.bind)
-        token = resolve_token(args.http_token, host, data_dir)
+        token = resolve_token(args.http_token, data_dir, args.http_token_file)
         paths.read_server_file(data_dir)  # a clear error when no server runs there
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -107,11 +108,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         holder["uvicorn"].should_exit = True  # the streams were ended by the watchdog
 
     def ready() -> None:
-        tmp = data_dir / f".{HTTP_FILE}.tmp"
-        info = {"pid": os.getpid(), "url": url, "bind": f"{host}:{port}"}
-        paths.write_private_file(tmp, json.dumps(info).encode())
+        info = {"pid": os.getpid(), "url": url, "bind": f"{host}:{port}", "token": token}
+        info["login_url"] = login_url(url, token)
+        tmp = data_dir / f".{HTTP_FILE}.{os.getpid()}.tmp"
+        # 0600 from the start: it holds the token (the data directory is 0700 too).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(info))
         os.replace(tmp, info_path)
-        print(f"stateengine http: serving {url}" + (" (bearer token)" if token else ""), flush=True)
+        print(f"stateengine http: serving {info['login_url']}", flush=True)
 
     config = GatewayConfig(
         data_dir=data_dir,

@@ -31,13 +31,21 @@ function fmtDuration(s) {
   return h ? `${h}h ${m}m` : m ? `${m}m ${r}s` : `${r}s`;
 }
 
-function showValue(v) {
+// Values come with the wire's JSON escapes (README "Values in JSON"): shown, not decoded.
+function showValue(v, nested = false) {
   if (v === null) return "null";
-  if (typeof v === "object") {
-    if (Object.keys(v).length === 1 && "$b64" in v) return "b64:" + v.$b64;
-    return JSON.stringify(v);
+  if (typeof v === "string") return nested ? JSON.stringify(v) : v;
+  if (typeof v !== "object") return String(v);
+  const inner = (x) => showValue(x, true);
+  if (Array.isArray(v)) return "[" + v.map(inner).join(", ") + "]";
+  const keys = Object.keys(v);
+  if (keys.length === 1) {
+    if (keys[0] === "$b64") return "b64:" + v.$b64;
+    if (keys[0] === "$float") return { nan: "NaN", inf: "Infinity", "-inf": "-Infinity" }[v.$float] || v.$float;
+    if (keys[0] === "$map") return "{" + v.$map.map(([k, x]) => inner(k) + ": " + inner(x)).join(", ") + "}";
+    if (keys[0] === "$lit") v = v.$lit;
   }
-  return String(v);
+  return "{" + Object.keys(v).map((k) => JSON.stringify(k) + ": " + inner(v[k])).join(", ") + "}";
 }
 
 async function api(path) {

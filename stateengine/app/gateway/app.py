@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import json
 import logging
 import os
 import re
@@ -28,23 +26,23 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import unquote
+from typing import Annotated, Any, Literal
+from urllib.parse import quote, unquote, unquote_to_bytes
 
-import msgpack
 import zmq
 import zmq.asyncio
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
+from pydantic import AfterValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from stateengine import __version__
+from stateengine import __version__, jsoncodec
+from stateengine.app.gateway.auth import check_token, is_loopback, token_matches
 from stateengine.client.aio import AsyncClient
 from stateengine.client.client import arena_info
-from stateengine.client.gateway.auth import check_token
 from stateengine.errors import (
     BadRequest,
     CapacityError,
@@ -60,13 +58,14 @@ from stateengine.errors import (
     StateEngineError,
     StateExists,
     StateNotFound,
+    StorageUnavailable,
     StoreError,
     VersionConflict,
     from_wire,
 )
 from stateengine.protocol import decode_request, encode_reply, is_json
-from stateengine.server import paths
-from stateengine.server.feed import feed_endpoint
+from stateengine.runtime import discovery as paths
+from stateengine.runtime.feed import FEED_HWM, decode_change, feed_endpoint, feed_gap
 
 log = logging.getLogger("stateengine.gateway")
 
@@ -95,6 +94,7 @@ STATUS_BY_ERROR: tuple[tuple[type[StateEngineError], int], ...] = (
     (CapacityError, 507),  # a table at max_length, or the arena full: no room
     (ServerUnavailable, 503),
     (SnapshotExpired, 503),  # retry
+    (StorageUnavailable, 507),  # the server's disk is full: writes refused, reads work
     (LoadError, 502),
     (StoreError, 502),
 )
@@ -158,9 +158,9 @@ def parse_json_param(name: str, raw: str | None) -> Any:
     if raw is None:
         return None
     try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise malformed(f"query parameter {name}: invalid JSON: {exc}") from None
+        return jsoncodec.loads(raw)  # the wire's escapes: {"$b64": ...} is bytes, ...
+    except BadRequest as exc:
+        raise malformed(f"query parameter {name}: {exc.message}") from None
 
 
 def parse_order_by(raw: str | None) -> str | list[str] | None:
@@ -174,8 +174,20 @@ def parse_order_by(raw: str | None) -> str | list[str] | None:
     return parts[0] if len(parts) == 1 else parts
 
 
+def parse_tables(raw: str | None) -> frozenset[str] | None:
+    """``tables=a,b`` (or a JSON list, for names holding a comma) → the names; None: all."""
+    if not raw:
+        return None
+    if raw.startswith("["):
+        names = parse_json_param("tables", raw)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise malformed("query parameter tables: a JSON list must hold table names")
+        return frozenset(names)
+    return frozenset(t for t in raw.split(",") if t)
+
+
 async def read_body(request: Request, limit: int) -> dict[str, Any]:
-    """The request's JSON object body, bytes decoded from ``{"$b64": ...}``.
+    """The request's JSON object body, the wire's escapes undone (bytes, NaN, int keys).
 
     :raises HTTPError: 415 when not ``application/json``, 400 when not a JSON object.
     :raises PayloadTooLarge: over *limit* bytes (checked before reading when the
@@ -285,7 +297,7 @@ class FeedHub:
         ctx = self.gateway.zmq_context
         sock = ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVHWM, 100_000)
+        sock.setsockopt(zmq.RCVHWM, FEED_HWM)
         sock.setsockopt(zmq.SUBSCRIBE, b"")
         sock.connect(self.endpoint)
         last_seq: dict[str, int] = {}
@@ -294,10 +306,10 @@ class FeedHub:
                 if not await sock.poll(1000):
                     continue
                 _topic, body = await sock.recv_multipart()
-                msg = msgpack.unpackb(body, strict_map_key=False)
+                msg = decode_change(body)
                 table = msg["table"]
                 last = last_seq.get(table)
-                gap = last is not None and msg["prev_seq"] > last
+                gap = feed_gap(last, msg["prev_seq"])
                 self.upstream_gaps += gap
                 last_seq[table] = msg["seq"]
                 self._broadcast(msg, gap)
@@ -362,6 +374,7 @@ class GatewayConfig:
     endpoint: str | None = None
     host: str = "127.0.0.1"
     port: int = 0
+    #: Required (:func:`stateengine.app.gateway.auth.resolve_token` makes one).
     token: str | None = None
     max_body_bytes: int = 16 * 1024 * 1024
     timeout: float = 10.0
@@ -425,8 +438,7 @@ class Gateway:
 
     def arena_table_info(self, table: str) -> dict[str, Any] | None:
         """A table's info from the arena now (None: no arena, or no such table)."""
-        view = self.client._view
-        reader = view.current() if view is not None else None
+        reader = self.client.arena_reader()
         return arena_info(reader, table) if reader is not None else None
 
     async def write(self, request: dict[str, Any]) -> tuple[Any, dict[str, str]]:
@@ -450,53 +462,91 @@ class Gateway:
 
 
 class GuardMiddleware:
-    """Bearer-token check, and a Host check on an open loopback gateway.
+    """The token on every request, and a Host check on a loopback gateway.
 
-    With a token, every request must carry it: ``Authorization: Bearer T``, the
-    ``stateengine_token`` cookie (set by opening ``/?token=T`` once, so that the
-    dashboard's ``fetch`` and ``EventSource`` carry it), or ``?token=T``. Without one
-    (loopback), requests must name a loopback host in ``Host``: a web page of another
-    site that rebinds its DNS name to 127.0.0.1 is refused (403).
+    A request is let through when it carries the token as ``Authorization: Bearer T`` or
+    in the gateway's cookie. A GET or HEAD with ``?token=T`` (the login URL printed at
+    start) is answered with that cookie (HttpOnly, SameSite=Strict) and a redirect to the
+    same URL without the token, so that the dashboard's ``fetch`` and ``EventSource``
+    carry it and it stays out of the address bar, history and logs. A wrong token, or
+    ``?token=`` on another method, is 401. Bound to loopback, a request must also name a
+    loopback host in ``Host`` (403 otherwise): a web page of another site that rebinds
+    its DNS name to 127.0.0.1 is refused before the token is even looked at.
     """
 
-    def __init__(self, app: ASGIApp, token: str | None, host: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, host: str, port: int) -> None:
         self.app = app
-        self.token = token.encode() if token else None
-        self.allowed_hosts = {"127.0.0.1", "localhost", "::1", "[::1]", host.lower()}
+        self.token = token
+        #: Per port: cookies are not isolated by port, and two gateways on one host
+        #: must not overwrite each other's.
+        self.cookie = cookie_name(port)
+        self.allowed_hosts = (
+            {"127.0.0.1", "localhost", "::1", "[::1]", host.lower()} if is_loopback(host) else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.token is not None:
-            if not self._authorized(scope, headers):
-                await self._refuse(send, 401, "Unauthorized", "a bearer token is required")
-                return
-        else:
+        if self.allowed_hosts is not None:
             host = headers.get("host", "")
             name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             if name.lower() not in self.allowed_hosts:
                 await self._refuse(send, 403, "Forbidden", f"Host {host!r} is not loopback")
                 return
+        query = scope.get("query_string", b"")
+        given = [unquote_to_bytes(v) for k, v in _query_pairs(query) if k == b"token"]
+        if given:
+            if scope["method"] in ("GET", "HEAD") and all(
+                token_matches(t, self.token) for t in given
+            ):
+                await self._login(scope, send, query)
+            else:  # a wrong token, or a write: tokens in URLs only log a browser in
+                why = "wrong token" if scope["method"] in ("GET", "HEAD") else "?token= is for GET"
+                await self._refuse(send, 401, "Unauthorized", why)
+            return
+        if not self._authorized(headers):
+            await self._refuse(
+                send,
+                401,
+                "Unauthorized",
+                "the gateway needs its token: open the login URL it printed at start"
+                " (login_url in DIR/http.json), or send Authorization: Bearer TOKEN",
+            )
+            return
         await self.app(scope, receive, send)
 
-    def _authorized(self, scope: Scope, headers: dict[str, str]) -> bool:
-        assert self.token is not None
-        candidates: list[str] = []
+    def _authorized(self, headers: dict[str, str]) -> bool:
+        candidates: list[bytes] = []
         auth = headers.get("authorization", "")
         if auth[:7].lower() == "bearer ":
-            candidates.append(auth[7:].strip())
+            candidates.append(auth[7:].strip().encode("latin-1"))
         for part in headers.get("cookie", "").split(";"):
             name, _, value = part.strip().partition("=")
-            if name == TOKEN_COOKIE:
-                candidates.append(value)
-        query = scope.get("query_string", b"").decode("latin-1")
-        for part in query.split("&"):
-            name, _, value = part.partition("=")
-            if name == "token":
-                candidates.append(unquote(value))
-        return any(hmac.compare_digest(c.encode(), self.token) for c in candidates)
+            if name == self.cookie:
+                candidates.append(value.strip('"').encode("latin-1"))
+        # Every candidate is compared (no early exit): the time taken does not say which.
+        return sum(token_matches(c, self.token) for c in candidates) > 0
+
+    async def _login(self, scope: Scope, send: Send, query: bytes) -> None:
+        path = scope.get("raw_path") or scope["path"].encode()
+        rest = b"&".join(p for p in query.split(b"&") if p and p.split(b"=", 1)[0] != b"token")
+        location = path + (b"?" + rest if rest else b"")
+        cookie = f"{self.cookie}={self.token}; HttpOnly; SameSite=Strict; Path=/"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 303,
+                "headers": [
+                    (b"location", location),
+                    (b"set-cookie", cookie.encode()),
+                    (b"cache-control", b"no-store"),
+                    (b"content-length", b"0"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
 
     @staticmethod
     async def _refuse(send: Send, status: int, type_: str, message: str) -> None:
@@ -506,6 +556,56 @@ class GuardMiddleware:
             headers.append((b"www-authenticate", b'Bearer realm="stateengine"'))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class PathSegmentsMiddleware:
+    """Path segments are percent-decoded *after* the path is split on ``/`` (RFC 3986).
+
+    So a table named ``a/b`` is ``/api/states/a%2Fb`` and a record id ``50%`` is
+    ``.../records/50%25``, on every route: a name or an id may hold any character.
+    (Servers hand the application a path already decoded, where ``a%2Fb`` has become
+    two segments; this rebuilds it from the raw path with every segment re-quoted, and
+    :data:`Segment` parameters unquote their own segment.)
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            raw: bytes | None = scope.get("raw_path")
+            try:
+                parts = (
+                    [unquote_to_bytes(p).decode() for p in raw.split(b"/")]
+                    if raw is not None
+                    else scope["path"].split("/")
+                )
+            except UnicodeDecodeError:
+                body = encode_reply(error_body(BadRequest.type, "the path is not UTF-8"), True)
+                headers = [(b"content-type", b"application/json")]
+                await send({"type": "http.response.start", "status": 400, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+            scope = {**scope, "path": "/".join(quote(p, safe="") for p in parts)}
+        await self.app(scope, receive, send)
+
+
+#: A table name, record id or manifest key taken from one path segment (see
+#: :class:`PathSegmentsMiddleware`).
+Segment = Annotated[str, AfterValidator(unquote)]
+
+
+def cookie_name(port: int) -> str:
+    """The cookie that holds the token of the gateway on *port*."""
+    return f"{TOKEN_COOKIE}_{port}"
+
+
+def _query_pairs(query: bytes) -> list[tuple[bytes, bytes]]:
+    pairs = []
+    for part in query.split(b"&"):
+        name, _, value = part.partition(b"=")
+        pairs.append((unquote_to_bytes(name), value))  # a "+" is a "+": tokens may hold one
+    return pairs
 
 
 # --- the application --------------------------------------------------------------------
@@ -524,9 +624,11 @@ def _body_schema(description: str, example: Any) -> dict[str, Any]:
 def create_app(config: GatewayConfig) -> FastAPI:
     """The gateway's ASGI application for *config* (the server must be running).
 
-    :raises ValueError: bound off loopback without a token (:func:`check_token`).
+    :raises ValueError: no token, or one :func:`check_token` refuses.
     """
-    check_token(config.token, config.host)
+    if not config.token:
+        raise ValueError("the gateway needs a token (every address: loopback is not private)")
+    check_token(config.token)
     holder: dict[str, Gateway] = {}
 
     @contextlib.asynccontextmanager
@@ -554,7 +656,8 @@ def create_app(config: GatewayConfig) -> FastAPI:
         lifespan=lifespan,
         default_response_class=WireJSONResponse,
     )
-    app.add_middleware(GuardMiddleware, token=config.token, host=config.host)
+    app.add_middleware(PathSegmentsMiddleware)
+    app.add_middleware(GuardMiddleware, token=config.token, host=config.host, port=config.port)
 
     def gw() -> Gateway:
         return holder["gw"]
@@ -622,14 +725,10 @@ def create_app(config: GatewayConfig) -> FastAPI:
 
     # --- dashboard and health -----------------------------------------------------------
 
-    static = resources.files("stateengine.client.gateway").joinpath("static")
+    static = resources.files("stateengine.app.gateway").joinpath("static")
 
     @app.get("/", include_in_schema=False, response_model=None)
-    async def dashboard(token: str | None = None) -> Response:
-        if token is not None:  # opened as /?token=T: keep it in a cookie, drop it from the URL
-            response: Response = RedirectResponse("/", 303)
-            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
-            return response
+    async def dashboard() -> Response:  # ?token=T: GuardMiddleware's login redirect
         return Response(static.joinpath("dashboard.html").read_bytes(), media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
@@ -637,8 +736,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
     @app.get("/api/health", tags=["server"], summary="the gateway and its server, no round trip")
     async def health() -> Response:
         g = gw()
-        view = g.client._view
-        reader = view.current() if view is not None else None
+        reader = g.client.arena_reader()
         return answer(
             {
                 "ok": g.server_running(),
@@ -694,11 +792,11 @@ def create_app(config: GatewayConfig) -> FastAPI:
         return answer(result, headers, 201)
 
     @app.get("/api/states/{state}", tags=["tables"], summary="GET_STATE_INFO")
-    async def get_state(state: str) -> Response:
+    async def get_state(state: Segment) -> Response:
         return answer(await gw().client.get_state_info(state))
 
     @app.get("/api/states/{state}/schema", tags=["tables"], summary="GET_SCHEMA")
-    async def get_schema(state: str) -> Response:
+    async def get_schema(state: Segment) -> Response:
         return answer({"schema": await gw().client.get_schema(state)})
 
     @app.patch(
@@ -710,14 +808,14 @@ def create_app(config: GatewayConfig) -> FastAPI:
             {"add": {"owner": {"type": "string?", "default": None}}},
         ),
     )
-    async def alter_state(state: str, request: Request) -> Response:
+    async def alter_state(state: Segment, request: Request) -> Response:
         body = await read_body(request, limit)
         reject_keys(body, ("command", "state"), "PATCH /api/states/{state}")
         result, headers = await gw().write({**body, "command": "ALTER_STATE", "state": state})
         return answer(result, headers)
 
     @app.delete("/api/states/{state}", tags=["tables"], summary="DELETE_STATE")
-    async def delete_state(state: str) -> Response:
+    async def delete_state(state: Segment) -> Response:
         _, headers = await gw().write({"command": "DELETE_STATE", "state": state})
         return answer({"deleted": state}, headers)
 
@@ -729,7 +827,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
             "`records` (list), `expected_version`?", {"records": [{"title": "a", "done": False}]}
         ),
     )
-    async def set_state(state: str, request: Request) -> Response:
+    async def set_state(state: Segment, request: Request) -> Response:
         body = await read_body(request, limit)
         reject_keys(body, ("command", "state"), "PUT /api/states/{state}/records")
         result, headers = await gw().write({**body, "command": "SET_STATE", "state": state})
@@ -737,7 +835,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
 
     @app.get("/api/states/{state}/records", tags=["records"], summary="LIST_RECORDS, paged")
     async def list_records(
-        state: str,
+        state: Segment,
         where: str | None = Query(None, description="JSON {field: value}, all equal"),
         order_by: str | None = Query(None, description="field, -field, or a,-b"),
         offset: int = Query(0, ge=0),
@@ -767,7 +865,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
         openapi_extra=_body_schema("the record", {"title": "load orders.csv", "done": False}),
     )
     async def create_record(
-        state: str, request: Request, expected_version: int | None = Query(None)
+        state: Segment, request: Request, expected_version: int | None = Query(None)
     ) -> Response:
         record = await read_body(request, limit)
         req: dict[str, Any] = {"command": "CREATE_RECORD", "state": state, "record": record}
@@ -778,7 +876,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
 
     @app.get("/api/states/{state}/records/{id}", tags=["records"], summary="GET_RECORD")
     async def get_record(
-        state: str, id: str, id_type: Literal["auto", "str", "int"] = IdType
+        state: Segment, id: Segment, id_type: Literal["auto", "str", "int"] = IdType
     ) -> Response:
         return answer(await gw().client.get_record(state, parse_id(id, id_type)))
 
@@ -789,8 +887,8 @@ def create_app(config: GatewayConfig) -> FastAPI:
         openapi_extra=_body_schema("the whole record", {"title": "x", "done": True}),
     )
     async def set_record(
-        state: str,
-        id: str,
+        state: Segment,
+        id: Segment,
         request: Request,
         id_type: Literal["auto", "str", "int"] = IdType,
         pre: dict[str, Any] = Pre,
@@ -807,8 +905,8 @@ def create_app(config: GatewayConfig) -> FastAPI:
         openapi_extra=_body_schema("the fields to change", {"done": True}),
     )
     async def patch_record(
-        state: str,
-        id: str,
+        state: Segment,
+        id: Segment,
         request: Request,
         id_type: Literal["auto", "str", "int"] = IdType,
         lease_seconds: float | None = Query(None, description="renew the record's lease"),
@@ -827,8 +925,8 @@ def create_app(config: GatewayConfig) -> FastAPI:
 
     @app.delete("/api/states/{state}/records/{id}", tags=["records"], summary="DELETE_RECORD")
     async def delete_record(
-        state: str,
-        id: str,
+        state: Segment,
+        id: Segment,
         id_type: Literal["auto", "str", "int"] = IdType,
         pre: dict[str, Any] = Pre,
     ) -> Response:
@@ -846,8 +944,8 @@ def create_app(config: GatewayConfig) -> FastAPI:
         ),
     )
     async def increment(
-        state: str,
-        id: str,
+        state: Segment,
+        id: Segment,
         request: Request,
         id_type: Literal["auto", "str", "int"] = IdType,
         pre: dict[str, Any] = Pre,
@@ -867,7 +965,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
             {"where": {"status": "pending"}, "fields": {"status": "running"}, "lease_seconds": 30},
         ),
     )
-    async def claim(state: str, request: Request) -> Response:
+    async def claim(state: Segment, request: Request) -> Response:
         body = await read_body(request, limit)
         reject_keys(body, ("command", "state"), "POST /api/states/{state}/claim")
         result, headers = await gw().write({**body, "command": "CLAIM_RECORD", "state": state})
@@ -901,7 +999,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
         return answer({"keys": keys})
 
     @app.get("/api/manifest/{key}", tags=["manifest"], summary="one manifest key's record")
-    async def manifest_key(key: str) -> Response:
+    async def manifest_key(key: Segment) -> Response:
         g = gw()
         try:
             record = await g.client.get_record(MANIFEST_TABLE, key)
@@ -923,14 +1021,15 @@ def create_app(config: GatewayConfig) -> FastAPI:
         responses={200: {"content": {"text/event-stream": {}}}},
     )
     async def feed(
-        tables: str | None = Query(None, description="comma-separated; default: every table"),
+        tables: str | None = Query(
+            None, description='a,b or a JSON list (["a,b", "c"]); default: every table'
+        ),
         records: bool = Query(False, description="include the stored records (puts)"),
     ) -> StreamingResponse:
         g = gw()
-        names = frozenset(t for t in tables.split(",") if t) if tables else None
+        names = parse_tables(tables)
         listener = g.hub.add(names, records)
-        view = g.client._view
-        reader = view.current() if view is not None else None
+        reader = g.client.arena_reader()
         hello = sse("hello", {"seq": reader.version if reader is not None else None})
 
         async def stream() -> AsyncIterator[str]:

@@ -6,7 +6,11 @@
   time, endpoint and arena name, for clients and ``stateengine stats``.
 * The **run directory** (``$XDG_RUNTIME_DIR/stateengine-<uid>`` or
   ``/tmp/stateengine-<uid>``, mode 0700, refused when another user owns it or others
-  may write it) holds the ``ipc://`` sockets, so that no other user can connect.
+  may access it) holds the ``ipc://`` sockets, so that no other user can connect. The
+  data directory is held to the same rule, and every file in it is created 0600
+  (:func:`write_private_file`).
+* **Process identity** (:func:`pid_alive`, :func:`process_start_time`) is ``shm``'s
+  (``shm/layout.py``), re-exported here: a pid and its start time name one process.
 """
 
 from __future__ import annotations
@@ -23,12 +27,37 @@ from pathlib import Path
 from typing import Any
 
 from stateengine.errors import ServerUnavailable
+from stateengine.runtime.feed import feed_endpoint
+from stateengine.shm.layout import proc_start_time as process_start_time
+from stateengine.shm.layout import process_alive
+
+__all__ = [
+    "SERVER_FILE",
+    "default_data_dir",
+    "default_endpoint",
+    "pid_alive",
+    "private_dir",
+    "process_start_time",
+    "read_server_file",
+    "remove_leftovers",
+    "resolve_data_dir",
+    "run_dir",
+    "write_private_file",
+    "write_server_file",
+]
 
 SERVER_FILE = "server.json"
 
 
 def default_data_dir() -> Path:
+    """``$STATEENGINE_DATA_DIR``, else ``./.stateengine``, as an absolute path."""
     return Path(os.environ.get("STATEENGINE_DATA_DIR") or Path.cwd() / ".stateengine").absolute()
+
+
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None) -> Path:
+    """The data directory a server, client or command uses: *data_dir* made absolute
+    when given, else :func:`default_data_dir` (the one place this rule is written)."""
+    return Path(data_dir).absolute() if data_dir else default_data_dir()
 
 
 def private_dir(path: Path) -> Path:
@@ -88,31 +117,10 @@ def default_endpoint(data_dir: Path) -> str:
     return f"ipc://{run_dir() / _socket_name(data_dir)}"
 
 
-def process_start_time(pid: int) -> int | None:
-    """The kernel's start time of *pid* (clock ticks since boot), or None if unknown.
-
-    With the pid it names a process uniquely: a recycled pid has another start time.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = data[data.rfind(b")") + 2 :].split()
-    return int(fields[19])
-
-
 def pid_alive(pid: int, start_time: int | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    if start_time is None:
-        return True
-    return process_start_time(pid) in (start_time, None)
+    """Whether *pid* runs and, when *start_time* is known, is still the process that
+    started then (a recycled pid is not). One implementation: ``shm``'s process identity."""
+    return process_alive(pid, start_time or 0)
 
 
 def write_server_file(data_dir: Path, info: dict[str, Any]) -> None:
@@ -139,8 +147,12 @@ def read_server_file(data_dir: Path) -> dict[str, Any]:
 
 # --- cleanup: what a dead server left, and only that -------------------------------------
 
-_FEED_SUFFIX = ".feed"
 _SOCKET_RE = re.compile(r"^[0-9a-f]{16}\.sock(\.feed)?$")
+
+
+def _with_feed(socket_path: str) -> list[str]:
+    """An ipc socket's path and its change feed's (:func:`~.feed.feed_endpoint`)."""
+    return [socket_path, feed_endpoint(f"ipc://{socket_path}").removeprefix("ipc://")]
 
 
 def _ours(info: os.stat_result, kind: int) -> bool:
@@ -213,13 +225,11 @@ def remove_leftovers(data_dir: Path) -> tuple[list[str], list[str]]:
             return removed, left
         name = _socket_name(data_dir)
         candidates = [
-            folder / (name + suffix)
-            for folder in _private_run_dirs()
-            for suffix in ("", _FEED_SUFFIX)
+            Path(path) for folder in _private_run_dirs() for path in _with_feed(str(folder / name))
         ]
         named = str(server_info.get("endpoint") or "").removeprefix("ipc://")
-        for path_text in (named, named + _FEED_SUFFIX if named else ""):
-            if path_text and Path(path_text) not in candidates and os.path.lexists(path_text):
+        for path_text in _with_feed(named) if named else []:
+            if Path(path_text) not in candidates and os.path.lexists(path_text):
                 left.append(f"{path_text}: not this data directory's default endpoint")
         for path in [data_dir / SERVER_FILE, *candidates]:
             kind = stat.S_IFREG if path.name == SERVER_FILE else stat.S_IFSOCK

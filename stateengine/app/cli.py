@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stateengine import __version__
+from stateengine import __version__, jsoncodec
 from stateengine.client.client import Client
-from stateengine.errors import StateEngineError
+from stateengine.errors import BadRequest, StateEngineError
 from stateengine.protocol import encode_reply
-from stateengine.server import paths
+from stateengine.runtime import discovery as paths
 from stateengine.server.engine import TableEngine
 from stateengine.server.persistence import (
     BACKENDS,
@@ -177,22 +177,24 @@ def serve(args: argparse.Namespace) -> int:
                 print(f"stateengine serve: manifest error: {error}", file=sys.stderr)
             return 1
         manifest_line = f"  manifests: {args.manifests} ({n_files} files, {n_keys} keys)"
-    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    data_dir = paths.resolve_data_dir(args.data_dir)
     server: Server | None = None
     gateway: subprocess.Popen[bytes] | None = None
     http_url = http_token = None
     try:
         paths.private_dir(data_dir)
         if args.http:
-            from stateengine.client.gateway.__main__ import split_bind
-            from stateengine.client.gateway.auth import resolve_token
+            from stateengine.app.gateway.__main__ import split_bind
+            from stateengine.app.gateway.auth import resolve_token
+
+            split_bind(args.http)  # a clear error before anything starts
 
             missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
             if missing:
                 raise ValueError(
                     f"--http needs {' and '.join(missing)}: pip install 'stateengine[http]'"
                 )
-            http_token = resolve_token(args.http_token, split_bind(args.http)[0], data_dir)
+            http_token = resolve_token(args.http_token, data_dir, args.http_token_file)
         engine = TableEngine()
         publisher = None if args.no_arena else ArenaPublisher(engine, args.arena_size)
         server = Server(
@@ -239,13 +241,10 @@ def serve(args: argparse.Namespace) -> int:
         print(f"  tcp:      tcp://{args.tcp} (CurveZMQ; keys in {data_dir / 'curve'})", flush=True)
     if manifest_line is not None:
         print(manifest_line, flush=True)
-    if http_url is not None:
-        auth = "loopback, open"
-        if http_token:
-            kept = data_dir / "http.token"
-            given = args.http_token or os.environ.get("STATEENGINE_HTTP_TOKEN")
-            auth = "bearer token required" + ("" if given else f", in {kept}")
-        print(f"  http:     {http_url} (dashboard; {auth})", flush=True)
+    if http_url is not None:  # the login URL, as Jupyter prints it; also in DIR/http.json
+        print(
+            f"  http:     {http_url} (dashboard; API token: {data_dir / 'http.json'})", flush=True
+        )
     code = 0
     try:
         server.serve_forever()
@@ -273,17 +272,18 @@ def start_gateway(
     Never inside the writer's loop: HTTP parsing and JSON encoding must not slow the
     writer. The child reads the arena and writes through the queue like any worker, gets
     the token through its environment (not argv, which ``ps`` shows), and writes
-    ``DIR/http.json`` when it listens; this waits for that (bounded) and returns its URL.
+    ``DIR/http.json`` when it listens; this waits for that (bounded) and returns its login
+    URL (``?token=T``).
     Its body limit is the server's request limit (``--max-request-bytes``).
 
     :raises RuntimeError: the gateway exited or did not come up within 30 s.
     """
-    from stateengine.client.gateway import HTTP_FILE
+    from stateengine.app.gateway import HTTP_FILE
 
     env = dict(os.environ)
     if token:
         env["STATEENGINE_HTTP_TOKEN"] = token
-    cmd = [sys.executable, "-m", "stateengine.client.gateway", "--data-dir", str(data_dir)]
+    cmd = [sys.executable, "-m", "stateengine.app.gateway", "--data-dir", str(data_dir)]
     proc = subprocess.Popen(
         [*cmd, "--bind", bind, "--max-body-bytes", str(max_body_bytes)],
         stdin=subprocess.DEVNULL,
@@ -298,7 +298,7 @@ def start_gateway(
         except (OSError, ValueError):
             info = {}
         if info.get("pid") == proc.pid:
-            return proc, str(info["url"])
+            return proc, str(info["login_url"])
         time.sleep(0.05)
     stop_gateway(proc)
     raise RuntimeError("the HTTP gateway did not start within 30 s")
@@ -317,14 +317,14 @@ def stop_gateway(proc: subprocess.Popen[bytes]) -> None:
 
 
 def check_command(args: argparse.Namespace) -> int:
-    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    data_dir = paths.resolve_data_dir(args.data_dir)
     report = check(data_dir)
     print(json.dumps(report, indent=2, default=str))
     return 0 if report.get("ok") else 1
 
 
 def repair_command(args: argparse.Namespace) -> int:
-    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    data_dir = paths.resolve_data_dir(args.data_dir)
     probe = Server(data_dir)
     try:
         probe.lock()
@@ -345,9 +345,8 @@ def repair_command(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace, timeout: float | None = None) -> Client:
-    data_dir = Path(args.data_dir).absolute() if args.data_dir else None
-    if args.endpoint is None and data_dir is None:
-        data_dir = paths.default_data_dir()
+    given_endpoint_only = args.endpoint is not None and not args.data_dir
+    data_dir = None if given_endpoint_only else paths.resolve_data_dir(args.data_dir)
     return Client(args.endpoint, data_dir, timeout=timeout or args.timeout, arena=False)
 
 
@@ -356,9 +355,14 @@ def _argument(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise SystemExit(f"stateengine call: arguments are key=value, not {text!r}")
     try:
-        return key, json.loads(raw)
+        value = json.loads(raw)
     except ValueError:
         return key, raw  # a bare string: state=leads
+    try:
+        return key, jsoncodec.from_json(value)  # the wire's escapes: {"$b64": ...} is bytes
+    except BadRequest as exc:  # a malformed escape: malformed input, exit 2 (README)
+        print(f"stateengine call: {key}: {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def call_command(args: argparse.Namespace) -> int:
@@ -369,8 +373,8 @@ def call_command(args: argparse.Namespace) -> int:
             if not line.strip():
                 continue
             try:
-                requests.append(json.loads(line))
-            except ValueError as exc:
+                requests.append(jsoncodec.loads(line))  # as a JSON body on the wire
+            except BadRequest as exc:
                 print(f"stateengine call: stdin line {n}: {exc}", file=sys.stderr)
                 return 2
     else:
@@ -437,7 +441,7 @@ def keygen_command(args: argparse.Namespace) -> int:
     """Make a client key pair; its public key is allowed in at the next server start."""
     from stateengine.server import curve
 
-    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    data_dir = paths.resolve_data_dir(args.data_dir)
     try:
         secret, server_key = curve.add_client(data_dir, args.name, Path(args.out).absolute())
     except (OSError, ValueError) as exc:
@@ -452,7 +456,7 @@ def keygen_command(args: argparse.Namespace) -> int:
 def cleanup_command(args: argparse.Namespace) -> int:
     """Remove what dead servers left: arena segments, and server.json/socket of a data dir."""
     removed = cleanup_stale()
-    data_dir = Path(args.data_dir).absolute() if args.data_dir else paths.default_data_dir()
+    data_dir = paths.resolve_data_dir(args.data_dir)
     gone, left = paths.remove_leftovers(data_dir)
     removed += gone
     for name in removed:
@@ -520,10 +524,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also run the HTTP gateway and dashboard (the 'http' extra; off by default)",
     )
     p.add_argument(
-        "--http-token",
-        help="bearer token for --http (default: $STATEENGINE_HTTP_TOKEN; required off "
-        "loopback, where one is made in DIR/http.token)",
+        "--http-token-file",
+        metavar="PATH",
+        help="the --http token, read from PATH (mode 0600); default: $STATEENGINE_HTTP_TOKEN,"
+        " else one made in DIR/http.token",
     )
+    p.add_argument("--http-token", help="the --http token itself (shown by ps: use the file)")
     p.add_argument(
         "--slow-ms",
         type=float,
@@ -604,8 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         add_help=False,
     )
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["http"]:  # its own parser: python -m stateengine.client.gateway
-        from stateengine.client.gateway.__main__ import main as http_main
+    if argv[:1] == ["http"]:  # its own parser: python -m stateengine.app.gateway
+        from stateengine.app.gateway.__main__ import main as http_main
 
         return http_main(argv[1:])
     args = parser.parse_args(argv)
@@ -629,7 +635,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return repair_command(args)
     if args.wire:
         return demo()
-    from stateengine.client import demo as pool_demo  # the client side: imported on use
+    from stateengine.app import demo as pool_demo  # imported on use
 
     return pool_demo.run(args.data_dir, http=args.http, linger=args.linger)
 

@@ -1,0 +1,139 @@
+"""No peer may stop the writer by taking its file descriptors (issue 14, item 6).
+
+The server runs with soft and hard ``RLIMIT_NOFILE`` both 1024 (set in the child before
+``exec``), so raising the soft limit at start cannot help: the connection caps must.
+Before them, ~1,100 silent TCP connections used every descriptor and the next local ipc
+connection aborted the writer inside libzmq (``Too many open files
+(src/ipc_listener.cpp:297)``, SIGABRT).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from stateengine.testing import ServerProcess
+
+pytestmark = pytest.mark.skipif(
+    not os.path.isdir("/proc/self/fd"), reason="counts descriptors through /proc"
+)
+
+LIMIT = 1024
+
+
+def _limit_fds() -> None:  # runs in the server's child process, before exec
+    resource.setrlimit(resource.RLIMIT_NOFILE, (LIMIT, LIMIT))
+
+
+def _own_fd_headroom(needed: int) -> None:
+    """Raise this test process's soft limit (within its hard limit) or skip."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"the test needs {needed} descriptors; the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _server_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_silent_tcp_flood_at_fd_limit_1024_leaves_local_clients_served(tmp_path: Path) -> None:
+    _own_fd_headroom(1100 + 256)
+    port = _free_port()
+    server = ServerProcess(tmp_path / "data", "--tcp", f"127.0.0.1:{port}", preexec_fn=_limit_fds)
+    with server:
+        assert resource.prlimit(server.pid, resource.RLIMIT_NOFILE) == (LIMIT, LIMIT)
+        peers: list[socket.socket] = []
+        try:
+            for _ in range(1100):  # raw sockets: no ZMTP greeting, no CurveZMQ, silence
+                peer = socket.create_connection(("127.0.0.1", port), timeout=10)
+                peers.append(peer)
+                assert server.proc is not None and server.proc.poll() is None
+            peak = _server_fds(server.pid)
+            with server.connect(timeout=10) as client:  # a new local ipc connection
+                record = client.create_record("t", {"n": 1})
+                assert client.get_record("t", record["id"]) == record
+                stats = client.execute({"command": "STATS"})["result"]
+        finally:
+            for peer in peers:
+                peer.close()
+        assert server.proc is not None and server.proc.poll() is None, server.output()
+        assert peak < LIMIT - 64, f"{peak} descriptors open in the server"
+        tcp = stats["connections"]["tcp"]
+        assert tcp["refused"] > 0 and tcp["open"] <= tcp["cap"]
+        assert stats["fd_limit"] == LIMIT
+        assert server.stop() == 0
+    assert "Too many open files" not in server.output()
+    assert "tcp connection refused" in server.output()
+
+
+def test_many_local_clients_at_fd_limit_1024(tmp_path: Path) -> None:
+    """~1,050 local clients: the writer serves those under its cap, refuses the rest
+    (they see their connection end and reconnect) and stays up."""
+    n = 1050
+    _own_fd_headroom(2 * n + 256)
+    server = ServerProcess(tmp_path / "data", preexec_fn=_limit_fds)
+    with server:
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        ctx.setsockopt(zmq.LINGER, 0)
+        ctx.set(zmq.MAX_SOCKETS, n + 64)
+        socks = []
+        try:
+            for i in range(n):
+                sock = ctx.socket(zmq.DEALER)
+                sock.connect(server.endpoint)
+                sock.send(b'{"command": "LIST_STATES", "req_id": %d}' % i)
+                socks.append(sock)
+            answered = 0
+            deadline = time.monotonic() + 30
+            pending = set(range(n))
+            while pending and time.monotonic() < deadline:
+                for i in list(pending):
+                    if socks[i].poll(0):
+                        socks[i].recv()
+                        pending.discard(i)
+                        answered += 1
+                time.sleep(0.05)
+                if answered >= 500 and time.monotonic() > deadline - 25:
+                    break
+            assert server.proc is not None and server.proc.poll() is None, server.output()
+            assert answered >= 500
+            assert _server_fds(server.pid) < LIMIT
+        finally:
+            for sock in socks:
+                sock.close(0)
+            ctx.term()
+        with server.connect(timeout=10) as client:  # the crowd gone: served again
+            assert client.create_record("t", {"n": 1})["id"] == 1
+        assert server.stop() == 0
+    assert "Too many open files" not in server.output()
+
+
+def _soft_256_hard_4096() -> None:  # in the server's child, before exec
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096))
+
+
+def test_the_soft_fd_limit_is_raised_to_the_hard_limit_at_start(tmp_path: Path) -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"the hard limit here is {hard}")
+    server = ServerProcess(tmp_path / "data", "-v", preexec_fn=_soft_256_hard_4096)
+    with server, server.connect() as client:
+        assert resource.prlimit(server.pid, resource.RLIMIT_NOFILE) == (4096, 4096)
+        stats = client.execute({"command": "STATS"})["result"]
+        assert stats["fd_limit"] == 4096
+        assert stats["connections"]["ipc"]["cap"] > 1024
+    assert "file descriptor limit raised from 256 to 4096" in server.output()
