@@ -149,7 +149,7 @@ def restart_profile(n: int, k: int) -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="se-prof-"))
     data, prof = tmp / "data", tmp / "server.prof"
-    data.mkdir()
+    data.mkdir(mode=0o700)  # a data directory must be private
     store = open_store(data, "log", "always", snapshot_mode="inline")
     store.recover(TableEngine())
     store.snapshot(big_engine(n))

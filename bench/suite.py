@@ -127,7 +127,7 @@ def restart_rows(tmp: Path, n: int, stack: contextlib.ExitStack) -> list[Row]:
     ``restart_store`` is the store's ``recover`` alone, in this process.
     """
     data = tmp / "restart"
-    data.mkdir()
+    data.mkdir(mode=0o700)  # a data directory must be private
     engine = big_engine(n)
     store = open_store(data, "log", "always", snapshot_mode="inline")
     assert isinstance(store, LogStore)

@@ -383,6 +383,21 @@ def scan_frames(data: bytes) -> FrameScan:
     return FrameScan(payloads, offsets, pos, size)
 
 
+def frames_after(data: bytes, start: int) -> list[bytes]:
+    """The payloads of every valid frame found at or after *start*, skipping damage (what
+    a cut at a bad frame would drop; ``repair`` reports them)."""
+    out: list[bytes] = []
+    pos = data.find(FRAME_MAGIC, start)
+    while pos >= 0:
+        if _valid_frame_at(data, pos):
+            n, _ = _header_at(data, pos)  # type: ignore[misc]
+            out.append(data[pos + HEADER_SIZE : pos + HEADER_SIZE + n])
+            pos = data.find(FRAME_MAGIC, pos + HEADER_SIZE + n)
+        else:
+            pos = data.find(FRAME_MAGIC, pos + 1)
+    return out
+
+
 def _any_valid_frame_after(data: bytes, start: int) -> bool:
     pos = data.find(FRAME_MAGIC, start)
     while pos >= 0:

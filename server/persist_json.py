@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from stateengine.protocol import copy_value
+from stateengine.runtime.discovery import write_private_file
 from stateengine.server.engine import ChangeSet, Table, TableEngine
 from stateengine.server.persist_base import (
     FSYNC_POLICIES,
@@ -214,8 +215,7 @@ class JsonStore:
         tmp = str(self.path) + ".tmp"
         if self.fsync == "no":
             space_fault()
-            with open(tmp, "w", encoding="utf-8") as out:
-                out.write(text)
+            write_private_file(Path(tmp), text.encode())
             os.replace(tmp, self.path)
         else:
             self.fs.write_file(tmp, _one(text.encode()))

@@ -8,21 +8,32 @@ Files (all in the data directory, mode 0600):
 * ``snapshot.sesnap`` — every table at one ``seq``: a header frame (format, seq, counts,
   the generic ``extra`` section for later stored manifest values), one frame per table
   meta, record chunks of up to 4096 records, an end frame. Written as
-  ``snapshot.sesnap.tmp``, fsynced, renamed over, then the directory fsynced.
+  ``snapshot.sesnap.tmp``, fsynced, read back and verified, then the old
+  ``snapshot.sesnap`` is renamed to ``snapshot.prev.sesnap`` and the new one into place,
+  then the directory fsynced.
+* ``snapshot.prev.sesnap`` — the snapshot before the newest. Kept, with the log from its
+  seq on, so that a damaged newest snapshot can be rebuilt from it and the log
+  (``stateengine repair``): the log is trimmed behind the *previous* snapshot, never the
+  newest. Before the second snapshot the whole log is kept (the "previous snapshot"
+  is then the empty state at seq 0).
 
 Snapshots without stalling writes. When the log has grown past a threshold (64 MiB, or
 the last snapshot's size if larger: Redis's auto-aof-rewrite rule) the writer rotates
 to a new segment (base = the current ``seq``) and ``os.fork()`` s; the child holds a
 copy-on-write image of the engine at that ``seq``, dumps it and leaves with
-``os._exit`` (it never touches ZeroMQ, logging or atexit handlers). The writer goes on
-appending to the new segment and, once the child has exited 0, deletes the segments
-with a lower base. Measured in ``bench/durability.py``: the parent pays only the fork
-(page-table copy, ~tens of ms per GB of heap) instead of the whole dump. Rejected:
+``os._exit`` (it never touches ZeroMQ, logging or atexit handlers). It first closes
+every descriptor it inherited (the data-dir lock's among them: a writer killed mid-dump
+can be restarted at once) and dies with the writer (``PR_SET_PDEATHSIG`` on Linux, a
+parent check between chunks everywhere). The writer goes on appending to the new
+segment and, once the child has exited 0, deletes the segments with a base lower than
+the previous snapshot's seq. Measured in ``bench/durability.py``: the parent pays only
+the fork (page-table copy, ~tens of ms per GB of heap) instead of the whole dump. Rejected:
 encoding incrementally between passes (needs a copy-on-write engine or a log of what
 changed during the dump; more code for the same effect). Where ``fork`` is missing the
 snapshot runs inline (``snapshot_mode="inline"``, also what the power-cut tests use).
 
-Recovery: the snapshot, then every segment's entries with ``seq`` above it. A bad frame
+Recovery: the newest snapshot (a damaged one stops the start: ``repair`` rebuilds it),
+then every segment's entries with ``seq`` above it. A bad frame
 in the last segment with no valid frame behind it is a torn tail: truncated and
 reported. Any other damage raises :class:`~.persist_base.CorruptStore` before anything
 is applied (every frame is checked first).
@@ -34,10 +45,13 @@ per data directory (the server's lock file enforces it).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import logging
 import os
 import re
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -75,6 +89,7 @@ from stateengine.server.persist_base import (
 log = logging.getLogger("stateengine.persistence")
 
 SNAPSHOT_NAME: Final = "snapshot.sesnap"
+SNAPSHOT_PREV: Final = "snapshot.prev.sesnap"
 SNAPSHOT_TMP: Final = "snapshot.sesnap.tmp"
 SEGMENT_RE: Final = re.compile(r"^log\.(\d{20})\.selog$")
 SNAPSHOT_FORMAT: Final = "stateengine-snapshot/1"
@@ -136,6 +151,15 @@ def snapshot_chunks(
     if crash is not None:
         crash()
     yield frame(packb(["end", done]))
+
+
+def newest_snapshot(data_dir: Path) -> Path | None:
+    """The snapshot recovery starts from: ``snapshot.sesnap``, or the previous one when a
+    crash came between the two renames of a new snapshot (the log is kept from it)."""
+    for name in (SNAPSHOT_NAME, SNAPSHOT_PREV):
+        if (data_dir / name).exists():
+            return data_dir / name
+    return None
 
 
 @dataclass
@@ -201,6 +225,65 @@ def load_snapshot(
     )
 
 
+# --- the forked dumper -------------------------------------------------------------------------
+
+_TEST_DELAY_ENV: Final = "STATEENGINE_TEST_SNAPSHOT_DELAY"
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def _become_dumper(parent: int) -> None:
+    """First thing in the forked snapshot child: hold nothing of the writer's, die with it.
+
+    The child inherits every descriptor of the writer, the data-dir lock's among them; a
+    ``flock`` belongs to the open file description that fork shares, so while any copy
+    stays open the lock stays held, and a writer killed mid-dump could not be restarted
+    until the dump ended (issue 14 item 20; ``O_CLOEXEC`` does not help: no exec). It
+    also holds the ZeroMQ and TCP listening sockets and the arena's descriptors. The
+    dumper needs none of them (it opens its own file), so it closes every one above
+    stderr. Then it asks the kernel for SIGKILL when the writer dies (Linux
+    ``PR_SET_PDEATHSIG``); elsewhere, and for the race where the writer died before the
+    request, it checks its parent between chunks (:func:`_while_parent_lives`).
+    """
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc (macOS): every possible descriptor
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+    else:
+        for fd in fds:
+            if fd > 2:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass  # the listing's own descriptor, already closed
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the parent check below still ends the dump
+    _exit_if_orphaned(parent)
+
+
+def _exit_if_orphaned(parent: int) -> None:
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _while_parent_lives(chunks: Iterator[bytes], parent: int) -> Iterator[bytes]:
+    """*chunks*, ending the process when the writer is gone. Also the test-only switch
+    ``STATEENGINE_TEST_SNAPSHOT_DELAY=seconds``: a pause after the header, to kill the
+    writer in the middle of a dump."""
+    delay = float(os.environ.get(_TEST_DELAY_ENV) or 0)
+    for n, chunk in enumerate(chunks):
+        _exit_if_orphaned(parent)
+        yield chunk
+        if n == 0 and delay > 0:
+            until = time.monotonic() + delay
+            while time.monotonic() < until:
+                _exit_if_orphaned(parent)
+                time.sleep(0.05)
+
+
 # --- the store ---------------------------------------------------------------------------------
 
 
@@ -253,6 +336,7 @@ class LogStore:
         self._segments: list[_Segment] = []
         self._child: _Child | None = None
         self._last_snapshot_size = 0
+        self._snap_seq = 0  # the newest snapshot's seq (0: none)
         self._retry_after = 0.0
         self._closed = False
         self._recovered = False
@@ -279,9 +363,10 @@ class LogStore:
         tmp = self.data_dir / SNAPSHOT_TMP
         if tmp.exists():
             tmp.unlink()  # a dump that never completed; the old snapshot stands
-        snap_path = self.data_dir / SNAPSHOT_NAME
-        if snap_path.exists():
+        snap_path = newest_snapshot(self.data_dir)
+        if snap_path is not None:
             info = load_snapshot(snap_path, engine, progress)
+            self._snap_seq = info.seq
             report.snapshot_seq = info.seq
             report.snapshot_records = info.records
             report.extra = info.extra
@@ -417,9 +502,9 @@ class LogStore:
         """
         engine.tables = {}
         engine.seq = 0
-        snap_path = self.data_dir / SNAPSHOT_NAME
+        snap_path = newest_snapshot(self.data_dir)
         snapshot_seq = 0
-        if snap_path.exists():
+        if snap_path is not None:
             snapshot_seq = load_snapshot(snap_path, engine, None).seq
         for _, _path, scan in self._scan_segments(list_segments(self.data_dir), snapshot_seq):
             if scan.bad_offset >= 0 and self._fh is not None:
@@ -472,7 +557,9 @@ class LogStore:
     # --- snapshots ------------------------------------------------------------------------
 
     def log_bytes(self) -> int:
-        return sum(s.size for s in self._segments)
+        """Bytes of log written since the newest snapshot (what the next one compacts;
+        the older segments kept for the previous snapshot do not count)."""
+        return sum(s.size for s in self._segments if s.base >= self._snap_seq)
 
     def maybe_snapshot(self, engine: TableEngine, extra: dict[str, Any] | None = None) -> bool:
         """Start a snapshot if the log has grown enough; reap a finished one.
@@ -514,12 +601,14 @@ class LogStore:
         count_crash_point("mid-snapshot")  # the child's passes, counted in the parent
         count_crash_point("snapshot-renamed")
         gc.freeze()  # fewer pages touched (copied) in the child by the collector
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, which never returns
             code = 1
             try:
+                _become_dumper(parent)
                 gc.disable()
-                self._dump(engine, extra, child=True)
+                self._dump(engine, extra, child=True, parent=parent)
                 code = 0
             finally:
                 os._exit(code)
@@ -539,14 +628,29 @@ class LogStore:
             self._open_segment(seq)  # on failure (disk full) the old segment stays open
             old.close()
 
-    def _dump(self, engine: TableEngine, extra: dict[str, Any], child: bool) -> None:
+    def _dump(
+        self, engine: TableEngine, extra: dict[str, Any], child: bool, parent: int = 0
+    ) -> None:
         tmp = str(self.data_dir / SNAPSHOT_TMP)
 
         def crash() -> None:
             crash_point("mid-snapshot", kill_parent=child, counted=child)
 
-        self.fs.write_file(tmp, snapshot_chunks(engine, extra, crash))
-        self.fs.rename(tmp, str(self.data_dir / SNAPSHOT_NAME))
+        chunks = snapshot_chunks(engine, extra, crash)
+        if parent:
+            chunks = _while_parent_lives(chunks, parent)
+        self.fs.write_file(tmp, chunks)
+        # Verified before it replaces anything: the previous snapshot stays until the
+        # new one reads back whole (CorruptStore: the dump failed, the old files stand).
+        load_snapshot(Path(tmp), None)
+        if parent:
+            _exit_if_orphaned(parent)  # a restarted server may own the directory by now
+        newest = str(self.data_dir / SNAPSHOT_NAME)
+        if os.path.exists(newest):
+            # A crash between these renames leaves only snapshot.prev.sesnap: recovery
+            # starts from it, and the log is kept from its seq (see _after_snapshot).
+            self.fs.rename(newest, str(self.data_dir / SNAPSHOT_PREV))
+        self.fs.rename(tmp, newest)
         crash_point("snapshot-renamed", kill_parent=child, counted=child)
         self.fs.sync_dir(str(self.data_dir))
 
@@ -586,12 +690,21 @@ class LogStore:
             )
 
     def _after_snapshot(self, seq: int) -> None:
-        """Trim: segments below the snapshot's seq hold nothing recovery needs."""
+        """Trim the log behind the *previous* snapshot, not the new one.
+
+        The snapshot that was newest until now is ``snapshot.prev.sesnap``; the log is
+        kept from its seq, so that a damaged newest snapshot can be rebuilt from the
+        previous one and the log (``stateengine repair``). Segments below the previous
+        snapshot's seq hold nothing either snapshot needs. Cost: the log of about two
+        snapshot intervals and two snapshots on disk, and a start reads (and checks)
+        the older interval too.
+        """
         self.stats["snapshots"] += 1
         self._last_snapshot_size = (self.data_dir / SNAPSHOT_NAME).stat().st_size
+        previous, self._snap_seq = self._snap_seq, seq
         keep = []
         for seg in self._segments:
-            if seg.base < seq and seg is not self._segments[-1]:
+            if seg.base < previous and seg is not self._segments[-1]:
                 self.fs.remove(str(seg.path))
             else:
                 keep.append(seg)

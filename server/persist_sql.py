@@ -22,6 +22,8 @@ per data directory or schema is still the rule. Not thread-safe.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import sqlite3
 import time
@@ -242,6 +244,21 @@ class _SqlStore:
         """Nothing periodic to do."""
 
 
+def _private_sqlite_files(path: str) -> None:
+    """The database 0600 before SQLite opens it: SQLite creates it with the umask (0644
+    under the usual 022) and gives its ``-wal`` and ``-shm`` files the database's own
+    mode, so one private database keeps all three private. Files an older version left
+    wider are narrowed (issue 14 item 14)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(path + suffix, 0o600)
+
+
 class SqliteStore(_SqlStore):
     """The state in ``DATA_DIR/state.sqlite3`` (see the module docstring)."""
 
@@ -250,6 +267,7 @@ class SqliteStore(_SqlStore):
     def __init__(self, data_dir: Path, fsync: str = "always", *, path: str | None = None) -> None:
         super().__init__(fsync)
         self.path = path or str(Path(data_dir) / SQLITE_NAME)
+        _private_sqlite_files(self.path)
         self._con = sqlite3.connect(self.path, isolation_level="DEFERRED")
         sync = {"always": "FULL", "everysec": "NORMAL", "no": "OFF"}[fsync]
         self._con.execute("PRAGMA journal_mode=WAL")

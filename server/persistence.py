@@ -31,9 +31,11 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from stateengine.runtime.discovery import write_private_file
 from stateengine.server.engine import ChangeSet, TableEngine
 from stateengine.server.persist_base import (
     FSYNC_POLICIES,
@@ -46,11 +48,13 @@ from stateengine.server.persist_base import (
     StoreClosed,
     crash_point,
     decode_change_set,
+    frames_after,
     scan_frames,
 )
 from stateengine.server.persist_json import JSON_NAME, JsonStore, load_json
 from stateengine.server.persist_log import (
     SNAPSHOT_NAME,
+    SNAPSHOT_PREV,
     LogStore,
     list_segments,
     load_snapshot,
@@ -130,7 +134,8 @@ def detect_backend(data_dir: Path) -> str | None:
         return "sqlite"
     if (data_dir / JSON_NAME).exists():
         return "json"
-    if (data_dir / SNAPSHOT_NAME).exists() or (data_dir.is_dir() and list_segments(data_dir)):
+    snapshots = [data_dir / SNAPSHOT_NAME, data_dir / SNAPSHOT_PREV]
+    if any(p.exists() for p in snapshots) or (data_dir.is_dir() and list_segments(data_dir)):
         return "log"
     return None
 
@@ -214,16 +219,21 @@ def check(data_dir: Path | str, backend: str | None = None, **options: Any) -> d
 
 def _check_log(data_dir: Path, report: dict[str, Any]) -> None:
     problems: list[str] = report["problems"]
-    snap_seq = 0
-    snap = data_dir / SNAPSHOT_NAME
-    if snap.exists():
+    snap_seq = None
+    for key, name in (("snapshot", SNAPSHOT_NAME), ("previous_snapshot", SNAPSHOT_PREV)):
+        snap = data_dir / name
+        if not snap.exists():
+            continue
         try:
             info = load_snapshot(snap, None)
-            report["snapshot"] = {"seq": info.seq, "records": info.records, "bytes": info.size}
-            snap_seq = info.seq
+            report[key] = {"seq": info.seq, "records": info.records, "bytes": info.size}
+            snap_seq = info.seq if snap_seq is None else snap_seq
         except CorruptStore as exc:
-            report["snapshot"] = {"error": str(exc)}
+            report[key] = {"error": str(exc)}
             problems.append(str(exc))
+            if key == "snapshot":
+                snap_seq = -1  # recovery starts from it: no other snapshot stands in
+    snap_seq = max(snap_seq or 0, 0)
     segments = list_segments(data_dir)
     report["segments"] = []
     if segments and segments[0][0] > snap_seq:
@@ -258,16 +268,70 @@ def _check_log(data_dir: Path, report: dict[str, Any]) -> None:
     report["seq"] = last_seq
 
 
+@dataclass
+class _Segment:
+    """One log segment as ``repair`` sees it: its good entries and where it went bad."""
+
+    base: int
+    path: Path
+    data: bytes
+    seqs: list[int]
+    good_end: int
+    bad_offset: int = -1
+    torn: bool = False
+    reason: str = ""
+    later: list[int] = field(default_factory=list)  # seqs of valid entries after the damage
+
+
+def _read_segment(base: int, path: Path, last: bool) -> _Segment:
+    data = path.read_bytes()
+    scan = scan_frames(data)
+    seg = _Segment(base, path, data, [], scan.good_end, scan.bad_offset, scan.torn, scan.reason)
+    seg.torn = scan.torn and last
+    after: list[bytes] = frames_after(data, scan.bad_offset + 1) if scan.bad_offset >= 0 else []
+    for k, (payload, offset) in enumerate(zip(scan.payloads, scan.offsets, strict=True)):
+        try:
+            seg.seqs.append(decode_change_set(payload).seq)
+        except (ValueError, TypeError, KeyError):
+            seg.good_end = seg.bad_offset = offset
+            seg.torn, seg.reason = False, "an entry with a valid checksum cannot be decoded"
+            after = scan.payloads[k + 1 :] + after
+            break
+    for payload in after:
+        try:
+            seg.later.append(decode_change_set(payload).seq)
+        except (ValueError, TypeError, KeyError):
+            pass
+    return seg
+
+
 def repair(data_dir: Path | str, backend: str | None = None) -> dict[str, Any]:
-    """Cut the log at its first damage so that the server can start; keep what is cut.
+    """Make *data_dir* startable again, saving every acknowledged write that survives.
 
-    The damaged segment is truncated at the first bad entry; the bytes from there on and
-    every later segment are moved to ``DATA_DIR/repair-<time>/`` (nothing is deleted).
-    Entries after the damage are dropped even if valid: each depends on the ones before
-    it. A damaged snapshot is moved aside too, which only helps if the log still reaches
-    back to seq 0. Run only while no server uses *data_dir*.
+    Nothing is deleted: what is taken out goes to ``DATA_DIR/repair-<time>/``.
 
-    :return: what was done: ``{"actions": [...], "dropped_bytes": n, "check": {...}}``.
+    * A damaged newest snapshot is rebuilt: the previous snapshot becomes the newest and
+      the log (kept from the previous snapshot's seq, see :mod:`.persist_log`) replays
+      from it at the next start, to the same state. With no previous snapshot, the log
+      from seq 0 does the same. If neither remains, nothing is changed and the result
+      says so (``startable`` False).
+    * A damaged previous snapshot, or damage in the log before the newest snapshot, loses
+      nothing acknowledged (the newest snapshot holds it all): the previous snapshot and
+      the log before the newest are moved aside (the fallback is gone until the next
+      snapshot).
+    * Damage in the log the start needs (after the snapshot it starts from) is cut: the
+      segment is truncated at the first bad entry; that entry, every later one in the
+      segment and every later segment are moved aside, and ``lost`` counts the valid
+      entries among them with their seq range. They are not kept: each change set is a
+      diff against the state the damaged one produced, so replaying them without it
+      would build a state no client ever saw. A torn tail is cut the same way and loses
+      nothing that was acknowledged under ``fsync always``.
+
+    Run only while no server uses *data_dir* (``stateengine repair`` takes its lock).
+
+    :return: ``{"actions", "lost", "dropped_bytes", "startable", "exit_code", "check"}``;
+        ``exit_code`` is 0 (startable, nothing acknowledged lost), 3 (startable, but
+        ``lost`` lists what could not be saved) or 1 (still not startable: ``problems``).
     :raises PersistenceError: for backends other than ``log`` (use the database's own
         tools; a JSON file is a text file).
     """
@@ -277,6 +341,8 @@ def repair(data_dir: Path | str, backend: str | None = None) -> dict[str, Any]:
         raise PersistenceError(f"repair knows the log backend only, not {backend!r}")
     aside = data_dir / time.strftime("repair-%Y%m%d-%H%M%S")
     actions: list[str] = []
+    lost: list[str] = []
+    problems: list[str] = []
     dropped = 0
 
     def move_aside(path: Path) -> None:
@@ -284,37 +350,125 @@ def repair(data_dir: Path | str, backend: str | None = None) -> dict[str, Any]:
         shutil.move(str(path), str(aside / path.name))
         actions.append(f"moved {path.name} to {aside.name}/")
 
-    snap = data_dir / SNAPSHOT_NAME
-    if snap.exists():
-        try:
-            load_snapshot(snap, None)
-        except CorruptStore:
-            move_aside(snap)
-    segments = list_segments(data_dir)
+    newest, prev = data_dir / SNAPSHOT_NAME, data_dir / SNAPSHOT_PREV
+    seqs: dict[Path, int | None] = {}
+    for snap in (newest, prev):
+        if snap.exists():
+            try:
+                seqs[snap] = load_snapshot(snap, None).seq
+            except CorruptStore:
+                seqs[snap] = None
+    listed = list_segments(data_dir)
+    segments = [_read_segment(b, p, i == len(listed) - 1) for i, (b, p) in enumerate(listed)]
+
+    def reaches(seq: int) -> bool:  # the log holds every entry after *seq*
+        return not segments or segments[0].base <= seq
+
+    newest_seq, prev_seq = seqs.get(newest), seqs.get(prev)
+    start: Path | None = None  # the snapshot the next start loads; None: the empty state
+    if newest_seq is not None or (newest not in seqs and prev not in seqs):
+        start = newest if newest_seq is not None else None
+        if not reaches(newest_seq or 0):
+            problems.append(
+                f"the log starts at seq {segments[0].base}, after the snapshot's seq "
+                f"{newest_seq or 0}: the entries between are missing; nothing changed"
+            )
+    elif prev_seq is not None and reaches(prev_seq):
+        start = prev
+    elif not reaches(0):
+        what = "damaged" if newest in seqs and newest_seq is None else "missing"
+        problems.append(
+            f"the newest snapshot is {what}, no usable previous snapshot remains and the "
+            f"log starts at seq {segments[0].base}: the state before it is lost; "
+            "nothing changed (the damaged files are still in place)"
+        )
+    if problems:
+        return {
+            "actions": actions,
+            "lost": lost,
+            "problems": problems,
+            "dropped_bytes": 0,
+            "startable": False,
+            "exit_code": 1,
+            "check": check(data_dir, "log"),
+        }
+    base = seqs[start] if start is not None else 0
+    assert base is not None
+    if start is prev:
+        if newest.exists():
+            move_aside(newest)
+        os.replace(prev, newest)
+        actions.append(
+            f"the newest snapshot was damaged; the previous one (seq {base}) is "
+            f"{SNAPSHOT_NAME} now and the log replays from it: nothing is lost"
+        )
+    elif start is None:
+        for snap in (newest, prev):
+            if snap.exists():
+                move_aside(snap)
+        if seqs:
+            actions.append("no usable snapshot: the log from seq 0 rebuilds the state")
+    elif prev in seqs and prev_seq is None:
+        move_aside(prev)
+    # Segments wholly at or below the start snapshot serve only the previous snapshot
+    # (the fallback). Damage there loses nothing acknowledged: move that part aside.
+    needed = [
+        i for i in range(len(segments)) if i == len(segments) - 1 or segments[i + 1].base > base
+    ]
+    first = needed[0] if needed else len(segments)
+    if any(seg.bad_offset >= 0 for seg in segments[:first]):
+        for seg in segments[:first]:
+            move_aside(seg.path)
+        if prev.exists():
+            move_aside(prev)
+        actions.append(
+            f"the log before seq {base} was damaged; it only served the previous snapshot "
+            "(the fallback, gone until the next snapshot): nothing acknowledged is lost"
+        )
     cut = False
-    for i, (_, path) in enumerate(segments):
+    for seg in segments[first:]:
         if cut:
-            dropped += path.stat().st_size
-            move_aside(path)
+            dropped += len(seg.data)
+            lost_seqs = [q for q in seg.seqs if q > base] + seg.later
+            if lost_seqs:
+                lost.append(
+                    f"{seg.path.name}: {len(lost_seqs)} valid entries "
+                    f"(seq {min(lost_seqs)}..{max(lost_seqs)}) after the damage"
+                )
+            move_aside(seg.path)
             continue
-        data = path.read_bytes()
-        scan = scan_frames(data)
-        if scan.bad_offset < 0:
+        if seg.bad_offset < 0:
             continue
         cut = True
         aside.mkdir(mode=0o700, exist_ok=True)
-        (aside / f"{path.name}.from-{scan.good_end}").write_bytes(data[scan.good_end :])
-        fd = os.open(path, os.O_WRONLY)
+        write_private_file(aside / f"{seg.path.name}.from-{seg.good_end}", seg.data[seg.good_end :])
+        fd = os.open(seg.path, os.O_WRONLY)
         try:
-            os.ftruncate(fd, scan.good_end)
+            os.ftruncate(fd, seg.good_end)
             os.fsync(fd)
         finally:
             os.close(fd)
-        dropped += scan.size - scan.good_end
+        size = len(seg.data) - seg.good_end
+        dropped += size
+        kind = "torn tail" if seg.torn else "corruption"
         actions.append(
-            f"truncated {path.name} at byte {scan.good_end} ({scan.reason}); "
-            f"{scan.size - scan.good_end} bytes kept in {aside.name}/ "
-            f"({'torn tail' if scan.torn and i == len(segments) - 1 else 'corruption'})"
+            f"truncated {seg.path.name} at byte {seg.good_end} ({seg.reason}); "
+            f"{size} bytes kept in {aside.name}/ ({kind})"
         )
+        if not seg.torn:
+            after = f"; {len(seg.later)} valid entries after it" if seg.later else ""
+            if seg.later:
+                after += f" (seq {min(seg.later)}..{max(seg.later)})"
+            lost.append(f"{seg.path.name}: the damaged entry at byte {seg.bad_offset}{after}")
     OsFileSystem().sync_dir(str(data_dir))
-    return {"actions": actions, "dropped_bytes": dropped, "check": check(data_dir, "log")}
+    report = check(data_dir, "log")
+    startable = bool(report["ok"])
+    return {
+        "actions": actions,
+        "lost": lost,
+        "problems": [] if startable else list(report["problems"]),
+        "dropped_bytes": dropped,
+        "startable": startable,
+        "exit_code": 1 if not startable else 3 if lost else 0,
+        "check": report,
+    }

@@ -323,7 +323,13 @@ class Server:
         self._lock_fd = fd
 
     def close(self) -> None:
-        """Close the socket (flushing replies), unlink the arena, release the lock."""
+        """Close the socket (flushing replies), unlink the arena, release the lock.
+
+        ``server.json`` and the ipc socket files are removed only by the server that
+        holds the data-dir lock: a second server refused on a directory in use must
+        leave the running one's files alone (issue 14, item 11).
+        """
+        owner = self._lock_fd is not None
         for door in self.doors:
             door.close()
         self.doors = []
@@ -343,7 +349,7 @@ class Server:
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
-        if self.endpoint.startswith("ipc://"):
+        if owner and self.endpoint.startswith("ipc://"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.endpoint[len("ipc://") :])
         if self.publisher is not None:
@@ -352,8 +358,9 @@ class Server:
         if self.store is not None:
             self.store.close()
             self.store = None
-        with contextlib.suppress(FileNotFoundError):
-            (self.data_dir / paths.SERVER_FILE).unlink()
+        if owner:
+            with contextlib.suppress(FileNotFoundError):
+                (self.data_dir / paths.SERVER_FILE).unlink()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

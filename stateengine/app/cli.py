@@ -328,14 +328,20 @@ def repair_command(args: argparse.Namespace) -> int:
     probe = Server(data_dir)
     try:
         probe.lock()
-    except DataDirLocked as exc:
+    except (DataDirLocked, OSError) as exc:  # in use, or not private (chmod 700 DIR)
         print(f"stateengine repair: {exc}", file=sys.stderr)
         return 1
     try:
-        print(json.dumps(repair(data_dir), indent=2, default=str))
+        report = repair(data_dir)
+    except (OSError, PersistenceError) as exc:
+        print(f"stateengine repair: {exc}", file=sys.stderr)
+        return 1
     finally:
         probe.close()
-    return 0
+    print(json.dumps(report, indent=2, default=str))
+    for line in report["lost"] + report["problems"]:
+        print(f"stateengine repair: {line}", file=sys.stderr)
+    return int(report["exit_code"])
 
 
 def _client(args: argparse.Namespace, timeout: float | None = None) -> Client:
@@ -436,7 +442,11 @@ def keygen_command(args: argparse.Namespace) -> int:
     from stateengine.server import curve
 
     data_dir = paths.resolve_data_dir(args.data_dir)
-    secret, server_key = curve.add_client(data_dir, args.name, Path(args.out).absolute())
+    try:
+        secret, server_key = curve.add_client(data_dir, args.name, Path(args.out).absolute())
+    except (OSError, ValueError) as exc:
+        print(f"stateengine keygen: {exc}", file=sys.stderr)
+        return 1
     print(f"client certificate (secret, keep private): {secret}")
     print(f"server public key (give to the client):    {server_key}")
     print("restart the server for the new client to be allowed in")
@@ -447,19 +457,12 @@ def cleanup_command(args: argparse.Namespace) -> int:
     """Remove what dead servers left: arena segments, and server.json/socket of a data dir."""
     removed = cleanup_stale()
     data_dir = paths.resolve_data_dir(args.data_dir)
-    try:
-        info = paths.read_server_file(data_dir)
-    except StateEngineError:
-        info = {}
-    pid = info.get("pid")
-    if isinstance(pid, int) and not paths.pid_alive(pid, info.get("start_time")):
-        endpoint = str(info.get("endpoint", ""))
-        for path in (data_dir / paths.SERVER_FILE, Path(endpoint.removeprefix("ipc://"))):
-            if endpoint and path.exists():
-                path.unlink()
-                removed.append(str(path))
+    gone, left = paths.remove_leftovers(data_dir)
+    removed += gone
     for name in removed:
         print(f"removed {name}")
+    for reason in left:
+        print(f"left {reason}")
     print(f"stateengine cleanup: {len(removed)} leftovers of dead servers removed")
     return 0
 
@@ -543,7 +546,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("keygen", help="allow a remote client: make its CurveZMQ key pair")
     p.add_argument("name")
     p.add_argument("--data-dir")
-    p.add_argument("--out", default=".", help="where the client's secret certificate goes")
+    p.add_argument(
+        "--out",
+        default="stateengine-keys",
+        help="a private directory (made 0700; an existing one must be 0700) for the "
+        "client's secret certificate (default: ./stateengine-keys)",
+    )
     p = sub.add_parser(
         "call",
         help="send one command (key=value arguments, values as JSON) or, with '-', "
@@ -571,7 +579,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data-dir")
     p = sub.add_parser("check", help="verify a data directory (exit 1 on damage)")
     p.add_argument("--data-dir")
-    p = sub.add_parser("repair", help="cut a damaged log at the first bad entry")
+    p = sub.add_parser(
+        "repair",
+        help="make a damaged data dir startable: rebuild a damaged snapshot from the "
+        "previous one, cut a damaged log (exit 0 nothing lost, 3 entries lost, 1 failed)",
+    )
     p.add_argument("--data-dir")
     p = sub.add_parser("demo", help="start a server and a worker pool, kill a worker, watch")
     p.add_argument("--data-dir", help="default: $STATEENGINE_DATA_DIR or ./.stateengine")

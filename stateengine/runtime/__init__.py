@@ -9,7 +9,9 @@ import time.
 
 * :mod:`~stateengine.runtime.discovery`: the data directory (:func:`resolve_data_dir`),
   the private run directory, ``server.json``, and whether the process it names still
-  runs (:func:`pid_alive`, re-exported from ``shm``'s process identity).
+  runs (:func:`pid_alive`, re-exported from ``shm``'s process identity); private
+  directories and files (``private_dir``, ``write_private_file``) and what ``cleanup``
+  may remove of a dead server (``remove_leftovers``).
 * :mod:`~stateengine.runtime.feed`: the change feed's endpoint and message codec.
 * :mod:`~stateengine.runtime.curve`: a CurveZMQ client's socket options.
 """

@@ -29,7 +29,8 @@ from stateengine.runtime import discovery as paths
 class ServerProcess:
     """``stateengine serve`` on a private data directory, as a real subprocess.
 
-    :param data_dir: the server's data directory (created).
+    :param data_dir: the server's data directory (created 0700 by the server; one that
+        exists must be private already: ``serve`` refuses a directory others can access).
     :param args: extra ``serve`` arguments.
     :param env: extra environment variables (e.g. test-only fault switches).
     :param preexec_fn: run in the child before ``exec`` (e.g. to lower its fd limits).

@@ -9,7 +9,7 @@ from durable_workload import digest, run_workload
 
 from stateengine.server.engine import ChangeSet, TableEngine
 from stateengine.server.persist_base import HEADER_SIZE, scan_frames
-from stateengine.server.persist_log import SNAPSHOT_NAME, list_segments
+from stateengine.server.persist_log import SNAPSHOT_NAME, SNAPSHOT_PREV, list_segments
 from stateengine.server.persistence import CorruptStore, check, open_store, repair
 
 
@@ -118,14 +118,21 @@ def test_a_corrupt_snapshot_stops_the_start(tmp_path: Path) -> None:
 
 
 def test_a_missing_segment_is_corruption(tmp_path: Path) -> None:
-    engine, change_sets, _ = run_workload(6, 80)
+    _, change_sets, _ = run_workload(6, 80)
     store = open_store(tmp_path, "log", snapshot_mode="inline")
+    shadow = TableEngine()
     store.recover(TableEngine())
-    for cs in change_sets:
+    for n, cs in enumerate(change_sets):
         store.write(cs)
-    store.snapshot(engine)  # type: ignore[attr-defined]
+        shadow.apply_change_set(cs)
+        if n == len(change_sets) // 2:
+            store.snapshot(shadow)  # type: ignore[attr-defined]
+    store.snapshot(shadow)  # type: ignore[attr-defined]
     store.close()
-    (tmp_path / SNAPSHOT_NAME).unlink()  # the log before the snapshot was trimmed
+    # The log is kept from the previous snapshot's seq: without both snapshots, the
+    # entries before the first one are missing.
+    (tmp_path / SNAPSHOT_NAME).unlink()
+    (tmp_path / SNAPSHOT_PREV).unlink()
     with pytest.raises(CorruptStore, match="segments are missing"):
         _recover(tmp_path)
 

@@ -37,7 +37,7 @@ def _snapshot(data: Path, n: int) -> None:
 
 def test_server_json_only_after_the_arena_holds_the_recovered_state(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    data.mkdir()
+    data.mkdir(mode=0o700)  # a data directory must be private
     _snapshot(data, N)
     server = ServerProcess(data, "--store", "log", start_timeout=120).start()
     try:
