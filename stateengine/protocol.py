@@ -25,14 +25,13 @@ import msgpack
 
 from stateengine import jsoncodec
 from stateengine.errors import BadRequest, PayloadTooLarge, SchemaError
+from stateengine.limits import INT_MAX as INT_MAX  # re-exported: the value range
+from stateengine.limits import INT_MIN as INT_MIN
+from stateengine.limits import MAX_DEPTH as MAX_DEPTH
+from stateengine.limits import MAX_REQUEST_BYTES as MAX_REQUEST_BYTES
+from stateengine.limits import check_text
 
-MAX_DEPTH: Final = 32
-INT_MIN: Final = -(2**63)
-INT_MAX: Final = 2**64 - 1
-#: Largest request body the server decodes; larger bodies are ``PayloadTooLarge``.
-MAX_REQUEST_BYTES: Final = 64 * 1024 * 1024
-
-_SCALARS: Final = (str, bytes, float)
+_SCALARS: Final = (bytes, float)
 
 
 def describe(value: Any) -> str:
@@ -53,6 +52,8 @@ def check_value(value: Any, where: str, depth: int = 0) -> Any:
         if INT_MIN <= value <= INT_MAX:
             return value
         raise BadRequest(f"{where}: integer {value} is outside the 64-bit range")
+    if t is str:
+        return value if value.isascii() else check_text(value, where)
     if t in _SCALARS:
         return value
     if depth >= MAX_DEPTH:
@@ -64,6 +65,8 @@ def check_value(value: Any, where: str, depth: int = 0) -> Any:
         for k, v in value.items():
             if type(k) is not str and type(k) is not int:
                 raise BadRequest(f"{where}: map key {k!r} is a {describe(k)}, not a str or int")
+            if type(k) is str and not k.isascii():
+                check_text(k, f"{where} (a map key)")
             out[k] = check_value(v, f"{where}.{k}", depth + 1)
         return out
     raise BadRequest(f"{where}: a {describe(value)} is not a msgpack value")
@@ -206,14 +209,17 @@ def is_json(body: bytes) -> bool:
     return bool(body) and body[0] in b"{ \t\r\n"
 
 
-def decode_request(body: bytes) -> tuple[dict[str, Any], bool]:
+def decode_request(body: bytes, limit: int | None = None) -> tuple[dict[str, Any], bool]:
     """Decode one request body; return ``(request, is_json)``.
 
+    :param limit: the largest body taken (default :data:`MAX_REQUEST_BYTES`; the server
+        passes its ``--max-request-bytes``).
     :raises BadRequest: the body is empty, not a map, or not valid JSON/msgpack.
-    :raises PayloadTooLarge: the body exceeds :data:`MAX_REQUEST_BYTES`.
+    :raises PayloadTooLarge: the body exceeds *limit*.
     """
-    if len(body) > MAX_REQUEST_BYTES:
-        raise PayloadTooLarge(f"request of {len(body)} bytes exceeds {MAX_REQUEST_BYTES}")
+    limit = MAX_REQUEST_BYTES if limit is None else limit
+    if len(body) > limit:
+        raise PayloadTooLarge(f"request of {len(body)} bytes exceeds the limit of {limit}")
     if is_json(body):
         request = jsoncodec.loads(body)  # the escapes of README "Wire protocol"
         if not isinstance(request, dict):
