@@ -37,6 +37,7 @@ LEAVES = {
     "stateengine.jsoncodec",
     "stateengine.limits",
     "stateengine.protocol",
+    "stateengine.query",
 }
 
 
