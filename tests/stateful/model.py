@@ -696,6 +696,8 @@ def parse_order(ctx: Ctx, t: Table, order_by: Any, errs: set[str]) -> list[tuple
     if order_by is None:
         return []
     items = [order_by] if isinstance(order_by, str) else list(order_by)
+    if len(items) > 32:  # README "Limits": at most 32 keys
+        errs.add("BadRequest")
     keys: list[tuple[str, bool]] = []
     schemaless_ref = False
     for it in items:
