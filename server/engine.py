@@ -39,6 +39,7 @@ from stateengine.errors import (
     UnknownCommand,
     VersionConflict,
 )
+from stateengine.limits import ID_MAX, check_id, check_table_name, check_text
 from stateengine.protocol import (
     INT_MAX,
     INT_MIN,
@@ -398,10 +399,9 @@ class TableEngine:
 
     def _table(self, request: dict[str, Any], create: bool = False) -> Table:
         name = request["state"]
-        if not isinstance(name, str) or not name:
-            raise BadRequest(f"'state' must be a non-empty string, not {name!r:.80}")
-        table = self.tables.get(name)
+        table = self.tables.get(name) if type(name) is str else None
         if table is None:
+            name = check_table_name(name)  # only a name not taken yet can be malformed
             if not create:
                 raise StateNotFound(f"no state named {name!r}")
             table = Table(name)
@@ -410,11 +410,7 @@ class TableEngine:
 
     @staticmethod
     def _id(value: Any, table: Table, where: str = "id") -> Id:
-        if type(value) is int:
-            if not INT_MIN <= value <= INT_MAX:
-                raise BadRequest(f"{where}: integer id {value} is outside the 64-bit range")
-        elif type(value) is not str:
-            raise BadRequest(f"{where}: an id is an integer or a string, not a {describe(value)}")
+        check_id(value, where)  # what every store and the arena can key (stateengine.limits)
         id_type = table.types.get("id", "any") if table.types else "any"
         if id_type != "any":
             conform(value, id_type, where)
@@ -448,6 +444,8 @@ class TableEngine:
         for k in value:
             if not isinstance(k, str):
                 raise BadRequest(f"'{key}': field names are strings, not {describe(k)}")
+            if not k.isascii():
+                check_text(k, f"'{key}' (a field name)")
         return value
 
     @staticmethod
@@ -513,6 +511,8 @@ class TableEngine:
         for name in raw:
             if not isinstance(name, str) or not name:
                 raise SchemaError(f"{where}: field names are non-empty strings, not {name!r:.60}")
+            if not name.isascii():
+                check_text(name, f"{where} (a field name)")
             if name == RESERVED_FIELD:
                 raise SchemaError(
                     f"{where}: '_version' is reserved and never written; "
@@ -567,7 +567,7 @@ class TableEngine:
         id_type = table.types.get("id", "any") if table.types else "any"
         if id_type.removesuffix("?") == "string":
             raise SchemaError(f"{where}: {table.name!r} has string ids; give an explicit 'id'")
-        return table.next_id  # past every integer id: explicit ones move the counter
+        return _auto_id(table.next_id, where)  # past every integer id: explicit ones move it
 
     @staticmethod
     def _advance_counter(table: Table, rid: Id) -> None:
@@ -577,9 +577,7 @@ class TableEngine:
     # --- commands: table management ------------------------------------------------------
 
     def _create_state(self, request: dict[str, Any]) -> dict[str, Any]:
-        name = request["state"]
-        if not isinstance(name, str) or not name:
-            raise BadRequest(f"'state' must be a non-empty string, not {name!r:.80}")
+        name = check_table_name(request["state"])
         if name in self.tables:
             raise StateExists(f"a state named {name!r} exists")
         max_length = self._int_arg(request, "max_length", minimum=1)
@@ -724,9 +722,7 @@ class TableEngine:
         records = request["records"]
         if not isinstance(records, list):
             raise BadRequest(f"'records' must be a list, not a {describe(records)}")
-        name = request["state"]
-        if not isinstance(name, str) or not name:
-            raise BadRequest(f"'state' must be a non-empty string, not {name!r:.80}")
+        name = check_table_name(request["state"])
         existing = self.tables.get(name)
         probe = existing or Table(name)
         self._check_expected_version(probe, request)  # a table to create is at version 0
@@ -755,7 +751,7 @@ class TableEngine:
             if rid is None:
                 if id_type.removesuffix("?") == "string":
                     raise SchemaError(f"records[{i}]: string ids; give an explicit 'id'")
-                rid = next_id
+                rid = _auto_id(next_id, f"records[{i}]")
                 next_id += 1
             new[rid] = {"id": rid, **record}
         table = self._table(request, create=True)
@@ -770,9 +766,7 @@ class TableEngine:
 
     def _create_record(self, request: dict[str, Any]) -> Record:
         raw = request["record"]
-        name = request["state"]
-        if not isinstance(name, str) or not name:
-            raise BadRequest(f"'state' must be a non-empty string, not {name!r:.80}")
+        name = check_table_name(request["state"])
         table = self.tables.get(name)
         probe = table or Table(name)
         # A missing table is created at version 0: expected_version must say 0.
@@ -1094,6 +1088,17 @@ class ChangeSet:
 
     def __bool__(self) -> bool:
         return bool(self.dropped or self.tables or self.puts or self.deletes)
+
+
+def _auto_id(next_id: int, where: str) -> int:
+    """The next auto-increment id, if it is still a valid id (an explicit id of 2⁶³−1
+    moves the counter past the signed 64-bit range)."""
+    if next_id > ID_MAX:
+        raise CapacityError(
+            f"{where}: no auto-increment id left (an id of {ID_MAX} was used); "
+            "give an explicit 'id'"
+        )
+    return next_id
 
 
 def _command(

@@ -37,6 +37,17 @@ from stateengine.errors import (
     StateEngineError,
     StorageUnavailable,
 )
+from stateengine.limits import (
+    FD_RESERVE,
+    HANDSHAKE_SECONDS,
+    MAX_REPLY_BYTES,
+    MAX_REQUEST_BYTES,
+    MAX_TCP_CONNECTIONS,
+    MAX_TCP_HANDSHAKES,
+    REPEAT_LOG_SECONDS,
+    STORAGE_PROBE_BYTES,
+    STORAGE_RETRY_SECONDS,
+)
 from stateengine.protocol import decode_request, encode_reply, is_json
 from stateengine.runtime import discovery as paths
 from stateengine.runtime.feed import feed_endpoint
@@ -48,30 +59,12 @@ from stateengine.server.persistence import PersistenceError, RecoveryReport, Sto
 
 log = logging.getLogger("stateengine.server")
 
-DEFAULT_MAX_REQUEST = 16 * 1024 * 1024
 _NOBLOCK = int(zmq.NOBLOCK)
 _POLLIN = int(zmq.POLLIN)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
-DEFAULT_MAX_REPLY = 64 * 1024 * 1024
-
-# --- Limits of the writer's doors and logs (issue 14 items 6 and 7) -----------------------
-# One place for now; to be folded into stateengine/limits.py with the request limits.
-#: TCP connections open at once (CurveZMQ clients and handshakes); the next is refused.
-MAX_TCP_CONNECTIONS = 256
-#: unauthenticated TCP handshakes in progress at once; the next connection is refused.
-MAX_TCP_HANDSHAKES = 32
-#: seconds a connection gets to finish its ZMTP/CurveZMQ handshake (ZMQ_HANDSHAKE_IVL).
-HANDSHAKE_SECONDS = 10.0
-#: descriptors kept free for the writer's own files (log segments, snapshot, SQLite,
-#: JSON temp file, lock) and libzmq's internals, below the RLIMIT_NOFILE soft limit.
-FD_RESERVE = 128
-#: at most one log line per this many seconds per kind of repeated event (replies
-#: dropped, connections refused, handshakes failed), with the count folded into it.
-REPEAT_LOG_SECONDS = 10.0
-#: after a pass could not be stored (disk full), seconds between two checks whether the
-#: disk takes writes again, and the bytes each check writes (and removes) to find out.
-STORAGE_RETRY_SECONDS = 1.0
-STORAGE_PROBE_BYTES = 1 << 20
+#: The defaults of ``serve --max-request-bytes`` and of the reply limit.
+DEFAULT_MAX_REQUEST = MAX_REQUEST_BYTES
+DEFAULT_MAX_REPLY = MAX_REPLY_BYTES
 
 #: Commands that change nothing: answered while writes are refused (StorageUnavailable).
 READ_COMMANDS = frozenset(

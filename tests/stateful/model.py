@@ -88,15 +88,44 @@ def is_number(v: Any) -> bool:
     return (is_int(v) or isinstance(v, float)) and not isinstance(v, bool)
 
 
+ID_MAX = 2**63 - 1  # ids: the signed 64-bit range (README "Limits")
+
+
+def valid_text(v: str) -> bool:
+    """No lone surrogate: text every store can encode as UTF-8."""
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def valid_name(v: Any) -> bool:
+    """A table name: 1..1024 bytes of UTF-8, no NUL, valid text (README "Limits")."""
+    if not isinstance(v, str) or v == "" or "\x00" in v:
+        return False
+    try:
+        return len(v.encode("utf-8")) <= 1024
+    except UnicodeEncodeError:
+        return False
+
+
 def valid_id(v: Any) -> bool:
-    return (is_int(v) and INT_MIN <= v <= INT_MAX) or isinstance(v, str)
+    if isinstance(v, str):
+        try:
+            return len(v.encode("utf-8")) <= 1024
+        except UnicodeEncodeError:
+            return False
+    return is_int(v) and INT_MIN <= v <= ID_MAX
 
 
 def value_problem(v: Any, depth: int = 0) -> str | None:
     """Why `v` is not a msgpack value the README allows (None when it is)."""
     if depth > MAX_DEPTH:
         return "nested too deep"
-    if v is None or isinstance(v, (bool, str, bytes, float)):
+    if isinstance(v, str):
+        return None if valid_text(v) else "invalid text"
+    if v is None or isinstance(v, (bool, bytes, float)):
         return None
     if isinstance(v, int):
         return None if INT_MIN <= v <= INT_MAX else "int out of range"
@@ -112,6 +141,8 @@ def value_problem(v: Any, depth: int = 0) -> str | None:
                 return "bad map key"
             if is_int(k) and not INT_MIN <= k <= INT_MAX:
                 return "int out of range"
+            if isinstance(k, str) and not valid_text(k):
+                return "invalid text"
             p = value_problem(x, depth + 1)
             if p:
                 return p
@@ -434,7 +465,7 @@ def structural_problems(req: dict[str, Any], in_batch: bool) -> list[tuple[str |
         if k in req and not ok(req[k]):
             probs.append((k, f"ill-typed {k}"))
 
-    bad("state", lambda v: isinstance(v, str) and v != "")
+    bad("state", valid_name)
     bad("id", valid_id)
     for k in ("record", "fields", "where", "if_match", "add", "schema"):
         bad(k, lambda v: isinstance(v, dict))
@@ -671,6 +702,8 @@ def parse_order(ctx: Ctx, t: Table, order_by: Any, errs: set[str]) -> list[tuple
     if order_by is None:
         return []
     items = [order_by] if isinstance(order_by, str) else list(order_by)
+    if len(items) > 32:  # README "Limits": at most 32 keys
+        errs.add("BadRequest")
     keys: list[tuple[str, bool]] = []
     schemaless_ref = False
     for it in items:
@@ -879,6 +912,12 @@ def h_set_state(ctx: Ctx, w: World, req: dict[str, Any], errs: set[str]) -> tupl
     if t.id_type and any(isinstance(r, dict) and "id" not in r for r in kept):
         if t.id_type == "string":
             errs.update({"SchemaError", "BadRequest"})
+    auto = sum(1 for r in kept if isinstance(r, dict) and "id" not in r)
+    first = max(
+        [t.next_id] + [r["id"] + 1 for r in kept if isinstance(r, dict) and is_int(r.get("id"))]
+    )
+    if auto and first + auto - 1 > ID_MAX:
+        errs.add("CapacityError")  # no auto-increment id left
     fail(errs, "SET_STATE")
     if t.fields is None and kept:
         t.fields = list(fields or [])
@@ -918,6 +957,8 @@ def h_create_record(
             errs.add("DuplicateId")
     elif t.id_type == "string":
         errs.update({"SchemaError", "BadRequest"})
+    elif t.next_id > ID_MAX:
+        errs.add("CapacityError")  # no auto-increment id left
     if t.max_length is not None and len(t.records) >= t.max_length:
         errs.add("CapacityError")
     fail(errs, "CREATE_RECORD")

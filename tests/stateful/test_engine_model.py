@@ -44,7 +44,7 @@ T = TypeVar("T")
 TABLES = ["t1", "t2", "t3"]
 FIELDS = ["a", "b", "c"]
 IDS: list[Any] = [1, 2, 3, 7, "x", "y"]
-BAD_IDS: list[Any] = [1.5, True, None, [1], 2**64]
+BAD_IDS: list[Any] = [1.5, True, None, [1], 2**64, 2**63, "\ud800", "é" * 513]
 VALUES: list[Any] = [
     0,
     1,
@@ -99,6 +99,8 @@ JUNK: list[Any] = [
     Unpackable(),
     2**64,
     -(2**63) - 1,
+    "\udc80",
+    {"\ud800": 1},
     _deep(MAX_DEPTH + 8),
     {(1, 2): 1},
     {1.5: "x"},

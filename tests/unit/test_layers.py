@@ -35,6 +35,7 @@ ALLOWED: dict[str, frozenset[str]] = {
 LEAVES = {
     "stateengine.errors",
     "stateengine.jsoncodec",
+    "stateengine.limits",
     "stateengine.protocol",
     "stateengine.query",
 }

@@ -63,6 +63,7 @@ from stateengine.errors import (
     VersionConflict,
     from_wire,
 )
+from stateengine.limits import MAX_REQUEST_BYTES
 from stateengine.protocol import decode_request, encode_reply, is_json
 from stateengine.runtime import discovery as paths
 from stateengine.runtime.feed import FEED_HWM, decode_change, feed_endpoint, feed_gap
@@ -216,7 +217,7 @@ async def read_body(request: Request, limit: int) -> dict[str, Any]:
     if not is_json(body):
         raise malformed("the body must be a JSON object")
     try:
-        decoded, _ = decode_request(body)  # the wire's JSON decoding: $b64, depth, size
+        decoded, _ = decode_request(body, limit)  # the wire's JSON decoding: $b64, depth
     except PayloadTooLarge:
         raise
     except BadRequest as exc:
@@ -376,7 +377,7 @@ class GatewayConfig:
     port: int = 0
     #: Required (:func:`stateengine.app.gateway.auth.resolve_token` makes one).
     token: str | None = None
-    max_body_bytes: int = 16 * 1024 * 1024
+    max_body_bytes: int = MAX_REQUEST_BYTES
     timeout: float = 10.0
     #: Called when the server this gateway serves has stopped (the process then exits).
     on_server_gone: Callable[[], None] | None = None
