@@ -33,6 +33,7 @@ ALLOWED: dict[str, frozenset[str]] = {
 }
 
 LEAVES = {
+    "stateengine.defaults",
     "stateengine.errors",
     "stateengine.jsoncodec",
     "stateengine.limits",
