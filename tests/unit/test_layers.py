@@ -32,7 +32,12 @@ ALLOWED: dict[str, frozenset[str]] = {
     "app": frozenset({"leaf", "shm", "runtime", "manifests", "server", "client", "testing"}),
 }
 
-LEAVES = {"stateengine.errors", "stateengine.jsoncodec", "stateengine.protocol"}
+LEAVES = {
+    "stateengine.command_table",
+    "stateengine.errors",
+    "stateengine.jsoncodec",
+    "stateengine.protocol",
+}
 
 
 def layer(module: str) -> str:
