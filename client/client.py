@@ -54,11 +54,11 @@ from stateengine.errors import (
 )
 from stateengine.protocol import (
     decode_reply,
-    matches,
     order_records,
     pack_request,
     parse_order_by,
 )
+from stateengine.query import compile_where, match_all
 from stateengine.runtime import discovery as paths
 from stateengine.runtime.feed import FEED_HWM, feed_endpoint
 from stateengine.shm import ArenaReader, Snapshot
@@ -679,9 +679,13 @@ def _select(
         return None
     if not all(type(x) is int and x >= 0 for x in (offset, limit) if x is not None):
         return None
+    try:
+        predicate = compile_where(where)[1]
+    except StateEngineError:
+        return None
     records = [r for _, r in snap.items(state)]
-    if where:
-        records = [r for r in records if matches(r, where)]
+    if predicate is not match_all:
+        records = [r for r in records if predicate(r)]
     if keys:
         order_records(records, keys)
     start = offset or 0

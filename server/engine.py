@@ -48,11 +48,10 @@ from stateengine.protocol import (
     conform,
     copy_value,
     describe,
-    matches,
     order_records,
     parse_order_by,
-    values_equal,
 )
+from stateengine.query import Predicate, compile_where, match_all
 
 Id = int | str
 Record = dict[str, Any]
@@ -448,12 +447,11 @@ class TableEngine:
                 raise VersionConflict(
                     f"record {rid!r} has _version {record[RESERVED_FIELD]}, expected {if_version}"
                 )
-        if_match = request.get("if_match")
-        if if_match is not None:
+        if request.get("if_match") is not None:
             if_match = self._map_arg(request, "if_match")
+            self._where(table, request, "if_match")  # refuses bad fields and operators first
             for name, value in if_match.items():
-                self._known_field(table, name, "if_match")
-                if not values_equal(record.get(name), value):
+                if not compile_where({name: value}, "if_match")[1](record):
                     raise VersionConflict(
                         f"record {rid!r}: {name} is {record.get(name)!r:.60}, "
                         f"if_match wants {value!r:.60}"
@@ -777,12 +775,13 @@ class TableEngine:
             self._known_field(table, name, "order_by")
         return keys
 
-    def _where(self, table: Table, request: dict[str, Any]) -> dict[str, Any]:
-        where = self._map_arg(request, "where", required=False)
+    def _where(self, table: Table, request: dict[str, Any], key: str = "where") -> Predicate:
+        """The compiled ``where`` (or ``if_match``): known fields, valid operators."""
+        where = self._map_arg(request, key, required=False)
         for name, value in where.items():
-            self._known_field(table, name, "where")
-            check_value(value, f"where.{name}")
-        return where
+            self._known_field(table, name, key)
+            check_value(value, f"{key}.{name}")
+        return compile_where(where, key)[1]
 
     def _list_records(self, request: dict[str, Any]) -> list[Record]:
         table = self._table(request)
@@ -792,8 +791,8 @@ class TableEngine:
         limit = self._int_arg(request, "limit")
         end = None if limit is None else offset + limit
         records: Iterable[Record] = table.records.values()
-        if where:
-            records = (r for r in records if matches(r, where))
+        if where is not match_all:
+            records = (r for r in records if where(r))
         if not keys:  # insertion order: stop as soon as the page is full
             return [self._out(r) for r in itertools.islice(records, offset, end)]
         matched = order_records(list(records), keys)
@@ -818,7 +817,7 @@ class TableEngine:
                 view = {**record, **lease.prior}  # rule 2: match as before the claim
             else:
                 view = record
-            if matches(view, where):
+            if where(view):
                 candidates.append((view, rid))
                 if not keys:
                     break

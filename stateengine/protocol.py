@@ -118,14 +118,6 @@ def sort_key(value: Any) -> tuple[Any, ...]:
     return (7, repr(value))
 
 
-def matches(record: dict[str, Any], where: dict[str, Any]) -> bool:
-    """Whether every ``where`` field equals the record's (``values_equal``)."""
-    for name, value in where.items():
-        if name not in record or not values_equal(record[name], value):
-            return False
-    return True
-
-
 def order_records(records: list[Any], keys: list[tuple[str, bool]], get: Any = None) -> list[Any]:
     """Sort in place by ``[(field, descending), ...]``, stable; *get* maps item → record."""
     for name, descending in reversed(keys):

@@ -88,8 +88,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from stateengine import command_table
-from stateengine.protocol import matches, order_records, parse_order_by, values_equal
+from stateengine import command_table, query
+from stateengine.errors import BadRequest
+from stateengine.protocol import order_records, parse_order_by, values_equal
 from stateengine.testing.history import Operation, read_history
 
 INF: Final = float("inf")
@@ -409,9 +410,12 @@ def _preconditions(
                 verdicts.add("VersionConflict")
         if_match = req.get("if_match")
         if isinstance(if_match, dict):
-            for name, value in if_match.items():
-                if not values_equal(entry.data.get(name), value):
-                    return ["VersionConflict"]
+            try:
+                holds = query.matches(entry.data, if_match)
+            except BadRequest:
+                return ["BadRequest"]
+            if not holds:
+                return ["VersionConflict"]
     return sorted(verdicts, key=lambda v: v is not None)
 
 
@@ -532,8 +536,11 @@ def _list_records(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
     table = state.table(req.get("state"))
     if not table.exists:
         return [(_err("StateNotFound"), state)]
-    where = req.get("where") or {}
-    entries = [e for e in table.records if matches(e.data, where)]
+    try:
+        where = query.compile_where(req.get("where"))[1]
+    except BadRequest:
+        return [(_err("BadRequest"), state)]
+    entries = [e for e in table.records if where(e.data)]
     keys = parse_order_by(req.get("order_by"))
     if keys:
         entries = order_records(entries, keys, get=lambda e: e.data)
@@ -554,7 +561,11 @@ def _claim_record(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
         if verdict is not None:
             out.append((_err(verdict), state))
             continue
-        where = req.get("where") or {}
+        try:
+            where = query.compile_where(req.get("where"))[1]
+        except BadRequest:
+            out.append((_err("BadRequest"), state))
+            continue
         # (view, entry, may be skipped as live-leased)
         candidates: list[tuple[dict[str, Any], Entry, bool]] = []
         for entry in table.records:
@@ -566,7 +577,7 @@ def _claim_record(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
                     continue  # rule 1: certainly live
                 view = {**entry.data, **held.prior}
                 maybe_live = held.may_live_for(ctx.lo, ctx.hi)
-            if matches(view, where):
+            if where(view):
                 candidates.append((view, entry, maybe_live))
         keys = parse_order_by(req.get("order_by"))
         if keys:

@@ -25,7 +25,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from stateengine import command_table
+from stateengine import command_table, query
 from stateengine.protocol import INT_MAX, INT_MIN, TYPE_NAMES
 
 #: A field no generated schema has (field names never contain ``-``).
@@ -155,14 +155,31 @@ def records(
     return st.fixed_dictionaries(fields)
 
 
+_RANGED = ("integer", "float", "string", "bytes")
+
+
 def _where(schema: dict[str, str]) -> st.SearchStrategy[dict[str, Any]]:
-    """``{}`` or one ``field: value`` condition."""
+    """``{}`` or one condition: a plain value, or an operator map (``$eq`` ... ``$nin``)."""
     if not schema:
         return st.just({})
-    one = st.sampled_from(sorted(schema)).flatmap(
-        lambda name: st.builds(lambda v: {name: v}, values_of_type(schema[name]))
-    )
-    return st.just({}) | one
+
+    def condition(name: str) -> st.SearchStrategy[dict[str, Any]]:
+        value = values_of_type(schema[name])
+        ops = st.builds(lambda op, v: {op: v}, st.sampled_from(["$eq", "$ne"]), value) | (
+            st.builds(
+                lambda op, vs: {op: vs},
+                st.sampled_from(["$in", "$nin"]),
+                st.lists(value, max_size=3),
+            )
+        )
+        if schema[name].removesuffix("?") in _RANGED:
+            bound = values_of_type(schema[name].removesuffix("?"))  # never nil or NaN
+            ops |= st.builds(
+                lambda op, v: {op: v}, st.sampled_from(sorted(query.RANGE_OPERATORS)), bound
+            )
+        return st.builds(lambda c: {name: c}, value | ops)
+
+    return st.just({}) | st.sampled_from(sorted(schema)).flatmap(condition)
 
 
 def _patch(schema: dict[str, str]) -> st.SearchStrategy[dict[str, Any]]:

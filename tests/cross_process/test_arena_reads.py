@@ -23,6 +23,9 @@ def test_reads_come_from_the_arena_and_match_the_server(server: ServerProcess) -
             ({"g": 1}, "-n", 2, 5),
             ({"g": 2}, ["g", "-n"], None, 3),
             (None, "tag", 45, None),
+            ({"n": {"$gte": 10, "$lt": 20}, "g": {"$ne": 0}}, "-n", None, None),
+            ({"g": {"$in": [0, 2]}, "n": {"$nin": [0, 3]}}, None, 1, 4),
+            ({"tag": {"$eq": {"k": [4]}}, "n": {"$gt": "a"}}, None, None, None),
         ]:
             via_arena = client.list_records("t", where, order_by, offset, limit)
             request = {

@@ -76,6 +76,10 @@ def test_records_crud_ids_bytes_and_preconditions(gateway: Gateway) -> None:
     assert body["size"] == 3 and [x["title"] for x in body["records"]] == ["s", "s"]
     r = http.get(base, params={"where": json.dumps({"title": "c"})})
     assert [x["id"] for x in r.json()["records"]] == [1]
+    r = http.get(base, params={"where": json.dumps({"title": {"$gt": "c"}}), "order_by": "id"})
+    assert [x["id"] for x in r.json()["records"]] == ["007", "42"]  # "s" > "c"; 1 is "c"
+    r = http.get(base, params={"where": json.dumps({"title": {"$in": "c"}})})
+    assert r.status_code == 422 and "$in" in r.json()["error"]["message"], r.text
     assert http.delete(f"{base}/1", params={"expected_version": 0}).status_code == 409
     assert http.delete(f"{base}/1").json() == {"deleted": 1}
     assert http.get(f"{base}/1").status_code == 404

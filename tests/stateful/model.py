@@ -553,7 +553,9 @@ def check_preconditions(
     for f, v in (req.get("if_match") or {}).items():
         if not t.known(f):
             errs.update({"SchemaError", "VersionConflict"})
-        elif not msg_eq(t.records[rid][f], v):
+        elif bad_condition(v):
+            errs.update({"BadRequest", "VersionConflict"})
+        elif not holds(t.records[rid], f, v):
             errs.add("VersionConflict")
 
 
@@ -653,6 +655,8 @@ def check_where(ctx: Ctx, t: Table, where: dict[str, Any], errs: set[str]) -> No
             schemaless_ref = True
         elif not t.known(f):
             errs.add("SchemaError")
+        elif bad_condition(where[f]):
+            errs.add("BadRequest")
     if schemaless_ref and ctx.choose(2):
         errs.add("SchemaError")  # README: unknown field; but no schema exists yet
 
@@ -687,8 +691,57 @@ def ordered(
     return ids
 
 
+OPERATORS = ("$eq", "$ne", "$in", "$nin", "$gt", "$gte", "$lt", "$lte")
+
+
+def operator_map(cond: Any) -> bool:
+    """README: a map is an operator map only when non-empty and every key is an operator."""
+    return isinstance(cond, dict) and bool(cond) and all(k in OPERATORS for k in cond)
+
+
+def range_kind(v: Any) -> str | None:
+    """Ranges compare numbers with numbers, strings with strings, bytes with bytes."""
+    if isinstance(v, bool) or v is None or (isinstance(v, float) and v != v):
+        return None
+    if isinstance(v, int | float):
+        return "number"
+    return {str: "string", bytes: "bytes"}.get(type(v))
+
+
+def bad_condition(cond: Any) -> bool:
+    """An operator the engine refuses: a bound it cannot compare, `$in` without a list."""
+    if not operator_map(cond):
+        return False
+    for op, arg in cond.items():
+        if op in ("$in", "$nin") and not isinstance(arg, list):
+            return True
+        if op in ("$gt", "$gte", "$lt", "$lte") and range_kind(arg) is None:
+            return True
+    return False
+
+
+def holds(rec: dict[str, Any], f: str, cond: Any) -> bool:
+    has = f in rec
+    for op, arg in cond.items() if operator_map(cond) else [("$eq", cond)]:
+        if op in ("$eq", "$ne"):
+            ok = has and msg_eq(rec[f], arg)
+        elif op in ("$in", "$nin"):
+            ok = has and any(msg_eq(rec[f], x) for x in arg)
+        else:
+            if not has or range_kind(rec[f]) is None or range_kind(rec[f]) != range_kind(arg):
+                return False
+            a, b = rec[f], arg
+            ok = {"$gt": a > b, "$gte": a >= b, "$lt": a < b, "$lte": a <= b}[op]
+            if not ok:
+                return False
+            continue
+        if ok != (op in ("$eq", "$in")):
+            return False
+    return True
+
+
 def matches(rec: dict[str, Any], where: dict[str, Any]) -> bool:
-    return all(f in rec and msg_eq(rec[f], v) for f, v in where.items())
+    return all(holds(rec, f, cond) for f, cond in where.items())
 
 
 # --- handlers --------------------------------------------------------------------------------

@@ -235,9 +235,22 @@ def where(d: Draw, t: Table | None) -> dict[str, Any]:
     if t is not None and t.records and d.coin(0.6):
         r = t.records[d.pick(list(t.records))]
         fs = d.subset(list(r), min_size=0)
-        return {f: copy.deepcopy(r[f]) for f in fs[:2]}
+        return {f: condition(d, copy.deepcopy(r[f])) for f in fs[:2]}
     fs = d.subset([*FIELDS, "id", "zz"])[:2]
-    return {f: value(d, None) for f in fs}
+    return {f: condition(d, value(d, None)) for f in fs}
+
+
+def condition(d: Draw, v: Any) -> Any:
+    """A plain value, or an operator map around it (README "Query operators")."""
+    if d.coin(0.6):
+        return v
+    op = d.pick(["$eq", "$ne", "$in", "$nin", "$gt", "$gte", "$lt", "$lte"])
+    if op in ("$in", "$nin"):
+        return {op: [v, value(d, None)] if d.coin(0.9) else v}
+    if op in ("$gt", "$gte", "$lt", "$lte") and d.coin(0.3):
+        upper = d.pick(["$lt", "$lte"])
+        return {d.pick(["$gt", "$gte"]): v, upper: value(d, None)}
+    return {op: v}
 
 
 def order_by(d: Draw) -> Any:

@@ -37,6 +37,7 @@ LEAVES = {
     "stateengine.errors",
     "stateengine.jsoncodec",
     "stateengine.protocol",
+    "stateengine.query",
 }
 
 

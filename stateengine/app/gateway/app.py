@@ -836,7 +836,9 @@ def create_app(config: GatewayConfig) -> FastAPI:
     @app.get("/api/states/{state}/records", tags=["records"], summary="LIST_RECORDS, paged")
     async def list_records(
         state: Segment,
-        where: str | None = Query(None, description="JSON {field: value}, all equal"),
+        where: str | None = Query(
+            None, description='JSON {field: value or {"$gt": ...}}: README LIST_RECORDS'
+        ),
         order_by: str | None = Query(None, description="field, -field, or a,-b"),
         offset: int = Query(0, ge=0),
         limit_: int = Query(DEFAULT_LIMIT, ge=0, le=MAX_LIMIT, alias="limit"),
