@@ -273,3 +273,24 @@ class CommandsMixin:
     def batch(self, commands: list[dict[str, Any]]) -> list[Any]:
         """Apply request maps all-or-nothing as one commit; returns their results."""
         return self._call(_request("BATCH", commands=commands))
+
+    # --- the server -----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """``STATS``: per table records, version and leases; in a server process also
+        requests, passes, the store and the arena (README "Running the server")."""
+        return self._call(_request("STATS"))
+
+    # --- any command ------------------------------------------------------------------------
+
+    def call(self, command: str, /, **args: Any) -> Any:
+        """Send any command of the command table (``stateengine.command_table``) with
+        its arguments as keywords; returns its ``result``. Arguments left ``None`` are
+        not sent, as with the methods.
+
+        The server is the judge: a command it does not know is ``UnknownCommand``, an
+        argument the command does not take a ``BadRequest`` naming the ones it takes.
+
+        :raises StateEngineError: the subclass named by the reply's error type.
+        """
+        return self._call(_request(command, **args))
