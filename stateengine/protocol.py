@@ -157,7 +157,7 @@ def order_records(records: list[Any], keys: list[tuple[str, bool]], get: Any = N
         viewed = [view(r) for r in records]
         columns: list[list[Any]] = []
         for name, descending in unique.items():
-            column = [sort_key(rec.get(name)) for rec in viewed]
+            column: list[Any] = [sort_key(rec.get(name)) for rec in viewed]
             if descending:
                 rank = {k: i for i, k in enumerate(sorted(set(column)))}
                 column = [-rank[k] for k in column]
