@@ -41,6 +41,7 @@ from stateengine.client.client import (
     RECORDED_READS,
     ArenaView,
     History,
+    _wait_of,
     arena_get,
     arena_info,
     arena_list,
@@ -217,7 +218,7 @@ class AsyncClient(CommandsMixin):
         self._pending[req_id] = future
         await self._sock.send(body)
         try:
-            return await asyncio.wait_for(future, self.timeout)
+            return await asyncio.wait_for(future, self.timeout + _wait_of(request))
         except TimeoutError:
             raise ServerUnavailable(
                 f"no reply from {self.endpoint} within {self.timeout} s"

@@ -251,12 +251,17 @@ class Client(CommandsMixin):
         self._socket().send(pack_request(self._pack, request))
         return req_id
 
-    def _receive(self, wanted: set[int]) -> dict[int, dict[str, Any]]:
-        """Collect the replies to *wanted*, dropping stale ones; bounded by ``timeout``."""
+    def _receive(self, wanted: set[int], extra: float = 0.0) -> dict[int, dict[str, Any]]:
+        """Collect the replies to *wanted*, dropping stale ones; bounded by ``timeout``
+        (plus *extra* seconds: a blocking claim's ``wait``)."""
         sock = self._socket()
         replies: dict[int, dict[str, Any]] = {}
+        deadline = time.monotonic() + extra
         while wanted:
             try:
+                while extra and not sock.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+                    if time.monotonic() >= deadline:
+                        break  # then recv waits the usual timeout on top
                 body = sock.recv()  # RCVTIMEO bounds the wait
             except zmq.Again:
                 self._reset_socket()
@@ -284,25 +289,25 @@ class Client(CommandsMixin):
         if self._history is not None:
             return self._result(self._recorded_execute(request))
         req_id = self._send(dict(request))
-        return self._result(self._receive({req_id})[req_id])
+        return self._result(self._receive({req_id}, _wait_of(request))[req_id])
 
     def execute(self, request: dict[str, Any]) -> dict[str, Any]:
         """Send one request map and return the raw reply map (errors not raised)."""
         if self._history is not None:
             return self._recorded_execute(request)
         req_id = self._send(dict(request))
-        return self._receive({req_id})[req_id]
+        return self._receive({req_id}, _wait_of(request))[req_id]
 
     def _recorded_execute(self, request: dict[str, Any]) -> dict[str, Any]:
         hook = self._history
         assert hook is not None
         if hook.depth:
             req_id = self._send(dict(request))
-            return self._receive({req_id})[req_id]
+            return self._receive({req_id}, _wait_of(request))[req_id]
         op = hook.invoke(request)
         try:
             req_id = self._send(dict(request))
-            reply = self._receive({req_id})[req_id]
+            reply = self._receive({req_id}, _wait_of(request))[req_id]
         except BaseException as exc:
             hook.fail(op, exc)
             raise
@@ -654,6 +659,14 @@ def arena_states(reader: ArenaReader) -> list[str] | None:
             return snap.tables()
     except SnapshotExpired:
         return None
+
+
+def _wait_of(request: dict[str, Any]) -> float:
+    """How long the server may hold *request* before answering (a blocking claim)."""
+    wait = request.get("wait")
+    if not isinstance(wait, (int, float)) or isinstance(wait, bool):
+        return 0.0
+    return float(wait) if 0 < wait < float("inf") else 0.0
 
 
 def _select(

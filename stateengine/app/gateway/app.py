@@ -964,13 +964,20 @@ def create_app(config: GatewayConfig) -> FastAPI:
         tags=["records"],
         summary="CLAIM_RECORD: take the first matching record, optionally under a lease",
         openapi_extra=_body_schema(
-            "`where`, `fields`, `order_by`?, `lease_seconds`?, `expected_version`?",
+            "`where`, `fields`, `order_by`?, `lease_seconds`?, `expected_version`?, `wait`? "
+            "(or `?wait=SECONDS`: hold the request until a record is claimable)",
             {"where": {"status": "pending"}, "fields": {"status": "running"}, "lease_seconds": 30},
         ),
     )
-    async def claim(state: Segment, request: Request) -> Response:
+    async def claim(
+        state: Segment,
+        request: Request,
+        wait: float | None = Query(None, description="seconds to wait for a claimable record"),
+    ) -> Response:
         body = await read_body(request, limit)
         reject_keys(body, ("command", "state"), "POST /api/states/{state}/claim")
+        if wait is not None:
+            body["wait"] = wait
         result, headers = await gw().write({**body, "command": "CLAIM_RECORD", "state": state})
         return answer({"record": result}, headers)
 
