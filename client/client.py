@@ -35,7 +35,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
 import msgpack
 import zmq
@@ -57,8 +57,9 @@ from stateengine.protocol import (
     order_records,
     pack_request,
     parse_order_by,
+    sort_key,
 )
-from stateengine.query import compile_where, match_all
+from stateengine.query import compile_where, match_all, plan_query
 from stateengine.runtime import discovery as paths
 from stateengine.runtime.feed import FEED_HWM, feed_endpoint
 from stateengine.shm import ArenaReader, Snapshot
@@ -639,9 +640,15 @@ def arena_list(
 ) -> list[Record] | None:
     try:
         with reader.snapshot() as snap:
-            return _select(snap, state, where, order_by, offset, limit)
+            return _select(snap, state, where, order_by, offset, limit, indexed_to_writer=True)
     except SnapshotExpired:
         return None
+
+
+#: Past this many records, a list that an index of the table fits goes to the writer: an
+#: arena scan decodes every record (10k records: 63 ms) where the writer's index answers
+#: in one round trip (~0.12 ms at any size; shm/DESIGN.md "Indexed queries").
+ARENA_SCAN_LIMIT: Final = 128
 
 
 def arena_info(reader: ArenaReader, state: str) -> dict[str, Any] | None:
@@ -676,12 +683,15 @@ def _select(
     order_by: str | list[str] | None,
     offset: int | None,
     limit: int | None,
+    indexed_to_writer: bool = False,
 ) -> list[Record] | None:
-    """LIST_RECORDS on a snapshot; None when the server must answer (to raise its error)."""
+    """LIST_RECORDS on a snapshot; None when the server must answer (to raise its error,
+    or, with *indexed_to_writer*, because an index answers a large table's query faster)."""
     meta = snap.meta(state)
     if meta is None:
         return None
-    fields = set(msgpack.unpackb(meta)["schema"]) | {"_version"}
+    info = msgpack.unpackb(meta)
+    fields = set(info["schema"]) | {"_version"}
     try:
         keys = parse_order_by(order_by)
     except StateEngineError:
@@ -693,8 +703,16 @@ def _select(
     if not all(type(x) is int and x >= 0 for x in (offset, limit) if x is not None):
         return None
     try:
-        predicate = compile_where(where)[1]
+        conditions, predicate = compile_where(where)
     except StateEngineError:
+        return None
+    indexes = info.get("indexes")
+    if (
+        indexed_to_writer
+        and indexes
+        and info.get("size", 0) > ARENA_SCAN_LIMIT
+        and plan_query([tuple(i) for i in indexes], conditions, keys, sort_key) is not None
+    ):
         return None
     records = [r for _, r in snap.items(state)]
     if predicate is not match_all:

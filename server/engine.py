@@ -938,6 +938,7 @@ class TableEngine:
     def _claim_record(self, request: dict[str, Any]) -> Record | None:
         table = self._table(request)
         self._check_expected_version(table, request)
+        self._map_arg(request, "where")  # required: a map ({} takes any record)
         conditions, where = self._where(table, request)
         keys = self._order(table, request)
         fields = self._map_arg(request, "fields")
