@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+from stateengine import defaults
 from stateengine.limits import MAX_ID_BYTES, MAX_NAME_BYTES, PG_INDEX_ENTRY_BYTES
 from stateengine.server.engine import ChangeSet, TableEngine
 from stateengine.server.persist_base import (
@@ -57,7 +58,8 @@ assert MAX_KEY_BYTES < PG_INDEX_ENTRY_BYTES, "stateengine.limits outgrew the SQL
 
 SQLITE_NAME: Final = "state.sqlite3"
 FORMAT: Final = "stateengine-sql/1"
-DEFAULT_DSN: Final = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=5"
+#: seconds to wait for PostgreSQL when the DSN does not say (libpq would wait forever)
+CONNECT_TIMEOUT: Final = 10
 _IDENT: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -303,8 +305,9 @@ class SqliteStore(_SqlStore):
 class PostgresStore(_SqlStore):
     """The state in three tables of a PostgreSQL schema (default ``stateengine``).
 
-    :param dsn: libpq connection string (default: 127.0.0.1:5432, database ``test``, user
-        ``postgres``); never logged (it may hold a password).
+    :param dsn: libpq connection string; empty (the default): libpq's defaults and
+        environment (``$PGHOST``, ``$PGDATABASE``, ``$PGUSER``, ...). Never logged (it may
+        hold a password).
     :param schema: the schema holding the tables, created if missing.
     :raises PersistenceError: psycopg is not installed, or the server cannot be reached.
     """
@@ -314,7 +317,12 @@ class PostgresStore(_SqlStore):
     _blob_type = "BYTEA"
 
     def __init__(
-        self, data_dir: Path, fsync: str = "always", *, dsn: str = "", schema: str = "stateengine"
+        self,
+        data_dir: Path,
+        fsync: str = defaults.FSYNC,
+        *,
+        dsn: str = defaults.PG_DSN,
+        schema: str = defaults.PG_SCHEMA,
     ) -> None:
         super().__init__(fsync)
         if not _IDENT.match(schema):
@@ -327,7 +335,10 @@ class PostgresStore(_SqlStore):
                 "the postgres backend needs psycopg 3: pip install 'psycopg[binary]'"
             ) from exc
         try:
-            self._con = psycopg.connect(dsn or DEFAULT_DSN, autocommit=False)
+            timeout: dict[str, Any] = {}
+            if "connect_timeout" not in dsn:
+                timeout["connect_timeout"] = CONNECT_TIMEOUT
+            self._con = psycopg.connect(dsn, autocommit=False, **timeout)
         except psycopg.Error as exc:
             raise PersistenceError(f"postgres: cannot connect: {exc}") from exc
         sync = "on" if fsync == "always" else "off"

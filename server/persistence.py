@@ -1,6 +1,7 @@
 """Durability: the stores that make a restart restore every table exactly (SPEC §6).
 
-One small interface, :class:`Store`, four backends chosen by name in :func:`open_store`:
+One small interface, :class:`Store`, and backends chosen by name in :func:`open_store`
+from the registry in :mod:`.stores` (where a third party adds its own); the built-ins:
 
 * ``log`` (default) — an append-only log plus compact snapshots in the data directory
   (:mod:`.persist_log`); fsync policy ``always`` | ``everysec`` | ``no`` as in Redis;
@@ -33,8 +34,9 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
+from stateengine import defaults
 from stateengine.runtime.discovery import write_private_file
 from stateengine.server.engine import ChangeSet, TableEngine
 from stateengine.server.persist_base import (
@@ -51,18 +53,24 @@ from stateengine.server.persist_base import (
     frames_after,
     scan_frames,
 )
-from stateengine.server.persist_json import JSON_NAME, JsonStore, load_json
 from stateengine.server.persist_log import (
     SNAPSHOT_NAME,
     SNAPSHOT_PREV,
-    LogStore,
     list_segments,
     load_snapshot,
 )
-from stateengine.server.persist_sql import SQLITE_NAME, PostgresStore, SqliteStore
+from stateengine.server.stores import (
+    DEFAULT_STORE,
+    StoreBackend,
+    StoreOption,
+    get_store,
+    register_store,
+    store_backends,
+    store_names,
+)
 
 __all__ = [
-    "BACKENDS",
+    "DEFAULT_STORE",
     "FSYNC_POLICIES",
     "CorruptStore",
     "FileSystem",
@@ -70,15 +78,19 @@ __all__ = [
     "PersistenceError",
     "RecoveryReport",
     "Store",
+    "StoreBackend",
     "StoreClosed",
+    "StoreOption",
     "check",
     "crash_point",
     "detect_backend",
     "open_store",
+    "register_store",
     "repair",
+    "repair_log",
+    "store_backends",
+    "store_names",
 ]
-
-BACKENDS: Final = ("log", "sqlite", "postgres", "json")
 
 
 class Store(Protocol):
@@ -128,39 +140,40 @@ class Store(Protocol):
 
 
 def detect_backend(data_dir: Path) -> str | None:
-    """The backend whose files are in *data_dir* (``postgres`` leaves none), or None."""
+    """The backend whose files are in *data_dir* (``postgres`` leaves none), or None.
+
+    Asks every registered backend's ``detect`` (:mod:`.stores`), the built-ins first.
+    """
     data_dir = Path(data_dir)
-    if (data_dir / SQLITE_NAME).exists():
-        return "sqlite"
-    if (data_dir / JSON_NAME).exists():
-        return "json"
-    snapshots = [data_dir / SNAPSHOT_NAME, data_dir / SNAPSHOT_PREV]
-    if any(p.exists() for p in snapshots) or (data_dir.is_dir() and list_segments(data_dir)):
-        return "log"
+    for backend in store_backends().values():
+        if backend.detect is not None and backend.detect(data_dir):
+            return backend.name
     return None
 
 
 def open_store(
     data_dir: Path | str,
-    backend: str = "log",
-    fsync: str = "always",
+    backend: str = DEFAULT_STORE,
+    fsync: str = defaults.FSYNC,
     **options: Any,
 ) -> Store:
     """Open the store for *data_dir* (which must exist; the server creates it 0700).
 
-    :param backend: ``log`` | ``sqlite`` | ``postgres`` | ``json``.
+    :param backend: a registered name (:func:`~.stores.store_names`): ``log`` |
+        ``sqlite`` | ``postgres`` | ``json`` or a third party's.
     :param fsync: ``always`` | ``everysec`` | ``no``.
     :param options: per backend — log: ``snapshot_bytes`` (int), ``snapshot_mode``
         (``fork``/``inline``), ``fs`` (test file layer); postgres: ``dsn``, ``schema``;
-        json: ``fs``.
+        json: ``fs``. Options not given take the backend's :class:`~.stores.StoreOption`
+        defaults.
     :raises ValueError: unknown backend, policy or option.
     :raises PersistenceError: *data_dir* holds another backend's files (switching would
         start empty and silently hide the old state; move them away first), or the
-        backend cannot be opened (psycopg missing, PostgreSQL unreachable).
+        backend cannot be opened (psycopg missing, PostgreSQL unreachable, a third-party
+        store that failed to load).
     """
     data_dir = Path(data_dir)
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    entry = get_store(backend)
     if fsync not in FSYNC_POLICIES:
         raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
     present = detect_backend(data_dir)
@@ -169,13 +182,7 @@ def open_store(
             f"{data_dir} holds a {present!r} store; this server was asked for {backend!r}. "
             f"Start with --store {present}, or move the data directory aside."
         )
-    if backend == "log":
-        return LogStore(data_dir, fsync, **options)
-    if backend == "sqlite":
-        return SqliteStore(data_dir, fsync, **options)
-    if backend == "postgres":
-        return PostgresStore(data_dir, fsync, **options)
-    return JsonStore(data_dir, fsync, **options)
+    return entry.open(data_dir, fsync, **options)
 
 
 # --- check and repair --------------------------------------------------------------------------
@@ -188,84 +195,17 @@ def check(data_dir: Path | str, backend: str | None = None, **options: Any) -> d
     ``snapshot`` (seq, records) and ``segments`` (file, bytes, entries, bad_offset,
     torn). A torn tail is reported but ``ok`` stays True (a start repairs it). Safe
     while a server runs (reads only), though a concurrent write can look like a tail.
+
+    :raises ValueError: *backend* names no registered store.
+    :raises PersistenceError: the store cannot be opened (unreachable, not damaged).
     """
     data_dir = Path(data_dir)
-    backend = backend or detect_backend(data_dir) or "log"
+    backend = backend or detect_backend(data_dir) or DEFAULT_STORE
     report: dict[str, Any] = {"backend": backend, "data_dir": str(data_dir), "problems": []}
-    problems: list[str] = report["problems"]
-    if backend == "log":
-        _check_log(data_dir, report)
-    else:
-        try:
-            if backend == "json":
-                path = data_dir / JSON_NAME
-                engine = TableEngine()
-                if path.exists():
-                    load_json(path.read_text(encoding="utf-8"), engine)
-            else:
-                store = open_store(data_dir, backend, "no", **options)
-                try:
-                    engine = TableEngine()
-                    store.recover(engine)
-                finally:
-                    store.close()
-            report["seq"] = engine.seq
-            report["records"] = sum(len(t.records) for t in engine.tables.values())
-        except CorruptStore as exc:
-            problems.append(str(exc))
-    report["ok"] = not problems
+    entry = get_store(backend)
+    entry.run_check(data_dir, report, {o.name: o.default for o in entry.options} | options)
+    report["ok"] = not report["problems"]
     return report
-
-
-def _check_log(data_dir: Path, report: dict[str, Any]) -> None:
-    problems: list[str] = report["problems"]
-    snap_seq = None
-    for key, name in (("snapshot", SNAPSHOT_NAME), ("previous_snapshot", SNAPSHOT_PREV)):
-        snap = data_dir / name
-        if not snap.exists():
-            continue
-        try:
-            info = load_snapshot(snap, None)
-            report[key] = {"seq": info.seq, "records": info.records, "bytes": info.size}
-            snap_seq = info.seq if snap_seq is None else snap_seq
-        except CorruptStore as exc:
-            report[key] = {"error": str(exc)}
-            problems.append(str(exc))
-            if key == "snapshot":
-                snap_seq = -1  # recovery starts from it: no other snapshot stands in
-    snap_seq = max(snap_seq or 0, 0)
-    segments = list_segments(data_dir)
-    report["segments"] = []
-    if segments and segments[0][0] > snap_seq:
-        problems.append(f"log segments missing between seq {snap_seq} and {segments[0][0]}")
-    last_seq = snap_seq
-    for i, (base, path) in enumerate(segments):
-        scan = scan_frames(path.read_bytes())
-        entry: dict[str, Any] = {
-            "file": path.name,
-            "base": base,
-            "bytes": scan.size,
-            "entries": len(scan.payloads),
-            "bad_offset": scan.bad_offset,
-            "torn": scan.torn,
-            "reason": scan.reason,
-        }
-        for payload, offset in zip(scan.payloads, scan.offsets, strict=True):
-            try:
-                last_seq = max(last_seq, decode_change_set(payload).seq)
-            except (ValueError, TypeError, KeyError) as exc:
-                problems.append(f"{path.name}: entry at byte {offset} cannot be decoded: {exc}")
-                break
-        report["segments"].append(entry)
-        if scan.bad_offset >= 0:
-            if scan.torn and i == len(segments) - 1:
-                entry["torn_bytes"] = scan.size - scan.good_end
-            else:
-                problems.append(
-                    f"{path.name}: damaged at byte {scan.bad_offset} of {scan.size} "
-                    f"({scan.reason}); {scan.size - scan.good_end} bytes from there on"
-                )
-    report["seq"] = last_seq
 
 
 @dataclass
@@ -306,6 +246,21 @@ def _read_segment(base: int, path: Path, last: bool) -> _Segment:
 
 
 def repair(data_dir: Path | str, backend: str | None = None) -> dict[str, Any]:
+    """``stateengine repair``: the backend's own repair (:class:`~.stores.StoreBackend`).
+
+    :raises PersistenceError: the backend has no repair (use the database's own tools; a
+        JSON file is a text file), or its repair failed.
+    :raises ValueError: *backend* names no registered store.
+    """
+    data_dir = Path(data_dir)
+    name = backend or detect_backend(data_dir) or DEFAULT_STORE
+    entry = get_store(name)
+    if entry.repair is None:
+        raise PersistenceError(f"repair knows the log backend only, not {name!r}")
+    return entry.repair(data_dir)
+
+
+def repair_log(data_dir: Path | str) -> dict[str, Any]:
     """Make *data_dir* startable again, saving every acknowledged write that survives.
 
     Nothing is deleted: what is taken out goes to ``DATA_DIR/repair-<time>/``.
@@ -332,13 +287,9 @@ def repair(data_dir: Path | str, backend: str | None = None) -> dict[str, Any]:
     :return: ``{"actions", "lost", "dropped_bytes", "startable", "exit_code", "check"}``;
         ``exit_code`` is 0 (startable, nothing acknowledged lost), 3 (startable, but
         ``lost`` lists what could not be saved) or 1 (still not startable: ``problems``).
-    :raises PersistenceError: for backends other than ``log`` (use the database's own
-        tools; a JSON file is a text file).
+    :raises OSError: a file could not be moved or truncated.
     """
     data_dir = Path(data_dir)
-    backend = backend or detect_backend(data_dir) or "log"
-    if backend != "log":
-        raise PersistenceError(f"repair knows the log backend only, not {backend!r}")
     aside = data_dir / time.strftime("repair-%Y%m%d-%H%M%S")
     actions: list[str] = []
     lost: list[str] = []

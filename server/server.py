@@ -31,6 +31,7 @@ from typing import Any, Protocol, cast
 import msgpack
 import zmq
 
+from stateengine import command_table
 from stateengine.errors import (
     BadRequest,
     PayloadTooLarge,
@@ -53,7 +54,7 @@ from stateengine.protocol import decode_request, encode_reply, is_json, peek_req
 from stateengine.runtime import discovery as paths
 from stateengine.runtime.feed import feed_endpoint
 from stateengine.server.connections import Door, RateLimitedLog, open_fds, raise_fd_limit
-from stateengine.server.engine import COMMANDS, ChangeSet, Id, TableEngine
+from stateengine.server.engine import ChangeSet, Id, TableEngine
 from stateengine.server.feed import Feed
 from stateengine.server.persist_base import probe_space
 from stateengine.server.persistence import PersistenceError, RecoveryReport, Store, crash_point
@@ -67,10 +68,11 @@ _SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 DEFAULT_MAX_REQUEST = MAX_REQUEST_BYTES
 DEFAULT_MAX_REPLY = MAX_REPLY_BYTES
 
-#: Commands that change nothing: answered while writes are refused (StorageUnavailable).
-READ_COMMANDS = frozenset(
-    {"GET_RECORD", "LIST_RECORDS", "LIST_STATES", "GET_STATE_INFO", "GET_SCHEMA", "STATS"}
-)
+
+def _writes(name: Any) -> bool:
+    """Whether the command named *name* may change the state (unknown: not judged here)."""
+    spec = command_table.COMMANDS.get(name) if isinstance(name, str) else None
+    return spec is not None and spec.writes
 
 
 class Publisher(Protocol):
@@ -135,6 +137,7 @@ class Server:
         self._auth: Any = None
         self.engine = engine or TableEngine()
         self.engine.copy_results = False  # each reply is encoded before the next command
+        self.engine.stats_hook = self._stats  # STATS: a server-scope command of the table
         self.stats = {"requests": 0, "passes": 0, "dropped_replies": 0, "storage_failures": 0}
         #: why writes are refused (a pass could not be stored), or None
         self.storage_error: str | None = None
@@ -539,14 +542,18 @@ class Server:
         self.storage_error = None
 
     def _refused(self, request: dict[str, Any]) -> bool:
-        """Whether *request* writes while writes are refused (a BATCH with any write)."""
+        """Whether *request* writes while writes are refused (a BATCH with any write).
+
+        The commands that change nothing (``writes`` False in the command table) are
+        answered as usual; an unknown command gets its ``UnknownCommand``.
+        """
         name = request.get("command")
         if name == "BATCH":
             subs = request.get("commands")
             return not isinstance(subs, list) or any(
-                not isinstance(sub, dict) or sub.get("command") not in READ_COMMANDS for sub in subs
+                not isinstance(sub, dict) or _writes(sub.get("command")) for sub in subs
             )
-        return name in COMMANDS and name not in READ_COMMANDS
+        return _writes(name)
 
     def _publish(self, cs: ChangeSet) -> None:
         assert self.publisher is not None
@@ -594,9 +601,7 @@ class Server:
         started = time.perf_counter()
         if self.storage_error is not None and self._refused(request):
             self._maybe_resume_writes(time.monotonic())
-        if request.get("command") == "STATS":
-            reply = self._stats_reply(request)
-        elif self.storage_error is not None and self._refused(request):
+        if self.storage_error is not None and self._refused(request):
             reply = {
                 "ok": False,
                 "error": StorageUnavailable(
@@ -653,14 +658,11 @@ class Server:
                 elapsed * 1000,
             )
 
-    def _stats_reply(self, request: dict[str, Any]) -> dict[str, Any]:
-        """``STATS``: the server's own figures (the tables' come from the engine)."""
+    def _stats(self) -> dict[str, Any]:
+        """``STATS``: the server's own figures (the engine adds the tables': its
+        ``stats_hook``)."""
         now = time.monotonic()
         uptime = now - self._started
-        tables = {
-            name: {"records": len(t.records), "version": t.version, "leases": len(t.leases)}
-            for name, t in sorted(self.engine.tables.items())
-        }
         store: dict[str, Any] | None = None
         if self.store is not None:
             store = {
@@ -671,12 +673,11 @@ class Server:
         arena = self.publisher.stats() if self.publisher is not None else None
         if arena is not None:
             arena = {k: v for k, v in arena.items() if k != "files"}
-        result = {
+        return {
             "pid": os.getpid(),
             "endpoint": self.endpoint,
             "data_dir": str(self.data_dir),
             "uptime": round(uptime, 3),
-            "seq": self.engine.seq,
             "requests": self.stats["requests"],
             "passes": self.stats["passes"],
             "requests_per_second": round(self.stats["requests"] / uptime, 1) if uptime else 0,
@@ -686,19 +687,9 @@ class Server:
             "writes_refused": self.storage_error,
             "fd_limit": self.fd_limit,
             "connections": {door.name: door.info() for door in self.doors},
-            "tables": tables,
             "store": store,
             "arena": arena,
         }
-        reply: dict[str, Any] = {
-            "ok": True,
-            "result": result,
-            "version": None,
-            "seq": self.engine.seq,
-        }
-        if "req_id" in request:
-            reply["req_id"] = request["req_id"]
-        return reply
 
     def _send(self, sock: zmq.Socket[bytes], envelope: list[bytes], body: bytes) -> None:
         # Plain send() with int flags: send_multipart costs ~6 µs more per reply here.

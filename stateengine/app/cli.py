@@ -19,20 +19,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stateengine import __version__, jsoncodec
+from stateengine import __version__, defaults, jsoncodec
 from stateengine.client.client import Client
 from stateengine.errors import BadRequest, StateEngineError
 from stateengine.protocol import encode_reply
 from stateengine.runtime import discovery as paths
 from stateengine.server.engine import TableEngine
 from stateengine.server.persistence import (
-    BACKENDS,
+    DEFAULT_STORE,
     FSYNC_POLICIES,
     PersistenceError,
     Store,
     check,
     open_store,
     repair,
+    store_backends,
 )
 from stateengine.server.publish import ArenaPublisher
 from stateengine.server.server import DEFAULT_MAX_REQUEST, DataDirLocked, Server
@@ -107,15 +108,35 @@ def demo() -> int:
 
 
 def _open_store(args: argparse.Namespace, data_dir: Path) -> Store | None:
+    """The ``--store`` backend with its own options (``--pg-dsn``, ``--snapshot-bytes``)."""
     if args.store == "none":
         return None
-    options: dict[str, Any] = {}
-    if args.store == "log":
-        options["snapshot_bytes"] = args.snapshot_bytes
-    if args.store == "postgres":
-        options["dsn"] = args.pg_dsn
-        options["schema"] = args.pg_schema
+    backend = store_backends()[args.store]  # argparse's choices came from the same registry
+    options = {o.name: getattr(args, o.dest) for o in backend.options}
     return open_store(data_dir, args.store, fsync=args.fsync, **options)
+
+
+def _add_store_arguments(p: argparse.ArgumentParser) -> None:
+    """``--store`` over the registry (built-ins and installed plugins) and their options."""
+    backends = store_backends()
+    p.add_argument(
+        "--store",
+        choices=[*backends, "none"],
+        default=DEFAULT_STORE,
+        help="persistence backend (default: log = write-ahead log + snapshots; none: memory "
+        "only); docs/extending.md adds one",
+    )
+    p.add_argument("--fsync", choices=FSYNC_POLICIES, default=defaults.FSYNC)
+    for backend in backends.values():
+        for option in backend.options:
+            try:
+                p.add_argument(
+                    option.flag, type=option.type, default=option.default, help=option.help
+                )
+            except argparse.ArgumentError as exc:  # a plugin's flag taken by another
+                logging.getLogger("stateengine").warning(
+                    "store %s: option %s left out: %s", backend.name, option.flag, exc
+                )
 
 
 def check_manifests(directory: Path) -> tuple[int, int, list[str]]:
@@ -476,21 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data-dir", help="default: $STATEENGINE_DATA_DIR or ./.stateengine")
     p.add_argument("--endpoint", help="default: a private ipc:// socket for the data dir")
     p.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST)
-    p.add_argument(
-        "--store",
-        choices=[*BACKENDS, "none"],
-        default="log",
-        help="persistence backend (default: log = write-ahead log + snapshots; none: memory only)",
-    )
-    p.add_argument("--fsync", choices=FSYNC_POLICIES, default="always")
-    p.add_argument(
-        "--snapshot-bytes",
-        type=int,
-        default=64 << 20,
-        help="log size that triggers a snapshot (log store)",
-    )
-    p.add_argument("--pg-dsn", default="postgresql://postgres@127.0.0.1:5432/test")
-    p.add_argument("--pg-schema", default="stateengine")
+    _add_store_arguments(p)
     p.add_argument(
         "--no-arena",
         action="store_true",

@@ -30,6 +30,8 @@ from stateengine.client.client import Client
 from stateengine.errors import StateNotFound, StorageUnavailable
 from stateengine.testing import ServerProcess
 
+PG_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"  # pg_schema's
+
 
 def _wait_writes_resume(client: Client, deadline_s: float = 15.0) -> dict[str, Any]:
     """Retry one create until the server takes writes again (it probes once a second)."""
@@ -77,7 +79,7 @@ def test_full_disk_switch_refuses_writes_keeps_reads_and_resumes(
     env = {"STATEENGINE_TEST_ENOSPC": str(flag)}
     args = ["--store", store]
     if store == "postgres":  # the switch fails the transaction as a full disk would
-        args += ["--pg-schema", request.getfixturevalue("pg_schema")]  # default --pg-dsn
+        args += ["--pg-dsn", PG_DSN, "--pg-schema", request.getfixturevalue("pg_schema")]
     with ServerProcess(data, *args, env=env) as server:
         with server.connect(timeout=10) as client:
             acked = [client.create_record("t", {"n": i}) for i in range(5)]

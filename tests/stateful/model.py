@@ -30,7 +30,7 @@ EV = frozenset({"expected_version"})
 
 # command -> (required arguments, optional arguments); `command` and `req_id` are implicit.
 COMMANDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "CREATE_STATE": (frozenset({"state"}), frozenset({"max_length", "schema"})),
+    "CREATE_STATE": (frozenset({"state"}), frozenset({"max_length", "schema", "indexes"})),
     "DELETE_STATE": (frozenset({"state"}), frozenset()),
     "LIST_STATES": (frozenset(), frozenset()),
     "GET_STATE_INFO": (frozenset({"state"}), frozenset()),
@@ -47,7 +47,10 @@ COMMANDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({"order_by", "lease_seconds", "expected_version"}),
     ),
     "INCREMENT": (frozenset({"state", "id", "field"}), PRECONDITIONS | {"by"}),
-    "ALTER_STATE": (frozenset({"state"}), frozenset({"add", "drop", "expected_version"})),
+    "ALTER_STATE": (
+        frozenset({"state"}),
+        frozenset({"add", "drop", "add_indexes", "drop_indexes", "expected_version"}),
+    ),
     "BATCH": (frozenset({"commands"}), frozenset()),
 }
 WRITE_COMMANDS = frozenset(
@@ -260,6 +263,8 @@ class Table:
     records: dict[Any, dict[str, Any]] = field(default_factory=dict)  # insertion order
     versions: dict[Any, int] = field(default_factory=dict)
     leases: dict[Any, Lease] = field(default_factory=dict)
+    # Declared indexes: they change what GET_STATE_INFO shows, never a query's answer.
+    indexes: list[list[str]] = field(default_factory=list)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -270,6 +275,7 @@ class Table:
             "size": len(self.records),
             "max_length": self.max_length,
             "next_id": self.next_id,
+            "indexes": [list(i) for i in self.indexes],
         }
 
     def schema(self) -> list[str]:
@@ -780,6 +786,44 @@ def matches(rec: dict[str, Any], where: dict[str, Any]) -> bool:
 # --- handlers --------------------------------------------------------------------------------
 
 
+MAX_INDEXES, MAX_INDEX_FIELDS = 16, 8
+
+
+def index_list(v: Any, errs: set[str]) -> list[list[str]] | None:
+    """README: a list of field names or lists of 1-8 distinct ones; None if malformed."""
+    out = []
+    if not isinstance(v, list):
+        errs.add("BadRequest")
+        return None
+    for item in v:
+        names = item if isinstance(item, list) else [item]
+        if (
+            not 1 <= len(names) <= MAX_INDEX_FIELDS
+            or not all(isinstance(n, str) and n for n in names)
+            or len(set(names)) != len(names)
+        ):
+            errs.add("BadRequest")
+            return None
+        out.append(list(names))
+    return out
+
+
+def add_indexes(t: Table, v: Any, errs: set[str]) -> None:
+    """Declare indexes on *t*: known fields, none twice, at most 16."""
+    new = index_list(v, errs)
+    if new is None:
+        return
+    if t.fields is None:
+        errs.add("SchemaError")
+        return
+    for i in new:
+        if any(n != "id" and n not in t.fields for n in i) or i in t.indexes:
+            errs.add("SchemaError")
+        t.indexes.append(i)
+    if len(t.indexes) > MAX_INDEXES:
+        errs.add("BadRequest")
+
+
 def h_create_state(
     ctx: Ctx, w: World, req: dict[str, Any], errs: set[str]
 ) -> tuple[Any, Any, bool]:
@@ -803,6 +847,8 @@ def h_create_state(
             else:
                 t.fields.append(f)
                 t.types[f] = ty
+    if "indexes" in req:
+        add_indexes(t, req["indexes"], errs)
     fail(errs, "CREATE_STATE")
     w.tables[t.name] = t
     return t.info(), 0, True
@@ -1139,7 +1185,8 @@ def h_alter_state(ctx: Ctx, w: World, req: dict[str, Any], errs: set[str]) -> tu
     drop = req.get("drop") or []
     if req.get("expected_version", t.version) != t.version:
         errs.add("VersionConflict")
-    if not add and not drop and ctx.choose(2):
+    index_args = ("add_indexes", "drop_indexes")
+    if not add and not drop and not any(req.get(k) for k in index_args) and ctx.choose(2):
         errs.add("BadRequest")
     if len(set(drop)) != len(drop) or set(drop) & set(add):
         if ctx.choose(2):
@@ -1165,7 +1212,22 @@ def h_alter_state(ctx: Ctx, w: World, req: dict[str, Any], errs: set[str]) -> tu
         else:
             new_types[f] = ty
             defaults[f] = coerce(ty, default)
+    indexes = [list(i) for i in t.indexes]
+    dropped = index_list(req.get("drop_indexes") or [], errs)
+    for i in dropped or []:
+        if i in indexes:
+            indexes.remove(i)
+        else:
+            errs.add("SchemaError")
+    if any(f in i for f in drop for i in indexes):
+        errs.add("SchemaError")  # a field an index keeps cannot be dropped
+    if "add_indexes" in req and req["add_indexes"] is not None:
+        after = Table(t.name, fields=[f for f in t.fields or [] if f not in drop] + list(add))
+        after.indexes = indexes
+        add_indexes(after, req["add_indexes"], errs)
+        indexes = after.indexes
     fail(errs, "ALTER_STATE")
+    t.indexes = indexes
     fields = list(t.fields or [])
     for f in dict.fromkeys(drop):
         fields.remove(f)

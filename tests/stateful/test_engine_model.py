@@ -274,7 +274,20 @@ def gen_create_state(d: Draw, w: World) -> dict[str, Any]:
         for f in fields:
             schema[f] = d.pick(TYPES) if d.coin(0.95) else d.pick(["strng", 5, "id"])
         req["schema"] = schema
+        if d.coin(0.5):
+            req["indexes"] = gen_indexes(d, ["id", *fields])
     return req
+
+
+def gen_indexes(d: Draw, fields: list[str]) -> Any:
+    """Indexes over *fields* (one field or a tuple), now and then a malformed one."""
+    out: list[Any] = []
+    for _ in range(d.pick([1, 1, 2, 3])):
+        names = d.subset(fields, min_size=1)[:3]
+        out.append(names[0] if len(names) == 1 and d.coin(0.5) else names)
+    if d.coin(0.05):
+        out.append(d.pick([[], 5, ["zz"], ["id", "id"]]))
+    return out
 
 
 def gen_table_only(cmd: str) -> Any:
@@ -446,6 +459,11 @@ def gen_alter_state(d: Draw, w: World) -> dict[str, Any]:
         req["drop"] = drop
     if add:
         req["add"] = add
+    if t is not None and d.coin(0.3):
+        if t.indexes and d.coin(0.5):
+            req["drop_indexes"] = [d.pick(t.indexes)]
+        else:
+            req["add_indexes"] = gen_indexes(d, ["id", *existing, *add])
     req.update(preconditions(d, t, None, {"expected_version"}))
     return req
 

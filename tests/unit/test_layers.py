@@ -33,6 +33,8 @@ ALLOWED: dict[str, frozenset[str]] = {
 }
 
 LEAVES = {
+    "stateengine.command_table",
+    "stateengine.defaults",
     "stateengine.errors",
     "stateengine.jsoncodec",
     "stateengine.limits",
