@@ -36,7 +36,7 @@ STORES = ["log", "sqlite", "postgres", "json", "none"]
 def serve_args(store: str, request: pytest.FixtureRequest) -> list[str]:
     args = ["--store", store, "--fsync", "no"]
     if store == "postgres":
-        args += ["--pg-schema", request.getfixturevalue("pg_schema")]
+        args += request.getfixturevalue("pg_serve_args")
     return args
 
 
