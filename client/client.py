@@ -24,6 +24,7 @@ Sharp edges, written down here as py-lmdb does:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import itertools
@@ -45,6 +46,7 @@ from stateengine.client.commands import CommandsMixin, Id, Record
 from stateengine.client.history import HistoryWriter, OperationObserver
 from stateengine.client.watch import Watcher
 from stateengine.errors import (
+    PayloadTooLarge,
     RecordNotFound,
     ServerUnavailable,
     SnapshotExpired,
@@ -52,12 +54,14 @@ from stateengine.errors import (
     StateNotFound,
     from_wire,
 )
+from stateengine.limits import MAX_REQUEST_BYTES
 from stateengine.protocol import (
     decode_reply,
     order_records,
     pack_request,
     parse_order_by,
     sort_key,
+    with_req_id,
 )
 from stateengine.query import compile_where, match_all, plan_query
 from stateengine.runtime import discovery as paths
@@ -210,6 +214,10 @@ class Client(CommandsMixin):
             self._server_info = paths.read_server_file(paths.resolve_data_dir(self.data_dir))
             endpoint = str(self._server_info["endpoint"])
         self.endpoint = endpoint
+        #: The server's request limit, from ``server.json`` (the default limit when there
+        #: is none for this endpoint): a larger request is refused here,
+        #: ``PayloadTooLarge``, before anything is sent.
+        self.max_request_bytes = request_limit(self._server_info, endpoint, self.data_dir)
         self.seen_seq = 0
         self._ids = itertools.count(1)
         self._pid = os.getpid()
@@ -247,9 +255,13 @@ class Client(CommandsMixin):
             self._sock = None
 
     def _send(self, request: dict[str, Any]) -> int:
+        """Encode (``req_id`` first) and send one request; return its ``req_id``.
+
+        :raises PayloadTooLarge: over :attr:`max_request_bytes`; nothing was sent.
+        """
         req_id = next(self._ids)
-        request["req_id"] = req_id
-        self._socket().send(pack_request(self._pack, request))
+        body = pack_request(self._pack, with_req_id(request, req_id), self.max_request_bytes)
+        self._socket().send(body)
         return req_id
 
     def _receive(self, wanted: set[int], extra: float = 0.0) -> dict[int, dict[str, Any]]:
@@ -289,25 +301,25 @@ class Client(CommandsMixin):
     def _call(self, request: dict[str, Any]) -> Any:
         if self._history is not None:
             return self._result(self._recorded_execute(request))
-        req_id = self._send(dict(request))
+        req_id = self._send(request)
         return self._result(self._receive({req_id}, _wait_of(request))[req_id])
 
     def execute(self, request: dict[str, Any]) -> dict[str, Any]:
         """Send one request map and return the raw reply map (errors not raised)."""
         if self._history is not None:
             return self._recorded_execute(request)
-        req_id = self._send(dict(request))
+        req_id = self._send(request)
         return self._receive({req_id}, _wait_of(request))[req_id]
 
     def _recorded_execute(self, request: dict[str, Any]) -> dict[str, Any]:
         hook = self._history
         assert hook is not None
         if hook.depth:
-            req_id = self._send(dict(request))
+            req_id = self._send(request)
             return self._receive({req_id}, _wait_of(request))[req_id]
         op = hook.invoke(request)
         try:
-            req_id = self._send(dict(request))
+            req_id = self._send(request)
             reply = self._receive({req_id}, _wait_of(request))[req_id]
         except BaseException as exc:
             hook.fail(op, exc)
@@ -334,12 +346,18 @@ class Client(CommandsMixin):
         hook = self._history if self._history is not None and not self._history.depth else None
         ops: list[int] = []
         ids: list[int] = []
+        refused: dict[int, dict[str, Any]] = {}
         try:
             for r in requests:
                 if hook is not None:
                     ops.append(hook.invoke(r))
-                ids.append(self._send(dict(r)))
-            replies = self._receive(set(ids))
+                try:
+                    ids.append(self._send(r))
+                except PayloadTooLarge as exc:  # not sent: its slot holds the error
+                    ids.append(-1 - len(refused))
+                    refused[ids[-1]] = {"ok": False, "error": exc.to_wire()}
+            replies = self._receive({i for i in ids if i not in refused})
+            replies.update(refused)
         except BaseException as exc:
             if hook is not None:
                 for op in ops:
@@ -534,6 +552,17 @@ class Client(CommandsMixin):
 
 #: Every live ArenaView, for the fork hook.
 _VIEWS: weakref.WeakSet[ArenaView] = weakref.WeakSet()
+
+
+def request_limit(info: dict[str, Any], endpoint: str, data_dir: Path | None) -> int:
+    """The request limit of the server at *endpoint*: ``max_request_bytes`` of its
+    ``server.json`` (*info*, or read from *data_dir*), else the default limit."""
+    if not info and data_dir is not None:
+        with contextlib.suppress(StateEngineError):
+            info = paths.read_server_file(data_dir)
+    if info.get("endpoint") == endpoint and type(info.get("max_request_bytes")) is int:
+        return int(info["max_request_bytes"])
+    return MAX_REQUEST_BYTES
 
 
 def _views_after_fork_in_child() -> None:

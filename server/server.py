@@ -46,11 +46,12 @@ from stateengine.limits import (
     MAX_REQUEST_BYTES,
     MAX_TCP_CONNECTIONS,
     MAX_TCP_HANDSHAKES,
+    OVERSIZE_FACTOR,
     REPEAT_LOG_SECONDS,
     STORAGE_PROBE_BYTES,
     STORAGE_RETRY_SECONDS,
 )
-from stateengine.protocol import decode_request, encode_reply, is_json
+from stateengine.protocol import decode_request, encode_reply, is_json, peek_req_id
 from stateengine.runtime import discovery as paths
 from stateengine.runtime.feed import feed_endpoint
 from stateengine.server.connections import Door, RateLimitedLog, open_fds, raise_fd_limit
@@ -195,7 +196,9 @@ class Server:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable reply: an error, not silence
         sock.setsockopt(zmq.SNDHWM, 10_000)
         sock.setsockopt(zmq.RCVHWM, 100_000)
-        sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.max_request_bytes)
+        # Bodies up to OVERSIZE_FACTOR x the limit are read and answered PayloadTooLarge;
+        # libzmq cuts the connection of a larger one before it is held in memory.
+        sock.setsockopt(zmq.MAXMSGSIZE, OVERSIZE_FACTOR * self.max_request_bytes)
         sock.setsockopt(zmq.LINGER, 2000)
         try:
             sock.bind(self.endpoint)
@@ -244,7 +247,9 @@ class Server:
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.SNDHWM, 10_000)
-        sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.max_request_bytes)
+        # Bodies up to OVERSIZE_FACTOR x the limit are read and answered PayloadTooLarge;
+        # libzmq cuts the connection of a larger one before it is held in memory.
+        sock.setsockopt(zmq.MAXMSGSIZE, OVERSIZE_FACTOR * self.max_request_bytes)
         sock.setsockopt(zmq.LINGER, 2000)
         sock.curve_secretkey = server_secret
         sock.curve_publickey = server_public
@@ -302,6 +307,8 @@ class Server:
                 "arena": self.publisher.name if self.publisher else None,
                 "feed": self.feed.endpoint if self.feed else None,
                 "tcp": f"tcp://{self.tcp}" if self._tcp is not None else None,
+                # Clients refuse a larger request before sending it (issue 14 item 4).
+                "max_request_bytes": self.max_request_bytes,
                 "started_at": time.time(),
             },
         )
@@ -683,10 +690,16 @@ class Server:
                     f"request of {len(body)} bytes exceeds the server's limit of "
                     f"{self.max_request_bytes} (serve --max-request-bytes)"
                 )
-            request, as_json = decode_request(body)
+            request, as_json = decode_request(body, self.max_request_bytes)
         except StateEngineError as exc:  # answered in the body's own format
-            reply = {"ok": False, "error": exc.to_wire()}
-            return envelope, encode_reply(reply, is_json(body)), None
+            error: dict[str, Any] = {"ok": False, "error": exc.to_wire()}
+            if isinstance(exc, PayloadTooLarge):
+                # Not decoded, but the clients put req_id first: echo it, so the caller
+                # gets this answer instead of waiting for its timeout (issue 14 item 4).
+                found, req_id = peek_req_id(body)
+                if found:
+                    error["req_id"] = req_id
+            return envelope, encode_reply(error, is_json(body)), None
         reply = self._reply(request)
         wait = request.get("wait")
         if (
