@@ -37,6 +37,7 @@ import msgpack
 import zmq
 import zmq.asyncio
 
+from stateengine import defaults
 from stateengine.client.client import (
     RECORDED_READS,
     ArenaView,
@@ -148,7 +149,7 @@ class AsyncClient(CommandsMixin):
         self,
         endpoint: str | None = None,
         data_dir: str | os.PathLike[str] | None = None,
-        timeout: float = 10.0,
+        timeout: float = defaults.CLIENT_TIMEOUT,
         arena: bool = True,
         history: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -333,7 +334,7 @@ class AsyncClient(CommandsMixin):
 async def connect_async(
     endpoint: str | None = None,
     data_dir: str | os.PathLike[str] | None = None,
-    timeout: float = 10.0,
+    timeout: float = defaults.CLIENT_TIMEOUT,
     arena: bool = True,
     history: str | os.PathLike[str] | None = None,
 ) -> AsyncClient:
