@@ -40,7 +40,7 @@ from typing import Any, ParamSpec, TypeVar
 import msgpack
 import zmq
 
-from stateengine import defaults
+from stateengine import command_table, defaults
 from stateengine.client.commands import CommandsMixin, Id, Record
 from stateengine.client.history import HistoryWriter, OperationObserver
 from stateengine.client.watch import Watcher
@@ -128,14 +128,9 @@ class History:
         self._writer = None
 
 
-#: The client's read methods (answered from the arena when it can) and their commands.
-RECORDED_READS: dict[str, str] = {
-    "get_record": "GET_RECORD",
-    "list_records": "LIST_RECORDS",
-    "get_state_info": "GET_STATE_INFO",
-    "get_schema": "GET_SCHEMA",
-    "list_states": "LIST_STATES",
-}
+#: The client's read methods (answered from the arena when it can) and their commands:
+#: the command table's arena reads.
+RECORDED_READS: dict[str, str] = {spec.method: spec.name for spec in command_table.arena_reads()}
 
 
 def recorded(command: str) -> Callable[[Callable[P, R]], Callable[P, R]]:

@@ -36,15 +36,24 @@ class CommandsMixin:
     # --- tables -------------------------------------------------------------------------
 
     def create_state(
-        self, state: str, max_length: int | None = None, schema: dict[str, str] | None = None
+        self,
+        state: str,
+        max_length: int | None = None,
+        schema: dict[str, str] | None = None,
+        indexes: list[str | list[str]] | None = None,
     ) -> dict[str, Any]:
-        """Create a table; :raises StateExists: when the name is taken."""
+        """Create a table, with *indexes* over fields of its *schema* (README "Indexes").
+
+        :raises StateExists: when the name is taken. :raises SchemaError: an index over a
+            field the schema lacks.
+        """
         return self._call(
             _request(
                 "CREATE_STATE",
                 state=state,
                 max_length=max_length,
                 schema=schema,
+                indexes=indexes,
             )
         )
 
@@ -56,7 +65,7 @@ class CommandsMixin:
         return self._call(_request("LIST_STATES"))
 
     def get_state_info(self, state: str) -> dict[str, Any]:
-        """``{name, schema, types, version, size, max_length, next_id}``."""
+        """``{name, schema, types, version, size, max_length, next_id, indexes}``."""
         return self._call(_request("GET_STATE_INFO", state=state))
 
     def get_schema(self, state: str) -> list[str]:
@@ -68,8 +77,13 @@ class CommandsMixin:
         add: dict[str, dict[str, Any]] | None = None,
         drop: list[str] | None = None,
         expected_version: int | None = None,
+        add_indexes: list[str | list[str]] | None = None,
+        drop_indexes: list[str | list[str]] | None = None,
     ) -> dict[str, Any]:
-        """Add fields (``{field: {type?, default?}}``) and/or drop fields."""
+        """Add fields (``{field: {type?, default?}}``), drop fields, add or drop indexes.
+
+        :raises SchemaError: an unknown field, or a dropped field an index still covers.
+        """
         return self._call(
             _request(
                 "ALTER_STATE",
@@ -77,6 +91,8 @@ class CommandsMixin:
                 add=add,
                 drop=drop,
                 expected_version=expected_version,
+                add_indexes=add_indexes,
+                drop_indexes=drop_indexes,
             )
         )
 
@@ -257,3 +273,24 @@ class CommandsMixin:
     def batch(self, commands: list[dict[str, Any]]) -> list[Any]:
         """Apply request maps all-or-nothing as one commit; returns their results."""
         return self._call(_request("BATCH", commands=commands))
+
+    # --- the server -----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """``STATS``: per table records, version and leases; in a server process also
+        requests, passes, the store and the arena (README "Running the server")."""
+        return self._call(_request("STATS"))
+
+    # --- any command ------------------------------------------------------------------------
+
+    def call(self, command: str, /, **args: Any) -> Any:
+        """Send any command of the command table (``stateengine.command_table``) with
+        its arguments as keywords; returns its ``result``. Arguments left ``None`` are
+        not sent, as with the methods.
+
+        The server is the judge: a command it does not know is ``UnknownCommand``, an
+        argument the command does not take a ``BadRequest`` naming the ones it takes.
+
+        :raises StateEngineError: the subclass named by the reply's error type.
+        """
+        return self._call(_request(command, **args))

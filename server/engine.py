@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from stateengine import command_table
 from stateengine.errors import (
     BadRequest,
     CapacityError,
@@ -39,6 +40,7 @@ from stateengine.errors import (
     UnknownCommand,
     VersionConflict,
 )
+from stateengine.limits import ID_MAX, check_id, check_table_name, check_text
 from stateengine.protocol import (
     INT_MAX,
     INT_MIN,
@@ -49,8 +51,10 @@ from stateengine.protocol import (
     describe,
     order_records,
     parse_order_by,
+    sort_key,
 )
-from stateengine.query import Predicate, compile_where, match_all
+from stateengine.query import Condition, Plan, Predicate, compile_where, match_all, plan_query
+from stateengine.server.indexes import MAX_INDEXES, TableIndexes, parse_indexes
 
 Id = int | str
 Record = dict[str, Any]
@@ -83,6 +87,10 @@ class Table:
     #: id → record; each record holds ``id``, the schema fields and ``_version``.
     records: dict[Id, Record] = field(default_factory=dict)
     leases: dict[Id, Lease] = field(default_factory=dict)
+    #: Declared indexes, each a tuple of field names (``CREATE_STATE``/``ALTER_STATE``).
+    index_defs: list[tuple[str, ...]] = field(default_factory=list)
+    #: Their sorted entries, built on the first indexed query (server/indexes.py).
+    ix: TableIndexes | None = field(default=None, compare=False, repr=False)
 
     def schema(self) -> Schema | None:
         if self.fields is None or self.types is None:
@@ -104,6 +112,7 @@ class Table:
             "version": self.version,
             "next_id": self.next_id,
             "max_length": self.max_length,
+            "indexes": [list(fields) for fields in self.index_defs],
         }
 
     def restore_state(self, state: dict[str, Any]) -> None:
@@ -113,6 +122,8 @@ class Table:
         self.version = state["version"]
         self.next_id = state["next_id"]
         self.max_length = state["max_length"]
+        self.index_defs = [tuple(f) for f in state.get("indexes", ())]  # absent before indexes
+        self.ix = None
 
     def info(self) -> dict[str, Any]:
         return {
@@ -123,18 +134,15 @@ class Table:
             "size": len(self.records),
             "max_length": self.max_length,
             "next_id": self.next_id,
+            "indexes": [list(fields) for fields in self.index_defs],
         }
 
 
-@dataclass(frozen=True)
-class Command:
-    handler: Callable[[TableEngine, dict[str, Any]], Any]
-    required: frozenset[str]
-    optional: frozenset[str]
+#: A command's handler: validates its request, applies it, returns its ``result``.
+Command = Callable[["TableEngine", dict[str, Any]], Any]
 
-
-_PRECONDITIONS: Final = frozenset({"expected_version", "if_version", "if_match"})
-_COMMON: Final = frozenset({"command", "req_id"})
+#: What a request inside a BATCH may carry besides its command's arguments.
+_NESTED: Final = frozenset({"command"})
 
 
 class TableEngine:
@@ -157,6 +165,9 @@ class TableEngine:
         #: (table, id) of records deleted by the last commit (a re-created one moved to
         #: the end of its table's order: replay must delete, then put).
         self.removed: set[tuple[str, Id]] = set()
+        #: The server's own ``STATS`` figures (requests, store, arena), merged into the
+        #: engine's; None in one process (``stateengine.Engine``).
+        self.stats_hook: Callable[[], dict[str, Any]] | None = None
         self._journal: list[tuple[Any, ...]] | None = None
         self._order_saved: set[str] = set()
         self._wrote = False
@@ -192,10 +203,10 @@ class TableEngine:
         self.table_changes = set()
         self.removed = set()
         self._wrote = False
-        command = self._lookup(request, nested=False)
-        if command is _BATCH:
+        handler = self._lookup(request, nested=False)
+        if handler is _BATCH:
             return self._batch(request), None
-        result = command.handler(self, request)
+        result = handler(self, request)
         self._commit()
         return result, self._version_of(request)
 
@@ -207,21 +218,21 @@ class TableEngine:
         name = request.get("command")
         if not isinstance(name, str):
             raise BadRequest("the request has no 'command' (a string naming the action)")
-        command = COMMANDS.get(name)
-        if command is None:
+        spec = command_table.COMMANDS.get(name)
+        handler = HANDLERS.get(name)
+        if spec is None or handler is None:
             raise UnknownCommand(f"unknown command {name!r:.80}")
-        if nested and command is _BATCH:
+        if nested and handler is _BATCH:
             raise BadRequest("a BATCH cannot contain a BATCH")
-        allowed = (
-            command.required | command.optional | (frozenset({"command"}) if nested else _COMMON)
-        )
+        allowed = spec.args | _NESTED if nested else spec.allowed
         for key in request:
             if key not in allowed:
-                raise BadRequest(f"{name} takes no argument {key!r:.80}")
-        for key in command.required:
+                takes = ", ".join(sorted(spec.args)) or "no arguments"
+                raise BadRequest(f"{name} takes no argument {key!r:.80}; it takes {takes}")
+        for key in spec.required:
             if key not in request:
                 raise BadRequest(f"{name} requires '{key}'")
-        return command
+        return handler
 
     def _commit(self) -> None:
         if self._wrote:
@@ -242,8 +253,8 @@ class TableEngine:
         try:
             for index, sub in enumerate(commands):
                 try:
-                    command = self._lookup(sub, nested=True)
-                    results.append(command.handler(self, sub))
+                    handler = self._lookup(sub, nested=True)
+                    results.append(handler(self, sub))
                 except StateEngineError as exc:
                     exc.message = f"commands[{index}]: {exc.message}"
                     exc.args = (exc.message,)
@@ -270,6 +281,7 @@ class TableEngine:
         self._wrote = True
 
     def _put(self, table: Table, rid: Id, record: Record) -> None:
+        ix = table.ix
         if self._journal is not None:
             self._journal.append(
                 (
@@ -278,9 +290,12 @@ class TableEngine:
                     rid,
                     table.records.get(rid, _MISSING),
                     table.leases.get(rid, _MISSING),
+                    ix.positions.get(rid) if ix is not None else None,
                 )
             )
         record[RESERVED_FIELD] = self._next_seq
+        if ix is not None:
+            ix.put(rid, table.records.get(rid), record)
         table.records[rid] = record
         self.changes[(table.name, rid)] = None
 
@@ -290,8 +305,17 @@ class TableEngine:
                 self._order_saved.add(table.name)
                 self._journal.append(("order", table, list(table.records)))
             self._journal.append(
-                ("rec", table, rid, table.records[rid], table.leases.get(rid, _MISSING))
+                (
+                    "rec",
+                    table,
+                    rid,
+                    table.records[rid],
+                    table.leases.get(rid, _MISSING),
+                    table.ix.positions.get(rid) if table.ix is not None else None,
+                )
             )
+        if table.ix is not None:
+            table.ix.remove(rid, table.records[rid])
         del table.records[rid]
         table.leases.pop(rid, None)
         self.changes[(table.name, rid)] = None
@@ -303,6 +327,8 @@ class TableEngine:
             table.leases.pop(rid, None)
         else:
             table.leases[rid] = lease
+            if table.ix is not None:
+                table.ix.lease_set(rid, lease)
 
     def _replace_table(self, name: str, table: Table | None) -> None:
         if self._journal is not None:
@@ -316,12 +342,13 @@ class TableEngine:
 
     def _replace_records(self, table: Table, records: dict[Id, Record]) -> None:
         if self._journal is not None:
-            self._journal.append(("records", table, table.records, table.leases))
+            self._journal.append(("records", table, table.records, table.leases, table.ix))
         # Republished whole: the order of ids may change, and an empty SET_STATE on an
         # empty table still bumps its version.
         self.table_changes.add(table.name)
         table.records = records
         table.leases = {}
+        table.ix = None  # rebuilt by the next indexed query
 
     def _rollback(self) -> None:
         assert self._journal is not None
@@ -330,7 +357,13 @@ class TableEngine:
             if kind == "meta":
                 entry[1].restore_meta(entry[2])
             elif kind == "rec":
-                _, table, rid, old, lease = entry
+                _, table, rid, old, lease, position = entry
+                if table.ix is not None:
+                    table.ix.restore(
+                        rid, table.records.get(rid), None if old is _MISSING else old, position
+                    )
+                    if lease is not _MISSING:
+                        table.ix.lease_set(rid, lease)
                 if old is _MISSING:
                     table.records.pop(rid, None)
                 else:
@@ -343,8 +376,11 @@ class TableEngine:
                 _, table, order = entry
                 table.records = {rid: table.records[rid] for rid in order}
             elif kind == "records":
-                _, table, records, leases = entry
-                table.records, table.leases = records, leases
+                _, table, records, leases, ix = entry
+                table.records, table.leases, table.ix = records, leases, ix
+            elif kind == "indexes":
+                _, table, definitions = entry
+                table.index_defs = definitions
             elif kind == "table":
                 _, name, old_table = entry
                 if old_table is None:
@@ -363,10 +399,9 @@ class TableEngine:
 
     def _table(self, request: dict[str, Any], create: bool = False) -> Table:
         name = request["state"]
-        if not isinstance(name, str) or not name:
-            raise BadRequest(f"'state' must be a non-empty string, not {name!r:.80}")
-        table = self.tables.get(name)
+        table = self.tables.get(name) if type(name) is str else None
         if table is None:
+            name = check_table_name(name)  # only a name not taken yet can be malformed
             if not create:
                 raise StateNotFound(f"no state named {name!r}")
             table = Table(name)
@@ -375,11 +410,7 @@ class TableEngine:
 
     @staticmethod
     def _id(value: Any, table: Table, where: str = "id") -> Id:
-        if type(value) is int:
-            if not INT_MIN <= value <= INT_MAX:
-                raise BadRequest(f"{where}: integer id {value} is outside the 64-bit range")
-        elif type(value) is not str:
-            raise BadRequest(f"{where}: an id is an integer or a string, not a {describe(value)}")
+        check_id(value, where)  # what every store and the arena can key (stateengine.limits)
         id_type = table.types.get("id", "any") if table.types else "any"
         if id_type != "any":
             conform(value, id_type, where)
@@ -413,6 +444,8 @@ class TableEngine:
         for k in value:
             if not isinstance(k, str):
                 raise BadRequest(f"'{key}': field names are strings, not {describe(k)}")
+            if not k.isascii():
+                check_text(k, f"'{key}' (a field name)")
         return value
 
     @staticmethod
@@ -478,6 +511,8 @@ class TableEngine:
         for name in raw:
             if not isinstance(name, str) or not name:
                 raise SchemaError(f"{where}: field names are non-empty strings, not {name!r:.60}")
+            if not name.isascii():
+                check_text(name, f"{where} (a field name)")
             if name == RESERVED_FIELD:
                 raise SchemaError(
                     f"{where}: '_version' is reserved and never written; "
@@ -532,7 +567,7 @@ class TableEngine:
         id_type = table.types.get("id", "any") if table.types else "any"
         if id_type.removesuffix("?") == "string":
             raise SchemaError(f"{where}: {table.name!r} has string ids; give an explicit 'id'")
-        return table.next_id  # past every integer id: explicit ones move the counter
+        return _auto_id(table.next_id, where)  # past every integer id: explicit ones move it
 
     @staticmethod
     def _advance_counter(table: Table, rid: Id) -> None:
@@ -542,9 +577,7 @@ class TableEngine:
     # --- commands: table management ------------------------------------------------------
 
     def _create_state(self, request: dict[str, Any]) -> dict[str, Any]:
-        name = request["state"]
-        if not isinstance(name, str) or not name:
-            raise BadRequest(f"'state' must be a non-empty string, not {name!r:.80}")
+        name = check_table_name(request["state"])
         if name in self.tables:
             raise StateExists(f"a state named {name!r} exists")
         max_length = self._int_arg(request, "max_length", minimum=1)
@@ -565,8 +598,31 @@ class TableEngine:
             table.fields = ["id", *(f for f in schema if f != "id")]
             table.types = {f: types[f] for f in table.fields}
             table.declared = True
+        if request.get("indexes") is not None:
+            if table.fields is None:
+                raise SchemaError("indexes: declare a schema for the fields they cover")
+            table.index_defs = self._new_indexes(table, [], request["indexes"], table.fields)
         self._replace_table(name, table)
         return table.info()
+
+    @staticmethod
+    def _new_indexes(
+        table: Table, existing: list[tuple[str, ...]], value: Any, fields: list[str]
+    ) -> list[tuple[str, ...]]:
+        """*existing* plus the indexes *value* declares, each over known *fields*."""
+        out = list(existing)
+        for i, index in enumerate(parse_indexes(value, "indexes")):
+            for name in index:
+                if name not in fields:
+                    raise SchemaError(f"indexes[{i}]: unknown field {name!r:.80} in {table.name!r}")
+            if index in out:
+                raise SchemaError(
+                    f"indexes[{i}]: {list(index)} is already an index of {table.name!r}"
+                )
+            out.append(index)
+        if len(out) > MAX_INDEXES:
+            raise BadRequest(f"indexes: a table has at most {MAX_INDEXES} indexes")
+        return out
 
     def _delete_state(self, request: dict[str, Any]) -> None:
         table = self._table(request)
@@ -582,6 +638,17 @@ class TableEngine:
     def _get_schema(self, request: dict[str, Any]) -> list[str]:
         return list(self._table(request).fields or [])
 
+    def _stats(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``STATS``: per table records, version and leases, then :attr:`stats_hook`'s."""
+        tables = {
+            name: {"records": len(t.records), "version": t.version, "leases": len(t.leases)}
+            for name, t in sorted(self.tables.items())
+        }
+        result: dict[str, Any] = {"seq": self.seq, "tables": tables}
+        if self.stats_hook is not None:
+            result.update(self.stats_hook())
+        return result
+
     def _alter_state(self, request: dict[str, Any]) -> dict[str, Any]:
         table = self._table(request)
         self._check_expected_version(table, request)
@@ -590,8 +657,10 @@ class TableEngine:
         drop = [] if drop is None else drop
         if not isinstance(drop, list):
             raise BadRequest(f"'drop' must be a list of field names, not a {describe(drop)}")
-        if not add and not drop:
-            raise BadRequest("ALTER_STATE needs 'add' or 'drop'")
+        add_indexes = request.get("add_indexes")
+        drop_indexes = parse_indexes(request.get("drop_indexes") or [], "drop_indexes")
+        if not add and not drop and add_indexes is None and not drop_indexes:
+            raise BadRequest("ALTER_STATE needs 'add', 'drop', 'add_indexes' or 'drop_indexes'")
         fields = list(table.fields or ["id"])
         types = dict(table.types or {"id": "any"})
         for name in drop:
@@ -617,9 +686,28 @@ class TableEngine:
             defaults[name] = conform(default, tname, f"add.{name}.default")
             fields.append(name)
             types[name] = tname
+        index_defs = list(table.index_defs)
+        for i, index in enumerate(drop_indexes):
+            if index not in index_defs:
+                raise SchemaError(
+                    f"drop_indexes[{i}]: {list(index)} is not an index of {table.name!r}"
+                )
+            index_defs.remove(index)
+        for index in index_defs:
+            gone = [name for name in index if name not in types]
+            if gone:
+                raise SchemaError(
+                    f"drop: {gone[0]!r} is in the index {list(index)}; drop the index too "
+                    "(drop_indexes)"
+                )
+        if add_indexes is not None:
+            index_defs = self._new_indexes(table, index_defs, add_indexes, fields)
         self._touch_table(table)
         if self._journal is not None:
-            self._journal.append(("records", table, table.records, table.leases))
+            self._journal.append(("records", table, table.records, table.leases, table.ix))
+            self._journal.append(("indexes", table, table.index_defs))
+        table.index_defs = index_defs
+        table.ix = None  # rebuilt by the next indexed query
         new_records = {}
         for rid, record in table.records.items():
             new = {
@@ -645,9 +733,7 @@ class TableEngine:
         records = request["records"]
         if not isinstance(records, list):
             raise BadRequest(f"'records' must be a list, not a {describe(records)}")
-        name = request["state"]
-        if not isinstance(name, str) or not name:
-            raise BadRequest(f"'state' must be a non-empty string, not {name!r:.80}")
+        name = check_table_name(request["state"])
         existing = self.tables.get(name)
         probe = existing or Table(name)
         self._check_expected_version(probe, request)  # a table to create is at version 0
@@ -676,7 +762,7 @@ class TableEngine:
             if rid is None:
                 if id_type.removesuffix("?") == "string":
                     raise SchemaError(f"records[{i}]: string ids; give an explicit 'id'")
-                rid = next_id
+                rid = _auto_id(next_id, f"records[{i}]")
                 next_id += 1
             new[rid] = {"id": rid, **record}
         table = self._table(request, create=True)
@@ -691,9 +777,7 @@ class TableEngine:
 
     def _create_record(self, request: dict[str, Any]) -> Record:
         raw = request["record"]
-        name = request["state"]
-        if not isinstance(name, str) or not name:
-            raise BadRequest(f"'state' must be a non-empty string, not {name!r:.80}")
+        name = check_table_name(request["state"])
         table = self.tables.get(name)
         probe = table or Table(name)
         # A missing table is created at version 0: expected_version must say 0.
@@ -764,21 +848,43 @@ class TableEngine:
             self._known_field(table, name, "order_by")
         return keys
 
-    def _where(self, table: Table, request: dict[str, Any], key: str = "where") -> Predicate:
+    def _where(
+        self, table: Table, request: dict[str, Any], key: str = "where"
+    ) -> tuple[list[Condition], Predicate]:
         """The compiled ``where`` (or ``if_match``): known fields, valid operators."""
         where = self._map_arg(request, key, required=False)
         for name, value in where.items():
             self._known_field(table, name, key)
             check_value(value, f"{key}.{name}")
-        return compile_where(where, key)[1]
+        return compile_where(where, key)
+
+    def _indexes(self, table: Table) -> TableIndexes | None:
+        """The table's index structures, built now if it declares indexes (never inside a
+        BATCH: a rollback must find them as the batch began)."""
+        if table.ix is None and table.index_defs and self._journal is None:
+            table.ix = TableIndexes(table.index_defs, table.records, table.leases)
+        return table.ix
 
     def _list_records(self, request: dict[str, Any]) -> list[Record]:
         table = self._table(request)
-        where = self._where(table, request)
+        conditions, where = self._where(table, request)
         keys = self._order(table, request)
         offset = self._int_arg(request, "offset", 0) or 0
         limit = self._int_arg(request, "limit")
         end = None if limit is None else offset + limit
+        plan = (
+            plan_query(table.index_defs, conditions, keys, sort_key) if table.index_defs else None
+        )
+        ix = self._indexes(table) if plan is not None else None
+        if plan is not None and ix is not None:
+            rows = table.records
+            found = (rows[rid] for rid in ix.scan(plan))
+            found = (r for r in found if where(r))
+            if plan.ordered:
+                return [self._out(r) for r in itertools.islice(found, offset, end)]
+            matched = sorted(found, key=lambda r: ix.positions[r["id"]])  # insertion order
+            matched = order_records(matched, keys)
+            return [self._out(r) for r in matched[offset:end]]
         records: Iterable[Record] = table.records.values()
         if where is not match_all:
             records = (r for r in records if where(r))
@@ -790,31 +896,27 @@ class TableEngine:
     def _claim_record(self, request: dict[str, Any]) -> Record | None:
         table = self._table(request)
         self._check_expected_version(table, request)
-        where = self._where(table, request)
+        conditions, where = self._where(table, request)
         keys = self._order(table, request)
         fields = self._map_arg(request, "fields")
         if "id" in fields:
             raise ImmutableId("fields: a claim cannot change a record's id")
         lease_seconds = self._lease_arg(request)
         now = self.clock()
+        plan = (
+            plan_query(table.index_defs, conditions, keys, sort_key) if table.index_defs else None
+        )
+        ix = self._indexes(table) if plan is not None else None
         candidates: list[tuple[Record, Any]] = []
-        for rid, record in table.records.items():
-            lease = table.leases.get(rid)
-            if lease is not None:
-                if lease.expires > now:
-                    continue  # rule 1: a live lease is not claimable
-                view = {**record, **lease.prior}  # rule 2: match as before the claim
-            else:
-                view = record
-            if where(view):
-                candidates.append((view, rid))
-                if not keys:
-                    break
+        if plan is not None and ix is not None:
+            candidates = self._indexed_candidates(table, ix, plan, where, now)
+        else:
+            candidates = self._scanned_candidates(table, where, keys, now)
         if not candidates:
             # Validate the patch anyway so a bad request is an error, not a silent null.
             self._validate_patch(table, fields, 0, "fields")
             return None
-        if keys:
+        if keys and len(candidates) > 1:
             candidates = order_records(candidates, keys, get=lambda item: item[0])
         _, rid = candidates[0]
         old = table.records[rid]
@@ -831,6 +933,54 @@ class TableEngine:
         else:
             self._set_lease(table, rid, None)
         return self._out(record)
+
+    @staticmethod
+    def _indexed_candidates(
+        table: Table, ix: TableIndexes, plan: Plan, where: Predicate, now: float
+    ) -> list[tuple[Record, Any]]:
+        """The claim's candidates, in insertion order: from the index, the first (when it
+        yields the claim's order) or every unleased match in its range, and every record
+        whose lease ran out that matches as it was before its claim (rule 2)."""
+        records, leases = table.records, table.leases
+        found: list[tuple[Record, Any]] = []
+        for rid in ix.scan(plan):
+            if rid in leases:
+                continue  # live: not claimable; expired: judged below, by its prior values
+            record = records[rid]
+            if where(record):
+                found.append((record, rid))
+                if plan.ordered:
+                    break
+        ix.expire_until(now, leases)
+        for rid, lease in list(ix.expired.items()):
+            if leases.get(rid) is not lease:
+                del ix.expired[rid]  # completed, renewed, reclaimed or deleted since
+                continue
+            view = {**records[rid], **lease.prior}
+            if where(view):
+                found.append((view, rid))
+        if len(found) > 1:
+            found.sort(key=lambda item: ix.positions[item[1]])
+        return found
+
+    @staticmethod
+    def _scanned_candidates(
+        table: Table, where: Predicate, keys: list[tuple[str, bool]], now: float
+    ) -> list[tuple[Record, Any]]:
+        candidates: list[tuple[Record, Any]] = []
+        for rid, record in table.records.items():
+            lease = table.leases.get(rid)
+            if lease is not None:
+                if lease.expires > now:
+                    continue  # rule 1: a live lease is not claimable
+                view = {**record, **lease.prior}  # rule 2: match as before the claim
+            else:
+                view = record
+            if where(view):
+                candidates.append((view, rid))
+                if not keys:
+                    break
+        return candidates
 
     def _increment(self, request: dict[str, Any]) -> int | float:
         table = self._table(request)
@@ -916,7 +1066,7 @@ class TableEngine:
             table = self.tables.get(name)
             if table is None:
                 table = self.tables[name] = Table(name)
-            table.restore_state(state)
+            table.restore_state(state)  # drops its index structures: rebuilt on demand
         for name, rid in cs.deletes:
             table = self.tables[name]
             table.records.pop(rid, None)
@@ -951,47 +1101,66 @@ class ChangeSet:
         return bool(self.dropped or self.tables or self.puts or self.deletes)
 
 
-def _command(
-    handler: Callable[[TableEngine, dict[str, Any]], Any],
-    required: Iterable[str],
-    optional: Iterable[str] = (),
-) -> Command:
-    return Command(handler, frozenset(required), frozenset(optional))
+def _auto_id(next_id: int, where: str) -> int:
+    """The next auto-increment id, if it is still a valid id (an explicit id of 2⁶³−1
+    moves the counter past the signed 64-bit range)."""
+    if next_id > ID_MAX:
+        raise CapacityError(
+            f"{where}: no auto-increment id left (an id of {ID_MAX} was used); "
+            "give an explicit 'id'"
+        )
+    return next_id
 
 
-_BATCH: Final = _command(lambda engine, request: None, ["commands"])
+def _batch_marker(engine: TableEngine, request: dict[str, Any]) -> None:
+    raise AssertionError("BATCH is applied by TableEngine._batch")  # pragma: no cover
 
-COMMANDS: Final[dict[str, Command]] = {
-    "CREATE_STATE": _command(TableEngine._create_state, ["state"], ["max_length", "schema"]),
-    "DELETE_STATE": _command(TableEngine._delete_state, ["state"]),
-    "LIST_STATES": _command(TableEngine._list_states, []),
-    "GET_STATE_INFO": _command(TableEngine._get_state_info, ["state"]),
-    "GET_SCHEMA": _command(TableEngine._get_schema, ["state"]),
-    "ALTER_STATE": _command(
-        TableEngine._alter_state, ["state"], ["add", "drop", "expected_version"]
-    ),
-    "SET_STATE": _command(TableEngine._set_state, ["state", "records"], ["expected_version"]),
-    "CREATE_RECORD": _command(
-        TableEngine._create_record, ["state", "record"], ["expected_version"]
-    ),
-    "SET_RECORD": _command(TableEngine._set_record, ["state", "id", "record"], _PRECONDITIONS),
-    "PATCH_RECORD": _command(
-        TableEngine._patch_record,
-        ["state", "id", "fields"],
-        _PRECONDITIONS | {"lease_seconds"},
-    ),
-    "DELETE_RECORD": _command(TableEngine._delete_record, ["state", "id"], _PRECONDITIONS),
-    "GET_RECORD": _command(TableEngine._get_record, ["state", "id"]),
-    "LIST_RECORDS": _command(
-        TableEngine._list_records, ["state"], ["where", "order_by", "offset", "limit"]
-    ),
-    "CLAIM_RECORD": _command(
-        TableEngine._claim_record,
-        ["state", "where", "fields"],
-        ["order_by", "lease_seconds", "expected_version"],
-    ),
-    "INCREMENT": _command(
-        TableEngine._increment, ["state", "id", "field"], _PRECONDITIONS | {"by"}
-    ),
+
+_BATCH: Final[Command] = _batch_marker
+
+#: command name → handler: the dispatch. Its names are exactly those of
+#: :data:`stateengine.command_table.COMMANDS`, which gives the arguments
+#: (:func:`check_dispatch`, run at import).
+HANDLERS: Final[dict[str, Command]] = {
+    "CREATE_STATE": TableEngine._create_state,
+    "DELETE_STATE": TableEngine._delete_state,
+    "LIST_STATES": TableEngine._list_states,
+    "GET_STATE_INFO": TableEngine._get_state_info,
+    "GET_SCHEMA": TableEngine._get_schema,
+    "ALTER_STATE": TableEngine._alter_state,
+    "SET_STATE": TableEngine._set_state,
+    "CREATE_RECORD": TableEngine._create_record,
+    "SET_RECORD": TableEngine._set_record,
+    "PATCH_RECORD": TableEngine._patch_record,
+    "DELETE_RECORD": TableEngine._delete_record,
+    "GET_RECORD": TableEngine._get_record,
+    "LIST_RECORDS": TableEngine._list_records,
+    "CLAIM_RECORD": TableEngine._claim_record,
+    "INCREMENT": TableEngine._increment,
     "BATCH": _BATCH,
+    "STATS": TableEngine._stats,
 }
+
+
+def check_dispatch() -> None:
+    """Check that the dispatch and the command table name the same commands.
+
+    Run at import, so that a command added to one and not the other stops the writer
+    from starting instead of answering ``UnknownCommand`` (or nothing) at run time.
+
+    :raises RuntimeError: naming the commands without a handler, or without an entry.
+    """
+    described, handled = set(command_table.COMMANDS), set(HANDLERS)
+    problems = []
+    if described - handled:
+        problems.append(f"no engine handler for {sorted(described - handled)}")
+    if handled - described:
+        problems.append(f"no command_table entry for {sorted(handled - described)}")
+    if problems:
+        raise RuntimeError(
+            "server/engine.py HANDLERS and stateengine/command_table.py disagree: "
+            + "; ".join(problems)
+        )
+
+
+check_dispatch()

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from stateengine import defaults
+from stateengine.limits import MAX_ID_BYTES, MAX_NAME_BYTES, PG_INDEX_ENTRY_BYTES
 from stateengine.server.engine import ChangeSet, TableEngine
 from stateengine.server.persist_base import (
     FSYNC_POLICIES,
@@ -48,6 +49,12 @@ from stateengine.server.persist_base import (
     space_fault,
     unpackb,
 )
+
+#: The primary key ``(tbl, rid)`` of the longest table name and id the engine takes (text,
+#: plus the msgpack of the id, with headers) stays below PostgreSQL's btree entry limit, so
+#: an acknowledged write always fits the index (issue 14 item 1; ``tbl`` holds no NUL).
+MAX_KEY_BYTES: Final = MAX_NAME_BYTES + MAX_ID_BYTES + 16
+assert MAX_KEY_BYTES < PG_INDEX_ENTRY_BYTES, "stateengine.limits outgrew the SQL stores' key"
 
 SQLITE_NAME: Final = "state.sqlite3"
 FORMAT: Final = "stateengine-sql/1"

@@ -31,53 +31,47 @@ from typing import Any, Protocol, cast
 import msgpack
 import zmq
 
-from stateengine import defaults
+from stateengine import command_table, defaults
 from stateengine.errors import (
     BadRequest,
     PayloadTooLarge,
     StateEngineError,
     StorageUnavailable,
 )
+from stateengine.limits import (
+    FD_RESERVE,
+    HANDSHAKE_SECONDS,
+    MAX_REPLY_BYTES,
+    MAX_REQUEST_BYTES,
+    MAX_TCP_CONNECTIONS,
+    MAX_TCP_HANDSHAKES,
+    REPEAT_LOG_SECONDS,
+    STORAGE_PROBE_BYTES,
+    STORAGE_RETRY_SECONDS,
+)
 from stateengine.protocol import decode_request, encode_reply, is_json
 from stateengine.runtime import discovery as paths
 from stateengine.runtime.feed import feed_endpoint
 from stateengine.server.connections import Door, RateLimitedLog, open_fds, raise_fd_limit
-from stateengine.server.engine import COMMANDS, ChangeSet, Id, TableEngine
+from stateengine.server.engine import ChangeSet, Id, TableEngine
 from stateengine.server.feed import Feed
 from stateengine.server.persist_base import probe_space
 from stateengine.server.persistence import PersistenceError, RecoveryReport, Store, crash_point
 
 log = logging.getLogger("stateengine.server")
 
-DEFAULT_MAX_REQUEST = 16 * 1024 * 1024
 _NOBLOCK = int(zmq.NOBLOCK)
 _POLLIN = int(zmq.POLLIN)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
-DEFAULT_MAX_REPLY = 64 * 1024 * 1024
+#: The defaults of ``serve --max-request-bytes`` and of the reply limit.
+DEFAULT_MAX_REQUEST = MAX_REQUEST_BYTES
+DEFAULT_MAX_REPLY = MAX_REPLY_BYTES
 
-# --- Limits of the writer's doors and logs (issue 14 items 6 and 7) -----------------------
-# One place for now; to be folded into stateengine/limits.py with the request limits.
-#: TCP connections open at once (CurveZMQ clients and handshakes); the next is refused.
-MAX_TCP_CONNECTIONS = 256
-#: unauthenticated TCP handshakes in progress at once; the next connection is refused.
-MAX_TCP_HANDSHAKES = 32
-#: seconds a connection gets to finish its ZMTP/CurveZMQ handshake (ZMQ_HANDSHAKE_IVL).
-HANDSHAKE_SECONDS = 10.0
-#: descriptors kept free for the writer's own files (log segments, snapshot, SQLite,
-#: JSON temp file, lock) and libzmq's internals, below the RLIMIT_NOFILE soft limit.
-FD_RESERVE = 128
-#: at most one log line per this many seconds per kind of repeated event (replies
-#: dropped, connections refused, handshakes failed), with the count folded into it.
-REPEAT_LOG_SECONDS = 10.0
-#: after a pass could not be stored (disk full), seconds between two checks whether the
-#: disk takes writes again, and the bytes each check writes (and removes) to find out.
-STORAGE_RETRY_SECONDS = 1.0
-STORAGE_PROBE_BYTES = 1 << 20
 
-#: Commands that change nothing: answered while writes are refused (StorageUnavailable).
-READ_COMMANDS = frozenset(
-    {"GET_RECORD", "LIST_RECORDS", "LIST_STATES", "GET_STATE_INFO", "GET_SCHEMA", "STATS"}
-)
+def _writes(name: Any) -> bool:
+    """Whether the command named *name* may change the state (unknown: not judged here)."""
+    spec = command_table.COMMANDS.get(name) if isinstance(name, str) else None
+    return spec is not None and spec.writes
 
 
 class Publisher(Protocol):
@@ -142,6 +136,7 @@ class Server:
         self._auth: Any = None
         self.engine = engine or TableEngine()
         self.engine.copy_results = False  # each reply is encoded before the next command
+        self.engine.stats_hook = self._stats  # STATS: a server-scope command of the table
         self.stats = {"requests": 0, "passes": 0, "dropped_replies": 0, "storage_failures": 0}
         #: why writes are refused (a pass could not be stored), or None
         self.storage_error: str | None = None
@@ -540,14 +535,18 @@ class Server:
         self.storage_error = None
 
     def _refused(self, request: dict[str, Any]) -> bool:
-        """Whether *request* writes while writes are refused (a BATCH with any write)."""
+        """Whether *request* writes while writes are refused (a BATCH with any write).
+
+        The commands that change nothing (``writes`` False in the command table) are
+        answered as usual; an unknown command gets its ``UnknownCommand``.
+        """
         name = request.get("command")
         if name == "BATCH":
             subs = request.get("commands")
             return not isinstance(subs, list) or any(
-                not isinstance(sub, dict) or sub.get("command") not in READ_COMMANDS for sub in subs
+                not isinstance(sub, dict) or _writes(sub.get("command")) for sub in subs
             )
-        return name in COMMANDS and name not in READ_COMMANDS
+        return _writes(name)
 
     def _publish(self, cs: ChangeSet) -> None:
         assert self.publisher is not None
@@ -588,9 +587,7 @@ class Server:
         started = time.perf_counter()
         if self.storage_error is not None and self._refused(request):
             self._maybe_resume_writes(time.monotonic())
-        if request.get("command") == "STATS":
-            reply = self._stats_reply(request)
-        elif self.storage_error is not None and self._refused(request):
+        if self.storage_error is not None and self._refused(request):
             reply = {
                 "ok": False,
                 "error": StorageUnavailable(
@@ -647,14 +644,11 @@ class Server:
                 elapsed * 1000,
             )
 
-    def _stats_reply(self, request: dict[str, Any]) -> dict[str, Any]:
-        """``STATS``: the server's own figures (the tables' come from the engine)."""
+    def _stats(self) -> dict[str, Any]:
+        """``STATS``: the server's own figures (the engine adds the tables': its
+        ``stats_hook``)."""
         now = time.monotonic()
         uptime = now - self._started
-        tables = {
-            name: {"records": len(t.records), "version": t.version, "leases": len(t.leases)}
-            for name, t in sorted(self.engine.tables.items())
-        }
         store: dict[str, Any] | None = None
         if self.store is not None:
             store = {
@@ -665,12 +659,11 @@ class Server:
         arena = self.publisher.stats() if self.publisher is not None else None
         if arena is not None:
             arena = {k: v for k, v in arena.items() if k != "files"}
-        result = {
+        return {
             "pid": os.getpid(),
             "endpoint": self.endpoint,
             "data_dir": str(self.data_dir),
             "uptime": round(uptime, 3),
-            "seq": self.engine.seq,
             "requests": self.stats["requests"],
             "passes": self.stats["passes"],
             "requests_per_second": round(self.stats["requests"] / uptime, 1) if uptime else 0,
@@ -680,19 +673,9 @@ class Server:
             "writes_refused": self.storage_error,
             "fd_limit": self.fd_limit,
             "connections": {door.name: door.info() for door in self.doors},
-            "tables": tables,
             "store": store,
             "arena": arena,
         }
-        reply: dict[str, Any] = {
-            "ok": True,
-            "result": result,
-            "version": None,
-            "seq": self.engine.seq,
-        }
-        if "req_id" in request:
-            reply["req_id"] = request["req_id"]
-        return reply
 
     def _send(self, sock: zmq.Socket[bytes], envelope: list[bytes], body: bytes) -> None:
         # Plain send() with int flags: send_multipart costs ~6 µs more per reply here.

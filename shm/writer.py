@@ -25,6 +25,7 @@ from typing import Any, Final, cast
 
 from stateengine import defaults
 from stateengine.errors import CapacityError, PayloadTooLarge
+from stateengine.limits import ARENA_KEY_BYTES, ID_MAX, ID_MIN
 from stateengine.shm import faults as _faults
 from stateengine.shm import layout as L
 from stateengine.shm.alloc import Allocator
@@ -33,8 +34,10 @@ from stateengine.shm.codec import MsgpackCodec, internal_packer, key_prefix, pac
 META_TABLE: Final = "\x00meta"
 """Reserved table holding per-table metadata bytes (``commit(meta=...)``)."""
 
-_I64_MIN: Final = -(2**63)
-_I64_MAX: Final = 2**63 - 1
+# Ids and key lengths the arena can carry: the engine checks the same rules at the
+# front door (stateengine.limits), so an acknowledged write always fits here.
+_I64_MIN: Final = ID_MIN
+_I64_MAX: Final = ID_MAX
 MiB: Final = 1024 * 1024
 
 RecordId = int | str
@@ -359,7 +362,7 @@ class ArenaWriter:
                 rid = check_id(rid)
             key = prefix + kpack(rid)
             klen = len(key)
-            if klen > 0xFFFF:
+            if klen > ARENA_KEY_BYTES:
                 raise ValueError(f"record id too long: {rid!r}")
             total = hsize + klen + dlen
             head = head_pack(total, klen, kind, seq) + key
@@ -409,7 +412,7 @@ class ArenaWriter:
         prefix = self._meta_prefix if table == META_TABLE else key_prefix(table)
         key = prefix + self._kpack(rid)
         klen = len(key)
-        if klen > 0xFFFF:
+        if klen > ARENA_KEY_BYTES:
             raise ValueError(f"record id too long: {rid!r}")
         total = L.BLOCK_HEADER_SIZE + klen + len(data) + 4
         head = L.BLOCK_HEADER.pack(total, klen, L.KIND_RECORD, version) + key
@@ -419,7 +422,7 @@ class ArenaWriter:
 
     def _block(self, table: str, rid: RecordId, version: int, kind: int, data: bytes) -> bytes:
         key = pack_internal([table, rid])
-        if len(key) > 0xFFFF:
+        if len(key) > ARENA_KEY_BYTES:
             raise ValueError(f"record id too long: {rid!r}")
         total = L.BLOCK_HEADER_SIZE + len(key) + len(data) + 4
         head = L.BLOCK_HEADER.pack(total, len(key), kind, version) + key

@@ -25,14 +25,14 @@ import msgpack
 
 from stateengine import jsoncodec
 from stateengine.errors import BadRequest, PayloadTooLarge, SchemaError
+from stateengine.limits import INT_MAX as INT_MAX  # re-exported: the value range
+from stateengine.limits import INT_MIN as INT_MIN
+from stateengine.limits import MAX_DEPTH as MAX_DEPTH
+from stateengine.limits import MAX_ORDER_KEYS as MAX_ORDER_KEYS
+from stateengine.limits import MAX_REQUEST_BYTES as MAX_REQUEST_BYTES
+from stateengine.limits import check_text
 
-MAX_DEPTH: Final = 32
-INT_MIN: Final = -(2**63)
-INT_MAX: Final = 2**64 - 1
-#: Largest request body the server decodes; larger bodies are ``PayloadTooLarge``.
-MAX_REQUEST_BYTES: Final = 64 * 1024 * 1024
-
-_SCALARS: Final = (str, bytes, float)
+_SCALARS: Final = (bytes, float)
 
 
 def describe(value: Any) -> str:
@@ -53,6 +53,8 @@ def check_value(value: Any, where: str, depth: int = 0) -> Any:
         if INT_MIN <= value <= INT_MAX:
             return value
         raise BadRequest(f"{where}: integer {value} is outside the 64-bit range")
+    if t is str:
+        return value if value.isascii() else check_text(value, where)
     if t in _SCALARS:
         return value
     if depth >= MAX_DEPTH:
@@ -64,6 +66,8 @@ def check_value(value: Any, where: str, depth: int = 0) -> Any:
         for k, v in value.items():
             if type(k) is not str and type(k) is not int:
                 raise BadRequest(f"{where}: map key {k!r} is a {describe(k)}, not a str or int")
+            if type(k) is str and not k.isascii():
+                check_text(k, f"{where} (a map key)")
             out[k] = check_value(v, f"{where}.{k}", depth + 1)
         return out
     raise BadRequest(f"{where}: a {describe(value)} is not a msgpack value")
@@ -119,23 +123,67 @@ def sort_key(value: Any) -> tuple[Any, ...]:
 
 
 def order_records(records: list[Any], keys: list[tuple[str, bool]], get: Any = None) -> list[Any]:
-    """Sort in place by ``[(field, descending), ...]``, stable; *get* maps item → record."""
-    for name, descending in reversed(keys):
-        if get is None:
-            records.sort(key=lambda r: sort_key(r.get(name)), reverse=descending)
-        else:
-            records.sort(key=lambda r: sort_key(get(r).get(name)), reverse=descending)
+    """Sort in place by ``[(field, descending), ...]``, stable; *get* maps item → record.
+
+    One sort with one composite key per record, so a sort costs O(n log n) comparisons
+    whatever the number of keys (one stable pass per key made a 20,000-key ``order_by``
+    hold the writer for 14-38 s); the order is exactly that of one stable pass per key,
+    last key first. A repeated field adds nothing (records equal on it stay equal) and is
+    dropped. When directions are mixed, a descending key enters the tuple as its negated
+    rank among the values present (a reversed order that tuples compare in C, where a
+    wrapper with a reversed ``__lt__`` costs a Python call per comparison: 2-5x slower).
+
+    :raises BadRequest: more than :data:`~stateengine.limits.MAX_ORDER_KEYS` keys.
+    """
+    if len(keys) > MAX_ORDER_KEYS:
+        raise BadRequest(f"order_by: at most {MAX_ORDER_KEYS} keys, not {len(keys)}")
+    unique: dict[str, bool] = {}
+    for name, descending in keys:
+        unique.setdefault(name, descending)
+    if not unique or not records:
+        return records
+    view = get if get is not None else _same
+    directions = set(unique.values())
+    if len(unique) == 1:
+        ((name, descending),) = unique.items()
+        records.sort(key=lambda r: sort_key(view(r).get(name)), reverse=descending)
+    elif len(directions) == 1:  # all one way: a plain tuple, reversed as a whole if need be
+        names = list(unique)
+        records.sort(
+            key=lambda r: tuple([sort_key(rec.get(n)) for rec in (view(r),) for n in names]),
+            reverse=directions.pop(),
+        )
+    else:
+        viewed = [view(r) for r in records]
+        columns: list[list[Any]] = []
+        for name, descending in unique.items():
+            column: list[Any] = [sort_key(rec.get(name)) for rec in viewed]
+            if descending:
+                rank = {k: i for i, k in enumerate(sorted(set(column)))}
+                column = [-rank[k] for k in column]
+            columns.append(column)
+        rows = list(zip(*columns, strict=True))
+        order = sorted(range(len(records)), key=rows.__getitem__)
+        records[:] = [records[i] for i in order]
     return records
+
+
+def _same(item: Any) -> Any:
+    return item
 
 
 def parse_order_by(order_by: Any) -> list[tuple[str, bool]]:
     """``"f"``, ``"-f"`` or a list of those → ``[(field, descending)]``.
 
-    :raises BadRequest: not a non-empty string or a list of them.
+    :raises BadRequest: not a non-empty string or a list of them, or more than
+        :data:`~stateengine.limits.MAX_ORDER_KEYS` of them (each key costs every sort a
+        comparison; the bound keeps a request's cost proportional to what it reads).
     """
     if order_by is None:
         return []
     items = order_by if isinstance(order_by, list) else [order_by]
+    if len(items) > MAX_ORDER_KEYS:
+        raise BadRequest(f"order_by: at most {MAX_ORDER_KEYS} keys, not {len(items)}")
     keys = []
     for item in items:
         if not isinstance(item, str) or not item or item == "-":
@@ -198,14 +246,17 @@ def is_json(body: bytes) -> bool:
     return bool(body) and body[0] in b"{ \t\r\n"
 
 
-def decode_request(body: bytes) -> tuple[dict[str, Any], bool]:
+def decode_request(body: bytes, limit: int | None = None) -> tuple[dict[str, Any], bool]:
     """Decode one request body; return ``(request, is_json)``.
 
+    :param limit: the largest body taken (default :data:`MAX_REQUEST_BYTES`; the server
+        passes its ``--max-request-bytes``).
     :raises BadRequest: the body is empty, not a map, or not valid JSON/msgpack.
-    :raises PayloadTooLarge: the body exceeds :data:`MAX_REQUEST_BYTES`.
+    :raises PayloadTooLarge: the body exceeds *limit*.
     """
-    if len(body) > MAX_REQUEST_BYTES:
-        raise PayloadTooLarge(f"request of {len(body)} bytes exceeds {MAX_REQUEST_BYTES}")
+    limit = MAX_REQUEST_BYTES if limit is None else limit
+    if len(body) > limit:
+        raise PayloadTooLarge(f"request of {len(body)} bytes exceeds the limit of {limit}")
     if is_json(body):
         request = jsoncodec.loads(body)  # the escapes of README "Wire protocol"
         if not isinstance(request, dict):

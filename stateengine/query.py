@@ -32,11 +32,13 @@ __all__ = [
     "OPERATORS",
     "RANGE_OPERATORS",
     "Condition",
+    "Plan",
     "Predicate",
     "compile_where",
     "is_operator_map",
     "match_all",
     "matches",
+    "plan_query",
     "range_class",
 ]
 
@@ -236,3 +238,86 @@ def matches(record: Mapping[str, Any], where: Mapping[str, Any] | None) -> bool:
     :raises BadRequest: as :func:`compile_where`.
     """
     return compile_where(where)[1](record)
+
+
+# --- index planning -----------------------------------------------------------------------
+
+#: The first sort key of each range class (``protocol.sort_key``): a class's values sort
+#: between its own start and the next class's.
+_CLASS_START: Final = {NUMBER: (2,), STRING: (3,), BYTES: (4,)}
+_CLASS_END: Final = {NUMBER: (3,), STRING: (4,), BYTES: (5,)}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one index answers a query: a key range and whether it yields the wanted order.
+
+    ``prefix`` holds the ``sort_key`` of the values the leading index fields must equal;
+    ``low``/``high`` bound the next field (``(sort key, inclusive)``); ``ordered`` says the
+    range already comes in the query's order (``order_by``, then insertion), walked
+    backwards when ``descending``. Rows in the range are candidates: the query's predicate
+    still decides, so an index can narrow a query but never change its answer.
+    """
+
+    fields: tuple[str, ...]
+    prefix: tuple[Any, ...]
+    low: tuple[Any, bool] | None
+    high: tuple[Any, bool] | None
+    ordered: bool
+    descending: bool
+    score: int
+
+
+def plan_query(
+    indexes: list[tuple[str, ...]],
+    conditions: list[Condition],
+    keys: list[tuple[str, bool]],
+    sort_key: Callable[[Any], Any],
+) -> Plan | None:
+    """The best index for a query, or None when a scan is as good (no index narrows it or
+    yields its order)."""
+    by_name = {c.name: c for c in conditions}
+    if any(c.empty for c in conditions):
+        return None  # nothing can match: the scan's predicate says so at once
+    best: Plan | None = None
+    for fields in indexes:
+        prefix: list[Any] = []
+        for name in fields:
+            cond = by_name.get(name)
+            if cond is None or not cond.equals:
+                break
+            prefix.append(sort_key(cond.equals[0]))
+        low = high = None
+        rest = fields[len(prefix) :]
+        if rest:
+            cond = by_name.get(rest[0])
+            if cond is not None and cond.kind is not None:
+                low = (
+                    (sort_key(cond.lower[0]), cond.lower[1])
+                    if cond.lower is not None
+                    else (_CLASS_START[cond.kind], True)
+                )
+                high = (
+                    (sort_key(cond.upper[0]), cond.upper[1])
+                    if cond.upper is not None
+                    else (_CLASS_END[cond.kind], False)
+                )
+        wanted = [(n, d) for n, d in keys if n not in fields[: len(prefix)]]
+        directions = {d for _, d in wanted}
+        ordered = (len(directions) <= 1 and [n for n, _ in wanted] == list(rest)) or (
+            not wanted and not rest
+        )
+        score = 2 * len(prefix) + (1 if low is not None else 0) + (1 if ordered else 0)
+        if (prefix or low is not None or (ordered and wanted)) and (
+            best is None or score > best.score
+        ):
+            best = Plan(
+                tuple(fields),
+                tuple(prefix),
+                low,
+                high,
+                ordered,
+                bool(directions and directions.pop()),
+                score,
+            )
+    return best

@@ -30,7 +30,7 @@ EV = frozenset({"expected_version"})
 
 # command -> (required arguments, optional arguments); `command` and `req_id` are implicit.
 COMMANDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "CREATE_STATE": (frozenset({"state"}), frozenset({"max_length", "schema"})),
+    "CREATE_STATE": (frozenset({"state"}), frozenset({"max_length", "schema", "indexes"})),
     "DELETE_STATE": (frozenset({"state"}), frozenset()),
     "LIST_STATES": (frozenset(), frozenset()),
     "GET_STATE_INFO": (frozenset({"state"}), frozenset()),
@@ -47,7 +47,10 @@ COMMANDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({"order_by", "lease_seconds", "expected_version"}),
     ),
     "INCREMENT": (frozenset({"state", "id", "field"}), PRECONDITIONS | {"by"}),
-    "ALTER_STATE": (frozenset({"state"}), frozenset({"add", "drop", "expected_version"})),
+    "ALTER_STATE": (
+        frozenset({"state"}),
+        frozenset({"add", "drop", "add_indexes", "drop_indexes", "expected_version"}),
+    ),
     "BATCH": (frozenset({"commands"}), frozenset()),
 }
 WRITE_COMMANDS = frozenset(
@@ -85,15 +88,44 @@ def is_number(v: Any) -> bool:
     return (is_int(v) or isinstance(v, float)) and not isinstance(v, bool)
 
 
+ID_MAX = 2**63 - 1  # ids: the signed 64-bit range (README "Limits")
+
+
+def valid_text(v: str) -> bool:
+    """No lone surrogate: text every store can encode as UTF-8."""
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def valid_name(v: Any) -> bool:
+    """A table name: 1..1024 bytes of UTF-8, no NUL, valid text (README "Limits")."""
+    if not isinstance(v, str) or v == "" or "\x00" in v:
+        return False
+    try:
+        return len(v.encode("utf-8")) <= 1024
+    except UnicodeEncodeError:
+        return False
+
+
 def valid_id(v: Any) -> bool:
-    return (is_int(v) and INT_MIN <= v <= INT_MAX) or isinstance(v, str)
+    if isinstance(v, str):
+        try:
+            return len(v.encode("utf-8")) <= 1024
+        except UnicodeEncodeError:
+            return False
+    return is_int(v) and INT_MIN <= v <= ID_MAX
 
 
 def value_problem(v: Any, depth: int = 0) -> str | None:
     """Why `v` is not a msgpack value the README allows (None when it is)."""
     if depth > MAX_DEPTH:
         return "nested too deep"
-    if v is None or isinstance(v, (bool, str, bytes, float)):
+    if isinstance(v, str):
+        return None if valid_text(v) else "invalid text"
+    if v is None or isinstance(v, (bool, bytes, float)):
         return None
     if isinstance(v, int):
         return None if INT_MIN <= v <= INT_MAX else "int out of range"
@@ -109,6 +141,8 @@ def value_problem(v: Any, depth: int = 0) -> str | None:
                 return "bad map key"
             if is_int(k) and not INT_MIN <= k <= INT_MAX:
                 return "int out of range"
+            if isinstance(k, str) and not valid_text(k):
+                return "invalid text"
             p = value_problem(x, depth + 1)
             if p:
                 return p
@@ -229,6 +263,8 @@ class Table:
     records: dict[Any, dict[str, Any]] = field(default_factory=dict)  # insertion order
     versions: dict[Any, int] = field(default_factory=dict)
     leases: dict[Any, Lease] = field(default_factory=dict)
+    # Declared indexes: they change what GET_STATE_INFO shows, never a query's answer.
+    indexes: list[list[str]] = field(default_factory=list)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -239,6 +275,7 @@ class Table:
             "size": len(self.records),
             "max_length": self.max_length,
             "next_id": self.next_id,
+            "indexes": [list(i) for i in self.indexes],
         }
 
     def schema(self) -> list[str]:
@@ -428,7 +465,7 @@ def structural_problems(req: dict[str, Any], in_batch: bool) -> list[tuple[str |
         if k in req and not ok(req[k]):
             probs.append((k, f"ill-typed {k}"))
 
-    bad("state", lambda v: isinstance(v, str) and v != "")
+    bad("state", valid_name)
     bad("id", valid_id)
     for k in ("record", "fields", "where", "if_match", "add", "schema"):
         bad(k, lambda v: isinstance(v, dict))
@@ -665,6 +702,8 @@ def parse_order(ctx: Ctx, t: Table, order_by: Any, errs: set[str]) -> list[tuple
     if order_by is None:
         return []
     items = [order_by] if isinstance(order_by, str) else list(order_by)
+    if len(items) > 32:  # README "Limits": at most 32 keys
+        errs.add("BadRequest")
     keys: list[tuple[str, bool]] = []
     schemaless_ref = False
     for it in items:
@@ -747,6 +786,44 @@ def matches(rec: dict[str, Any], where: dict[str, Any]) -> bool:
 # --- handlers --------------------------------------------------------------------------------
 
 
+MAX_INDEXES, MAX_INDEX_FIELDS = 16, 8
+
+
+def index_list(v: Any, errs: set[str]) -> list[list[str]] | None:
+    """README: a list of field names or lists of 1-8 distinct ones; None if malformed."""
+    out = []
+    if not isinstance(v, list):
+        errs.add("BadRequest")
+        return None
+    for item in v:
+        names = item if isinstance(item, list) else [item]
+        if (
+            not 1 <= len(names) <= MAX_INDEX_FIELDS
+            or not all(isinstance(n, str) and n for n in names)
+            or len(set(names)) != len(names)
+        ):
+            errs.add("BadRequest")
+            return None
+        out.append(list(names))
+    return out
+
+
+def add_indexes(t: Table, v: Any, errs: set[str]) -> None:
+    """Declare indexes on *t*: known fields, none twice, at most 16."""
+    new = index_list(v, errs)
+    if new is None:
+        return
+    if t.fields is None:
+        errs.add("SchemaError")
+        return
+    for i in new:
+        if any(n != "id" and n not in t.fields for n in i) or i in t.indexes:
+            errs.add("SchemaError")
+        t.indexes.append(i)
+    if len(t.indexes) > MAX_INDEXES:
+        errs.add("BadRequest")
+
+
 def h_create_state(
     ctx: Ctx, w: World, req: dict[str, Any], errs: set[str]
 ) -> tuple[Any, Any, bool]:
@@ -770,6 +847,8 @@ def h_create_state(
             else:
                 t.fields.append(f)
                 t.types[f] = ty
+    if "indexes" in req:
+        add_indexes(t, req["indexes"], errs)
     fail(errs, "CREATE_STATE")
     w.tables[t.name] = t
     return t.info(), 0, True
@@ -833,6 +912,12 @@ def h_set_state(ctx: Ctx, w: World, req: dict[str, Any], errs: set[str]) -> tupl
     if t.id_type and any(isinstance(r, dict) and "id" not in r for r in kept):
         if t.id_type == "string":
             errs.update({"SchemaError", "BadRequest"})
+    auto = sum(1 for r in kept if isinstance(r, dict) and "id" not in r)
+    first = max(
+        [t.next_id] + [r["id"] + 1 for r in kept if isinstance(r, dict) and is_int(r.get("id"))]
+    )
+    if auto and first + auto - 1 > ID_MAX:
+        errs.add("CapacityError")  # no auto-increment id left
     fail(errs, "SET_STATE")
     if t.fields is None and kept:
         t.fields = list(fields or [])
@@ -872,6 +957,8 @@ def h_create_record(
             errs.add("DuplicateId")
     elif t.id_type == "string":
         errs.update({"SchemaError", "BadRequest"})
+    elif t.next_id > ID_MAX:
+        errs.add("CapacityError")  # no auto-increment id left
     if t.max_length is not None and len(t.records) >= t.max_length:
         errs.add("CapacityError")
     fail(errs, "CREATE_RECORD")
@@ -1098,7 +1185,8 @@ def h_alter_state(ctx: Ctx, w: World, req: dict[str, Any], errs: set[str]) -> tu
     drop = req.get("drop") or []
     if req.get("expected_version", t.version) != t.version:
         errs.add("VersionConflict")
-    if not add and not drop and ctx.choose(2):
+    index_args = ("add_indexes", "drop_indexes")
+    if not add and not drop and not any(req.get(k) for k in index_args) and ctx.choose(2):
         errs.add("BadRequest")
     if len(set(drop)) != len(drop) or set(drop) & set(add):
         if ctx.choose(2):
@@ -1124,7 +1212,22 @@ def h_alter_state(ctx: Ctx, w: World, req: dict[str, Any], errs: set[str]) -> tu
         else:
             new_types[f] = ty
             defaults[f] = coerce(ty, default)
+    indexes = [list(i) for i in t.indexes]
+    dropped = index_list(req.get("drop_indexes") or [], errs)
+    for i in dropped or []:
+        if i in indexes:
+            indexes.remove(i)
+        else:
+            errs.add("SchemaError")
+    if any(f in i for f in drop for i in indexes):
+        errs.add("SchemaError")  # a field an index keeps cannot be dropped
+    if "add_indexes" in req and req["add_indexes"] is not None:
+        after = Table(t.name, fields=[f for f in t.fields or [] if f not in drop] + list(add))
+        after.indexes = indexes
+        add_indexes(after, req["add_indexes"], errs)
+        indexes = after.indexes
     fail(errs, "ALTER_STATE")
+    t.indexes = indexes
     fields = list(t.fields or [])
     for f in dict.fromkeys(drop):
         fields.remove(f)

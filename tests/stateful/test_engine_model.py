@@ -44,7 +44,7 @@ T = TypeVar("T")
 TABLES = ["t1", "t2", "t3"]
 FIELDS = ["a", "b", "c"]
 IDS: list[Any] = [1, 2, 3, 7, "x", "y"]
-BAD_IDS: list[Any] = [1.5, True, None, [1], 2**64]
+BAD_IDS: list[Any] = [1.5, True, None, [1], 2**64, 2**63, "\ud800", "é" * 513]
 VALUES: list[Any] = [
     0,
     1,
@@ -99,6 +99,8 @@ JUNK: list[Any] = [
     Unpackable(),
     2**64,
     -(2**63) - 1,
+    "\udc80",
+    {"\ud800": 1},
     _deep(MAX_DEPTH + 8),
     {(1, 2): 1},
     {1.5: "x"},
@@ -272,7 +274,20 @@ def gen_create_state(d: Draw, w: World) -> dict[str, Any]:
         for f in fields:
             schema[f] = d.pick(TYPES) if d.coin(0.95) else d.pick(["strng", 5, "id"])
         req["schema"] = schema
+        if d.coin(0.5):
+            req["indexes"] = gen_indexes(d, ["id", *fields])
     return req
+
+
+def gen_indexes(d: Draw, fields: list[str]) -> Any:
+    """Indexes over *fields* (one field or a tuple), now and then a malformed one."""
+    out: list[Any] = []
+    for _ in range(d.pick([1, 1, 2, 3])):
+        names = d.subset(fields, min_size=1)[:3]
+        out.append(names[0] if len(names) == 1 and d.coin(0.5) else names)
+    if d.coin(0.05):
+        out.append(d.pick([[], 5, ["zz"], ["id", "id"]]))
+    return out
 
 
 def gen_table_only(cmd: str) -> Any:
@@ -444,6 +459,11 @@ def gen_alter_state(d: Draw, w: World) -> dict[str, Any]:
         req["drop"] = drop
     if add:
         req["add"] = add
+    if t is not None and d.coin(0.3):
+        if t.indexes and d.coin(0.5):
+            req["drop_indexes"] = [d.pick(t.indexes)]
+        else:
+            req["add_indexes"] = gen_indexes(d, ["id", *existing, *add])
     req.update(preconditions(d, t, None, {"expected_version"}))
     return req
 

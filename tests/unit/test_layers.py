@@ -33,9 +33,11 @@ ALLOWED: dict[str, frozenset[str]] = {
 }
 
 LEAVES = {
+    "stateengine.command_table",
     "stateengine.defaults",
     "stateengine.errors",
     "stateengine.jsoncodec",
+    "stateengine.limits",
     "stateengine.protocol",
     "stateengine.query",
 }

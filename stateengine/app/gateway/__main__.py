@@ -27,6 +27,7 @@ from stateengine import defaults
 from stateengine.app.gateway import HTTP_FILE
 from stateengine.app.gateway.auth import TOKEN_ENV, TOKEN_FILE, login_url, resolve_token
 from stateengine.errors import StateEngineError
+from stateengine.limits import MAX_REQUEST_BYTES
 from stateengine.runtime import discovery as paths
 
 
@@ -61,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
         help=f"read the token from PATH (mode 0600; default: ${TOKEN_ENV}, else DIR/{TOKEN_FILE})",
     )
     p.add_argument("--http-token", help="the token itself (shown by ps: prefer the file)")
-    p.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
+    p.add_argument("--max-body-bytes", type=int, default=MAX_REQUEST_BYTES)
     p.add_argument("-v", "--verbose", action="count", default=0)
     return p
 

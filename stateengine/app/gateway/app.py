@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -39,7 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from stateengine import __version__, defaults, jsoncodec
+from stateengine import __version__, command_table, defaults, jsoncodec
 from stateengine.app.gateway.auth import check_token, is_loopback, token_matches
 from stateengine.client.aio import AsyncClient
 from stateengine.client.client import arena_info
@@ -63,6 +63,7 @@ from stateengine.errors import (
     VersionConflict,
     from_wire,
 )
+from stateengine.limits import MAX_REQUEST_BYTES
 from stateengine.protocol import decode_request, encode_reply, is_json
 from stateengine.runtime import discovery as paths
 from stateengine.runtime.feed import FEED_HWM, decode_change, feed_endpoint, feed_gap
@@ -216,7 +217,7 @@ async def read_body(request: Request, limit: int) -> dict[str, Any]:
     if not is_json(body):
         raise malformed("the body must be a JSON object")
     try:
-        decoded, _ = decode_request(body)  # the wire's JSON decoding: $b64, depth, size
+        decoded, _ = decode_request(body, limit)  # the wire's JSON decoding: $b64, depth
     except PayloadTooLarge:
         raise
     except BadRequest as exc:
@@ -376,7 +377,7 @@ class GatewayConfig:
     port: int = 0
     #: Required (:func:`stateengine.app.gateway.auth.resolve_token` makes one).
     token: str | None = None
-    max_body_bytes: int = 16 * 1024 * 1024
+    max_body_bytes: int = MAX_REQUEST_BYTES
     timeout: float = defaults.CLIENT_TIMEOUT
     #: Called when the server this gateway serves has stopped (the process then exits).
     on_server_gone: Callable[[], None] | None = None
@@ -987,6 +988,55 @@ def create_app(config: GatewayConfig) -> FastAPI:
         reject_keys(body, ("command",), "POST /api/batch")
         result, headers = await gw().write({**body, "command": "BATCH"})
         return answer({"results": result}, headers)
+
+    # --- any command of the command table: POST /api/call/{COMMAND} ---------------------
+
+    def call_route(spec: command_table.CommandSpec) -> Callable[[Request], Awaitable[Response]]:
+        async def call(request: Request) -> Response:
+            empty = request.headers.get("content-length") == "0" or (
+                "content-length" not in request.headers
+                and "transfer-encoding" not in request.headers
+            )
+            args = {} if empty else await read_body(request, limit)
+            reject_keys(args, ("command", "req_id"), f"POST /api/call/{spec.name}")
+            result, headers = await gw().write({**args, "command": spec.name})
+            return WireJSONResponse({"result": result}, 200, headers=headers)
+
+        return call
+
+    # Generated from the table when the app is made: a command registered after that (a
+    # test's dummy) is not routed; one added to the table is, with no edit here.
+    for spec in command_table.COMMANDS.values():
+        arguments = [*spec.required, *(f"{a}?" for a in spec.optional)]
+        app.add_api_route(
+            f"/api/call/{spec.name}",
+            call_route(spec),
+            methods=["POST"],
+            tags=["commands"],
+            summary=f"{spec.name}: {spec.doc}",
+            description=(
+                f"The wire command `{spec.name}` ({'writes' if spec.writes else 'reads'}, "
+                f"{spec.scope} scope), answered by the writer; the body is its arguments "
+                f"(`{'`, `'.join(arguments) or 'none: no body'}`), the reply "
+                '`{"result": ...}` with the `X-Stateengine-Seq` header.'
+            ),
+            openapi_extra={
+                "requestBody": {
+                    "required": bool(spec.required),
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": list(spec.required),
+                                "properties": {a: {} for a in (*spec.required, *spec.optional)},
+                                "additionalProperties": False,
+                            }
+                        }
+                    },
+                }
+            },
+            response_model=None,
+        )
 
     # --- manifest keys (read-only: the $manifest table of InMemory values) ---------------
 

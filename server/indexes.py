@@ -1,0 +1,192 @@
+"""A table's secondary indexes and lease deadlines: what lets a claim skip the records it
+cannot take.
+
+Each index is a sorted list of ``(sort key of field 1, ..., sort key of field n,
+position, id)``; ``position`` is the record's place in its table's insertion order, so
+records with equal keys come in the order a scan would meet them, and a query answered
+from an index returns exactly what the scan returns (:func:`stateengine.query.plan_query`
+picks the index; the query's predicate still tests every row it yields).
+
+Leases sit in a heap by deadline; :meth:`TableIndexes.expire_until` moves the ones that
+ran out into :attr:`TableIndexes.expired`, so a claim finds an expired lease (claimable as
+the record was before its claim) without looking at any live one.
+
+The structures are derived state: the engine builds them on a table's first indexed query
+(outside a ``BATCH``), keeps them in step with every write, restores them on rollback, and
+drops them whenever records change behind its back (recovery, ``SET_STATE``,
+``ALTER_STATE``), to be rebuilt on the next query. Entries of the heap and of ``expired``
+are checked against the live lease on use, so a stale one costs a lookup, never a wrong
+answer.
+
+Sorted lists come from ``sortedcontainers`` (O(log n) insert and delete, pure Python).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from sortedcontainers import SortedList
+
+from stateengine.errors import BadRequest
+from stateengine.protocol import sort_key
+from stateengine.query import Plan
+
+if TYPE_CHECKING:
+    from stateengine.server.engine import Id, Lease, Record
+
+#: Most indexes per table, and fields per index.
+MAX_INDEXES: Final = 16
+MAX_INDEX_FIELDS: Final = 8
+
+
+class _Top:
+    """Sorts after every sort key: the open end of a key range."""
+
+    def __eq__(self, other: object) -> bool:
+        return other is self
+
+    def __lt__(self, other: object) -> bool:
+        return False
+
+    def __gt__(self, other: object) -> bool:
+        return other is not self
+
+    def __le__(self, other: object) -> bool:
+        return other is self
+
+    def __ge__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return 0
+
+
+TOP: Final = _Top()
+
+
+class TableIndexes:
+    """Every index of one table, the insertion positions they order ties by, and the
+    lease heap."""
+
+    def __init__(
+        self,
+        definitions: list[tuple[str, ...]],
+        records: Mapping[Id, Record],
+        leases: Mapping[Id, Lease],
+    ) -> None:
+        self.definitions = list(definitions)
+        self.positions: dict[Id, int] = {rid: i for i, rid in enumerate(records)}
+        self.next_position = len(self.positions)
+        self.lists: dict[tuple[str, ...], SortedList] = {
+            fields: SortedList(
+                self._entry(fields, rid, record, self.positions[rid])
+                for rid, record in records.items()
+            )
+            for fields in self.definitions
+        }
+        self._tick = itertools.count()
+        self.heap: list[tuple[float, int, Id, Lease]] = [
+            (lease.expires, next(self._tick), rid, lease) for rid, lease in leases.items()
+        ]
+        heapq.heapify(self.heap)
+        self.expired: dict[Id, Lease] = {}
+
+    @staticmethod
+    def _entry(fields: tuple[str, ...], rid: Id, record: Record, position: int) -> tuple[Any, ...]:
+        return (*(sort_key(record.get(name)) for name in fields), position, rid)
+
+    # --- keeping in step with the records -----------------------------------------------
+
+    def put(self, rid: Id, old: Record | None, new: Record) -> None:
+        """*rid* now holds *new* (*old* before; None when it is a new record)."""
+        if old is None:
+            position = self.positions[rid] = self.next_position
+            self.next_position += 1
+        else:
+            position = self.positions[rid]
+        for fields, entries in self.lists.items():
+            if old is not None:
+                entries.remove(self._entry(fields, rid, old, position))
+            entries.add(self._entry(fields, rid, new, position))
+
+    def remove(self, rid: Id, old: Record) -> None:
+        position = self.positions.pop(rid)
+        for fields, entries in self.lists.items():
+            entries.remove(self._entry(fields, rid, old, position))
+        self.expired.pop(rid, None)
+
+    def restore(
+        self, rid: Id, current: Record | None, old: Record | None, position: int | None
+    ) -> None:
+        """Undo one write (rollback): *rid* goes from *current* back to *old* at *position*."""
+        if current is not None:
+            self.remove(rid, current)
+        if old is not None and position is not None:
+            self.positions[rid] = position
+            for fields, entries in self.lists.items():
+                entries.add(self._entry(fields, rid, old, position))
+
+    def lease_set(self, rid: Id, lease: Lease) -> None:
+        heapq.heappush(self.heap, (lease.expires, next(self._tick), rid, lease))
+
+    # --- answering queries ----------------------------------------------------------------
+
+    def expire_until(self, now: float, leases: Mapping[Id, Lease]) -> None:
+        """Move every lease whose deadline is ``<= now`` from the heap to ``expired``."""
+        heap = self.heap
+        while heap and heap[0][0] <= now:
+            _, _, rid, lease = heapq.heappop(heap)
+            if leases.get(rid) is lease:
+                self.expired[rid] = lease
+
+    def scan(self, plan: Plan) -> Iterator[Id]:
+        """The ids in *plan*'s key range, in index order (or its reverse, ties kept in
+        insertion order)."""
+        entries = self.lists[plan.fields]
+        prefix = plan.prefix
+        if plan.low is None:
+            low: tuple[Any, ...] = prefix
+        else:
+            low = (*prefix, plan.low[0]) if plan.low[1] else (*prefix, plan.low[0], TOP)
+        if plan.high is None:
+            high: tuple[Any, ...] = (*prefix, TOP)
+        else:
+            high = (*prefix, plan.high[0], TOP) if plan.high[1] else (*prefix, plan.high[0])
+        if not plan.descending:
+            for entry in entries.irange(low, high):
+                yield entry[-1]
+            return
+        # Backwards, but records with equal keys still come in insertion order.
+        group: list[tuple[Any, ...]] = []
+        for entry in entries.irange(low, high, reverse=True):
+            if group and entry[:-2] != group[-1][:-2]:
+                for held in reversed(group):
+                    yield held[-1]
+                group = []
+            group.append(entry)
+        for held in reversed(group):
+            yield held[-1]
+
+
+def parse_indexes(value: Any, where: str) -> list[tuple[str, ...]]:
+    """``["status", ["priority", "run_at"]]`` → ``[("status",), ("priority", "run_at")]``.
+
+    :raises BadRequest: not a list of field names or lists of them, or past the limits.
+    """
+    if not isinstance(value, list):
+        raise BadRequest(f"{where} must be a list of field names or lists of them")
+    out: list[tuple[str, ...]] = []
+    for i, item in enumerate(value):
+        fields = item if isinstance(item, list) else [item]
+        if not fields or len(fields) > MAX_INDEX_FIELDS:
+            raise BadRequest(f"{where}[{i}]: an index has 1 to {MAX_INDEX_FIELDS} fields")
+        for name in fields:
+            if not isinstance(name, str) or not name:
+                raise BadRequest(f"{where}[{i}]: a field name, not {name!r:.60}")
+        if len(set(fields)) != len(fields):
+            raise BadRequest(f"{where}[{i}]: a field appears twice in {fields!r:.80}")
+        out.append(tuple(fields))
+    return out
