@@ -1011,8 +1011,7 @@ class TableEngine:
             current = old.get(name)
             if type(current) not in (int, float):
                 raise SchemaError(
-                    f"fields.{name}.$inc: record {rid!r} holds a {describe(current)}, "
-                    "not a number"
+                    f"fields.{name}.$inc: record {rid!r} holds a {describe(current)}, not a number"
                 )
             value = current + amount
             if type(value) is int and not INT_MIN <= value <= INT_MAX:
