@@ -1009,7 +1009,7 @@ class TableEngine:
         out = {}
         for name, amount in increments.items():
             current = old.get(name)
-            if type(current) not in (int, float):
+            if not isinstance(current, (int, float)) or isinstance(current, bool):
                 raise SchemaError(
                     f"fields.{name}.$inc: record {rid!r} holds a {describe(current)}, not a number"
                 )
