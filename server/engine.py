@@ -973,7 +973,8 @@ class TableEngine:
         self._put(table, rid, record)
         if lease_seconds is not None:
             previous = table.leases.get(rid)
-            prior = {name: old[name] for name in patch}
+            # A counter the claim increments is not put back: attempts survive a lease.
+            prior = {name: old[name] for name in patch if name not in increments}
             if previous is not None:
                 prior.update(previous.prior)  # keep the values from before the first claim
             self._set_lease(table, rid, Lease(now + lease_seconds, prior))
