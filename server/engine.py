@@ -819,6 +819,8 @@ class TableEngine:
 
     def _create_record(self, request: dict[str, Any]) -> Record:
         raw = request["record"]
+        if not isinstance(raw, dict):  # a malformed request before any precondition
+            raise BadRequest(f"record must be a map, not a {describe(raw)}")
         name = check_table_name(request["state"])
         table = self.tables.get(name)
         probe = table or Table(name)
