@@ -819,6 +819,8 @@ class TableEngine:
 
     def _create_record(self, request: dict[str, Any]) -> Record:
         raw = request["record"]
+        if not isinstance(raw, dict):  # a malformed request before any precondition
+            raise BadRequest(f"record must be a map, not a {describe(raw)}")
         name = check_table_name(request["state"])
         table = self.tables.get(name)
         probe = table or Table(name)
@@ -973,7 +975,8 @@ class TableEngine:
         self._put(table, rid, record)
         if lease_seconds is not None:
             previous = table.leases.get(rid)
-            prior = {name: old[name] for name in patch}
+            # A counter the claim increments is not put back: attempts survive a lease.
+            prior = {name: old[name] for name in patch if name not in increments}
             if previous is not None:
                 prior.update(previous.prior)  # keep the values from before the first claim
             self._set_lease(table, rid, Lease(now + lease_seconds, prior))

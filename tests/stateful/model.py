@@ -1158,7 +1158,8 @@ def h_claim_record(
     lease = t.leases.get(pick)
     saved = dict(lease.saved) if lease else {}
     for k in fields:
-        saved.setdefault(k, copy.deepcopy(old[k]))
+        if k not in incs:  # an attempt counter is not put back when the lease runs out
+            saved.setdefault(k, copy.deepcopy(old[k]))
     apply_patch(t, pick, fields)
     t.versions[pick] = w.seq + 1
     if "lease_seconds" in req:
