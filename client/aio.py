@@ -41,16 +41,18 @@ from stateengine.client.client import (
     RECORDED_READS,
     ArenaView,
     History,
+    _wait_of,
     arena_get,
     arena_info,
     arena_list,
     arena_states,
     ready_reader,
+    request_limit,
 )
 from stateengine.client.commands import CommandsMixin, Id, Record
 from stateengine.client.history import HistoryWriter, OperationObserver
 from stateengine.errors import ServerUnavailable, StateEngineError, from_wire
-from stateengine.protocol import decode_reply, pack_request
+from stateengine.protocol import decode_reply, pack_request, with_req_id
 from stateengine.runtime import discovery as paths
 from stateengine.shm import ArenaReader
 
@@ -158,11 +160,15 @@ class AsyncClient(CommandsMixin):
                 wrapped = _recorded_async(command, getattr(type(self), name))
                 setattr(self, name, functools.partial(wrapped, self))
         self.data_dir = Path(data_dir).absolute() if data_dir else None
+        info: dict[str, Any] = {}
         if endpoint is None:
             self.data_dir = paths.resolve_data_dir(self.data_dir)
             info = paths.read_server_file(self.data_dir)
             endpoint = str(info["endpoint"])
         self.endpoint = endpoint
+        #: The server's request limit (``server.json``; the default limit when given only
+        #: an endpoint): a larger request is refused here, ``PayloadTooLarge``, unsent.
+        self.max_request_bytes = request_limit(info, endpoint, self.data_dir)
         self.timeout = timeout
         self.seen_seq = 0
         self._view = ArenaView(self.data_dir) if arena and self.data_dir else None
@@ -212,12 +218,12 @@ class AsyncClient(CommandsMixin):
         req_id = next(self._ids)
         # Encode before registering the call: a request that cannot be encoded must not
         # leave a future pending forever.
-        body = pack_request(self._pack, {**request, "req_id": req_id})
+        body = pack_request(self._pack, with_req_id(request, req_id), self.max_request_bytes)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = future
         await self._sock.send(body)
         try:
-            return await asyncio.wait_for(future, self.timeout)
+            return await asyncio.wait_for(future, self.timeout + _wait_of(request))
         except TimeoutError:
             raise ServerUnavailable(
                 f"no reply from {self.endpoint} within {self.timeout} s"

@@ -24,6 +24,7 @@ Sharp edges, written down here as py-lmdb does:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import itertools
@@ -35,15 +36,17 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
 import msgpack
 import zmq
 
+from stateengine import command_table
 from stateengine.client.commands import CommandsMixin, Id, Record
 from stateengine.client.history import HistoryWriter, OperationObserver
 from stateengine.client.watch import Watcher
 from stateengine.errors import (
+    PayloadTooLarge,
     RecordNotFound,
     ServerUnavailable,
     SnapshotExpired,
@@ -51,13 +54,16 @@ from stateengine.errors import (
     StateNotFound,
     from_wire,
 )
+from stateengine.limits import MAX_REQUEST_BYTES
 from stateengine.protocol import (
     decode_reply,
     order_records,
     pack_request,
     parse_order_by,
+    sort_key,
+    with_req_id,
 )
-from stateengine.query import compile_where, match_all
+from stateengine.query import compile_where, match_all, plan_query
 from stateengine.runtime import discovery as paths
 from stateengine.runtime.feed import FEED_HWM, feed_endpoint
 from stateengine.shm import ArenaReader, Snapshot
@@ -127,14 +133,9 @@ class History:
         self._writer = None
 
 
-#: The client's read methods (answered from the arena when it can) and their commands.
-RECORDED_READS: dict[str, str] = {
-    "get_record": "GET_RECORD",
-    "list_records": "LIST_RECORDS",
-    "get_state_info": "GET_STATE_INFO",
-    "get_schema": "GET_SCHEMA",
-    "list_states": "LIST_STATES",
-}
+#: The client's read methods (answered from the arena when it can) and their commands:
+#: the command table's arena reads.
+RECORDED_READS: dict[str, str] = {spec.method: spec.name for spec in command_table.arena_reads()}
 
 
 def recorded(command: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -213,6 +214,10 @@ class Client(CommandsMixin):
             self._server_info = paths.read_server_file(paths.resolve_data_dir(self.data_dir))
             endpoint = str(self._server_info["endpoint"])
         self.endpoint = endpoint
+        #: The server's request limit, from ``server.json`` (the default limit when there
+        #: is none for this endpoint): a larger request is refused here,
+        #: ``PayloadTooLarge``, before anything is sent.
+        self.max_request_bytes = request_limit(self._server_info, endpoint, self.data_dir)
         self.seen_seq = 0
         self._ids = itertools.count(1)
         self._pid = os.getpid()
@@ -250,17 +255,26 @@ class Client(CommandsMixin):
             self._sock = None
 
     def _send(self, request: dict[str, Any]) -> int:
+        """Encode (``req_id`` first) and send one request; return its ``req_id``.
+
+        :raises PayloadTooLarge: over :attr:`max_request_bytes`; nothing was sent.
+        """
         req_id = next(self._ids)
-        request["req_id"] = req_id
-        self._socket().send(pack_request(self._pack, request))
+        body = pack_request(self._pack, with_req_id(request, req_id), self.max_request_bytes)
+        self._socket().send(body)
         return req_id
 
-    def _receive(self, wanted: set[int]) -> dict[int, dict[str, Any]]:
-        """Collect the replies to *wanted*, dropping stale ones; bounded by ``timeout``."""
+    def _receive(self, wanted: set[int], extra: float = 0.0) -> dict[int, dict[str, Any]]:
+        """Collect the replies to *wanted*, dropping stale ones; bounded by ``timeout``
+        (plus *extra* seconds: a blocking claim's ``wait``)."""
         sock = self._socket()
         replies: dict[int, dict[str, Any]] = {}
+        deadline = time.monotonic() + extra
         while wanted:
             try:
+                while extra and not sock.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+                    if time.monotonic() >= deadline:
+                        break  # then recv waits the usual timeout on top
                 body = sock.recv()  # RCVTIMEO bounds the wait
             except zmq.Again:
                 self._reset_socket()
@@ -287,26 +301,26 @@ class Client(CommandsMixin):
     def _call(self, request: dict[str, Any]) -> Any:
         if self._history is not None:
             return self._result(self._recorded_execute(request))
-        req_id = self._send(dict(request))
-        return self._result(self._receive({req_id})[req_id])
+        req_id = self._send(request)
+        return self._result(self._receive({req_id}, _wait_of(request))[req_id])
 
     def execute(self, request: dict[str, Any]) -> dict[str, Any]:
         """Send one request map and return the raw reply map (errors not raised)."""
         if self._history is not None:
             return self._recorded_execute(request)
-        req_id = self._send(dict(request))
-        return self._receive({req_id})[req_id]
+        req_id = self._send(request)
+        return self._receive({req_id}, _wait_of(request))[req_id]
 
     def _recorded_execute(self, request: dict[str, Any]) -> dict[str, Any]:
         hook = self._history
         assert hook is not None
         if hook.depth:
-            req_id = self._send(dict(request))
-            return self._receive({req_id})[req_id]
+            req_id = self._send(request)
+            return self._receive({req_id}, _wait_of(request))[req_id]
         op = hook.invoke(request)
         try:
-            req_id = self._send(dict(request))
-            reply = self._receive({req_id})[req_id]
+            req_id = self._send(request)
+            reply = self._receive({req_id}, _wait_of(request))[req_id]
         except BaseException as exc:
             hook.fail(op, exc)
             raise
@@ -332,12 +346,18 @@ class Client(CommandsMixin):
         hook = self._history if self._history is not None and not self._history.depth else None
         ops: list[int] = []
         ids: list[int] = []
+        refused: dict[int, dict[str, Any]] = {}
         try:
             for r in requests:
                 if hook is not None:
                     ops.append(hook.invoke(r))
-                ids.append(self._send(dict(r)))
-            replies = self._receive(set(ids))
+                try:
+                    ids.append(self._send(r))
+                except PayloadTooLarge as exc:  # not sent: its slot holds the error
+                    ids.append(-1 - len(refused))
+                    refused[ids[-1]] = {"ok": False, "error": exc.to_wire()}
+            replies = self._receive({i for i in ids if i not in refused})
+            replies.update(refused)
         except BaseException as exc:
             if hook is not None:
                 for op in ops:
@@ -534,6 +554,17 @@ class Client(CommandsMixin):
 _VIEWS: weakref.WeakSet[ArenaView] = weakref.WeakSet()
 
 
+def request_limit(info: dict[str, Any], endpoint: str, data_dir: Path | None) -> int:
+    """The request limit of the server at *endpoint*: ``max_request_bytes`` of its
+    ``server.json`` (*info*, or read from *data_dir*), else the default limit."""
+    if not info and data_dir is not None:
+        with contextlib.suppress(StateEngineError):
+            info = paths.read_server_file(data_dir)
+    if info.get("endpoint") == endpoint and type(info.get("max_request_bytes")) is int:
+        return int(info["max_request_bytes"])
+    return MAX_REQUEST_BYTES
+
+
 def _views_after_fork_in_child() -> None:
     for view in list(_VIEWS):
         view._forked = True
@@ -638,9 +669,15 @@ def arena_list(
 ) -> list[Record] | None:
     try:
         with reader.snapshot() as snap:
-            return _select(snap, state, where, order_by, offset, limit)
+            return _select(snap, state, where, order_by, offset, limit, indexed_to_writer=True)
     except SnapshotExpired:
         return None
+
+
+#: Past this many records, a list that an index of the table fits goes to the writer: an
+#: arena scan decodes every record (10k records: 63 ms) where the writer's index answers
+#: in one round trip (~0.12 ms at any size; shm/DESIGN.md "Indexed queries").
+ARENA_SCAN_LIMIT: Final = 128
 
 
 def arena_info(reader: ArenaReader, state: str) -> dict[str, Any] | None:
@@ -660,6 +697,14 @@ def arena_states(reader: ArenaReader) -> list[str] | None:
         return None
 
 
+def _wait_of(request: dict[str, Any]) -> float:
+    """How long the server may hold *request* before answering (a blocking claim)."""
+    wait = request.get("wait")
+    if not isinstance(wait, (int, float)) or isinstance(wait, bool):
+        return 0.0
+    return float(wait) if 0 < wait < float("inf") else 0.0
+
+
 def _select(
     snap: Snapshot,
     state: str,
@@ -667,12 +712,15 @@ def _select(
     order_by: str | list[str] | None,
     offset: int | None,
     limit: int | None,
+    indexed_to_writer: bool = False,
 ) -> list[Record] | None:
-    """LIST_RECORDS on a snapshot; None when the server must answer (to raise its error)."""
+    """LIST_RECORDS on a snapshot; None when the server must answer (to raise its error,
+    or, with *indexed_to_writer*, because an index answers a large table's query faster)."""
     meta = snap.meta(state)
     if meta is None:
         return None
-    fields = set(msgpack.unpackb(meta)["schema"]) | {"_version"}
+    info = msgpack.unpackb(meta)
+    fields = set(info["schema"]) | {"_version"}
     try:
         keys = parse_order_by(order_by)
     except StateEngineError:
@@ -684,8 +732,16 @@ def _select(
     if not all(type(x) is int and x >= 0 for x in (offset, limit) if x is not None):
         return None
     try:
-        predicate = compile_where(where)[1]
+        conditions, predicate = compile_where(where)
     except StateEngineError:
+        return None
+    indexes = info.get("indexes")
+    if (
+        indexed_to_writer
+        and indexes
+        and info.get("size", 0) > ARENA_SCAN_LIMIT
+        and plan_query([tuple(i) for i in indexes], conditions, keys, sort_key) is not None
+    ):
         return None
     records = [r for _, r in snap.items(state)]
     if predicate is not match_all:

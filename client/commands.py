@@ -228,10 +228,16 @@ class CommandsMixin:
         order_by: str | list[str] | None = None,
         lease_seconds: float | None = None,
         expected_version: int | None = None,
+        wait: float | None = None,
     ) -> Record | None:
         """Atomically take the first claimable record matching ``where`` and patch it.
 
-        Returns None when none matches. Lease rules: README "Leases and CLAIM_RECORD".
+        Returns None when none matches; with *wait* (seconds), the server holds the
+        claim until a record is claimable or the wait ends (README "Blocking claims";
+        the reply timeout is extended by *wait*). Lease rules: README "Leases and
+        CLAIM_RECORD".
+
+        :raises BadRequest: a *wait* outside [0, 3600].
         """
         return self._call(
             _request(
@@ -242,6 +248,7 @@ class CommandsMixin:
                 order_by=order_by,
                 lease_seconds=lease_seconds,
                 expected_version=expected_version,
+                wait=wait,
             )
         )
 
@@ -273,3 +280,24 @@ class CommandsMixin:
     def batch(self, commands: list[dict[str, Any]]) -> list[Any]:
         """Apply request maps all-or-nothing as one commit; returns their results."""
         return self._call(_request("BATCH", commands=commands))
+
+    # --- the server -----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """``STATS``: per table records, version and leases; in a server process also
+        requests, passes, the store and the arena (README "Running the server")."""
+        return self._call(_request("STATS"))
+
+    # --- any command ------------------------------------------------------------------------
+
+    def call(self, command: str, /, **args: Any) -> Any:
+        """Send any command of the command table (``stateengine.command_table``) with
+        its arguments as keywords; returns its ``result``. Arguments left ``None`` are
+        not sent, as with the methods.
+
+        The server is the judge: a command it does not know is ``UnknownCommand``, an
+        argument the command does not take a ``BadRequest`` naming the ones it takes.
+
+        :raises StateEngineError: the subclass named by the reply's error type.
+        """
+        return self._call(_request(command, **args))

@@ -3,10 +3,16 @@
 Useful for scripts, tests and as the model a multi-process run is checked against. It
 wraps the writer's :class:`~stateengine.server.engine.TableEngine`, so it behaves exactly
 as the server does, minus persistence and the arena.
+
+Safe for threads: one lock around each command, so every command is atomic as on the
+server, where one writer applies them one at a time. (Without it, 4 threads of 5,000
+``INCREMENT`` each lost 8,624 of them, silently: issue 14 item 5.) The lock costs about
+0.25 µs per command (an uncontended ``with lock``), against ~4 µs for a ``GET_RECORD``.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,13 +22,15 @@ from stateengine.server.engine import TableEngine
 
 
 class Engine(CommandsMixin):
-    """The table engine behind the command methods. Not thread-safe.
+    """The table engine behind the command methods. Safe to share between threads: each
+    command runs under one lock, atomically, in the order the threads take it.
 
     :param clock: wall-clock seconds used for lease deadlines; tests pass a fake.
     """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._engine = TableEngine(clock=clock)
+        self._lock = threading.Lock()
 
     @property
     def seq(self) -> int:
@@ -31,10 +39,12 @@ class Engine(CommandsMixin):
 
     def execute(self, request: Any) -> dict[str, Any]:
         """Apply one request map and return the reply map, as on the wire; never raises."""
-        return self._engine.execute(request)
+        with self._lock:
+            return self._engine.execute(request)
 
     def _call(self, request: dict[str, Any]) -> Any:
-        result, _ = self._engine.apply(request)
+        with self._lock:
+            result, _ = self._engine.apply(request)
         return result
 
     def __repr__(self) -> str:

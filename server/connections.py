@@ -184,7 +184,15 @@ class Door:
         #: doors whose connections count against one cap together (ipc and feed)
         self.group: list[Door] = [self]
         self._succeeded: deque[float] = deque()
-        self.stats = {"accepted": 0, "refused": 0, "handshake_failed": 0, "accept_failed": 0}
+        #: ``disconnected`` also counts the connections libzmq cut for a body over
+        #: ``ZMQ_MAXMSGSIZE`` (a plain disconnect to the monitor; issue 14 item 4).
+        self.stats = {
+            "accepted": 0,
+            "refused": 0,
+            "handshake_failed": 0,
+            "accept_failed": 0,
+            "disconnected": 0,
+        }
         ctx = cast("zmq.Context[zmq.Socket[bytes]]", sock.context)
         address = f"inproc://stateengine-monitor-{name}-{id(sock):x}"
         sock.monitor(address, _EVENTS)
@@ -233,6 +241,7 @@ class Door:
                 else:
                     self.live[value] = now
             elif event == zmq.EVENT_DISCONNECTED:
+                self.stats["disconnected"] += 1
                 self.live.pop(value, None)
                 refuse.pop(value, None)  # already gone: its number may be reused
             elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:

@@ -19,12 +19,14 @@ Not thread-safe: the writer calls it from one thread.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from stateengine import command_table
 from stateengine.errors import (
     BadRequest,
     CapacityError,
@@ -39,7 +41,7 @@ from stateengine.errors import (
     UnknownCommand,
     VersionConflict,
 )
-from stateengine.limits import ID_MAX, check_id, check_table_name, check_text
+from stateengine.limits import ID_MAX, MAX_CLAIM_WAIT, check_id, check_table_name, check_text
 from stateengine.protocol import (
     INT_MAX,
     INT_MIN,
@@ -137,15 +139,11 @@ class Table:
         }
 
 
-@dataclass(frozen=True)
-class Command:
-    handler: Callable[[TableEngine, dict[str, Any]], Any]
-    required: frozenset[str]
-    optional: frozenset[str]
+#: A command's handler: validates its request, applies it, returns its ``result``.
+Command = Callable[["TableEngine", dict[str, Any]], Any]
 
-
-_PRECONDITIONS: Final = frozenset({"expected_version", "if_version", "if_match"})
-_COMMON: Final = frozenset({"command", "req_id"})
+#: What a request inside a BATCH may carry besides its command's arguments.
+_NESTED: Final = frozenset({"command"})
 
 
 class TableEngine:
@@ -168,7 +166,14 @@ class TableEngine:
         #: (table, id) of records deleted by the last commit (a re-created one moved to
         #: the end of its table's order: replay must delete, then put).
         self.removed: set[tuple[str, Id]] = set()
+        #: The server's own ``STATS`` figures (requests, store, arena), merged into the
+        #: engine's; None in one process (``stateengine.Engine``).
+        self.stats_hook: Callable[[], dict[str, Any]] | None = None
         self._journal: list[tuple[Any, ...]] | None = None
+        #: Deadlines of the leases set so far (a heap; stale ones stay until they pass),
+        #: kept once :meth:`track_lease_deadlines` is called: when the next one runs
+        #: out, parked claims may find a record (server.py).
+        self.lease_deadlines: list[float] | None = None
         self._order_saved: set[str] = set()
         self._wrote = False
 
@@ -203,10 +208,10 @@ class TableEngine:
         self.table_changes = set()
         self.removed = set()
         self._wrote = False
-        command = self._lookup(request, nested=False)
-        if command is _BATCH:
+        handler = self._lookup(request, nested=False)
+        if handler is _BATCH:
             return self._batch(request), None
-        result = command.handler(self, request)
+        result = handler(self, request)
         self._commit()
         return result, self._version_of(request)
 
@@ -218,21 +223,21 @@ class TableEngine:
         name = request.get("command")
         if not isinstance(name, str):
             raise BadRequest("the request has no 'command' (a string naming the action)")
-        command = COMMANDS.get(name)
-        if command is None:
+        spec = command_table.COMMANDS.get(name)
+        handler = HANDLERS.get(name)
+        if spec is None or handler is None:
             raise UnknownCommand(f"unknown command {name!r:.80}")
-        if nested and command is _BATCH:
+        if nested and handler is _BATCH:
             raise BadRequest("a BATCH cannot contain a BATCH")
-        allowed = (
-            command.required | command.optional | (frozenset({"command"}) if nested else _COMMON)
-        )
+        allowed = spec.args | _NESTED if nested else spec.allowed
         for key in request:
             if key not in allowed:
-                raise BadRequest(f"{name} takes no argument {key!r:.80}")
-        for key in command.required:
+                takes = ", ".join(sorted(spec.args)) or "no arguments"
+                raise BadRequest(f"{name} takes no argument {key!r:.80}; it takes {takes}")
+        for key in spec.required:
             if key not in request:
                 raise BadRequest(f"{name} requires '{key}'")
-        return command
+        return handler
 
     def _commit(self) -> None:
         if self._wrote:
@@ -253,8 +258,8 @@ class TableEngine:
         try:
             for index, sub in enumerate(commands):
                 try:
-                    command = self._lookup(sub, nested=True)
-                    results.append(command.handler(self, sub))
+                    handler = self._lookup(sub, nested=True)
+                    results.append(handler(self, sub))
                 except StateEngineError as exc:
                     exc.message = f"commands[{index}]: {exc.message}"
                     exc.args = (exc.message,)
@@ -327,6 +332,8 @@ class TableEngine:
             table.leases.pop(rid, None)
         else:
             table.leases[rid] = lease
+            if self.lease_deadlines is not None:
+                heapq.heappush(self.lease_deadlines, lease.expires)
             if table.ix is not None:
                 table.ix.lease_set(rid, lease)
 
@@ -447,6 +454,41 @@ class TableEngine:
             if not k.isascii():
                 check_text(k, f"'{key}' (a field name)")
         return value
+
+    @staticmethod
+    def wait_arg(request: dict[str, Any], nested: bool = False) -> float | None:
+        """A claim's ``wait`` (seconds), checked; the server parks such a claim when it
+        finds nothing (README "Blocking claims"); the engine answers it as any claim.
+
+        :raises BadRequest: not a number in [0, MAX_CLAIM_WAIT], or inside a ``BATCH``.
+        """
+        value = request.get("wait")
+        if value is None:
+            return None
+        if nested:
+            raise BadRequest("'wait' is for a CLAIM_RECORD on its own, not inside a BATCH")
+        if type(value) not in (int, float) or not 0 <= value <= MAX_CLAIM_WAIT:
+            raise BadRequest(
+                f"'wait' must be a number of seconds from 0 to {MAX_CLAIM_WAIT:g}, "
+                f"not {value!r:.60}"
+            )
+        return float(value)
+
+    def track_lease_deadlines(self) -> None:
+        """Start (or restart, after a recovery) keeping :attr:`lease_deadlines`."""
+        self.lease_deadlines = [
+            lease.expires for table in self.tables.values() for lease in table.leases.values()
+        ]
+        heapq.heapify(self.lease_deadlines)
+
+    def next_lease_deadline(self, now: float) -> float | None:
+        """The earliest lease deadline after *now* (those at or before it are dropped)."""
+        heap = self.lease_deadlines
+        if heap is None:
+            return None
+        while heap and heap[0] <= now:
+            heapq.heappop(heap)
+        return heap[0] if heap else None
 
     @staticmethod
     def _lease_arg(request: dict[str, Any]) -> float | None:
@@ -637,6 +679,17 @@ class TableEngine:
 
     def _get_schema(self, request: dict[str, Any]) -> list[str]:
         return list(self._table(request).fields or [])
+
+    def _stats(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``STATS``: per table records, version and leases, then :attr:`stats_hook`'s."""
+        tables = {
+            name: {"records": len(t.records), "version": t.version, "leases": len(t.leases)}
+            for name, t in sorted(self.tables.items())
+        }
+        result: dict[str, Any] = {"seq": self.seq, "tables": tables}
+        if self.stats_hook is not None:
+            result.update(self.stats_hook())
+        return result
 
     def _alter_state(self, request: dict[str, Any]) -> dict[str, Any]:
         table = self._table(request)
@@ -885,12 +938,14 @@ class TableEngine:
     def _claim_record(self, request: dict[str, Any]) -> Record | None:
         table = self._table(request)
         self._check_expected_version(table, request)
+        self._map_arg(request, "where")  # required: a map ({} takes any record)
         conditions, where = self._where(table, request)
         keys = self._order(table, request)
         fields = self._map_arg(request, "fields")
         if "id" in fields:
             raise ImmutableId("fields: a claim cannot change a record's id")
         lease_seconds = self._lease_arg(request)
+        self.wait_arg(request, nested=self._journal is not None)
         now = self.clock()
         plan = (
             plan_query(table.index_defs, conditions, keys, sort_key) if table.index_defs else None
@@ -1101,51 +1156,55 @@ def _auto_id(next_id: int, where: str) -> int:
     return next_id
 
 
-def _command(
-    handler: Callable[[TableEngine, dict[str, Any]], Any],
-    required: Iterable[str],
-    optional: Iterable[str] = (),
-) -> Command:
-    return Command(handler, frozenset(required), frozenset(optional))
+def _batch_marker(engine: TableEngine, request: dict[str, Any]) -> None:
+    raise AssertionError("BATCH is applied by TableEngine._batch")  # pragma: no cover
 
 
-_BATCH: Final = _command(lambda engine, request: None, ["commands"])
+_BATCH: Final[Command] = _batch_marker
 
-COMMANDS: Final[dict[str, Command]] = {
-    "CREATE_STATE": _command(
-        TableEngine._create_state, ["state"], ["max_length", "schema", "indexes"]
-    ),
-    "DELETE_STATE": _command(TableEngine._delete_state, ["state"]),
-    "LIST_STATES": _command(TableEngine._list_states, []),
-    "GET_STATE_INFO": _command(TableEngine._get_state_info, ["state"]),
-    "GET_SCHEMA": _command(TableEngine._get_schema, ["state"]),
-    "ALTER_STATE": _command(
-        TableEngine._alter_state,
-        ["state"],
-        ["add", "drop", "add_indexes", "drop_indexes", "expected_version"],
-    ),
-    "SET_STATE": _command(TableEngine._set_state, ["state", "records"], ["expected_version"]),
-    "CREATE_RECORD": _command(
-        TableEngine._create_record, ["state", "record"], ["expected_version"]
-    ),
-    "SET_RECORD": _command(TableEngine._set_record, ["state", "id", "record"], _PRECONDITIONS),
-    "PATCH_RECORD": _command(
-        TableEngine._patch_record,
-        ["state", "id", "fields"],
-        _PRECONDITIONS | {"lease_seconds"},
-    ),
-    "DELETE_RECORD": _command(TableEngine._delete_record, ["state", "id"], _PRECONDITIONS),
-    "GET_RECORD": _command(TableEngine._get_record, ["state", "id"]),
-    "LIST_RECORDS": _command(
-        TableEngine._list_records, ["state"], ["where", "order_by", "offset", "limit"]
-    ),
-    "CLAIM_RECORD": _command(
-        TableEngine._claim_record,
-        ["state", "where", "fields"],
-        ["order_by", "lease_seconds", "expected_version"],
-    ),
-    "INCREMENT": _command(
-        TableEngine._increment, ["state", "id", "field"], _PRECONDITIONS | {"by"}
-    ),
+#: command name → handler: the dispatch. Its names are exactly those of
+#: :data:`stateengine.command_table.COMMANDS`, which gives the arguments
+#: (:func:`check_dispatch`, run at import).
+HANDLERS: Final[dict[str, Command]] = {
+    "CREATE_STATE": TableEngine._create_state,
+    "DELETE_STATE": TableEngine._delete_state,
+    "LIST_STATES": TableEngine._list_states,
+    "GET_STATE_INFO": TableEngine._get_state_info,
+    "GET_SCHEMA": TableEngine._get_schema,
+    "ALTER_STATE": TableEngine._alter_state,
+    "SET_STATE": TableEngine._set_state,
+    "CREATE_RECORD": TableEngine._create_record,
+    "SET_RECORD": TableEngine._set_record,
+    "PATCH_RECORD": TableEngine._patch_record,
+    "DELETE_RECORD": TableEngine._delete_record,
+    "GET_RECORD": TableEngine._get_record,
+    "LIST_RECORDS": TableEngine._list_records,
+    "CLAIM_RECORD": TableEngine._claim_record,
+    "INCREMENT": TableEngine._increment,
     "BATCH": _BATCH,
+    "STATS": TableEngine._stats,
 }
+
+
+def check_dispatch() -> None:
+    """Check that the dispatch and the command table name the same commands.
+
+    Run at import, so that a command added to one and not the other stops the writer
+    from starting instead of answering ``UnknownCommand`` (or nothing) at run time.
+
+    :raises RuntimeError: naming the commands without a handler, or without an entry.
+    """
+    described, handled = set(command_table.COMMANDS), set(HANDLERS)
+    problems = []
+    if described - handled:
+        problems.append(f"no engine handler for {sorted(described - handled)}")
+    if handled - described:
+        problems.append(f"no command_table entry for {sorted(handled - described)}")
+    if problems:
+        raise RuntimeError(
+            "server/engine.py HANDLERS and stateengine/command_table.py disagree: "
+            + "; ".join(problems)
+        )
+
+
+check_dispatch()

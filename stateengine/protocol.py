@@ -17,7 +17,9 @@ must agree byte for byte:
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -30,7 +32,7 @@ from stateengine.limits import INT_MIN as INT_MIN
 from stateengine.limits import MAX_DEPTH as MAX_DEPTH
 from stateengine.limits import MAX_ORDER_KEYS as MAX_ORDER_KEYS
 from stateengine.limits import MAX_REQUEST_BYTES as MAX_REQUEST_BYTES
-from stateengine.limits import check_text
+from stateengine.limits import REQ_ID_WINDOW, check_text
 
 _SCALARS: Final = (bytes, float)
 
@@ -157,7 +159,7 @@ def order_records(records: list[Any], keys: list[tuple[str, bool]], get: Any = N
         viewed = [view(r) for r in records]
         columns: list[list[Any]] = []
         for name, descending in unique.items():
-            column = [sort_key(rec.get(name)) for rec in viewed]
+            column: list[Any] = [sort_key(rec.get(name)) for rec in viewed]
             if descending:
                 rank = {k: i for i, k in enumerate(sorted(set(column)))}
                 column = [-rank[k] for k in column]
@@ -281,16 +283,70 @@ def encode_request(request: dict[str, Any]) -> bytes:
     return msgpack.packb(request, use_bin_type=True)  # type: ignore[no-any-return]
 
 
-def pack_request(pack: Callable[[Any], bytes], request: dict[str, Any]) -> bytes:
+def pack_request(
+    pack: Callable[[Any], bytes], request: dict[str, Any], limit: int | None = None
+) -> bytes:
     """Encode with a client's reused packer; a value msgpack cannot carry is a BadRequest.
 
     (An int past 64 bits, a set, an object: the client says so before anything is sent.)
+
+    :param limit: the server's request limit (``server.json``'s ``max_request_bytes``):
+        a larger body is refused here, before it is sent, instead of being cut or
+        answered by the server.
+    :raises BadRequest: a value msgpack cannot carry.
+    :raises PayloadTooLarge: the body exceeds *limit*.
     """
     try:
-        return pack(request)
+        body = pack(request)
     except (OverflowError, TypeError, ValueError) as exc:
         check_value(request, "request")  # names the field (an int past 64 bits, ...)
         raise BadRequest(f"the request cannot be encoded: {exc}") from None
+    if limit is not None and len(body) > limit:
+        raise PayloadTooLarge(
+            f"request of {len(body)} bytes exceeds the server's limit of {limit} "
+            "(serve --max-request-bytes); nothing was sent: split it"
+        )
+    return body
+
+
+def with_req_id(request: dict[str, Any], req_id: Any) -> dict[str, Any]:
+    """*request* with ``req_id`` as its first key (the clients' order), so that a server
+    can answer a body too large to decode from its first bytes (:func:`peek_req_id`)."""
+    out = {"req_id": req_id, **request}
+    out["req_id"] = req_id  # a req_id inside *request* must not win
+    return out
+
+
+_JSON_REQ_ID: Final = re.compile(rb'\s*\{\s*"req_id"\s*:\s*(-?[0-9]{1,20}|"[^"\\]{0,40}")\s*[,}]')
+
+
+def peek_req_id(body: bytes) -> tuple[bool, Any]:
+    """``(True, req_id)`` when *body* starts with a ``req_id`` key, else ``(False, None)``.
+
+    Reads at most :data:`~stateengine.limits.REQ_ID_WINDOW` bytes: how the server answers
+    a body over its limit (which it does not decode) with the ``req_id`` the client waits
+    for. The clients send ``req_id`` first (:func:`with_req_id`).
+    """
+    head = body[:REQ_ID_WINDOW]
+    if is_json(head):
+        match = _JSON_REQ_ID.match(head)
+        if match is None:
+            return False, None
+        try:
+            return True, json.loads(match.group(1))
+        except ValueError:
+            return False, None
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=len(head) + 1)
+    unpacker.feed(head)
+    try:
+        if unpacker.read_map_header() < 1 or unpacker.unpack() != "req_id":
+            return False, None
+        value = unpacker.unpack()
+    except Exception:  # msgpack.OutOfData, a bad header, ...: no req_id to be had
+        return False, None
+    if type(value) in (list, dict):  # incomplete containers are not worth echoing
+        return False, None
+    return True, value
 
 
 def encode_reply(reply: dict[str, Any], as_json: bool = False) -> bytes:

@@ -56,7 +56,10 @@ Model choices:
   ``ImmutableId``, ...; the schema is not modelled) are taken as "no effect" and not
   checked; ``RecordNotFound``, ``VersionConflict``, ``DuplicateId``, ``StateNotFound``,
   ``StateExists`` and ``CapacityError`` are reads of the state and are checked.
-  ``LIST_STATES`` and ``GET_SCHEMA`` are not checked (counted as unchecked).
+  ``LIST_STATES``, ``GET_SCHEMA`` and ``STATS`` are not checked (counted as unchecked).
+  A *write* command without a model (a command added to the command table and not
+  here) is never taken as "no effect": :func:`check` refuses the history
+  (:class:`UnmodelledCommand`).
 - ``SNAPSHOT`` is one operation: all its reads must be explained by one state at one
   point of its interval (a ``BATCH`` likewise applies all its commands at one point).
 - Reads of unknown outcome say nothing and are dropped; writes of unknown outcome may
@@ -81,10 +84,11 @@ import gc
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from stateengine import query
+from stateengine import command_table, query
 from stateengine.errors import BadRequest
 from stateengine.protocol import order_records, parse_order_by, values_equal
 from stateengine.testing.history import Operation, read_history
@@ -112,37 +116,39 @@ CHECKED_ERRORS: Final = frozenset(
         "CapacityError",
     }
 )
+# The command sets come from the command table (stateengine/command_table.py), read
+# live by the search so that a command registered later (a test's dummy) is judged too;
+# these constants are the table as imported, for readers of the checker.
 RECORD_COMMANDS: Final = frozenset(
-    {"GET_RECORD", "SET_RECORD", "PATCH_RECORD", "DELETE_RECORD", "INCREMENT"}
+    name for name, spec in command_table.COMMANDS.items() if spec.scope == "record"
 )
 TABLE_COMMANDS: Final = frozenset(
-    {
-        "LIST_RECORDS",
-        "CLAIM_RECORD",
-        "SET_STATE",
-        "CREATE_STATE",
-        "DELETE_STATE",
-        "ALTER_STATE",
-        "GET_STATE_INFO",
-    }
+    name for name, spec in command_table.COMMANDS.items() if spec.scope == "table"
 )
+WRITE_COMMANDS: Final = command_table.writes()
 #: Commands that replace or (re)create a table: its records cannot be checked apart.
+#: (A model property, not the table's: a table-scope write may keep the records apart,
+#: as CLAIM_RECORD does.)
 RESHAPING_COMMANDS: Final = frozenset({"SET_STATE", "CREATE_STATE", "DELETE_STATE", "ALTER_STATE"})
-WRITE_COMMANDS: Final = frozenset(
-    {
-        "CREATE_RECORD",
-        "SET_RECORD",
-        "PATCH_RECORD",
-        "DELETE_RECORD",
-        "INCREMENT",
-        "CLAIM_RECORD",
-        "SET_STATE",
-        "ALTER_STATE",
-        "CREATE_STATE",
-        "DELETE_STATE",
-        "BATCH",
-    }
-)
+
+
+def _writes(command: Any) -> bool:
+    spec = command_table.COMMANDS.get(command) if isinstance(command, str) else None
+    return spec is not None and spec.writes
+
+
+def _table_scope(command: Any) -> bool:
+    spec = command_table.COMMANDS.get(command) if isinstance(command, str) else None
+    return spec is not None and spec.scope == "table"
+
+
+class UnmodelledCommand(ValueError):
+    """The history holds a write command the checker has no model for.
+
+    Refused rather than taken as "no effect": a write the model does not apply would
+    make every later read look stale, or hide a real anomaly. Give it a model
+    (:func:`modelled`, or an entry in :data:`MODELS`) first.
+    """
 
 
 # --- canonical, hashable values ------------------------------------------------------------
@@ -711,7 +717,13 @@ def _snapshot(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
     return [(("ok", "snapshot", tuple(results)), state)]
 
 
-_HANDLERS: Final[dict[str, Callable[[State, dict[str, Any], Ctx], Branches]]] = {
+#: A command's sequential model: every outcome it allows on a state, with the next state.
+Model = Callable[[State, dict[str, Any], Ctx], Branches]
+
+#: command → model. A read without one is not checked (``LIST_STATES``, ``GET_SCHEMA``,
+#: ``STATS``, counted as unchecked); a write without one makes :func:`check` refuse the
+#: history (:class:`UnmodelledCommand`). ``SNAPSHOT`` is the history's own.
+MODELS: Final[dict[str, Model]] = {
     "GET_RECORD": _get_record,
     "SET_RECORD": _write_record,
     "PATCH_RECORD": _write_record,
@@ -736,8 +748,52 @@ def apply(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
     More than one branch only where the model cannot know (a lease that may or may not
     have run out, an unknown table version or record version).
     """
-    handler = _HANDLERS.get(req.get("command", ""))
+    handler = MODELS.get(req.get("command", ""))
     return [] if handler is None else handler(state, req, ctx)
+
+
+@contextmanager
+def modelled(command: str, model: Model) -> Iterator[None]:
+    """Give *command* a model for the block (a command added to the table, in a test).
+
+    :raises ValueError: *command* has a model already.
+    """
+    if command in MODELS:
+        raise ValueError(f"{command} has a model already")
+    MODELS[command] = model
+    try:
+        yield
+    finally:
+        MODELS.pop(command, None)
+
+
+def _unmodelled_writes(req: dict[str, Any]) -> Iterator[str]:
+    """The write commands in *req* (a BATCH's included) that have no model."""
+    command = req.get("command")
+    if command in ("BATCH", "SNAPSHOT"):
+        for sub in req.get("commands" if command == "BATCH" else "reads") or []:
+            if isinstance(sub, dict):
+                yield from _unmodelled_writes(sub)
+    elif _writes(command) and command not in MODELS:
+        yield str(command)
+
+
+def refuse_unmodelled(operations: Iterable[Operation]) -> None:
+    """Refuse a history with a write command the checker cannot model.
+
+    :raises UnmodelledCommand: naming the commands and how many operations hold them.
+    """
+    counts: dict[str, int] = {}
+    for op in operations:
+        for command in _unmodelled_writes(op.request()):
+            counts[command] = counts.get(command, 0) + 1
+    if counts:
+        found = ", ".join(f"{c} ({n} operations)" for c, n in sorted(counts.items()))
+        raise UnmodelledCommand(
+            f"the history holds write commands the checker has no model for: {found}; "
+            "a write it cannot model cannot be taken as 'no effect'. Add a model "
+            "(stateengine.testing.checker.MODELS, or modelled() in a test) first."
+        )
 
 
 # --- comparing outcomes with replies --------------------------------------------------------
@@ -864,10 +920,10 @@ def step(
 
 def _checked(op: Operation) -> bool:
     """Whether *op* says something the model can check (else: no effect, not checked)."""
-    if op.command not in _HANDLERS:
+    if op.command not in MODELS:
         return False
     if not op.known:
-        return op.command in WRITE_COMMANDS
+        return _writes(op.command)
     if op.ok:
         return True
     return op.error in CHECKED_ERRORS
@@ -884,7 +940,7 @@ def _touches(req: dict[str, Any]) -> Iterator[tuple[str, Any, bool]]:
     table = req.get("state")
     if not isinstance(table, str):
         return
-    if command in TABLE_COMMANDS or req.get("expected_version") is not None:
+    if _table_scope(command) or req.get("expected_version") is not None:
         yield table, None, True
     elif command == "CREATE_RECORD":
         record = req.get("record")
@@ -1007,13 +1063,12 @@ class _Prepared:
 
 
 def _seq_of(op: Operation) -> int | None:
-    if not op.known or not op.ok or op.command not in WRITE_COMMANDS:
+    if not op.known or not op.ok or not _writes(op.command):
         return None
     if op.command == "CLAIM_RECORD" and op.result is None:
         return None  # a claim that found nothing wrote nothing
     if op.command == "BATCH" and all(
-        isinstance(c, dict) and c.get("command") not in WRITE_COMMANDS
-        for c in op.args.get("commands") or []
+        isinstance(c, dict) and not _writes(c.get("command")) for c in op.args.get("commands") or []
     ):
         return None  # a batch of reads wrote nothing
     if isinstance(op.seq, int) and op.seq > 0:
@@ -1552,7 +1607,10 @@ def check(
     :param time_limit: seconds for the whole search; past it the verdict is unknown
         (``ok`` False, ``timed_out`` True).
     :param shrink_time: seconds spent shrinking each failing partition.
+    :raises UnmodelledCommand: the history holds a write command without a model.
     """
+    operations = list(operations)
+    refuse_unmodelled(operations)
     gc_was_enabled = gc.isenabled()
     gc.disable()  # the memo holds many small objects and no cycles: collections only cost
     try:
@@ -1655,7 +1713,8 @@ def _check(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m stateengine.testing.checker FILE...``: exit 0 linearizable, 1 not."""
+    """``python -m stateengine.testing.checker FILE...``: exit 0 linearizable, 1 not, 2
+    refused (a write command the checker has no model for)."""
     parser = argparse.ArgumentParser(
         prog="python -m stateengine.testing.checker",
         description="Check recorded stateengine histories for linearizability.",
@@ -1664,9 +1723,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--time-limit", type=float, default=None, help="seconds")
     parser.add_argument("--shrink-time", type=float, default=10.0, help="seconds per failure")
     args = parser.parse_args(argv)
-    result = check(
-        read_history(*args.files), time_limit=args.time_limit, shrink_time=args.shrink_time
-    )
+    try:
+        result = check(
+            read_history(*args.files), time_limit=args.time_limit, shrink_time=args.shrink_time
+        )
+    except UnmodelledCommand as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
     print(result.report())
     return 0 if result.ok else 1
 

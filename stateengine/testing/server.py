@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,9 @@ class ServerProcess:
     :param args: extra ``serve`` arguments.
     :param env: extra environment variables (e.g. test-only fault switches).
     :param preexec_fn: run in the child before ``exec`` (e.g. to lower its fd limits).
+    :param launcher: the command that runs the ``stateengine`` command line (default
+        ``python -m stateengine``); e.g. a test's script that registers a command in the
+        command table, then calls ``stateengine.app.cli.main``.
     """
 
     def __init__(
@@ -43,8 +46,10 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         start_timeout: float = 20.0,
         preexec_fn: Callable[[], None] | None = None,
+        launcher: Sequence[str] = (),
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
+        self.launcher = list(launcher) or [sys.executable, "-m", "stateengine"]
         self.args = list(args)
         self.env = env or {}
         self.start_timeout = start_timeout
@@ -66,7 +71,7 @@ class ServerProcess:
         return self.proc.pid
 
     def start(self) -> ServerProcess:
-        cmd = [sys.executable, "-m", "stateengine", "serve", "--data-dir", str(self.data_dir)]
+        cmd = [*self.launcher, "serve", "--data-dir", str(self.data_dir)]
         # Output goes to a file, never a pipe: a full pipe would block the server.
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:

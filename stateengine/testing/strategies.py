@@ -19,17 +19,21 @@ so a model comparison would fail on it for no fault of the server).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import strategies as st
 
-from stateengine import query
+from stateengine import command_table, query
 from stateengine.protocol import INT_MAX, INT_MIN, TYPE_NAMES
 
 #: A field no generated schema has (field names never contain ``-``).
 UNKNOWN_FIELD = "not-a-field"
 
 __all__ = [
+    "ARGUMENTS",
+    "command_requests",
     "field_names",
     "identical",
     "json_hard_values",
@@ -313,4 +317,133 @@ def _invalid(
         st.builds(
             lambda i: {"command": "INCREMENT", "state": state, "id": i, "field": UNKNOWN_FIELD}, ids
         ),
+    )
+
+
+# --- every command of the command table ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArgContext:
+    """What an argument's strategy may depend on: the table and its schema."""
+
+    state: str
+    schema: dict[str, str]
+    ids: st.SearchStrategy[int | str]
+    lease_seconds: float
+
+
+def _add_fields(c: ArgContext) -> st.SearchStrategy[dict[str, Any]]:
+    spec = st.fixed_dictionaries({"type": type_names}).map(
+        lambda s: {**s, "default": None} if s["type"].endswith("?") or s["type"] == "any" else s
+    )
+    new = field_names.filter(lambda n: n not in c.schema)
+    return st.dictionaries(new, spec, min_size=1, max_size=2)
+
+
+def _numeric_field(c: ArgContext) -> st.SearchStrategy[str]:
+    numeric = sorted(n for n, t in c.schema.items() if t.removesuffix("?") in ("integer", "float"))
+    return st.sampled_from(numeric or sorted(c.schema) or ["id"])
+
+
+#: argument name → its strategy for a table: how :func:`command_requests` fills any
+#: command of the table. A command with an argument not here is refused (ValueError)
+#: by :func:`command_requests`: add the argument's strategy with the command.
+ARGUMENTS: dict[str, Callable[[ArgContext], st.SearchStrategy[Any]]] = {
+    "state": lambda c: st.just(c.state),
+    "id": lambda c: c.ids,
+    "record": lambda c: records(c.schema),
+    "records": lambda c: st.lists(records(c.schema), max_size=3),
+    "fields": lambda c: _patch(c.schema) if c.schema else st.just({}),
+    "where": lambda c: _where(c.schema),
+    "if_match": lambda c: _where(c.schema),
+    "order_by": lambda c: _order_by(c.schema).filter(lambda o: o is not None),
+    "offset": lambda c: st.integers(0, 5),
+    "limit": lambda c: st.integers(0, 5),
+    "max_length": lambda c: st.integers(1, 10),
+    "schema": lambda c: st.just(dict(c.schema)),
+    "expected_version": lambda c: st.integers(0, 50),
+    "if_version": lambda c: st.integers(0, 50),
+    "lease_seconds": lambda c: st.just(c.lease_seconds),
+    "by": lambda c: st.integers(-3, 3),
+    "field": _numeric_field,
+    "add": _add_fields,
+    "drop": lambda c: (
+        st.lists(st.sampled_from(sorted(c.schema)), max_size=1, unique=True)
+        if c.schema
+        else st.just([])
+    ),
+    # short waits: a parked claim holds its client until the wait ends
+    "wait": lambda c: st.sampled_from([0, 0.01]),
+    "indexes": lambda c: _indexes(c.schema),
+    "add_indexes": lambda c: _indexes(c.schema),
+    "drop_indexes": lambda c: _indexes(c.schema),
+    # BATCH: built by command_requests from the other commands.
+}
+
+
+def _indexes(schema: dict[str, str]) -> st.SearchStrategy[list[Any]]:
+    """Index declarations over the schema's fields: a name or a list of up to 3."""
+    names = ["id", *sorted(schema)]
+    one = st.sampled_from(names) | st.lists(
+        st.sampled_from(names), min_size=1, max_size=3, unique=True
+    )
+    return st.lists(one, max_size=2)
+
+
+def command_requests(
+    state: str,
+    schema: dict[str, str],
+    ids: st.SearchStrategy[int | str] | None = None,
+    commands: Iterable[str] | None = None,
+    lease_seconds: float = 1000.5,
+) -> st.SearchStrategy[dict[str, Any]]:
+    """Requests of every command of the command table (``stateengine.command_table``),
+    or of *commands*, on one table with a declared *schema*.
+
+    Derived from the table: each command's required arguments and a random subset of
+    its optional ones, each drawn from :data:`ARGUMENTS`; a ``BATCH`` holds 1 to 3 such
+    requests. So a command added to the table is drawn here without an edit, once its
+    arguments have strategies. Every request has the command's shape (the server never
+    answers "takes no argument" or "requires"); its values may still be refused
+    (``SchemaError``, ``RecordNotFound``, ...), unlike :func:`requests`, which keeps to
+    requests a model can follow.
+
+    :raises ValueError: a command is not in the table, or has an argument without a
+        strategy in :data:`ARGUMENTS`.
+    """
+    ctx = ArgContext(state, schema, ids if ids is not None else record_ids(), lease_seconds)
+    chosen = list(command_table.COMMANDS if commands is None else commands)
+    singles = {
+        name: _command_request(name, ctx) for name in command_table.COMMANDS if name != "BATCH"
+    }
+    out: list[st.SearchStrategy[dict[str, Any]]] = []
+    for name in chosen:
+        if name == "BATCH":
+            inner = st.one_of(list(singles.values()))
+            out.append(
+                st.builds(
+                    lambda cs: {"command": "BATCH", "commands": cs},
+                    st.lists(inner, min_size=1, max_size=3),
+                )
+            )
+        elif name in singles:
+            out.append(singles[name])
+        else:
+            raise ValueError(f"command_requests: {name!r} is not in the command table")
+    return st.one_of(out)
+
+
+def _command_request(name: str, ctx: ArgContext) -> st.SearchStrategy[dict[str, Any]]:
+    spec = command_table.COMMANDS[name]
+    missing = sorted(a for a in spec.args if a not in ARGUMENTS)
+    if missing:
+        raise ValueError(
+            f"command_requests: no strategy for argument(s) {missing} of {name}: "
+            "add them to stateengine.testing.strategies.ARGUMENTS"
+        )
+    required = {a: ARGUMENTS[a](ctx) for a in spec.required}
+    optional = {a: st.none() | ARGUMENTS[a](ctx) for a in spec.optional}
+    return st.fixed_dictionaries({**required, **optional}).map(
+        lambda args: {"command": name, **{k: v for k, v in args.items() if v is not None}}
     )

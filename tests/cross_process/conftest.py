@@ -35,3 +35,9 @@ def pg_schema() -> Iterator[str]:
     yield schema
     with psycopg.connect(PG_DSN, autocommit=True) as con:
         con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
+
+
+@pytest.fixture
+def pg_serve_args(pg_schema: str) -> list[str]:
+    """``serve`` arguments for the postgres store on the test database and *pg_schema*."""
+    return ["--pg-dsn", PG_DSN, "--pg-schema", pg_schema]

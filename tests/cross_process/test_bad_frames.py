@@ -12,27 +12,13 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stateengine import command_table
 from stateengine.client.client import Client
 from stateengine.errors import ERROR_TYPES
 from stateengine.testing import ServerProcess
 
-COMMANDS = [
-    "CREATE_STATE",
-    "DELETE_STATE",
-    "SET_STATE",
-    "CREATE_RECORD",
-    "SET_RECORD",
-    "PATCH_RECORD",
-    "DELETE_RECORD",
-    "CLAIM_RECORD",
-    "INCREMENT",
-    "ALTER_STATE",
-    "BATCH",
-    "GET_RECORD",
-    "LIST_RECORDS",
-    "NOT_A_COMMAND",
-    "",
-]
+#: Every command of the table, and names no command has.
+COMMANDS = [*sorted(command_table.names()), "NOT_A_COMMAND", ""]
 
 junk = st.recursive(
     st.none()

@@ -11,8 +11,10 @@ recovered by a restart.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,9 @@ import pytest
 import zmq
 
 from stateengine import limits
+from stateengine.client.aio import AsyncClient
 from stateengine.client.client import Client
+from stateengine.errors import PayloadTooLarge
 from stateengine.runtime import discovery as paths
 from stateengine.testing import ServerProcess
 
@@ -32,7 +36,7 @@ STORES = ["log", "sqlite", "postgres", "json", "none"]
 def serve_args(store: str, request: pytest.FixtureRequest) -> list[str]:
     args = ["--store", store, "--fsync", "no"]
     if store == "postgres":
-        args += ["--pg-schema", request.getfixturevalue("pg_schema")]
+        args += request.getfixturevalue("pg_serve_args")
     return args
 
 
@@ -149,3 +153,104 @@ def test_unstorable_requests_are_refused_and_the_server_stays_whole(
     finally:
         assert again.stop() == 0, again.output()
         again.cleanup()
+
+
+# --- item 4: one request limit, known to the clients, answered by the server --------------
+
+LIMIT = 100_000
+
+
+@pytest.fixture(scope="module")
+def small_limit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = ServerProcess(
+        tmp_path_factory.mktemp("limit") / "data", "--max-request-bytes", str(LIMIT)
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        server.cleanup()
+
+
+def test_server_json_publishes_the_limit(small_limit: ServerProcess) -> None:
+    assert paths.read_server_file(small_limit.data_dir)["max_request_bytes"] == LIMIT
+    with small_limit.connect() as client:
+        assert client.max_request_bytes == LIMIT
+
+
+def test_the_sync_client_refuses_an_oversize_request_before_sending(
+    small_limit: ServerProcess,
+) -> None:
+    """It used to wait its whole timeout and raise ServerUnavailable (issue 14 item 4)."""
+    with small_limit.connect(timeout=10) as client:
+        client.create_state("big_sync")
+        requests_before = client.execute({"command": "STATS"})["result"]["requests"]
+        started = time.monotonic()
+        with pytest.raises(PayloadTooLarge, match="nothing was sent"):
+            client.create_record("big_sync", {"v": "x" * LIMIT})
+        assert time.monotonic() - started < 2
+        with client.pipeline() as pipe:
+            pipe.create_record("big_sync", {"v": "x" * LIMIT})
+            pipe.create_record("big_sync", {"v": "small"})
+        assert isinstance(pipe.results[0], PayloadTooLarge)
+        assert pipe.results[1]["v"] == "small"
+        stats = client.execute({"command": "STATS"})["result"]
+        assert stats["requests"] == requests_before + 2  # the pipeline's one + STATS
+        assert client.list_records("big_sync") == [pipe.results[1]]
+
+
+def test_the_async_client_refuses_an_oversize_request_before_sending(
+    small_limit: ServerProcess,
+) -> None:
+    async def main() -> float:
+        async with AsyncClient(data_dir=small_limit.data_dir, timeout=10) as client:
+            assert client.max_request_bytes == LIMIT
+            await client.create_state("big_async")
+            started = time.monotonic()
+            with pytest.raises(PayloadTooLarge):
+                await client.create_record("big_async", {"v": b"x" * LIMIT})
+            elapsed = time.monotonic() - started
+            assert await client.list_records("big_async") == []
+            return elapsed
+
+    assert asyncio.run(main()) < 2
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["msgpack", "json"])
+def test_the_server_answers_an_oversize_body_with_its_req_id(
+    small_limit: ServerProcess, as_json: bool
+) -> None:
+    """Up to OVERSIZE_FACTOR x the limit, the body is read and answered, req_id first."""
+    request = {"req_id": 41, "command": "CREATE_STATE", "state": "x" * 10, "pad": "p" * (2 * LIMIT)}
+    body = json.dumps(request).encode() if as_json else msgpack.packb(request)
+    assert LIMIT < len(body) < limits.OVERSIZE_FACTOR * LIMIT
+    reply = raw(small_limit.endpoint, body)
+    assert reply["ok"] is False and reply["error"]["type"] == "PayloadTooLarge", reply
+    assert reply["req_id"] == 41
+    assert str(LIMIT) in reply["error"]["message"]
+
+
+def test_a_body_far_over_the_limit_is_a_counted_drop(small_limit: ServerProcess) -> None:
+    """Past OVERSIZE_FACTOR x the limit libzmq cuts the connection before the writer holds
+    the body; the cut is counted, the server keeps serving."""
+
+    def disconnected(client: Client) -> int:
+        stats = client.execute({"command": "STATS"})["result"]
+        return int(stats["connections"]["ipc"]["disconnected"])
+
+    with small_limit.connect() as client:
+        before = disconnected(client)
+        ctx = zmq.Context()
+        try:
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(small_limit.endpoint)
+            sock.send(msgpack.packb({"req_id": 1, "pad": b"p" * (5 * LIMIT)}))
+            deadline = time.monotonic() + 10
+            while disconnected(client) == before:
+                assert time.monotonic() < deadline, "the oversize body's drop was not counted"
+                time.sleep(0.05)
+            sock.close(0)
+        finally:
+            ctx.term()
+        assert client.create_record("t_after", {"v": 1})["id"] == 1

@@ -194,7 +194,7 @@ def test_unknown_argument_is_named(eng: Engine) -> None:
     reply = eng.execute({"command": "LIST_STATES", "state": "x"})
     assert reply["error"] == {
         "type": "BadRequest",
-        "message": "LIST_STATES takes no argument 'state'",
+        "message": "LIST_STATES takes no argument 'state'; it takes no arguments",
     }
     reply = eng.execute({"command": "LIST_STATES", "req_id": 7})
     assert reply["req_id"] == 7 and reply["ok"]

@@ -33,6 +33,7 @@ ALLOWED: dict[str, frozenset[str]] = {
 }
 
 LEAVES = {
+    "stateengine.command_table",
     "stateengine.defaults",
     "stateengine.errors",
     "stateengine.jsoncodec",

@@ -279,3 +279,31 @@ def test_a_huge_order_by_is_refused_at_once() -> None:
     elapsed = time.perf_counter() - started
     assert reply["ok"] is False and reply["error"]["type"] == "BadRequest", str(reply)[:200]
     assert elapsed < 0.5, elapsed
+
+
+# --- item 4: the request limit's helpers --------------------------------------------------
+
+
+def test_clients_put_req_id_first_and_the_server_can_peek_it() -> None:
+    request = protocol.with_req_id({"command": "X", "req_id": "theirs", "v": b"x" * 10**6}, 9)
+    assert next(iter(request)) == "req_id" and request["req_id"] == 9
+    body = msgpack.packb(request, use_bin_type=True)
+    assert protocol.peek_req_id(body) == (True, 9)
+    assert protocol.peek_req_id(body[: limits.REQ_ID_WINDOW]) == (True, 9)  # a cut body
+    assert protocol.peek_req_id(b' {"req_id": "a-1", "pad": "' + b"p" * 10**6) == (True, "a-1")
+    for body in (
+        msgpack.packb({"command": "X", "req_id": 9}),  # not first: not guessed at
+        msgpack.packb({"req_id": "r" * 100}),  # longer than the window
+        msgpack.packb([1, 2]),
+        b"\x81",
+        b"",
+        b'{"command": "X", "req_id": 1}',
+    ):
+        assert protocol.peek_req_id(body) == (False, None)
+
+
+def test_pack_request_refuses_over_the_limit() -> None:
+    pack = msgpack.Packer(use_bin_type=True).pack
+    assert protocol.pack_request(pack, {"v": "x" * 50}, 100)
+    with pytest.raises(stateengine.errors.PayloadTooLarge, match="limit of 100"):
+        protocol.pack_request(pack, {"v": "x" * 100}, 100)

@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -39,7 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from stateengine import __version__, jsoncodec
+from stateengine import __version__, command_table, jsoncodec
 from stateengine.app.gateway.auth import check_token, is_loopback, token_matches
 from stateengine.client.aio import AsyncClient
 from stateengine.client.client import arena_info
@@ -964,13 +964,20 @@ def create_app(config: GatewayConfig) -> FastAPI:
         tags=["records"],
         summary="CLAIM_RECORD: take the first matching record, optionally under a lease",
         openapi_extra=_body_schema(
-            "`where`, `fields`, `order_by`?, `lease_seconds`?, `expected_version`?",
+            "`where`, `fields`, `order_by`?, `lease_seconds`?, `expected_version`?, `wait`? "
+            "(or `?wait=SECONDS`: hold the request until a record is claimable)",
             {"where": {"status": "pending"}, "fields": {"status": "running"}, "lease_seconds": 30},
         ),
     )
-    async def claim(state: Segment, request: Request) -> Response:
+    async def claim(
+        state: Segment,
+        request: Request,
+        wait: float | None = Query(None, description="seconds to wait for a claimable record"),
+    ) -> Response:
         body = await read_body(request, limit)
         reject_keys(body, ("command", "state"), "POST /api/states/{state}/claim")
+        if wait is not None:
+            body["wait"] = wait
         result, headers = await gw().write({**body, "command": "CLAIM_RECORD", "state": state})
         return answer({"record": result}, headers)
 
@@ -988,6 +995,55 @@ def create_app(config: GatewayConfig) -> FastAPI:
         reject_keys(body, ("command",), "POST /api/batch")
         result, headers = await gw().write({**body, "command": "BATCH"})
         return answer({"results": result}, headers)
+
+    # --- any command of the command table: POST /api/call/{COMMAND} ---------------------
+
+    def call_route(spec: command_table.CommandSpec) -> Callable[[Request], Awaitable[Response]]:
+        async def call(request: Request) -> Response:
+            empty = request.headers.get("content-length") == "0" or (
+                "content-length" not in request.headers
+                and "transfer-encoding" not in request.headers
+            )
+            args = {} if empty else await read_body(request, limit)
+            reject_keys(args, ("command", "req_id"), f"POST /api/call/{spec.name}")
+            result, headers = await gw().write({**args, "command": spec.name})
+            return WireJSONResponse({"result": result}, 200, headers=headers)
+
+        return call
+
+    # Generated from the table when the app is made: a command registered after that (a
+    # test's dummy) is not routed; one added to the table is, with no edit here.
+    for spec in command_table.COMMANDS.values():
+        arguments = [*spec.required, *(f"{a}?" for a in spec.optional)]
+        app.add_api_route(
+            f"/api/call/{spec.name}",
+            call_route(spec),
+            methods=["POST"],
+            tags=["commands"],
+            summary=f"{spec.name}: {spec.doc}",
+            description=(
+                f"The wire command `{spec.name}` ({'writes' if spec.writes else 'reads'}, "
+                f"{spec.scope} scope), answered by the writer; the body is its arguments "
+                f"(`{'`, `'.join(arguments) or 'none: no body'}`), the reply "
+                '`{"result": ...}` with the `X-Stateengine-Seq` header.'
+            ),
+            openapi_extra={
+                "requestBody": {
+                    "required": bool(spec.required),
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": list(spec.required),
+                                "properties": {a: {} for a in (*spec.required, *spec.optional)},
+                                "additionalProperties": False,
+                            }
+                        }
+                    },
+                }
+            },
+            response_model=None,
+        )
 
     # --- manifest keys (read-only: the $manifest table of InMemory values) ---------------
 
