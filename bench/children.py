@@ -21,7 +21,7 @@ try:
 except ImportError:  # imported as a script's sibling (bench/ is sys.path[0])
     from records import record  # type: ignore[no-redef]
 
-CHILD_IDLE = 900.0  # s a worker waits for its next command before giving up
+CHILD_IDLE = 1800.0  # s a worker waits for its next command (10^6-record fills take minutes)
 TABLE = "bench"
 
 

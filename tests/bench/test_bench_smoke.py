@@ -46,6 +46,7 @@ CORE_ROWS = {
     "pqueue_stateengine",
     "range_indexed",
     "range_scan",
+    "range_client",
     "range_arena",
     "range_byid",
     "range_byid_batch",
