@@ -37,6 +37,7 @@ import msgpack
 import zmq
 import zmq.asyncio
 
+from stateengine import defaults
 from stateengine.client.client import (
     RECORDED_READS,
     ArenaView,
@@ -150,7 +151,7 @@ class AsyncClient(CommandsMixin):
         self,
         endpoint: str | None = None,
         data_dir: str | os.PathLike[str] | None = None,
-        timeout: float = 10.0,
+        timeout: float = defaults.CLIENT_TIMEOUT,
         arena: bool = True,
         history: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -339,7 +340,7 @@ class AsyncClient(CommandsMixin):
 async def connect_async(
     endpoint: str | None = None,
     data_dir: str | os.PathLike[str] | None = None,
-    timeout: float = 10.0,
+    timeout: float = defaults.CLIENT_TIMEOUT,
     arena: bool = True,
     history: str | os.PathLike[str] | None = None,
 ) -> AsyncClient:

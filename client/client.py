@@ -41,7 +41,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 import msgpack
 import zmq
 
-from stateengine import command_table
+from stateengine import command_table, defaults
 from stateengine.client.commands import CommandsMixin, Id, Record
 from stateengine.client.history import HistoryWriter, OperationObserver
 from stateengine.client.watch import Watcher
@@ -193,7 +193,7 @@ class Client(CommandsMixin):
         self,
         endpoint: str | None = None,
         data_dir: str | os.PathLike[str] | None = None,
-        timeout: float = 10.0,
+        timeout: float = defaults.CLIENT_TIMEOUT,
         arena: bool = True,
         curve: dict[str, bytes] | None = None,
         history: str | os.PathLike[str] | OperationObserver | None = None,

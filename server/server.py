@@ -31,7 +31,7 @@ from typing import Any, Protocol, cast
 import msgpack
 import zmq
 
-from stateengine import command_table
+from stateengine import command_table, defaults
 from stateengine.errors import (
     BadRequest,
     PayloadTooLarge,
@@ -117,9 +117,9 @@ class Server:
         max_reply_bytes: int = DEFAULT_MAX_REPLY,
         max_pass: int = 1024,
         engine: TableEngine | None = None,
-        feed_hwm: int = 100_000,
+        feed_hwm: int = defaults.FEED_HWM,
         tcp: str | None = None,
-        slow_ms: float = 100.0,
+        slow_ms: float = defaults.SLOW_MS,
     ) -> None:
         self.data_dir = paths.resolve_data_dir(data_dir)
         self.endpoint = endpoint or ""

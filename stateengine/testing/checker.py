@@ -550,6 +550,19 @@ def _list_records(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
     return [(("ok", "records", tuple(entries[offset:end])), state)]
 
 
+def _incremented(patch: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    """A claim's fields with each ``{"$inc": n}`` replaced by the old value plus n (a
+    field that holds no number keeps the map: the server refuses such a claim, and the
+    recorded reply says so)."""
+    out = dict(patch)
+    for name, value in patch.items():
+        if type(value) is dict and len(value) == 1 and "$inc" in value:
+            current, amount = old.get(name), value["$inc"]
+            if type(current) in (int, float) and type(amount) in (int, float):
+                out[name] = current + amount
+    return out
+
+
 def _claim_record(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
     name = req.get("state")
     table = state.table(name)
@@ -592,7 +605,8 @@ def _claim_record(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
                 if entry.lease is not None:
                     prior.update(entry.lease.prior)
                 lease = Lease(prior, ctx.lo, ctx.hi, secs)
-            new = Entry(entry.id, {**old, **patch}, ctx.seq, lease)
+            data = {**old, **_incremented(patch, old)}
+            new = Entry(entry.id, data, ctx.seq, lease)
             out.append((("ok", "record", new), state.with_table(name, table.put(new))))
             if not maybe_live:
                 break  # every later candidate would come after this one
