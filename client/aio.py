@@ -37,10 +37,12 @@ import msgpack
 import zmq
 import zmq.asyncio
 
+from stateengine import defaults
 from stateengine.client.client import (
     RECORDED_READS,
     ArenaView,
     History,
+    _wait_of,
     arena_get,
     arena_info,
     arena_list,
@@ -149,7 +151,7 @@ class AsyncClient(CommandsMixin):
         self,
         endpoint: str | None = None,
         data_dir: str | os.PathLike[str] | None = None,
-        timeout: float = 10.0,
+        timeout: float = defaults.CLIENT_TIMEOUT,
         arena: bool = True,
         history: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -222,7 +224,7 @@ class AsyncClient(CommandsMixin):
         self._pending[req_id] = future
         await self._sock.send(body)
         try:
-            return await asyncio.wait_for(future, self.timeout)
+            return await asyncio.wait_for(future, self.timeout + _wait_of(request))
         except TimeoutError:
             raise ServerUnavailable(
                 f"no reply from {self.endpoint} within {self.timeout} s"
@@ -338,7 +340,7 @@ class AsyncClient(CommandsMixin):
 async def connect_async(
     endpoint: str | None = None,
     data_dir: str | os.PathLike[str] | None = None,
-    timeout: float = 10.0,
+    timeout: float = defaults.CLIENT_TIMEOUT,
     arena: bool = True,
     history: str | os.PathLike[str] | None = None,
 ) -> AsyncClient:

@@ -228,10 +228,16 @@ class CommandsMixin:
         order_by: str | list[str] | None = None,
         lease_seconds: float | None = None,
         expected_version: int | None = None,
+        wait: float | None = None,
     ) -> Record | None:
         """Atomically take the first claimable record matching ``where`` and patch it.
 
-        Returns None when none matches. Lease rules: README "Leases and CLAIM_RECORD".
+        Returns None when none matches; with *wait* (seconds), the server holds the
+        claim until a record is claimable or the wait ends (README "Blocking claims";
+        the reply timeout is extended by *wait*). Lease rules: README "Leases and
+        CLAIM_RECORD".
+
+        :raises BadRequest: a *wait* outside [0, 3600].
         """
         return self._call(
             _request(
@@ -242,6 +248,7 @@ class CommandsMixin:
                 order_by=order_by,
                 lease_seconds=lease_seconds,
                 expected_version=expected_version,
+                wait=wait,
             )
         )
 

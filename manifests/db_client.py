@@ -29,6 +29,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from stateengine.errors import LoadNotFound
+from stateengine.manifests.clients import ClientAdapter, LoadRequest
 from stateengine.manifests.redact import redact
 
 #: The driver-neutral parameter marker the State puts into ``where``.
@@ -213,3 +215,38 @@ class DbClient:
                 conn.close()
             except Exception:  # closing is best effort; the connection is dropped regardless
                 pass
+
+
+class DbAdapter(ClientAdapter):
+    """``_load.client: Db``: the first row of ``table`` matching ``where`` (placeholders
+    bound as parameters), its ``columns`` or the fields ``map`` names; load only."""
+
+    name = "Db"
+    stores = False
+    maps_itself = True
+
+    @classmethod
+    def default(cls) -> DbClient:
+        return DbClient()
+
+    def load(self, request: LoadRequest) -> Any:
+        connection = request.need("connection")
+        table = str(request.need("table"))
+        mapping: dict[str, str] = dict(request.config.get("map") or {})
+        columns: list[str] = list(request.config.get("columns") or mapping.values())
+        where, params = request.sql_where()
+        rows = self.client.get(connection, table, list(dict.fromkeys(columns)), where, params)
+        if not rows:
+            raise LoadNotFound(
+                f"{request.path}: no row in {table!r}"
+                + (f" where {where!r} with {redact(params)!r}" if where else "")
+            )
+        row = rows[0]
+        if mapping:
+            return {k: row[col] for k, col in mapping.items() if col in row}
+        if len(columns) == 1:
+            return row.get(columns[0])
+        return row
+
+
+ADAPTER = DbAdapter

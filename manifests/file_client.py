@@ -30,13 +30,17 @@ Thread-safe and fork-safe: no state is kept between calls beyond the root's path
 from __future__ import annotations
 
 import errno
+import json
 import os
 import secrets
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+
+from stateengine.errors import LoadParseError
+from stateengine.manifests.clients import JsonTextAdapter, LoadRequest
 
 _O_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
@@ -296,3 +300,26 @@ class FileClient:
 
 
 __all__ = ["BENEATH", "FileAccessError", "FileClient"]
+
+
+class FileAdapter(JsonTextAdapter):
+    """``File``: a stored value is a JSON file; a loaded ``*.json`` file is parsed, any
+    other file is text (its final newline dropped). Files have no TTL."""
+
+    name = "File"
+    ttl = False
+
+    def load(self, request: LoadRequest) -> Any:
+        key = str(request.need("key"))
+        text = self.client.get(key)
+        if text is None:
+            return None
+        if key.endswith(".json"):
+            try:
+                return json.loads(text)
+            except ValueError as exc:
+                raise LoadParseError(f"{request.path}: File {key!r} is not JSON: {exc}") from None
+        return text.removesuffix("\n")
+
+
+ADAPTER = FileAdapter

@@ -35,6 +35,7 @@ from http.client import HTTPMessage
 from typing import IO, Any, Final
 
 from stateengine.errors import LoadParseError
+from stateengine.manifests.clients import ABSENT, ClientAdapter, LoadRequest, Slot
 from stateengine.manifests.redact import redact_text
 
 #: Redirects followed in a row (same origin only) before a request fails.
@@ -333,3 +334,32 @@ __all__ = [
     "render_url",
     "url_host",
 ]
+
+
+class HttpAdapter(ClientAdapter):
+    """``Http``: JSON bodies (the client encodes and decodes them); the slot is a URL the
+    destination policy checks (``allow_hosts``); no TTL."""
+
+    name = "Http"
+    ttl = False
+    location = "url"
+
+    @classmethod
+    def default(cls) -> HttpClient:
+        return HttpClient()
+
+    def load(self, request: LoadRequest) -> Any:
+        return self.client.get(request.url(), request.headers())
+
+    def get(self, slot: Slot) -> Any:
+        value = self.client.get(slot.key, slot.headers)
+        return ABSENT if value is None else value
+
+    def set(self, slot: Slot, value: Any, ttl: float | None) -> bool:
+        return bool(self.client.set(slot.key, value, slot.headers))
+
+    def delete(self, slot: Slot) -> bool:
+        return bool(self.client.delete(slot.key, slot.headers))
+
+
+ADAPTER = HttpAdapter

@@ -1,7 +1,8 @@
 """``KVS``: a key-value store of strings, Redis through redis-py.
 
-The State layer serialises values to JSON before they reach this client and parses
-them after (seed 003), so Redis holds plain JSON text any other program can read.
+The client's adapter (:class:`KVSAdapter`) serialises values to JSON before they reach
+this client and parses them after (seed 003), so Redis holds plain JSON text any other
+program can read.
 
 TTL: ``set(key, value, ttl)`` with ``ttl`` seconds sets the expiry (``PX`` in
 milliseconds, so fractions work); ``ttl=None`` keeps the key's current TTL (``KEEPTTL``,
@@ -15,8 +16,11 @@ reconnects by itself. The URL's password is never shown in ``repr`` or errors.
 from __future__ import annotations
 
 import importlib
+import json
 from typing import Any
 
+from stateengine.errors import LoadParseError
+from stateengine.manifests.clients import JsonTextAdapter, LoadRequest
 from stateengine.manifests.redact import redact_text
 
 
@@ -77,3 +81,22 @@ class RedisKVS:
 
     def close(self) -> None:
         self._redis.close()
+
+
+class KVSAdapter(JsonTextAdapter):
+    """``KVS``: JSON text in Redis, loaded and stored alike."""
+
+    name = "KVS"
+
+    def load(self, request: LoadRequest) -> Any:
+        key = str(request.need("key"))
+        text = self.client.get(key)
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise LoadParseError(f"{request.path}: KVS value at {key!r} is not JSON") from None
+
+
+ADAPTER = KVSAdapter

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from stateengine.errors import BadRequest, StoreSerializeError
+from stateengine.manifests.clients import ABSENT, ClientAdapter, Slot
 from stateengine.protocol import check_value, copy_value
 
 
@@ -91,3 +92,26 @@ class InMemoryClient:
         with self._lock:
             entry = self._live(key)
             return None if entry is None else entry[2]
+
+
+class InMemoryAdapter(ClientAdapter):
+    """``InMemory``: values as they are (msgpack values), with TTLs and versions."""
+
+    name = "InMemory"
+
+    @classmethod
+    def default(cls) -> InMemoryClient:
+        return InMemoryClient()
+
+    def get(self, slot: Slot) -> Any:
+        value = self.client.get(slot.key)
+        return ABSENT if value is None else value
+
+    def set(self, slot: Slot, value: Any, ttl: float | None) -> bool:
+        return bool(self.client.set(slot.key, value, ttl))
+
+    def delete(self, slot: Slot) -> bool:
+        return bool(self.client.delete(slot.key))
+
+
+ADAPTER = InMemoryAdapter

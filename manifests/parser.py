@@ -48,15 +48,18 @@ from stateengine.errors import (
     ManifestParseError,
     SchemaError,
 )
+from stateengine.manifests.clients import (
+    REFERENCE,
+    canonical_client,
+    client_adapters,
+    load_client_names,
+    store_client_names,
+)
 from stateengine.manifests.http_client import normalize_host, url_host
 from stateengine.protocol import check_type_name
 
 META_KEYS: Final = ("_store", "_load", "_state")
 
-#: Canonical client names; manifests may spell them in any case (``HTTP``, ``DB``).
-STORE_CLIENTS: Final = ("InMemory", "KVS", "File", "Http")
-LOAD_CLIENTS: Final = ("Env", "File", "Db", "KVS", "InMemory", "Http", "State")
-_CLIENT_ALIASES: Final = {name.lower(): name for name in (*STORE_CLIENTS, *LOAD_CLIENTS)}
 
 #: Keys each metadata block may hold (a typo is an error, not silently ignored).
 STORE_FIELDS: Final = frozenset({"client", "key", "ttl", "url", "headers", "allow_hosts"})
@@ -518,8 +521,10 @@ class _Builder:
         if v is None:
             return None  # an explicit null removes an inherited field
         if k == "client":
-            canonical = _CLIENT_ALIASES.get(v.lower()) if isinstance(v, str) else None
-            allowed = STORE_CLIENTS if block == "_store" else LOAD_CLIENTS
+            canonical = None
+            if isinstance(v, str):
+                canonical = REFERENCE if v.lower() == REFERENCE.lower() else canonical_client(v)
+            allowed = store_client_names() if block == "_store" else load_client_names()
             if canonical not in allowed:
                 raise self.error(
                     line, f"{where}: unknown client {v!r}; use one of {', '.join(allowed)}"
@@ -652,11 +657,14 @@ class _Builder:
         )
         own_load = "_load" in raw.meta
         store, load = effective["_store"], effective["_load"]
+        adapters = client_adapters()
         for block, config in (("_store", store), ("_load", load)):
-            if config is not None and config.get("client") == "Http":
+            adapter = adapters.get(config.get("client") or "") if config is not None else None
+            if config is not None and adapter is not None and adapter.location == "url":
                 self.check_http(raw, block, config)
         if store is not None and store.get("ttl") is not None:
-            if store.get("client") in ("File", "Http"):
+            adapter = adapters.get(store.get("client") or "")
+            if adapter is not None and not adapter.ttl:
                 raise self.error(raw.line, f"{raw.path}: a {store['client']} store has no TTL")
         node = Node(
             path=raw.path,
@@ -677,7 +685,8 @@ class _Builder:
             self.flatten(child, raw.path, effective, out)
 
     def check_http(self, raw: _Raw, block: str, config: Mapping[str, Any]) -> None:
-        """An Http block's URL must say where it may go (docs/manifests.md "Http")."""
+        """A URL-located block's URL (``Http``) must say where it may go (docs/manifests.md
+        "Http")."""
         url = config.get("url")
         if not isinstance(url, Template):
             return  # no url: the load or store reports ConfigMissing when used
@@ -739,9 +748,7 @@ def _plain(value: Any, builder: _Builder, line: int) -> Any:
 
 
 __all__ = [
-    "LOAD_CLIENTS",
     "META_KEYS",
-    "STORE_CLIENTS",
     "Manifest",
     "ManifestError",
     "ManifestFile",

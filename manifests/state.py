@@ -27,6 +27,10 @@ product), so a ``set``/``delete`` through another handle is seen at once, and an
 saved with a TTL expires with it. Stores without versions (KVS, File, Http) are trusted
 for the State's lifetime, bounded by the manifest's ``_store.ttl`` when there is one.
 
+**Clients.** Each ``_store``/``_load`` block is resolved here (placeholders, the URL
+policy, TTLs) and handed to the block client's adapter (:mod:`.clients`: a registry by
+name), which owns the client's load, get/set/delete and serialisation.
+
 **Errors.** Client failures become :class:`LoadError`/:class:`StoreError` subclasses
 naming the key and the client, with credentials redacted.
 
@@ -37,7 +41,6 @@ State belongs to one process; after ``fork`` create a new one (clients such as
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -56,10 +59,15 @@ from stateengine.errors import (
     StoreClientNotConfigured,
     StoreConfigMissing,
     StoreError,
-    StoreSerializeError,
     UnsupportedClient,
 )
-from stateengine.manifests.clients import default_clients
+from stateengine.manifests.clients import (
+    ABSENT,
+    ClientAdapter,
+    Slot,
+    default_clients,
+    get_client_adapter,
+)
 from stateengine.manifests.db_client import MARKER
 from stateengine.manifests.http_client import (
     HttpPolicyError,
@@ -68,19 +76,14 @@ from stateengine.manifests.http_client import (
     url_host,
 )
 from stateengine.manifests.parser import Manifest, Node, Ref, Template
-from stateengine.manifests.redact import redact, redact_text
+from stateengine.manifests.redact import redact_text
 from stateengine.manifests.types import cast_value
 from stateengine.protocol import copy_value
 
 MAX_RECURSION: Final = 20
 
 
-class _Miss:
-    def __repr__(self) -> str:
-        return "MISS"
-
-
-MISS: Final = _Miss()
+MISS: Final = ABSENT  # nothing stored, nothing loaded (None is a value)
 _UNVERSIONED: Final = -1
 
 
@@ -93,14 +96,30 @@ class _Entry:
     expires: float | None
 
 
-@dataclass(frozen=True)
-class _Target:
-    """A resolved store location."""
+class _LoadRequest:
+    """One ``_load`` block of one node, as a client adapter sees it (``LoadRequest``)."""
 
-    client: str
-    key: str  # the key, or the URL for Http
-    headers: Mapping[str, str] | None
-    ttl: float | None  # the manifest's _store.ttl
+    def __init__(self, state: State, node: Node, config: Mapping[str, Any]) -> None:
+        self._state = state
+        self._node = node
+        self.path = node.path
+        self.where = node.where
+        self.config = config
+
+    def need(self, field: str) -> Any:
+        return self._state._need(self._node, self.config, field)
+
+    def headers(self) -> dict[str, str] | None:
+        return self._state._headers(self._node, self.config, "load")
+
+    def url(self) -> str:
+        return self._state._http_url(self._node, self.config, "load")
+
+    def sql_where(self) -> tuple[str | None, list[Any]]:
+        where = self.config.get("where")
+        if isinstance(where, Template):
+            return self._state._render_sql(self._node, where)
+        return None, []
 
 
 class State:
@@ -138,6 +157,7 @@ class State:
         self.max_recursion = max_recursion
         self._clock = clock
         self._cache: dict[str, _Entry] = {}
+        self._adapters: dict[str, ClientAdapter] = {}  # by client name, for self.clients[name]
         self._stack: list[str] = []
         self._lock = threading.RLock()
         #: Counters: ``loads`` (client loads run), ``store_reads``, ``cache_hits``.
@@ -331,7 +351,7 @@ class State:
 
     # --- the instance cache ----------------------------------------------------------
 
-    def _version(self, target: _Target) -> int | None:
+    def _version(self, target: Slot) -> int | None:
         if target.client == "InMemory" and self._version_hook is not None:
             return self._version_hook(target.key)
         fn = getattr(self.clients.get(target.client), "version_of", None)
@@ -361,12 +381,10 @@ class State:
             return False
         if entry.client is None or entry.key is None or entry.version == _UNVERSIONED:
             return True
-        current = self._version(_Target(entry.client, entry.key, None, None))
+        current = self._version(Slot("", entry.client, entry.key))
         return current is not None and current == entry.version
 
-    def _remember(
-        self, path: str, value: Any, target: _Target | None, expires: float | None
-    ) -> None:
+    def _remember(self, path: str, value: Any, target: Slot | None, expires: float | None) -> None:
         if target is None:
             fingerprint = self._fingerprint(self.manifest.node(path))
             self._cache[path] = _Entry(value, None, fingerprint, None, expires)
@@ -532,30 +550,33 @@ class State:
             sql.append(MARKER)
         return "".join(sql), params
 
-    def _target(self, node: Node, block: str) -> _Target | None:
+    def _target(self, node: Node, block: str) -> Slot | None:
         store = node.store
         if store is None:
             return None
         client = store.get("client")
         if client is None:
             raise StoreConfigMissing(f"{node.path}: _store has no client ({node.where})")
-        field = "url" if client == "Http" else "key"
+        field = get_client_adapter(client).location
         raw = store.get(field)
         if raw is None:
             raise StoreConfigMissing(f"{node.path}: a {client} _store needs {field} ({node.where})")
-        if client == "Http":
+        if field == "url":
             key = self._http_url(node, store, "store")
         elif isinstance(raw, Template):
             key = self._render(node, raw, "store", field)
         else:
             key = str(raw)
-        headers = None
-        if store.get("headers"):
-            headers = {
-                k: str(self._resolve(node, v, "store", f"headers.{k}"))
-                for k, v in store["headers"].items()
-            }
-        return _Target(client, key, headers, store.get("ttl"))
+        return Slot(node.path, client, key, self._headers(node, store, "store"), store.get("ttl"))
+
+    def _headers(self, node: Node, config: Mapping[str, Any], block: str) -> dict[str, str] | None:
+        """A block's ``headers`` with their placeholders resolved, or None."""
+        if not config.get("headers"):
+            return None
+        return {
+            k: str(self._resolve(node, v, block, f"headers.{k}"))
+            for k, v in config["headers"].items()
+        }
 
     def _client(self, name: str, node: Node, block: str) -> Any:
         client = self.clients.get(name)
@@ -567,67 +588,47 @@ class State:
             )
         return client
 
+    def _adapter(self, name: str, node: Node, block: str) -> ClientAdapter:
+        """The adapter around ``self.clients[name]`` (made again when that object changes)."""
+        client = self._client(name, node, block)
+        adapter = self._adapters.get(name)
+        if adapter is None or adapter.client is not client:
+            adapter = self._adapters[name] = get_client_adapter(name)(client)
+        return adapter
+
     # --- store operations ---------------------------------------------------------------
 
-    def _store_fail(self, node: Node, target: _Target, op: str, exc: Exception) -> StoreError:
+    def _store_fail(self, node: Node, target: Slot, op: str, exc: Exception) -> StoreError:
         return StoreError(
             f"{node.path}: {target.client} store {op} of {redact_text(target.key)!r} failed:"
             f" {redact_text(str(exc))}"
         )
 
-    def _store_get(self, node: Node, target: _Target) -> Any:
-        client = self._client(target.client, node, "store")
+    def _store_get(self, node: Node, target: Slot) -> Any:
+        adapter = self._adapter(target.client, node, "store")
         self.stats["store_reads"] += 1
         try:
-            if target.client == "InMemory":
-                value = client.get(target.key)
-                return MISS if value is None else value
-            if target.client == "Http":
-                value = client.get(target.key, target.headers)
-                return MISS if value is None else value
-            text = client.get(target.key)
+            return adapter.get(target)
         except StateEngineError:
             raise
         except Exception as exc:
             raise self._store_fail(node, target, "read", exc) from None
-        if text is None:
-            return MISS
-        try:
-            return json.loads(text)
-        except ValueError:
-            raise StoreSerializeError(
-                f"{node.path}: {target.client} value at {redact_text(target.key)!r} is not JSON"
-            ) from None
 
-    def _store_set(self, node: Node, target: _Target, value: Any, ttl: float | None) -> bool:
-        client = self._client(target.client, node, "store")
-        if ttl is not None and target.client in ("File", "Http"):
+    def _store_set(self, node: Node, target: Slot, value: Any, ttl: float | None) -> bool:
+        adapter = self._adapter(target.client, node, "store")
+        if ttl is not None and not adapter.ttl:
             raise UnsupportedClient(f"{node.path}: a {target.client} store has no TTL")
         try:
-            if target.client == "InMemory":
-                return bool(client.set(target.key, value, ttl))
-            if target.client == "Http":
-                return bool(client.set(target.key, value, target.headers))
-            try:
-                text = json.dumps(value, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise StoreSerializeError(
-                    f"{node.path}: cannot serialise for {target.client}: {exc}"
-                ) from None
-            if target.client == "KVS":
-                return bool(client.set(target.key, text, ttl))
-            return bool(client.set(target.key, text))
+            return bool(adapter.set(target, value, ttl))
         except StateEngineError:
             raise
         except Exception as exc:
             raise self._store_fail(node, target, "write", exc) from None
 
-    def _store_delete(self, node: Node, target: _Target) -> bool:
-        client = self._client(target.client, node, "store")
+    def _store_delete(self, node: Node, target: Slot) -> bool:
+        adapter = self._adapter(target.client, node, "store")
         try:
-            if target.client == "Http":
-                return bool(client.delete(target.key, target.headers))
-            return bool(client.delete(target.key))
+            return bool(adapter.delete(target))
         except StateEngineError:
             raise
         except Exception as exc:
@@ -640,10 +641,10 @@ class State:
         if not load or not load.get("client"):
             return MISS  # seed: no _load / no client → no auto-load
         name = load["client"]
-        client = self._client(name, node, "load")
+        adapter = self._adapter(name, node, "load")
         self.stats["loads"] += 1
         try:
-            value = self._load_with(node, name, client, load)
+            value = adapter.load(_LoadRequest(self, node, load))
         except StateEngineError:
             raise
         except Exception as exc:
@@ -653,7 +654,7 @@ class State:
         if value is None or value is MISS:
             raise LoadNotFound(f"{node.path}: the {name} load found no data")
         mapping = load.get("map")
-        if mapping and name not in ("Env", "Db"):
+        if mapping and not adapter.maps_itself:
             if not isinstance(value, dict):
                 raise LoadParseError(
                     f"{node.path}: _load.map needs a mapping from {name}, got"
@@ -669,70 +670,6 @@ class State:
                 f"{node.path}: a {load['client']} _load needs {field} ({node.where})"
             )
         return self._resolve(node, raw, "load", field)
-
-    def _load_with(self, node: Node, name: str, client: Any, load: Mapping[str, Any]) -> Any:
-        if name == "Env":
-            mapping = load.get("map")
-            if mapping:
-                found = {k: v for k, var in mapping.items() if (v := client.get(var)) is not None}
-                return found or None
-            return client.get(str(self._need(node, load, "key")))
-        if name == "File":
-            key = str(self._need(node, load, "key"))
-            text = client.get(key)
-            if text is None:
-                return None
-            if key.endswith(".json"):
-                try:
-                    return json.loads(text)
-                except ValueError as exc:
-                    raise LoadParseError(f"{node.path}: File {key!r} is not JSON: {exc}") from None
-            return text.removesuffix("\n")
-        if name == "KVS":
-            key = str(self._need(node, load, "key"))
-            text = client.get(key)
-            if text is None:
-                return None
-            try:
-                return json.loads(text)
-            except ValueError:
-                raise LoadParseError(f"{node.path}: KVS value at {key!r} is not JSON") from None
-        if name == "InMemory":
-            return client.get(str(self._need(node, load, "key")))
-        if name == "Http":
-            url = self._http_url(node, load, "load")
-            headers = None
-            if load.get("headers"):
-                headers = {
-                    k: str(self._resolve(node, v, "load", f"headers.{k}"))
-                    for k, v in load["headers"].items()
-                }
-            return client.get(url, headers)
-        if name == "Db":
-            return self._load_db(node, client, load)
-        raise LoadError(f"{node.path}: unsupported load client {name!r}")  # pragma: no cover
-
-    def _load_db(self, node: Node, client: Any, load: Mapping[str, Any]) -> Any:
-        connection = self._need(node, load, "connection")
-        table = str(self._need(node, load, "table"))
-        mapping: dict[str, str] = dict(load.get("map") or {})
-        columns: list[str] = list(load.get("columns") or mapping.values())
-        where: str | None = None
-        params: list[Any] = []
-        if isinstance(load.get("where"), Template):
-            where, params = self._render_sql(node, load["where"])
-        rows = client.get(connection, table, list(dict.fromkeys(columns)), where, params)
-        if not rows:
-            raise LoadNotFound(
-                f"{node.path}: no row in {table!r}"
-                + (f" where {where!r} with {redact(params)!r}" if where else "")
-            )
-        row = rows[0]
-        if mapping:
-            return {k: row[col] for k, col in mapping.items() if col in row}
-        if len(columns) == 1:
-            return row.get(columns[0])
-        return row
 
 
 # --- helpers ------------------------------------------------------------------------------

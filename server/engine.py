@@ -19,6 +19,7 @@ Not thread-safe: the writer calls it from one thread.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import time
 from collections.abc import Callable, Iterable
@@ -40,7 +41,7 @@ from stateengine.errors import (
     UnknownCommand,
     VersionConflict,
 )
-from stateengine.limits import ID_MAX, check_id, check_table_name, check_text
+from stateengine.limits import ID_MAX, MAX_CLAIM_WAIT, check_id, check_table_name, check_text
 from stateengine.protocol import (
     INT_MAX,
     INT_MIN,
@@ -169,6 +170,10 @@ class TableEngine:
         #: engine's; None in one process (``stateengine.Engine``).
         self.stats_hook: Callable[[], dict[str, Any]] | None = None
         self._journal: list[tuple[Any, ...]] | None = None
+        #: Deadlines of the leases set so far (a heap; stale ones stay until they pass),
+        #: kept once :meth:`track_lease_deadlines` is called: when the next one runs
+        #: out, parked claims may find a record (server.py).
+        self.lease_deadlines: list[float] | None = None
         self._order_saved: set[str] = set()
         self._wrote = False
 
@@ -327,6 +332,8 @@ class TableEngine:
             table.leases.pop(rid, None)
         else:
             table.leases[rid] = lease
+            if self.lease_deadlines is not None:
+                heapq.heappush(self.lease_deadlines, lease.expires)
             if table.ix is not None:
                 table.ix.lease_set(rid, lease)
 
@@ -447,6 +454,41 @@ class TableEngine:
             if not k.isascii():
                 check_text(k, f"'{key}' (a field name)")
         return value
+
+    @staticmethod
+    def wait_arg(request: dict[str, Any], nested: bool = False) -> float | None:
+        """A claim's ``wait`` (seconds), checked; the server parks such a claim when it
+        finds nothing (README "Blocking claims"); the engine answers it as any claim.
+
+        :raises BadRequest: not a number in [0, MAX_CLAIM_WAIT], or inside a ``BATCH``.
+        """
+        value = request.get("wait")
+        if value is None:
+            return None
+        if nested:
+            raise BadRequest("'wait' is for a CLAIM_RECORD on its own, not inside a BATCH")
+        if type(value) not in (int, float) or not 0 <= value <= MAX_CLAIM_WAIT:
+            raise BadRequest(
+                f"'wait' must be a number of seconds from 0 to {MAX_CLAIM_WAIT:g}, "
+                f"not {value!r:.60}"
+            )
+        return float(value)
+
+    def track_lease_deadlines(self) -> None:
+        """Start (or restart, after a recovery) keeping :attr:`lease_deadlines`."""
+        self.lease_deadlines = [
+            lease.expires for table in self.tables.values() for lease in table.leases.values()
+        ]
+        heapq.heapify(self.lease_deadlines)
+
+    def next_lease_deadline(self, now: float) -> float | None:
+        """The earliest lease deadline after *now* (those at or before it are dropped)."""
+        heap = self.lease_deadlines
+        if heap is None:
+            return None
+        while heap and heap[0] <= now:
+            heapq.heappop(heap)
+        return heap[0] if heap else None
 
     @staticmethod
     def _lease_arg(request: dict[str, Any]) -> float | None:
@@ -896,12 +938,14 @@ class TableEngine:
     def _claim_record(self, request: dict[str, Any]) -> Record | None:
         table = self._table(request)
         self._check_expected_version(table, request)
+        self._map_arg(request, "where")  # required: a map ({} takes any record)
         conditions, where = self._where(table, request)
         keys = self._order(table, request)
         fields = self._map_arg(request, "fields")
         if "id" in fields:
             raise ImmutableId("fields: a claim cannot change a record's id")
         lease_seconds = self._lease_arg(request)
+        self.wait_arg(request, nested=self._journal is not None)
         now = self.clock()
         plan = (
             plan_query(table.index_defs, conditions, keys, sort_key) if table.index_defs else None

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
+from stateengine import defaults
 from stateengine.protocol import copy_value
 from stateengine.runtime.discovery import write_private_file
 from stateengine.server.engine import ChangeSet, Table, TableEngine
@@ -105,7 +106,7 @@ class JsonStore:
     backend = "json"
 
     def __init__(
-        self, data_dir: Path, fsync: str = "always", *, fs: FileSystem | None = None
+        self, data_dir: Path, fsync: str = defaults.FSYNC, *, fs: FileSystem | None = None
     ) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, not {fsync!r}")

@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from stateengine import defaults
 from stateengine.server.engine import ChangeSet, TableEngine
 from stateengine.server.persist_base import (
     FSYNC_POLICIES,
@@ -94,7 +95,7 @@ SNAPSHOT_TMP: Final = "snapshot.sesnap.tmp"
 SEGMENT_RE: Final = re.compile(r"^log\.(\d{20})\.selog$")
 SNAPSHOT_FORMAT: Final = "stateengine-snapshot/1"
 CHUNK: Final = 4096
-DEFAULT_SNAPSHOT_BYTES: Final = 64 << 20
+DEFAULT_SNAPSHOT_BYTES: Final = defaults.SNAPSHOT_BYTES
 
 
 def segment_name(base: int) -> str:
@@ -316,11 +317,11 @@ class LogStore:
     """
 
     data_dir: Path
-    fsync: str = "always"
+    fsync: str = defaults.FSYNC
     snapshot_bytes: int = DEFAULT_SNAPSHOT_BYTES
     snapshot_mode: str = "fork" if hasattr(os, "fork") else "inline"
     fs: FileSystem = field(default_factory=OsFileSystem)
-    sync_interval: float = 1.0
+    sync_interval: float = defaults.SYNC_INTERVAL
 
     backend: str = field(default="log", init=False)
 

@@ -273,7 +273,9 @@ class SqliteStore(_SqlStore):
 
     backend = "sqlite"
 
-    def __init__(self, data_dir: Path, fsync: str = "always", *, path: str | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, fsync: str = defaults.FSYNC, *, path: str | None = None
+    ) -> None:
         super().__init__(fsync)
         self.path = path or str(Path(data_dir) / SQLITE_NAME)
         _private_sqlite_files(self.path)

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgpack
 
+from stateengine import defaults
 from stateengine.server.engine import ChangeSet, TableEngine
 from stateengine.shm import ArenaWriter
 
@@ -23,10 +24,14 @@ class ArenaPublisher:
     """Owns the arena's writer. Not safe across fork; the writer process only.
 
     :param engine: read for each touched table's info at publish time.
+    :param options: the rest of :meth:`ArenaWriter.create`'s settings (``max_size``,
+        ``reader_slots``, ...; ``serve --arena-max-size``, ``--reader-slots``).
     :raises CapacityError: at creation, when /dev/shm cannot hold ``initial_size``.
     """
 
-    def __init__(self, engine: TableEngine, initial_size: int = 16 << 20, **options: Any) -> None:
+    def __init__(
+        self, engine: TableEngine, initial_size: int = defaults.ARENA_SIZE, **options: Any
+    ) -> None:
         self.engine = engine
         self.writer = ArenaWriter.create(initial_size=initial_size, **options)
         self.name = self.writer.name

@@ -31,7 +31,7 @@ from typing import Any, Protocol, cast
 import msgpack
 import zmq
 
-from stateengine import command_table
+from stateengine import command_table, defaults
 from stateengine.errors import (
     BadRequest,
     PayloadTooLarge,
@@ -41,6 +41,7 @@ from stateengine.errors import (
 from stateengine.limits import (
     FD_RESERVE,
     HANDSHAKE_SECONDS,
+    MAX_PARKED_CLAIMS,
     MAX_REPLY_BYTES,
     MAX_REQUEST_BYTES,
     MAX_TCP_CONNECTIONS,
@@ -56,6 +57,7 @@ from stateengine.runtime.feed import feed_endpoint
 from stateengine.server.connections import Door, RateLimitedLog, open_fds, raise_fd_limit
 from stateengine.server.engine import ChangeSet, Id, TableEngine
 from stateengine.server.feed import Feed
+from stateengine.server.parking import ParkedClaims, Waiter, group_key
 from stateengine.server.persist_base import probe_space
 from stateengine.server.persistence import PersistenceError, RecoveryReport, Store, crash_point
 
@@ -115,9 +117,9 @@ class Server:
         max_reply_bytes: int = DEFAULT_MAX_REPLY,
         max_pass: int = 1024,
         engine: TableEngine | None = None,
-        feed_hwm: int = 100_000,
+        feed_hwm: int = defaults.FEED_HWM,
         tcp: str | None = None,
-        slow_ms: float = 100.0,
+        slow_ms: float = defaults.SLOW_MS,
     ) -> None:
         self.data_dir = paths.resolve_data_dir(data_dir)
         self.endpoint = endpoint or ""
@@ -151,6 +153,10 @@ class Server:
         self._lock_fd: int | None = None
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._sock: zmq.Socket[bytes] | None = None
+        #: CLAIM_RECORDs with ``wait`` that found nothing yet (server/parking.py)
+        self.parked = ParkedClaims()
+        self._lease_wake: float | None = None
+        self.engine.track_lease_deadlines()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -169,6 +175,7 @@ class Server:
             # CorruptStore propagates: never serve a half-recovered state.
             self.recovery = self.store.recover(self.engine, progress=self._progress)
             log.info("recovered %s", self.recovery.summary())
+            self.engine.track_lease_deadlines()
         if not self.endpoint:
             self.endpoint = paths.default_endpoint(self.data_dir)
         if not self.endpoint.startswith("ipc://"):
@@ -388,8 +395,12 @@ class Server:
         for monitor in monitors:
             poller.register(monitor, zmq.POLLIN)
         while not self._stop:
+            timeout = poll_ms
+            wake = self._next_wake()
+            if wake is not None:
+                timeout = min(poll_ms, max(0, int((wake - self.engine.clock()) * 1000) + 1))
             try:
-                ready = poller.poll(poll_ms)
+                ready = poller.poll(timeout)
             except zmq.ZMQError as exc:
                 if exc.errno == errno.EINTR:
                     continue
@@ -398,11 +409,26 @@ class Server:
                 # Connections first: an accepted descriptor over the cap is refused
                 # before more of them pile up.
                 self._log_refusals()
-            if ready:
+            if ready or (wake is not None and self.engine.clock() >= wake):
                 self.run_pass()
             now = time.monotonic()
             if not ready or now - self._last_idle > 0.1:
                 self._idle(now)
+        self._release_parked()
+
+    def _release_parked(self) -> None:
+        """On stop, answer every parked claim null (found nothing), as its wait would."""
+        for waiter in self.parked.expired(float("inf")):
+            table = self.engine.tables.get(waiter.state)
+            reply: dict[str, Any] = {
+                "ok": True,
+                "result": None,
+                "version": table.version if table is not None else None,
+                "seq": self.engine.seq,
+            }
+            if "req_id" in waiter.request:
+                reply["req_id"] = waiter.request["req_id"]
+            self._send(waiter.sock, waiter.envelope, self._encode(reply, waiter.as_json))
 
     def _idle(self, now: float) -> None:
         """Housekeeping between passes: everysec fsync, snapshot reaping, arena reclaim."""
@@ -436,30 +462,47 @@ class Server:
             # EVENTS is a cheaper "anything waiting?" than a recv that raises Again.
             while len(received) < self.max_pass and cast(int, sock.get(zmq.EVENTS)) & _POLLIN:
                 received.append((sock, sock.recv_multipart(zmq.NOBLOCK)))
-        if not received:
+        wake = self._next_wake() if self.parked else None
+        now = self.engine.clock()
+        if not received and (wake is None or now < wake):
             return 0
         self._last_pass = len(received)
-        outgoing: list[tuple[zmq.Socket[bytes], list[bytes], bytes]] = []
+        outgoing: list[tuple[zmq.Socket[bytes], list[bytes], bytes | None]] = []
         dirty_records: dict[tuple[str, Id], None] = {}
         dirty_tables: set[str] = set()
         removed: set[tuple[str, Id]] = set()
         engine = self.engine
         feed = self.feed if self.feed is not None and self.feed.active else None
         first_write = -1
+        parked_now: list[Waiter] = []
+
+        def absorb() -> bool:
+            """Take the last command's writes into the pass; whether it wrote."""
+            if not (engine.changes or engine.table_changes):
+                return False
+            if feed is not None:
+                feed.record_commit(engine)
+            dirty_records.update(engine.changes)
+            dirty_tables.update(engine.table_changes)
+            removed.update(engine.removed)
+            engine.changes = {}
+            engine.table_changes = set()
+            engine.removed = set()
+            return True
+
         for sock, frames in received:
-            envelope, reply_body = self._handle(frames)
-            if engine.changes or engine.table_changes:
-                if first_write < 0:
-                    first_write = len(outgoing)
-                if feed is not None:
-                    feed.record_commit(engine)
-                dirty_records.update(engine.changes)
-                dirty_tables.update(engine.table_changes)
-                removed.update(engine.removed)
-                engine.changes = {}
-                engine.table_changes = set()
-                engine.removed = set()
+            envelope, reply_body, waiter = self._handle(frames, sock)
+            if absorb() and first_write < 0:
+                first_write = len(outgoing)
+            if waiter is not None:
+                self.parked.add(waiter)
+                parked_now.append(waiter)
             outgoing.append((sock, envelope, reply_body))
+        answered: list[Waiter] = []
+        if self.parked:
+            answered = self._wake_parked(dirty_records, dirty_tables, wake, now, absorb, outgoing)
+            if answered and first_write < 0:
+                first_write = len(received)
         if dirty_records or dirty_tables:
             cs = engine.change_set(dirty_records, dirty_tables, removed)
             stored = True
@@ -470,10 +513,19 @@ class Server:
                     self._undo_pass(exc, feed)
                     stored = False
                     # Answer again from the first write on: the writes are refused now,
-                    # the reads see the state without the undone pass.
-                    for i in range(first_write, len(outgoing)):
+                    # the reads see the state without the undone pass. Woken claims park
+                    # again (their claims were undone); claims parked in this pass are
+                    # handled again like every other request.
+                    self.parked.forget(parked_now)
+                    for waiter in answered:
+                        self.parked.add(waiter)
+                    del outgoing[len(received) :]
+                    for i in range(min(first_write, len(received)), len(received)):
                         sock, frames = received[i]
-                        outgoing[i] = (sock, *self._handle(frames))
+                        envelope, reply_body, waiter = self._handle(frames, sock)
+                        if waiter is not None:
+                            self.parked.add(waiter)
+                        outgoing[i] = (sock, envelope, reply_body)
             if cs and stored:
                 crash_point("pass-synced")
                 if self.publisher is not None:
@@ -482,7 +534,8 @@ class Server:
         if feed is not None:
             feed.flush()
         for sock, envelope, body in outgoing:
-            self._send(sock, envelope, body)
+            if body is not None:  # None: a parked claim, answered later
+                self._send(sock, envelope, body)
         if self.store is not None and self.storage_error is None:
             try:
                 self.store.maybe_snapshot(engine)
@@ -491,6 +544,52 @@ class Server:
         self.stats["requests"] += len(received)
         self.stats["passes"] += 1
         return len(received)
+
+    def _next_wake(self) -> float | None:
+        """When the loop must run a pass with no request: a parked claim's wait ends, or
+        (with claims parked) a lease runs out and may make a record claimable."""
+        if not self.parked:
+            return None
+        wakes = [self.parked.next_deadline(), self.engine.next_lease_deadline(-1.0)]
+        return min((w for w in wakes if w is not None), default=None)
+
+    def _wake_parked(
+        self,
+        dirty_records: dict[tuple[str, Id], None],
+        dirty_tables: set[str],
+        wake: float | None,
+        now: float,
+        absorb: Any,
+        outgoing: list[tuple[zmq.Socket[bytes], list[bytes], bytes | None]],
+    ) -> list[Waiter]:
+        """Try the parked claims this pass may satisfy; answer those whose wait ended.
+
+        Tried: the groups on tables this pass wrote, or every group when a lease ran out.
+        A claim is tried with the engine as any claim; a null result leaves it parked.
+        """
+        if self.storage_error is not None:
+            states: list[str] | None = []  # no write can happen: only the deadlines
+        elif self.engine.next_lease_deadline(now) != self._lease_wake:
+            states = None  # a lease ran out since the last look: every table
+        else:
+            states = sorted({name for name, _ in dirty_records} | dirty_tables)
+        self._lease_wake = self.engine.next_lease_deadline(now)
+
+        def try_claim(waiter: Waiter) -> bool:
+            reply = self.engine.execute(waiter.request)
+            if reply.get("ok") and reply.get("result") is None:
+                return False
+            absorb()
+            outgoing.append((waiter.sock, waiter.envelope, self._encode(reply, waiter.as_json)))
+            return True
+
+        answered = self.parked.retry(states, try_claim) if states != [] else []
+        for waiter in self.parked.expired(now):
+            request = {k: v for k, v in waiter.request.items() if k != "wait"}
+            body = self._answer(request, waiter.as_json)
+            absorb()
+            outgoing.append((waiter.sock, waiter.envelope, body))
+        return answered
 
     def _undo_pass(self, exc: PersistenceError, feed: Feed | None) -> None:
         """The pass could not be stored: take it back out of memory, refuse writes.
@@ -568,8 +667,11 @@ class Server:
             self.publisher = None
             self._write_server_file()
 
-    def _handle(self, frames: list[bytes]) -> tuple[list[bytes], bytes]:
-        """Split one ROUTER message and answer it: ``(envelope, reply body)``.
+    def _handle(
+        self, frames: list[bytes], sock: zmq.Socket[bytes] | None = None
+    ) -> tuple[list[bytes], bytes | None, Waiter | None]:
+        """Split one ROUTER message and answer it: ``(envelope, reply body, None)``, or
+        ``(envelope, None, waiter)`` for a claim with ``wait`` that found nothing (parked).
 
         A DEALER sends ``[body]`` and a REQ ``[b"", body]``; ROUTER prepends the identity.
         """
@@ -597,7 +699,28 @@ class Server:
                 found, req_id = peek_req_id(body)
                 if found:
                     error["req_id"] = req_id
-            return envelope, encode_reply(error, is_json(body))
+            return envelope, encode_reply(error, is_json(body)), None
+        reply = self._reply(request)
+        wait = request.get("wait")
+        if (
+            wait
+            and reply["ok"]
+            and reply["result"] is None
+            and request.get("command") == "CLAIM_RECORD"
+            and len(self.parked) < MAX_PARKED_CLAIMS
+        ):
+            deadline = self.engine.clock() + wait
+            state = request["state"]
+            waiter = Waiter(sock, envelope, request, as_json, deadline, state, group_key(request))
+            return envelope, None, waiter
+        return envelope, self._encode(reply, as_json), None
+
+    def _answer(self, request: dict[str, Any], as_json: bool) -> bytes:
+        return self._encode(self._reply(request), as_json)
+
+    def _reply(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The engine's reply, or ``StorageUnavailable`` for a write while writes are
+        refused; slow and failed requests are logged."""
         started = time.perf_counter()
         if self.storage_error is not None and self._refused(request):
             self._maybe_resume_writes(time.monotonic())
@@ -616,6 +739,10 @@ class Server:
         elapsed = time.perf_counter() - started
         if elapsed >= self.slow_seconds or not reply["ok"]:
             self._log_request(request, reply, elapsed)
+        return reply
+
+    def _encode(self, reply: dict[str, Any], as_json: bool) -> bytes:
+        """The reply's bytes in the request's format; ``PayloadTooLarge`` past the limit."""
         try:
             encoded = encode_reply(reply, True) if as_json else self._pack(reply)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -630,7 +757,7 @@ class Server:
             if "req_id" in reply:
                 small["req_id"] = reply["req_id"]
             encoded = encode_reply(small, as_json)
-        return envelope, encoded
+        return encoded
 
     def _log_request(self, request: dict[str, Any], reply: dict[str, Any], elapsed: float) -> None:
         """key=value lines: slow requests at WARNING, internal errors at ERROR, other
@@ -683,6 +810,7 @@ class Server:
             "requests_per_second": round(self.stats["requests"] / uptime, 1) if uptime else 0,
             "last_pass_size": self._last_pass,
             "dropped_replies": self.stats["dropped_replies"],
+            "parked_claims": len(self.parked),
             "storage_failures": self.stats["storage_failures"],
             "writes_refused": self.storage_error,
             "fd_limit": self.fd_limit,

@@ -168,6 +168,14 @@ def default_dir() -> str | None:
     return None
 
 
+#: each arena setting an error may tell to change → where a server's operator changes it
+REMEDY: Final = {
+    "initial_size": "stateengine serve --arena-size",
+    "max_size": "stateengine serve --arena-max-size",
+    "reader_slots": "stateengine serve --reader-slots",
+}
+
+
 def create_file(path: str, size: int, setting: str) -> int:
     """Create ``path`` (0600, exclusive) with ``size`` bytes allocated up front.
 
@@ -186,7 +194,8 @@ def create_file(path: str, size: int, setting: str) -> int:
             where = os.path.dirname(path)
             raise CapacityError(
                 f"cannot allocate {size} bytes for {path}: {where} is full; lower {setting} "
-                f"or enlarge {where} (e.g. mount -o remount,size=... or docker --shm-size)"
+                f"({REMEDY.get(setting, setting)}) or enlarge {where} "
+                "(e.g. mount -o remount,size=... or docker --shm-size)"
             ) from exc
         raise
     return fd

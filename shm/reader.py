@@ -624,7 +624,7 @@ class ArenaReader:
             os.close(fd)
         raise CapacityError(
             f"all {self._nslots} reader slots of {self._name} are held by live readers; "
-            "raise reader_slots"
+            f"raise reader_slots ({L.REMEDY['reader_slots']})"
         )
 
     def _check_open(self) -> None:

@@ -23,6 +23,7 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, cast
 
+from stateengine import defaults
 from stateengine.errors import CapacityError, PayloadTooLarge
 from stateengine.limits import ARENA_KEY_BYTES, ID_MAX, ID_MIN
 from stateengine.shm import faults as _faults
@@ -153,11 +154,11 @@ class ArenaWriter:
         cls,
         base: str | None = None,
         *,
-        initial_size: int = 16 * MiB,
-        max_size: int = 4096 * MiB,
-        reader_slots: int = 128,
-        grace: float = 0.05,
-        expiry: float = 10.0,
+        initial_size: int = defaults.ARENA_SIZE,
+        max_size: int = defaults.ARENA_MAX_SIZE,
+        reader_slots: int = defaults.READER_SLOTS,
+        grace: float = defaults.ARENA_GRACE,
+        expiry: float = defaults.ARENA_EXPIRY,
         ring_size: int | None = None,
         codec: MsgpackCodec | None = None,
         _clock: Callable[[], float] = time.monotonic,
@@ -281,7 +282,7 @@ class ArenaWriter:
         if want <= old.size or live + need + _ring_size_for(want, None) // 4 > want:
             raise CapacityError(
                 f"arena full: {live} live bytes + {need} needed exceed max_size="
-                f"{self._max_size}; raise max_size"
+                f"{self._max_size}; raise max_size ({L.REMEDY['max_size']})"
             )
         self._new_generation(old.gen + 1, want, "max_size")
         g = self._gen
@@ -404,7 +405,7 @@ class ArenaWriter:
                         raise
                     forced = True
                     self.reclaim(force=True)  # expire every snapshot before giving up
-        raise CapacityError(f"arena full; raise max_size={self._max_size}")
+        raise CapacityError(f"arena full; raise max_size={self._max_size} ({L.REMEDY['max_size']})")
 
     def _prepare(self, table: str, rid: RecordId, version: int, data: bytes) -> _Prepared:
         """One put ready to write (see ``commit``, which inlines this for records)."""
@@ -771,6 +772,7 @@ class ArenaWriter:
             "retired_bytes": self._pending_bytes,
             "retired_batches": len(self._pending),
             "live_records": sum(len(t) for t in self._tables.values()),
+            "max_size": self._max_size,
             "reader_slots": self._nslots,
             "reader_slots_used": used,
             "oldest_pinned": self._min_pin(self._clock()),

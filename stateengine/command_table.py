@@ -204,10 +204,11 @@ COMMANDS: Final[dict[str, CommandSpec]] = dict(
         _spec(
             "CLAIM_RECORD",
             ("state", "where", "fields"),
-            ("order_by", "lease_seconds", "expected_version"),
+            ("order_by", "lease_seconds", "expected_version", "wait"),
             writes=True,
             scope="table",
-            doc="take the first claimable record matching where and patch it",
+            doc="take the first claimable record matching where and patch it; with wait, "
+            "park until one is claimable or the wait ends",
         ),
         _spec(
             "INCREMENT",

@@ -50,6 +50,11 @@ INT_MAX: Final = 2**64 - 1
 MAX_DEPTH: Final = 32
 #: Most keys in one ``order_by`` (each costs a comparison per pair of records).
 MAX_ORDER_KEYS: Final = 32
+#: Longest ``wait`` of a blocking ``CLAIM_RECORD`` (seconds): a parked claim holds a few
+#: hundred bytes in the writer; a client that wants longer waits again.
+MAX_CLAIM_WAIT: Final = 3600.0
+#: Most claims parked at once; past it a claim with ``wait`` is answered at once (null).
+MAX_PARKED_CLAIMS: Final = 100_000
 
 #: What the layers behind the engine can carry; the rules above stay below both.
 #: PostgreSQL: largest btree index entry on an 8 KB page (the ``(tbl, rid)`` primary key).

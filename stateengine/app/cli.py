@@ -217,7 +217,14 @@ def serve(args: argparse.Namespace) -> int:
                 )
             http_token = resolve_token(args.http_token, data_dir, args.http_token_file)
         engine = TableEngine()
-        publisher = None if args.no_arena else ArenaPublisher(engine, args.arena_size)
+        publisher = None
+        if not args.no_arena:
+            publisher = ArenaPublisher(
+                engine,
+                args.arena_size,
+                max_size=args.arena_max_size,
+                reader_slots=args.reader_slots,
+            )
         server = Server(
             data_dir,
             args.endpoint,
@@ -488,7 +495,9 @@ def cleanup_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand but ``http`` (its own parser: the gateway's); defaults from
+    :mod:`stateengine.defaults` and the store registry."""
     parser = argparse.ArgumentParser(
         prog="stateengine", description="A local state server for Python processes."
     )
@@ -506,13 +515,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--arena-size",
         type=int,
-        default=16 << 20,
-        help="initial arena size in bytes (it grows as needed)",
+        default=defaults.ARENA_SIZE,
+        help="initial arena size in bytes (it grows as needed, up to --arena-max-size)",
+    )
+    p.add_argument(
+        "--arena-max-size",
+        type=int,
+        default=defaults.ARENA_MAX_SIZE,
+        help="the arena grows up to this many bytes; past it writes are refused",
+    )
+    p.add_argument(
+        "--reader-slots",
+        type=int,
+        default=defaults.READER_SLOTS,
+        help="processes (each client with the arena on) that can read the arena at once",
     )
     p.add_argument(
         "--feed-hwm",
         type=int,
-        default=100_000,
+        default=defaults.FEED_HWM,
         help="change-feed messages queued per subscriber before it misses some",
     )
     p.add_argument(
@@ -540,7 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--slow-ms",
         type=float,
-        default=100.0,
+        default=defaults.SLOW_MS,
         help="log requests slower than this (key=value lines)",
     )
     p.add_argument(
@@ -555,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data-dir")
     p.add_argument(
         "--out",
-        default="stateengine-keys",
+        default=defaults.KEYS_DIR,
         help="a private directory (made 0700; an existing one must be 0700) for the "
         "client's secret certificate (default: ./stateengine-keys)",
     )
@@ -580,7 +601,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         q.add_argument("--data-dir")
         q.add_argument("--endpoint")
         if q is not watch_parser:
-            q.add_argument("--timeout", type=float, default=5.0, help="seconds per reply")
+            q.add_argument(
+                "--timeout", type=float, default=defaults.CLI_TIMEOUT, help="seconds per reply"
+            )
     stats_parser.add_argument("--watch", type=float, metavar="SECONDS")
     p = sub.add_parser("cleanup", help="remove segments and run files of dead servers")
     p.add_argument("--data-dir")
@@ -607,7 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--linger",
         type=float,
-        default=60.0,
+        default=defaults.DEMO_LINGER,
         metavar="SECONDS",
         help="with --http: keep the server and dashboard up this long after the demo",
     )
@@ -616,12 +639,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="attach the HTTP gateway and dashboard to a running server",
         add_help=False,
     )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``stateengine``: run a subcommand; its exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["http"]:  # its own parser: python -m stateengine.app.gateway
         from stateengine.app.gateway.__main__ import main as http_main
 
         return http_main(argv[1:])
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.command != "serve":
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `stateengine stats | head` is fine
     if args.command == "serve":

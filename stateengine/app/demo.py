@@ -37,11 +37,11 @@ def worker(endpoint: str, wid: int) -> None:
                 fields={"status": "running", "worker": f"w{wid}"},
                 order_by="id",
                 lease_seconds=LEASE,
+                wait=LEASE,  # parked in the server: a lease running out wakes it, no polling
             )
             if task is None:
                 if not client.list_records("tasks", where={"status": "running"}, limit=1):
                     return
-                time.sleep(0.1)  # leased tasks may expire: look again shortly
                 continue
             client.increment("tasks", task["id"], "attempts")
             time.sleep(rng.uniform(0.05, 0.2))  # the "work"
@@ -76,6 +76,7 @@ def run(data_dir: str | None = None, http: str | None = None, linger: float = 0.
                 "worker": "string?",
                 "attempts": "integer",
             },
+            indexes=[["status", "id"]],  # claims and the running-task check use it
         )
         client.set_state(
             "tasks",

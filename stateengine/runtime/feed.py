@@ -21,8 +21,10 @@ from typing import Any
 
 import msgpack
 
+from stateengine import defaults
+
 #: Messages queued per subscriber (writer side) or per socket (reader side) before drops.
-FEED_HWM = 100_000
+FEED_HWM = defaults.FEED_HWM
 
 
 def feed_endpoint(endpoint: str) -> str:

@@ -373,6 +373,8 @@ ARGUMENTS: dict[str, Callable[[ArgContext], st.SearchStrategy[Any]]] = {
         if c.schema
         else st.just([])
     ),
+    # short waits: a parked claim holds its client until the wait ends
+    "wait": lambda c: st.sampled_from([0, 0.01]),
     "indexes": lambda c: _indexes(c.schema),
     "add_indexes": lambda c: _indexes(c.schema),
     "drop_indexes": lambda c: _indexes(c.schema),

@@ -234,3 +234,15 @@ def test_gateway_stops_when_the_server_is_killed(tmp_path: Path) -> None:
         assert not (server.data_dir / "http.json").exists()
     finally:
         server.cleanup()
+
+
+def test_claim_waits_through_the_gateway(gateway: Gateway) -> None:
+    http = gateway.http
+    body = {"state": "e_wait", "schema": {"s": "integer"}}
+    assert http.post("/api/states", json=body).status_code == 201
+    started = time.monotonic()
+    r = http.post("/api/states/e_wait/claim?wait=0.3", json={"where": {"s": 1}, "fields": {}})
+    assert r.status_code == 200 and r.json()["record"] is None, r.text
+    assert time.monotonic() - started >= 0.25
+    r = http.post("/api/states/e_wait/claim?wait=abc", json={"where": {}, "fields": {}})
+    assert r.status_code in (400, 422) and r.json()["error"]["type"] == "BadRequest", r.text

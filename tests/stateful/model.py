@@ -44,7 +44,7 @@ COMMANDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "LIST_RECORDS": (frozenset({"state"}), frozenset({"where", "order_by", "offset", "limit"})),
     "CLAIM_RECORD": (
         frozenset({"state", "where", "fields"}),
-        frozenset({"order_by", "lease_seconds", "expected_version"}),
+        frozenset({"order_by", "lease_seconds", "expected_version", "wait"}),
     ),
     "INCREMENT": (frozenset({"state", "id", "field"}), PRECONDITIONS | {"by"}),
     "ALTER_STATE": (
@@ -482,6 +482,9 @@ def structural_problems(req: dict[str, Any], in_batch: bool) -> list[tuple[str |
         "lease_seconds",
         lambda v: is_number(v) and value_problem(v) is None and v > 0 and math.isfinite(v),
     )
+    # README "Blocking claims": seconds in [0, 3600], on a claim of its own (the engine
+    # answers at once; the server parks).
+    bad("wait", lambda v: is_number(v) and 0 <= v <= 3600 and not in_batch)
     bad(
         "order_by",
         lambda v: (

@@ -407,6 +407,10 @@ def gen_claim_record(d: Draw, w: World) -> dict[str, Any]:
         req["order_by"] = order_by(d)
     if d.coin(0.5):
         req["lease_seconds"] = d.pick(LEASES) if d.coin(0.9) else d.pick(BAD_LEASES)
+    if d.coin(0.15):
+        req["wait"] = d.pick([0, 0.5, 30, 3600, -1, 3601, "1", None])
+        if req["wait"] is None:
+            del req["wait"]
     req.update(preconditions(d, t, None, {"expected_version"}))
     return req
 

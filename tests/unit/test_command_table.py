@@ -1,11 +1,12 @@
 """One command table (issue 15): every entry has an engine handler, a client method, a
 strategy, a checker model (writes) and a README row; and a dummy write command added to
 the table (``TOUCH_RECORD``, tests/unit/touch_command.py) is picked up by the engine,
-the client's ``call``, the gateway's generated route, and refused by the checker until
-it has a model."""
+the clients' ``call`` (blocking and asyncio), the gateway's generated route, and refused
+by the checker until it has a model."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import re
 import subprocess
@@ -20,6 +21,7 @@ from touch_command import TOUCH_RECORD, touch_model, touch_registered
 
 import stateengine
 from stateengine import command_table
+from stateengine.client.aio import connect_async
 from stateengine.client.client import RECORDED_READS
 from stateengine.client.commands import CommandsMixin
 from stateengine.errors import BadRequest, UnknownCommand
@@ -247,6 +249,14 @@ def test_a_registered_command_end_to_end(tmp_path: Path) -> None:
             assert "/api/call/TOUCH_RECORD" in http.get("/openapi.json").json()["paths"]
         with server.connect() as db:
             assert db.get_record("t", rec["id"]) == again
+
+        async def touch_async() -> dict[str, Any]:
+            async with await connect_async(server.endpoint, server.data_dir) as adb:
+                result: dict[str, Any] = await adb.call("TOUCH_RECORD", state="t", id=rec["id"])
+                assert await adb.get_record("t", rec["id"]) == result  # read-your-writes
+                return result
+
+        assert asyncio.run(touch_async())["_version"] > again["_version"]
         ops = read_history(*history.iterdir())
         assert {o.command for o in ops} >= {"TOUCH_RECORD"}
         with touch_registered():

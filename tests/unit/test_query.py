@@ -173,3 +173,16 @@ def test_invalid_operators_are_named(where: Any, message: str) -> None:
 def test_contradictory_bounds_match_nothing(record: dict[str, int], n: int) -> None:
     assert not matches(record, {"a": {"$gt": n, "$lt": n}})
     assert not matches(record, {"a": {"$gte": n + 1, "$lte": n}})
+
+
+def test_a_claim_needs_a_where_map() -> None:
+    """``where`` is required on CLAIM_RECORD: null is a BadRequest, not "any record"
+    (found by the server model test when where parsing moved to stateengine.query)."""
+    from stateengine.server.engine import TableEngine
+
+    engine = TableEngine()
+    engine.execute({"command": "CREATE_RECORD", "state": "t", "record": {"a": 1}})
+    reply = engine.execute({"command": "CLAIM_RECORD", "state": "t", "where": None, "fields": {}})
+    assert not reply["ok"] and reply["error"]["type"] == "BadRequest"
+    reply = engine.execute({"command": "CLAIM_RECORD", "state": "t", "where": {}, "fields": {}})
+    assert reply["ok"] and reply["result"]["id"] == 1

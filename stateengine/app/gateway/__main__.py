@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
+from stateengine import defaults
 from stateengine.app.gateway import HTTP_FILE
 from stateengine.app.gateway.auth import TOKEN_ENV, TOKEN_FILE, login_url, resolve_token
 from stateengine.errors import StateEngineError
@@ -54,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", help="the server's data directory (default as `serve`)")
     p.add_argument("--endpoint", help="the server's endpoint (default: from server.json)")
-    p.add_argument("--bind", default="127.0.0.1:8080", metavar="HOST:PORT", help="port 0: any")
+    p.add_argument("--bind", default=defaults.HTTP_BIND, metavar="HOST:PORT", help="port 0: any")
     p.add_argument(
         "--http-token-file",
         metavar="PATH",

@@ -39,7 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from stateengine import __version__, command_table, jsoncodec
+from stateengine import __version__, command_table, defaults, jsoncodec
 from stateengine.app.gateway.auth import check_token, is_loopback, token_matches
 from stateengine.client.aio import AsyncClient
 from stateengine.client.client import arena_info
@@ -378,7 +378,7 @@ class GatewayConfig:
     #: Required (:func:`stateengine.app.gateway.auth.resolve_token` makes one).
     token: str | None = None
     max_body_bytes: int = MAX_REQUEST_BYTES
-    timeout: float = 10.0
+    timeout: float = defaults.CLIENT_TIMEOUT
     #: Called when the server this gateway serves has stopped (the process then exits).
     on_server_gone: Callable[[], None] | None = None
     #: Called once the gateway is ready to answer (the process writes ``http.json``).
@@ -964,13 +964,20 @@ def create_app(config: GatewayConfig) -> FastAPI:
         tags=["records"],
         summary="CLAIM_RECORD: take the first matching record, optionally under a lease",
         openapi_extra=_body_schema(
-            "`where`, `fields`, `order_by`?, `lease_seconds`?, `expected_version`?",
+            "`where`, `fields`, `order_by`?, `lease_seconds`?, `expected_version`?, `wait`? "
+            "(or `?wait=SECONDS`: hold the request until a record is claimable)",
             {"where": {"status": "pending"}, "fields": {"status": "running"}, "lease_seconds": 30},
         ),
     )
-    async def claim(state: Segment, request: Request) -> Response:
+    async def claim(
+        state: Segment,
+        request: Request,
+        wait: float | None = Query(None, description="seconds to wait for a claimable record"),
+    ) -> Response:
         body = await read_body(request, limit)
         reject_keys(body, ("command", "state"), "POST /api/states/{state}/claim")
+        if wait is not None:
+            body["wait"] = wait
         result, headers = await gw().write({**body, "command": "CLAIM_RECORD", "state": state})
         return answer({"record": result}, headers)
 
