@@ -6,7 +6,8 @@ awaited.
         await db.get_record("leads", rec["id"])       # from the arena: no socket, no wait
 
 Only the transport differs (as pyzmq's ``zmq.asyncio`` overrides primitives only): the
-command methods come from the same :class:`CommandsMixin`, requests are pipelined over
+command methods are :class:`CommandsMixin`'s, awaited (:class:`AsyncCommandsMixin`,
+generated from it by ``client/_gen_async.py``), requests are pipelined over
 one ``zmq.asyncio`` DEALER socket, and a single receiver task hands each reply to the
 future waiting for its ``req_id``. Arena reads are memory reads of a few microseconds
 and run inline; only the read-your-writes wait yields to the loop.
@@ -50,7 +51,8 @@ from stateengine.client.client import (
     ready_reader,
     request_limit,
 )
-from stateengine.client.commands import CommandsMixin, Id, Record
+from stateengine.client.commands import Id, Record
+from stateengine.client.commands_async import AsyncCommandsMixin
 from stateengine.client.history import HistoryWriter, OperationObserver
 from stateengine.errors import ServerUnavailable, StateEngineError, from_wire
 from stateengine.protocol import decode_reply, pack_request, with_req_id
@@ -139,7 +141,7 @@ def install_uvloop() -> bool:
     return True
 
 
-class AsyncClient(CommandsMixin):
+class AsyncClient(AsyncCommandsMixin):
     """One connection for one event loop. Every command method returns an awaitable.
 
     :param timeout: seconds to wait for each reply before ``ServerUnavailable``.
@@ -270,12 +272,12 @@ class AsyncClient(CommandsMixin):
             delay = min(delay * 2, 0.02)
         return reader
 
-    async def get_record(self, state: str, id: Id) -> Record:  # type: ignore[override]
+    async def get_record(self, state: str, id: Id) -> Record:
         reader = ready_reader(self._view, self.seen_seq) or await self._reader()
         record = arena_get(reader, state, id) if reader is not None else None
-        return record if record is not None else await super().get_record(state, id)  # type: ignore[misc]
+        return record if record is not None else await super().get_record(state, id)
 
-    async def list_records(  # type: ignore[override]
+    async def list_records(
         self,
         state: str,
         where: dict[str, Any] | None = None,
@@ -287,20 +289,20 @@ class AsyncClient(CommandsMixin):
         out = arena_list(reader, state, where, order_by, offset, limit) if reader else None
         if out is not None:
             return out
-        return await super().list_records(state, where, order_by, offset, limit)  # type: ignore[misc,no-any-return]
+        return await super().list_records(state, where, order_by, offset, limit)
 
-    async def get_state_info(self, state: str) -> dict[str, Any]:  # type: ignore[override]
+    async def get_state_info(self, state: str) -> dict[str, Any]:
         reader = ready_reader(self._view, self.seen_seq) or await self._reader()
         info = arena_info(reader, state) if reader is not None else None
-        return info if info is not None else await super().get_state_info(state)  # type: ignore[misc]
+        return info if info is not None else await super().get_state_info(state)
 
-    async def get_schema(self, state: str) -> list[str]:  # type: ignore[override]
+    async def get_schema(self, state: str) -> list[str]:
         return list((await self.get_state_info(state))["schema"])
 
-    async def list_states(self) -> list[str]:  # type: ignore[override]
+    async def list_states(self) -> list[str]:
         reader = ready_reader(self._view, self.seen_seq) or await self._reader()
         names = arena_states(reader) if reader is not None else None
-        return names if names is not None else await super().list_states()  # type: ignore[misc]
+        return names if names is not None else await super().list_states()
 
     # --- lifecycle --------------------------------------------------------------------------
 
