@@ -156,6 +156,19 @@ Command = Callable[["TableEngine", dict[str, Any]], Any]
 _NESTED: Final = frozenset({"command"})
 
 
+#: Arguments whose type is checked at dispatch, before a handler looks at any state.
+_SHAPES: Final = (
+    ("record", dict),
+    ("fields", dict),
+    ("where", dict),
+    ("if_match", dict),
+    ("add", dict),
+    ("schema", dict),
+    ("records", list),
+    ("drop", list),
+)
+
+
 class TableEngine:
     """Every table and the global commit sequence; the writer's single source of truth.
 
@@ -247,6 +260,10 @@ class TableEngine:
         for key in spec.required:
             if key not in request:
                 raise BadRequest(f"{name} requires '{key}'")
+        for key, kind in _SHAPES:  # a malformed request is refused before any precondition
+            value = request.get(key)
+            if value is not None and not isinstance(value, kind):
+                raise BadRequest(f"'{key}' must be a {kind.__name__}, not a {describe(value)}")
         return handler
 
     def _commit(self) -> None:

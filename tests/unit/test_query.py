@@ -197,3 +197,16 @@ def test_a_malformed_record_is_refused_before_a_precondition() -> None:
         {"command": "CREATE_RECORD", "state": "t", "record": [1], "expected_version": 1}
     )
     assert not reply["ok"] and reply["error"]["type"] == "BadRequest"
+
+
+def test_a_malformed_argument_is_refused_before_its_preconditions() -> None:
+    """Found by the engine model test: SET_RECORD with a non-map record and an if_match on
+    an unknown field answered SchemaError; a malformed request is a BadRequest first."""
+    from stateengine.server.engine import TableEngine
+
+    engine = TableEngine()
+    engine.execute({"command": "CREATE_RECORD", "state": "t", "record": {"a": 1}})
+    reply = engine.execute(
+        {"command": "SET_RECORD", "state": "t", "id": 1, "record": [1], "if_match": {"zz": 1}}
+    )
+    assert not reply["ok"] and reply["error"]["type"] == "BadRequest"
