@@ -26,7 +26,7 @@ from typing import Any, Final
 import msgpack
 
 from stateengine import jsoncodec
-from stateengine.errors import BadRequest, PayloadTooLarge, SchemaError
+from stateengine.errors import BadRequest, PayloadTooLarge, SchemaError, from_wire
 from stateengine.limits import INT_MAX as INT_MAX  # re-exported: the value range
 from stateengine.limits import INT_MIN as INT_MIN
 from stateengine.limits import MAX_DEPTH as MAX_DEPTH
@@ -364,3 +364,19 @@ def decode_reply(body: bytes) -> dict[str, Any]:
     if not isinstance(reply, dict):
         raise BadRequest("malformed reply: not a map")
     return reply
+
+
+def reply_outcome(reply: dict[str, Any], seen_seq: int) -> tuple[Any, int]:
+    """The one reply step of every client (blocking, asyncio, the HTTP gateway): a reply
+    map's result and the client's new ``seen_seq`` (the highest ``seq`` its writes
+    produced, which its next arena read waits for: read-your-writes).
+
+    :raises StateEngineError: the subclass the reply's ``error.type`` names (an ``ok:
+        false`` reply); ``seen_seq`` is then unchanged.
+    """
+    if not reply.get("ok"):
+        raise from_wire(reply.get("error"))
+    seq = reply.get("seq")
+    if isinstance(seq, int) and seq > seen_seq:
+        seen_seq = seq
+    return reply.get("result"), seen_seq

@@ -42,7 +42,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from stateengine import __version__, command_table, defaults, jsoncodec
 from stateengine.app.gateway.auth import check_token, is_loopback, token_matches
 from stateengine.client.aio import AsyncClient
-from stateengine.client.client import arena_info
+from stateengine.client.view import arena_info
 from stateengine.errors import (
     BadRequest,
     CapacityError,
@@ -61,10 +61,9 @@ from stateengine.errors import (
     StorageUnavailable,
     StoreError,
     VersionConflict,
-    from_wire,
 )
 from stateengine.limits import MAX_REQUEST_BYTES
-from stateengine.protocol import decode_request, encode_reply, is_json
+from stateengine.protocol import decode_request, encode_reply, is_json, reply_outcome
 from stateengine.runtime import discovery as paths
 from stateengine.runtime.feed import FEED_HWM, decode_change, feed_endpoint, feed_gap
 
@@ -448,15 +447,12 @@ class Gateway:
         :raises StateEngineError: the command's error, as the writer typed it.
         """
         reply = await self.client.execute(request)
-        if not reply.get("ok"):
-            raise from_wire(reply.get("error"))
-        seq = reply.get("seq")
-        if isinstance(seq, int) and seq > self.client.seen_seq:
-            self.client.seen_seq = seq  # read-your-writes for the gateway's next arena read
-        headers = {"X-Stateengine-Seq": str(seq)}
+        # The clients' own reply step: seen_seq is read-your-writes for the next arena read.
+        result, self.client.seen_seq = reply_outcome(reply, self.client.seen_seq)
+        headers = {"X-Stateengine-Seq": str(reply.get("seq"))}
         if reply.get("version") is not None:
             headers["X-Stateengine-Version"] = str(reply["version"])
-        return reply.get("result"), headers
+        return result, headers
 
 
 # --- authentication and origin checks --------------------------------------------------
