@@ -3,6 +3,7 @@
     python -m bench.profiles write|inflight|batch|bulk [--records N] [--top K]
     python -m bench.profiles get [--records N]
     python -m bench.profiles restart [--records N]
+    python -m bench.profiles claim [--records N] [--ops TASKS] [--top K]
 
 * ``write``, ``inflight``, ``batch``, ``bulk``: the server runs under ``cProfile`` (its
   own process, ``--store none``) while this process drives one workload of the suite
@@ -15,6 +16,10 @@
   the call.
 * ``restart``: a server started on a snapshot of N records, under ``cProfile``, until
   it first answers; its top functions by cumulative time.
+* ``claim``: the server under ``cProfile`` while the suite's 4 claim workers claim and
+  complete TASKS tasks from a table of N records (the others finished, ahead of them;
+  an index on ``status``), as the ``claim``/``claimbig`` rows do; then the server's top
+  functions by own time and its CPU per task next to the wall time per task.
 
 The figures are for explaining a ratio, not for quoting: cProfile slows what it sees.
 """
@@ -141,6 +146,42 @@ def server_profile(workload: str, n: int, ops: int, k: int) -> None:
     print(top(stats, k))
 
 
+def claim_profile(n: int, tasks: int, k: int) -> None:
+    """The claim rows' work (``bench.workloads.ClaimBench``) against a profiled server."""
+    from bench import workloads
+
+    tasks = min(tasks, n)
+    tmp = Path(tempfile.mkdtemp(prefix="se-prof-"))
+    data, prof = tmp / "data", tmp / "server.prof"
+    proc = start_profiled_server(data, prof, timeout=60)
+    try:
+        endpoint = paths.read_server_file(data)["endpoint"]
+        pool = workloads.claim_pool(endpoint, None)
+        try:
+            with Client(endpoint, timeout=600) as c:
+                notes: list[str] = []
+                spec = workloads.ClaimSpec("claimbig" if n > tasks else "claim", tasks, n)
+                bench = workloads.ClaimBench(c, pool, None, "", None, spec, notes)
+                run = bench.window("stateengine")
+                us, _ = run()  # the fill (and the index build) happen here, before the clock
+                wall = us * tasks / 1e6
+        finally:
+            pool.close()
+    finally:
+        stop(proc)
+    stats = pstats.Stats(str(prof))
+    shutil.rmtree(tmp, ignore_errors=True)
+    busy = stats.total_tt  # type: ignore[attr-defined]
+    print(
+        f"claim: {tasks:,} tasks from a table of {n:,} by {workloads.CLAIM_WORKERS} workers, "
+        f"{us:.1f} µs wall per task ({wall:.2f} s; {1e6 / us:,.0f} tasks/s); the server's "
+        f"profiled CPU over its whole life {busy:.2f} s (includes startup and the fill)"
+    )
+    for note in notes:
+        print(f"  {note}")
+    print(top(stats, k))
+
+
 def restart_profile(n: int, k: int) -> None:
     """A server started on a snapshot of *n* records, under cProfile, until its first reply."""
     from bench.durability import big_engine
@@ -241,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench.profiles", description=(__doc__ or "").splitlines()[0]
     )
     parser.add_argument(
-        "workload", choices=["write", "inflight", "batch", "bulk", "get", "restart"]
+        "workload", choices=["write", "inflight", "batch", "bulk", "get", "restart", "claim"]
     )
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--ops", type=int, default=20_000)
@@ -252,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         get_profile(args.records, args.ops)
     elif args.workload == "restart":
         restart_profile(args.records, args.top)
+    elif args.workload == "claim":
+        claim_profile(args.records, args.ops, args.top)
     else:
         server_profile(args.workload, args.records, args.ops, args.top)
     return 0

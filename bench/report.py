@@ -3,7 +3,7 @@
 A result document (what ``--json`` writes and ``--compare`` reads) is plain JSON::
 
     {"suite": 1, "mode": ..., "command": ..., "date": ..., "environment": {...},
-     "config": {...}, "skipped": [...],
+     "config": {...}, "skipped": [...], "notes": [...],
      "rows": [{"key", "workload", "system", "unit", "median_us", "min_us", "max_us",
                "rate", "repeats", "ops", "samples_us", "ref", "ratio"}, ...],
      "targets": [{"target", "status", "value", "limit", "cmp", "detail"}, ...]}
@@ -39,6 +39,13 @@ WORKLOADS: list[Workload] = [
     Workload("bulk", "bulk load of N records (records/s)", "bulk_redis"),
     Workload("readers", "arena readers during a steady write load (gets/s)", "readers_1"),
     Workload("claim", "task claim: claim + complete (tasks/s)", "claim_redis"),
+    Workload(
+        "claimbig",
+        "task claim from a big table, the finished tasks ahead (tasks/s)",
+        "claimbig_redis",
+    ),
+    Workload("pqueue", "priority queue: claim the lowest priority + complete", "pqueue_redis"),
+    Workload("range", "range LIST_RECORDS of 100 records out of a big table", "range_indexed"),
     Workload("durable", "durable writes per fsync policy", "durable_pool_no"),
     Workload("restart", "restart with N records on disk", "restart_server"),
 ]
@@ -82,6 +89,12 @@ ROWS: dict[str, tuple[str, str | None]] = {
     "claim_stateengine": ("claim", None),
     "claim_redis": ("claim", None),
     "claim_postgres": ("claim", None),
+    **{f"claimbig_{s}": ("claimbig", None) for s in ("stateengine", "redis", "postgres")},
+    **{f"pqueue_{s}": ("pqueue", None) for s in ("stateengine", "redis", "postgres")},
+    **{
+        f"range_{s}": ("range", None)
+        for s in ("indexed", "scan", "client", "arena", "byid", "byid_batch")
+    },
     **{
         f"durable_one_{p}": ("durable", f"stateengine fsync {p}: patch_record, 1 in flight")
         for p in ("always", "everysec", "no")
@@ -106,7 +119,11 @@ REFS: dict[str, str] = {
 }
 # Rows shown as a rate or as seconds rather than µs/op.
 UNITS: dict[str, str] = {
-    **{k: "/s" for k, (w, _) in ROWS.items() if w in ("bulk", "readers", "claim")},
+    **{
+        k: "/s"
+        for k, (w, _) in ROWS.items()
+        if w in ("bulk", "readers", "claim", "claimbig", "pqueue")
+    },
     **{f"durable_pool_{p}": "/s" for p in ("always", "everysec", "no", "none")},
     "restart_server": "s",
     "restart_store": "s",
@@ -172,7 +189,8 @@ def _t(name: str, value: float | None, limit: float, cmp: str, detail: str) -> d
 
 
 def targets(rows: list[dict[str, Any]], config: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every target of issue 7 (and issue 5's LMDB one), measured against this run."""
+    """Every target of issue 7 (and issue 5's LMDB one, and issue 16's claim and range
+    ones), measured against this run."""
     us = {r["key"]: r["median_us"] for r in rows}
 
     def ratio(a: str, b: str) -> float | None:
@@ -304,6 +322,73 @@ def targets(rows: list[dict[str, Any]], config: dict[str, Any]) -> list[dict[str
                 fmt("restart_server") + f"; the store alone: {fmt('restart_store')}",
             )
         )
+    return out + claim_targets(rows)
+
+
+def claim_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 16's "Must show" targets for the claim and range rows of this run (the big
+    table holds ``big_records``: 10^6 in the full mode)."""
+    us = {r["key"]: r["median_us"] for r in rows}
+    shown = {r["key"]: f"{r['system']} {show(r)}" for r in rows}
+
+    def faster(slow: str, fast: str) -> float | None:
+        return us[slow] / us[fast] if slow in us and fast in us else None
+
+    def fmt(key: str) -> str:
+        return shown.get(key, f"{key}: not measured")
+
+    out = []
+    for w, label in (("claim", "table of the tasks alone"), ("claimbig", "big table")):
+        out.append(
+            _t(
+                f"claim ≥ 1.5× Redis LMOVE ({label})",
+                faster(f"{w}_redis", f"{w}_stateengine"),
+                1.5,
+                ">=",
+                f"tasks/s {fmt(f'{w}_stateengine')} / {fmt(f'{w}_redis')}",
+            )
+        )
+        out.append(
+            _t(
+                f"claim ≥ 2× PostgreSQL SKIP LOCKED ({label})",
+                faster(f"{w}_postgres", f"{w}_stateengine"),
+                2.0,
+                ">=",
+                f"tasks/s {fmt(f'{w}_stateengine')} / {fmt(f'{w}_postgres')}",
+            )
+        )
+    out.append(
+        _t(
+            "claim rate from the big table ≥ 0.8× from the tasks alone",
+            faster("claim_stateengine", "claimbig_stateengine"),
+            0.8,
+            ">=",
+            f"{fmt('claimbig_stateengine')} / {fmt('claim_stateengine')}",
+        )
+    )
+    out.append(
+        _t(
+            "range list: index ≥ 100× faster than no index",
+            faster("range_scan", "range_indexed"),
+            100.0,
+            ">=",
+            f"on the writer: {fmt('range_scan')} / {fmt('range_indexed')}; "
+            f"client.list_records {_x(faster('range_client', 'range_indexed'))} and the "
+            f"arena-side list (a scan) {_x(faster('range_arena', 'range_indexed'))} the "
+            "writer's indexed one",
+        )
+    )
+    out.append(
+        _t(
+            "range list with an index ≤ 3× the records by id",
+            faster("range_indexed", "range_byid"),
+            3.0,
+            "<=",
+            f"{fmt('range_indexed')} / {fmt('range_byid')}; vs one BATCH of GET_RECORD "
+            f"{_x(faster('range_indexed', 'range_byid_batch'))}; the arena-side list "
+            f"{_x(faster('range_arena', 'range_byid'))}",
+        )
+    )
     return out
 
 

@@ -14,9 +14,11 @@ import mmap
 import multiprocessing as mp
 import os
 import queue
+import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import msgpack
 from bench.children import TABLE, claim_worker, lmdb_fill, load_worker
 from bench.measure import Row
 from bench.records import record
+from bench.report import fmt_rate
 from stateengine.client.client import Client
 from stateengine.shm import ArenaReader
 
@@ -351,137 +354,315 @@ def readers_rows(
 
 # --- task claim -------------------------------------------------------------------------------
 
+TASK_SCHEMA = {
+    "name": "string",
+    "email": "string",
+    "status": "string",
+    "score": "float",
+    "tries": "integer",
+    "tag": "string",
+}
+FILL_CHUNK = 20_000  # records per SET_STATE / BATCH of a table fill
+RESET_CHUNK = 1000  # PATCH_RECORDs per BATCH when a big table's tasks are put back
+RANGE_HITS = 100  # records a range query of the range rows returns
+RANGE_STARTS = 64  # distinct ranges the indexed rows cycle through
+
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    """One claim workload: *tasks* pending tasks in a table of *table* records.
+
+    The ``table - tasks`` others are finished (``status: done``) and sit ahead of the
+    pending ones in insertion order, so a claim that scanned from the first record would
+    walk past all of them. *order* is ``"fifo"`` (insertion order) or ``"priority"``
+    (``order_by="priority"`` on random integer priorities).
+    """
+
+    workload: str  # the rows' key prefix and the workload name: claim, claimbig, pqueue
+    tasks: int
+    table: int
+    order: str = "fifo"
+
+    @property
+    def ahead(self) -> int:
+        return self.table - self.tasks
+
+
+def server_result(client: Client, request: dict[str, Any]) -> Any:
+    """One request answered by the writer (never the arena): its result, or raise.
+
+    :raises RuntimeError: when the server answers an error.
+    """
+    reply = client.execute(request)
+    if not reply.get("ok"):
+        raise RuntimeError(f"{request['command']} on {request.get('state')}: {reply.get('error')}")
+    return reply.get("result")
+
+
+def warm_index(client: Client, state: str, field: str, probe: Any) -> float:
+    """Seconds the writer takes to build *state*'s index structures, untimed by the rows.
+
+    The engine builds them on the first query that needs them (and again after every
+    ``SET_STATE``): a claim row must not time that build into its first claim.
+    """
+    start = time.perf_counter()
+    server_result(
+        client, {"command": "LIST_RECORDS", "state": state, "where": {field: probe}, "limit": 1}
+    )
+    return time.perf_counter() - start
+
+
+def fill_table(client: Client, state: str, records: Iterable[dict[str, Any]]) -> int:
+    """Replace *state*'s records: one ``SET_STATE`` of the first chunk, then ``BATCH``es of
+    ``CREATE_RECORD`` (a single frame of 10^6 records would pass the request limit).
+    Returns how many records were written."""
+    chunk: list[dict[str, Any]] = []
+    count = 0
+    first = True
+
+    def flush() -> None:
+        nonlocal first
+        if first:
+            client.set_state(state, chunk)
+            first = False
+        elif chunk:
+            client.batch([{"command": "CREATE_RECORD", "state": state, "record": r} for r in chunk])
+
+    for r in records:
+        chunk.append(r)
+        count += 1
+        if len(chunk) == FILL_CHUNK:
+            flush()
+            chunk = []
+    flush()
+    return count
+
+
+def claim_pool(endpoint: str, pg_dsn: str | None) -> Workers:
+    """The ``CLAIM_WORKERS`` worker processes every claim workload shares."""
+    conf = {
+        "endpoint": endpoint,
+        "redis_host": "127.0.0.1",
+        "redis_port": 6379,
+        "pg_dsn": pg_dsn or "",
+    }
+    return Workers(claim_worker, [(i, conf) for i in range(CLAIM_WORKERS)])
+
 
 class ClaimBench:
-    """N tasks, ``CLAIM_WORKERS`` processes claiming until none is left, per system.
+    """``spec.tasks`` tasks, ``CLAIM_WORKERS`` processes claiming until none is left, per system.
 
-    Each repeat refills the queue, starts every worker at one instant and times until
-    the last one finds the queue empty; then checks that every task was claimed exactly
-    once (the workers' id lists) and is done (a count on the system itself).
+    Each repeat puts the tasks back (a table the size of the tasks is refilled; a bigger
+    one is filled once, timed apart, and only its tasks are set back to pending), starts
+    every worker at one instant and times until the last one finds the queue empty; then
+    checks that every task was claimed exactly once (the workers' id lists) and is done
+    (on the system itself). stateengine's table declares an index on ``status`` (on
+    ``["status", "priority"]`` for the priority queue), built untimed before each repeat.
+    Redis holds only the pending tasks (a list, or a sorted set by priority); PostgreSQL
+    the whole table, with a partial index on the pending rows.
     """
 
     def __init__(
         self,
         client: Client,
-        endpoint: str,
+        workers: Workers,
         redis_conn: Any,
         redis_prefix: str,
         pg_dsn: str | None,
-        tasks: int,
+        spec: ClaimSpec,
+        notes: list[str],
     ) -> None:
         self.client = client
+        self.workers = workers
         self.redis = redis_conn
-        self.prefix = f"{redis_prefix}claim"
-        self.pg_dsn = pg_dsn
-        self.tasks = tasks
-        self.pg_table = f"se_bench_claim_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-        conf = {
-            "endpoint": endpoint,
-            "redis_host": "127.0.0.1",
-            "redis_port": 6379,
-            "pg_dsn": pg_dsn or "",
-        }
-        self.workers = Workers(claim_worker, [(i, conf) for i in range(CLAIM_WORKERS)])
-        self.client.create_state("tasks")
+        self.spec = spec
+        self.prefix = f"{redis_prefix}{spec.workload}"
+        self.state = f"tasks_{spec.workload}"
+        self.pg_table = f"se_bench_{spec.workload}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        self.notes = notes  # the suite's: setup figures printed above the table
+        self.filled: set[str] = set()
+        self.expected = set(range(spec.ahead + 1, spec.table + 1))
+        rng = random.Random(16)
+        self.priority = [rng.randrange(1000) for _ in range(spec.table)]
+        schema = dict(TASK_SCHEMA)
+        index: list[str | list[str]] = ["status"]
+        if spec.order == "priority":
+            schema["priority"] = "integer"
+            index = [["status", "priority"]]
+        self.client.create_state(self.state, schema=schema, indexes=index)
         self.pg: Any = None
         if pg_dsn:
             import psycopg
 
             self.pg = psycopg.connect(pg_dsn, autocommit=True)
+            t = self.pg_table
             self.pg.execute(
-                f"CREATE TABLE {self.pg_table} (id int PRIMARY KEY, status text NOT NULL, "
-                "payload bytea NOT NULL)".encode()
+                f"CREATE TABLE {t} (id int PRIMARY KEY, status text NOT NULL, "
+                "priority int NOT NULL, payload bytea NOT NULL)".encode()
             )
-            self.pg.execute(
-                f"CREATE INDEX ON {self.pg_table} (id) WHERE status = 'pending'".encode()
-            )
+            cols = "priority, id" if spec.order == "priority" else "id"
+            self.pg.execute(f"CREATE INDEX ON {t} ({cols}) WHERE status = 'pending'".encode())
 
-    def _fill(self, system: str) -> str:
-        n = self.tasks
-        if system == "stateengine":
-            self.client.set_state("tasks", [{"id": i + 1, **record(i)} for i in range(n)])
-            return "tasks"
-        if system == "redis":
-            self.redis.delete(*(f"{self.prefix}:{s}" for s in ("pending", "processing", "done")))
-            for lo in range(0, n, 1000):
-                self.redis.rpush(f"{self.prefix}:pending", *range(lo + 1, min(lo + 1001, n + 1)))
-            return self.prefix
-        t = self.pg_table
-        self.pg.execute(f"TRUNCATE {t}".encode())
-        with self.pg.cursor() as cur:
-            cur.executemany(
-                f"INSERT INTO {t} (id, status, payload) VALUES (%s, 'pending', %s)".encode(),
-                [(i + 1, pack(record(i))) for i in range(n)],
+    def _record(self, i: int) -> dict[str, Any]:
+        """Task ``i + 1``: finished when it sits ahead of the pending ones."""
+        r = {"id": i + 1, **record(i), "status": "done" if i < self.spec.ahead else "pending"}
+        if self.spec.order == "priority":
+            r["priority"] = self.priority[i]
+        return r
+
+    def _fill_stateengine(self) -> None:
+        spec, name = self.spec, self.state
+        if spec.ahead == 0:
+            fill_table(self.client, name, (self._record(i) for i in range(spec.table)))
+        elif name not in self.filled:
+            start = time.perf_counter()
+            fill_table(self.client, name, (self._record(i) for i in range(spec.table)))
+            fill = time.perf_counter() - start
+            build = warm_index(self.client, name, "status", "pending")
+            self.filled.add(name)
+            self.notes.append(
+                f"{spec.workload}: stateengine table of {spec.table:,} records filled in "
+                f"{fill:.1f} s ({fmt_rate(spec.table / fill)}; SET_STATE + BATCHes of "
+                f"{FILL_CHUNK:,}), its index built in {build:.2f} s; neither is in the claim time"
+            )
+        else:  # put the tasks back: their place in insertion order is kept
+            for lo in range(spec.ahead, spec.table, RESET_CHUNK):
+                self.client.batch(
+                    [
+                        {
+                            "command": "PATCH_RECORD",
+                            "state": name,
+                            "id": i + 1,
+                            "fields": {"status": "pending"},
+                        }
+                        for i in range(lo, min(lo + RESET_CHUNK, spec.table))
+                    ]
+                )
+        warm_index(self.client, name, "status", "pending")
+
+    def _fill_postgres(self) -> None:
+        spec, t = self.spec, self.pg_table
+        if spec.ahead == 0:
+            self.pg.execute(f"TRUNCATE {t}".encode())
+            with self.pg.cursor() as cur:
+                cur.executemany(
+                    f"INSERT INTO {t} (id, status, priority, payload) "
+                    "VALUES (%s, 'pending', %s, %s)".encode(),
+                    [(i + 1, self.priority[i], pack(record(i))) for i in range(spec.table)],
+                )
+        elif t not in self.filled:
+            start = time.perf_counter()
+            with (
+                self.pg.cursor() as cur,
+                cur.copy(f"COPY {t} (id, status, priority, payload) FROM STDIN".encode()) as cp,
+            ):
+                for i in range(spec.table):
+                    r = self._record(i)
+                    cp.write_row((i + 1, r["status"], self.priority[i], pack(record(i))))
+            self.filled.add(t)
+            self.notes.append(
+                f"{spec.workload}: PostgreSQL table of {spec.table:,} rows filled by COPY in "
+                f"{time.perf_counter() - start:.1f} s (not in the claim time)"
+            )
+        else:
+            self.pg.execute(
+                f"UPDATE {t} SET status = 'pending' WHERE id > %s".encode(), (spec.ahead,)
             )
         self.pg.execute(f"VACUUM ANALYZE {t}".encode())
-        return t
 
-    def _done_count(self, system: str, name: str) -> int:
+    def _fill(self, system: str) -> str:
+        spec = self.spec
         if system == "stateengine":
-            return len(self.client.list_records(name, where={"status": "done"}))
+            self._fill_stateengine()
+            return self.state
         if system == "redis":
-            return int(self.redis.scard(f"{name}:done"))
-        row = self.pg.execute(f"SELECT count(*) FROM {name} WHERE status = 'done'".encode())
-        return int(row.fetchone()[0])
+            pending = f"{self.prefix}:pending"
+            self.redis.delete(*(f"{self.prefix}:{s}" for s in ("pending", "processing", "done")))
+            for lo in range(spec.ahead, spec.table, 1000):
+                ids = range(lo + 1, min(lo + 1001, spec.table + 1))
+                if spec.order == "priority":
+                    self.redis.zadd(pending, {str(i): self.priority[i - 1] for i in ids})
+                else:
+                    self.redis.rpush(pending, *ids)
+            return self.prefix
+        self._fill_postgres()
+        return self.pg_table
+
+    def _check_done(self, system: str, name: str) -> None:
+        """:raises RuntimeError: when a task is left pending or running (or not done)."""
+        if system == "stateengine":
+            for status in ("pending", "running"):
+                left = server_result(
+                    self.client,
+                    {
+                        "command": "LIST_RECORDS",
+                        "state": name,
+                        "where": {"status": status},
+                        "limit": 1,
+                    },
+                )
+                if left:
+                    raise RuntimeError(f"stateengine claim: task {left[0]['id']} left {status}")
+            return
+        if system == "redis":
+            done = int(self.redis.scard(f"{name}:done"))
+            expected = self.spec.tasks
+        else:
+            row = self.pg.execute(f"SELECT count(*) FROM {name} WHERE status = 'done'".encode())
+            done = int(row.fetchone()[0])
+            expected = self.spec.table
+        if done != expected:
+            raise RuntimeError(f"{system} claim: {done} tasks done, expected {expected}")
 
     def window(self, system: str) -> Callable[[], tuple[float, int]]:
         def run() -> tuple[float, int]:
             name = self._fill(system)
             start = time.monotonic() + 0.1
-            self.workers.send(range(CLAIM_WORKERS), (system, name, start))
+            self.workers.send(range(CLAIM_WORKERS), (system, name, start, self.spec.order))
             answers = self.workers.collect(CLAIM_WORKERS, "done")
             elapsed = max(a[3] for a in answers) - start
             ids = [i for a in answers for i in a[2]]
-            if len(ids) != self.tasks or len(set(ids)) != self.tasks:
+            if len(ids) != self.spec.tasks or set(ids) != self.expected:
                 raise RuntimeError(
                     f"{system} claim: {len(ids)} claims of {len(set(ids))} distinct tasks, "
-                    f"expected each of {self.tasks} exactly once"
+                    f"expected each of {self.spec.tasks} exactly once"
                 )
-            done = self._done_count(system, name)
-            if done != self.tasks:
-                raise RuntimeError(f"{system} claim: {done} tasks done, expected {self.tasks}")
-            return elapsed / self.tasks * 1e6, self.tasks
+            self._check_done(system, name)
+            return elapsed / self.spec.tasks * 1e6, self.spec.tasks
 
         return run
 
     def rows(self) -> list[Row]:
-        w = CLAIM_WORKERS
-        rows = [
+        w, spec = CLAIM_WORKERS, self.spec
+        size = f", table of {spec.table:,}" if spec.ahead else ""
+        if spec.order == "priority":
+            systems = {
+                "stateengine": f"stateengine: CLAIM_RECORD order_by priority + PATCH_RECORD, {w} "
+                "workers",
+                "redis": f"Redis: ZPOPMIN + SADD, {w} workers",
+                "postgres": f"PostgreSQL: SKIP LOCKED ORDER BY priority + UPDATE, {w} workers",
+            }
+        else:
+            systems = {
+                "stateengine": f"stateengine: CLAIM_RECORD + PATCH_RECORD, {w} workers{size}",
+                "redis": f"Redis: LMOVE + LREM/SADD, {w} workers",
+                "postgres": f"PostgreSQL: FOR UPDATE SKIP LOCKED + UPDATE, {w} workers{size}",
+            }
+        present = {"stateengine": True, "redis": self.redis is not None, "postgres": self.pg}
+        return [
             Row(
-                "claim_stateengine",
+                f"{spec.workload}_{system}",
                 "",
                 lambda n: None,
-                window=self.window("stateengine"),
-                system=f"stateengine: CLAIM_RECORD + PATCH_RECORD, {w} workers",
+                window=self.window(system),
+                system=text,
                 unit="/s",
             )
+            for system, text in systems.items()
+            if present[system]
         ]
-        if self.redis is not None:
-            rows.append(
-                Row(
-                    "claim_redis",
-                    "",
-                    lambda n: None,
-                    window=self.window("redis"),
-                    system=f"Redis: LMOVE + LREM/SADD, {w} workers",
-                    unit="/s",
-                )
-            )
-        if self.pg is not None:
-            rows.append(
-                Row(
-                    "claim_postgres",
-                    "",
-                    lambda n: None,
-                    window=self.window("postgres"),
-                    system=f"PostgreSQL: FOR UPDATE SKIP LOCKED + UPDATE, {w} workers",
-                    unit="/s",
-                )
-            )
-        return rows
 
     def close(self) -> None:
-        self.workers.close()
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 self.redis.delete(
@@ -491,6 +672,160 @@ class ClaimBench:
             with contextlib.suppress(Exception):
                 self.pg.execute(f"DROP TABLE IF EXISTS {self.pg_table}".encode())
             self.pg.close()
+
+
+# --- indexed range list -----------------------------------------------------------------------
+
+
+class RangeBench:
+    """``LIST_RECORDS`` of a ``run_at`` range holding ``RANGE_HITS`` of *n* records.
+
+    Two tables hold the same records (``run_at`` a shuffled 0..n-1): one with an index on
+    ``run_at``, one without. The rows time the same query on the writer (``client.execute``
+    forces it) on each table; ``client.list_records`` (which sends a query an index fits
+    to the writer, shm/DESIGN.md "Indexed queries"); the arena-side list, a scan of a
+    ``client.snapshot()`` (snapshots always scan); and the same records fetched by id:
+    ``client.get_record`` × 100 from the arena, or one ``BATCH`` of 100 ``GET_RECORD``.
+    """
+
+    def __init__(self, client: Client, arena_client: Client, n: int, notes: list[str]) -> None:
+        self.client = client
+        self.arena_client = arena_client
+        self.n = n
+        rng = random.Random(16)
+        run_at = list(range(n))
+        rng.shuffle(run_at)
+        id_at = [0] * n  # id_at[v]: the record whose run_at is v
+        for i, v in enumerate(run_at):
+            id_at[v] = i + 1
+        self.starts = [rng.randrange(n - RANGE_HITS + 1) for _ in range(RANGE_STARTS)]
+        self.ids = [sorted(id_at[x : x + RANGE_HITS]) for x in self.starts]
+        self.notes = notes
+        schema = {**TASK_SCHEMA, "run_at": "float"}
+        tables: list[tuple[str, list[str | list[str]] | None]] = [
+            ("range_indexed", ["run_at"]),
+            ("range_scan", None),
+        ]
+        for name, indexes in tables:
+            client.create_state(name, schema=schema, indexes=indexes)
+            start = time.perf_counter()
+            fill_table(
+                client,
+                name,
+                ({"id": i + 1, **record(i), "run_at": float(v)} for i, v in enumerate(run_at)),
+            )
+            fill = time.perf_counter() - start
+            note = (
+                f"range: table {name} of {n:,} records filled in {fill:.1f} s "
+                f"({fmt_rate(n / fill)})"
+            )
+            if indexes:
+                note += f", its index built in {warm_index(client, name, 'run_at', -1.0):.2f} s"
+            self.notes.append(note)
+
+    def where(self, k: int) -> dict[str, Any]:
+        x = float(self.starts[k % RANGE_STARTS])
+        return {"run_at": {"$gte": x, "$lt": x + RANGE_HITS}}
+
+    def _server_list(self, state: str, k: int) -> None:
+        out = server_result(
+            self.client, {"command": "LIST_RECORDS", "state": state, "where": self.where(k)}
+        )
+        if [r["id"] for r in out] != self.ids[k % RANGE_STARTS]:
+            raise RuntimeError(f"range list on {state}: not the expected {RANGE_HITS} records")
+
+    def rows(self) -> list[Row]:
+        counter = [0]
+
+        def indexed(n: int) -> None:
+            for _ in range(n):
+                self._server_list("range_indexed", counter[0])
+                counter[0] += 1
+
+        def scan() -> tuple[float, int]:
+            start = time.perf_counter()
+            self._server_list("range_scan", counter[0])
+            counter[0] += 1
+            return (time.perf_counter() - start) * 1e6, 1
+
+        def arena() -> tuple[float, int]:
+            k = counter[0]
+            counter[0] += 1
+            start = time.perf_counter()
+            with self.arena_client.snapshot() as snap:
+                out = snap.list_records("range_indexed", where=self.where(k))
+            elapsed = time.perf_counter() - start
+            if [r["id"] for r in out] != self.ids[k % RANGE_STARTS]:
+                raise RuntimeError("range list in the arena: not the expected records")
+            return elapsed * 1e6, 1
+
+        def client_list(n: int) -> None:
+            for _ in range(n):
+                k = counter[0]
+                out = self.arena_client.list_records("range_indexed", where=self.where(k))
+                if [r["id"] for r in out] != self.ids[k % RANGE_STARTS]:
+                    raise RuntimeError("client.list_records: not the expected records")
+                counter[0] += 1
+
+        def by_id(n: int) -> None:
+            get = self.arena_client.get_record
+            for _ in range(n):
+                for i in self.ids[counter[0] % RANGE_STARTS]:
+                    get("range_indexed", i)
+                counter[0] += 1
+
+        def by_id_batch(n: int) -> None:
+            for _ in range(n):
+                self.client.batch(
+                    [
+                        {"command": "GET_RECORD", "state": "range_indexed", "id": i}
+                        for i in self.ids[counter[0] % RANGE_STARTS]
+                    ]
+                )
+                counter[0] += 1
+
+        h, n = RANGE_HITS, self.n
+        return [
+            Row(
+                "range_indexed",
+                "",
+                indexed,
+                system=f"stateengine: LIST_RECORDS run_at range, index, writer ({h} of {n:,})",
+            ),
+            Row(
+                "range_scan",
+                "",
+                lambda k: None,
+                window=scan,
+                system=f"stateengine: the same, no index, writer ({h} of {n:,})",
+            ),
+            Row(
+                "range_client",
+                "",
+                client_list,
+                system="stateengine: the same via client.list_records (index fits: the writer)",
+            ),
+            Row(
+                "range_arena",
+                "",
+                lambda k: None,
+                window=arena,
+                system=f"stateengine: the same in the arena, client.snapshot() (a scan of {n:,})",
+                max_repeats=3,
+            ),
+            Row(
+                "range_byid",
+                "",
+                by_id,
+                system=f"stateengine: the {h} records by id, client.get_record × {h} (arena)",
+            ),
+            Row(
+                "range_byid_batch",
+                "",
+                by_id_batch,
+                system=f"stateengine: the {h} records by id, one BATCH of {h} GET_RECORD",
+            ),
+        ]
 
 
 def postgres_dsn() -> tuple[str | None, str]:

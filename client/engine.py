@@ -47,5 +47,15 @@ class Engine(CommandsMixin):
             result, _ = self._engine.apply(request)
         return result
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles carry the tables, not the lock (the kit's explainer deep-
+        copies an Engine per candidate order); each copy gets its own lock."""
+        with self._lock:
+            return {"_engine": self._engine}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._engine = state["_engine"]
+        self._lock = threading.Lock()
+
     def __repr__(self) -> str:
         return f"<Engine tables={len(self._engine.tables)} seq={self._engine.seq}>"

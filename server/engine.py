@@ -819,6 +819,8 @@ class TableEngine:
 
     def _create_record(self, request: dict[str, Any]) -> Record:
         raw = request["record"]
+        if not isinstance(raw, dict):  # a malformed request before any precondition
+            raise BadRequest(f"record must be a map, not a {describe(raw)}")
         name = check_table_name(request["state"])
         table = self.tables.get(name)
         probe = table or Table(name)
@@ -944,6 +946,7 @@ class TableEngine:
         fields = self._map_arg(request, "fields")
         if "id" in fields:
             raise ImmutableId("fields: a claim cannot change a record's id")
+        increments = self._increments(fields)
         lease_seconds = self._lease_arg(request)
         self.wait_arg(request, nested=self._journal is not None)
         now = self.clock()
@@ -958,25 +961,66 @@ class TableEngine:
             candidates = self._scanned_candidates(table, where, keys, now)
         if not candidates:
             # Validate the patch anyway so a bad request is an error, not a silent null.
-            self._validate_patch(table, fields, 0, "fields")
+            self._validate_patch(table, {**fields, **increments}, 0, "fields")
             return None
         if keys and len(candidates) > 1:
             candidates = order_records(candidates, keys, get=lambda item: item[0])
         _, rid = candidates[0]
         old = table.records[rid]
+        if increments:
+            fields = {**fields, **self._added(table, rid, old, increments)}
         patch = self._validate_patch(table, fields, rid, "fields")
         self._touch_table(table)
         record = {**old, **patch}
         self._put(table, rid, record)
         if lease_seconds is not None:
             previous = table.leases.get(rid)
-            prior = {name: old[name] for name in patch}
+            # A counter the claim increments is not put back: attempts survive a lease.
+            prior = {name: old[name] for name in patch if name not in increments}
             if previous is not None:
                 prior.update(previous.prior)  # keep the values from before the first claim
             self._set_lease(table, rid, Lease(now + lease_seconds, prior))
         else:
             self._set_lease(table, rid, None)
         return self._out(record)
+
+    @staticmethod
+    def _increments(fields: dict[str, Any]) -> dict[str, int | float]:
+        """The ``{"$inc": n}`` values of a claim's *fields*, as ``{field: n}``.
+
+        :raises BadRequest: an amount that is not an int or a float (bool excluded).
+        """
+        out: dict[str, int | float] = {}
+        for name, value in fields.items():
+            if type(value) is dict and len(value) == 1 and "$inc" in value:
+                amount = value["$inc"]
+                if type(amount) not in (int, float) or (
+                    type(amount) is int and not INT_MIN <= amount <= INT_MAX
+                ):
+                    raise BadRequest(f"fields.{name}.$inc: an int or a float, not {amount!r:.60}")
+                out[name] = amount
+        return out
+
+    @staticmethod
+    def _added(
+        table: Table, rid: Id, old: Record, increments: dict[str, int | float]
+    ) -> dict[str, int | float]:
+        """The increments applied to the claimed record's values (as INCREMENT does).
+
+        :raises SchemaError: a field that holds no number, or a sum past 64 bits.
+        """
+        out = {}
+        for name, amount in increments.items():
+            current = old.get(name)
+            if not isinstance(current, (int, float)) or isinstance(current, bool):
+                raise SchemaError(
+                    f"fields.{name}.$inc: record {rid!r} holds a {describe(current)}, not a number"
+                )
+            value = current + amount
+            if type(value) is int and not INT_MIN <= value <= INT_MAX:
+                raise SchemaError(f"fields.{name}.$inc: {value} overflows the 64-bit range")
+            out[name] = value
+        return out
 
     @staticmethod
     def _indexed_candidates(

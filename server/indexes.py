@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import os
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -36,6 +37,10 @@ from stateengine.query import Plan
 
 if TYPE_CHECKING:
     from stateengine.server.engine import Id, Lease, Record
+
+#: Test-only fault switch (never set it outside tests): ``drop_new`` leaves every 7th new
+#: record out of the indexes, so the tests that must catch a stale index can show they do.
+FAULTS: Final = frozenset(os.environ.get("STATEENGINE_INDEX_FAULTS", "").split(",")) - {""}
 
 #: Most indexes per table, and fields per index.
 MAX_INDEXES: Final = 16
@@ -105,6 +110,8 @@ class TableIndexes:
         if old is None:
             position = self.positions[rid] = self.next_position
             self.next_position += 1
+            if FAULTS and "drop_new" in FAULTS and position % 7 == 3:
+                return  # the fault: this record never enters the indexes
         else:
             position = self.positions[rid]
         for fields, entries in self.lists.items():

@@ -414,34 +414,45 @@ def command_requests(
     """
     ctx = ArgContext(state, schema, ids if ids is not None else record_ids(), lease_seconds)
     chosen = list(command_table.COMMANDS if commands is None else commands)
+    others = [name for name in command_table.COMMANDS if name != "BATCH"]
+    for name in chosen:
+        if name not in command_table.COMMANDS:
+            raise ValueError(f"command_requests: {name!r} is not in the command table")
+    for name in others if "BATCH" in chosen else chosen:
+        _check_arguments(name)
+    # Built when first drawn: a BATCH's members are every other command, and building
+    # all of them for each single-command strategy would cost more than the draws.
     singles = {
-        name: _command_request(name, ctx) for name in command_table.COMMANDS if name != "BATCH"
+        name: st.deferred(lambda name=name: _command_request(name, ctx))  # type: ignore[misc]
+        for name in command_table.COMMANDS
+        if name != "BATCH"
     }
     out: list[st.SearchStrategy[dict[str, Any]]] = []
     for name in chosen:
         if name == "BATCH":
-            inner = st.one_of(list(singles.values()))
+            members = st.one_of([singles[n] for n in others])
             out.append(
                 st.builds(
                     lambda cs: {"command": "BATCH", "commands": cs},
-                    st.lists(inner, min_size=1, max_size=3),
+                    st.lists(members, min_size=1, max_size=3),
                 )
             )
-        elif name in singles:
-            out.append(singles[name])
         else:
-            raise ValueError(f"command_requests: {name!r} is not in the command table")
+            out.append(singles[name])
     return st.one_of(out)
 
 
-def _command_request(name: str, ctx: ArgContext) -> st.SearchStrategy[dict[str, Any]]:
-    spec = command_table.COMMANDS[name]
-    missing = sorted(a for a in spec.args if a not in ARGUMENTS)
+def _check_arguments(name: str) -> None:
+    missing = sorted(a for a in command_table.COMMANDS[name].args if a not in ARGUMENTS)
     if missing:
         raise ValueError(
             f"command_requests: no strategy for argument(s) {missing} of {name}: "
             "add them to stateengine.testing.strategies.ARGUMENTS"
         )
+
+
+def _command_request(name: str, ctx: ArgContext) -> st.SearchStrategy[dict[str, Any]]:
+    spec = command_table.COMMANDS[name]
     required = {a: ARGUMENTS[a](ctx) for a in spec.required}
     optional = {a: st.none() | ARGUMENTS[a](ctx) for a in spec.optional}
     return st.fixed_dictionaries({**required, **optional}).map(

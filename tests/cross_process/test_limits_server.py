@@ -31,7 +31,6 @@ from stateengine.runtime import discovery as paths
 from stateengine.testing import ServerProcess
 
 STORES = ["log", "sqlite", "postgres", "json", "none"]
-PG_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"  # pg_schema's
 
 
 def serve_args(store: str, request: pytest.FixtureRequest) -> list[str]:

@@ -658,6 +658,11 @@ def check_patch_fields(t: Table, rid: Any, fields: dict[str, Any], errs: set[str
             errs.add("SchemaError")
 
 
+def is_inc(v: Any) -> bool:
+    """A claim's ``{"$inc": n}`` (README "Leases and CLAIM_RECORD": attempt counters)."""
+    return type(v) is dict and len(v) == 1 and "$inc" in v
+
+
 def apply_patch(t: Table, rid: Any, fields: dict[str, Any]) -> None:
     rec = t.records[rid]
     for k, v in fields.items():
@@ -1096,9 +1101,15 @@ def h_claim_record(
         late.add("VersionConflict")
     if not fields:
         late.add("BadRequest")
+    incs = {k: v["$inc"] for k, v in fields.items() if is_inc(v)}  # README: attempts
     for k, v in fields.items():
         if not check_field_name(k, late):
             continue
+        if k in incs:
+            if not is_number(incs[k]) or (is_int(incs[k]) and not INT_MIN <= incs[k] <= INT_MAX):
+                errs.add("BadRequest")  # refused before any record is looked at
+                continue
+            v = incs[k]
         if k == "id":
             late.update({"ImmutableId", "SchemaError", "BadRequest"})
         elif not t.known(k):
@@ -1130,12 +1141,25 @@ def h_claim_record(
         if late and ctx.choose(2):
             raise MErr(late, "CLAIM_RECORD (nothing matched)")
         return None, t.version, False
-    fail(late, "CLAIM_RECORD")
     old = t.records[pick]
+    if incs:
+        fields = dict(fields)
+        for k, n in incs.items():
+            if not t.known(k) or not is_number(old.get(k)):
+                late.add("SchemaError")
+                continue
+            total = old[k] + n
+            if is_int(total) and not INT_MIN <= total <= INT_MAX:
+                late.add("SchemaError")
+            elif not type_fits(t.types.get(k, "any"), total):
+                late.add("SchemaError")
+            fields[k] = total
+    fail(late, "CLAIM_RECORD")
     lease = t.leases.get(pick)
     saved = dict(lease.saved) if lease else {}
     for k in fields:
-        saved.setdefault(k, copy.deepcopy(old[k]))
+        if k not in incs:  # an attempt counter is not put back when the lease runs out
+            saved.setdefault(k, copy.deepcopy(old[k]))
     apply_patch(t, pick, fields)
     t.versions[pick] = w.seq + 1
     if "lease_seconds" in req:

@@ -403,6 +403,8 @@ def gen_claim_record(d: Draw, w: World) -> dict[str, Any]:
         "where": where(d, t),
         "fields": {f: value(d, types.get(f)) for f in pf},
     }
+    if d.coin(0.2):  # an attempt counter: {"$inc": n}
+        req["fields"][d.pick(pf)] = {"$inc": d.pick([1, 1, 2, -1, 0.5, "x", 2**64, True])}
     if d.coin(0.4):
         req["order_by"] = order_by(d)
     if d.coin(0.5):

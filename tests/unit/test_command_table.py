@@ -81,11 +81,17 @@ def test_every_write_has_a_checker_model() -> None:
     assert command_table.writes() <= set(checker.MODELS)
 
 
+#: One strategy per command, built once (building is the costly part, not drawing).
+STRATEGIES = {
+    name: command_requests("t", SCHEMA, commands=[name]) for name in command_table.COMMANDS
+}
+
+
 @settings(max_examples=15, deadline=None)
 @given(data=st.data())
 def test_every_entry_has_a_strategy_of_its_shape(data: st.DataObject) -> None:
-    for name in sorted(command_table.COMMANDS):
-        request = data.draw(command_requests("t", SCHEMA, commands=[name]), label=name)
+    for name, strategy in sorted(STRATEGIES.items()):
+        request = data.draw(strategy, label=name)
         assert request["command"] == name
         eng = stateengine.Engine()
         eng.create_state("t", schema=SCHEMA)

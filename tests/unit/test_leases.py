@@ -402,3 +402,24 @@ def test_methods_raise_the_error_classes(jobs: Eng) -> None:
         eng.patch_record("jobs", b["id"], {"status": "done"}, if_version=b["_version"])["status"]
         == "done"
     )
+
+
+def test_an_attempt_counter_survives_expired_leases_and_bounds_retries(jobs: Eng) -> None:
+    """README: ``{"$inc": n}`` in a claim's fields counts attempts; the count is not put
+    back when a lease runs out, so ``where`` on it stops offering a poison task."""
+    eng, clock = jobs
+    ok(eng, command="SET_STATE", state="jobs", records=[{"status": "pending", "worker": None,
+                                                         "tries": 0}])  # fmt: skip
+    where = {"status": "pending", "tries": {"$lt": 3}}
+    fields = {"status": "running", "tries": {"$inc": 1}}
+    for attempt in (1, 2, 3):
+        task = claim(eng, where, fields, lease_seconds=10)
+        assert task is not None and task["tries"] == attempt
+        clock.now += 11  # the worker died: the lease runs out
+    assert claim(eng, where, fields, lease_seconds=10) is None  # 3 attempts: not offered
+    dead = ok(eng, command="LIST_RECORDS", state="jobs", where={"tries": 3})["result"]
+    assert [r["status"] for r in dead] == ["running"]
+    err(eng, "SchemaError", command="CLAIM_RECORD", state="jobs", where={},
+        fields={"worker": {"$inc": 1}})  # fmt: skip
+    err(eng, "BadRequest", command="CLAIM_RECORD", state="jobs", where={},
+        fields={"tries": {"$inc": "1"}})  # fmt: skip

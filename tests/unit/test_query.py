@@ -186,3 +186,14 @@ def test_a_claim_needs_a_where_map() -> None:
     assert not reply["ok"] and reply["error"]["type"] == "BadRequest"
     reply = engine.execute({"command": "CLAIM_RECORD", "state": "t", "where": {}, "fields": {}})
     assert reply["ok"] and reply["result"]["id"] == 1
+
+
+def test_a_malformed_record_is_refused_before_a_precondition() -> None:
+    """Found by the engine model test: CREATE_RECORD with a non-map record and a wrong
+    expected_version answered VersionConflict; a malformed request is a BadRequest first."""
+    from stateengine.server.engine import TableEngine
+
+    reply = TableEngine().execute(
+        {"command": "CREATE_RECORD", "state": "t", "record": [1], "expected_version": 1}
+    )
+    assert not reply["ok"] and reply["error"]["type"] == "BadRequest"
