@@ -23,7 +23,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -40,7 +40,19 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stateengine import __version__, command_table, defaults, jsoncodec
-from stateengine.app.gateway.auth import check_token, is_loopback, token_matches
+
+# Re-exported: these lived here before the middleware moved to auth.py and the feed hub
+# to feed.py.
+from stateengine.app.gateway.auth import TOKEN_COOKIE as TOKEN_COOKIE
+from stateengine.app.gateway.auth import (
+    GuardMiddleware,
+    check_token,
+    error_body,
+)
+from stateengine.app.gateway.auth import cookie_name as cookie_name
+from stateengine.app.gateway.feed import SSE_PING_SECONDS, FeedHub, sse
+from stateengine.app.gateway.feed import SSE_QUEUE as SSE_QUEUE
+from stateengine.app.gateway.feed import Listener as Listener
 from stateengine.client.aio import AsyncClient
 from stateengine.client.view import arena_info
 from stateengine.errors import (
@@ -65,16 +77,13 @@ from stateengine.errors import (
 from stateengine.limits import MAX_REQUEST_BYTES
 from stateengine.protocol import decode_request, encode_reply, is_json, reply_outcome
 from stateengine.runtime import discovery as paths
-from stateengine.runtime.feed import FEED_HWM, decode_change, feed_endpoint, feed_gap
+from stateengine.runtime.feed import feed_endpoint
 
 log = logging.getLogger("stateengine.gateway")
 
 MANIFEST_TABLE = "$manifest"  # stateengine.client.state.TABLE, without importing the manifests
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
-SSE_QUEUE = 1024  # events queued per SSE client before it misses some (flagged as a gap)
-SSE_PING_SECONDS = 15.0
-TOKEN_COOKIE = "stateengine_token"
 
 # --- errors and statuses ----------------------------------------------------------------
 
@@ -123,10 +132,6 @@ class HTTPError(Exception):
     def __init__(self, status: int, type_: str, message: str) -> None:
         super().__init__(message)
         self.status, self.type, self.message = status, type_, message
-
-
-def error_body(type_: str, message: str) -> dict[str, Any]:
-    return {"error": {"type": type_, "message": message}}
 
 
 def malformed(message: str) -> HTTPError:
@@ -230,139 +235,6 @@ def reject_keys(body: dict[str, Any], keys: tuple[str, ...], where: str) -> None
             raise BadRequest(f"{key!r} is given by the path ({where}), not the body")
 
 
-# --- the change feed, fanned out to SSE clients ----------------------------------------
-
-
-@dataclass(eq=False)
-class Listener:
-    """One SSE client: a bounded queue of encoded events (None: the gateway stops)."""
-
-    tables: frozenset[str] | None
-    records: bool
-    queue: asyncio.Queue[str | None] = field(default_factory=lambda: asyncio.Queue(SSE_QUEUE))
-    missed: bool = False
-
-    def offer(self, table: str, full: str, brief: str) -> None:
-        if self.tables is not None and table not in self.tables:
-            return
-        event = full if self.records else brief
-        if self.missed:
-            event = event.replace('"gap": false', '"gap": true', 1)
-        try:
-            self.queue.put_nowait(event)
-            self.missed = False
-        except asyncio.QueueFull:
-            self.missed = True  # the next event it gets says so: resynchronise
-
-    def close(self) -> None:
-        while True:
-            try:
-                self.queue.put_nowait(None)
-                return
-            except asyncio.QueueFull:
-                self.queue.get_nowait()
-
-
-class FeedHub:
-    """Subscribes to the writer's feed while at least one SSE client listens.
-
-    The writer builds feed messages only while it has subscribers (``server/feed.py``),
-    so an idle dashboard costs the writer nothing: the upstream SUB socket is opened by
-    the first listener and closed about a second after the last one leaves.
-    """
-
-    def __init__(self, endpoint: str, gateway: Gateway) -> None:
-        self.endpoint = endpoint
-        self.gateway = gateway
-        self.listeners: set[Listener] = set()
-        self.events = 0
-        self.upstream_gaps = 0
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
-
-    def add(self, tables: frozenset[str] | None, records: bool) -> Listener:
-        listener = Listener(tables, records)
-        if self._closed:  # the gateway is stopping: the stream ends after its hello
-            listener.close()
-            return listener
-        self.listeners.add(listener)
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
-        return listener
-
-    def remove(self, listener: Listener) -> None:
-        self.listeners.discard(listener)
-
-    async def _run(self) -> None:
-        ctx = self.gateway.zmq_context
-        sock = ctx.socket(zmq.SUB)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVHWM, FEED_HWM)
-        sock.setsockopt(zmq.SUBSCRIBE, b"")
-        sock.connect(self.endpoint)
-        last_seq: dict[str, int] = {}
-        try:
-            while self.listeners and not self._closed:
-                if not await sock.poll(1000):
-                    continue
-                _topic, body = await sock.recv_multipart()
-                msg = decode_change(body)
-                table = msg["table"]
-                last = last_seq.get(table)
-                gap = feed_gap(last, msg["prev_seq"])
-                self.upstream_gaps += gap
-                last_seq[table] = msg["seq"]
-                self._broadcast(msg, gap)
-        except Exception:  # a broken feed must not take the gateway down; listeners resync
-            log.exception("change feed reader failed")
-        finally:
-            sock.close(linger=0)
-
-    def _broadcast(self, msg: dict[str, Any], gap: bool) -> None:
-        self.events += 1
-        table = msg["table"]
-        info = self.gateway.arena_table_info(table)
-        event: dict[str, Any] = {
-            "seq": msg["seq"],
-            "prev_seq": msg["prev_seq"],
-            "table": table,
-            "dropped": msg["dropped"],
-            "gap": False,
-            "size": None if info is None else info["size"],
-            "version": None if info is None else info["version"],
-            "put_ids": [r.get("id") for r in msg["puts"]],
-            "deletes": msg["deletes"],
-        }
-        brief = sse("change", event, msg["seq"])
-        event["puts"] = msg["puts"]
-        full = sse("change", event, msg["seq"])
-        if gap:  # the upstream lost messages: every listener of the table must resync
-            brief = brief.replace('"gap": false', '"gap": true', 1)
-            full = full.replace('"gap": false', '"gap": true', 1)
-        for listener in list(self.listeners):
-            listener.offer(table, full, brief)
-
-    def close(self) -> None:
-        """End every stream and stop reading the feed (idempotent)."""
-        self._closed = True
-        for listener in list(self.listeners):
-            listener.close()
-        if self._task is not None:
-            self._task.cancel()
-
-    async def wait_closed(self) -> None:
-        """Wait until the upstream socket is closed (before the ZMQ context terminates)."""
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-
-def sse(event: str, data: dict[str, Any], id_: int | None = None) -> str:
-    """One server-sent event (``data`` is one JSON line: JSON never holds a raw newline)."""
-    head = f"event: {event}\n" + (f"id: {id_}\n" if id_ is not None else "")
-    return head + "data: " + encode_reply(data, as_json=True).decode() + "\n\n"
-
-
 # --- the gateway's state ---------------------------------------------------------------
 
 
@@ -455,104 +327,7 @@ class Gateway:
         return result, headers
 
 
-# --- authentication and origin checks --------------------------------------------------
-
-
-class GuardMiddleware:
-    """The token on every request, and a Host check on a loopback gateway.
-
-    A request is let through when it carries the token as ``Authorization: Bearer T`` or
-    in the gateway's cookie. A GET or HEAD with ``?token=T`` (the login URL printed at
-    start) is answered with that cookie (HttpOnly, SameSite=Strict) and a redirect to the
-    same URL without the token, so that the dashboard's ``fetch`` and ``EventSource``
-    carry it and it stays out of the address bar, history and logs. A wrong token, or
-    ``?token=`` on another method, is 401. Bound to loopback, a request must also name a
-    loopback host in ``Host`` (403 otherwise): a web page of another site that rebinds
-    its DNS name to 127.0.0.1 is refused before the token is even looked at.
-    """
-
-    def __init__(self, app: ASGIApp, token: str, host: str, port: int) -> None:
-        self.app = app
-        self.token = token
-        #: Per port: cookies are not isolated by port, and two gateways on one host
-        #: must not overwrite each other's.
-        self.cookie = cookie_name(port)
-        self.allowed_hosts = (
-            {"127.0.0.1", "localhost", "::1", "[::1]", host.lower()} if is_loopback(host) else None
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.allowed_hosts is not None:
-            host = headers.get("host", "")
-            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-            if name.lower() not in self.allowed_hosts:
-                await self._refuse(send, 403, "Forbidden", f"Host {host!r} is not loopback")
-                return
-        query = scope.get("query_string", b"")
-        given = [unquote_to_bytes(v) for k, v in _query_pairs(query) if k == b"token"]
-        if given:
-            if scope["method"] in ("GET", "HEAD") and all(
-                token_matches(t, self.token) for t in given
-            ):
-                await self._login(scope, send, query)
-            else:  # a wrong token, or a write: tokens in URLs only log a browser in
-                why = "wrong token" if scope["method"] in ("GET", "HEAD") else "?token= is for GET"
-                await self._refuse(send, 401, "Unauthorized", why)
-            return
-        if not self._authorized(headers):
-            await self._refuse(
-                send,
-                401,
-                "Unauthorized",
-                "the gateway needs its token: open the login URL it printed at start"
-                " (login_url in DIR/http.json), or send Authorization: Bearer TOKEN",
-            )
-            return
-        await self.app(scope, receive, send)
-
-    def _authorized(self, headers: dict[str, str]) -> bool:
-        candidates: list[bytes] = []
-        auth = headers.get("authorization", "")
-        if auth[:7].lower() == "bearer ":
-            candidates.append(auth[7:].strip().encode("latin-1"))
-        for part in headers.get("cookie", "").split(";"):
-            name, _, value = part.strip().partition("=")
-            if name == self.cookie:
-                candidates.append(value.strip('"').encode("latin-1"))
-        # Every candidate is compared (no early exit): the time taken does not say which.
-        return sum(token_matches(c, self.token) for c in candidates) > 0
-
-    async def _login(self, scope: Scope, send: Send, query: bytes) -> None:
-        path = scope.get("raw_path") or scope["path"].encode()
-        rest = b"&".join(p for p in query.split(b"&") if p and p.split(b"=", 1)[0] != b"token")
-        location = path + (b"?" + rest if rest else b"")
-        cookie = f"{self.cookie}={self.token}; HttpOnly; SameSite=Strict; Path=/"
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 303,
-                "headers": [
-                    (b"location", location),
-                    (b"set-cookie", cookie.encode()),
-                    (b"cache-control", b"no-store"),
-                    (b"content-length", b"0"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": b""})
-
-    @staticmethod
-    async def _refuse(send: Send, status: int, type_: str, message: str) -> None:
-        body = encode_reply(error_body(type_, message), as_json=True)
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-        if status == 401:
-            headers.append((b"www-authenticate", b'Bearer realm="stateengine"'))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+# --- path segments ----------------------------------------------------------------------
 
 
 class PathSegmentsMiddleware:
@@ -590,19 +365,6 @@ class PathSegmentsMiddleware:
 #: A table name, record id or manifest key taken from one path segment (see
 #: :class:`PathSegmentsMiddleware`).
 Segment = Annotated[str, AfterValidator(unquote)]
-
-
-def cookie_name(port: int) -> str:
-    """The cookie that holds the token of the gateway on *port*."""
-    return f"{TOKEN_COOKIE}_{port}"
-
-
-def _query_pairs(query: bytes) -> list[tuple[bytes, bytes]]:
-    pairs = []
-    for part in query.split(b"&"):
-        name, _, value = part.partition(b"=")
-        pairs.append((unquote_to_bytes(name), value))  # a "+" is a "+": tokens may hold one
-    return pairs
 
 
 # --- the application --------------------------------------------------------------------
