@@ -218,3 +218,88 @@ def claim_worker(index: int, conf: dict[str, Any], cmds: Any, out: Any) -> None:
                 conn.close()
     except Exception:
         out.put(("error", index, traceback.format_exc()))
+
+
+def wake_worker(index: int, conf: dict[str, Any], cmds: Any, out: Any) -> None:
+    """One blocked taker for the wake rows: on ``(system, name)`` block until a task
+    arrives, then answer ``("woke", index, time.perf_counter())`` at once.
+
+    perf_counter is CLOCK_MONOTONIC on Linux, one clock for every process of the machine,
+    so the suite subtracts its own reading taken just before the write that woke us.
+
+    * ``stateengine``: ``claim_record(name, status = pending → running, wait=5)``;
+    * ``redis``: ``BLMOVE name → name:taken`` with a 5 s timeout, on a connection named
+      ``conf["redis_name"]`` so the suite can see it blocked in ``CLIENT LIST``.
+    """
+    try:
+        client: Any = None
+        red: Any = None
+        out.put(("ready", index))
+        while True:
+            cmd = cmds.get(timeout=CHILD_IDLE)
+            if cmd is None:
+                break
+            system, name = cmd
+            if system == "stateengine":
+                if client is None:
+                    from stateengine.client.client import Client
+
+                    client = Client(conf["endpoint"], timeout=10)
+                got = client.claim_record(
+                    name, {"status": "pending"}, {"status": "running"}, wait=5
+                )
+            else:
+                if red is None:
+                    import redis
+
+                    red = redis.Redis(host=conf["redis_host"], port=conf["redis_port"])
+                    red.client_setname(conf["redis_name"])
+                got = red.blmove(name, f"{name}:taken", 5, "LEFT", "RIGHT")
+            woke = time.perf_counter()
+            if got is None:
+                raise RuntimeError(f"{system}: nothing arrived within the 5 s wait")
+            out.put(("woke", index, woke))
+        for conn in (client, red):
+            if conn is not None:
+                conn.close()
+    except Exception:
+        out.put(("error", index, traceback.format_exc()))
+
+
+def parked_worker(index: int, conf: dict[str, Any], cmds: Any, out: Any) -> None:
+    """``conf["parked"]`` concurrent ``claim_record(..., wait=60)`` of one asyncio client
+    on a table where nothing matches, each parked again when its wait ends, until the
+    suite sends ``None``. Answers ``("ready", index)`` once they are sent."""
+    import asyncio
+
+    async def main() -> None:
+        from stateengine.client.aio import AsyncClient
+
+        aclient = AsyncClient(conf["endpoint"], timeout=10)
+
+        async def park() -> None:
+            while True:
+                got = await aclient.claim_record(
+                    conf["table"], {"status": "never"}, {"status": "running"}, wait=60
+                )
+                if got is not None:
+                    raise RuntimeError(f"a parked claim took record {got['id']}")
+
+        tasks = [asyncio.create_task(park()) for _ in range(int(conf["parked"]))]
+        out.put(("ready", index))
+        loop = asyncio.get_running_loop()
+        stop = loop.run_in_executor(None, cmds.get, True, CHILD_IDLE)
+        done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await aclient.close()
+        for d in done:
+            if d is not stop and d.exception() is not None:
+                # Said now: asyncio.run's exit waits for the thread still in cmds.get.
+                out.put(("error", index, "".join(traceback.format_exception(d.exception()))))
+
+    try:
+        asyncio.run(main())
+    except Exception:
+        out.put(("error", index, traceback.format_exc()))

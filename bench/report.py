@@ -45,6 +45,8 @@ WORKLOADS: list[Workload] = [
         "claimbig_redis",
     ),
     Workload("pqueue", "priority queue: claim the lowest priority + complete", "pqueue_redis"),
+    Workload("wake", "blocking claim: a parked worker woken by a write", "wake_stateengine_write"),
+    Workload("parkedwrite", "one write with 50 claims parked on its table", "parkedwrite_none"),
     Workload("range", "range LIST_RECORDS of 100 records out of a big table", "range_indexed"),
     Workload("durable", "durable writes per fsync policy", "durable_pool_no"),
     Workload("restart", "restart with N records on disk", "restart_server"),
@@ -91,6 +93,12 @@ ROWS: dict[str, tuple[str, str | None]] = {
     "claim_postgres": ("claim", None),
     **{f"claimbig_{s}": ("claimbig", None) for s in ("stateengine", "redis", "postgres")},
     **{f"pqueue_{s}": ("pqueue", None) for s in ("stateengine", "redis", "postgres")},
+    "wake_stateengine": ("wake", "stateengine: create_record → claim_record(wait=5) returns"),
+    "wake_stateengine_write": ("wake", "stateengine: create_record round trip, nobody waiting"),
+    "wake_redis": ("wake", "Redis: LPUSH → BLMOVE returns"),
+    "wake_redis_write": ("wake", "Redis: LPUSH round trip, nobody waiting"),
+    "parkedwrite_50": ("parkedwrite", "stateengine: create_record, 50 claims parked"),
+    "parkedwrite_none": ("parkedwrite", "stateengine: create_record, none parked"),
     **{
         f"range_{s}": ("range", None)
         for s in ("indexed", "scan", "client", "arena", "byid", "byid_batch")
@@ -116,6 +124,8 @@ REFS: dict[str, str] = {
     "lmdb_sync_put": "durable_one_always",
     "lmdb_sync_txn": "durable_pool_always",
     "restart_store": "restart_store",
+    "wake_redis": "wake_redis_write",
+    "wake_redis_write": "wake_redis_write",
 }
 # Rows shown as a rate or as seconds rather than µs/op.
 UNITS: dict[str, str] = {
@@ -326,7 +336,7 @@ def targets(rows: list[dict[str, Any]], config: dict[str, Any]) -> list[dict[str
 
 
 def claim_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Issue 16's "Must show" targets for the claim and range rows of this run (the big
+    """Issue 16's "Must show" targets for the claim, wake and range rows of this run (the big
     table holds ``big_records``: 10^6 in the full mode)."""
     us = {r["key"]: r["median_us"] for r in rows}
     shown = {r["key"]: f"{r['system']} {show(r)}" for r in rows}
@@ -364,6 +374,18 @@ def claim_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             0.8,
             ">=",
             f"{fmt('claimbig_stateengine')} / {fmt('claim_stateengine')}",
+        )
+    )
+    out.append(
+        _t(
+            "blocking-claim wake ≤ 1.5× one acknowledged write",
+            faster("wake_stateengine", "wake_stateengine_write"),
+            1.5,
+            "<=",
+            f"{fmt('wake_stateengine')} / {fmt('wake_stateengine_write')}; Redis BLMOVE wake "
+            f"{fmt('wake_redis')}, {_x(faster('wake_redis', 'wake_redis_write'))} its LPUSH; "
+            f"a write with 50 claims parked {_x(faster('parkedwrite_50', 'parkedwrite_none'))} "
+            "one with none",
         )
     )
     out.append(

@@ -62,12 +62,15 @@ class Config:
     durable_records: int
     restart_records: int
     big_records: int  # the table of the claimbig rows, and of each range table
+    wakes: int  # samples per repeat of the wake and parkedwrite rows (their median)
 
 
 MODES = {
-    "full": Config("full", 100_000, 7, 0.4, 1.0, 100_000, 10_000, 20_000, 1_000_000, 1_000_000),
-    "quick": Config("quick", 100_000, 5, 0.05, 0.2, 10_000, 2000, 10_000, 50_000, 100_000),
-    "smoke": Config("smoke", 2000, 2, 0.01, 0.15, 2000, 100, 1000, 5000, 5000),
+    "full": Config(
+        "full", 100_000, 7, 0.4, 1.0, 100_000, 10_000, 20_000, 1_000_000, 1_000_000, 200
+    ),
+    "quick": Config("quick", 100_000, 5, 0.05, 0.2, 10_000, 2000, 10_000, 50_000, 100_000, 100),
+    "smoke": Config("smoke", 2000, 2, 0.01, 0.15, 2000, 100, 1000, 5000, 5000, 10),
 }
 CLAIM_WORKLOADS = {"claim", "claimbig", "pqueue"}
 
@@ -219,7 +222,7 @@ def run(args: argparse.Namespace, cfg: Config, only: set[str]) -> dict[str, Any]
         socket_client = stack.enter_context(Client(srv.endpoint, timeout=60))
 
         redis_conn: Any = None
-        if only & {"get", "write1", "batch", "bulk"} or only & CLAIM_WORKLOADS:
+        if only & {"get", "write1", "batch", "bulk", "wake"} or only & CLAIM_WORKLOADS:
             redis_list, redis_conn, why = server.redis_rows(n, prefix)
             if why:
                 skipped.append(f"Redis rows: {why}")
@@ -310,6 +313,8 @@ def run(args: argparse.Namespace, cfg: Config, only: set[str]) -> dict[str, Any]
             rows += ranges.rows()
         if only & CLAIM_WORKLOADS:
             rows += claim_rows(stack, children, tmp, cfg, only, redis_conn, prefix, pg_dsn, notes)
+        if only & {"wake", "parkedwrite"}:
+            rows += wake_rows(stack, children, tmp, cfg, only, redis_conn, prefix)
         if "durable" in only:
             rows += durable(stack, ctx, children, tmp, srv, cfg, skipped)
         if "restart" in only:
@@ -378,6 +383,39 @@ def claim_rows(
         bench = workloads.ClaimBench(client, pool, redis_conn, prefix, pg_dsn, spec, notes)
         stack.callback(bench.close)
         rows += bench.rows()
+    return rows
+
+
+def wake_rows(
+    stack: contextlib.ExitStack,
+    children: server.Children,
+    tmp: Path,
+    cfg: Config,
+    only: set[str],
+    redis_conn: Any,
+    prefix: str,
+) -> list[Row]:
+    """The blocking-claim rows, each on a server of its own: the claims parked by one
+    must not show in the other's ``STATS`` count (nor load its writer)."""
+
+    def start(name: str) -> tuple[ServerProcess, Client]:
+        srv = ServerProcess(tmp / name, "--store", "none", start_timeout=server.START_TIMEOUT)
+        children.servers.append(srv)
+        srv.start()
+        return srv, stack.enter_context(Client(srv.endpoint, timeout=60))
+
+    rows: list[Row] = []
+    if "wake" in only:
+        srv, client = start("data-wake")
+        wake = workloads.WakeBench(client, srv.endpoint, redis_conn, prefix, cfg.wakes)
+        stack.callback(wake.close)
+        rows += wake.rows()
+    if "parkedwrite" in only:
+        srv, client = start("data-parked")
+        _, idle = start("data-unparked")
+        parked = workloads.ParkedWriteBench(client, srv.endpoint, idle, cfg.wakes)
+        stack.callback(parked.close)
+        rows += parked.rows()
     return rows
 
 

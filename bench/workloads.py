@@ -15,6 +15,7 @@ import multiprocessing as mp
 import os
 import queue
 import random
+import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -24,7 +25,14 @@ from typing import Any
 
 import msgpack
 
-from bench.children import TABLE, claim_worker, lmdb_fill, load_worker
+from bench.children import (
+    TABLE,
+    claim_worker,
+    lmdb_fill,
+    load_worker,
+    parked_worker,
+    wake_worker,
+)
 from bench.measure import Row
 from bench.records import record
 from bench.report import fmt_rate
@@ -672,6 +680,158 @@ class ClaimBench:
             with contextlib.suppress(Exception):
                 self.pg.execute(f"DROP TABLE IF EXISTS {self.pg_table}".encode())
             self.pg.close()
+
+
+# --- blocking claims: wake-up latency, writes with claims parked ------------------------------
+
+PARKED = 50  # claims parked by the parkedwrite rows
+PARK_TIMEOUT = 30.0  # s the suite waits to see a claim parked
+
+
+def wait_parked(client: Client, count: int) -> None:
+    """Return once the server holds exactly *count* parked claims (``STATS``).
+
+    :raises RuntimeError: when it does not within ``PARK_TIMEOUT`` s.
+    """
+    deadline = time.monotonic() + PARK_TIMEOUT
+    while True:
+        parked = client.stats()["parked_claims"]
+        if parked == count:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{parked} claims parked after {PARK_TIMEOUT} s, expected {count}")
+
+
+class WakeBench:
+    """One worker process blocked for a task; the suite writes one; how soon it holds it.
+
+    A sample: the worker blocks (stateengine ``claim_record(wait=5)`` on a table indexed
+    on ``status``; Redis ``BLMOVE``), the suite sees it blocked (``STATS``
+    ``parked_claims``; ``CLIENT LIST`` flag ``b``), reads ``perf_counter`` and writes
+    (``create_record`` of a pending task; ``LPUSH``); the worker reads ``perf_counter`` as
+    its call returns. A repeat is the median of *samples* such wake-ups. Next to them, in
+    the same run, the write alone with nobody waiting: ``create_record`` of a finished
+    task into the same table, and ``LPUSH`` onto a list nobody pops.
+    """
+
+    def __init__(self, client: Client, endpoint: str, redis_conn: Any, prefix: str, samples: int):
+        self.client = client
+        self.redis = redis_conn
+        self.samples = samples
+        self.state = "wake"
+        self.list = f"{prefix}wake"
+        self.redis_name = f"se-bench-wake-{os.getpid()}"
+        self.client.create_state(self.state, schema=TASK_SCHEMA, indexes=["status"])
+        warm_index(client, self.state, "status", "pending")
+        conf = {
+            "endpoint": endpoint,
+            "redis_host": "127.0.0.1",
+            "redis_port": 6379,
+            "redis_name": self.redis_name,
+        }
+        self.workers = Workers(wake_worker, [(0, conf)])
+
+    def _blocked(self, system: str) -> None:
+        if system == "stateengine":
+            wait_parked(self.client, 1)
+            return
+        deadline = time.monotonic() + PARK_TIMEOUT
+        while not any(
+            c.get("name") == self.redis_name and "b" in c.get("flags", "")
+            for c in self.redis.client_list()
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Redis worker not blocked in BLMOVE after {PARK_TIMEOUT} s")
+
+    def wake(self, system: str) -> Callable[[], tuple[float, int]]:
+        def run() -> tuple[float, int]:
+            lat: list[float] = []
+            for k in range(self.samples):
+                self.workers.send(
+                    [0], (system, self.state if system == "stateengine" else self.list)
+                )
+                self._blocked(system)
+                if system == "stateengine":
+                    t0 = time.perf_counter()
+                    self.client.create_record(self.state, {**record(k), "status": "pending"})
+                else:
+                    t0 = time.perf_counter()
+                    self.redis.lpush(self.list, k)
+                woke = self.workers.collect(1, "woke")[0][2]
+                lat.append((woke - t0) * 1e6)
+            return statistics.median(lat), self.samples
+
+        return run
+
+    def write(self, system: str) -> Callable[[], tuple[float, int]]:
+        def run() -> tuple[float, int]:
+            lat: list[float] = []
+            for k in range(self.samples):
+                if system == "stateengine":
+                    t0 = time.perf_counter()
+                    self.client.create_record(self.state, {**record(k), "status": "done"})
+                else:
+                    t0 = time.perf_counter()
+                    self.redis.lpush(f"{self.list}:nobody", k)
+                lat.append((time.perf_counter() - t0) * 1e6)
+            if system == "redis":
+                self.redis.delete(f"{self.list}:nobody")
+            return statistics.median(lat), self.samples
+
+        return run
+
+    def rows(self) -> list[Row]:
+        systems = ["stateengine"] + (["redis"] if self.redis is not None else [])
+        rows: list[Row] = []
+        for system in systems:
+            rows.append(Row(f"wake_{system}", "", lambda n: None, window=self.wake(system)))
+            rows.append(Row(f"wake_{system}_write", "", lambda n: None, window=self.write(system)))
+        return rows
+
+    def close(self) -> None:
+        self.workers.close()
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                self.redis.delete(self.list, f"{self.list}:taken", f"{self.list}:nobody")
+
+
+class ParkedWriteBench:
+    """``create_record`` from this client with ``PARKED`` claims of another process parked
+    on the same table (nothing they look for is ever written), next to the same write on
+    a twin server (*idle*) with none parked; each repeat the median of *samples* round
+    trips. Every repeat first checks ``STATS`` ``parked_claims`` on both."""
+
+    def __init__(self, client: Client, endpoint: str, idle: Client, samples: int) -> None:
+        self.client = client
+        self.idle = idle
+        self.samples = samples
+        for c in (client, idle):
+            c.create_state("parked", schema=TASK_SCHEMA, indexes=["status"])
+            warm_index(c, "parked", "status", "done")
+        conf = {"endpoint": endpoint, "table": "parked", "parked": PARKED}
+        self.workers = Workers(parked_worker, [(0, conf)])
+
+    def window(self, client: Client, parked: int) -> Callable[[], tuple[float, int]]:
+        def run() -> tuple[float, int]:
+            wait_parked(client, parked)
+            lat: list[float] = []
+            create = client.create_record
+            for k in range(self.samples):
+                t0 = time.perf_counter()
+                create("parked", {**record(k), "status": "done"})
+                lat.append((time.perf_counter() - t0) * 1e6)
+            return statistics.median(lat), self.samples
+
+        return run
+
+    def rows(self) -> list[Row]:
+        return [
+            Row("parkedwrite_50", "", lambda n: None, window=self.window(self.client, PARKED)),
+            Row("parkedwrite_none", "", lambda n: None, window=self.window(self.idle, 0)),
+        ]
+
+    def close(self) -> None:
+        self.workers.close()
 
 
 # --- indexed range list -----------------------------------------------------------------------

@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import msgpack
+
 from stateengine import command_table
 from stateengine.errors import (
     BadRequest,
@@ -33,6 +35,7 @@ from stateengine.errors import (
     DuplicateId,
     ImmutableId,
     InternalError,
+    PayloadTooLarge,
     RecordNotFound,
     SchemaError,
     StateEngineError,
@@ -41,7 +44,14 @@ from stateengine.errors import (
     UnknownCommand,
     VersionConflict,
 )
-from stateengine.limits import ID_MAX, MAX_CLAIM_WAIT, check_id, check_table_name, check_text
+from stateengine.limits import (
+    ID_MAX,
+    MAX_CLAIM_WAIT,
+    MAX_RECORD_BYTES,
+    check_id,
+    check_table_name,
+    check_text,
+)
 from stateengine.protocol import (
     INT_MAX,
     INT_MIN,
@@ -864,8 +874,9 @@ class TableEngine:
         lease = table.leases.get(rid)
         if lease_seconds is not None and lease is None:
             raise BadRequest(f"record {rid!r} holds no lease to renew")
-        self._touch_table(table)
         record = {**old, **patch}
+        _check_record_size(record, rid)
+        self._touch_table(table)
         self._put(table, rid, record)
         if lease_seconds is not None and lease is not None:
             self._set_lease(table, rid, Lease(self.clock() + lease_seconds, dict(lease.prior)))
@@ -970,8 +981,9 @@ class TableEngine:
         if increments:
             fields = {**fields, **self._added(table, rid, old, increments)}
         patch = self._validate_patch(table, fields, rid, "fields")
-        self._touch_table(table)
         record = {**old, **patch}
+        _check_record_size(record, rid)
+        self._touch_table(table)
         self._put(table, rid, record)
         if lease_seconds is not None:
             previous = table.leases.get(rid)
@@ -1187,6 +1199,23 @@ class ChangeSet:
 
     def __bool__(self) -> bool:
         return bool(self.dropped or self.tables or self.puts or self.deletes)
+
+
+_packb = msgpack.Packer(use_bin_type=True).pack
+
+
+def _check_record_size(record: Record, rid: Id) -> None:
+    """A patch may grow a record past what the arena stores: refuse it before any write
+    (one encode per patch or claim, ~1 µs for a small record).
+
+    :raises PayloadTooLarge: over :data:`~stateengine.limits.MAX_RECORD_BYTES`.
+    """
+    size = len(_packb(record))
+    if size > MAX_RECORD_BYTES:
+        raise PayloadTooLarge(
+            f"record {rid!r} would be {size} bytes, over the {MAX_RECORD_BYTES}-byte limit "
+            "of a record; keep large values in fewer records"
+        )
 
 
 def _auto_id(next_id: int, where: str) -> int:

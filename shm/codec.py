@@ -23,8 +23,9 @@ from typing import Any, Final
 import msgpack
 
 from stateengine.errors import PayloadTooLarge
+from stateengine.limits import MAX_RECORD_BYTES
 
-DEFAULT_MAX_RECORD_SIZE: Final = 16 * 1024 * 1024
+DEFAULT_MAX_RECORD_SIZE: Final = MAX_RECORD_BYTES
 
 
 class MsgpackCodec:

@@ -61,6 +61,9 @@ MAX_PARKED_CLAIMS: Final = 100_000
 PG_INDEX_ENTRY_BYTES: Final = 2704
 #: The arena: a record's key (msgpack of table and id) has a 16-bit length.
 ARENA_KEY_BYTES: Final = 0xFFFF
+#: Largest record (msgpack, ``_version`` included): what the arena stores by default
+#: (``shm.codec``). Requests are bounded too, but patches can grow a record past it.
+MAX_RECORD_BYTES: Final = 16 * 1024 * 1024
 
 # --- requests and replies -----------------------------------------------------------------
 

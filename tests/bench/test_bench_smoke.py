@@ -53,6 +53,10 @@ CORE_ROWS = {
     "durable_pool_always",
     "durable_pool_no",
     "restart_server",
+    "wake_stateengine",
+    "wake_stateengine_write",
+    "parkedwrite_50",
+    "parkedwrite_none",
 }
 REDIS_ROWS = {
     "redis_get",
@@ -62,6 +66,8 @@ REDIS_ROWS = {
     "claim_redis",
     "claimbig_redis",
     "pqueue_redis",
+    "wake_redis",
+    "wake_redis_write",
 }
 POSTGRES_ROWS = {"claim_postgres", "claimbig_postgres", "pqueue_postgres"}
 # Issue 16's targets that need no Redis or PostgreSQL: measured in every smoke run.
@@ -69,6 +75,7 @@ STATEENGINE_TARGETS = {
     "claim rate from the big table ≥ 0.8× from the tasks alone",
     "range list: index ≥ 100× faster than no index",
     "range list with an index ≤ 3× the records by id",
+    "blocking-claim wake ≤ 1.5× one acknowledged write",
 }
 LMDB_ROWS = {"get_lmdb", "write_one_lmdb_nosync", "bulk_lmdb", "lmdb_sync_put"}
 
@@ -107,7 +114,7 @@ def test_smoke_run_writes_every_row_and_compares(tmp_path: Path) -> None:
     for row in doc["rows"]:
         assert row["repeats"] == doc["config"]["repeats"] and row["median_us"] > 0, row
     statuses = {t["target"]: t["status"] for t in doc["targets"]}
-    assert len(statuses) == 21 and set(statuses.values()) <= {"PASS", "MISS", "SKIP"}
+    assert len(statuses) == 22 and set(statuses.values()) <= {"PASS", "MISS", "SKIP"}
     assert all(statuses[t] in ("PASS", "MISS") for t in STATEENGINE_TARGETS), statuses
     # The big tables' fills are measured apart from the rows, and said so.
     assert "setup: claimbig: stateengine table of" in proc.stdout
