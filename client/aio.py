@@ -53,6 +53,13 @@ from stateengine.protocol import decode_reply, pack_request, reply_outcome, with
 from stateengine.runtime import discovery as paths
 from stateengine.shm import ArenaReader
 
+__all__ = [
+    "AsyncClient",
+    "connect_async",
+    "install_uvloop",
+]
+
+
 log = logging.getLogger("stateengine.client")
 
 
@@ -82,6 +89,11 @@ class AsyncClient(AsyncCommandsMixin):
         arena: bool = True,
         history: str | os.PathLike[str] | None = None,
     ) -> None:
+        """See the class.
+
+        :raises ServerUnavailable: no *endpoint* given and no server runs on the data
+            directory (no readable ``server.json``).
+        """
         self._history = AsyncHistory(history) if history is not None else None
         if self._history is not None:  # per instance: a client without a history pays nothing
             for name, command in RECORDED_READS.items():
@@ -125,7 +137,11 @@ class AsyncClient(AsyncCommandsMixin):
             future.set_result(reply)
 
     async def execute(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Send one request map; return the raw reply map (errors not raised)."""
+        """Send one request map; return the raw reply map (errors not raised).
+
+        :raises ServerUnavailable: no reply within ``timeout``, or the client is closed.
+        :raises PayloadTooLarge: over :attr:`max_request_bytes`; nothing was sent.
+        """
         hook = self._history
         if hook is None or _RECORDING.get():
             return await self._execute(request)
@@ -169,7 +185,7 @@ class AsyncClient(AsyncCommandsMixin):
         """The server's arena as it is now, without waiting for this client's writes
         (None: no arena, e.g. a remote client or after :meth:`close`). For monitoring
         (the gateway's health, feed and table sizes); the read methods wait for
-        read-your-writes instead."""
+        read-your-writes instead. Raises nothing."""
         return self._view.current() if self._view is not None else None
 
     async def _reader(self) -> ArenaReader | None:
@@ -181,6 +197,10 @@ class AsyncClient(AsyncCommandsMixin):
         return await catch_up_async(self._view, self.seen_seq, self.timeout)
 
     async def get_record(self, state: str, id: Id) -> Record:
+        """The record, from the arena when attached (else the socket).
+
+        :raises RecordNotFound: :raises StateNotFound:
+        """
         reader = reader_for(self._view, self.seen_seq) or await self._reader()
         record = arena_get(reader, state, id) if reader is not None else None
         return record if record is not None else await super().get_record(state, id)
@@ -193,6 +213,10 @@ class AsyncClient(AsyncCommandsMixin):
         offset: int | None = None,
         limit: int | None = None,
     ) -> list[Record]:
+        """Records matching ``where``, ordered, paged: one arena snapshot, or the socket.
+
+        :raises StateNotFound: :raises BadRequest: :raises SchemaError: as the command.
+        """
         reader = reader_for(self._view, self.seen_seq) or await self._reader()
         out = arena_list(reader, state, where, order_by, offset, limit) if reader else None
         if out is not None:
@@ -200,14 +224,20 @@ class AsyncClient(AsyncCommandsMixin):
         return await super().list_records(state, where, order_by, offset, limit)
 
     async def get_state_info(self, state: str) -> dict[str, Any]:
+        """The table's info, from the arena when attached; :raises StateNotFound:."""
         reader = reader_for(self._view, self.seen_seq) or await self._reader()
         info = arena_info(reader, state) if reader is not None else None
         return info if info is not None else await super().get_state_info(state)
 
     async def get_schema(self, state: str) -> list[str]:
+        """The table's field names; :raises StateNotFound:."""
         return list((await self.get_state_info(state))["schema"])
 
     async def list_states(self) -> list[str]:
+        """The table names, from the arena when attached.
+
+        :raises ServerUnavailable: no arena and no reply within ``timeout``.
+        """
         reader = reader_for(self._view, self.seen_seq) or await self._reader()
         names = arena_states(reader) if reader is not None else None
         return names if names is not None else await super().list_states()
@@ -215,7 +245,10 @@ class AsyncClient(AsyncCommandsMixin):
     # --- lifecycle --------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Cancel the receiver, fail pending calls, close the socket. Safe to call twice."""
+        """Cancel the receiver, fail pending calls, close the socket. Safe to call twice.
+
+        Raises nothing; the calls still pending raise ``ServerUnavailable``.
+        """
         if self._closed:
             return
         self._closed = True

@@ -121,6 +121,11 @@ class Client(CommandsMixin):
         curve: dict[str, bytes] | None = None,
         history: str | os.PathLike[str] | OperationObserver | None = None,
     ) -> None:
+        """See the class.
+
+        :raises ServerUnavailable: no *endpoint* given and no server runs on the data
+            directory (no readable ``server.json``).
+        """
         self.data_dir = Path(data_dir).absolute() if data_dir else None
         self._history = History(history) if history is not None else None
         if self._history is not None:
@@ -224,7 +229,11 @@ class Client(CommandsMixin):
         return self._result(self._receive({req_id}, _wait_of(request))[req_id])
 
     def execute(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Send one request map and return the raw reply map (errors not raised)."""
+        """Send one request map and return the raw reply map (errors not raised).
+
+        :raises ServerUnavailable: no reply within ``timeout``, or the client is closed.
+        :raises PayloadTooLarge: over :attr:`max_request_bytes`; nothing was sent.
+        """
         if self._history is not None:
             return self._recorded_execute(request)
         req_id = self._send(request)
@@ -255,13 +264,19 @@ class Client(CommandsMixin):
         Each command is applied on its own (not atomically: use :meth:`batch` for that),
         in order. Results land in ``pipe.results``; a failed command's slot holds its
         exception instead of raising, as redis-py's ``raise_on_error=False``.
+
+        :raises ServerUnavailable: a reply did not come within ``timeout`` (outcomes
+            unknown).
         """
         pipe = Pipeline()
         yield pipe
         pipe.results = self.send_many(pipe.requests)
 
     def send_many(self, requests: list[dict[str, Any]]) -> list[Any]:
-        """Send every request, then wait once; return results (exceptions in place)."""
+        """Send every request, then wait once; return results (exceptions in place).
+
+        :raises ServerUnavailable: a reply did not come within ``timeout``.
+        """
         hook = self._history if self._history is not None and not self._history.depth else None
         ops: list[int] = []
         ids: list[int] = []
@@ -344,7 +359,10 @@ class Client(CommandsMixin):
         offset: int | None = None,
         limit: int | None = None,
     ) -> list[Record]:
-        """Records matching ``where``, ordered, paged: one arena snapshot, or the socket."""
+        """Records matching ``where``, ordered, paged: one arena snapshot, or the socket.
+
+        :raises StateNotFound: :raises BadRequest: :raises SchemaError: as the command.
+        """
         reader = self._reader()
         out = arena_list(reader, state, where, order_by, offset, limit) if reader else None
         return (
@@ -352,20 +370,29 @@ class Client(CommandsMixin):
         )
 
     def get_state_info(self, state: str) -> dict[str, Any]:
+        """The table's info, from the arena when attached; :raises StateNotFound:."""
         reader = self._reader()
         info = arena_info(reader, state) if reader is not None else None
         return info if info is not None else super().get_state_info(state)
 
     def get_schema(self, state: str) -> list[str]:
+        """The table's field names; :raises StateNotFound:."""
         return list(self.get_state_info(state)["schema"])
 
     def list_states(self) -> list[str]:
+        """The table names, from the arena when attached.
+
+        :raises ServerUnavailable: no arena and no reply within ``timeout``.
+        """
         reader = self._reader()
         names = arena_states(reader) if reader is not None else None
         return names if names is not None else super().list_states()
 
     def watch(self, *tables: str, hwm: int = FEED_HWM) -> Watcher:
-        """Subscribe to the change feed of *tables* (see :mod:`stateengine.client.watch`)."""
+        """Subscribe to the change feed of *tables* (see :mod:`stateengine.client.watch`).
+
+        :raises ServerUnavailable: the data directory names no running server.
+        """
         endpoint = None
         if self.data_dir is not None:
             endpoint = paths.read_server_file(self.data_dir).get("feed")
@@ -404,7 +431,10 @@ class Client(CommandsMixin):
     # --- server liveness --------------------------------------------------------------------
 
     def server_alive(self) -> bool:
-        """Whether the server process named in ``server.json`` still runs (True if unknown)."""
+        """Whether the server process named in ``server.json`` still runs (True if unknown).
+
+        Raises nothing: a missing ``server.json`` is False.
+        """
         info = self._server_info
         if not info and self.data_dir is not None:
             try:
@@ -419,7 +449,10 @@ class Client(CommandsMixin):
     # --- lifecycle --------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the socket. Safe to call twice; later calls raise ``ServerUnavailable``."""
+        """Close the socket. Safe to call twice; later calls raise ``ServerUnavailable``.
+
+        Raises nothing.
+        """
         if self._pid == os.getpid():
             self._reset_socket()
             if self._ctx is not None:

@@ -34,6 +34,34 @@ from stateengine.limits import MAX_ORDER_KEYS as MAX_ORDER_KEYS
 from stateengine.limits import MAX_REQUEST_BYTES as MAX_REQUEST_BYTES
 from stateengine.limits import REQ_ID_WINDOW, check_text
 
+__all__ = [
+    "INT_MAX",
+    "INT_MIN",
+    "MAX_DEPTH",
+    "MAX_ORDER_KEYS",
+    "MAX_REQUEST_BYTES",
+    "TYPE_NAMES",
+    "check_type_name",
+    "check_value",
+    "conform",
+    "copy_value",
+    "decode_reply",
+    "decode_request",
+    "describe",
+    "encode_reply",
+    "encode_request",
+    "is_json",
+    "order_records",
+    "pack_request",
+    "parse_order_by",
+    "peek_req_id",
+    "reply_outcome",
+    "sort_key",
+    "values_equal",
+    "with_req_id",
+]
+
+
 _SCALARS: Final = (bytes, float)
 
 
