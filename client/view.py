@@ -302,7 +302,7 @@ class ClientSnapshot:
 
     @property
     def version(self) -> int:
-        """The ``seq`` this snapshot shows."""
+        """The ``seq`` this snapshot shows. Raises nothing."""
         return self._snap.version
 
     def get_record(self, state: str, id: Id) -> Record:
@@ -322,6 +322,12 @@ class ClientSnapshot:
         offset: int | None = None,
         limit: int | None = None,
     ) -> list[Record]:
+        """``LIST_RECORDS`` at this snapshot's version.
+
+        :raises StateNotFound: :raises StateEngineError: an argument a snapshot read
+            cannot judge (ask the client instead: the server names the error).
+        :raises SnapshotExpired: the snapshot was held past the arena's expiry.
+        """
         out = _select(self._snap, state, where, order_by, offset, limit)
         if out is None:
             if self._snap.meta(state) is None:
@@ -330,10 +336,12 @@ class ClientSnapshot:
         return out
 
     def get_state_info(self, state: str) -> dict[str, Any]:
+        """The table's info at this version; :raises StateNotFound: :raises SnapshotExpired:."""
         meta = self._snap.meta(state)
         if meta is None:
             raise StateNotFound(f"no state named {state!r}")
         return msgpack.unpackb(meta)  # type: ignore[no-any-return]
 
     def list_states(self) -> list[str]:
+        """The table names at this version; :raises SnapshotExpired:."""
         return self._snap.tables()
