@@ -23,112 +23,44 @@ install it for you.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
-import inspect
 import itertools
 import logging
 import os
-import weakref
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import msgpack
 import zmq
 import zmq.asyncio
 
 from stateengine import defaults
-from stateengine.client.client import (
-    RECORDED_READS,
+from stateengine.client.client import _wait_of, request_limit
+from stateengine.client.commands import Id, Record
+from stateengine.client.commands_async import AsyncCommandsMixin
+from stateengine.client.history import _RECORDING, RECORDED_READS, AsyncHistory, _recorded_async
+from stateengine.client.view import (
     ArenaView,
-    History,
-    _wait_of,
     arena_get,
     arena_info,
     arena_list,
     arena_states,
-    ready_reader,
-    request_limit,
+    catch_up_async,
+    reader_for,
 )
-from stateengine.client.commands import Id, Record
-from stateengine.client.commands_async import AsyncCommandsMixin
-from stateengine.client.history import HistoryWriter, OperationObserver
-from stateengine.errors import ServerUnavailable, StateEngineError, from_wire
-from stateengine.protocol import decode_reply, pack_request, with_req_id
+from stateengine.errors import ServerUnavailable
+from stateengine.protocol import decode_reply, pack_request, reply_outcome, with_req_id
 from stateengine.runtime import discovery as paths
 from stateengine.shm import ArenaReader
 
+__all__ = [
+    "AsyncClient",
+    "connect_async",
+    "install_uvloop",
+]
+
+
 log = logging.getLogger("stateengine.client")
-
-# Set inside a recorded call, per task: the calls it makes are not recorded again.
-_RECORDING: contextvars.ContextVar[bool] = contextvars.ContextVar("recording", default=False)
-
-
-class AsyncHistory(History):
-    """The history option of :class:`AsyncClient`: one file per client, and one recorded
-    process per asyncio task (a task's calls are sequential; several tasks' are not)."""
-
-    def __init__(self, spec: str | os.PathLike[str]) -> None:
-        super().__init__(spec)
-        self._file: IO[bytes] | None = None
-        self._name = ""
-        self._tasks = itertools.count(1)
-        self._writers: weakref.WeakKeyDictionary[asyncio.Task[Any], OperationObserver] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    @property
-    def writer(self) -> OperationObserver:
-        task = asyncio.current_task()
-        assert task is not None, "an AsyncClient is used inside a task"
-        writer = self._writers.get(task)
-        if writer is None:
-            if self._file is None:
-                assert isinstance(self.spec, str | os.PathLike)
-                folder = Path(self.spec)
-                folder.mkdir(parents=True, exist_ok=True)
-                self._name = f"{os.getpid()}-{next(History._clients)}"
-                self._file = open(folder / f"{self._name}.msgpack", "ab", buffering=0)
-            writer = HistoryWriter(self._file, f"{self._name}-t{next(self._tasks)}")
-            self._writers[task] = writer
-        return writer
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
-def _recorded_async(
-    command: str, method: Callable[..., Awaitable[Any]]
-) -> Callable[..., Awaitable[Any]]:
-    """An async read method recorded as one operation (see ``client.recorded``)."""
-    signature = inspect.signature(method)
-
-    @functools.wraps(method)
-    async def wrapper(self: AsyncClient, *args: Any, **kwargs: Any) -> Any:
-        hook = self._history
-        if hook is None or _RECORDING.get():
-            return await method(self, *args, **kwargs)
-        bound = signature.bind(self, *args, **kwargs).arguments
-        request = {k: v for k, v in bound.items() if k != "self" and v is not None}
-        op = hook.invoke({"command": command, **request})
-        token = _RECORDING.set(True)
-        try:
-            result = await method(self, *args, **kwargs)
-        except StateEngineError as exc:
-            hook.complete(op, {"ok": False, "error": {"type": type(exc).__name__}})
-            raise
-        except BaseException as exc:
-            hook.fail(op, exc)
-            raise
-        finally:
-            _RECORDING.reset(token)
-        hook.complete(op, {"ok": True, "result": result})
-        return result
-
-    return wrapper
 
 
 def install_uvloop() -> bool:
@@ -157,6 +89,11 @@ class AsyncClient(AsyncCommandsMixin):
         arena: bool = True,
         history: str | os.PathLike[str] | None = None,
     ) -> None:
+        """See the class.
+
+        :raises ServerUnavailable: no *endpoint* given and no server runs on the data
+            directory (no readable ``server.json``).
+        """
         self._history = AsyncHistory(history) if history is not None else None
         if self._history is not None:  # per instance: a client without a history pays nothing
             for name, command in RECORDED_READS.items():
@@ -200,7 +137,11 @@ class AsyncClient(AsyncCommandsMixin):
             future.set_result(reply)
 
     async def execute(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Send one request map; return the raw reply map (errors not raised)."""
+        """Send one request map; return the raw reply map (errors not raised).
+
+        :raises ServerUnavailable: no reply within ``timeout``, or the client is closed.
+        :raises PayloadTooLarge: over :attr:`max_request_bytes`; nothing was sent.
+        """
         hook = self._history
         if hook is None or _RECORDING.get():
             return await self._execute(request)
@@ -235,13 +176,8 @@ class AsyncClient(AsyncCommandsMixin):
             self._pending.pop(req_id, None)
 
     async def _call(self, request: dict[str, Any]) -> Any:
-        reply = await self.execute(request)
-        if not reply.get("ok"):
-            raise from_wire(reply.get("error"))
-        seq = reply.get("seq")
-        if isinstance(seq, int) and seq > self.seen_seq:
-            self.seen_seq = seq
-        return reply.get("result")
+        result, self.seen_seq = reply_outcome(await self.execute(request), self.seen_seq)
+        return result
 
     # --- arena reads (inline: microseconds; only read-your-writes yields) ----------------
 
@@ -249,31 +185,23 @@ class AsyncClient(AsyncCommandsMixin):
         """The server's arena as it is now, without waiting for this client's writes
         (None: no arena, e.g. a remote client or after :meth:`close`). For monitoring
         (the gateway's health, feed and table sizes); the read methods wait for
-        read-your-writes instead."""
+        read-your-writes instead. Raises nothing."""
         return self._view.current() if self._view is not None else None
 
     async def _reader(self) -> ArenaReader | None:
         """The arena to read from (waits for this client's last write), or None."""
         # The fast path: no coroutine to create and await (the reads below call it first).
-        fast = ready_reader(self._view, self.seen_seq)
+        fast = reader_for(self._view, self.seen_seq)
         if fast is not None:
             return fast
-        reader = self._view.current() if self._view is not None else None
-        if reader is None:
-            return None
-        delay = 0.0005
-        deadline = asyncio.get_running_loop().time() + min(self.timeout, 1.0)
-        while reader.version < self.seen_seq:
-            if asyncio.get_running_loop().time() > deadline:
-                assert self._view is not None
-                self._view.recheck_soon()
-                return None
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.02)
-        return reader
+        return await catch_up_async(self._view, self.seen_seq, self.timeout)
 
     async def get_record(self, state: str, id: Id) -> Record:
-        reader = ready_reader(self._view, self.seen_seq) or await self._reader()
+        """The record, from the arena when attached (else the socket).
+
+        :raises RecordNotFound: :raises StateNotFound:
+        """
+        reader = reader_for(self._view, self.seen_seq) or await self._reader()
         record = arena_get(reader, state, id) if reader is not None else None
         return record if record is not None else await super().get_record(state, id)
 
@@ -285,29 +213,42 @@ class AsyncClient(AsyncCommandsMixin):
         offset: int | None = None,
         limit: int | None = None,
     ) -> list[Record]:
-        reader = ready_reader(self._view, self.seen_seq) or await self._reader()
+        """Records matching ``where``, ordered, paged: one arena snapshot, or the socket.
+
+        :raises StateNotFound: :raises BadRequest: :raises SchemaError: as the command.
+        """
+        reader = reader_for(self._view, self.seen_seq) or await self._reader()
         out = arena_list(reader, state, where, order_by, offset, limit) if reader else None
         if out is not None:
             return out
         return await super().list_records(state, where, order_by, offset, limit)
 
     async def get_state_info(self, state: str) -> dict[str, Any]:
-        reader = ready_reader(self._view, self.seen_seq) or await self._reader()
+        """The table's info, from the arena when attached; :raises StateNotFound:."""
+        reader = reader_for(self._view, self.seen_seq) or await self._reader()
         info = arena_info(reader, state) if reader is not None else None
         return info if info is not None else await super().get_state_info(state)
 
     async def get_schema(self, state: str) -> list[str]:
+        """The table's field names; :raises StateNotFound:."""
         return list((await self.get_state_info(state))["schema"])
 
     async def list_states(self) -> list[str]:
-        reader = ready_reader(self._view, self.seen_seq) or await self._reader()
+        """The table names, from the arena when attached.
+
+        :raises ServerUnavailable: no arena and no reply within ``timeout``.
+        """
+        reader = reader_for(self._view, self.seen_seq) or await self._reader()
         names = arena_states(reader) if reader is not None else None
         return names if names is not None else await super().list_states()
 
     # --- lifecycle --------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Cancel the receiver, fail pending calls, close the socket. Safe to call twice."""
+        """Cancel the receiver, fail pending calls, close the socket. Safe to call twice.
+
+        Raises nothing; the calls still pending raise ``ServerUnavailable``.
+        """
         if self._closed:
             return
         self._closed = True

@@ -26,154 +26,77 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import itertools
-import logging
 import os
 import time
 import warnings
-import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any
 
 import msgpack
 import zmq
 
-from stateengine import command_table, defaults
+from stateengine import defaults
 from stateengine.client.commands import CommandsMixin, Id, Record
-from stateengine.client.history import HistoryWriter, OperationObserver
+
+# Re-exported (in __all__): these lived here before the split into client/view.py and
+# client/history.py, and users, the kit and the tests import them from here.
+from stateengine.client.history import (
+    RECORDED_READS,
+    History,
+    HistoryWriter,
+    OperationObserver,
+    recorded,
+    snapshot_read,
+)
+from stateengine.client.view import (
+    ARENA_SCAN_LIMIT,
+    ArenaView,
+    ClientSnapshot,
+    arena_get,
+    arena_info,
+    arena_list,
+    arena_states,
+    catch_up,
+    reader_for,
+)
 from stateengine.client.watch import Watcher
 from stateengine.errors import (
     PayloadTooLarge,
-    RecordNotFound,
     ServerUnavailable,
     SnapshotExpired,
     StateEngineError,
-    StateNotFound,
-    from_wire,
 )
 from stateengine.limits import MAX_REQUEST_BYTES
-from stateengine.protocol import (
-    decode_reply,
-    order_records,
-    pack_request,
-    parse_order_by,
-    sort_key,
-    with_req_id,
-)
-from stateengine.query import compile_where, match_all, plan_query
+from stateengine.protocol import decode_reply, pack_request, reply_outcome, with_req_id
 from stateengine.runtime import discovery as paths
 from stateengine.runtime.feed import FEED_HWM, feed_endpoint
-from stateengine.shm import ArenaReader, Snapshot
+from stateengine.shm import ArenaReader
 
-log = logging.getLogger("stateengine.client")
+__all__ = [
+    "ARENA_SCAN_LIMIT",
+    "RECORDED_READS",
+    "ArenaView",
+    "Client",
+    "ClientSnapshot",
+    "History",
+    "HistoryWriter",
+    "OperationObserver",
+    "Pipeline",
+    "arena_get",
+    "arena_info",
+    "arena_list",
+    "arena_states",
+    "connect",
+    "reader_for",
+    "recorded",
+    "request_limit",
+    "snapshot_read",
+]
 
 _monotonic = time.monotonic
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-class History:
-    """The client's history option (see :mod:`stateengine.client.history`).
-
-    *spec* is a directory (each process and client writes its own file in it with a
-    :class:`HistoryWriter`, opened on first use and again after ``fork``) or an
-    :class:`OperationObserver` (used as is; never after ``fork``). ``depth`` stops a
-    recorded call from recording the calls it makes.
-    """
-
-    _clients = itertools.count(1)
-
-    def __init__(self, spec: str | os.PathLike[str] | OperationObserver) -> None:
-        self.spec = spec
-        self.depth = 0
-        self._writer: OperationObserver | None = None
-        self._pid = os.getpid()
-
-    @property
-    def writer(self) -> OperationObserver:
-        if self._pid != os.getpid():
-            self._writer, self._pid = None, os.getpid()  # the parent's file is the parent's
-            if not isinstance(self.spec, str | os.PathLike):
-                raise RuntimeError("a history observer cannot follow a fork: pass a directory")
-        if self._writer is None:
-            if not isinstance(self.spec, str | os.PathLike):
-                self._writer = self.spec
-            else:
-                folder = Path(self.spec)
-                folder.mkdir(parents=True, exist_ok=True)
-                process = f"{os.getpid()}-{next(History._clients)}"
-                self._writer = HistoryWriter(folder / f"{process}.msgpack", process)
-        return self._writer
-
-    def invoke(self, request: dict[str, Any], at: int | None = None) -> int:
-        args = {k: v for k, v in request.items() if k not in ("command", "req_id")}
-        command = str(request.get("command"))
-        # A SNAPSHOT is written when its reads are known, invoked when it was taken (at).
-        return self.writer.invoke(command, args, time=at)
-
-    def complete(self, op: int, reply: dict[str, Any]) -> None:
-        if reply.get("ok"):
-            self.writer.complete(op, ok=True, result=reply.get("result"), seq=reply.get("seq"))
-        else:
-            error = reply.get("error")
-            kind = error.get("type") if isinstance(error, dict) else None
-            self.writer.complete(op, ok=False, error=str(kind), seq=reply.get("seq"))
-
-    def fail(self, op: int, exc: BaseException) -> None:
-        """A call that raised: ``ServerUnavailable`` (or anything else) = unknown outcome."""
-        self.writer.complete(op, ok=False, error=type(exc).__name__)
-
-    def close(self) -> None:
-        if self._writer is not None and self._pid == os.getpid() and self._writer is not self.spec:
-            self._writer.close()
-        self._writer = None
-
-
-#: The client's read methods (answered from the arena when it can) and their commands:
-#: the command table's arena reads.
-RECORDED_READS: dict[str, str] = {spec.method: spec.name for spec in command_table.arena_reads()}
-
-
-def recorded(command: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Record a client method as one operation named *command* (when the client records
-    a history), its arguments as the request; the calls it makes are not recorded.
-
-    The client's own reads use it; so can a subclass whose method stands for one
-    command (docs/testing.md: a claim made of a read and a write, recorded as a claim).
-    """
-
-    def decorate(method: Callable[P, R]) -> Callable[P, R]:
-        signature = inspect.signature(method)
-
-        @functools.wraps(method)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            hook: History | None = args[0]._history  # type: ignore[attr-defined]
-            if hook is None or hook.depth:
-                return method(*args, **kwargs)
-            bound = signature.bind(*args, **kwargs).arguments
-            request = {k: v for k, v in bound.items() if k != "self" and v is not None}
-            op = hook.invoke({"command": command, **request})
-            hook.depth += 1
-            try:
-                result = method(*args, **kwargs)
-            except StateEngineError as exc:
-                hook.complete(op, {"ok": False, "error": {"type": type(exc).__name__}})
-                raise
-            except BaseException as exc:
-                hook.fail(op, exc)
-                raise
-            finally:
-                hook.depth -= 1
-            hook.complete(op, {"ok": True, "result": result})
-            return result
-
-        return wrapper
-
-    return decorate
 
 
 class Client(CommandsMixin):
@@ -198,6 +121,11 @@ class Client(CommandsMixin):
         curve: dict[str, bytes] | None = None,
         history: str | os.PathLike[str] | OperationObserver | None = None,
     ) -> None:
+        """See the class.
+
+        :raises ServerUnavailable: no *endpoint* given and no server runs on the data
+            directory (no readable ``server.json``).
+        """
         self.data_dir = Path(data_dir).absolute() if data_dir else None
         self._history = History(history) if history is not None else None
         if self._history is not None:
@@ -291,12 +219,8 @@ class Client(CommandsMixin):
         return replies
 
     def _result(self, reply: dict[str, Any]) -> Any:
-        if not reply.get("ok"):
-            raise from_wire(reply.get("error"))
-        seq = reply.get("seq")
-        if isinstance(seq, int) and seq > self.seen_seq:
-            self.seen_seq = seq
-        return reply.get("result")
+        result, self.seen_seq = reply_outcome(reply, self.seen_seq)
+        return result
 
     def _call(self, request: dict[str, Any]) -> Any:
         if self._history is not None:
@@ -305,7 +229,11 @@ class Client(CommandsMixin):
         return self._result(self._receive({req_id}, _wait_of(request))[req_id])
 
     def execute(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Send one request map and return the raw reply map (errors not raised)."""
+        """Send one request map and return the raw reply map (errors not raised).
+
+        :raises ServerUnavailable: no reply within ``timeout``, or the client is closed.
+        :raises PayloadTooLarge: over :attr:`max_request_bytes`; nothing was sent.
+        """
         if self._history is not None:
             return self._recorded_execute(request)
         req_id = self._send(request)
@@ -336,13 +264,19 @@ class Client(CommandsMixin):
         Each command is applied on its own (not atomically: use :meth:`batch` for that),
         in order. Results land in ``pipe.results``; a failed command's slot holds its
         exception instead of raising, as redis-py's ``raise_on_error=False``.
+
+        :raises ServerUnavailable: a reply did not come within ``timeout`` (outcomes
+            unknown).
         """
         pipe = Pipeline()
         yield pipe
         pipe.results = self.send_many(pipe.requests)
 
     def send_many(self, requests: list[dict[str, Any]]) -> list[Any]:
-        """Send every request, then wait once; return results (exceptions in place)."""
+        """Send every request, then wait once; return results (exceptions in place).
+
+        :raises ServerUnavailable: a reply did not come within ``timeout``.
+        """
         hook = self._history if self._history is not None and not self._history.depth else None
         ops: list[int] = []
         ids: list[int] = []
@@ -379,43 +313,28 @@ class Client(CommandsMixin):
     def _reader(self) -> ArenaReader | None:
         """The arena to read from, or None (use the socket).
 
-        Read-your-writes: waits (bounded) until the arena shows this client's last write.
+        Read-your-writes: waits (bounded) until the arena shows this client's last write
+        (:func:`~stateengine.client.view.reader_for`, then
+        :func:`~stateengine.client.view.catch_up`).
         """
         view = self._view
         if view is None or not self.use_arena or self._closed:
             return None
-        reader = view.reader
-        # The fast path (get_record inlines it): attached, no re-check due (fork, the
-        # once-a-second restart check: the view's deadline), and the reader's index already
-        # at or past this client's last write (an int compare: no shared-memory read).
-        if reader is not None and _monotonic() < view.deadline and reader._seq >= self.seen_seq:
-            return reader
-        return self._reader_slow()
+        return reader_for(view, self.seen_seq) or self._reader_slow()
 
     def _reader_slow(self) -> ArenaReader | None:
         """:meth:`_reader` when the fast path does not apply: attach, re-check, wait."""
         assert self._view is not None
-        reader = self._view.current()
-        if reader is not None and reader.version < self.seen_seq:
-            # Normally the arena is ahead (publish precedes the reply); behind means a
-            # restarted server with a new arena, or a publish still in flight.
-            self._view.recheck_soon()
-            reader = self._view.current()
-        if reader is not None and reader.version < self.seen_seq:
-            try:
-                reader.wait_for(self.seen_seq, min(self.timeout, 1.0))
-            except TimeoutError:
-                self._view.recheck_soon()  # a restarted server: a new arena
-                return None
-        return reader
+        return catch_up(self._view, self.seen_seq, self.timeout)
 
     def get_record(self, state: str, id: Id) -> Record:
         """The record, from the arena when attached (else the socket).
 
         :raises RecordNotFound: :raises StateNotFound:
         """
-        # _reader() and arena_get() inlined: this is the hot read, and each Python call
-        # layer costs ~60 ns of a ~1.7 µs get.
+        # INLINED COPY of view.reader_for() and view.arena_get() (through _reader()): this
+        # is the hot read, and each Python call layer costs ~60 ns of a ~1.7 µs get.
+        # test_arena_reads.py::test_inlined_get_record_matches_the_view keeps them equal.
         view = self._view
         if view is not None and self.use_arena and not self._closed:
             reader = view.reader
@@ -440,7 +359,10 @@ class Client(CommandsMixin):
         offset: int | None = None,
         limit: int | None = None,
     ) -> list[Record]:
-        """Records matching ``where``, ordered, paged: one arena snapshot, or the socket."""
+        """Records matching ``where``, ordered, paged: one arena snapshot, or the socket.
+
+        :raises StateNotFound: :raises BadRequest: :raises SchemaError: as the command.
+        """
         reader = self._reader()
         out = arena_list(reader, state, where, order_by, offset, limit) if reader else None
         return (
@@ -448,20 +370,29 @@ class Client(CommandsMixin):
         )
 
     def get_state_info(self, state: str) -> dict[str, Any]:
+        """The table's info, from the arena when attached; :raises StateNotFound:."""
         reader = self._reader()
         info = arena_info(reader, state) if reader is not None else None
         return info if info is not None else super().get_state_info(state)
 
     def get_schema(self, state: str) -> list[str]:
+        """The table's field names; :raises StateNotFound:."""
         return list(self.get_state_info(state)["schema"])
 
     def list_states(self) -> list[str]:
+        """The table names, from the arena when attached.
+
+        :raises ServerUnavailable: no arena and no reply within ``timeout``.
+        """
         reader = self._reader()
         names = arena_states(reader) if reader is not None else None
         return names if names is not None else super().list_states()
 
     def watch(self, *tables: str, hwm: int = FEED_HWM) -> Watcher:
-        """Subscribe to the change feed of *tables* (see :mod:`stateengine.client.watch`)."""
+        """Subscribe to the change feed of *tables* (see :mod:`stateengine.client.watch`).
+
+        :raises ServerUnavailable: the data directory names no running server.
+        """
         endpoint = None
         if self.data_dir is not None:
             endpoint = paths.read_server_file(self.data_dir).get("feed")
@@ -500,7 +431,10 @@ class Client(CommandsMixin):
     # --- server liveness --------------------------------------------------------------------
 
     def server_alive(self) -> bool:
-        """Whether the server process named in ``server.json`` still runs (True if unknown)."""
+        """Whether the server process named in ``server.json`` still runs (True if unknown).
+
+        Raises nothing: a missing ``server.json`` is False.
+        """
         info = self._server_info
         if not info and self.data_dir is not None:
             try:
@@ -515,7 +449,10 @@ class Client(CommandsMixin):
     # --- lifecycle --------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the socket. Safe to call twice; later calls raise ``ServerUnavailable``."""
+        """Close the socket. Safe to call twice; later calls raise ``ServerUnavailable``.
+
+        Raises nothing.
+        """
         if self._pid == os.getpid():
             self._reset_socket()
             if self._ctx is not None:
@@ -550,10 +487,6 @@ class Client(CommandsMixin):
         return f"<stateengine.Client {self.endpoint}{' closed' if self._closed else ''}>"
 
 
-#: Every live ArenaView, for the fork hook.
-_VIEWS: weakref.WeakSet[ArenaView] = weakref.WeakSet()
-
-
 def request_limit(info: dict[str, Any], endpoint: str, data_dir: Path | None) -> int:
     """The request limit of the server at *endpoint*: ``max_request_bytes`` of its
     ``server.json`` (*info*, or read from *data_dir*), else the default limit."""
@@ -565,268 +498,12 @@ def request_limit(info: dict[str, Any], endpoint: str, data_dir: Path | None) ->
     return MAX_REQUEST_BYTES
 
 
-def _views_after_fork_in_child() -> None:
-    for view in list(_VIEWS):
-        view._forked = True
-        view.deadline = 0.0  # the child's next read takes the slow path: current()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_views_after_fork_in_child)
-
-
-class ArenaView:
-    """The running server's arena as one worker sees it.
-
-    Attached lazily from ``server.json``; re-attached when the server restarted (a new
-    arena), checked at most once a second; after ``fork`` the child attaches its own.
-    When the server is gone, the last arena stays attached: its snapshot stays readable.
-
-    ``reader`` may be used as is while ``time.monotonic() < deadline``; else call
-    :meth:`current`. A fork (``os.register_at_fork``) and :meth:`recheck_soon` set
-    ``deadline`` to 0, so a read path needs no ``os.getpid()`` (a system call) per read.
-    """
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.reader: ArenaReader | None = None
-        self.name: str | None = None
-        self.deadline = 0.0  # time.monotonic() of the next server.json check
-        self._forked = False
-        self._pid = os.getpid()
-        _VIEWS.add(self)
-
-    def current(self) -> ArenaReader | None:
-        if self._forked or self._pid != os.getpid():
-            # The parent's reader is the parent's: close the child's copy of it (its slot
-            # is not ours, so close() leaves it alone) and attach our own.
-            self._forked, self._pid = False, os.getpid()
-            old, self.reader, self.name = self.reader, None, None
-            if old is not None:
-                old.close()
-        now = _monotonic()
-        if self.reader is None or now >= self.deadline:
-            self.deadline = now + 1.0
-            self._attach()
-        return self.reader
-
-    def recheck_soon(self) -> None:
-        self.deadline = 0.0
-
-    def _attach(self) -> None:
-        try:
-            info = paths.read_server_file(self.data_dir)
-        except ServerUnavailable:
-            return  # the server is gone: keep reading its last snapshot
-        name = info.get("arena")
-        if name == self.name and self.reader is not None:
-            return
-        self.close()
-        self.name = name
-        if not name:
-            return
-        try:
-            self.reader = ArenaReader.attach(name)
-        except (OSError, ValueError, StateEngineError) as exc:
-            log.warning("cannot attach arena %s (%s); reading over the socket", name, exc)
-            self.name = None
-
-    def close(self) -> None:
-        if self.reader is not None and self._pid == os.getpid():
-            self.reader.close()
-        self.reader = None
-
-
-def ready_reader(view: ArenaView | None, seen_seq: int) -> ArenaReader | None:
-    """The view's reader if a read may use it at once: attached, no re-check due, and its
-    index at or past ``seen_seq`` (read-your-writes). None: take the slow path (attach,
-    re-check, wait), which may still find a reader. No system call, no shared memory."""
-    if view is None:
-        return None
-    reader = view.reader
-    if reader is not None and _monotonic() < view.deadline and reader._seq >= seen_seq:
-        return reader
-    return None
-
-
-def arena_get(reader: ArenaReader, state: str, id: Any) -> Record | None:
-    """GET_RECORD from the arena; None: ask the server (a miss, or an id it must judge)."""
-    if type(id) is not int and type(id) is not str:
-        return None  # 1 == 1.0 == True as dict keys: only the server may judge these
-    try:
-        return reader.get(state, id)  # type: ignore[no-any-return]
-    except SnapshotExpired:
-        return None
-
-
-def arena_list(
-    reader: ArenaReader,
-    state: str,
-    where: dict[str, Any] | None,
-    order_by: str | list[str] | None,
-    offset: int | None,
-    limit: int | None,
-) -> list[Record] | None:
-    try:
-        with reader.snapshot() as snap:
-            return _select(snap, state, where, order_by, offset, limit, indexed_to_writer=True)
-    except SnapshotExpired:
-        return None
-
-
-#: Past this many records, a list that an index of the table fits goes to the writer: an
-#: arena scan decodes every record (10k records: 63 ms) where the writer's index answers
-#: in one round trip (~0.12 ms at any size; shm/DESIGN.md "Indexed queries").
-ARENA_SCAN_LIMIT: Final = 128
-
-
-def arena_info(reader: ArenaReader, state: str) -> dict[str, Any] | None:
-    try:
-        with reader.snapshot() as snap:
-            meta = snap.meta(state)
-    except SnapshotExpired:
-        return None
-    return None if meta is None else msgpack.unpackb(meta)
-
-
-def arena_states(reader: ArenaReader) -> list[str] | None:
-    try:
-        with reader.snapshot() as snap:
-            return snap.tables()
-    except SnapshotExpired:
-        return None
-
-
 def _wait_of(request: dict[str, Any]) -> float:
     """How long the server may hold *request* before answering (a blocking claim)."""
     wait = request.get("wait")
     if not isinstance(wait, (int, float)) or isinstance(wait, bool):
         return 0.0
     return float(wait) if 0 < wait < float("inf") else 0.0
-
-
-def _select(
-    snap: Snapshot,
-    state: str,
-    where: dict[str, Any] | None,
-    order_by: str | list[str] | None,
-    offset: int | None,
-    limit: int | None,
-    indexed_to_writer: bool = False,
-) -> list[Record] | None:
-    """LIST_RECORDS on a snapshot; None when the server must answer (to raise its error,
-    or, with *indexed_to_writer*, because an index answers a large table's query faster)."""
-    meta = snap.meta(state)
-    if meta is None:
-        return None
-    info = msgpack.unpackb(meta)
-    fields = set(info["schema"]) | {"_version"}
-    try:
-        keys = parse_order_by(order_by)
-    except StateEngineError:
-        return None
-    if not isinstance(where or {}, dict) or any(
-        name not in fields for name in [*(where or {}), *(k for k, _ in keys)]
-    ):
-        return None
-    if not all(type(x) is int and x >= 0 for x in (offset, limit) if x is not None):
-        return None
-    try:
-        conditions, predicate = compile_where(where)
-    except StateEngineError:
-        return None
-    indexes = info.get("indexes")
-    if (
-        indexed_to_writer
-        and indexes
-        and info.get("size", 0) > ARENA_SCAN_LIMIT
-        and plan_query([tuple(i) for i in indexes], conditions, keys, sort_key) is not None
-    ):
-        return None
-    records = [r for _, r in snap.items(state)]
-    if predicate is not match_all:
-        records = [r for r in records if predicate(r)]
-    if keys:
-        order_records(records, keys)
-    start = offset or 0
-    return records[start : None if limit is None else start + limit]
-
-
-def snapshot_read(command: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Log a snapshot read (request, outcome) when the client records a history."""
-
-    def decorate(method: Callable[P, R]) -> Callable[P, R]:
-        signature = inspect.signature(method)
-
-        @functools.wraps(method)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            reads: list[Any] | None = args[0]._reads  # type: ignore[attr-defined]
-            if reads is None:
-                return method(*args, **kwargs)
-            bound = signature.bind(*args, **kwargs).arguments
-            request = {k: v for k, v in bound.items() if k != "self" and v is not None}
-            request = {"command": command, **request}
-            try:
-                result = method(*args, **kwargs)
-            except StateEngineError as exc:
-                reads.append((request, {"ok": False, "error": type(exc).__name__}))
-                raise
-            reads.append((request, {"ok": True, "result": result}))
-            return result
-
-        return wrapper
-
-    return decorate
-
-
-class ClientSnapshot:
-    """Reads at one arena version: ``get_record``, ``list_records``, ``get_state_info``."""
-
-    def __init__(self, snap: Snapshot, reads: list[Any] | None = None) -> None:
-        self._snap = snap
-        self._reads = reads
-        if reads is not None:  # a recording client: log every read (per instance: free when off)
-            for name in ("get_record", "list_records", "get_state_info", "list_states"):
-                wrapped = snapshot_read(RECORDED_READS[name])(getattr(type(self), name))
-                setattr(self, name, functools.partial(wrapped, self))
-
-    @property
-    def version(self) -> int:
-        """The ``seq`` this snapshot shows."""
-        return self._snap.version
-
-    def get_record(self, state: str, id: Id) -> Record:
-        """:raises StateNotFound: :raises RecordNotFound:."""
-        record = self._snap.get(state, id) if type(id) in (int, str) else None
-        if record is None:
-            if self._snap.meta(state) is None:
-                raise StateNotFound(f"no state named {state!r}")
-            raise RecordNotFound(f"no record with id {id!r} in {state!r}")
-        return record  # type: ignore[no-any-return]
-
-    def list_records(
-        self,
-        state: str,
-        where: dict[str, Any] | None = None,
-        order_by: str | list[str] | None = None,
-        offset: int | None = None,
-        limit: int | None = None,
-    ) -> list[Record]:
-        out = _select(self._snap, state, where, order_by, offset, limit)
-        if out is None:
-            if self._snap.meta(state) is None:
-                raise StateNotFound(f"no state named {state!r}")
-            raise StateEngineError("invalid where/order_by/offset/limit for a snapshot read")
-        return out
-
-    def get_state_info(self, state: str) -> dict[str, Any]:
-        meta = self._snap.meta(state)
-        if meta is None:
-            raise StateNotFound(f"no state named {state!r}")
-        return msgpack.unpackb(meta)  # type: ignore[no-any-return]
-
-    def list_states(self) -> list[str]:
-        return self._snap.tables()
 
 
 class Pipeline(CommandsMixin):

@@ -9,6 +9,13 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+__all__ = [
+    "CommandsMixin",
+    "Id",
+    "Record",
+]
+
+
 Id = int | str
 Record = dict[str, Any]
 
@@ -28,6 +35,11 @@ class CommandsMixin:
 
     Concurrency: what a method may see and do across processes is the command's
     contract (README "Wire protocol"); the methods add nothing of their own.
+
+    Besides the errors each method names, every method of a client (not the in-process
+    ``Engine``) raises ``ServerUnavailable`` when no reply comes within its timeout and
+    ``PayloadTooLarge`` for a request over the server's limit (nothing sent), and every
+    method raises ``BadRequest`` for an argument the command refuses.
     """
 
     def _call(self, request: dict[str, Any]) -> Any:
@@ -62,13 +74,24 @@ class CommandsMixin:
         return self._call(_request("DELETE_STATE", state=state))
 
     def list_states(self) -> list[str]:
+        """The table names.
+
+        :raises ServerUnavailable: (a client) no reply within its timeout.
+        """
         return self._call(_request("LIST_STATES"))
 
     def get_state_info(self, state: str) -> dict[str, Any]:
-        """``{name, schema, types, version, size, max_length, next_id, indexes}``."""
+        """``{name, schema, types, version, size, max_length, next_id, indexes}``.
+
+        :raises StateNotFound: no such table.
+        """
         return self._call(_request("GET_STATE_INFO", state=state))
 
     def get_schema(self, state: str) -> list[str]:
+        """The table's field names.
+
+        :raises StateNotFound: no such table.
+        """
         return self._call(_request("GET_SCHEMA", state=state))
 
     def alter_state(
@@ -101,7 +124,12 @@ class CommandsMixin:
     def set_state(
         self, state: str, records: list[Record], expected_version: int | None = None
     ) -> int:
-        """Replace every record atomically; returns how many were kept (``max_length``)."""
+        """Replace every record atomically; returns how many were kept (``max_length``).
+
+        :raises StateNotFound: no such table. :raises VersionConflict: *expected_version*
+            is not the table's. :raises SchemaError: a record does not fit the schema.
+        :raises DuplicateId: two records with one id.
+        """
         return self._call(
             _request(
                 "SET_STATE",
@@ -161,7 +189,12 @@ class CommandsMixin:
         if_match: dict[str, Any] | None = None,
         lease_seconds: float | None = None,
     ) -> Record:
-        """Change some fields; with ``lease_seconds``, also renew the record's lease."""
+        """Change some fields; with ``lease_seconds``, also renew the record's lease.
+
+        :raises RecordNotFound: :raises StateNotFound: :raises VersionConflict: a
+            precondition fails. :raises SchemaError: a field the schema lacks.
+        :raises ImmutableId: *fields* changes ``id``.
+        """
         return self._call(
             _request(
                 "PATCH_RECORD",
@@ -184,6 +217,11 @@ class CommandsMixin:
         if_version: int | None = None,
         if_match: dict[str, Any] | None = None,
     ) -> None:
+        """Delete one record.
+
+        :raises RecordNotFound: :raises StateNotFound: :raises VersionConflict: a
+            precondition fails.
+        """
         return self._call(
             _request(
                 "DELETE_RECORD",
@@ -207,7 +245,12 @@ class CommandsMixin:
         offset: int | None = None,
         limit: int | None = None,
     ) -> list[Record]:
-        """Records matching ``where`` (all equal), ordered, paged."""
+        """Records matching ``where`` (all equal), ordered, paged.
+
+        :raises StateNotFound: no such table. :raises BadRequest: a malformed ``where``,
+            ``order_by``, ``offset`` or ``limit``. :raises SchemaError: a field the
+            schema lacks.
+        """
         return self._call(
             _request(
                 "LIST_RECORDS",
@@ -263,7 +306,11 @@ class CommandsMixin:
         if_version: int | None = None,
         if_match: dict[str, Any] | None = None,
     ) -> int | float:
-        """Add ``by`` to a numeric field atomically; returns the new value."""
+        """Add ``by`` to a numeric field atomically; returns the new value.
+
+        :raises RecordNotFound: :raises StateNotFound: :raises VersionConflict: a
+            precondition fails. :raises SchemaError: the field is not numeric.
+        """
         return self._call(
             _request(
                 "INCREMENT",
@@ -278,14 +325,20 @@ class CommandsMixin:
         )
 
     def batch(self, commands: list[dict[str, Any]]) -> list[Any]:
-        """Apply request maps all-or-nothing as one commit; returns their results."""
+        """Apply request maps all-or-nothing as one commit; returns their results.
+
+        :raises StateEngineError: the first failing command's error (nothing applied).
+        """
         return self._call(_request("BATCH", commands=commands))
 
     # --- the server -----------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
         """``STATS``: per table records, version and leases; in a server process also
-        requests, passes, the store and the arena (README "Running the server")."""
+        requests, passes, the store and the arena (README "Running the server").
+
+        :raises ServerUnavailable: (a client) no reply within its timeout.
+        """
         return self._call(_request("STATS"))
 
     # --- any command ------------------------------------------------------------------------

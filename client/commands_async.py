@@ -48,13 +48,24 @@ class AsyncCommandsMixin:
         return await self._call(_request("DELETE_STATE", state=state))
 
     async def list_states(self) -> list[str]:
+        """The table names.
+
+        :raises ServerUnavailable: (a client) no reply within its timeout.
+        """
         return await self._call(_request("LIST_STATES"))
 
     async def get_state_info(self, state: str) -> dict[str, Any]:
-        """``{name, schema, types, version, size, max_length, next_id, indexes}``."""
+        """``{name, schema, types, version, size, max_length, next_id, indexes}``.
+
+        :raises StateNotFound: no such table.
+        """
         return await self._call(_request("GET_STATE_INFO", state=state))
 
     async def get_schema(self, state: str) -> list[str]:
+        """The table's field names.
+
+        :raises StateNotFound: no such table.
+        """
         return await self._call(_request("GET_SCHEMA", state=state))
 
     async def alter_state(
@@ -85,7 +96,12 @@ class AsyncCommandsMixin:
     async def set_state(
         self, state: str, records: list[Record], expected_version: int | None = None
     ) -> int:
-        """Replace every record atomically; returns how many were kept (``max_length``)."""
+        """Replace every record atomically; returns how many were kept (``max_length``).
+
+        :raises StateNotFound: no such table. :raises VersionConflict: *expected_version*
+            is not the table's. :raises SchemaError: a record does not fit the schema.
+        :raises DuplicateId: two records with one id.
+        """
         return await self._call(
             _request(
                 "SET_STATE",
@@ -145,7 +161,12 @@ class AsyncCommandsMixin:
         if_match: dict[str, Any] | None = None,
         lease_seconds: float | None = None,
     ) -> Record:
-        """Change some fields; with ``lease_seconds``, also renew the record's lease."""
+        """Change some fields; with ``lease_seconds``, also renew the record's lease.
+
+        :raises RecordNotFound: :raises StateNotFound: :raises VersionConflict: a
+            precondition fails. :raises SchemaError: a field the schema lacks.
+        :raises ImmutableId: *fields* changes ``id``.
+        """
         return await self._call(
             _request(
                 "PATCH_RECORD",
@@ -168,6 +189,11 @@ class AsyncCommandsMixin:
         if_version: int | None = None,
         if_match: dict[str, Any] | None = None,
     ) -> None:
+        """Delete one record.
+
+        :raises RecordNotFound: :raises StateNotFound: :raises VersionConflict: a
+            precondition fails.
+        """
         return await self._call(
             _request(
                 "DELETE_RECORD",
@@ -191,7 +217,12 @@ class AsyncCommandsMixin:
         offset: int | None = None,
         limit: int | None = None,
     ) -> list[Record]:
-        """Records matching ``where`` (all equal), ordered, paged."""
+        """Records matching ``where`` (all equal), ordered, paged.
+
+        :raises StateNotFound: no such table. :raises BadRequest: a malformed ``where``,
+            ``order_by``, ``offset`` or ``limit``. :raises SchemaError: a field the
+            schema lacks.
+        """
         return await self._call(
             _request(
                 "LIST_RECORDS",
@@ -247,7 +278,11 @@ class AsyncCommandsMixin:
         if_version: int | None = None,
         if_match: dict[str, Any] | None = None,
     ) -> int | float:
-        """Add ``by`` to a numeric field atomically; returns the new value."""
+        """Add ``by`` to a numeric field atomically; returns the new value.
+
+        :raises RecordNotFound: :raises StateNotFound: :raises VersionConflict: a
+            precondition fails. :raises SchemaError: the field is not numeric.
+        """
         return await self._call(
             _request(
                 "INCREMENT",
@@ -262,12 +297,18 @@ class AsyncCommandsMixin:
         )
 
     async def batch(self, commands: list[dict[str, Any]]) -> list[Any]:
-        """Apply request maps all-or-nothing as one commit; returns their results."""
+        """Apply request maps all-or-nothing as one commit; returns their results.
+
+        :raises StateEngineError: the first failing command's error (nothing applied).
+        """
         return await self._call(_request("BATCH", commands=commands))
 
     async def stats(self) -> dict[str, Any]:
         """``STATS``: per table records, version and leases; in a server process also
-        requests, passes, the store and the arena (README "Running the server")."""
+        requests, passes, the store and the arena (README "Running the server").
+
+        :raises ServerUnavailable: (a client) no reply within its timeout.
+        """
         return await self._call(_request("STATS"))
 
     async def call(self, command: str, /, **args: Any) -> Any:

@@ -20,6 +20,10 @@ from typing import Any
 from stateengine.client.commands import CommandsMixin
 from stateengine.server.engine import TableEngine
 
+__all__ = [
+    "Engine",
+]
+
 
 class Engine(CommandsMixin):
     """The table engine behind the command methods. Safe to share between threads: each
@@ -29,16 +33,20 @@ class Engine(CommandsMixin):
     """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        """An empty engine; *clock* gives lease times (tests pass their own). Raises nothing."""
         self._engine = TableEngine(clock=clock)
         self._lock = threading.Lock()
 
     @property
     def seq(self) -> int:
-        """The global commit sequence: one per committed write request."""
+        """The global commit sequence: one per committed write request. Raises nothing."""
         return self._engine.seq
 
     def execute(self, request: Any) -> dict[str, Any]:
-        """Apply one request map and return the reply map, as on the wire; never raises."""
+        """Apply one request map and return the reply map, as on the wire.
+
+        Raises nothing: a refused request is an ``ok: false`` reply with the error's type.
+        """
         with self._lock:
             return self._engine.execute(request)
 

@@ -365,6 +365,11 @@ class State(CoreState):
         wall_clock: Callable[[], float] = time.time,
         **kwargs: Any,
     ) -> None:
+        """See the class.
+
+        :raises ValueError: *load_timeout* is not positive, or *clients* has ``InMemory``.
+        :raises ManifestError: the manifests do not parse (the core ``State``).
+        """
         if not load_timeout > 0:
             raise ValueError(f"load_timeout must be positive, not {load_timeout!r}")
         given = dict(clients or {})
@@ -393,6 +398,12 @@ class State(CoreState):
     # read once keeps that version; across calls every cache hit asks the arena.
 
     def get(self, path: str) -> Any:
+        """The value at *path* (the core ``State.get``, loads single-flighted).
+
+        :raises KeyNotDefined: :raises ManifestError: :raises LoadError: as the core.
+        :raises LoadTimeout: another worker's load gave no result within ``wait_timeout``.
+        :raises ServerUnavailable: the server did not answer.
+        """
         self.store.clear_pins()
         try:
             return super().get(path)
@@ -400,6 +411,11 @@ class State(CoreState):
             self.store.clear_pins()
 
     def set(self, path: str, value: Any, ttl: float | None = None) -> bool:
+        """Store *value* at *path* (the core ``State.set``).
+
+        :raises StoreError: :raises StateTypeMismatch: as the core.
+        :raises ServerUnavailable: the server did not answer.
+        """
         self.store.clear_pins()
         try:
             return super().set(path, value, ttl)
@@ -407,6 +423,10 @@ class State(CoreState):
             self.store.clear_pins()
 
     def delete(self, path: str) -> bool:
+        """Delete the value at *path* (the core ``State.delete``).
+
+        :raises StoreError: as the core. :raises ServerUnavailable: no answer.
+        """
         self.store.clear_pins()
         try:
             return super().delete(path)
@@ -414,6 +434,11 @@ class State(CoreState):
             self.store.clear_pins()
 
     def exists(self, path: str) -> bool:
+        """Whether *path* holds a value now (the core ``State.exists``).
+
+        :raises KeyNotDefined: :raises StoreError: as the core.
+        :raises ServerUnavailable: the server did not answer.
+        """
         self.store.clear_pins()
         try:
             return super().exists(path)

@@ -23,6 +23,11 @@ import zmq
 
 from stateengine.runtime.feed import FEED_HWM, decode_change, feed_gap, feed_topic
 
+__all__ = [
+    "Change",
+    "Watcher",
+]
+
 
 @dataclass
 class Change:

@@ -33,6 +33,16 @@ from stateengine.errors import LoadNotFound
 from stateengine.manifests.clients import ClientAdapter, LoadRequest
 from stateengine.manifests.redact import redact
 
+__all__ = [
+    "ADAPTER",
+    "MARKER",
+    "DbAdapter",
+    "DbClient",
+    "DbError",
+    "parse_connection",
+]
+
+
 #: The driver-neutral parameter marker the State puts into ``where``.
 MARKER: Final = "{?}"
 _IDENT: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?\Z")

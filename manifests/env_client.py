@@ -8,6 +8,12 @@ from typing import Any
 
 from stateengine.manifests.clients import ClientAdapter, LoadRequest
 
+__all__ = [
+    "ADAPTER",
+    "EnvAdapter",
+    "EnvClient",
+]
+
 
 class EnvClient:
     """Reads ``os.environ`` (or the mapping given, for tests) at each call."""

@@ -23,6 +23,12 @@ from stateengine.errors import LoadParseError
 from stateengine.manifests.clients import JsonTextAdapter, LoadRequest
 from stateengine.manifests.redact import redact_text
 
+__all__ = [
+    "ADAPTER",
+    "KVSAdapter",
+    "RedisKVS",
+]
+
 
 class RedisKVS:
     """A ``KVS`` client over Redis.

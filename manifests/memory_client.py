@@ -21,6 +21,12 @@ from stateengine.errors import BadRequest, StoreSerializeError
 from stateengine.manifests.clients import ABSENT, ClientAdapter, Slot
 from stateengine.protocol import check_value, copy_value
 
+__all__ = [
+    "ADAPTER",
+    "InMemoryAdapter",
+    "InMemoryClient",
+]
+
 
 class InMemoryClient:
     """A dict with TTLs and versions.

@@ -11,6 +11,15 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
+__all__ = [
+    "MASK",
+    "SENSITIVE",
+    "redact",
+    "redact_mapping",
+    "redact_text",
+]
+
+
 SENSITIVE: Final = re.compile(
     r"pass(word|wd)?|secret|token|api[-_]?key|authorization|cookie|credential|auth",
     re.IGNORECASE,

@@ -17,6 +17,11 @@ from typing import Any, Final
 from stateengine.errors import SchemaError, StateTypeMismatch
 from stateengine.protocol import conform, describe
 
+__all__ = [
+    "cast_value",
+]
+
+
 _INT_RE: Final = re.compile(r"[+-]?\d+\Z")
 _TRUE: Final = frozenset({"true", "1", "yes", "on"})
 _FALSE: Final = frozenset({"false", "0", "no", "off"})

@@ -14,6 +14,10 @@ from __future__ import annotations
 import bisect
 import itertools
 
+__all__ = [
+    "Allocator",
+]
+
 
 class Allocator:
     """Extents of ``[start, start + size)``; sizes must be multiples of 8."""

@@ -25,6 +25,16 @@ import msgpack
 from stateengine.errors import PayloadTooLarge
 from stateengine.limits import MAX_RECORD_BYTES
 
+__all__ = [
+    "DEFAULT_MAX_RECORD_SIZE",
+    "MsgpackCodec",
+    "internal_packer",
+    "key_prefix",
+    "pack_internal",
+    "unpack_internal",
+]
+
+
 DEFAULT_MAX_RECORD_SIZE: Final = MAX_RECORD_BYTES
 
 

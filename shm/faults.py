@@ -25,6 +25,12 @@ from __future__ import annotations
 import os
 from typing import Final
 
+__all__ = [
+    "FAULTS",
+    "KNOWN",
+]
+
+
 KNOWN: Final = frozenset(
     {"skip_recheck", "skip_checksum", "publish_early", "reclaim_unsafe", "slow_read"}
 )

@@ -26,6 +26,58 @@ from stateengine.errors import CapacityError
 
 # --- control file ------------------------------------------------------------------
 
+__all__ = [
+    "ALIGN",
+    "BLOCK_HEADER",
+    "BLOCK_HEADER_SIZE",
+    "CRC",
+    "CTL_HEADER",
+    "CTL_MAGIC",
+    "GEN_HEADER",
+    "GEN_HEADER_SIZE",
+    "GEN_MAGIC",
+    "KIND_CHECKPOINT",
+    "KIND_RECORD",
+    "LAYOUT_VERSION",
+    "META_BODY",
+    "META_CRC",
+    "META_SIZE",
+    "OFF_CLOSED",
+    "OFF_EXPIRY",
+    "OFF_GRACE",
+    "OFF_HORIZON",
+    "OFF_INTENT",
+    "OFF_META",
+    "OFF_NSLOTS",
+    "OFF_SEQ",
+    "OFF_SLOTS",
+    "OFF_WRITER_PID",
+    "OFF_WRITER_START",
+    "REMEDY",
+    "RING_HEADER",
+    "RING_HEADER_SIZE",
+    "RING_LEN",
+    "SLOT",
+    "SLOT_PIN_NONCE",
+    "SLOT_PIN_SEQ",
+    "SLOT_SIZE",
+    "U64",
+    "align",
+    "allocate",
+    "allocated_bytes",
+    "create_file",
+    "ctl_size",
+    "default_dir",
+    "gen_path",
+    "map_fd",
+    "meta_pack",
+    "meta_unpack",
+    "proc_start_time",
+    "process_alive",
+    "ring_crc",
+]
+
+
 CTL_MAGIC: Final = b"STENGCTL"
 GEN_MAGIC: Final = b"STENGGEN"
 LAYOUT_VERSION: Final = 1

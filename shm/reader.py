@@ -34,6 +34,17 @@ from stateengine.shm import faults as _faults
 from stateengine.shm import layout as L
 from stateengine.shm.codec import MsgpackCodec, unpack_internal
 
+__all__ = [
+    "META_TABLE",
+    "RETRIES",
+    "ArenaReader",
+    "Entry",
+    "Index",
+    "RecordId",
+    "Snapshot",
+]
+
+
 META_TABLE: Final = "\x00meta"
 RETRIES: Final = 8
 

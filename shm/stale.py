@@ -16,6 +16,12 @@ import re
 
 from stateengine.shm import layout as L
 
+__all__ = [
+    "cleanup_stale",
+    "find_stale",
+]
+
+
 _GEN_RE = re.compile(r"^(?P<base>.+)\.g\d+$")
 
 

@@ -31,6 +31,15 @@ from stateengine.shm import layout as L
 from stateengine.shm.alloc import Allocator
 from stateengine.shm.codec import MsgpackCodec, internal_packer, key_prefix, pack_internal
 
+__all__ = [
+    "META_TABLE",
+    "ArenaWriter",
+    "MiB",
+    "RecordId",
+    "check_id",
+]
+
+
 META_TABLE: Final = "\x00meta"
 """Reserved table holding per-table metadata bytes (``commit(meta=...)``)."""
 

@@ -14,6 +14,45 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+__all__ = [
+    "ERROR_TYPES",
+    "AmbiguousFile",
+    "BadRequest",
+    "CapacityError",
+    "DuplicateId",
+    "ImmutableId",
+    "InternalError",
+    "InvalidManifest",
+    "KeyNotDefined",
+    "LoadClientNotConfigured",
+    "LoadConfigMissing",
+    "LoadError",
+    "LoadNotFound",
+    "LoadParseError",
+    "ManifestError",
+    "ManifestFileNotFound",
+    "ManifestParseError",
+    "PayloadTooLarge",
+    "RecordNotFound",
+    "RecursionLimitExceeded",
+    "SchemaError",
+    "ServerUnavailable",
+    "SnapshotExpired",
+    "StateEngineError",
+    "StateExists",
+    "StateNotFound",
+    "StateTypeMismatch",
+    "StorageUnavailable",
+    "StoreClientNotConfigured",
+    "StoreConfigMissing",
+    "StoreError",
+    "StoreSerializeError",
+    "UnknownCommand",
+    "UnsupportedClient",
+    "VersionConflict",
+    "from_wire",
+]
+
 
 class StateEngineError(Exception):
     """Base class of every stateengine error. ``type`` is the stable wire name."""

@@ -38,6 +38,19 @@ from typing import Any, Final
 
 from stateengine.errors import BadRequest
 
+__all__ = [
+    "B64",
+    "ESCAPES",
+    "FLOAT",
+    "LIT",
+    "MAP",
+    "dumps",
+    "from_json",
+    "loads",
+    "to_json",
+]
+
+
 B64: Final = "$b64"
 FLOAT: Final = "$float"
 MAP: Final = "$map"

@@ -36,6 +36,37 @@ from stateengine.errors import BadRequest
 
 # --- names, ids, text ---------------------------------------------------------------------
 
+__all__ = [
+    "ARENA_KEY_BYTES",
+    "FD_RESERVE",
+    "HANDSHAKE_SECONDS",
+    "ID_MAX",
+    "ID_MIN",
+    "INT_MAX",
+    "INT_MIN",
+    "MAX_CLAIM_WAIT",
+    "MAX_DEPTH",
+    "MAX_ID_BYTES",
+    "MAX_NAME_BYTES",
+    "MAX_ORDER_KEYS",
+    "MAX_PARKED_CLAIMS",
+    "MAX_RECORD_BYTES",
+    "MAX_REPLY_BYTES",
+    "MAX_REQUEST_BYTES",
+    "MAX_TCP_CONNECTIONS",
+    "MAX_TCP_HANDSHAKES",
+    "OVERSIZE_FACTOR",
+    "PG_INDEX_ENTRY_BYTES",
+    "REPEAT_LOG_SECONDS",
+    "REQ_ID_WINDOW",
+    "STORAGE_PROBE_BYTES",
+    "STORAGE_RETRY_SECONDS",
+    "check_id",
+    "check_table_name",
+    "check_text",
+]
+
+
 #: Longest table name, in bytes of UTF-8.
 MAX_NAME_BYTES: Final = 1024
 #: Longest string id, in bytes of UTF-8.

@@ -26,13 +26,41 @@ from typing import Any, Final
 import msgpack
 
 from stateengine import jsoncodec
-from stateengine.errors import BadRequest, PayloadTooLarge, SchemaError
+from stateengine.errors import BadRequest, PayloadTooLarge, SchemaError, from_wire
 from stateengine.limits import INT_MAX as INT_MAX  # re-exported: the value range
 from stateengine.limits import INT_MIN as INT_MIN
 from stateengine.limits import MAX_DEPTH as MAX_DEPTH
 from stateengine.limits import MAX_ORDER_KEYS as MAX_ORDER_KEYS
 from stateengine.limits import MAX_REQUEST_BYTES as MAX_REQUEST_BYTES
 from stateengine.limits import REQ_ID_WINDOW, check_text
+
+__all__ = [
+    "INT_MAX",
+    "INT_MIN",
+    "MAX_DEPTH",
+    "MAX_ORDER_KEYS",
+    "MAX_REQUEST_BYTES",
+    "TYPE_NAMES",
+    "check_type_name",
+    "check_value",
+    "conform",
+    "copy_value",
+    "decode_reply",
+    "decode_request",
+    "describe",
+    "encode_reply",
+    "encode_request",
+    "is_json",
+    "order_records",
+    "pack_request",
+    "parse_order_by",
+    "peek_req_id",
+    "reply_outcome",
+    "sort_key",
+    "values_equal",
+    "with_req_id",
+]
+
 
 _SCALARS: Final = (bytes, float)
 
@@ -364,3 +392,19 @@ def decode_reply(body: bytes) -> dict[str, Any]:
     if not isinstance(reply, dict):
         raise BadRequest("malformed reply: not a map")
     return reply
+
+
+def reply_outcome(reply: dict[str, Any], seen_seq: int) -> tuple[Any, int]:
+    """The one reply step of every client (blocking, asyncio, the HTTP gateway): a reply
+    map's result and the client's new ``seen_seq`` (the highest ``seq`` its writes
+    produced, which its next arena read waits for: read-your-writes).
+
+    :raises StateEngineError: the subclass the reply's ``error.type`` names (an ``ok:
+        false`` reply); ``seen_seq`` is then unchanged.
+    """
+    if not reply.get("ok"):
+        raise from_wire(reply.get("error"))
+    seq = reply.get("seq")
+    if isinstance(seq, int) and seq > seen_seq:
+        seen_seq = seq
+    return reply.get("result"), seen_seq

@@ -19,14 +19,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from stateengine.client.client import recorded
+    from stateengine.client.history import recorded
     from stateengine.testing.server import ServerProcess
 
 __all__ = ["ServerProcess", "recorded"]
 
 _HOMES = {
     "ServerProcess": "stateengine.testing.server",
-    "recorded": "stateengine.client.client",
+    "recorded": "stateengine.client.history",
 }
 
 

@@ -41,7 +41,10 @@ DEFAULT_ARGS = ("--fsync", "no")
 def stateengine_server_factory(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., ServerProcess]]:
-    """Start private servers with custom ``serve`` arguments; all stopped after the test."""
+    """Start private servers with custom ``serve`` arguments; all stopped after the test.
+
+    :raises RuntimeError: (the factory) a server that exits or does not start in time.
+    """
     from stateengine.testing.server import ServerProcess
 
     started: list[ServerProcess] = []
@@ -64,20 +67,26 @@ def stateengine_server_factory(
 def stateengine_server(
     stateengine_server_factory: Callable[..., ServerProcess],
 ) -> ServerProcess:
-    """A private ``stateengine serve`` (``--fsync no``) for this test."""
+    """A private ``stateengine serve`` (``--fsync no``) for this test.
+
+    :raises RuntimeError: the server exits or does not start in time.
+    """
     return stateengine_server_factory(*DEFAULT_ARGS)
 
 
 @pytest.fixture
 def stateengine_client(stateengine_server: ServerProcess) -> Iterator[Client]:
-    """A client of :func:`stateengine_server` (arena reads on), closed after the test."""
+    """A client of :func:`stateengine_server` (arena reads on), closed after the test.
+
+    :raises RuntimeError: the server exits or does not start in time.
+    """
     with stateengine_server.connect() as client:
         yield client
 
 
 @pytest.fixture
 def stateengine_history(tmp_path: Path) -> Path:
-    """An empty directory for the history files of this test's clients."""
+    """An empty directory for the history files of this test's clients. Raises nothing."""
     folder = tmp_path / "history"
     folder.mkdir()
     return folder

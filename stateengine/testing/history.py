@@ -64,7 +64,8 @@ WIRE_ERRORS: Final = _wire_errors()
 
 
 def unknown_outcome(ok: bool, error: Any) -> bool:
-    """Whether a completion with *ok* and *error* leaves the outcome unknown."""
+    """Whether a completion with *ok* and *error* leaves the outcome unknown. Raises
+    nothing."""
     return not ok and error not in WIRE_ERRORS
 
 
@@ -98,7 +99,10 @@ class Operation:
 
 
 def iter_entries(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """The raw entries of one history file; a torn last entry (a killed writer) is dropped."""
+    """The raw entries of one history file; a torn last entry (a killed writer) is dropped.
+
+    :raises OSError: the file cannot be read (``FileNotFoundError``, ...).
+    """
     with open(path, "rb") as f:
         unpacker = msgpack.Unpacker(f, raw=False, strict_map_key=False)
         try:
@@ -108,7 +112,11 @@ def iter_entries(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
 
 
 def pair_entries(entries: Iterable[dict[str, Any]]) -> list[Operation]:
-    """Pair invocations with completions by ``(process, op)``, in invocation-time order."""
+    """Pair invocations with completions by ``(process, op)``, in invocation-time order.
+
+    :raises KeyError: an entry without ``process`` or ``op`` (not a history entry).
+    :raises ValueError: an entry of an unknown ``type``.
+    """
     invokes: dict[tuple[str, int], dict[str, Any]] = {}
     completes: dict[tuple[str, int], dict[str, Any]] = {}
     for entry in entries:
@@ -143,7 +151,11 @@ def pair_entries(entries: Iterable[dict[str, Any]]) -> list[Operation]:
 
 
 def read_history(*paths: str | os.PathLike[str]) -> list[Operation]:
-    """Read and pair the entries of one or more history files (one per process, or shared)."""
+    """Read and pair the entries of one or more history files (one per process, or shared).
+
+    :raises OSError: a file cannot be read. :raises KeyError: :raises ValueError: a file
+        is not a history.
+    """
     entries: list[dict[str, Any]] = []
     for path in paths:
         entries.extend(iter_entries(Path(path)))

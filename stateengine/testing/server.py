@@ -71,6 +71,10 @@ class ServerProcess:
         return self.proc.pid
 
     def start(self) -> ServerProcess:
+        """Start the server and wait until its ``server.json`` names it.
+
+        :raises RuntimeError: the server exited, or did not start within ``start_timeout``.
+        """
         cmd = [*self.launcher, "serve", "--data-dir", str(self.data_dir)]
         # Output goes to a file, never a pipe: a full pipe would block the server.
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,11 +106,16 @@ class ServerProcess:
         self, timeout: float = 10.0, history: str | os.PathLike[str] | None = None
     ) -> Client:
         """A client of this server (arena reads on); *history*: record its operations
-        in that directory (``Client(..., history=)``)."""
+        in that directory (``Client(..., history=)``).
+
+        :raises ServerUnavailable: only when a call finds no server (the client connects
+            lazily).
+        """
         return Client(self.endpoint, self.data_dir, timeout=timeout, history=history)
 
     def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM, then wait; return the exit code (kill -9 after *timeout*)."""
+        """SIGTERM, then wait; return the exit code (kill -9 after *timeout*). Raises
+        nothing."""
         if self.proc is None:
             return 0
         if self.proc.poll() is None:
@@ -119,13 +128,14 @@ class ServerProcess:
         return code
 
     def kill(self) -> None:
-        """kill -9: no cleanup runs in the server (see :meth:`cleanup`)."""
+        """kill -9: no cleanup runs in the server (see :meth:`cleanup`). Raises nothing."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
 
     def cleanup(self) -> None:
-        """Remove what a killed server left: its arena segments (once it is dead)."""
+        """Remove what a killed server left: its arena segments (once it is dead).
+        Raises nothing."""
         if self.proc is not None and self.proc.poll() is None:
             return
         arena = self.info.get("arena")
@@ -138,7 +148,7 @@ class ServerProcess:
                             os.unlink(os.path.join(folder, name))
 
     def output(self) -> str:
-        """What the server printed so far."""
+        """What the server printed so far ("" before it started). Raises nothing."""
         try:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:

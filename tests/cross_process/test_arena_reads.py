@@ -161,3 +161,55 @@ def test_an_indexed_query_on_a_large_table_goes_to_the_writer(server: ServerProc
             assert asked == (1 if to_writer else 0), (table, where)
             with client.snapshot() as snap:
                 assert got == snap.list_records(table, where, order_by="-id", limit=20)
+
+
+def test_inlined_get_record_matches_the_view(server: ServerProcess) -> None:
+    """``Client.get_record`` inlines ``view.reader_for`` and ``view.arena_get`` for speed:
+    for every kind of id (and with a write the arena must catch up with), it answers from
+    the arena exactly when the view's functions do, and otherwise asks the server."""
+    from stateengine.client.view import arena_get, catch_up, reader_for
+    from stateengine.errors import StateEngineError
+
+    with server.connect() as client:
+        client.set_state("t", [{"id": 1, "n": 1}, {"id": "k", "n": 2}, {"id": 5, "n": 3}])
+        sent: list[str] = []
+        call = client._call
+
+        def counting(request: dict[str, Any]) -> Any:
+            sent.append(str(request["command"]))
+            return call(request)
+
+        client._call = counting  # type: ignore[method-assign]
+        cases: list[tuple[str, Any]] = [
+            ("t", 1),
+            ("t", "k"),
+            ("t", 999),
+            ("nope", 1),
+            ("t", 1.0),
+            ("t", True),
+            ("t", [1]),
+        ]
+        for mode in ("read", "write", "write+recheck"):
+            for state, id in cases:
+                if mode != "read":  # seen_seq ahead of the reader's index
+                    client.patch_record("t", 5, {"n": len(sent)})
+                if mode == "write+recheck":  # the view's re-check is due: catch_up
+                    client._view.deadline = 0.0  # type: ignore[union-attr]
+                view = client._view
+                assert view is not None
+                reader = reader_for(view, client.seen_seq) or catch_up(
+                    view, client.seen_seq, client.timeout
+                )
+                expected = arena_get(reader, state, id) if reader is not None else None
+                sent.clear()
+                try:
+                    got: Any = client.get_record(state, id)
+                except StateEngineError as exc:
+                    got = type(exc)
+                if expected is not None:
+                    assert (got, sent) == (expected, []), (state, id)
+                else:
+                    assert sent == ["GET_RECORD"], (state, id)
+                    reply = client.execute({"command": "GET_RECORD", "state": state, "id": id})
+                    want = reply["result"] if reply["ok"] else reply["error"]["type"]
+                    assert (got if reply["ok"] else got.__name__) == want, (state, id)

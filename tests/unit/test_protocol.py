@@ -70,3 +70,14 @@ def test_values_equal_keeps_bool_apart_from_int() -> None:
     assert not protocol.values_equal(True, 1)
     assert protocol.values_equal([1, {"a": 2}], [1.0, {"a": 2}])
     assert not protocol.values_equal([1], (1,))
+
+
+def test_reply_outcome_is_the_one_reply_step() -> None:
+    """ok → result and the higher seq; an error → its class, seen_seq left alone."""
+    from stateengine.errors import VersionConflict
+
+    assert protocol.reply_outcome({"ok": True, "result": 7, "seq": 12}, 3) == (7, 12)
+    assert protocol.reply_outcome({"ok": True, "result": [], "seq": 2}, 3) == ([], 3)
+    assert protocol.reply_outcome({"ok": True, "result": None}, 3) == (None, 3)
+    with pytest.raises(VersionConflict):
+        protocol.reply_outcome({"ok": False, "error": {"type": "VersionConflict"}, "seq": 9}, 3)

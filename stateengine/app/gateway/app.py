@@ -1,4 +1,8 @@
-"""The gateway's routes: JSON over HTTP for the commands, SSE for the change feed.
+"""The gateway's application: JSON over HTTP for the commands, SSE for the change feed.
+
+Here: the HTTP statuses of errors, request parsing, the :class:`Gateway` state and
+:func:`create_app`; the routes themselves are in ``routers.py``, the SSE fan-out in
+``feed.py``, the token middleware in ``auth.py``.
 
 Every route is a thin translation: reads go through :class:`AsyncClient` (the arena
 first, the socket for what only the writer can judge) and writes through the writer's
@@ -19,30 +23,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from importlib import resources
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import quote, unquote, unquote_to_bytes
 
 import zmq
 import zmq.asyncio
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from pydantic import AfterValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from stateengine import __version__, command_table, defaults, jsoncodec
-from stateengine.app.gateway.auth import check_token, is_loopback, token_matches
+from stateengine import __version__, defaults, jsoncodec
+
+# Re-exported: these lived here before the middleware moved to auth.py and the feed hub
+# to feed.py.
+from stateengine.app.gateway.auth import TOKEN_COOKIE as TOKEN_COOKIE
+from stateengine.app.gateway.auth import (
+    GuardMiddleware,
+    check_token,
+    error_body,
+)
+from stateengine.app.gateway.auth import cookie_name as cookie_name
+from stateengine.app.gateway.feed import SSE_QUEUE as SSE_QUEUE
+from stateengine.app.gateway.feed import FeedHub
+from stateengine.app.gateway.feed import Listener as Listener
 from stateengine.client.aio import AsyncClient
-from stateengine.client.client import arena_info
+from stateengine.client.view import arena_info
 from stateengine.errors import (
     BadRequest,
     CapacityError,
@@ -61,21 +74,17 @@ from stateengine.errors import (
     StorageUnavailable,
     StoreError,
     VersionConflict,
-    from_wire,
 )
 from stateengine.limits import MAX_REQUEST_BYTES
-from stateengine.protocol import decode_request, encode_reply, is_json
+from stateengine.protocol import decode_request, encode_reply, is_json, reply_outcome
 from stateengine.runtime import discovery as paths
-from stateengine.runtime.feed import FEED_HWM, decode_change, feed_endpoint, feed_gap
+from stateengine.runtime.feed import feed_endpoint
 
 log = logging.getLogger("stateengine.gateway")
 
 MANIFEST_TABLE = "$manifest"  # stateengine.client.state.TABLE, without importing the manifests
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
-SSE_QUEUE = 1024  # events queued per SSE client before it misses some (flagged as a gap)
-SSE_PING_SECONDS = 15.0
-TOKEN_COOKIE = "stateengine_token"
 
 # --- errors and statuses ----------------------------------------------------------------
 
@@ -124,10 +133,6 @@ class HTTPError(Exception):
     def __init__(self, status: int, type_: str, message: str) -> None:
         super().__init__(message)
         self.status, self.type, self.message = status, type_, message
-
-
-def error_body(type_: str, message: str) -> dict[str, Any]:
-    return {"error": {"type": type_, "message": message}}
 
 
 def malformed(message: str) -> HTTPError:
@@ -231,139 +236,6 @@ def reject_keys(body: dict[str, Any], keys: tuple[str, ...], where: str) -> None
             raise BadRequest(f"{key!r} is given by the path ({where}), not the body")
 
 
-# --- the change feed, fanned out to SSE clients ----------------------------------------
-
-
-@dataclass(eq=False)
-class Listener:
-    """One SSE client: a bounded queue of encoded events (None: the gateway stops)."""
-
-    tables: frozenset[str] | None
-    records: bool
-    queue: asyncio.Queue[str | None] = field(default_factory=lambda: asyncio.Queue(SSE_QUEUE))
-    missed: bool = False
-
-    def offer(self, table: str, full: str, brief: str) -> None:
-        if self.tables is not None and table not in self.tables:
-            return
-        event = full if self.records else brief
-        if self.missed:
-            event = event.replace('"gap": false', '"gap": true', 1)
-        try:
-            self.queue.put_nowait(event)
-            self.missed = False
-        except asyncio.QueueFull:
-            self.missed = True  # the next event it gets says so: resynchronise
-
-    def close(self) -> None:
-        while True:
-            try:
-                self.queue.put_nowait(None)
-                return
-            except asyncio.QueueFull:
-                self.queue.get_nowait()
-
-
-class FeedHub:
-    """Subscribes to the writer's feed while at least one SSE client listens.
-
-    The writer builds feed messages only while it has subscribers (``server/feed.py``),
-    so an idle dashboard costs the writer nothing: the upstream SUB socket is opened by
-    the first listener and closed about a second after the last one leaves.
-    """
-
-    def __init__(self, endpoint: str, gateway: Gateway) -> None:
-        self.endpoint = endpoint
-        self.gateway = gateway
-        self.listeners: set[Listener] = set()
-        self.events = 0
-        self.upstream_gaps = 0
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
-
-    def add(self, tables: frozenset[str] | None, records: bool) -> Listener:
-        listener = Listener(tables, records)
-        if self._closed:  # the gateway is stopping: the stream ends after its hello
-            listener.close()
-            return listener
-        self.listeners.add(listener)
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
-        return listener
-
-    def remove(self, listener: Listener) -> None:
-        self.listeners.discard(listener)
-
-    async def _run(self) -> None:
-        ctx = self.gateway.zmq_context
-        sock = ctx.socket(zmq.SUB)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVHWM, FEED_HWM)
-        sock.setsockopt(zmq.SUBSCRIBE, b"")
-        sock.connect(self.endpoint)
-        last_seq: dict[str, int] = {}
-        try:
-            while self.listeners and not self._closed:
-                if not await sock.poll(1000):
-                    continue
-                _topic, body = await sock.recv_multipart()
-                msg = decode_change(body)
-                table = msg["table"]
-                last = last_seq.get(table)
-                gap = feed_gap(last, msg["prev_seq"])
-                self.upstream_gaps += gap
-                last_seq[table] = msg["seq"]
-                self._broadcast(msg, gap)
-        except Exception:  # a broken feed must not take the gateway down; listeners resync
-            log.exception("change feed reader failed")
-        finally:
-            sock.close(linger=0)
-
-    def _broadcast(self, msg: dict[str, Any], gap: bool) -> None:
-        self.events += 1
-        table = msg["table"]
-        info = self.gateway.arena_table_info(table)
-        event: dict[str, Any] = {
-            "seq": msg["seq"],
-            "prev_seq": msg["prev_seq"],
-            "table": table,
-            "dropped": msg["dropped"],
-            "gap": False,
-            "size": None if info is None else info["size"],
-            "version": None if info is None else info["version"],
-            "put_ids": [r.get("id") for r in msg["puts"]],
-            "deletes": msg["deletes"],
-        }
-        brief = sse("change", event, msg["seq"])
-        event["puts"] = msg["puts"]
-        full = sse("change", event, msg["seq"])
-        if gap:  # the upstream lost messages: every listener of the table must resync
-            brief = brief.replace('"gap": false', '"gap": true', 1)
-            full = full.replace('"gap": false', '"gap": true', 1)
-        for listener in list(self.listeners):
-            listener.offer(table, full, brief)
-
-    def close(self) -> None:
-        """End every stream and stop reading the feed (idempotent)."""
-        self._closed = True
-        for listener in list(self.listeners):
-            listener.close()
-        if self._task is not None:
-            self._task.cancel()
-
-    async def wait_closed(self) -> None:
-        """Wait until the upstream socket is closed (before the ZMQ context terminates)."""
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-
-def sse(event: str, data: dict[str, Any], id_: int | None = None) -> str:
-    """One server-sent event (``data`` is one JSON line: JSON never holds a raw newline)."""
-    head = f"event: {event}\n" + (f"id: {id_}\n" if id_ is not None else "")
-    return head + "data: " + encode_reply(data, as_json=True).decode() + "\n\n"
-
-
 # --- the gateway's state ---------------------------------------------------------------
 
 
@@ -448,115 +320,15 @@ class Gateway:
         :raises StateEngineError: the command's error, as the writer typed it.
         """
         reply = await self.client.execute(request)
-        if not reply.get("ok"):
-            raise from_wire(reply.get("error"))
-        seq = reply.get("seq")
-        if isinstance(seq, int) and seq > self.client.seen_seq:
-            self.client.seen_seq = seq  # read-your-writes for the gateway's next arena read
-        headers = {"X-Stateengine-Seq": str(seq)}
+        # The clients' own reply step: seen_seq is read-your-writes for the next arena read.
+        result, self.client.seen_seq = reply_outcome(reply, self.client.seen_seq)
+        headers = {"X-Stateengine-Seq": str(reply.get("seq"))}
         if reply.get("version") is not None:
             headers["X-Stateengine-Version"] = str(reply["version"])
-        return reply.get("result"), headers
+        return result, headers
 
 
-# --- authentication and origin checks --------------------------------------------------
-
-
-class GuardMiddleware:
-    """The token on every request, and a Host check on a loopback gateway.
-
-    A request is let through when it carries the token as ``Authorization: Bearer T`` or
-    in the gateway's cookie. A GET or HEAD with ``?token=T`` (the login URL printed at
-    start) is answered with that cookie (HttpOnly, SameSite=Strict) and a redirect to the
-    same URL without the token, so that the dashboard's ``fetch`` and ``EventSource``
-    carry it and it stays out of the address bar, history and logs. A wrong token, or
-    ``?token=`` on another method, is 401. Bound to loopback, a request must also name a
-    loopback host in ``Host`` (403 otherwise): a web page of another site that rebinds
-    its DNS name to 127.0.0.1 is refused before the token is even looked at.
-    """
-
-    def __init__(self, app: ASGIApp, token: str, host: str, port: int) -> None:
-        self.app = app
-        self.token = token
-        #: Per port: cookies are not isolated by port, and two gateways on one host
-        #: must not overwrite each other's.
-        self.cookie = cookie_name(port)
-        self.allowed_hosts = (
-            {"127.0.0.1", "localhost", "::1", "[::1]", host.lower()} if is_loopback(host) else None
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.allowed_hosts is not None:
-            host = headers.get("host", "")
-            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-            if name.lower() not in self.allowed_hosts:
-                await self._refuse(send, 403, "Forbidden", f"Host {host!r} is not loopback")
-                return
-        query = scope.get("query_string", b"")
-        given = [unquote_to_bytes(v) for k, v in _query_pairs(query) if k == b"token"]
-        if given:
-            if scope["method"] in ("GET", "HEAD") and all(
-                token_matches(t, self.token) for t in given
-            ):
-                await self._login(scope, send, query)
-            else:  # a wrong token, or a write: tokens in URLs only log a browser in
-                why = "wrong token" if scope["method"] in ("GET", "HEAD") else "?token= is for GET"
-                await self._refuse(send, 401, "Unauthorized", why)
-            return
-        if not self._authorized(headers):
-            await self._refuse(
-                send,
-                401,
-                "Unauthorized",
-                "the gateway needs its token: open the login URL it printed at start"
-                " (login_url in DIR/http.json), or send Authorization: Bearer TOKEN",
-            )
-            return
-        await self.app(scope, receive, send)
-
-    def _authorized(self, headers: dict[str, str]) -> bool:
-        candidates: list[bytes] = []
-        auth = headers.get("authorization", "")
-        if auth[:7].lower() == "bearer ":
-            candidates.append(auth[7:].strip().encode("latin-1"))
-        for part in headers.get("cookie", "").split(";"):
-            name, _, value = part.strip().partition("=")
-            if name == self.cookie:
-                candidates.append(value.strip('"').encode("latin-1"))
-        # Every candidate is compared (no early exit): the time taken does not say which.
-        return sum(token_matches(c, self.token) for c in candidates) > 0
-
-    async def _login(self, scope: Scope, send: Send, query: bytes) -> None:
-        path = scope.get("raw_path") or scope["path"].encode()
-        rest = b"&".join(p for p in query.split(b"&") if p and p.split(b"=", 1)[0] != b"token")
-        location = path + (b"?" + rest if rest else b"")
-        cookie = f"{self.cookie}={self.token}; HttpOnly; SameSite=Strict; Path=/"
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 303,
-                "headers": [
-                    (b"location", location),
-                    (b"set-cookie", cookie.encode()),
-                    (b"cache-control", b"no-store"),
-                    (b"content-length", b"0"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": b""})
-
-    @staticmethod
-    async def _refuse(send: Send, status: int, type_: str, message: str) -> None:
-        body = encode_reply(error_body(type_, message), as_json=True)
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-        if status == 401:
-            headers.append((b"www-authenticate", b'Bearer realm="stateengine"'))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+# --- path segments ----------------------------------------------------------------------
 
 
 class PathSegmentsMiddleware:
@@ -594,19 +366,6 @@ class PathSegmentsMiddleware:
 #: A table name, record id or manifest key taken from one path segment (see
 #: :class:`PathSegmentsMiddleware`).
 Segment = Annotated[str, AfterValidator(unquote)]
-
-
-def cookie_name(port: int) -> str:
-    """The cookie that holds the token of the gateway on *port*."""
-    return f"{TOKEN_COOKIE}_{port}"
-
-
-def _query_pairs(query: bytes) -> list[tuple[bytes, bytes]]:
-    pairs = []
-    for part in query.split(b"&"):
-        name, _, value = part.partition(b"=")
-        pairs.append((unquote_to_bytes(name), value))  # a "+" is a "+": tokens may hold one
-    return pairs
 
 
 # --- the application --------------------------------------------------------------------
@@ -724,392 +483,13 @@ def create_app(config: GatewayConfig) -> FastAPI:
         body = result if isinstance(result, dict) else {"result": result}
         return WireJSONResponse(body, status, headers=headers)
 
-    # --- dashboard and health -----------------------------------------------------------
+    # The routes, in this order (FastAPI matches in registration order): routers.py.
+    from stateengine.app.gateway import routers  # here: routers.py imports this module
 
-    static = resources.files("stateengine.app.gateway").joinpath("static")
-
-    @app.get("/", include_in_schema=False, response_model=None)
-    async def dashboard() -> Response:  # ?token=T: GuardMiddleware's login redirect
-        return Response(static.joinpath("dashboard.html").read_bytes(), media_type="text/html")
-
-    app.mount("/static", StaticFiles(directory=str(static)), name="static")
-
-    @app.get("/api/health", tags=["server"], summary="the gateway and its server, no round trip")
-    async def health() -> Response:
-        g = gw()
-        reader = g.client.arena_reader()
-        return answer(
-            {
-                "ok": g.server_running(),
-                "seq": reader.version if reader is not None else None,
-                "server_pid": g.server_pid,
-                "endpoint": g.endpoint,
-                "version": __version__,
-            }
-        )
-
-    @app.get("/api/stats", tags=["server"], summary="STATS: tables, queue, store, arena")
-    async def stats() -> Response:
-        g = gw()
-        result, headers = await g.write({"command": "STATS"})
-        result["gateway"] = {
-            "pid": os.getpid(),
-            "uptime": round(time.monotonic() - g.started, 3),
-            "sse_clients": len(g.hub.listeners),
-            "feed_events": g.hub.events,
-            "feed_gaps": g.hub.upstream_gaps,
-        }
-        return answer(result, headers)
-
-    # --- tables ---------------------------------------------------------------------------
-
-    @app.get("/api/states", tags=["tables"], summary="LIST_STATES, with each table's info")
-    async def list_states() -> Response:
-        g = gw()
-        out = []
-        for name in await g.client.list_states():
-            try:
-                out.append(await g.client.get_state_info(name))
-            except StateNotFound:
-                continue  # dropped between the two reads
-        return answer({"states": out})
-
-    @app.post(
-        "/api/states",
-        tags=["tables"],
-        summary="CREATE_STATE",
-        status_code=201,
-        openapi_extra=_body_schema(
-            "`state` (or `name`), `max_length`?, `schema`? (field → type name)",
-            {"state": "tasks", "schema": {"title": "string", "done": "boolean"}},
-        ),
-    )
-    async def create_state(request: Request) -> Response:
-        body = await read_body(request, limit)
-        if "name" in body and "state" not in body:
-            body["state"] = body.pop("name")
-        reject_keys(body, ("command",), "POST /api/states")
-        result, headers = await gw().write({**body, "command": "CREATE_STATE"})
-        return answer(result, headers, 201)
-
-    @app.get("/api/states/{state}", tags=["tables"], summary="GET_STATE_INFO")
-    async def get_state(state: Segment) -> Response:
-        return answer(await gw().client.get_state_info(state))
-
-    @app.get("/api/states/{state}/schema", tags=["tables"], summary="GET_SCHEMA")
-    async def get_schema(state: Segment) -> Response:
-        return answer({"schema": await gw().client.get_schema(state)})
-
-    @app.patch(
-        "/api/states/{state}",
-        tags=["tables"],
-        summary="ALTER_STATE",
-        openapi_extra=_body_schema(
-            "`add`? ({field: {type?, default?}}), `drop`? (list), `expected_version`?",
-            {"add": {"owner": {"type": "string?", "default": None}}},
-        ),
-    )
-    async def alter_state(state: Segment, request: Request) -> Response:
-        body = await read_body(request, limit)
-        reject_keys(body, ("command", "state"), "PATCH /api/states/{state}")
-        result, headers = await gw().write({**body, "command": "ALTER_STATE", "state": state})
-        return answer(result, headers)
-
-    @app.delete("/api/states/{state}", tags=["tables"], summary="DELETE_STATE")
-    async def delete_state(state: Segment) -> Response:
-        _, headers = await gw().write({"command": "DELETE_STATE", "state": state})
-        return answer({"deleted": state}, headers)
-
-    @app.put(
-        "/api/states/{state}/records",
-        tags=["records"],
-        summary="SET_STATE: replace every record atomically",
-        openapi_extra=_body_schema(
-            "`records` (list), `expected_version`?", {"records": [{"title": "a", "done": False}]}
-        ),
-    )
-    async def set_state(state: Segment, request: Request) -> Response:
-        body = await read_body(request, limit)
-        reject_keys(body, ("command", "state"), "PUT /api/states/{state}/records")
-        result, headers = await gw().write({**body, "command": "SET_STATE", "state": state})
-        return answer({"kept": result}, headers)
-
-    @app.get("/api/states/{state}/records", tags=["records"], summary="LIST_RECORDS, paged")
-    async def list_records(
-        state: Segment,
-        where: str | None = Query(
-            None, description='JSON {field: value or {"$gt": ...}}: README LIST_RECORDS'
-        ),
-        order_by: str | None = Query(None, description="field, -field, or a,-b"),
-        offset: int = Query(0, ge=0),
-        limit_: int = Query(DEFAULT_LIMIT, ge=0, le=MAX_LIMIT, alias="limit"),
-    ) -> Response:
-        g = gw()
-        where_map = parse_json_param("where", where)
-        order = parse_order_by(order_by)
-        records = await g.client.list_records(state, where_map, order, offset, limit_)
-        info = await g.client.get_state_info(state)
-        return answer(
-            {
-                "state": state,
-                "records": records,
-                "offset": offset,
-                "limit": limit_,
-                "size": info["size"],
-                "version": info["version"],
-            }
-        )
-
-    @app.post(
-        "/api/states/{state}/records",
-        tags=["records"],
-        summary="CREATE_RECORD (an `id` in the body is explicit)",
-        status_code=201,
-        openapi_extra=_body_schema("the record", {"title": "load orders.csv", "done": False}),
-    )
-    async def create_record(
-        state: Segment, request: Request, expected_version: int | None = Query(None)
-    ) -> Response:
-        record = await read_body(request, limit)
-        req: dict[str, Any] = {"command": "CREATE_RECORD", "state": state, "record": record}
-        if expected_version is not None:
-            req["expected_version"] = expected_version
-        result, headers = await gw().write(req)
-        return answer(result, headers, 201)
-
-    @app.get("/api/states/{state}/records/{id}", tags=["records"], summary="GET_RECORD")
-    async def get_record(
-        state: Segment, id: Segment, id_type: Literal["auto", "str", "int"] = IdType
-    ) -> Response:
-        return answer(await gw().client.get_record(state, parse_id(id, id_type)))
-
-    @app.put(
-        "/api/states/{state}/records/{id}",
-        tags=["records"],
-        summary="SET_RECORD: replace one record",
-        openapi_extra=_body_schema("the whole record", {"title": "x", "done": True}),
-    )
-    async def set_record(
-        state: Segment,
-        id: Segment,
-        request: Request,
-        id_type: Literal["auto", "str", "int"] = IdType,
-        pre: dict[str, Any] = Pre,
-    ) -> Response:
-        record = await read_body(request, limit)
-        req = {"command": "SET_RECORD", "state": state, "id": parse_id(id, id_type)}
-        result, headers = await gw().write({**req, "record": record, **pre})
-        return answer(result, headers)
-
-    @app.patch(
-        "/api/states/{state}/records/{id}",
-        tags=["records"],
-        summary="PATCH_RECORD: change some fields",
-        openapi_extra=_body_schema("the fields to change", {"done": True}),
-    )
-    async def patch_record(
-        state: Segment,
-        id: Segment,
-        request: Request,
-        id_type: Literal["auto", "str", "int"] = IdType,
-        lease_seconds: float | None = Query(None, description="renew the record's lease"),
-        pre: dict[str, Any] = Pre,
-    ) -> Response:
-        fields = await read_body(request, limit)
-        req: dict[str, Any] = {
-            "command": "PATCH_RECORD",
-            "state": state,
-            "id": parse_id(id, id_type),
-        }
-        if lease_seconds is not None:
-            req["lease_seconds"] = lease_seconds
-        result, headers = await gw().write({**req, "fields": fields, **pre})
-        return answer(result, headers)
-
-    @app.delete("/api/states/{state}/records/{id}", tags=["records"], summary="DELETE_RECORD")
-    async def delete_record(
-        state: Segment,
-        id: Segment,
-        id_type: Literal["auto", "str", "int"] = IdType,
-        pre: dict[str, Any] = Pre,
-    ) -> Response:
-        rid = parse_id(id, id_type)
-        req = {"command": "DELETE_RECORD", "state": state, "id": rid, **pre}
-        _, headers = await gw().write(req)
-        return answer({"deleted": rid}, headers)
-
-    @app.post(
-        "/api/states/{state}/records/{id}/increment",
-        tags=["records"],
-        summary="INCREMENT a numeric field",
-        openapi_extra=_body_schema(
-            "`field`, `by`? (default 1), preconditions?", {"field": "n", "by": 5}
-        ),
-    )
-    async def increment(
-        state: Segment,
-        id: Segment,
-        request: Request,
-        id_type: Literal["auto", "str", "int"] = IdType,
-        pre: dict[str, Any] = Pre,
-    ) -> Response:
-        body = await read_body(request, limit)
-        reject_keys(body, ("command", "state", "id"), "POST .../records/{id}/increment")
-        req = {**body, **pre, "command": "INCREMENT", "state": state, "id": parse_id(id, id_type)}
-        result, headers = await gw().write(req)
-        return answer({"value": result}, headers)
-
-    @app.post(
-        "/api/states/{state}/claim",
-        tags=["records"],
-        summary="CLAIM_RECORD: take the first matching record, optionally under a lease",
-        openapi_extra=_body_schema(
-            "`where`, `fields`, `order_by`?, `lease_seconds`?, `expected_version`?, `wait`? "
-            "(or `?wait=SECONDS`: hold the request until a record is claimable)",
-            {"where": {"status": "pending"}, "fields": {"status": "running"}, "lease_seconds": 30},
-        ),
-    )
-    async def claim(
-        state: Segment,
-        request: Request,
-        wait: float | None = Query(None, description="seconds to wait for a claimable record"),
-    ) -> Response:
-        body = await read_body(request, limit)
-        reject_keys(body, ("command", "state"), "POST /api/states/{state}/claim")
-        if wait is not None:
-            body["wait"] = wait
-        result, headers = await gw().write({**body, "command": "CLAIM_RECORD", "state": state})
-        return answer({"record": result}, headers)
-
-    @app.post(
-        "/api/batch",
-        tags=["records"],
-        summary="BATCH: requests applied all-or-nothing, as one commit",
-        openapi_extra=_body_schema(
-            "`commands`: a list of wire requests",
-            {"commands": [{"command": "CREATE_RECORD", "state": "t", "record": {"x": 1}}]},
-        ),
-    )
-    async def batch(request: Request) -> Response:
-        body = await read_body(request, limit)
-        reject_keys(body, ("command",), "POST /api/batch")
-        result, headers = await gw().write({**body, "command": "BATCH"})
-        return answer({"results": result}, headers)
-
-    # --- any command of the command table: POST /api/call/{COMMAND} ---------------------
-
-    def call_route(spec: command_table.CommandSpec) -> Callable[[Request], Awaitable[Response]]:
-        async def call(request: Request) -> Response:
-            empty = request.headers.get("content-length") == "0" or (
-                "content-length" not in request.headers
-                and "transfer-encoding" not in request.headers
-            )
-            args = {} if empty else await read_body(request, limit)
-            reject_keys(args, ("command", "req_id"), f"POST /api/call/{spec.name}")
-            result, headers = await gw().write({**args, "command": spec.name})
-            return WireJSONResponse({"result": result}, 200, headers=headers)
-
-        return call
-
-    # Generated from the table when the app is made: a command registered after that (a
-    # test's dummy) is not routed; one added to the table is, with no edit here.
-    for spec in command_table.COMMANDS.values():
-        arguments = [*spec.required, *(f"{a}?" for a in spec.optional)]
-        app.add_api_route(
-            f"/api/call/{spec.name}",
-            call_route(spec),
-            methods=["POST"],
-            tags=["commands"],
-            summary=f"{spec.name}: {spec.doc}",
-            description=(
-                f"The wire command `{spec.name}` ({'writes' if spec.writes else 'reads'}, "
-                f"{spec.scope} scope), answered by the writer; the body is its arguments "
-                f"(`{'`, `'.join(arguments) or 'none: no body'}`), the reply "
-                '`{"result": ...}` with the `X-Stateengine-Seq` header.'
-            ),
-            openapi_extra={
-                "requestBody": {
-                    "required": bool(spec.required),
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": list(spec.required),
-                                "properties": {a: {} for a in (*spec.required, *spec.optional)},
-                                "additionalProperties": False,
-                            }
-                        }
-                    },
-                }
-            },
-            response_model=None,
-        )
-
-    # --- manifest keys (read-only: the $manifest table of InMemory values) ---------------
-
-    @app.get("/api/manifest", tags=["manifest"], summary="manifest keys stored in the server")
-    async def manifest_keys() -> Response:
-        g = gw()
-        try:
-            records = await g.client.list_records(MANIFEST_TABLE, order_by="id", limit=MAX_LIMIT)
-        except StateNotFound:
-            records = []
-        keys = [{k: v for k, v in r.items() if k != "value"} for r in records]
-        return answer({"keys": keys})
-
-    @app.get("/api/manifest/{key}", tags=["manifest"], summary="one manifest key's record")
-    async def manifest_key(key: Segment) -> Response:
-        g = gw()
-        try:
-            record = await g.client.get_record(MANIFEST_TABLE, key)
-        except (StateNotFound, RecordNotFound):
-            raise KeyNotDefined(f"no value stored for manifest key {key!r}") from None
-        expires = record.get("expires")
-        record["live"] = record.get("status") == "ready" and (
-            expires is None or expires > time.time()
-        )
-        return answer(record)
-
-    # --- the change feed ------------------------------------------------------------------
-
-    @app.get(
-        "/api/feed",
-        tags=["feed"],
-        summary="the change feed as server-sent events",
-        response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}}},
-    )
-    async def feed(
-        tables: str | None = Query(
-            None, description='a,b or a JSON list (["a,b", "c"]); default: every table'
-        ),
-        records: bool = Query(False, description="include the stored records (puts)"),
-    ) -> StreamingResponse:
-        g = gw()
-        names = parse_tables(tables)
-        listener = g.hub.add(names, records)
-        reader = g.client.arena_reader()
-        hello = sse("hello", {"seq": reader.version if reader is not None else None})
-
-        async def stream() -> AsyncIterator[str]:
-            try:
-                yield hello
-                while True:
-                    try:
-                        item = await asyncio.wait_for(listener.queue.get(), SSE_PING_SECONDS)
-                    except TimeoutError:
-                        yield ": ping\n\n"
-                        continue
-                    if item is None:
-                        return
-                    yield item
-            finally:
-                g.hub.remove(listener)
-
-        return StreamingResponse(
-            stream(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
-
+    kit = routers.RouteKit(gw, limit, Pre, IdType, answer, config)
+    routers.dashboard_routes(app, kit)
+    routers.table_routes(app, kit)
+    routers.call_routes(app, kit)
+    routers.manifest_routes(app, kit)
+    routers.feed_routes(app, kit)
     return app

@@ -1,0 +1,856 @@
+"""The sequential model: canonical values, the model state, each command's model
+(``MODELS``), and comparing its outcomes with recorded replies.
+
+Part of :mod:`stateengine.testing.checker` (its docstring describes the method).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+
+from stateengine import command_table, query
+from stateengine.errors import BadRequest
+from stateengine.protocol import order_records, parse_order_by, values_equal
+from stateengine.testing.history import Operation
+
+INF: Final = float("inf")
+#: Slack between the writer's wall clock and CLOCK_MONOTONIC when judging lease expiry.
+LEASE_SLACK_NS: Final = 100_000_000
+
+#: Partitions up to this size are shrunk from the initial state; longer ones from the
+#: deepest point of the failed search (shrinking a long history from its start is slow,
+#: and its report would be long).
+SHRINK_FROM_START_MAX: Final = 400
+
+#: Failing partitions shrunk and reported in detail (the others are named).
+REPORTED_FAILURES: Final = 3
+
+#: Error types that are reads of the state: the model must explain them.
+CHECKED_ERRORS: Final = frozenset(
+    {
+        "RecordNotFound",
+        "VersionConflict",
+        "DuplicateId",
+        "StateNotFound",
+        "StateExists",
+        "CapacityError",
+    }
+)
+# The command sets come from the command table (stateengine/command_table.py), read
+# live by the search so that a command registered later (a test's dummy) is judged too;
+# these constants are the table as imported, for readers of the checker.
+RECORD_COMMANDS: Final = frozenset(
+    name for name, spec in command_table.COMMANDS.items() if spec.scope == "record"
+)
+TABLE_COMMANDS: Final = frozenset(
+    name for name, spec in command_table.COMMANDS.items() if spec.scope == "table"
+)
+WRITE_COMMANDS: Final = command_table.writes()
+#: Commands that replace or (re)create a table: its records cannot be checked apart.
+#: (A model property, not the table's: a table-scope write may keep the records apart,
+#: as CLAIM_RECORD does.)
+RESHAPING_COMMANDS: Final = frozenset({"SET_STATE", "CREATE_STATE", "DELETE_STATE", "ALTER_STATE"})
+
+
+def _writes(command: Any) -> bool:
+    spec = command_table.COMMANDS.get(command) if isinstance(command, str) else None
+    return spec is not None and spec.writes
+
+
+def _table_scope(command: Any) -> bool:
+    spec = command_table.COMMANDS.get(command) if isinstance(command, str) else None
+    return spec is not None and spec.scope == "table"
+
+
+class UnmodelledCommand(ValueError):
+    """The history holds a write command the checker has no model for.
+
+    Refused rather than taken as "no effect": a write the model does not apply would
+    make every later read look stale, or hide a real anomaly. Give it a model
+    (:func:`modelled`, or an entry in :data:`MODELS`) first.
+    """
+
+
+# --- canonical, hashable values ------------------------------------------------------------
+
+
+class _Tag:
+    """Tags for frozen containers and bools (so that ``True`` and ``1`` stay apart)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+_LIST: Final = _Tag("list")
+_MAP: Final = _Tag("map")
+_BOOL: Final = _Tag("bool")
+
+
+def freeze(value: Any) -> Any:
+    """A hashable value equal for values ``values_equal`` calls equal (``1 == 1.0``)."""
+    t = type(value)
+    if t is str or t is int or t is float or value is None or t is bytes:
+        return value
+    if t is bool:
+        return (_BOOL, value)
+    if t is list or t is tuple:
+        return (_LIST, tuple(freeze(v) for v in value))
+    if t is dict:
+        return (_MAP, frozenset((k, freeze(v)) for k, v in value.items()))
+    return (type(value).__name__, repr(value))
+
+
+def _freeze_record(data: dict[str, Any]) -> frozenset[tuple[str, Any]]:
+    return frozenset((k, freeze(v)) for k, v in data.items() if k != "_version")
+
+
+# --- the model state -----------------------------------------------------------------------
+
+
+class Lease:
+    """A claim's lease: the values it overwrote and the interval it was granted in."""
+
+    __slots__ = ("_key", "hi", "lo", "prior", "secs")
+
+    def __init__(self, prior: dict[str, Any], lo: int, hi: float, secs: int) -> None:
+        self.prior = prior
+        self.lo = lo
+        self.hi = hi
+        self.secs = secs
+        self._key = (_freeze_record(prior), lo, hi, secs)
+
+    def may_expire_for(self, lo: int, hi: float) -> bool:
+        return hi - self.lo >= self.secs - LEASE_SLACK_NS
+
+    def may_live_for(self, lo: int, hi: float) -> bool:
+        return lo - self.hi < self.secs + LEASE_SLACK_NS
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Lease) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+
+class Entry:
+    """One record: its fields (``id`` included, ``_version`` apart), version and lease.
+
+    ``vers`` is the ``seq`` of its last write, or a placeholder <= 0 when that is unknown.
+    """
+
+    __slots__ = ("_hash", "_key", "data", "id", "lease", "vers")
+
+    def __init__(self, rid: Any, data: dict[str, Any], vers: int, lease: Lease | None) -> None:
+        self.id = rid
+        self.data = data
+        self.vers = vers
+        self.lease = lease
+        self._key = (rid, _freeze_record(data), vers, lease)
+        self._hash = hash(self._key)
+
+    def record(self) -> dict[str, Any]:
+        return {**self.data, "_version": self.vers if self.vers > 0 else "?"}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Entry) and self._hash == other._hash and self._key == other._key
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+class TableState:
+    """One table as far as a partition knows it.
+
+    ``partial``: only some records are in this partition (record-level checks), so size,
+    order, version and counter are not known. ``version``/``next_id`` None: unknown.
+    """
+
+    __slots__ = (
+        "_hash",
+        "_index",
+        "exists",
+        "max_length",
+        "next_id",
+        "partial",
+        "records",
+        "version",
+    )
+
+    def __init__(
+        self,
+        exists: bool,
+        version: int | None = 0,
+        next_id: int | None = 1,
+        max_length: int | None = None,
+        records: tuple[Entry, ...] = (),
+        partial: bool = False,
+    ) -> None:
+        self.exists = exists
+        self.version = version
+        self.next_id = next_id
+        self.max_length = max_length
+        self.records = records
+        self.partial = partial
+        self._index: dict[Any, int] | None = None
+        self._hash = hash((exists, version, next_id, max_length, records, partial))
+
+    def find(self, rid: Any) -> int:
+        """The position of record *rid*, or -1."""
+        if self._index is None:
+            self._index = {(type(e.id), e.id): i for i, e in enumerate(self.records)}
+        return self._index.get((type(rid), rid), -1)
+
+    def get(self, rid: Any) -> Entry | None:
+        i = self.find(rid)
+        return None if i < 0 else self.records[i]
+
+    def replace(self, **changes: Any) -> TableState:
+        args: dict[str, Any] = {
+            "exists": self.exists,
+            "version": self.version,
+            "next_id": self.next_id,
+            "max_length": self.max_length,
+            "records": self.records,
+            "partial": self.partial,
+        }
+        args.update(changes)
+        return TableState(**args)
+
+    def bump(self) -> int | None:
+        return None if self.version is None else self.version + 1
+
+    def put(self, entry: Entry) -> TableState:
+        """The table with *entry* written (in place if it exists, else appended)."""
+        i = self.find(entry.id)
+        if i < 0:
+            records = (*self.records, entry)
+        else:
+            records = (*self.records[:i], entry, *self.records[i + 1 :])
+        return self.replace(records=records, version=self.bump())
+
+    def remove(self, rid: Any) -> TableState:
+        i = self.find(rid)
+        return self.replace(records=self.records[:i] + self.records[i + 1 :], version=self.bump())
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, TableState)
+            and self._hash == other._hash
+            and self.exists == other.exists
+            and self.version == other.version
+            and self.next_id == other.next_id
+            and self.max_length == other.max_length
+            and self.records == other.records
+            and self.partial == other.partial
+        )
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+NO_TABLE: Final = TableState(False)
+
+
+class State:
+    """The model state of one partition: the tables it touches, and the highest ``seq``
+    of a write linearized so far (writes commit in ``seq`` order)."""
+
+    __slots__ = ("_hash", "seq", "tables")
+
+    def __init__(self, tables: dict[str, TableState], seq: int = 0) -> None:
+        self.tables = tables
+        self.seq = seq
+        self._hash = hash((frozenset(tables.items()), seq))
+
+    def table(self, name: Any) -> TableState:
+        return self.tables.get(name, NO_TABLE) if isinstance(name, str) else NO_TABLE
+
+    def with_table(self, name: str, table: TableState) -> State:
+        tables = dict(self.tables)
+        tables[name] = table
+        return State(tables, self.seq)
+
+    def with_seq(self, seq: int) -> State:
+        return State(self.tables, seq)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, State) or self._hash != other._hash:
+            return False
+        return self.seq == other.seq and self.tables == other.tables
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+# --- outcomes and the sequential model ---------------------------------------------------
+
+#: ``("ok", kind, value)`` or ``("err", type)``; kinds say how to compare with a reply.
+Outcome = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """What one application of an operation knows besides the state."""
+
+    seq: int  # the seq its write gets (a placeholder <= 0 when unknown)
+    lo: int  # invocation time
+    hi: float  # completion time (INF when unknown)
+    known_seqs: frozenset[int]
+
+
+def _err(kind: str) -> Outcome:
+    return ("err", kind)
+
+
+def _preconditions(
+    table: TableState, entry: Entry | None, req: dict[str, Any], ctx: Ctx
+) -> list[str | None]:
+    """Possible precondition verdicts: None (all hold) and/or "VersionConflict"."""
+    verdicts: set[str | None] = {None}
+    expected = req.get("expected_version")
+    if expected is not None:
+        if table.version is not None and table.version != expected:
+            return ["VersionConflict"]
+        if table.version is None:
+            verdicts.add("VersionConflict")
+    if entry is not None:
+        if_version = req.get("if_version")
+        if if_version is not None:
+            if entry.vers > 0:
+                if entry.vers != if_version:
+                    return ["VersionConflict"]
+            elif if_version in ctx.known_seqs or if_version <= 0:
+                return ["VersionConflict"]
+            else:
+                verdicts.add("VersionConflict")
+        if_match = req.get("if_match")
+        if isinstance(if_match, dict):
+            try:
+                holds = query.matches(entry.data, if_match)
+            except BadRequest:
+                return ["BadRequest"]
+            if not holds:
+                return ["VersionConflict"]
+    return sorted(verdicts, key=lambda v: v is not None)
+
+
+def _strip_id(fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if k != "id"} if isinstance(fields, dict) else {}
+
+
+def _lease_ns(req: dict[str, Any]) -> int | None:
+    secs = req.get("lease_seconds")
+    return None if secs is None else int(float(secs) * 1e9)
+
+
+Branches = list[tuple[Outcome, State]]
+
+
+def _get_record(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
+    table = state.table(req.get("state"))
+    if not table.exists:
+        return [(_err("StateNotFound"), state)]
+    entry = table.get(req.get("id"))
+    if entry is None:
+        return [(_err("RecordNotFound"), state)]
+    return [(("ok", "record", entry), state)]
+
+
+def _write_record(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
+    """SET_RECORD, PATCH_RECORD, DELETE_RECORD, INCREMENT."""
+    name = req.get("state")
+    table = state.table(name)
+    if not table.exists:
+        return [(_err("StateNotFound"), state)]
+    rid = req.get("id")
+    entry = table.get(rid)
+    if entry is None:
+        return [(_err("RecordNotFound"), state)]
+    assert isinstance(name, str)
+    out: Branches = []
+    for verdict in _preconditions(table, entry, req, ctx):
+        if verdict is not None:
+            out.append((_err(verdict), state))
+            continue
+        command = req["command"]
+        lease = entry.lease
+        if command == "DELETE_RECORD":
+            out.append((("ok", "none", None), state.with_table(name, table.remove(rid))))
+        elif command == "SET_RECORD":
+            data = {"id": rid, **_strip_id(req.get("record"))}
+            new = Entry(rid, data, ctx.seq, None)
+            out.append((("ok", "record", new), state.with_table(name, table.put(new))))
+        elif command == "PATCH_RECORD":
+            patch = _strip_id(req.get("fields"))
+            secs = _lease_ns(req)
+            if secs is not None:
+                if lease is None:
+                    out.append((_err("BadRequest"), state))
+                    continue
+                lease = Lease(lease.prior, ctx.lo, ctx.hi, secs)
+            elif lease is not None and any(k in lease.prior for k in patch):
+                lease = None  # rule 4: a claimed field changed: the lease is complete
+            new = Entry(rid, {**entry.data, **patch}, ctx.seq, lease)
+            out.append((("ok", "record", new), state.with_table(name, table.put(new))))
+        else:  # INCREMENT
+            fname = req.get("field")
+            by = req.get("by", 1)
+            current = entry.data.get(fname)  # type: ignore[arg-type]
+            if type(current) not in (int, float) or type(by) not in (int, float):
+                out.append((_err("SchemaError"), state))
+                continue
+            value = current + by
+            if lease is not None and fname in lease.prior:
+                lease = None
+            new = Entry(rid, {**entry.data, fname: value}, ctx.seq, lease)  # type: ignore[dict-item]
+            out.append((("ok", "value", value), state.with_table(name, table.put(new))))
+    return out
+
+
+def _create_record(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
+    name = req.get("state")
+    if not isinstance(name, str):
+        return []
+    table = state.table(name)
+    if not table.exists:
+        table = TableState(True, 0, 1, None, (), table.partial)
+    raw = req.get("record")
+    raw = raw if isinstance(raw, dict) else {}
+    out: Branches = []
+    for verdict in _preconditions(table, None, req, ctx):
+        if verdict is not None:
+            out.append((_err(verdict), state))
+            continue
+        if (
+            not table.partial
+            and table.max_length is not None
+            and len(table.records) >= table.max_length
+        ):
+            out.append((_err("CapacityError"), state))
+            continue
+        if "id" in raw:
+            rid = raw["id"]
+            if table.get(rid) is not None:
+                out.append((_err("DuplicateId"), state))
+                continue
+            next_id = table.next_id
+            if next_id is not None and type(rid) is int and rid >= next_id:
+                next_id = rid + 1
+        else:
+            if table.next_id is None:
+                continue  # counter unknown: the effect cannot be modelled (documented)
+            rid = table.next_id
+            next_id = rid + 1
+        new = Entry(rid, {"id": rid, **_strip_id(raw)}, ctx.seq, None)
+        put = table.put(new).replace(next_id=next_id)
+        out.append((("ok", "record", new), state.with_table(name, put)))
+    return out
+
+
+def _list_records(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
+    table = state.table(req.get("state"))
+    if not table.exists:
+        return [(_err("StateNotFound"), state)]
+    try:
+        where = query.compile_where(req.get("where"))[1]
+    except BadRequest:
+        return [(_err("BadRequest"), state)]
+    entries = [e for e in table.records if where(e.data)]
+    keys = parse_order_by(req.get("order_by"))
+    if keys:
+        entries = order_records(entries, keys, get=lambda e: e.data)
+    offset = req.get("offset") or 0
+    limit = req.get("limit")
+    end = None if limit is None else offset + limit
+    return [(("ok", "records", tuple(entries[offset:end])), state)]
+
+
+def _is_increment(value: Any) -> bool:
+    return type(value) is dict and len(value) == 1 and "$inc" in value
+
+
+def _incremented(patch: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    """A claim's fields with each ``{"$inc": n}`` replaced by the old value plus n (a
+    field that holds no number keeps the map: the server refuses such a claim, and the
+    recorded reply says so)."""
+    out = dict(patch)
+    for name, value in patch.items():
+        if _is_increment(value):
+            current, amount = old.get(name), value["$inc"]
+            if type(current) in (int, float) and type(amount) in (int, float):
+                out[name] = current + amount
+    return out
+
+
+def _claim_record(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
+    name = req.get("state")
+    table = state.table(name)
+    if not table.exists:
+        return [(_err("StateNotFound"), state)]
+    assert isinstance(name, str)
+    out: Branches = []
+    for verdict in _preconditions(table, None, req, ctx):
+        if verdict is not None:
+            out.append((_err(verdict), state))
+            continue
+        try:
+            where = query.compile_where(req.get("where"))[1]
+        except BadRequest:
+            out.append((_err("BadRequest"), state))
+            continue
+        # (view, entry, may be skipped as live-leased)
+        candidates: list[tuple[dict[str, Any], Entry, bool]] = []
+        for entry in table.records:
+            held = entry.lease
+            if held is None:
+                view, maybe_live = entry.data, False
+            else:
+                if not held.may_expire_for(ctx.lo, ctx.hi):
+                    continue  # rule 1: certainly live
+                view = {**entry.data, **held.prior}
+                maybe_live = held.may_live_for(ctx.lo, ctx.hi)
+            if where(view):
+                candidates.append((view, entry, maybe_live))
+        keys = parse_order_by(req.get("order_by"))
+        if keys:
+            candidates = order_records(candidates, keys, get=lambda c: c[0])
+        patch = _strip_id(req.get("fields"))
+        secs = _lease_ns(req)
+        for _, entry, maybe_live in candidates:
+            old = entry.data
+            lease: Lease | None = None
+            if secs is not None:
+                prior = {k: old.get(k) for k in patch if not _is_increment(patch[k])}
+                if entry.lease is not None:
+                    prior.update(entry.lease.prior)
+                lease = Lease(prior, ctx.lo, ctx.hi, secs)
+            data = {**old, **_incremented(patch, old)}
+            new = Entry(entry.id, data, ctx.seq, lease)
+            out.append((("ok", "record", new), state.with_table(name, table.put(new))))
+            if not maybe_live:
+                break  # every later candidate would come after this one
+        else:
+            out.append((("ok", "none", None), state))
+    return out
+
+
+def _set_state(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
+    name = req.get("state")
+    if not isinstance(name, str):
+        return []
+    table = state.table(name)
+    if not table.exists:
+        table = TableState(True, 0, 1)
+    out: Branches = []
+    for verdict in _preconditions(table, None, req, ctx):
+        if verdict is not None:
+            out.append((_err(verdict), state))
+            continue
+        raws = [r for r in req.get("records") or [] if isinstance(r, dict)]
+        if table.max_length is not None:
+            raws = raws[: table.max_length]
+        next_id = table.next_id
+        for raw in raws:
+            rid = raw.get("id")
+            if next_id is not None and type(rid) is int and rid >= next_id:
+                next_id = rid + 1
+        entries: list[Entry] = []
+        for raw in raws:
+            if "id" in raw:
+                rid = raw["id"]
+            elif next_id is None:
+                return out  # counter unknown (documented)
+            else:
+                rid, next_id = next_id, next_id + 1
+            entries.append(Entry(rid, {"id": rid, **_strip_id(raw)}, ctx.seq, None))
+        new = table.replace(
+            exists=True, version=table.bump(), next_id=next_id, records=tuple(entries)
+        )
+        out.append((("ok", "value", len(entries)), state.with_table(name, new)))
+    return out
+
+
+def _create_state(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
+    name = req.get("state")
+    if not isinstance(name, str):
+        return []
+    if state.table(name).exists:
+        return [(_err("StateExists"), state)]
+    new = TableState(True, 0, 1, req.get("max_length"))
+    return [(("ok", "info", new), state.with_table(name, new))]
+
+
+def _delete_state(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
+    name = req.get("state")
+    if not state.table(name).exists:
+        return [(_err("StateNotFound"), state)]
+    assert isinstance(name, str)
+    return [(("ok", "none", None), state.with_table(name, NO_TABLE))]
+
+
+def _alter_state(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
+    name = req.get("state")
+    table = state.table(name)
+    if not table.exists:
+        return [(_err("StateNotFound"), state)]
+    assert isinstance(name, str)
+    out: Branches = []
+    for verdict in _preconditions(table, None, req, ctx):
+        if verdict is not None:
+            out.append((_err(verdict), state))
+            continue
+        add = req.get("add") or {}
+        drop = set(req.get("drop") or [])
+        defaults = {k: (v or {}).get("default") for k, v in add.items()}
+        entries = []
+        for e in table.records:
+            data = {k: v for k, v in e.data.items() if k not in drop}
+            data.update(defaults)
+            lease = e.lease
+            if lease is not None:
+                prior = {k: v for k, v in lease.prior.items() if k not in drop}
+                lease = Lease(prior, lease.lo, lease.hi, lease.secs)
+            entries.append(Entry(e.id, data, ctx.seq, lease))
+        new = table.replace(version=table.bump(), records=tuple(entries))
+        out.append((("ok", "info", new), state.with_table(name, new)))
+    return out
+
+
+def _get_state_info(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
+    table = state.table(req.get("state"))
+    if not table.exists:
+        return [(_err("StateNotFound"), state)]
+    return [(("ok", "info", table), state)]
+
+
+def _batch(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
+    branches: list[tuple[list[Outcome], State]] = [([], state)]
+    errors: list[str] = []
+    for sub in req.get("commands") or []:
+        nxt: list[tuple[list[Outcome], State]] = []
+        for results, st in branches:
+            # A command the model does not know (LIST_STATES, GET_SCHEMA) reads only.
+            for outcome, st2 in apply(st, sub, ctx) or [(("ok", "any", None), st)]:
+                if outcome[0] == "err":
+                    if outcome[1] not in errors:
+                        errors.append(outcome[1])
+                else:
+                    nxt.append(([*results, outcome], st2))
+        branches = nxt
+    out: Branches = [(("ok", "batch", tuple(r)), st) for r, st in branches]
+    out.extend((_err(e), state) for e in errors)
+    return out
+
+
+def _snapshot(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
+    results = []
+    for read in req.get("reads") or []:
+        branches = apply(state, read, ctx)
+        results.append(branches[0][0] if branches else ("ok", "any", None))
+    return [(("ok", "snapshot", tuple(results)), state)]
+
+
+#: A command's sequential model: every outcome it allows on a state, with the next state.
+Model = Callable[[State, dict[str, Any], Ctx], Branches]
+
+#: command → model. A read without one is not checked (``LIST_STATES``, ``GET_SCHEMA``,
+#: ``STATS``, counted as unchecked); a write without one makes :func:`check` refuse the
+#: history (:class:`UnmodelledCommand`). ``SNAPSHOT`` is the history's own.
+MODELS: Final[dict[str, Model]] = {
+    "GET_RECORD": _get_record,
+    "SET_RECORD": _write_record,
+    "PATCH_RECORD": _write_record,
+    "DELETE_RECORD": _write_record,
+    "INCREMENT": _write_record,
+    "CREATE_RECORD": _create_record,
+    "LIST_RECORDS": _list_records,
+    "CLAIM_RECORD": _claim_record,
+    "SET_STATE": _set_state,
+    "CREATE_STATE": _create_state,
+    "DELETE_STATE": _delete_state,
+    "ALTER_STATE": _alter_state,
+    "GET_STATE_INFO": _get_state_info,
+    "BATCH": _batch,
+    "SNAPSHOT": _snapshot,
+}
+
+
+def apply(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
+    """Every outcome the sequential model allows for *req* on *state*, with the next state.
+
+    More than one branch only where the model cannot know (a lease that may or may not
+    have run out, an unknown table version or record version).
+    """
+    handler = MODELS.get(req.get("command", ""))
+    return [] if handler is None else handler(state, req, ctx)
+
+
+@contextmanager
+def modelled(command: str, model: Model) -> Iterator[None]:
+    """Give *command* a model for the block (a command added to the table, in a test).
+
+    :raises ValueError: *command* has a model already.
+    """
+    if command in MODELS:
+        raise ValueError(f"{command} has a model already")
+    MODELS[command] = model
+    try:
+        yield
+    finally:
+        MODELS.pop(command, None)
+
+
+def _unmodelled_writes(req: dict[str, Any]) -> Iterator[str]:
+    """The write commands in *req* (a BATCH's included) that have no model."""
+    command = req.get("command")
+    if command in ("BATCH", "SNAPSHOT"):
+        for sub in req.get("commands" if command == "BATCH" else "reads") or []:
+            if isinstance(sub, dict):
+                yield from _unmodelled_writes(sub)
+    elif _writes(command) and command not in MODELS:
+        yield str(command)
+
+
+def refuse_unmodelled(operations: Iterable[Operation]) -> None:
+    """Refuse a history with a write command the checker cannot model.
+
+    :raises UnmodelledCommand: naming the commands and how many operations hold them.
+    """
+    counts: dict[str, int] = {}
+    for op in operations:
+        for command in _unmodelled_writes(op.request()):
+            counts[command] = counts.get(command, 0) + 1
+    if counts:
+        found = ", ".join(f"{c} ({n} operations)" for c, n in sorted(counts.items()))
+        raise UnmodelledCommand(
+            f"the history holds write commands the checker has no model for: {found}; "
+            "a write it cannot model cannot be taken as 'no effect'. Add a model "
+            "(stateengine.testing.checker.MODELS, or modelled() in a test) first."
+        )
+
+
+# --- comparing outcomes with replies --------------------------------------------------------
+
+
+def _record_matches(entry: Entry, observed: Any, known_seqs: frozenset[int]) -> bool:
+    if not isinstance(observed, dict):
+        return False
+    if "_version" in observed:
+        got = observed["_version"]
+        if entry.vers > 0:
+            if got != entry.vers:
+                return False
+        elif type(got) is not int or got in known_seqs:
+            return False
+    data = entry.data
+    if len(observed) != len(data) + ("_version" in observed):
+        return False
+    for name, value in data.items():
+        if name not in observed:
+            return False
+        got = observed[name]
+        if got is not value and not values_equal(value, got):
+            return False
+    return True
+
+
+def outcome_matches(
+    outcome: Outcome, ok: bool, result: Any, error: Any, known_seqs: frozenset[int]
+) -> bool:
+    """Whether the model's *outcome* explains a reply (``ok``, ``result``/``error``)."""
+    if outcome[0] == "err":
+        return not ok and error == outcome[1]
+    if not ok:
+        return False
+    kind, value = outcome[1], outcome[2]
+    if kind == "record":
+        return _record_matches(value, result, known_seqs)
+    if kind == "none":
+        return result is None
+    if kind == "value":
+        return type(result) is not bool and values_equal(value, result)
+    if kind == "records":
+        return (
+            isinstance(result, list)
+            and len(result) == len(value)
+            and all(_record_matches(e, r, known_seqs) for e, r in zip(value, result, strict=True))
+        )
+    if kind == "info":
+        return _info_matches(value, result)
+    if kind == "batch":
+        return (
+            isinstance(result, list)
+            and len(result) == len(value)
+            and all(
+                outcome_matches(o, True, r, None, known_seqs)
+                for o, r in zip(value, result, strict=True)
+            )
+        )
+    if kind == "snapshot":
+        if not isinstance(result, list) or len(result) != len(value):
+            return False
+        for o, r in zip(value, result, strict=True):
+            if not isinstance(r, dict):
+                return False
+            r_ok = bool(r.get("ok"))
+            r_err = r.get("error")
+            if isinstance(r_err, dict):
+                r_err = r_err.get("type")
+            if not r_ok and r_err not in CHECKED_ERRORS:
+                continue  # a read that failed for a state-independent reason says nothing
+            if not outcome_matches(o, r_ok, r.get("result"), r_err, known_seqs):
+                return False
+        return True
+    return True  # "any"
+
+
+def _info_matches(table: TableState, result: Any) -> bool:
+    if not isinstance(result, dict):
+        return False
+    if table.version is not None and "version" in result and result["version"] != table.version:
+        return False
+    if not table.partial and "size" in result and result["size"] != len(table.records):
+        return False
+    if table.next_id is not None and "next_id" in result and result["next_id"] != table.next_id:
+        return False
+    return True
+
+
+def describe_outcome(outcome: Outcome) -> str:
+    if outcome[0] == "err":
+        return f"error {outcome[1]}"
+    kind, value = outcome[1], outcome[2]
+    if kind == "record":
+        return f"ok {value.record()!r}"
+    if kind == "records":
+        return f"ok [{', '.join(repr(e.record()) for e in value)}]"
+    if kind == "info":
+        return f"ok info(version={value.version}, size={len(value.records)})"
+    if kind in ("batch", "snapshot"):
+        return f"ok [{'; '.join(describe_outcome(o) for o in value)}]"
+    return f"ok {value!r}"
+
+
+def step(
+    state: State, op: Operation, ctx: Ctx, request: dict[str, Any] | None = None
+) -> list[State]:
+    """The states after *op* (known outcome) that explain its reply.
+
+    A write with a known ``seq`` must also come after every write already linearized
+    with a higher one: the writer commits in ``seq`` order.
+    """
+    if ctx.seq > 0 and ctx.seq <= state.seq:
+        return []
+    out = []
+    for outcome, nxt in apply(state, op.request() if request is None else request, ctx):
+        if outcome_matches(outcome, bool(op.ok), op.result, op.error, ctx.known_seqs):
+            out.append(nxt.with_seq(ctx.seq) if ctx.seq > 0 else nxt)
+    return out
