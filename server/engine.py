@@ -262,7 +262,9 @@ class TableEngine:
                 raise BadRequest(f"{name} requires '{key}'")
         for key, kind in _SHAPES:  # a malformed request is refused before any precondition
             value = request.get(key)
-            if value is not None and not isinstance(value, kind):
+            if value is None and key not in spec.required:
+                continue  # an optional argument given as null is absent
+            if not isinstance(value, kind):
                 raise BadRequest(f"'{key}' must be a {kind.__name__}, not a {describe(value)}")
         return handler
 

@@ -207,6 +207,6 @@ def test_a_malformed_argument_is_refused_before_its_preconditions() -> None:
     engine = TableEngine()
     engine.execute({"command": "CREATE_RECORD", "state": "t", "record": {"a": 1}})
     reply = engine.execute(
-        {"command": "SET_RECORD", "state": "t", "id": 1, "record": [1], "if_match": {"zz": 1}}
+        {"command": "SET_RECORD", "state": "t", "id": 1, "record": None, "if_match": {"zz": 1}}
     )
     assert not reply["ok"] and reply["error"]["type"] == "BadRequest"
