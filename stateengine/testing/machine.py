@@ -143,6 +143,10 @@ class WorkerPool:
         self._procs: list[BaseProcess] = []
 
     def start(self) -> WorkerPool:
+        """Spawn the workers (each connects its own client); return the pool.
+
+        :raises OSError: a process or pipe could not be made.
+        """
         ctx = mp.get_context("spawn")
         history = os.fspath(self.history) if self.history is not None else None
         for _ in range(self.size):
@@ -159,9 +163,17 @@ class WorkerPool:
         return self
 
     def send(self, worker: int, requests: list[dict[str, Any]]) -> None:
+        """Hand *requests* to *worker* without waiting.
+
+        :raises IndexError: no such worker. :raises OSError: the worker's pipe is gone.
+        """
         self._conns[worker].send(requests)
 
     def receive(self, worker: int) -> list[Reply]:
+        """The replies to what *worker* was last sent.
+
+        :raises TimeoutError: none within ``timeout``. :raises EOFError: the worker died.
+        """
         conn = self._conns[worker]
         if not conn.poll(self.timeout):
             raise TimeoutError(f"worker {worker} sent no reply within {self.timeout} s")
@@ -169,12 +181,19 @@ class WorkerPool:
         return replies
 
     def run(self, worker: int, requests: list[dict[str, Any]]) -> list[Reply]:
-        """Run *requests* in order on one worker; its replies."""
+        """Run *requests* in order on one worker; its replies.
+
+        :raises TimeoutError: as :meth:`receive`.
+        """
         self.send(worker, requests)
         return self.receive(worker)
 
     def run_concurrently(self, requests: list[dict[str, Any]]) -> list[Reply]:
-        """Request ``i`` on worker ``i``, all sent before any reply is awaited."""
+        """Request ``i`` on worker ``i``, all sent before any reply is awaited.
+
+        :raises ValueError: more requests than workers. :raises TimeoutError: as
+            :meth:`receive`.
+        """
         if len(requests) > self.size:
             raise ValueError(f"{len(requests)} requests for {self.size} workers")
         for worker, request in enumerate(requests):
@@ -182,7 +201,7 @@ class WorkerPool:
         return [self.receive(worker)[0] for worker in range(len(requests))]
 
     def close(self) -> None:
-        """Ask every worker to exit, wait (bounded), kill what is left."""
+        """Ask every worker to exit, wait (bounded), kill what is left; never raises."""
         for conn in self._conns:
             with contextlib.suppress(OSError, ValueError):
                 conn.send(None)
@@ -204,7 +223,8 @@ class WorkerPool:
 
 def same_reply(actual: Reply, expected: Reply) -> bool:
     """Whether a server's reply is the model's: ok, result (``values_equal``) or error type;
-    ``version`` and ``seq`` when the actual reply has them (arena reads have none)."""
+    ``version`` and ``seq`` when the actual reply has them (arena reads have none); never
+    raises."""
     if bool(actual.get("ok")) != bool(expected.get("ok")):
         return False
     if not actual.get("ok"):
@@ -220,7 +240,10 @@ def _error_type(reply: Reply) -> Any:
 
 
 def tables_of(target: Client | Engine) -> dict[str, Any]:
-    """Every table's info and records, as one comparable value (over the socket)."""
+    """Every table's info and records, as one comparable value (over the socket).
+
+    :raises ServerUnavailable: the server did not answer (a client target).
+    """
     names = target.execute({"command": "LIST_STATES"})["result"]
     out: dict[str, Any] = {}
     for name in names:
@@ -237,7 +260,8 @@ def explain(
     tables: dict[str, Any] | None = None,
 ) -> Engine | None:
     """The model advanced along the first order of *requests* that yields *replies* (and,
-    when given, the server's *tables*); None when no order does. *model* is not changed."""
+    when given, the server's *tables*); None when no order does. *model* is not changed;
+    tries up to ``len(requests)!`` orders. Never raises for a reply it cannot explain."""
     for order in itertools.permutations(range(len(requests))):
         candidate = copy.deepcopy(model)
         if all(
@@ -278,6 +302,7 @@ class WorkerStateMachine(RuleBasedStateMachine):
         :param history: a directory: every client (the workers' and the one that resets
             and inspects the server) records its operations there, so the whole run can
             be checked with :func:`stateengine.testing.checker.check` afterwards.
+        :raises RuntimeError: the server did not start (``ServerProcess``).
         """
         made = directory is None
         base = Path(directory or tempfile.mkdtemp(prefix="stateengine-machine-"))
@@ -306,7 +331,11 @@ class WorkerStateMachine(RuleBasedStateMachine):
         settings: Settings | None = None,
         history: str | os.PathLike[str] | None = None,
     ) -> None:
-        """Run the machine as a test (``run_state_machine_as_test``) inside :meth:`running`."""
+        """Run the machine as a test (``run_state_machine_as_test``) inside :meth:`running`.
+
+        :raises AssertionError: a reply or the server's tables differ from the model (what
+            hypothesis found, shrunk). :raises RuntimeError: as :meth:`running`.
+        """
         with cls.running(directory, history):
             run_state_machine_as_test(cls, settings=settings)
 
@@ -329,7 +358,10 @@ class WorkerStateMachine(RuleBasedStateMachine):
     # --- running commands -------------------------------------------------------------------
 
     def execute(self, request: dict[str, Any], worker: int = 0) -> Reply:
-        """Run *request* on *worker*; assert that the reply is the model's; return it."""
+        """Run *request* on *worker*; assert that the reply is the model's; return it.
+
+        :raises AssertionError: the reply differs. :raises TimeoutError: no reply.
+        """
         reply = self.pool_.run(worker, [request])[0]
         expected = self.model.execute(copy.deepcopy(request))
         assert same_reply(reply, expected), (
@@ -339,7 +371,10 @@ class WorkerStateMachine(RuleBasedStateMachine):
 
     def execute_concurrently(self, requests: list[dict[str, Any]]) -> list[Reply]:
         """Run request ``i`` on worker ``i``, all at once; assert that some order of them
-        explains the replies and the server's tables; advance the model along it."""
+        explains the replies and the server's tables; advance the model along it.
+
+        :raises AssertionError: no order explains them. :raises TimeoutError: no reply.
+        """
         replies = self.pool_.run_concurrently(requests)
         found = explain(self.model, requests, replies, tables_of(self.client_))
         assert found is not None, (
@@ -376,6 +411,9 @@ class WorkerStateMachine(RuleBasedStateMachine):
 
     @invariant()
     def server_matches_model(self) -> None:
-        """Every table (info and records) on the server is the model's."""
+        """Every table (info and records) on the server is the model's.
+
+        :raises AssertionError: naming both.
+        """
         server, model = tables_of(self.client_), tables_of(self.model)
         assert values_equal(server, model), f"server: {server!r}\nmodel:  {model!r}"

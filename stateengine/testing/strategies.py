@@ -54,7 +54,10 @@ type_names = st.sampled_from(TYPE_NAMES).flatmap(
 
 
 def scalars(allow_nan: bool = False) -> st.SearchStrategy[Any]:
-    """nil, bool, 64-bit ints, floats, str, bytes."""
+    """nil, bool, 64-bit ints, floats, str, bytes.
+
+    Builds a strategy; raises nothing.
+    """
     return st.one_of(
         st.none(),
         st.booleans(),
@@ -66,7 +69,10 @@ def scalars(allow_nan: bool = False) -> st.SearchStrategy[Any]:
 
 
 def values(allow_nan: bool = False, max_leaves: int = 8) -> st.SearchStrategy[Any]:
-    """Any msgpack value the server stores: scalars, lists and str-keyed maps of them."""
+    """Any msgpack value the server stores: scalars, lists and str-keyed maps of them.
+
+    Builds a strategy; raises nothing.
+    """
     return st.recursive(
         scalars(allow_nan),
         lambda children: (
@@ -88,7 +94,10 @@ hard_keys = (
 
 def json_hard_values(max_leaves: int = 12) -> st.SearchStrategy[Any]:
     """Values that test a JSON encoding: NaN and infinities, bytes, int map keys, and
-    maps that look like escapes (``{"$b64": "AAAA"}`` stored as a map), nested."""
+    maps that look like escapes (``{"$b64": "AAAA"}`` stored as a map), nested.
+
+    Builds a strategy; raises nothing.
+    """
     hard_scalars = scalars(allow_nan=True) | st.sampled_from(["$b64", "AAAA", "nan", "inf"])
     return st.recursive(
         hard_scalars,
@@ -105,7 +114,10 @@ def json_hard_values(max_leaves: int = 12) -> st.SearchStrategy[Any]:
 
 def identical(a: Any, b: Any) -> bool:
     """Whether two msgpack values are the same: same types (``1`` is not ``1.0``, ``True``
-    is not ``1``), NaN is NaN, map keys in the same order. For round-trip checks."""
+    is not ``1``), NaN is NaN, map keys in the same order. For round-trip checks.
+
+    Never raises.
+    """
     if type(a) is not type(b):
         return False
     if type(a) is float:
@@ -118,7 +130,10 @@ def identical(a: Any, b: Any) -> bool:
 
 
 def values_of_type(type_name: str, allow_nan: bool = False) -> st.SearchStrategy[Any]:
-    """Values a declared field of *type_name* accepts (``integer``, ``string?``, ...)."""
+    """Values a declared field of *type_name* accepts (``integer``, ``string?``, ...).
+
+    :raises KeyError: a type name outside ``TYPE_NAMES``.
+    """
     base = type_name.removesuffix("?")
     strategy: st.SearchStrategy[Any] = {
         "integer": st.integers(INT_MIN, INT_MAX),
@@ -134,12 +149,18 @@ def values_of_type(type_name: str, allow_nan: bool = False) -> st.SearchStrategy
 
 
 def schemas(min_fields: int = 1, max_fields: int = 5) -> st.SearchStrategy[dict[str, str]]:
-    """Declared schemas: ``{field: type name}`` (without ``id``)."""
+    """Declared schemas: ``{field: type name}`` (without ``id``).
+
+    Builds a strategy; raises nothing.
+    """
     return st.dictionaries(field_names, type_names, min_size=min_fields, max_size=max_fields)
 
 
 def record_ids(max_id: int = 8) -> st.SearchStrategy[int | str]:
-    """Explicit ids: small ints (so that requests hit existing records) and a few strings."""
+    """Explicit ids: small ints (so that requests hit existing records) and a few strings.
+
+    Builds a strategy; raises nothing.
+    """
     return st.integers(1, max_id) | st.sampled_from(["a", "b"])
 
 
@@ -148,7 +169,10 @@ def records(
     ids: st.SearchStrategy[int | str] | None = None,
     allow_nan: bool = False,
 ) -> st.SearchStrategy[dict[str, Any]]:
-    """Records valid for a declared *schema* (every field); with *ids*, an explicit ``id``."""
+    """Records valid for a declared *schema* (every field); with *ids*, an explicit ``id``.
+
+    :raises KeyError: a type name outside ``TYPE_NAMES`` in *schema*.
+    """
     fields = {name: values_of_type(kind, allow_nan) for name, kind in schema.items()}
     if ids is not None:
         fields["id"] = ids
