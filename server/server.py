@@ -443,6 +443,9 @@ class Server:
             self._maybe_resume_writes(now)
         if self.publisher is not None:
             self.publisher.reclaim()
+        # Drop passed lease deadlines: without parked claims nothing else pops them, and
+        # a busy queue sets one per leased claim.
+        self.engine.next_lease_deadline(self.engine.clock())
         # Stop taking requests: answer what is already queued, then leave.
         while self.run_pass():
             pass

@@ -210,3 +210,22 @@ def test_a_malformed_argument_is_refused_before_its_preconditions() -> None:
         {"command": "SET_RECORD", "state": "t", "id": 1, "record": None, "if_match": {"zz": 1}}
     )
     assert not reply["ok"] and reply["error"]["type"] == "BadRequest"
+
+
+def test_passed_lease_deadlines_are_dropped() -> None:
+    """The writer keeps lease deadlines to wake parked claims; the ones that passed go, so
+    a long-running queue does not grow the heap by one entry per leased claim."""
+    from stateengine.server.engine import TableEngine
+
+    now = [0.0]
+    engine = TableEngine(clock=lambda: now[0])
+    engine.track_lease_deadlines()
+    claim = {"command": "CLAIM_RECORD", "state": "t", "where": {"s": 0}, "fields": {"s": 1},
+             "lease_seconds": 1}  # fmt: skip
+    for _ in range(1000):
+        engine.execute({"command": "CREATE_RECORD", "state": "t", "record": {"s": 0}})
+        assert engine.execute(claim)["result"] is not None
+        now[0] += 0.01
+    assert engine.lease_deadlines is not None and len(engine.lease_deadlines) == 1000
+    assert engine.next_lease_deadline(now[0]) is not None
+    assert len(engine.lease_deadlines) <= 101  # only the deadlines still ahead
