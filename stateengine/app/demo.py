@@ -25,10 +25,12 @@ from stateengine.testing import ServerProcess
 TASKS = 30
 WORKERS = 3
 LEASE = 1.5
+STUCK_WORKER = 0  # hangs on its 4th task, and is killed there
 
 
 def worker(endpoint: str, wid: int) -> None:
     rng = random.Random(wid)
+    claimed = 0
     with Client(endpoint, timeout=10) as client:
         for _ in range(TASKS * 3):  # bounded: the pool ends when nothing is claimable
             task = client.claim_record(
@@ -44,14 +46,23 @@ def worker(endpoint: str, wid: int) -> None:
                     return
                 continue
             client.increment("tasks", task["id"], "attempts")
+            claimed += 1
+            if wid == STUCK_WORKER and claimed == 4:
+                time.sleep(60)  # this worker hangs on a task: the demo kills it here
             time.sleep(rng.uniform(0.05, 0.2))  # the "work"
-            try:
-                client.patch_record(
-                    "tasks", task["id"], {"status": "done"}, if_match={"worker": f"w{wid}"}
-                )
-            except VersionConflict:
-                continue  # someone re-claimed it after our lease ran out
-            client.increment("counters", "done", "n")
+            # Completion and the counter in one BATCH: all or nothing, even under kill -9.
+            finish = {
+                "command": "BATCH",
+                "commands": [
+                    {"command": "PATCH_RECORD", "state": "tasks", "id": task["id"],
+                     "fields": {"status": "done"}, "if_match": {"worker": f"w{wid}"}},
+                    {"command": "INCREMENT", "state": "counters", "id": "done", "field": "n"},
+                ],
+            }  # fmt: skip
+            reply = client.execute(finish)
+            if not reply["ok"] and reply["error"]["type"] != VersionConflict.__name__:
+                raise RuntimeError(reply["error"]["message"])
+            # A VersionConflict: someone re-claimed it after our lease ran out.
 
 
 def run(data_dir: str | None = None, http: str | None = None, linger: float = 0.0) -> int:
@@ -95,20 +106,21 @@ def run(data_dir: str | None = None, http: str | None = None, linger: float = 0.
         procs = {w: ctx.Process(target=worker, args=(server.endpoint, w)) for w in range(WORKERS)}
         for p in procs.values():
             p.start()
-        victim, killed_task = 0, None
+        victim, killed_task, seen = STUCK_WORKER, None, None
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and any(p.is_alive() for p in procs.values()):
             running = client.list_records("tasks", where={"status": "running"})
             done = client.get_record("counters", "done")["n"]
             if killed_task is None:
-                mine = [t for t in running if t["worker"] == f"w{victim}"]
-                if mine and done >= TASKS // 4:
+                mine = [t["id"] for t in running if t["worker"] == f"w{victim}"]
+                if mine and mine[0] == seen:  # the same task on two looks: the worker hangs
                     os.kill(procs[victim].pid or 0, signal.SIGKILL)
-                    killed_task = mine[0]["id"]
+                    killed_task = mine[0]
                     print(
                         f"  !! kill -9 worker w{victim} while it runs task {killed_task};"
                         f" its lease ends in {LEASE} s"
                     )
+                seen = mine[0] if mine else None
             busy = " ".join(f"{t['worker']}:#{t['id']}" for t in running)
             print(f"  done {done:>2}/{TASKS}  running [{busy}]", flush=True)
             time.sleep(0.4)
