@@ -64,7 +64,15 @@ from stateengine.protocol import (
     parse_order_by,
     sort_key,
 )
-from stateengine.query import Condition, Plan, Predicate, compile_where, match_all, plan_query
+from stateengine.query import (
+    Condition,
+    Plan,
+    Predicate,
+    compile_where,
+    is_increment,
+    match_all,
+    plan_query,
+)
 from stateengine.server.indexes import MAX_INDEXES, TableIndexes, parse_indexes
 
 Id = int | str
@@ -848,8 +856,6 @@ class TableEngine:
 
     def _create_record(self, request: dict[str, Any]) -> Record:
         raw = request["record"]
-        if not isinstance(raw, dict):  # a malformed request before any precondition
-            raise BadRequest(f"record must be a map, not a {describe(raw)}")
         name = check_table_name(request["state"])
         table = self.tables.get(name)
         probe = table or Table(name)
@@ -970,7 +976,6 @@ class TableEngine:
     def _claim_record(self, request: dict[str, Any]) -> Record | None:
         table = self._table(request)
         self._check_expected_version(table, request)
-        self._map_arg(request, "where")  # required: a map ({} takes any record)
         conditions, where = self._where(table, request)
         keys = self._order(table, request)
         fields = self._map_arg(request, "fields")
@@ -1023,7 +1028,7 @@ class TableEngine:
         """
         out: dict[str, int | float] = {}
         for name, value in fields.items():
-            if type(value) is dict and len(value) == 1 and "$inc" in value:
+            if is_increment(value):
                 amount = value["$inc"]
                 if type(amount) not in (int, float) or (
                     type(amount) is int and not INT_MIN <= amount <= INT_MAX

@@ -35,6 +35,7 @@ __all__ = [
     "Plan",
     "Predicate",
     "compile_where",
+    "is_increment",
     "is_operator_map",
     "match_all",
     "matches",
@@ -65,6 +66,11 @@ def range_class(value: Any) -> str | None:
     if t is bytes:
         return BYTES
     return None
+
+
+def is_increment(value: Any) -> bool:
+    """Whether a claim's field value is ``{"$inc": n}`` (an increment, not a stored map)."""
+    return type(value) is dict and len(value) == 1 and "$inc" in value
 
 
 def is_operator_map(value: Any) -> bool:

@@ -160,9 +160,6 @@ from stateengine.testing.checker.model import (
     _info_matches as _info_matches,
 )
 from stateengine.testing.checker.model import (
-    _is_increment as _is_increment,
-)
-from stateengine.testing.checker.model import (
     _lease_ns as _lease_ns,
 )
 from stateengine.testing.checker.model import (

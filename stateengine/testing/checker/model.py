@@ -473,17 +473,13 @@ def _list_records(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
     return [(("ok", "records", tuple(entries[offset:end])), state)]
 
 
-def _is_increment(value: Any) -> bool:
-    return type(value) is dict and len(value) == 1 and "$inc" in value
-
-
 def _incremented(patch: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
     """A claim's fields with each ``{"$inc": n}`` replaced by the old value plus n (a
     field that holds no number keeps the map: the server refuses such a claim, and the
     recorded reply says so)."""
     out = dict(patch)
     for name, value in patch.items():
-        if _is_increment(value):
+        if query.is_increment(value):
             current, amount = old.get(name), value["$inc"]
             if type(current) in (int, float) and type(amount) in (int, float):
                 out[name] = current + amount
@@ -528,7 +524,7 @@ def _claim_record(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
             old = entry.data
             lease: Lease | None = None
             if secs is not None:
-                prior = {k: old.get(k) for k in patch if not _is_increment(patch[k])}
+                prior = {k: old.get(k) for k in patch if not query.is_increment(patch[k])}
                 if entry.lease is not None:
                     prior.update(entry.lease.prior)
                 lease = Lease(prior, ctx.lo, ctx.hi, secs)
