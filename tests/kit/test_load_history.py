@@ -145,22 +145,27 @@ def test_checker_accepts_the_real_server_under_load(load_history: list[Operation
     assert result.ok, result.report()
 
 
-def corrupt(ops: list[Operation]) -> tuple[list[Operation], Operation]:
-    """The control: one GET_RECORD in the middle reports a value no write ever made."""
-    middle = len(ops) // 2
+def corrupt(ops: list[Operation], at: float = 0.5) -> tuple[list[Operation], Operation]:
+    """The control: the first GET_RECORD from ``at`` (a fraction of the history on)
+    reports a value no write ever made."""
+    start = int(len(ops) * at)
     index = next(
         i
-        for i in range(middle, len(ops))
+        for i in range(start, len(ops))
         if ops[i].command == "GET_RECORD" and ops[i].ok and isinstance(ops[i].result, dict)
     )
     bad = dataclasses.replace(ops[index], result={**ops[index].result, "n": -1})
     return [*ops[:index], bad, *ops[index + 1 :]], bad
 
 
-def test_control_a_corrupted_read_is_rejected(load_history: list[Operation]) -> None:
+@pytest.mark.parametrize("at", [0.0, 0.2, 0.5, 0.8])
+def test_control_a_corrupted_read_is_rejected(load_history: list[Operation], at: float) -> None:
+    """Rejected, and the report names the read, not an operation that a wrong earlier
+    choice of the search stranded (the deepest point of the search, before the checker
+    preferred operations no state explained: 2 in 40 corrupted reads were misnamed)."""
     from stateengine.testing.checker import check
 
-    ops, bad = corrupt(load_history)
+    ops, bad = corrupt(load_history, at)
     result = check(ops, time_limit=60)
     assert not result.timed_out, "no verdict within the time limit"
     assert not result.ok, "the checker accepted a read of a value never written"

@@ -72,7 +72,10 @@ removals after which the search still gets stuck at the same operation for the s
 kind of reason), as a timeline per process, and what the model allowed instead of each
 operation it got stuck at. A partition longer than :data:`SHRINK_FROM_START_MAX` is
 shrunk from the state the search reached at its deepest point (shown, with the writes
-that produced it).
+that produced it). Where some operations were explained by no state the search tried,
+the first of them (reads first) is the one reported, from the deepest state it was tried
+at: a read of a value never written then names itself, not an operation that a wrong
+earlier choice of the search left stranded.
 
 The package's modules, in the order they build on each other: ``model`` (the sequential
 model and comparing outcomes), ``partitioning``, ``search``, ``report``, ``shrinking``,

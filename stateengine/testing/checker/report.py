@@ -34,6 +34,8 @@ class PartitionFailure:
     start_state: State | None = None
     start_depth: int = 0
     context: list[Operation] = field(default_factory=list)
+    #: The start state is where an operation no state explained was last tried.
+    start_unexplained: bool = False
 
 
 @dataclass
@@ -87,7 +89,11 @@ class CheckResult:
         if f.start_state is not None:
             lines.append(
                 f"  starting from the state reached by linearizing the first {f.start_depth} "
-                "operations (no explanation got further):"
+                + (
+                    "operations (where an operation that no state explained was last tried):"
+                    if f.start_unexplained
+                    else "operations (no explanation got further):"
+                )
             )
             lines.extend(_format_state(f.start_state, f.sub_history, f.context, self.start_time))
         lines.extend(format_timeline(f.sub_history, self.start_time))

@@ -156,6 +156,7 @@ def _check(
                         start,
                         res.depth,
                         context,
+                        bool(res.unexplained),
                     )
                 )
     return CheckResult(

@@ -88,6 +88,9 @@ class SearchResult:
     #: Every operation not linearized at the deepest point (they fail from stuck_state).
     rest: list[Operation] = field(default_factory=list)
     depth: int = 0
+    #: Operations that no state the search tried explained (a read of a value never
+    #: written), reads first; the point above is where the first was last tried.
+    unexplained: list[Operation] = field(default_factory=list)
 
 
 _FREE: dict[frozenset[int], Callable[[int, float], list[int] | None]] = {}
@@ -145,6 +148,12 @@ def _search(prep: _Prepared, initial: State, deadline: float) -> SearchResult:
     explored = 0
     best_depth = -1
     best: tuple[int, int, int, State] = (0, 0, 0, initial)
+    # Operations that were tried and that no state explained, each with the deepest node
+    # it was tried at: a read of a value never written is one of those, and the deepest
+    # point of some other path (stuck on an operation a wrong earlier choice made
+    # unexplainable) would hide it from the report.
+    explained: set[int] = set()
+    unexplained: dict[int, tuple[int, tuple[int, int, int, State]]] = {}
     # Trail of linearized op ids down the current path, for the report.
     path: list[Operation] = []
     best_path: list[Operation] = []
@@ -167,6 +176,12 @@ def _search(prep: _Prepared, initial: State, deadline: float) -> SearchResult:
         steps: dict[int, list[State]] = {}
         for j in cands:
             nxts = steps[j] = step(state, known_ops[j], ctxs[j], reqs[j])
+            if nxts:
+                explained.add(j)
+            elif j not in explained:
+                here = k + window.bit_count()
+                if unexplained.get(j, (-1,))[0] < here:
+                    unexplained[j] = (here, (k, window, unk, state))
             if len(nxts) == 1 and nxts[0] is state:
                 # A read explained by this state: any explanation from here can be
                 # rearranged to take it first (nothing must precede it and it changes
@@ -245,6 +260,15 @@ def _search(prep: _Prepared, initial: State, deadline: float) -> SearchResult:
             if track:
                 best_path = list(path)
         stack.append(children(*key))
+    # Reads first: a write also goes unexplained when it observed a write that an
+    # impossible read kept out. The report starts where the first was last tried.
+    never = sorted(
+        (j for j in unexplained if j not in explained),
+        key=lambda j: (_writes(known_ops[j].command), j),
+    )
+    if never:
+        best_depth, best = unexplained[never[0]]
+        best_path = []
     k, window, unk, state = best if best_depth >= 0 else (0, 0, 0, initial)
     rest = [known_ops[j] for j in range(k, m) if not window >> (j - k) & 1]
     rest += [op for u, op in enumerate(unknown_ops) if not unk >> u & 1]
@@ -257,4 +281,13 @@ def _search(prep: _Prepared, initial: State, deadline: float) -> SearchResult:
             break
         stuck.append(known_ops[j])
         bound = min(bound, ret[j])
-    return SearchResult(False, explored, state, stuck, best_path, rest, max(best_depth, 0))
+    return SearchResult(
+        False,
+        explored,
+        state,
+        stuck,
+        best_path,
+        rest,
+        max(best_depth, 0),
+        [known_ops[j] for j in never],
+    )

@@ -64,11 +64,17 @@ def _dependents(ops: Sequence[Operation]) -> dict[int, list[int]]:
 
 
 def _signature(res: SearchResult, known_seqs: frozenset[int]) -> set[tuple[int, frozenset[str]]]:
-    """Where a failed search got stuck: (operation, what the model allowed it: ok/errors)."""
+    """Where a failed search got stuck: (operation, what the model allowed it: ok/errors).
+
+    Only the first operation that no state explained, where the search found one: the
+    others may be stuck only because of it.
+    """
     if res.stuck_state is None:
         return set()
+    first = res.unexplained[:1]
+    stuck = first if first and any(op is first[0] for op in res.stuck_ops) else res.stuck_ops
     sig = set()
-    for op in res.stuck_ops:
+    for op in stuck:
         outs = apply(res.stuck_state, op.request(), _ctx(op, 0, known_seqs))
         sig.add((id(op), frozenset(o[0] if o[0] == "ok" else f"err:{o[1]}" for o, _ in outs)))
     return sig
