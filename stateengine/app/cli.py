@@ -95,74 +95,6 @@ def hoist_command(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]
     return argv
 
 
-DEMO: list[dict[str, Any]] = [
-    {
-        "command": "CREATE_STATE",
-        "state": "tasks",
-        "schema": {"title": "string", "status": "string", "priority": "integer"},
-    },
-    {
-        "command": "CREATE_RECORD",
-        "state": "tasks",
-        "record": {"title": "load orders.csv", "status": "pending", "priority": 2},
-    },
-    {
-        "command": "CREATE_RECORD",
-        "state": "tasks",
-        "record": {"title": "dedupe customers", "status": "pending", "priority": 1},
-    },
-    {
-        "command": "CREATE_RECORD",
-        "state": "tasks",
-        "record": {"title": "oops", "status": "pending", "priority": "high"},
-    },
-    {
-        "command": "CLAIM_RECORD",
-        "state": "tasks",
-        "where": {"status": "pending"},
-        "fields": {"status": "running"},
-        "order_by": "priority",
-        "lease_seconds": 30,
-    },
-    {
-        "command": "PATCH_RECORD",
-        "state": "tasks",
-        "id": 2,
-        "fields": {"status": "done"},
-        "if_version": 4,
-    },
-    {
-        "command": "PATCH_RECORD",
-        "state": "tasks",
-        "id": 2,
-        "fields": {"status": "again"},
-        "if_version": 4,
-    },
-    {
-        "command": "BATCH",
-        "commands": [
-            {"command": "CREATE_STATE", "state": "counters"},
-            {"command": "CREATE_RECORD", "state": "counters", "record": {"id": "rows", "n": 0}},
-            {"command": "INCREMENT", "state": "counters", "id": "rows", "field": "n", "by": 500},
-        ],
-    },
-    {"command": "LIST_RECORDS", "state": "tasks", "order_by": "-priority"},
-    {"command": "GET_STATE_INFO", "state": "tasks"},
-    {"command": "GET_SCHEMA", "state": "tasks"},
-    {"command": "LIST_STATES"},
-]
-
-
-def demo() -> int:
-    """Run :data:`DEMO` through the engine, printing requests and replies as JSON."""
-    engine = TableEngine()
-    print("stateengine demo: the table engine in this process; each request, then its reply")
-    for request in DEMO:
-        print(">>", json.dumps(request))
-        print("<<", encode_reply(engine.execute(request), as_json=True).decode())
-    return 0
-
-
 def _open_store(args: argparse.Namespace, data_dir: Path) -> Store | None:
     """The ``--store`` backend with its own options (``--pg-dsn``, ``--snapshot-bytes``)."""
     if args.store == "none":
@@ -744,11 +676,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir")
     p = sub.add_parser("demo", help="start a server and a worker pool, kill a worker, watch")
-    p.add_argument("--data-dir", help="default: $STATEENGINE_DATA_DIR or ./.stateengine")
+    p.add_argument(
+        "--data-dir",
+        help="default: a temporary directory, removed afterwards; a given one must not"
+        " hold the demo's tables (tasks, counters) nor be in use by a server",
+    )
     p.add_argument(
         "--wire",
         action="store_true",
-        help="instead: run the engine in this process and print requests/replies",
+        help="instead: send a short session to a real server over a plain ZeroMQ socket"
+        " and print each frame sent and received",
     )
     p.add_argument(
         "--http",
@@ -832,10 +769,10 @@ def dispatch(args: argparse.Namespace) -> int:
         return keygen_command(args)
     if args.command == "repair":
         return repair_command(args)
-    if args.wire:
-        return demo()
     from stateengine.app import demo as pool_demo  # imported on use
 
+    if args.wire:
+        return pool_demo.wire()
     return pool_demo.run(args.data_dir, http=args.http, linger=args.linger)
 
 
