@@ -236,7 +236,7 @@ def pool(data: Path, http: str | None, linger: float) -> bool:
         server.cleanup()
 
 
-def pool_on(server: DemoServer, http: str | None, linger: float) -> bool:
+def pool_on(server: ServerProcess, http: str | None, linger: float) -> bool:
     """The demo on a started *server*; whether every task was done exactly once."""
     data = server.data_dir
     with server.connect() as client:
