@@ -200,9 +200,7 @@ def serve(args: argparse.Namespace) -> int:
 
             missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
             if missing:
-                raise ValueError(
-                    f"--http needs {' and '.join(missing)}: pip install 'stateengine[http]'"
-                )
+                raise ValueError(f"--http needs {' and '.join(missing)}: pip install -e '.[http]'")
             http_token = resolve_token(args.http_token, data_dir, args.http_token_file)
         engine = TableEngine()
         publisher = None
