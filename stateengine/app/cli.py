@@ -473,6 +473,12 @@ def stats_command(args: argparse.Namespace) -> int:
 
 def watch_command(args: argparse.Namespace) -> int:
     """Print each committed change of the tables as a JSON line (gaps flagged)."""
+    try:  # a server known to be gone is an error at once, not a silent wait on its feed
+        with _client(args, timeout=5.0) as probe:
+            probe.execute({"command": "LIST_STATES"})
+    except StateEngineError as exc:
+        print(f"stateengine watch: {exc}", file=sys.stderr)
+        return 2
     count = 0
     try:
         with _client(args, timeout=5.0) as client, client.watch(*args.tables) as watcher:

@@ -143,6 +143,7 @@ def test_the_cli_does_not_wait_on_a_dead_pid_or_a_missing_socket(live: ServerPro
     for args in (
         ("call", "--data-dir", str(live.data_dir), "list_states"),
         ("stats", "--data-dir", str(live.data_dir)),
+        ("watch", "t", "--data-dir", str(live.data_dir)),
     ):
         took, out = cli(*args)
         assert out.returncode == 2, out
