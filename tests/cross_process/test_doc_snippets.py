@@ -10,6 +10,7 @@ without a test that runs it.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import os
@@ -133,15 +134,25 @@ def reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Reader]:
         asyncio.set_event_loop_policy(None)  # a snippet may have installed uvloop's
 
 
-def test_the_readme_tour_and_wire_example_run_on_a_fresh_server(reader: Reader) -> None:
+def test_the_readme_tour_and_wire_example_run_on_a_fresh_server(
+    reader: Reader, capsys: pytest.CaptureFixture[str]
+) -> None:
     readme = (ROOT / "README.md").read_text()
     tour = fenced(section(readme, "A five-minute tour"))
     assert [lang for lang, _ in tour] == ["sh", "python", "python", "python", "python", "sh"]
     for lang, code in tour:
         reader.run(lang, code)
+    printed = capsys.readouterr().out.splitlines()
+    assert "105" in printed  # as the tour's comment says
+    assert [line for line in printed if line.startswith("working on")] == [
+        f"working on load part-{i}.csv" for i in range(3)
+    ]
+    rows = json.loads(reader.outputs[0])  # stateengine call get_record: 105 + 10 from asyncio
+    assert rows["ok"] and rows["result"]["n"] == 115 and "req_id" not in rows
     (lang, code), *_ = [b for b in fenced(section(readme, "Wire protocol")) if b[0] != "text"]
     reader.run(lang, code)
-    assert reader.outputs[0].strip().startswith('{"ok": true, "result": {"id": "rows", "n": 1')
+    reply = ast.literal_eval(capsys.readouterr().out)  # the snippet prints the reply dict
+    assert reply["ok"] and reply["result"]["name"] == "ada" and reply["req_id"] == 1
 
 
 def test_the_client_page_runs_on_a_fresh_server(reader: Reader) -> None:
