@@ -41,11 +41,11 @@ from stateengine.server.publish import ArenaPublisher
 from stateengine.server.server import DEFAULT_MAX_REQUEST, DataDirLocked, Server
 from stateengine.shm import cleanup_stale
 
-#: The exit codes of every subcommand (README "Command line"); ``repair`` adds 3.
+#: The exit codes of every subcommand (README "Running the server"); ``repair`` adds 3.
 EXIT_CODES = {
     0: "success",
-    1: "the command ran and failed: an error reply, damage found, a server refused to start",
-    2: "bad usage or input, or no server answered",
+    1: "the command ran and failed (an error reply, damage found, a refused start or value)",
+    2: "the command line or input is malformed, a data directory is missing, or no server answered",
 }
 #: set to 1 to see the traceback of an unexpected error instead of its one line
 TRACEBACK_ENV = "STATEENGINE_TRACEBACK"
