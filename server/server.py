@@ -214,6 +214,8 @@ class Server:
             self.feed = Feed(self._ctx, feed_endpoint(self.endpoint), self.feed_hwm)
         except (zmq.ZMQError, ValueError) as exc:
             log.warning("no change feed: %s", exc)
+        if self.feed is not None and self._tcp is not None:
+            self.feed.add_socket(self._bind_curve(zmq.XPUB, feed_endpoint(f"tcp://{self.tcp}")))
         self._open_doors()
         if self.publisher is not None:
             # The recovered state goes to the arena before server.json announces the
@@ -242,25 +244,39 @@ class Server:
         from stateengine.server import curve
 
         assert self._ctx is not None
-        server_public, server_secret = curve.server_keys(self.data_dir)
         self._auth = curve.start_authenticator(self._ctx, self.data_dir, log)
-        sock = self._ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        sock.setsockopt(zmq.SNDHWM, 10_000)
+        self._tcp = self._bind_curve(zmq.ROUTER, f"tcp://{address}")
+
+    def _bind_curve(self, kind: int, endpoint: str) -> zmq.Socket[bytes]:
+        """A CurveZMQ server socket on *endpoint*: the ``--tcp`` ROUTER, or the remote
+        change feed's XPUB (``--tcp`` port + 1), behind the same allow-list.
+
+        :raises OSError: *endpoint* cannot be bound.
+        """
+        from stateengine.server import curve
+
+        assert self._ctx is not None
+        server_public, server_secret = curve.server_keys(self.data_dir)
+        sock = self._ctx.socket(kind)
+        if kind == zmq.ROUTER:
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            sock.setsockopt(zmq.SNDHWM, 10_000)
+            sock.setsockopt(zmq.LINGER, 2000)
+        else:
+            sock.setsockopt(zmq.SNDHWM, self.feed_hwm)
         # Bodies up to OVERSIZE_FACTOR x the limit are read and answered PayloadTooLarge;
         # libzmq cuts the connection of a larger one before it is held in memory.
         sock.setsockopt(zmq.MAXMSGSIZE, OVERSIZE_FACTOR * self.max_request_bytes)
-        sock.setsockopt(zmq.LINGER, 2000)
         sock.curve_secretkey = server_secret
         sock.curve_publickey = server_public
         sock.curve_server = True
         sock.setsockopt(zmq.HANDSHAKE_IVL, int(HANDSHAKE_SECONDS * 1000))
         try:
-            sock.bind(f"tcp://{address}")
+            sock.bind(endpoint)
         except zmq.ZMQError as exc:
             sock.close(0)
-            raise OSError(f"cannot bind tcp://{address}: {exc}") from exc
-        self._tcp = sock
+            raise OSError(f"cannot bind {endpoint}: {exc}") from exc
+        return sock
 
     def _open_doors(self) -> None:
         """Count and cap the connections of every bound socket (see
@@ -281,9 +297,19 @@ class Server:
             self.doors.append(feed)
         if self._tcp is not None:
             handshakes = min(MAX_TCP_HANDSHAKES, tcp_cap)
-            self.doors.append(
-                Door(self._tcp, "tcp", tcp_cap, self.repeat_log, handshakes, HANDSHAKE_SECONDS)
-            )
+            tcp = Door(self._tcp, "tcp", tcp_cap, self.repeat_log, handshakes, HANDSHAKE_SECONDS)
+            self.doors.append(tcp)
+            if self.feed is not None and len(self.feed.socks) > 1:  # one cap for both
+                tcp_feed = Door(
+                    self.feed.socks[1],
+                    "tcp-feed",
+                    tcp_cap,
+                    self.repeat_log,
+                    handshakes,
+                    HANDSHAKE_SECONDS,
+                )
+                tcp.group = tcp_feed.group = [tcp, tcp_feed]
+                self.doors.append(tcp_feed)
         log.info(
             "connection caps: local %d, tcp %d (%d handshaking); descriptor limit %d",
             local_cap,
@@ -307,6 +333,9 @@ class Server:
                 "arena": self.publisher.name if self.publisher else None,
                 "feed": self.feed.endpoint if self.feed else None,
                 "tcp": f"tcp://{self.tcp}" if self._tcp is not None else None,
+                "tcp_feed": feed_endpoint(f"tcp://{self.tcp}")
+                if self._tcp is not None and self.feed is not None
+                else None,
                 # Clients refuse a larger request before sending it (issue 14 item 4).
                 "max_request_bytes": self.max_request_bytes,
                 "started_at": time.time(),

@@ -372,10 +372,50 @@ def repair_command(args: argparse.Namespace) -> int:
     return int(report["exit_code"])
 
 
+def _curve(args: argparse.Namespace) -> dict[str, bytes] | None:
+    """A client subcommand's CurveZMQ options: ``--curve-keys DIR`` or the two files.
+
+    :raises StateEngineError: half a key pair, or keys that cannot be read (exit 2).
+    """
+    from stateengine.runtime.curve import client_options, find_keys
+
+    server_key, secret = args.curve_server_key, args.curve_secret
+    try:
+        if args.curve_keys:
+            found = find_keys(args.curve_keys)
+            server_key, secret = server_key or found[0], secret or found[1]
+        if not server_key and not secret:
+            return None
+        if not (server_key and secret):
+            raise ValueError("give both --curve-server-key and --curve-secret (or --curve-keys)")
+        return client_options(server_key, secret)
+    except (OSError, ValueError) as exc:
+        raise StateEngineError(f"CurveZMQ keys: {exc}") from None
+
+
 def _client(args: argparse.Namespace, timeout: float | None = None) -> Client:
     given_endpoint_only = args.endpoint is not None and not args.data_dir
     data_dir = None if given_endpoint_only else paths.resolve_data_dir(args.data_dir)
-    return Client(args.endpoint, data_dir, timeout=timeout or args.timeout, arena=False)
+    return Client(
+        args.endpoint, data_dir, timeout=timeout or args.timeout, arena=False, curve=_curve(args)
+    )
+
+
+def _add_client_arguments(p: argparse.ArgumentParser, timeout: bool = True) -> None:
+    """Where a client subcommand finds the server: locally, or over TCP with CurveZMQ."""
+    p.add_argument("--data-dir")
+    p.add_argument("--endpoint", help="a local server's ipc://, or tcp://HOST:PORT (remote)")
+    p.add_argument("--curve-server-key", metavar="FILE", help="the server's server.key")
+    p.add_argument("--curve-secret", metavar="FILE", help="this client's NAME.key_secret")
+    p.add_argument(
+        "--curve-keys",
+        metavar="DIR",
+        help="a directory with server.key and one NAME.key_secret (keygen --out)",
+    )
+    if timeout:
+        p.add_argument(
+            "--timeout", type=float, default=defaults.CLI_TIMEOUT, help="seconds per reply"
+        )
 
 
 def _argument(text: str) -> tuple[str, Any]:
@@ -477,6 +517,9 @@ def keygen_command(args: argparse.Namespace) -> int:
         return 1
     print(f"client certificate (secret, keep private): {secret}")
     print(f"server public key (give to the client):    {server_key}")
+    # The public key beside the secret: `--curve-keys OUT` then names both.
+    (secret.parent / "server.key").write_bytes(server_key.read_bytes())
+    print(f"both, for a client's --curve-keys:          {secret.parent}")
     print("restart the server for the new client to be allowed in")
     return 0
 
@@ -593,17 +636,9 @@ def build_parser() -> argparse.ArgumentParser:
     watch_parser.add_argument("tables", nargs="+")
     watch_parser.add_argument("--count", type=int, help="exit after N changes")
     watch_parser.add_argument("--timeout", type=float, help="exit after S quiet seconds")
-    for q in (
-        p,
-        stats_parser := sub.add_parser("stats", help="the server's figures"),
-        watch_parser,
-    ):
-        q.add_argument("--data-dir")
-        q.add_argument("--endpoint")
-        if q is not watch_parser:
-            q.add_argument(
-                "--timeout", type=float, default=defaults.CLI_TIMEOUT, help="seconds per reply"
-            )
+    stats_parser = sub.add_parser("stats", help="the server's figures")
+    for q in (p, stats_parser, watch_parser):
+        _add_client_arguments(q, timeout=q is not watch_parser)
     stats_parser.add_argument("--watch", type=float, metavar="SECONDS")
     p = sub.add_parser("cleanup", help="remove segments and run files of dead servers")
     p.add_argument("--data-dir")
