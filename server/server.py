@@ -54,6 +54,8 @@ from stateengine.limits import (
 from stateengine.protocol import decode_request, encode_reply, is_json, peek_req_id
 from stateengine.runtime import discovery as paths
 from stateengine.runtime.feed import feed_endpoint
+from stateengine.server import backup
+from stateengine.server.backup import BACKUP_COMMAND
 from stateengine.server.connections import Door, RateLimitedLog, open_fds, raise_fd_limit
 from stateengine.server.engine import ChangeSet, Id, TableEngine
 from stateengine.server.feed import Feed
@@ -157,6 +159,9 @@ class Server:
         self.parked = ParkedClaims()
         self._lease_wake: float | None = None
         self.engine.track_lease_deadlines()
+        #: BACKUP requests of this pass, and the backups being written (server/backup.py)
+        self._backup_waiters: dict[tuple[Any, ...], tuple[Any, list[bytes], bool, Any]] = {}
+        self._backup_jobs: list[backup.BackupJob] = []
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -444,6 +449,9 @@ class Server:
             if not ready or now - self._last_idle > 0.1:
                 self._idle(now)
         self._release_parked()
+        if self._backup_waiters:
+            self._start_backups()
+        self._reap_backups(block=True)  # a backup asked for is finished and answered
 
     def _release_parked(self) -> None:
         """On stop, answer every parked claim null (found nothing), as its wait would."""
@@ -472,6 +480,8 @@ class Server:
             self._maybe_resume_writes(now)
         if self.publisher is not None:
             self.publisher.reclaim()
+        if self._backup_jobs:
+            self._reap_backups()
         # Drop passed lease deadlines: without parked claims nothing else pops them, and
         # a busy queue sets one per leased claim.
         self.engine.next_lease_deadline(self.engine.clock())
@@ -573,6 +583,8 @@ class Server:
                 self.store.maybe_snapshot(engine)
             except (PersistenceError, OSError) as exc:  # the log goes on; retried later
                 self.repeat_log.note("snapshot", logging.ERROR, f"snapshot failed: {exc}")
+        if self._backup_waiters:
+            self._start_backups()
         self.stats["requests"] += len(received)
         self.stats["passes"] += 1
         return len(received)
@@ -732,6 +744,8 @@ class Server:
                 if found:
                     error["req_id"] = req_id
             return envelope, encode_reply(error, is_json(body)), None
+        if request.get("command") == BACKUP_COMMAND:
+            return envelope, self._want_backup(sock, envelope, request, as_json), None
         reply = self._reply(request)
         wait = request.get("wait")
         if (
@@ -746,6 +760,67 @@ class Server:
             waiter = Waiter(sock, envelope, request, as_json, deadline, state, group_key(request))
             return envelope, None, waiter
         return envelope, self._encode(reply, as_json), None
+
+    # --- backups (server/backup.py) ---------------------------------------------------------
+
+    def _want_backup(
+        self, sock: Any, envelope: list[bytes], request: dict[str, Any], as_json: bool
+    ) -> bytes | None:
+        """``BACKUP``: answered when a backup started after this pass is written (None
+        now), or at once with ``BadRequest`` for arguments it does not take."""
+        extra = sorted(set(request) - {"command", "req_id"})
+        if extra:
+            error = BadRequest(f"BACKUP takes no arguments, got {extra}").to_wire()
+            reply: dict[str, Any] = {"ok": False, "error": error}
+            if "req_id" in request:
+                reply["req_id"] = request["req_id"]
+            return self._encode(reply, as_json)
+        # Keyed: a pass undone and handled again (disk full) must not ask twice.
+        key = (id(sock), tuple(envelope), repr(request.get("req_id")))
+        self._backup_waiters[key] = (sock, envelope, as_json, request.get("req_id"))
+        return None
+
+    def _start_backups(self) -> None:
+        """After a pass: one backup for every ``BACKUP`` it received, at its ``seq``."""
+        waiters = list(self._backup_waiters.values())
+        self._backup_waiters = {}
+        try:
+            job = backup.start_backup(self.engine, self.data_dir)
+        except OSError as exc:
+            for waiter in waiters:
+                self._answer_backup(waiter, None, f"cannot start a backup: {exc}")
+            return
+        job.waiters = waiters
+        self._backup_jobs.append(job)
+        self._reap_backups()
+
+    def _reap_backups(self, block: bool = False) -> None:
+        """Answer the waiters of every backup whose child has exited (*block*: wait)."""
+        for job in list(self._backup_jobs):
+            if not backup.finished(job, block):
+                continue
+            self._backup_jobs.remove(job)
+            try:
+                done, error = backup.result(job), None
+                log.info("backup at seq %d written to %s", job.seq, job.path)
+            except (PersistenceError, OSError) as exc:
+                done, error = None, str(exc)
+                log.error("backup at seq %d failed: %s", job.seq, exc)
+            for waiter in job.waiters:
+                self._answer_backup(waiter, done, error)
+
+    def _answer_backup(
+        self, waiter: tuple[Any, list[bytes], bool, Any], done: Any, error: str | None
+    ) -> None:
+        sock, envelope, as_json, req_id = waiter
+        reply: dict[str, Any] = (
+            {"ok": True, "result": done, "seq": self.engine.seq}
+            if error is None
+            else {"ok": False, "error": StorageUnavailable(error).to_wire()}
+        )
+        if req_id is not None:
+            reply["req_id"] = req_id
+        self._send(sock, envelope, self._encode(reply, as_json))
 
     def _answer(self, request: dict[str, Any], as_json: bool) -> bytes:
         return self._encode(self._reply(request), as_json)

@@ -505,6 +505,58 @@ def watch_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def backup_command(args: argparse.Namespace) -> int:
+    """Ask the server for an online backup; move it to DEST (local) or name it (remote)."""
+    from stateengine.server.backup import BACKUP_COMMAND, move_backup
+
+    try:
+        with _client(args) as client:
+            reply = client.execute({"command": BACKUP_COMMAND})
+    except StateEngineError as exc:
+        print(f"stateengine backup: {exc}", file=sys.stderr)
+        return 2
+    if not reply.get("ok"):
+        print(f"stateengine backup: {reply['error']['message']}", file=sys.stderr)
+        return 1
+    done = reply["result"]
+    written = Path(done["path"])
+    where = f"{written} on the server (copy it from there)"
+    if written.is_dir():  # a local server: the backup is ours to move
+        try:
+            where = str(move_backup(written, Path(args.dest).absolute()).parent)
+        except OSError as exc:
+            print(f"stateengine backup: {exc}; the backup stays in {written}", file=sys.stderr)
+            return 1
+    print(f"backup at seq {done['seq']}: {done['records']} records in {done['tables']} tables")
+    print(f"  {where} ({done['bytes']} bytes, {done['seconds']} s)")
+    return 0
+
+
+def restore_command(args: argparse.Namespace) -> int:
+    """Load a backup into an empty data directory (no server may run on it)."""
+    from stateengine.server.backup import restore
+
+    data_dir = paths.resolve_data_dir(args.data_dir)
+    if args.store == "none":
+        print("stateengine restore: --store none keeps nothing to restore into", file=sys.stderr)
+        return 2
+    probe = Server(data_dir)
+    try:
+        probe.lock()
+        options = {o.name: getattr(args, o.dest) for o in store_backends()[args.store].options}
+        done = restore(Path(args.backup), data_dir, args.store, args.fsync, **options)
+    except (DataDirLocked, OSError, PersistenceError) as exc:
+        print(f"stateengine restore: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        probe.close()
+    print(
+        f"restored seq {done['seq']}: {done['records']} records in {done['tables']} tables"
+        f" into {data_dir} (store {done['store']})"
+    )
+    return 0
+
+
 def keygen_command(args: argparse.Namespace) -> int:
     """Make a client key pair; its public key is allowed in at the next server start."""
     from stateengine.server import curve
@@ -637,8 +689,15 @@ def build_parser() -> argparse.ArgumentParser:
     watch_parser.add_argument("--count", type=int, help="exit after N changes")
     watch_parser.add_argument("--timeout", type=float, help="exit after S quiet seconds")
     stats_parser = sub.add_parser("stats", help="the server's figures")
-    for q in (p, stats_parser, watch_parser):
-        _add_client_arguments(q, timeout=q is not watch_parser)
+    backup_parser = sub.add_parser("backup", help="an online, consistent backup to DEST")
+    backup_parser.add_argument("dest", help="a new or empty directory")
+    for q in (p, stats_parser, watch_parser, backup_parser):
+        _add_client_arguments(q, timeout=q not in (watch_parser, backup_parser))
+    backup_parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
+    p = sub.add_parser("restore", help="load a backup into an empty data directory")
+    p.add_argument("backup", help="a backup directory (stateengine backup DEST)")
+    p.add_argument("--data-dir", help="default: $STATEENGINE_DATA_DIR or ./.stateengine")
+    _add_store_arguments(p)
     stats_parser.add_argument("--watch", type=float, metavar="SECONDS")
     p = sub.add_parser("cleanup", help="remove segments and run files of dead servers")
     p.add_argument("--data-dir")
@@ -699,6 +758,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cleanup_command(args)
     if args.command == "watch":
         return watch_command(args)
+    if args.command == "backup":
+        return backup_command(args)
+    if args.command == "restore":
+        return restore_command(args)
     if args.command == "keygen":
         return keygen_command(args)
     if args.command == "repair":

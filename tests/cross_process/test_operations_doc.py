@@ -25,7 +25,19 @@ PORTS = ("5555", "5556", "8080")
 
 
 def blocks() -> list[tuple[str, str]]:
-    return re.findall(r"^```(sh|python)\n(.*?)^```", DOC.read_text(), flags=re.M | re.S)
+    """Every fenced block, in order: ``sh``, ``python``, or ``""`` (the output shown for
+    the block before it)."""
+    return re.findall(r"^```(sh|python|)\n(.*?)^```", DOC.read_text(), flags=re.M | re.S)
+
+
+def output_pattern(shown: str) -> re.Pattern[str]:
+    """The doc's example output as a pattern: its numbers and /home/me paths vary."""
+    lines = []
+    for line in shown.strip().splitlines():
+        pattern = re.escape(line.strip())
+        pattern = re.sub(r"/home/me/[^ ]*", r"/\\S+", pattern)
+        lines.append(re.sub(r"\d+(\\\.\d+)?", r"\\d+(\\.\\d+)?", pattern))
+    return re.compile(r"\s*\n\s*".join(lines))
 
 
 def free_ports(n: int) -> list[int]:
@@ -61,8 +73,12 @@ def test_every_block_of_operations_md_runs(tmp_path: Path) -> None:
     path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {**os.environ, "STATEENGINE_DATA_DIR": str(data), "PATH": path}
     server: ServerProcess | None = None
+    last_output = ""
     try:
         for kind, text in found:
+            if not kind:
+                assert output_pattern(text).search(last_output), f"{text!r} not in {last_output!r}"
+                continue
             for doc_port, port in ports.items():
                 text = text.replace(doc_port, port)
             words = shlex.split(text.strip()) if kind == "sh" else []
@@ -81,6 +97,7 @@ def test_every_block_of_operations_md_runs(tmp_path: Path) -> None:
                 timeout=120,
             )
             assert run.returncode == 0, f"{text}\n{run.stdout}\n{run.stderr}"
+            last_output = run.stdout
     finally:
         if server is not None:
             server.stop()
