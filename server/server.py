@@ -62,6 +62,7 @@ from stateengine.server.feed import Feed
 from stateengine.server.parking import ParkedClaims, Waiter, group_key
 from stateengine.server.persist_base import probe_space
 from stateengine.server.persistence import PersistenceError, RecoveryReport, Store, crash_point
+from stateengine.server.stores import name_of
 
 log = logging.getLogger("stateengine.server")
 
@@ -900,14 +901,26 @@ class Server:
         store: dict[str, Any] | None = None
         if self.store is not None:
             store = {
-                "backend": type(self.store).__name__,
+                "backend": name_of(self.store),  # what --store takes: log, sqlite, ...
                 "fsync": getattr(self.store, "fsync", None),
                 **getattr(self.store, "stats", {}),
             }
         arena = self.publisher.stats() if self.publisher is not None else None
         if arena is not None:
             arena = {k: v for k, v in arena.items() if k != "files"}
+        # Live leases only: an expired lease stays in the table until the record is
+        # claimed again or written, but it holds nothing (this replaces the engine's count).
+        clock = self.engine.clock()
+        tables = {
+            name: {
+                "records": len(t.records),
+                "version": t.version,
+                "leases": sum(1 for lease in t.leases.values() if lease.expires > clock),
+            }
+            for name, t in sorted(self.engine.tables.items())
+        }
         return {
+            "tables": tables,
             "pid": os.getpid(),
             "endpoint": self.endpoint,
             "data_dir": str(self.data_dir),

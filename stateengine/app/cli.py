@@ -321,12 +321,13 @@ def start_gateway(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the HTTP gateway exited with {proc.returncode}")
-        try:
-            info = json.loads((data_dir / HTTP_FILE).read_text())
-        except (OSError, ValueError):
-            info = {}
-        if info.get("pid") == proc.pid:
-            return proc, str(info["login_url"])
+        for name in (HTTP_FILE, f"http.{proc.pid}.json"):  # another gateway may hold http.json
+            try:
+                info = json.loads((data_dir / name).read_text())
+            except (OSError, ValueError):
+                info = {}
+            if info.get("pid") == proc.pid:
+                return proc, str(info["login_url"])
         time.sleep(0.05)
     stop_gateway(proc)
     raise RuntimeError("the HTTP gateway did not start within 30 s")
@@ -468,12 +469,24 @@ def stats_command(args: argparse.Namespace) -> int:
                 reply = client.execute({"command": "STATS"})
                 if args.watch:
                     print("\x1b[2J\x1b[H", end="")
-                print(json.dumps(reply.get("result", reply), indent=2, default=str), flush=True)
+                if args.prometheus and reply.get("ok"):
+                    from stateengine.app.metrics import render
+
+                    print(render(reply["result"]).decode(), end="", flush=True)
+                else:
+                    print(json.dumps(reply.get("result", reply), indent=2, default=str), flush=True)
                 if not args.watch:
                     return 0
                 time.sleep(args.watch)
     except StateEngineError as exc:
         print(f"stateengine stats: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        print(
+            f"stateengine stats: --prometheus needs prometheus_client ({exc}):"
+            " pip install 'stateengine[metrics]'",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         return 0
@@ -699,6 +712,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="default: $STATEENGINE_DATA_DIR or ./.stateengine")
     _add_store_arguments(p)
     stats_parser.add_argument("--watch", type=float, metavar="SECONDS")
+    stats_parser.add_argument(
+        "--prometheus", action="store_true", help="Prometheus's text format (the metrics extra)"
+    )
     p = sub.add_parser("cleanup", help="remove segments and run files of dead servers")
     p.add_argument("--data-dir")
     p = sub.add_parser("check", help="verify a data directory (exit 1 on damage)")
