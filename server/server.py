@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import signal
@@ -63,6 +62,7 @@ from stateengine.server.parking import ParkedClaims, Waiter, group_key
 from stateengine.server.persist_base import probe_space
 from stateengine.server.persistence import PersistenceError, RecoveryReport, Store, crash_point
 from stateengine.server.stores import name_of
+from stateengine.shm import locks
 
 log = logging.getLogger("stateengine.server")
 
@@ -354,9 +354,7 @@ class Server:
 
     def _lock_data_dir(self) -> None:
         fd = os.open(self.data_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not locks.try_lock(fd):  # flock; a portable lock where there is none
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise DataDirLocked(

@@ -35,7 +35,7 @@ from stateengine.server.persistence import (
     repair,
     store_backends,
 )
-from stateengine.server.publish import ArenaPublisher
+from stateengine.server.publish import ArenaPublisher, arena_unavailable
 from stateengine.server.server import DEFAULT_MAX_REQUEST, DataDirLocked, Server
 from stateengine.shm import cleanup_stale
 
@@ -218,7 +218,8 @@ def serve(args: argparse.Namespace) -> int:
             http_token = resolve_token(args.http_token, data_dir, args.http_token_file)
         engine = TableEngine()
         publisher = None
-        if not args.no_arena:
+        arena_off = "--no-arena" if args.no_arena else arena_unavailable()
+        if arena_off is None:
             publisher = ArenaPublisher(
                 engine,
                 args.arena_size,
@@ -264,7 +265,10 @@ def serve(args: argparse.Namespace) -> int:
     print(f"  store:    {args.store} (fsync {args.fsync})", flush=True)
     if server.recovery is not None:
         print(f"  recovery: {server.recovery.summary()}", flush=True)
-    print(f"  arena:    {server.publisher.name if server.publisher else 'off'}", flush=True)
+    if server.publisher is not None:
+        print(f"  arena:    {server.publisher.name}", flush=True)
+    else:
+        print(f"  arena:    off ({arena_off}; workers read over the socket)", flush=True)
     if args.tcp:
         print(f"  tcp:      tcp://{args.tcp} (CurveZMQ; keys in {data_dir / 'curve'})", flush=True)
     if manifest_line is not None:
@@ -583,7 +587,7 @@ def keygen_command(args: argparse.Namespace) -> int:
     print(f"client certificate (secret, keep private): {secret}")
     print(f"server public key (give to the client):    {server_key}")
     # The public key beside the secret: `--curve-keys OUT` then names both.
-    (secret.parent / "server.key").write_bytes(server_key.read_bytes())
+    paths.write_private_file(secret.parent / "server.key", server_key.read_bytes())
     print(f"both, for a client's --curve-keys:          {secret.parent}")
     print("restart the server for the new client to be allowed in")
     return 0

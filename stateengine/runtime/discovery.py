@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -28,6 +27,7 @@ from typing import Any
 
 from stateengine.errors import ServerUnavailable
 from stateengine.runtime.feed import feed_endpoint
+from stateengine.shm import locks
 from stateengine.shm.layout import proc_start_time as process_start_time
 from stateengine.shm.layout import process_alive
 
@@ -210,9 +210,7 @@ def remove_leftovers(data_dir: Path) -> tuple[list[str], list[str]]:
         return removed, left
     try:
         if lock_fd >= 0:
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not locks.try_lock(lock_fd):
                 left.append(f"{data_dir}: a server is running on it")
                 return removed, left
         try:
