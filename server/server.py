@@ -221,7 +221,11 @@ class Server:
         except (zmq.ZMQError, ValueError) as exc:
             log.warning("no change feed: %s", exc)
         if self.feed is not None and self._tcp is not None:
-            self.feed.add_socket(self._bind_curve(zmq.XPUB, feed_endpoint(f"tcp://{self.tcp}")))
+            remote_feed = feed_endpoint(f"tcp://{self.tcp}")
+            try:
+                self.feed.add_socket(self._bind_curve(zmq.XPUB, remote_feed))
+            except OSError as exc:  # requests still served; remote watchers are told
+                log.warning("no remote change feed (watch over TCP): %s", exc)
         self._open_doors()
         if self.publisher is not None:
             # The recovered state goes to the arena before server.json announces the
@@ -340,7 +344,7 @@ class Server:
                 "feed": self.feed.endpoint if self.feed else None,
                 "tcp": f"tcp://{self.tcp}" if self._tcp is not None else None,
                 "tcp_feed": feed_endpoint(f"tcp://{self.tcp}")
-                if self._tcp is not None and self.feed is not None
+                if self._tcp is not None and self.feed is not None and len(self.feed.socks) > 1
                 else None,
                 # Clients refuse a larger request before sending it (issue 14 item 4).
                 "max_request_bytes": self.max_request_bytes,

@@ -271,6 +271,8 @@ def serve(args: argparse.Namespace) -> int:
         print(f"  arena:    off ({arena_off}; workers read over the socket)", flush=True)
     if args.tcp:
         print(f"  tcp:      tcp://{args.tcp} (CurveZMQ; keys in {data_dir / 'curve'})", flush=True)
+        feed = paths.read_server_file(server.data_dir).get("tcp_feed")
+        print(f"  tcp feed: {feed or 'off (its port is taken: see the log)'}", flush=True)
     if manifest_line is not None:
         print(manifest_line, flush=True)
     if http_url is not None:  # the login URL, as Jupyter prints it; also in DIR/http.json

@@ -195,3 +195,20 @@ def test_control_without_the_probe_a_refusal_is_a_silent_timeout(
         with pytest.raises(ServerUnavailable) as caught:
             db.list_states()
     assert type(caught.value) is ServerUnavailable and "within 1 s" in str(caught.value)
+
+
+def test_a_taken_feed_port_leaves_requests_served(tmp_path: Path) -> None:
+    """--tcp P with P+1 taken: the server starts, says the remote feed is off, and
+    serves remote requests."""
+    data, keys = tmp_path / "data", tmp_path / "keys"
+    assert cli("keygen", "w1", "--data-dir", str(data), "--out", str(keys)).returncode == 0
+    port = free_port_pair()
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", port + 1))
+        blocker.listen(1)
+        with ServerProcess(data, "--tcp", f"127.0.0.1:{port}") as server:
+            assert "tcp feed: off (its port is taken" in server.output()
+            assert server.info["tcp_feed"] is None
+            remote = Remote(server, f"tcp://127.0.0.1:{port}", keys)
+            with remote.client() as db:
+                assert db.create_record("t", {"n": 1})["n"] == 1
