@@ -102,6 +102,7 @@ def backup_under_load(tmp: Path, writers: int, inflight: int, writes_before: int
                     at_version = {t: dict(records) for t, records in state.items()}
                     run = cli("backup", str(dest), "--data-dir", str(data))
                     assert run.returncode == 0, run.stderr
+                    print(run.stdout, f"(snapshot read at seq {version})")  # pytest -s
                     seq = int(run.stdout.split("backup at seq ")[1].split(":")[0])
                     assert seq > version, "the writers wrote nothing between snapshot and backup"
                     wait_for_writes(db, seq + writes_before)  # and went on after it

@@ -141,3 +141,29 @@ def test_stats_prometheus_and_live_leases(tmp_path: Path) -> None:
         )
         assert run.returncode == 0, run.stderr
         assert metrics(run.stdout)["stateengine_table_leases"][(("table", "q"),)] == 1
+
+
+def test_cleanup_removes_the_files_of_dead_gateways_only(tmp_path: Path) -> None:
+    """A gateway killed with -9 leaves its http.json / http.<pid>.json: `cleanup`
+    removes those of gateways that are gone, once no server runs there."""
+    from stateengine.testing import ServerProcess
+
+    data = tmp_path / "data"
+    with ServerProcess(data, "--fsync", "no"):
+        pass  # makes the data dir (0700) as a server does
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(10)
+    (data / "http.json").write_text(json.dumps({"pid": dead.pid}))
+    (data / f"http.{dead.pid}.json").write_text(json.dumps({"pid": dead.pid}))
+    (data / "http.99.json").write_text(json.dumps({"pid": os.getpid()}))  # alive: this test
+    (data / "httpx.json").write_text("{}")  # not a gateway's name: never touched
+    run = subprocess.run(
+        [sys.executable, "-m", "stateengine", "cleanup", "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    left = sorted(p.name for p in data.glob("http*.json"))
+    assert left == ["http.99.json", "httpx.json"], run.stdout
+    assert f"its gateway (pid {os.getpid()}) is alive" in run.stdout
