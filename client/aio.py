@@ -53,9 +53,10 @@ from stateengine.client.view import (
     catch_up_async,
     reader_for,
 )
-from stateengine.errors import ServerUnavailable
+from stateengine.errors import ConnectionRefused, ServerUnavailable
 from stateengine.protocol import decode_reply, pack_request, reply_outcome, with_req_id
 from stateengine.runtime import discovery as paths
+from stateengine.runtime.curve import ConnectionProbe
 from stateengine.shm import ArenaReader
 
 __all__ = [
@@ -93,6 +94,7 @@ class AsyncClient(AsyncCommandsMixin):
         timeout: float = defaults.CLIENT_TIMEOUT,
         arena: bool = True,
         history: str | os.PathLike[str] | None = None,
+        curve: dict[str, bytes] | None = None,
     ) -> None:
         """See the class.
 
@@ -123,6 +125,11 @@ class AsyncClient(AsyncCommandsMixin):
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, 100_000)
         self._sock.setsockopt(zmq.RCVHWM, 100_000)
+        self.curve = curve
+        for option, key in (curve or {}).items():
+            setattr(self._sock, option, key)  # curve_serverkey/_publickey/_secretkey
+        # A remote server: a refused handshake is told at once, not timed out.
+        self._probe = ConnectionProbe(self._sock) if endpoint.startswith("tcp://") else None
         self._sock.connect(endpoint)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._receiver: asyncio.Task[None] | None = None
@@ -179,6 +186,8 @@ class AsyncClient(AsyncCommandsMixin):
         await self._sock.send(body)
         deadline = loop.time() + self.timeout + _wait_of(request)
         try:
+            if self._probe is not None:
+                return await self._await_remote(future, self.timeout + _wait_of(request))
             while True:  # in slices: between two, is the server known to be gone?
                 remaining = deadline - loop.time()
                 if remaining > 0:
@@ -190,8 +199,32 @@ class AsyncClient(AsyncCommandsMixin):
                         continue
                     raise ServerUnavailable(f"{self.endpoint}: {reason}")
                 raise ServerUnavailable(f"no reply from {self.endpoint} within {self.timeout} s")
+        except TimeoutError:
+            hint = self._probe.hint(self.endpoint) if self._probe is not None else ""
+            raise ServerUnavailable(
+                f"no reply from {self.endpoint} within {self.timeout} s{hint}"
+            ) from None
         finally:
             self._pending.pop(req_id, None)
+
+    async def _await_remote(
+        self, future: asyncio.Future[dict[str, Any]], seconds: float
+    ) -> dict[str, Any]:
+        """A TCP reply: waited for in 50 ms slices, raising as soon as the server refuses
+        the handshake (:raises ConnectionRefused:); TimeoutError after *seconds*."""
+        assert self._probe is not None
+        deadline = asyncio.get_running_loop().time() + seconds
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise TimeoutError
+            done, _ = await asyncio.wait({future}, timeout=min(0.05, left))
+            if done:
+                return future.result()
+            reason = self._probe.refusal()
+            if reason is not None:
+                future.cancel()
+                raise ConnectionRefused(f"{self.endpoint}: {reason}")
 
     async def _call(self, request: dict[str, Any]) -> Any:
         result, self.seen_seq = reply_outcome(await self.execute(request), self.seen_seq)
@@ -280,6 +313,8 @@ class AsyncClient(AsyncCommandsMixin):
             if not future.done():
                 future.set_exception(ServerUnavailable("the client was closed"))
         self._pending.clear()
+        if self._probe is not None:
+            self._probe.close()
         self._sock.close(linger=0)
         self._ctx.term()
         if self._view is not None:
@@ -304,6 +339,10 @@ async def connect_async(
     timeout: float = defaults.CLIENT_TIMEOUT,
     arena: bool = True,
     history: str | os.PathLike[str] | None = None,
+    curve: dict[str, bytes] | None = None,
 ) -> AsyncClient:
-    """:func:`stateengine.connect` for asyncio; call it inside the loop that will use it."""
-    return AsyncClient(endpoint, data_dir, timeout, arena, history)
+    """:func:`stateengine.connect` for asyncio; call it inside the loop that will use it.
+
+    A remote client passes the ``tcp://`` endpoint and ``curve=`` (as ``connect``).
+    """
+    return AsyncClient(endpoint, data_dir, timeout, arena, history, curve)

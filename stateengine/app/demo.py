@@ -142,6 +142,12 @@ DEMO: list[dict[str, Any]] = [
 ]
 
 
+#: how the demo runs ``stateengine serve``: this interpreter, without the working
+#: directory on ``sys.path`` (``-P``), so the server runs the installed package that runs
+#: the demo, not a checkout's source folder that the current directory happens to hold
+LAUNCHER = (sys.executable, "-P", "-m", "stateengine")
+
+
 class DemoServer(ServerProcess):
     """The demo's server, its log inside its data directory (nothing beside it)."""
 
@@ -225,7 +231,7 @@ def pool(data: Path, http: str | None, linger: float) -> bool:
     print(f"stateengine demo: starting the server on {data}")
     serve_args = ("--http", http) if http else ()
     try:
-        server = DemoServer(data, *serve_args).start()
+        server = DemoServer(data, *serve_args, launcher=LAUNCHER).start()
     except RuntimeError as exc:
         last = [line for line in str(exc).splitlines() if line.strip()][-1:]
         raise DemoRefused(f"the server did not start: {' '.join(last)}") from None
@@ -333,7 +339,7 @@ def wire() -> int:
     :return: 0, or 1 when the server did not start or stopped answering.
     """
     with demo_data_dir(None) as (data, keep):
-        server = DemoServer(data, "--store", "none")
+        server = DemoServer(data, "--store", "none", launcher=LAUNCHER)
         try:
             server.start()
         except RuntimeError as exc:

@@ -149,6 +149,12 @@ def bad_inputs(tmp: Path, server: ServerProcess) -> list[tuple[list[str], str, i
         (["watch"], "", 2, "required"),
         (["watch", "t", "--count", "0"], "", 2, "--count"),
         (["watch", "t", "--data-dir", gone], "", 2, "no server is running"),
+        (["call", "--curve-keys", missing, "--endpoint", "tcp://127.0.0.1:1", "x"], "", 2, "keys"),
+        (["backup"], "", 2, "required"),
+        (["backup", str(tmp / "b"), "--data-dir", gone], "", 2, "no server is running"),
+        (["restore"], "", 2, "required"),
+        (["restore", missing, "--data-dir", str(tmp / "r")], "", 1, "no backup"),
+        (["stats", "--prometheus", "--data-dir", gone], "", 2, "no server is running"),
         (["cleanup", "extra"], "", 2, "unrecognized"),
         (["check", "--data-dir", missing], "", 2, "no such data directory"),
         (["check", "--data-dir", str(a_file)], "", 2, "no such data directory"),
@@ -174,6 +180,7 @@ def test_every_subcommand_answers_bad_input_with_one_line(
         else:  # a failed command: its error reply is the output, as JSON
             assert json.loads(out)["ok"] is False and "Traceback" not in err, (argv, err)
     assert not (tmp_path / "missing").exists()  # nothing was created for a typo
+    assert not (tmp_path / "b").exists()
 
 
 JSONISH = st.recursive(

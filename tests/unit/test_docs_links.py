@@ -23,6 +23,7 @@ RUNNERS = {
     "docs/http.md": ["tests/http/test_feed_and_auth.py"],
     "docs/testing.md": ["tests/kit/test_docs.py"],
     "docs/extending.md": ["tests/unit/test_store_plugin.py"],
+    "docs/operations.md": ["tests/cross_process/test_operations_doc.py"],
 }
 RUNNABLE = {"python", "sh", "bash", "shell", "console"}
 
