@@ -1,6 +1,6 @@
-"""``stateengine demo`` cannot hurt: on a fresh clone it runs twice in a row and leaves
-``git status`` clean; a data directory that holds one of its tables, or that a running
-server holds, is refused and left intact; ``demo --wire`` prints frames a real server
+"""``stateengine demo`` cannot hurt: on a fresh clone it runs (twice in a row: a slow
+test) and leaves ``git status`` clean; a data directory that holds one of its tables,
+or that a running server holds, is refused and left intact; ``demo --wire`` prints frames a real server
 sent (its STATS reply names the server's pid, not the demo's).
 """
 
@@ -51,15 +51,24 @@ def git_status(repo: Path) -> str:
     ).stdout
 
 
-def test_a_fresh_clone_runs_the_demo_twice_and_keeps_a_users_tasks_table(clone: Path) -> None:
-    assert SCRIPT.exists(), SCRIPT
-    for _ in range(2):
-        out = stateengine("demo", cwd=clone)
-        assert out.returncode == 0, out.stdout + out.stderr
-        assert "kill -9 worker" in out.stdout and "claimed 2 times" in out.stdout
-        assert "all tasks done exactly once" in out.stdout
+def run_demo(clone: Path) -> None:
+    out = stateengine("demo", cwd=clone)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "kill -9 worker" in out.stdout and "claimed 2 times" in out.stdout
+    assert "all tasks done exactly once" in out.stdout
     assert git_status(clone) == ""
     assert not (clone / ".stateengine").exists()  # nothing left in the working tree
+
+
+@pytest.mark.slow  # two demos: ~12 s; the default run has one (below)
+def test_a_fresh_clone_runs_the_demo_twice_in_a_row(clone: Path) -> None:
+    run_demo(clone)
+    run_demo(clone)
+
+
+def test_a_fresh_clone_runs_the_demo_and_keeps_a_users_tasks_table(clone: Path) -> None:
+    assert SCRIPT.exists(), SCRIPT
+    run_demo(clone)
 
     # The default data directory of a user, holding the README's `tasks` table.
     with ServerProcess(clone / ".stateengine") as server, server.connect() as client:
