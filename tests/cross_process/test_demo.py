@@ -1,7 +1,7 @@
 """``stateengine demo`` cannot hurt: on a fresh clone it runs (twice in a row: a slow
 test) and leaves ``git status`` clean; a data directory that holds one of its tables,
-or that a running server holds, is refused and left intact; ``demo --wire`` prints frames a real server
-sent (its STATS reply names the server's pid, not the demo's).
+or that a running server holds, is refused and left intact; ``demo --wire`` prints
+frames a real server sent (its STATS reply names the server's pid, not the demo's).
 """
 
 from __future__ import annotations
