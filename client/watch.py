@@ -40,18 +40,24 @@ class Change:
     dropped: bool = False
     #: True when messages of this table were lost before this one.
     gap: bool = False
+    #: ``[(id, how), ...]`` when the commit was an expiry: ``"lease"`` (pre-claim values
+    #: put back), ``"dead"`` (dead-letter fields set), ``"ttl"`` (deleted).
+    expired: list[tuple[Any, str]] = field(default_factory=list)
+    #: The writer's wall clock the expiry commit was made at (0.0 for other commits).
+    at: float = 0.0
 
 
 class Watcher:
     """A SUB socket on the feed, filtered to some tables. One thread; close it."""
 
-    def __init__(self, feed_endpoint: str, tables: list[str], hwm: int = FEED_HWM) -> None:
+    def __init__(self, feed_endpoint: str, tables: list[str] | None, hwm: int = FEED_HWM) -> None:
+        """Subscribe to *tables* (None: every table)."""
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.RCVHWM, hwm)
-        for table in tables:
-            self._sock.setsockopt(zmq.SUBSCRIBE, feed_topic(table))
+        for table in tables if tables is not None else [None]:
+            self._sock.setsockopt(zmq.SUBSCRIBE, b"" if table is None else feed_topic(table))
         self._sock.connect(feed_endpoint)
         self.last_seq: dict[str, int] = {}
 
@@ -79,6 +85,8 @@ class Watcher:
                 msg["deletes"],
                 msg["dropped"],
                 gap=feed_gap(last, prev),
+                expired=[(rid, how) for rid, how in msg.get("expired", ())],
+                at=msg.get("at", 0.0),
             )
 
     def iter(self, timeout: float | None = None) -> Iterator[Change]:
