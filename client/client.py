@@ -107,6 +107,7 @@ __all__ = [
 ]
 
 _monotonic = time.monotonic
+_wall_time = time.time
 
 
 class Client(CommandsMixin):
@@ -409,7 +410,10 @@ class Client(CommandsMixin):
                     record = reader.get(state, id)
                 except SnapshotExpired:
                     record = None
-                if record is not None:
+                # a record past its TTL goes to the server, which commits the expiry first
+                if record is not None and (
+                    "_expires" not in record or record["_expires"] > _wall_time()
+                ):
                     return record  # type: ignore[no-any-return]
         # A miss, or no arena: the server gives the authoritative answer and error type.
         return super().get_record(state, id)
