@@ -408,8 +408,9 @@ class Client(CommandsMixin):
             if reader is not None and (type(id) is int or type(id) is str):
                 try:
                     record = reader.get(state, id)
-                except SnapshotExpired:
+                except SnapshotExpired:  # superseded by a restarted server, or damaged
                     record = None
+                    view.recheck_soon()
                 # a record past its TTL goes to the server, which commits the expiry first
                 if record is not None and (
                     "_expires" not in record or record["_expires"] > _wall_time()

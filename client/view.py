@@ -159,18 +159,23 @@ def catch_up(view: ArenaView, seen_seq: int, timeout: float) -> ArenaReader | No
     """The blocking client's slow path when :func:`reader_for` says no: attach or re-check
     the view, then wait (at most ``min(timeout, 1)`` s) until its arena shows *seen_seq*.
     None: read over the socket (no arena, or a restarted server's new arena)."""
-    reader = view.current()
-    if reader is not None and reader.version < seen_seq:
-        # Normally the arena is ahead (publish precedes the reply); behind means a
-        # restarted server with a new arena, or a publish still in flight.
-        view.recheck_soon()
+    try:
         reader = view.current()
-    if reader is not None and reader.version < seen_seq:
-        try:
+        if reader is not None and reader.version < seen_seq:
+            # Normally the arena is ahead (publish precedes the reply); behind means a
+            # restarted server with a new arena, or a publish still in flight.
+            view.recheck_soon()
+            reader = view.current()
+        if reader is not None and reader.version < seen_seq:
             reader.wait_for(seen_seq, min(timeout, 1.0))
-        except TimeoutError:
-            view.recheck_soon()  # a restarted server: a new arena
-            return None
+    except TimeoutError:
+        view.recheck_soon()  # a restarted server: a new arena
+        return None
+    except SnapshotExpired:
+        # superseded: a restarted server runs (its server.json may not name its new
+        # arena yet): the socket answers until the view re-attaches
+        view.recheck_soon()
+        return None
     return reader
 
 

@@ -62,7 +62,7 @@ from stateengine.server.parking import ParkedClaims, Waiter, group_key
 from stateengine.server.persist_base import probe_space
 from stateengine.server.persistence import PersistenceError, RecoveryReport, Store, crash_point
 from stateengine.server.stores import name_of
-from stateengine.shm import locks
+from stateengine.shm import locks, stale
 
 log = logging.getLogger("stateengine.server")
 
@@ -182,6 +182,7 @@ class Server:
             log.info("recovered %s", self.recovery.summary())
             self.engine.rebuild_deadlines()
         self._expire_at_start()
+        self._supersede_previous_arena()
         if not self.endpoint:
             self.endpoint = paths.default_endpoint(self.data_dir)
         if not self.endpoint.startswith("ipc://"):
@@ -243,6 +244,20 @@ class Server:
             self.publisher.name if self.publisher else None,
             self.tcp,
         )
+
+    def _supersede_previous_arena(self) -> None:
+        """Mark the arena of this data dir's previous server (named in ``arena.last``) as
+        superseded, so that a worker still attached to it re-attaches instead of reading
+        a version this server has moved past (found by the kit's nemesis: reads in the
+        second after a kill -9 and restart missed the new server's writes)."""
+        last = self.data_dir / "arena.last"
+        with contextlib.suppress(OSError):
+            previous = last.read_text().strip()
+            if previous and (self.publisher is None or previous != self.publisher.name):
+                stale.supersede(previous)
+        if self.publisher is not None:
+            with contextlib.suppress(OSError):
+                paths.write_private_file(last, self.publisher.name.encode())
 
     def _expire_at_start(self) -> None:
         """Commit what ran out while no server ran, before the arena shows anything: a
