@@ -508,3 +508,21 @@ def test_expected_version_is_the_table_version() -> None:
         error="VersionConflict",
     )
     accepted([*setup(), create("a", 2, 3), loser])
+
+
+def test_ttl_expiry_commits_and_reads() -> None:
+    """A TTL set by EXPIRE_RECORD shows as ``_expires`` (its value is the server's clock:
+    only its presence is modelled); the expiry commit deletes the record; an expiry of a
+    record without a TTL, or a read of the record after its delete, is rejected."""
+    expire = op("a", "EXPIRE_RECORD", {"id": 1, "ttl": 1.0}, 0, 1,
+                {**rec(1, 3, n=0, status="free"), "_expires": 1e9 + 1.0}, seq=3)  # fmt: skip
+    gone = _expiry(1000, 1001, None, 4, how="ttl")
+    read_after = op("b", "GET_RECORD", {"id": 1}, 1100, 1101, error="RecordNotFound")
+    accepted([*setup(), expire, gone, read_after])
+    rejected([*setup(), gone])  # no TTL to run out
+    shown = {**rec(1, 3, n=0, status="free"), "_expires": 1e9 + 1.0}
+    stale = op("b", "GET_RECORD", {"id": 1}, 1100, 1101, shown)
+    rejected([*setup(), expire, gone, stale])
+    # a read that shows no _expires after the TTL was set is rejected too
+    plain = op("b", "GET_RECORD", {"id": 1}, 2, 3, rec(1, 3, n=0, status="free"))
+    rejected([*setup(), expire, plain])
