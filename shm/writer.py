@@ -727,7 +727,7 @@ class ArenaWriter:
         grace, every commit of a steady stream found one more to free, and paid the intent
         stores, the scan of every reader slot and the bookkeeping for it (issue 17: the
         pacing and the reused ring packer took a one-record commit from 25.7 to 24.1 µs of
-        CPU in-process, /tmp-free script in the commit message). Waiting ``grace / 4``
+        CPU, ``python -m bench.writepath``). Waiting ``grace / 4``
         between tries frees the same bytes in larger batches; what it keeps retired longer
         is bounded by the write rate times ``grace / 4`` (and a commit that does not fit
         reclaims at once).
