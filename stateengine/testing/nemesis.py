@@ -45,7 +45,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -446,15 +446,15 @@ class Nemesis:
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._writer: HistoryWriter | None = None
+        if self.history is not None:
+            self.history.mkdir(parents=True, exist_ok=True)
+            name = f"nemesis-{os.getpid()}-{next(Nemesis._files)}.msgpack"
+            self._writer = HistoryWriter(self.history / name, NEMESIS_PROCESS)
 
     # --- running -------------------------------------------------------------------------
 
     def start(self) -> Nemesis:
         """Start the schedule now (its ``at`` offsets count from here)."""
-        if self.history is not None:
-            self.history.mkdir(parents=True, exist_ok=True)
-            name = f"nemesis-{os.getpid()}-{next(Nemesis._files)}.msgpack"
-            self._writer = HistoryWriter(self.history / name, NEMESIS_PROCESS)
         self._thread = threading.Thread(target=self._run, name="nemesis", daemon=True)
         self._thread.start()
         return self
@@ -464,7 +464,8 @@ class Nemesis:
         return self._done.wait(timeout)
 
     def stop(self, timeout: float = 60.0) -> None:
-        """Heal the fault in progress, end the schedule, wait for the thread (bounded).
+        """Heal the fault in progress, end the schedule, wait for the thread (bounded);
+        close the history file.
 
         :raises NemesisError: a fault could not be injected or healed, or the thread did
             not end within *timeout*.
@@ -512,38 +513,52 @@ class Nemesis:
 
         :raises NemesisError: as the kind's ``inject`` or ``heal``.
         """
-        kind = self.kinds[step.kind]
-        applied = Applied(step)
+        with self.fault(step.kind, step.pick, step.seconds) as applied:
+            if not applied.skipped:
+                self._stop.wait(step.seconds)
+        if self.on_fault is not None and not applied.skipped:
+            self.on_fault(applied)
+        return applied
+
+    @contextlib.contextmanager
+    def fault(self, kind: str, pick: int = 0, seconds: float = 0.0) -> Iterator[Applied]:
+        """One fault of *kind* for the duration of the block, recorded like a scheduled
+        one: for a test that acts while it lasts (``with nemesis.fault("kill-server"):``
+        wait until the writers gave up, then leave the block to restart the server).
+        ``skipped`` in what it yields: no target (nothing was done).
+
+        :raises NemesisError: as the kind's ``inject`` or ``heal``.
+        :raises KeyError: an unknown kind.
+        """
+        faults = self.kinds[kind]
+        applied = Applied(Step(0.0, kind, seconds, pick))
         self.applied.append(applied)
-        if not kind.applicable(self.targets):
+        if not faults.applicable(self.targets):
             applied.skipped = True
-            return applied
+            yield applied
+            return
         writer = self._writer
         op = None
         if writer is not None:
             # Invoked before the fault starts, completed after it is healed: the entry's
             # interval covers the whole fault.
-            op = writer.invoke(FAULT, {"kind": step.kind, "seconds": step.seconds})
+            op = writer.invoke(FAULT, {"kind": kind, "seconds": seconds})
         applied.started = time.monotonic()
         try:
-            hit = kind.inject(self.targets, step.pick)
+            hit = faults.inject(self.targets, pick)
             applied.target, applied.pid = hit.target, hit.pid
-            self._stop.wait(step.seconds)
-            applied.result = kind.heal(self.targets, hit)
-            applied.healed = time.monotonic()
+            try:
+                yield applied
+            finally:
+                applied.result = faults.heal(self.targets, hit)
+                applied.healed = time.monotonic()
         except BaseException as exc:
             if writer is not None and op is not None:
                 writer.complete(op, ok=False, error=f"NemesisError: {exc}")
             raise
         if writer is not None and op is not None:
-            writer.complete(
-                op,
-                ok=True,
-                result={"target": hit.target, "pid": hit.pid, **applied.result},
-            )
-        if self.on_fault is not None:
-            self.on_fault(applied)
-        return applied
+            result = {"target": hit.target, "pid": hit.pid, **applied.result}
+            writer.complete(op, ok=True, result=result)
 
 
 def describe_fault(op: Operation) -> str:
@@ -553,7 +568,10 @@ def describe_fault(op: Operation) -> str:
     target = result.get("target", "?")
     pid = result.get("pid")
     who = f"{target} (pid {pid})" if pid is not None else str(target)
-    text = f"{kind} of {who} for {float(op.args.get('seconds', 0)):.3f} s"
+    seconds = float(op.args.get("seconds", 0))
+    if op.complete is not None:
+        seconds = (op.complete - op.invoke) / 1e9  # as it lasted, restart included
+    text = f"{kind} of {who} for {seconds:.3f} s"
     restarted = result.get("restarted_pid")
     if restarted:
         text += f", restarted as pid {restarted}"
