@@ -109,7 +109,7 @@ class CheckResult:
                 )
             )
             lines.extend(_format_state(f.start_state, f.sub_history, f.context, self.start_time))
-        lines.extend(format_timeline(f.sub_history, self.start_time, self.faults))
+        lines.extend(format_timeline(f.sub_history, self.start_time, self.faults, preceding=True))
         s = f.search
         if s is not None and s.stuck_state is not None:
             if s.stuck_linearized:
@@ -200,30 +200,39 @@ def _process_pid(process: str) -> int | None:
 
 
 def format_timeline(
-    ops: Iterable[Operation], start: int, faults: Sequence[Operation] = ()
+    ops: Iterable[Operation],
+    start: int,
+    faults: Sequence[Operation] = (),
+    *,
+    preceding: bool = False,
 ) -> list[str]:
     """One block per process, its operations in invocation order; then the *faults* that
-    overlap the operations' time span, as the block of the nemesis (a process a fault hit
-    says so in its heading)."""
+    overlap the operations' time span as the block of the nemesis (a process a fault hit
+    says so in its heading). *preceding*: also the last fault healed before the span
+    (what the system was recovering from: a failing read just after a restart)."""
     ops = sorted((o for o in ops if not is_fault(o)), key=lambda o: o.invoke)
     by_process: dict[str, list[Operation]] = {}
     for op in ops:
         by_process.setdefault(op.process, []).append(op)
-    shown: list[Operation] = []
+    during: list[Operation] = []
+    before: list[Operation] = []
     if ops and faults:
         lo = ops[0].invoke
         hi = max(o.complete if o.complete is not None else o.invoke for o in ops)
-        shown = [f for f in faults if _overlaps(f, lo, hi)]
+        during = [f for f in faults if _overlaps(f, lo, hi)]
+        healed = [f for f in faults if f.complete is not None and f.complete < lo]
+        if preceding and healed:
+            before = [max(healed, key=lambda f: f.complete or 0)]
     lines = []
     for process, pops in by_process.items():
         pid = _process_pid(process)
-        hits = [f for f in shown if pid is not None and _hit_pid(f) == pid]
+        hits = [f for f in during if pid is not None and _hit_pid(f) == pid]
         note = "".join(f" (hit by {f.args.get('kind')} {_span(f, start).strip()})" for f in hits)
         lines.append(f"    process {process}{note}:")
         lines.extend(f"      {format_op(op, start)}" for op in pops)
-    if shown:
+    if before or during:
         lines.append("    nemesis:")
-        lines.extend(f"      {format_op(f, start)}" for f in shown)
+        lines.extend(f"      {format_op(f, start)}" for f in before + during)
     return lines
 
 
