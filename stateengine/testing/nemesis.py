@@ -9,8 +9,8 @@ list of :class:`Step`, or :meth:`Schedule.random` from a seed (the same seed, th
 faults at the same offsets on the same targets).
 
 Each fault is written to the history directory as one operation of the process
-``nemesis``, command :data:`FAULT` (invoked when it starts, completed when it is healed),
-so a recorded run keeps what happened to it. The checker does not model ``FAULT`` (it is
+``nemesis-<pid>-<n>``, command :data:`FAULT` (invoked when it starts, completed when it is
+healed), so a recorded run keeps what happened to it. The checker does not model ``FAULT`` (it is
 no command of the server): it skips it for linearizability and prints it on the
 timelines of its report, and :func:`stateengine.testing.invariants.verify` shows the
 faults around each violation of the workload's own invariants.
@@ -80,7 +80,8 @@ __all__ = [
 
 #: The command name of a fault in a history (no server command has it).
 FAULT: Final = "FAULT"
-#: The process name of the nemesis's operations in a history.
+#: The start of the process name of a nemesis's operations in a history
+#: (``nemesis-<pid>-<n>``: two nemeses never share ``(process, op)`` pairs).
 NEMESIS_PROCESS: Final = "nemesis"
 
 
@@ -414,7 +415,7 @@ class Nemesis:
     in progress (a paused process is continued, a killed server restarted) and stops. Every
     wait is bounded.
 
-    :param history: a directory: each fault is written there (process ``nemesis``,
+    :param history: a directory: each fault is written there (process ``nemesis-...``,
         command :data:`FAULT`), beside the clients' history files.
     :param kinds: fault kinds by name (default :data:`FAULT_KINDS`).
     :param on_fault: called in the nemesis thread after each fault is healed (tests use it
@@ -448,8 +449,8 @@ class Nemesis:
         self._writer: HistoryWriter | None = None
         if self.history is not None:
             self.history.mkdir(parents=True, exist_ok=True)
-            name = f"nemesis-{os.getpid()}-{next(Nemesis._files)}.msgpack"
-            self._writer = HistoryWriter(self.history / name, NEMESIS_PROCESS)
+            process = f"{NEMESIS_PROCESS}-{os.getpid()}-{next(Nemesis._files)}"
+            self._writer = HistoryWriter(self.history / f"{process}.msgpack", process)
 
     # --- running -------------------------------------------------------------------------
 

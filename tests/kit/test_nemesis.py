@@ -90,6 +90,8 @@ def test_kill_and_pause_the_server_under_a_recording_client(
         nemesis.stop()
         assert nemesis.counts() == {"kill-server": 1, "pause-server": 1}
         assert server.pid != first_pid  # it was killed and restarted
+        for _ in range(3):  # after the faults, whatever the restart's speed left before
+            db.increment("counters", "c", "n")
         final = db.get_record("counters", "c")
     ops = read_history(*stateengine_history.glob("*.msgpack"))
     assert len(faults_of(ops)) == 2
@@ -133,6 +135,10 @@ def test_a_fault_kind_plugs_in(tmp_path: Path) -> None:
         faults = faults_of(read_history(*tmp_path.glob("*.msgpack")))
         assert [f.args["kind"] for f in faults] == ["raise-flag"] * 2
         assert faults[0].result == {"target": "flag", "pid": None, "flag": "down"}
+        # A second nemesis on the same history: its faults are its own (no op id clash).
+        with Nemesis(schedule, Targets(extra={"flag": flag}), history=tmp_path) as again:
+            assert again.wait(10)
+        assert len(faults_of(read_history(*tmp_path.glob("*.msgpack")))) == 4
     finally:
         FAULT_KINDS.clear()
         FAULT_KINDS.update(kinds)
