@@ -131,13 +131,19 @@ class Targets:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether *pid* runs: an exited child not yet reaped (a zombie) does not (Linux:
+    ``/proc``; elsewhere a zombie counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] != "Z"
 
 
 # --- fault kinds -------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from stateengine.errors import ServerUnavailable
 from stateengine.testing import ServerProcess
 from stateengine.testing.checker import check
 from stateengine.testing.history import Operation, read_history, simulate
+from stateengine.testing.invariants import at_most_once, verify
 from stateengine.testing.nemesis import (
     FAULT,
     FAULT_KINDS,
@@ -170,3 +171,39 @@ def test_a_read_after_a_restart_sees_the_restarted_servers_writes(
     result = check(read_history(*folder.glob("*.msgpack")))
     print(result.report())
     assert result.ok, result.report()
+
+
+def _op(process: str, op: int, command: str, args: dict[str, Any], t: int, ok: bool | None) -> Any:
+    known = ok is not None
+    return Operation(
+        process, op, command, args, t, t + 10 if known else None, ok, {} if ok else None, None
+    )
+
+
+def test_at_most_once_counts_known_successes_and_shows_related_operations() -> None:
+    effect = {"state": "effects", "record": {"task": 7}}
+    ops = [
+        _op("1-1", 0, "CLAIM_RECORD", {"state": "tasks"}, 0, True),
+        _op("1-1", 1, "CREATE_RECORD", effect, 100, True),
+        _op("2-1", 0, "CREATE_RECORD", effect, 200, None),  # unknown outcome: not counted
+        _op("3-1", 0, "CREATE_RECORD", effect, 300, False),  # failed: not counted
+    ]
+
+    def key(op: Operation) -> Any:
+        return op.args["record"]["task"] if op.command == "CREATE_RECORD" else None
+
+    def related(op: Operation) -> Any:
+        return 7 if op.command == "CLAIM_RECORD" else None
+
+    once = at_most_once("effect once", key, related=related, what="task")
+    assert list(once(ops)) == []
+    doubled = [*ops, _op("4-1", 0, "CREATE_RECORD", effect, 400, True)]  # the control
+    (violation,) = once(doubled)
+    assert violation.message == "task 7: 2 times (1-1#1, 4-1#0)"
+    assert [o.command for o in violation.operations] == ["CREATE_RECORD"] * 2 + ["CLAIM_RECORD"]
+    fault = _fault(150, 350, pid=4)
+    verdict = verify([*doubled, fault], [once])
+    assert not verdict.ok and verdict.violations == [violation]
+    assert verdict.faults_during(violation) == [fault]
+    assert "invariant 'effect once': VIOLATED (1 violations)" in verdict.report()
+    assert "invariant 'effect once': held" in verify(ops, [once]).report()
