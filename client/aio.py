@@ -48,9 +48,10 @@ from stateengine.client.view import (
     catch_up_async,
     reader_for,
 )
-from stateengine.errors import ServerUnavailable
+from stateengine.errors import ConnectionRefused, ServerUnavailable
 from stateengine.protocol import decode_reply, pack_request, reply_outcome, with_req_id
 from stateengine.runtime import discovery as paths
+from stateengine.runtime.curve import ConnectionProbe
 from stateengine.shm import ArenaReader
 
 __all__ = [
@@ -88,6 +89,7 @@ class AsyncClient(AsyncCommandsMixin):
         timeout: float = defaults.CLIENT_TIMEOUT,
         arena: bool = True,
         history: str | os.PathLike[str] | None = None,
+        curve: dict[str, bytes] | None = None,
     ) -> None:
         """See the class.
 
@@ -118,6 +120,11 @@ class AsyncClient(AsyncCommandsMixin):
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, 100_000)
         self._sock.setsockopt(zmq.RCVHWM, 100_000)
+        self.curve = curve
+        for option, key in (curve or {}).items():
+            setattr(self._sock, option, key)  # curve_serverkey/_publickey/_secretkey
+        # A remote server: a refused handshake is told at once, not timed out.
+        self._probe = ConnectionProbe(self._sock) if endpoint.startswith("tcp://") else None
         self._sock.connect(endpoint)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._receiver: asyncio.Task[None] | None = None
@@ -167,13 +174,35 @@ class AsyncClient(AsyncCommandsMixin):
         self._pending[req_id] = future
         await self._sock.send(body)
         try:
+            if self._probe is not None:
+                return await self._await_remote(future, self.timeout + _wait_of(request))
             return await asyncio.wait_for(future, self.timeout + _wait_of(request))
         except TimeoutError:
+            hint = self._probe.hint(self.endpoint) if self._probe is not None else ""
             raise ServerUnavailable(
-                f"no reply from {self.endpoint} within {self.timeout} s"
+                f"no reply from {self.endpoint} within {self.timeout} s{hint}"
             ) from None
         finally:
             self._pending.pop(req_id, None)
+
+    async def _await_remote(
+        self, future: asyncio.Future[dict[str, Any]], seconds: float
+    ) -> dict[str, Any]:
+        """A TCP reply: waited for in 50 ms slices, raising as soon as the server refuses
+        the handshake (:raises ConnectionRefused:); TimeoutError after *seconds*."""
+        assert self._probe is not None
+        deadline = asyncio.get_running_loop().time() + seconds
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise TimeoutError
+            done, _ = await asyncio.wait({future}, timeout=min(0.05, left))
+            if done:
+                return future.result()
+            reason = self._probe.refusal()
+            if reason is not None:
+                future.cancel()
+                raise ConnectionRefused(f"{self.endpoint}: {reason}")
 
     async def _call(self, request: dict[str, Any]) -> Any:
         result, self.seen_seq = reply_outcome(await self.execute(request), self.seen_seq)
@@ -262,6 +291,8 @@ class AsyncClient(AsyncCommandsMixin):
             if not future.done():
                 future.set_exception(ServerUnavailable("the client was closed"))
         self._pending.clear()
+        if self._probe is not None:
+            self._probe.close()
         self._sock.close(linger=0)
         self._ctx.term()
         if self._view is not None:
@@ -286,6 +317,10 @@ async def connect_async(
     timeout: float = defaults.CLIENT_TIMEOUT,
     arena: bool = True,
     history: str | os.PathLike[str] | None = None,
+    curve: dict[str, bytes] | None = None,
 ) -> AsyncClient:
-    """:func:`stateengine.connect` for asyncio; call it inside the loop that will use it."""
-    return AsyncClient(endpoint, data_dir, timeout, arena, history)
+    """:func:`stateengine.connect` for asyncio; call it inside the loop that will use it.
+
+    A remote client passes the ``tcp://`` endpoint and ``curve=`` (as ``connect``).
+    """
+    return AsyncClient(endpoint, data_dir, timeout, arena, history, curve)

@@ -55,15 +55,18 @@ from stateengine.client.view import (
     ARENA_SCAN_LIMIT,
     ArenaView,
     ClientSnapshot,
+    RemoteSnapshot,
     arena_get,
     arena_info,
     arena_list,
     arena_states,
     catch_up,
     reader_for,
+    remote_snapshot,
 )
 from stateengine.client.watch import Watcher
 from stateengine.errors import (
+    ConnectionRefused,
     PayloadTooLarge,
     ServerUnavailable,
     SnapshotExpired,
@@ -72,8 +75,9 @@ from stateengine.errors import (
 from stateengine.limits import MAX_REQUEST_BYTES
 from stateengine.protocol import decode_reply, pack_request, reply_outcome, with_req_id
 from stateengine.runtime import discovery as paths
+from stateengine.runtime.curve import ConnectionProbe
 from stateengine.runtime.feed import FEED_HWM, feed_endpoint
-from stateengine.shm import ArenaReader
+from stateengine.shm import ArenaReader, Snapshot
 
 __all__ = [
     "ARENA_SCAN_LIMIT",
@@ -151,6 +155,7 @@ class Client(CommandsMixin):
         self._pid = os.getpid()
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._sock: zmq.Socket[bytes] | None = None
+        self._probe: ConnectionProbe | None = None
         self._closed = False
         self._view = ArenaView(self.data_dir) if self.data_dir is not None else None
         self._pack = msgpack.Packer(use_bin_type=True).pack
@@ -163,6 +168,7 @@ class Client(CommandsMixin):
         if self._pid != os.getpid():
             # Forked: the parent's context belongs to the parent; abandon it untouched.
             self._ctx, self._sock, self._pid = None, None, os.getpid()
+            self._probe = None
         if self._sock is None:
             if self._ctx is None:
                 self._ctx = zmq.Context()
@@ -173,14 +179,41 @@ class Client(CommandsMixin):
             sock.setsockopt(zmq.RCVTIMEO, max(1, int(self.timeout * 1000)))
             for option, key in (self.curve or {}).items():
                 setattr(sock, option, key)  # curve_serverkey/_publickey/_secretkey
+            if self.endpoint.startswith("tcp://"):
+                self._probe = ConnectionProbe(sock)  # a refusal is told, not timed out
             sock.connect(self.endpoint)
             self._sock = sock
         return self._sock
 
     def _reset_socket(self) -> None:
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
+
+    def _await_remote(self, sock: zmq.Socket[bytes], extra: float) -> None:
+        """A TCP socket's wait for a reply: in 50 ms slices, raising as soon as the
+        server refuses the handshake (retrying the same keys cannot help).
+
+        :raises ConnectionRefused: the handshake failed (the reason is named).
+        :raises ServerUnavailable: nothing within ``timeout`` (+ *extra*); why, if known.
+        """
+        probe = self._probe
+        assert probe is not None
+        deadline = time.monotonic() + self.timeout + extra
+        while not sock.poll(50):
+            reason = probe.refusal()
+            if reason is not None:
+                self._reset_socket()
+                raise ConnectionRefused(f"{self.endpoint}: {reason}")
+            if time.monotonic() >= deadline:
+                hint = probe.hint(self.endpoint)
+                self._reset_socket()
+                raise ServerUnavailable(
+                    f"no reply from {self.endpoint} within {self.timeout} s{hint}"
+                )
 
     def _send(self, request: dict[str, Any]) -> int:
         """Encode (``req_id`` first) and send one request; return its ``req_id``.
@@ -199,6 +232,8 @@ class Client(CommandsMixin):
         replies: dict[int, dict[str, Any]] = {}
         deadline = time.monotonic() + extra
         while wanted:
+            if self._probe is not None:
+                self._await_remote(sock, extra)
             try:
                 while extra and not sock.poll(max(0, int((deadline - time.monotonic()) * 1000))):
                     if time.monotonic() >= deadline:
@@ -394,39 +429,55 @@ class Client(CommandsMixin):
         :raises ServerUnavailable: the data directory names no running server.
         """
         endpoint = None
-        if self.data_dir is not None:
+        if self.data_dir is not None and not self.endpoint.startswith("tcp://"):
             endpoint = paths.read_server_file(self.data_dir).get("feed")
         if not endpoint:
-            endpoint = feed_endpoint(self.endpoint)
-        return Watcher(str(endpoint), list(tables), hwm)
+            endpoint = feed_endpoint(self.endpoint)  # tcp://HOST:PORT -> PORT+1
+        return Watcher(str(endpoint), list(tables), hwm, curve=self.curve)
 
     @contextmanager
-    def snapshot(self) -> Iterator[ClientSnapshot]:
-        """Several reads at one version (the arena's; without an arena, not available).
+    def snapshot(self, tables: list[str] | None = None) -> Iterator[ClientSnapshot]:
+        """Several reads at one version: the arena's, or without an arena (a remote
+        client, ``--no-arena``) a copy of *tables* (default: all) read in one atomic
+        ``BATCH`` (:func:`~stateengine.client.view.remote_snapshot`; *tables* is ignored
+        with an arena, which reads any table at that version).
 
         Hold it briefly: a snapshot pinned longer than the arena's expiry (10 s) raises
         ``SnapshotExpired`` on its next read instead of returning data.
 
-        :raises ServerUnavailable: no arena to read from (a remote client, ``--no-arena``).
+        :raises ServerUnavailable: no reply within ``timeout``.
+        :raises PayloadTooLarge: a remote copy over the server's reply limit.
         """
         started = time.monotonic_ns()
         reader = self._reader()
         if reader is None:
-            raise ServerUnavailable("snapshots need the shared-memory arena of a local server")
+            yield from self._recorded_snapshot(remote_snapshot(self._raw_execute, tables), started)
+            return
         with reader.snapshot() as snap:
-            reads: list[tuple[dict[str, Any], dict[str, Any]]] | None = (
-                [] if self._history is not None else None
-            )
-            try:
-                yield ClientSnapshot(snap, reads)
-            finally:
-                if reads and self._history is not None:
-                    # One SNAPSHOT operation, invoked when the snapshot was taken.
-                    op = self._history.invoke(
-                        {"command": "SNAPSHOT", "reads": [r for r, _ in reads]}, at=started
-                    )
-                    result = [outcome for _, outcome in reads]
-                    self._history.complete(op, {"ok": True, "result": result, "seq": snap.version})
+            yield from self._recorded_snapshot(snap, started)
+
+    def _recorded_snapshot(
+        self, snap: Snapshot | RemoteSnapshot, started: int
+    ) -> Iterator[ClientSnapshot]:
+        """Yield the snapshot's reader; with a history, record its reads as one
+        ``SNAPSHOT`` operation invoked when the snapshot was taken."""
+        reads: list[tuple[dict[str, Any], dict[str, Any]]] | None = (
+            [] if self._history is not None else None
+        )
+        try:
+            yield ClientSnapshot(snap, reads)
+        finally:
+            if reads and self._history is not None:
+                op = self._history.invoke(
+                    {"command": "SNAPSHOT", "reads": [r for r, _ in reads]}, at=started
+                )
+                result = [outcome for _, outcome in reads]
+                self._history.complete(op, {"ok": True, "result": result, "seq": snap.version})
+
+    def _raw_execute(self, request: dict[str, Any]) -> dict[str, Any]:
+        """One round trip that no history records (a remote snapshot's own reads)."""
+        req_id = self._send(request)
+        return self._receive({req_id})[req_id]
 
     # --- server liveness --------------------------------------------------------------------
 

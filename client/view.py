@@ -52,6 +52,7 @@ __all__ = [
     "ARENA_SCAN_LIMIT",
     "ArenaView",
     "ClientSnapshot",
+    "RemoteSnapshot",
     "arena_get",
     "arena_info",
     "arena_list",
@@ -59,6 +60,7 @@ __all__ = [
     "catch_up",
     "catch_up_async",
     "reader_for",
+    "remote_snapshot",
 ]
 
 log = logging.getLogger("stateengine.client")
@@ -243,7 +245,7 @@ def arena_states(reader: ArenaReader) -> list[str] | None:
 
 
 def _select(
-    snap: Snapshot,
+    snap: Snapshot | RemoteSnapshot,
     state: str,
     where: dict[str, Any] | None,
     order_by: str | list[str] | None,
@@ -289,10 +291,80 @@ def _select(
     return records[start : None if limit is None else start + limit]
 
 
+class RemoteSnapshot:
+    """Every table at one ``seq``, fetched in one atomic ``BATCH`` of reads: what
+    ``Client.snapshot()`` reads when there is no arena (a remote client, ``--no-arena``).
+
+    The shape of the arena's :class:`~stateengine.shm.Snapshot` that
+    :class:`ClientSnapshot` uses (``get``, ``meta``, ``items``, ``tables``, ``version``),
+    so both answer the same. It copies the whole state: meant for small states or
+    ``tables=`` a few; a reply over the server's limit raises ``PayloadTooLarge``.
+    """
+
+    def __init__(self, seq: int, tables: dict[str, tuple[dict[str, Any], list[Record]]]) -> None:
+        self.version = seq
+        self._meta = {name: msgpack.packb(info) for name, (info, _) in tables.items()}
+        self._records = {
+            name: {r["id"]: r for r in records} for name, (_, records) in tables.items()
+        }
+
+    def get(self, table: str, rid: Any) -> Any:
+        return self._records.get(table, {}).get(rid)
+
+    def meta(self, table: str) -> bytes | None:
+        return self._meta.get(table)
+
+    def items(self, table: str) -> list[tuple[Any, Any]]:
+        return list(self._records.get(table, {}).items())
+
+    def tables(self) -> list[str]:
+        return sorted(self._meta)
+
+
+def remote_snapshot(
+    execute: Any, tables: list[str] | None = None, attempts: int = 5
+) -> RemoteSnapshot:
+    """Read *tables* (default: all) at one ``seq`` through *execute* (a client's raw
+    request call): ``LIST_STATES`` and every table's info and records in one ``BATCH``,
+    which the writer applies as one commit, so every read sees the same ``seq``.
+
+    A table created or dropped between choosing the tables and the batch makes the batch
+    disagree with itself; it is retried (at most *attempts* times).
+
+    :raises StateEngineError: the batch failed (e.g. ``PayloadTooLarge``: ask for fewer
+        tables), or the tables kept changing.
+    """
+    from stateengine.errors import from_wire
+
+    wanted = tables
+    for _ in range(attempts):
+        names = (
+            wanted
+            if wanted is not None
+            else list(execute({"command": "LIST_STATES"})["result"] or [])
+        )
+        reads: list[dict[str, Any]] = [{"command": "LIST_STATES"}]
+        for name in names:
+            reads.append({"command": "GET_STATE_INFO", "state": name})
+            reads.append({"command": "LIST_RECORDS", "state": name})
+        reply = execute({"command": "BATCH", "commands": reads})
+        if not reply.get("ok"):
+            error = from_wire(reply.get("error"))
+            if isinstance(error, StateNotFound) and wanted is None:
+                continue  # a table dropped meanwhile
+            raise error
+        results = reply["result"]
+        if wanted is None and sorted(results[0]) != sorted(names):
+            continue  # a table created meanwhile
+        got = {name: (results[1 + 2 * i], results[2 + 2 * i]) for i, name in enumerate(names)}
+        return RemoteSnapshot(int(reply["seq"]), got)
+    raise StateEngineError(f"the tables kept changing; no snapshot after {attempts} attempts")
+
+
 class ClientSnapshot:
     """Reads at one arena version: ``get_record``, ``list_records``, ``get_state_info``."""
 
-    def __init__(self, snap: Snapshot, reads: list[Any] | None = None) -> None:
+    def __init__(self, snap: Snapshot | RemoteSnapshot, reads: list[Any] | None = None) -> None:
         self._snap = snap
         self._reads = reads
         if reads is not None:  # a recording client: log every read (per instance: free when off)

@@ -40,6 +40,8 @@ class Feed:
         self.sock.bind(endpoint)
         if endpoint.startswith("ipc://"):
             os.chmod(endpoint[len("ipc://") :], 0o600)
+        #: every socket the feed goes out on: the local one, then ``--tcp``'s (add_socket)
+        self.socks = [self.sock]
         self.subscriptions = 0
         self.last_seq: dict[str, int] = {}
         self.dropped = 0
@@ -51,13 +53,20 @@ class Feed:
         self._read_subscriptions()
         return self.subscriptions > 0
 
+    def add_socket(self, sock: zmq.Socket[bytes]) -> None:
+        """Send the feed on *sock* too (a bound XPUB: the CurveZMQ one of ``--tcp``)."""
+        sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+        sock.setsockopt(zmq.LINGER, 0)
+        self.socks.append(sock)
+
     def _read_subscriptions(self) -> None:
-        while cast(int, self.sock.get(zmq.EVENTS)) & _POLLIN:
-            frame = self.sock.recv(zmq.NOBLOCK)
-            if frame[:1] == b"\x01":
-                self.subscriptions += 1
-            elif frame[:1] == b"\x00":
-                self.subscriptions = max(0, self.subscriptions - 1)
+        for sock in self.socks:
+            while cast(int, sock.get(zmq.EVENTS)) & _POLLIN:
+                frame = sock.recv(zmq.NOBLOCK)
+                if frame[:1] == b"\x01":
+                    self.subscriptions += 1
+                elif frame[:1] == b"\x00":
+                    self.subscriptions = max(0, self.subscriptions - 1)
 
     def record_commit(self, engine: TableEngine) -> None:
         """Encode the commit just applied (call before the next command runs)."""
@@ -92,16 +101,18 @@ class Feed:
 
     def flush(self) -> None:
         """Send what the pass recorded; a full queue drops (the subscriber sees the gap)."""
-        for topic, body in self._pending:
-            try:
-                self.sock.send(topic, zmq.SNDMORE | zmq.NOBLOCK)
-                self.sock.send(body, zmq.NOBLOCK)
-            except zmq.Again:
-                self.dropped += 1
+        for sock in self.socks:
+            for topic, body in self._pending:
+                try:
+                    sock.send(topic, zmq.SNDMORE | zmq.NOBLOCK)
+                    sock.send(body, zmq.NOBLOCK)
+                except zmq.Again:
+                    self.dropped += 1
         self._pending.clear()
 
     def close(self) -> None:
-        self.sock.close(linger=0)
+        for sock in self.socks:
+            sock.close(linger=0)
         if self.endpoint.startswith("ipc://"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.endpoint[len("ipc://") :])

@@ -20,6 +20,19 @@ from stateengine.shm import ArenaWriter
 log = logging.getLogger("stateengine.server")
 
 
+def arena_unavailable() -> str | None:
+    """Why this platform cannot run the arena, or None: it needs ``flock`` (its
+    reader-slot table) and ``/dev/shm`` (memory, not a disk file, behind the mmaps).
+    Without them the server runs with the arena off and clients read over the socket."""
+    from stateengine.shm import layout, locks
+
+    if locks.ARENA_BLOCKER is not None:
+        return locks.ARENA_BLOCKER
+    if layout.default_dir() is None:
+        return "no writable /dev/shm"
+    return None
+
+
 class ArenaPublisher:
     """Owns the arena's writer. Not safe across fork; the writer process only.
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import signal
@@ -54,12 +53,16 @@ from stateengine.limits import (
 from stateengine.protocol import decode_request, encode_reply, is_json, peek_req_id
 from stateengine.runtime import discovery as paths
 from stateengine.runtime.feed import feed_endpoint
+from stateengine.server import backup
+from stateengine.server.backup import BACKUP_COMMAND
 from stateengine.server.connections import Door, RateLimitedLog, open_fds, raise_fd_limit
 from stateengine.server.engine import ChangeSet, Id, TableEngine
 from stateengine.server.feed import Feed
 from stateengine.server.parking import ParkedClaims, Waiter, group_key
 from stateengine.server.persist_base import probe_space
 from stateengine.server.persistence import PersistenceError, RecoveryReport, Store, crash_point
+from stateengine.server.stores import name_of
+from stateengine.shm import locks
 
 log = logging.getLogger("stateengine.server")
 
@@ -157,6 +160,9 @@ class Server:
         self.parked = ParkedClaims()
         self._lease_wake: float | None = None
         self.engine.track_lease_deadlines()
+        #: BACKUP requests of this pass, and the backups being written (server/backup.py)
+        self._backup_waiters: dict[tuple[Any, ...], tuple[Any, list[bytes], bool, Any]] = {}
+        self._backup_jobs: list[backup.BackupJob] = []
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -214,6 +220,12 @@ class Server:
             self.feed = Feed(self._ctx, feed_endpoint(self.endpoint), self.feed_hwm)
         except (zmq.ZMQError, ValueError) as exc:
             log.warning("no change feed: %s", exc)
+        if self.feed is not None and self._tcp is not None:
+            remote_feed = feed_endpoint(f"tcp://{self.tcp}")
+            try:
+                self.feed.add_socket(self._bind_curve(zmq.XPUB, remote_feed))
+            except OSError as exc:  # requests still served; remote watchers are told
+                log.warning("no remote change feed (watch over TCP): %s", exc)
         self._open_doors()
         if self.publisher is not None:
             # The recovered state goes to the arena before server.json announces the
@@ -242,25 +254,39 @@ class Server:
         from stateengine.server import curve
 
         assert self._ctx is not None
-        server_public, server_secret = curve.server_keys(self.data_dir)
         self._auth = curve.start_authenticator(self._ctx, self.data_dir, log)
-        sock = self._ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        sock.setsockopt(zmq.SNDHWM, 10_000)
+        self._tcp = self._bind_curve(zmq.ROUTER, f"tcp://{address}")
+
+    def _bind_curve(self, kind: int, endpoint: str) -> zmq.Socket[bytes]:
+        """A CurveZMQ server socket on *endpoint*: the ``--tcp`` ROUTER, or the remote
+        change feed's XPUB (``--tcp`` port + 1), behind the same allow-list.
+
+        :raises OSError: *endpoint* cannot be bound.
+        """
+        from stateengine.server import curve
+
+        assert self._ctx is not None
+        server_public, server_secret = curve.server_keys(self.data_dir)
+        sock = self._ctx.socket(kind)
+        if kind == zmq.ROUTER:
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            sock.setsockopt(zmq.SNDHWM, 10_000)
+            sock.setsockopt(zmq.LINGER, 2000)
+        else:
+            sock.setsockopt(zmq.SNDHWM, self.feed_hwm)
         # Bodies up to OVERSIZE_FACTOR x the limit are read and answered PayloadTooLarge;
         # libzmq cuts the connection of a larger one before it is held in memory.
         sock.setsockopt(zmq.MAXMSGSIZE, OVERSIZE_FACTOR * self.max_request_bytes)
-        sock.setsockopt(zmq.LINGER, 2000)
         sock.curve_secretkey = server_secret
         sock.curve_publickey = server_public
         sock.curve_server = True
         sock.setsockopt(zmq.HANDSHAKE_IVL, int(HANDSHAKE_SECONDS * 1000))
         try:
-            sock.bind(f"tcp://{address}")
+            sock.bind(endpoint)
         except zmq.ZMQError as exc:
             sock.close(0)
-            raise OSError(f"cannot bind tcp://{address}: {exc}") from exc
-        self._tcp = sock
+            raise OSError(f"cannot bind {endpoint}: {exc}") from exc
+        return sock
 
     def _open_doors(self) -> None:
         """Count and cap the connections of every bound socket (see
@@ -281,9 +307,19 @@ class Server:
             self.doors.append(feed)
         if self._tcp is not None:
             handshakes = min(MAX_TCP_HANDSHAKES, tcp_cap)
-            self.doors.append(
-                Door(self._tcp, "tcp", tcp_cap, self.repeat_log, handshakes, HANDSHAKE_SECONDS)
-            )
+            tcp = Door(self._tcp, "tcp", tcp_cap, self.repeat_log, handshakes, HANDSHAKE_SECONDS)
+            self.doors.append(tcp)
+            if self.feed is not None and len(self.feed.socks) > 1:  # one cap for both
+                tcp_feed = Door(
+                    self.feed.socks[1],
+                    "tcp-feed",
+                    tcp_cap,
+                    self.repeat_log,
+                    handshakes,
+                    HANDSHAKE_SECONDS,
+                )
+                tcp.group = tcp_feed.group = [tcp, tcp_feed]
+                self.doors.append(tcp_feed)
         log.info(
             "connection caps: local %d, tcp %d (%d handshaking); descriptor limit %d",
             local_cap,
@@ -307,6 +343,9 @@ class Server:
                 "arena": self.publisher.name if self.publisher else None,
                 "feed": self.feed.endpoint if self.feed else None,
                 "tcp": f"tcp://{self.tcp}" if self._tcp is not None else None,
+                "tcp_feed": feed_endpoint(f"tcp://{self.tcp}")
+                if self._tcp is not None and self.feed is not None and len(self.feed.socks) > 1
+                else None,
                 # Clients refuse a larger request before sending it (issue 14 item 4).
                 "max_request_bytes": self.max_request_bytes,
                 "started_at": time.time(),
@@ -319,9 +358,7 @@ class Server:
 
     def _lock_data_dir(self) -> None:
         fd = os.open(self.data_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not locks.try_lock(fd):  # flock; a portable lock where there is none
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise DataDirLocked(
@@ -415,6 +452,9 @@ class Server:
             if not ready or now - self._last_idle > 0.1:
                 self._idle(now)
         self._release_parked()
+        if self._backup_waiters:
+            self._start_backups()
+        self._reap_backups(block=True)  # a backup asked for is finished and answered
 
     def _release_parked(self) -> None:
         """On stop, answer every parked claim null (found nothing), as its wait would."""
@@ -443,6 +483,8 @@ class Server:
             self._maybe_resume_writes(now)
         if self.publisher is not None:
             self.publisher.reclaim()
+        if self._backup_jobs:
+            self._reap_backups()
         # Drop passed lease deadlines: without parked claims nothing else pops them, and
         # a busy queue sets one per leased claim.
         self.engine.next_lease_deadline(self.engine.clock())
@@ -544,6 +586,8 @@ class Server:
                 self.store.maybe_snapshot(engine)
             except (PersistenceError, OSError) as exc:  # the log goes on; retried later
                 self.repeat_log.note("snapshot", logging.ERROR, f"snapshot failed: {exc}")
+        if self._backup_waiters:
+            self._start_backups()
         self.stats["requests"] += len(received)
         self.stats["passes"] += 1
         return len(received)
@@ -703,6 +747,8 @@ class Server:
                 if found:
                     error["req_id"] = req_id
             return envelope, encode_reply(error, is_json(body)), None
+        if request.get("command") == BACKUP_COMMAND:
+            return envelope, self._want_backup(sock, envelope, request, as_json), None
         reply = self._reply(request)
         wait = request.get("wait")
         if (
@@ -717,6 +763,67 @@ class Server:
             waiter = Waiter(sock, envelope, request, as_json, deadline, state, group_key(request))
             return envelope, None, waiter
         return envelope, self._encode(reply, as_json), None
+
+    # --- backups (server/backup.py) ---------------------------------------------------------
+
+    def _want_backup(
+        self, sock: Any, envelope: list[bytes], request: dict[str, Any], as_json: bool
+    ) -> bytes | None:
+        """``BACKUP``: answered when a backup started after this pass is written (None
+        now), or at once with ``BadRequest`` for arguments it does not take."""
+        extra = sorted(set(request) - {"command", "req_id"})
+        if extra:
+            error = BadRequest(f"BACKUP takes no arguments, got {extra}").to_wire()
+            reply: dict[str, Any] = {"ok": False, "error": error}
+            if "req_id" in request:
+                reply["req_id"] = request["req_id"]
+            return self._encode(reply, as_json)
+        # Keyed: a pass undone and handled again (disk full) must not ask twice.
+        key = (id(sock), tuple(envelope), repr(request.get("req_id")))
+        self._backup_waiters[key] = (sock, envelope, as_json, request.get("req_id"))
+        return None
+
+    def _start_backups(self) -> None:
+        """After a pass: one backup for every ``BACKUP`` it received, at its ``seq``."""
+        waiters = list(self._backup_waiters.values())
+        self._backup_waiters = {}
+        try:
+            job = backup.start_backup(self.engine, self.data_dir)
+        except OSError as exc:
+            for waiter in waiters:
+                self._answer_backup(waiter, None, f"cannot start a backup: {exc}")
+            return
+        job.waiters = waiters
+        self._backup_jobs.append(job)
+        self._reap_backups()
+
+    def _reap_backups(self, block: bool = False) -> None:
+        """Answer the waiters of every backup whose child has exited (*block*: wait)."""
+        for job in list(self._backup_jobs):
+            if not backup.finished(job, block):
+                continue
+            self._backup_jobs.remove(job)
+            try:
+                done, error = backup.result(job), None
+                log.info("backup at seq %d written to %s", job.seq, job.path)
+            except (PersistenceError, OSError) as exc:
+                done, error = None, str(exc)
+                log.error("backup at seq %d failed: %s", job.seq, exc)
+            for waiter in job.waiters:
+                self._answer_backup(waiter, done, error)
+
+    def _answer_backup(
+        self, waiter: tuple[Any, list[bytes], bool, Any], done: Any, error: str | None
+    ) -> None:
+        sock, envelope, as_json, req_id = waiter
+        reply: dict[str, Any] = (
+            {"ok": True, "result": done, "seq": self.engine.seq}
+            if error is None
+            else {"ok": False, "error": StorageUnavailable(error).to_wire()}
+        )
+        if req_id is not None:
+            reply["req_id"] = req_id
+        self._send(sock, envelope, self._encode(reply, as_json))
 
     def _answer(self, request: dict[str, Any], as_json: bool) -> bytes:
         return self._encode(self._reply(request), as_json)
@@ -796,14 +903,26 @@ class Server:
         store: dict[str, Any] | None = None
         if self.store is not None:
             store = {
-                "backend": type(self.store).__name__,
+                "backend": name_of(self.store),  # what --store takes: log, sqlite, ...
                 "fsync": getattr(self.store, "fsync", None),
                 **getattr(self.store, "stats", {}),
             }
         arena = self.publisher.stats() if self.publisher is not None else None
         if arena is not None:
             arena = {k: v for k, v in arena.items() if k != "files"}
+        # Live leases only: an expired lease stays in the table until the record is
+        # claimed again or written, but it holds nothing (this replaces the engine's count).
+        clock = self.engine.clock()
+        tables = {
+            name: {
+                "records": len(t.records),
+                "version": t.version,
+                "leases": sum(1 for lease in t.leases.values() if lease.expires > clock),
+            }
+            for name, t in sorted(self.engine.tables.items())
+        }
         return {
+            "tables": tables,
             "pid": os.getpid(),
             "endpoint": self.endpoint,
             "data_dir": str(self.data_dir),

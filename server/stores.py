@@ -48,6 +48,7 @@ __all__ = [
     "StoreBackend",
     "StoreOption",
     "get_store",
+    "name_of",
     "register_store",
     "store_backends",
     "store_names",
@@ -307,3 +308,12 @@ def get_store(name: str) -> StoreBackend:
     if name in _broken:
         raise PersistenceError(f"the store {name!r} did not load: {_broken[name]}")
     raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(backends)}")
+
+
+def name_of(store: object) -> str:
+    """The ``--store`` name of an open store (``log``, ``sqlite``, ...): the registered
+    backend whose factory made it; else its class name (a store made by hand)."""
+    for backend in store_backends().values():
+        if backend.factory is type(store):
+            return backend.name
+    return type(store).__name__

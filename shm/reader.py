@@ -15,7 +15,6 @@ the CRC the index recorded. A failure is retried (plain reads) or reported as
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import mmap
 import os
@@ -32,6 +31,7 @@ import msgpack
 from stateengine.errors import CapacityError, SnapshotExpired
 from stateengine.shm import faults as _faults
 from stateengine.shm import layout as L
+from stateengine.shm import locks
 from stateengine.shm.codec import MsgpackCodec, unpack_internal
 
 __all__ = [
@@ -613,14 +613,10 @@ class ArenaReader:
         fd = os.open(self._name, os.O_RDWR | os.O_CLOEXEC)
         try:
             deadline = time.monotonic() + 5.0
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("reader slot table locked for 5 s") from None
-                    time.sleep(0.001)
+            while not locks.try_lock(fd):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("reader slot table locked for 5 s") from None
+                time.sleep(0.001)
             try:
                 for i in range(self._nslots):
                     so = L.OFF_SLOTS + i * L.SLOT_SIZE
@@ -630,7 +626,7 @@ class ArenaReader:
                         L.SLOT.pack_into(self._ctl, so, me, start, 0, self._nonce)
                         return i
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                locks.unlock(fd)
         finally:
             os.close(fd)
         raise CapacityError(

@@ -19,6 +19,7 @@ __all__ = [
     "AmbiguousFile",
     "BadRequest",
     "CapacityError",
+    "ConnectionRefused",
     "DuplicateId",
     "ImmutableId",
     "InternalError",
@@ -146,6 +147,14 @@ class ServerUnavailable(StateEngineError, ConnectionError):
     """The writer did not answer within the client's timeout, or is gone."""
 
     type = "ServerUnavailable"
+
+
+class ConnectionRefused(ServerUnavailable):
+    """A remote server refused this client's connection; the message names the cause
+    (a key not allowed in, a wrong server key, no CurveZMQ). Raised without waiting for
+    the timeout: retrying the same keys cannot help."""
+
+    type = "ConnectionRefused"
 
 
 class SnapshotExpired(StateEngineError):
@@ -317,6 +326,7 @@ ERROR_TYPES: dict[str, type[StateEngineError]] = {
         CapacityError,
         VersionConflict,
         ServerUnavailable,
+        ConnectionRefused,
         SnapshotExpired,
         StorageUnavailable,
         ManifestError,

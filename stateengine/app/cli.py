@@ -35,7 +35,7 @@ from stateengine.server.persistence import (
     repair,
     store_backends,
 )
-from stateengine.server.publish import ArenaPublisher
+from stateengine.server.publish import ArenaPublisher, arena_unavailable
 from stateengine.server.server import DEFAULT_MAX_REQUEST, DataDirLocked, Server
 from stateengine.shm import cleanup_stale
 
@@ -218,7 +218,8 @@ def serve(args: argparse.Namespace) -> int:
             http_token = resolve_token(args.http_token, data_dir, args.http_token_file)
         engine = TableEngine()
         publisher = None
-        if not args.no_arena:
+        arena_off = "--no-arena" if args.no_arena else arena_unavailable()
+        if arena_off is None:
             publisher = ArenaPublisher(
                 engine,
                 args.arena_size,
@@ -264,9 +265,14 @@ def serve(args: argparse.Namespace) -> int:
     print(f"  store:    {args.store} (fsync {args.fsync})", flush=True)
     if server.recovery is not None:
         print(f"  recovery: {server.recovery.summary()}", flush=True)
-    print(f"  arena:    {server.publisher.name if server.publisher else 'off'}", flush=True)
+    if server.publisher is not None:
+        print(f"  arena:    {server.publisher.name}", flush=True)
+    else:
+        print(f"  arena:    off ({arena_off}; workers read over the socket)", flush=True)
     if args.tcp:
         print(f"  tcp:      tcp://{args.tcp} (CurveZMQ; keys in {data_dir / 'curve'})", flush=True)
+        feed = paths.read_server_file(server.data_dir).get("tcp_feed")
+        print(f"  tcp feed: {feed or 'off (its port is taken: see the log)'}", flush=True)
     if manifest_line is not None:
         print(manifest_line, flush=True)
     if http_url is not None:  # the login URL, as Jupyter prints it; also in DIR/http.json
@@ -321,12 +327,13 @@ def start_gateway(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the HTTP gateway exited with {proc.returncode}")
-        try:
-            info = json.loads((data_dir / HTTP_FILE).read_text())
-        except (OSError, ValueError):
-            info = {}
-        if info.get("pid") == proc.pid:
-            return proc, str(info["login_url"])
+        for name in (HTTP_FILE, f"http.{proc.pid}.json"):  # another gateway may hold http.json
+            try:
+                info = json.loads((data_dir / name).read_text())
+            except (OSError, ValueError):
+                info = {}
+            if info.get("pid") == proc.pid:
+                return proc, str(info["login_url"])
         time.sleep(0.05)
     stop_gateway(proc)
     raise RuntimeError("the HTTP gateway did not start within 30 s")
@@ -372,10 +379,50 @@ def repair_command(args: argparse.Namespace) -> int:
     return int(report["exit_code"])
 
 
+def _curve(args: argparse.Namespace) -> dict[str, bytes] | None:
+    """A client subcommand's CurveZMQ options: ``--curve-keys DIR`` or the two files.
+
+    :raises StateEngineError: half a key pair, or keys that cannot be read (exit 2).
+    """
+    from stateengine.runtime.curve import client_options, find_keys
+
+    server_key, secret = args.curve_server_key, args.curve_secret
+    try:
+        if args.curve_keys:
+            found = find_keys(args.curve_keys)
+            server_key, secret = server_key or found[0], secret or found[1]
+        if not server_key and not secret:
+            return None
+        if not (server_key and secret):
+            raise ValueError("give both --curve-server-key and --curve-secret (or --curve-keys)")
+        return client_options(server_key, secret)
+    except (OSError, ValueError) as exc:
+        raise StateEngineError(f"CurveZMQ keys: {exc}") from None
+
+
 def _client(args: argparse.Namespace, timeout: float | None = None) -> Client:
     given_endpoint_only = args.endpoint is not None and not args.data_dir
     data_dir = None if given_endpoint_only else paths.resolve_data_dir(args.data_dir)
-    return Client(args.endpoint, data_dir, timeout=timeout or args.timeout, arena=False)
+    return Client(
+        args.endpoint, data_dir, timeout=timeout or args.timeout, arena=False, curve=_curve(args)
+    )
+
+
+def _add_client_arguments(p: argparse.ArgumentParser, timeout: bool = True) -> None:
+    """Where a client subcommand finds the server: locally, or over TCP with CurveZMQ."""
+    p.add_argument("--data-dir")
+    p.add_argument("--endpoint", help="a local server's ipc://, or tcp://HOST:PORT (remote)")
+    p.add_argument("--curve-server-key", metavar="FILE", help="the server's server.key")
+    p.add_argument("--curve-secret", metavar="FILE", help="this client's NAME.key_secret")
+    p.add_argument(
+        "--curve-keys",
+        metavar="DIR",
+        help="a directory with server.key and one NAME.key_secret (keygen --out)",
+    )
+    if timeout:
+        p.add_argument(
+            "--timeout", type=float, default=defaults.CLI_TIMEOUT, help="seconds per reply"
+        )
 
 
 def _argument(text: str) -> tuple[str, Any]:
@@ -428,12 +475,24 @@ def stats_command(args: argparse.Namespace) -> int:
                 reply = client.execute({"command": "STATS"})
                 if args.watch:
                     print("\x1b[2J\x1b[H", end="")
-                print(json.dumps(reply.get("result", reply), indent=2, default=str), flush=True)
+                if args.prometheus and reply.get("ok"):
+                    from stateengine.app.metrics import render
+
+                    print(render(reply["result"]).decode(), end="", flush=True)
+                else:
+                    print(json.dumps(reply.get("result", reply), indent=2, default=str), flush=True)
                 if not args.watch:
                     return 0
                 time.sleep(args.watch)
     except StateEngineError as exc:
         print(f"stateengine stats: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        print(
+            f"stateengine stats: --prometheus needs prometheus_client ({exc}):"
+            " pip install 'stateengine[metrics]'",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         return 0
@@ -465,6 +524,58 @@ def watch_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def backup_command(args: argparse.Namespace) -> int:
+    """Ask the server for an online backup; move it to DEST (local) or name it (remote)."""
+    from stateengine.server.backup import BACKUP_COMMAND, move_backup
+
+    try:
+        with _client(args) as client:
+            reply = client.execute({"command": BACKUP_COMMAND})
+    except StateEngineError as exc:
+        print(f"stateengine backup: {exc}", file=sys.stderr)
+        return 2
+    if not reply.get("ok"):
+        print(f"stateengine backup: {reply['error']['message']}", file=sys.stderr)
+        return 1
+    done = reply["result"]
+    written = Path(done["path"])
+    where = f"{written} on the server (copy it from there)"
+    if written.is_dir():  # a local server: the backup is ours to move
+        try:
+            where = str(move_backup(written, Path(args.dest).absolute()).parent)
+        except OSError as exc:
+            print(f"stateengine backup: {exc}; the backup stays in {written}", file=sys.stderr)
+            return 1
+    print(f"backup at seq {done['seq']}: {done['records']} records in {done['tables']} tables")
+    print(f"  {where} ({done['bytes']} bytes, {done['seconds']} s)")
+    return 0
+
+
+def restore_command(args: argparse.Namespace) -> int:
+    """Load a backup into an empty data directory (no server may run on it)."""
+    from stateengine.server.backup import restore
+
+    data_dir = paths.resolve_data_dir(args.data_dir)
+    if args.store == "none":
+        print("stateengine restore: --store none keeps nothing to restore into", file=sys.stderr)
+        return 2
+    probe = Server(data_dir)
+    try:
+        probe.lock()
+        options = {o.name: getattr(args, o.dest) for o in store_backends()[args.store].options}
+        done = restore(Path(args.backup), data_dir, args.store, args.fsync, **options)
+    except (DataDirLocked, OSError, PersistenceError) as exc:
+        print(f"stateengine restore: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        probe.close()
+    print(
+        f"restored seq {done['seq']}: {done['records']} records in {done['tables']} tables"
+        f" into {data_dir} (store {done['store']})"
+    )
+    return 0
+
+
 def keygen_command(args: argparse.Namespace) -> int:
     """Make a client key pair; its public key is allowed in at the next server start."""
     from stateengine.server import curve
@@ -477,6 +588,9 @@ def keygen_command(args: argparse.Namespace) -> int:
         return 1
     print(f"client certificate (secret, keep private): {secret}")
     print(f"server public key (give to the client):    {server_key}")
+    # The public key beside the secret: `--curve-keys OUT` then names both.
+    paths.write_private_file(secret.parent / "server.key", server_key.read_bytes())
+    print(f"both, for a client's --curve-keys:          {secret.parent}")
     print("restart the server for the new client to be allowed in")
     return 0
 
@@ -593,18 +707,20 @@ def build_parser() -> argparse.ArgumentParser:
     watch_parser.add_argument("tables", nargs="+")
     watch_parser.add_argument("--count", type=int, help="exit after N changes")
     watch_parser.add_argument("--timeout", type=float, help="exit after S quiet seconds")
-    for q in (
-        p,
-        stats_parser := sub.add_parser("stats", help="the server's figures"),
-        watch_parser,
-    ):
-        q.add_argument("--data-dir")
-        q.add_argument("--endpoint")
-        if q is not watch_parser:
-            q.add_argument(
-                "--timeout", type=float, default=defaults.CLI_TIMEOUT, help="seconds per reply"
-            )
+    stats_parser = sub.add_parser("stats", help="the server's figures")
+    backup_parser = sub.add_parser("backup", help="an online, consistent backup to DEST")
+    backup_parser.add_argument("dest", help="a new or empty directory")
+    for q in (p, stats_parser, watch_parser, backup_parser):
+        _add_client_arguments(q, timeout=q not in (watch_parser, backup_parser))
+    backup_parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
+    p = sub.add_parser("restore", help="load a backup into an empty data directory")
+    p.add_argument("backup", help="a backup directory (stateengine backup DEST)")
+    p.add_argument("--data-dir", help="default: $STATEENGINE_DATA_DIR or ./.stateengine")
+    _add_store_arguments(p)
     stats_parser.add_argument("--watch", type=float, metavar="SECONDS")
+    stats_parser.add_argument(
+        "--prometheus", action="store_true", help="Prometheus's text format (the metrics extra)"
+    )
     p = sub.add_parser("cleanup", help="remove segments and run files of dead servers")
     p.add_argument("--data-dir")
     p = sub.add_parser("check", help="verify a data directory (exit 1 on damage)")
@@ -664,6 +780,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cleanup_command(args)
     if args.command == "watch":
         return watch_command(args)
+    if args.command == "backup":
+        return backup_command(args)
+    if args.command == "restore":
+        return restore_command(args)
     if args.command == "keygen":
         return keygen_command(args)
     if args.command == "repair":

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -28,6 +27,7 @@ from typing import Any
 
 from stateengine.errors import ServerUnavailable
 from stateengine.runtime.feed import feed_endpoint
+from stateengine.shm import locks
 from stateengine.shm.layout import proc_start_time as process_start_time
 from stateengine.shm.layout import process_alive
 
@@ -148,6 +148,27 @@ def read_server_file(data_dir: Path) -> dict[str, Any]:
 # --- cleanup: what a dead server left, and only that -------------------------------------
 
 _SOCKET_RE = re.compile(r"^[0-9a-f]{16}\.sock(\.feed)?$")
+#: ``http.json`` and a second gateway's ``http.<pid>.json`` (app/gateway/__main__.py)
+_GATEWAY_RE = re.compile(r"^http(\.[0-9]+)?\.json$")
+
+
+def _gateway_gone(path: Path, left: list[str]) -> bool:
+    """Whether *path* describes a gateway that no longer runs, as a regular file of ours
+    (else why not, appended to *left*)."""
+    try:
+        if not _ours(path.lstat(), stat.S_IFREG):
+            left.append(f"{path}: not a file of ours")
+            return False
+        gateway = json.loads(path.read_text())
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        gateway = None  # unreadable: no running gateway can be named by it
+    pid = gateway.get("pid") if isinstance(gateway, dict) else None
+    if isinstance(pid, int) and pid_alive(pid, gateway.get("start_time")):
+        left.append(f"{path}: its gateway (pid {pid}) is alive")
+        return False
+    return True
 
 
 def _with_feed(socket_path: str) -> list[str]:
@@ -210,9 +231,7 @@ def remove_leftovers(data_dir: Path) -> tuple[list[str], list[str]]:
         return removed, left
     try:
         if lock_fd >= 0:
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not locks.try_lock(lock_fd):
                 left.append(f"{data_dir}: a server is running on it")
                 return removed, left
         try:
@@ -231,6 +250,11 @@ def remove_leftovers(data_dir: Path) -> tuple[list[str], list[str]]:
         for path_text in _with_feed(named) if named else []:
             if Path(path_text) not in candidates and os.path.lexists(path_text):
                 left.append(f"{path_text}: not this data directory's default endpoint")
+        for path in sorted(data_dir.glob("http*.json")):  # gateways' descriptions
+            if _GATEWAY_RE.match(path.name) and _gateway_gone(path, left):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(str(path))
         for path in [data_dir / SERVER_FILE, *candidates]:
             kind = stat.S_IFREG if path.name == SERVER_FILE else stat.S_IFSOCK
             try:

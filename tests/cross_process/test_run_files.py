@@ -144,9 +144,10 @@ def test_keygen_makes_secrets_private_whatever_the_umask(tmp_path: Path) -> None
     secret = keys / "alice.key_secret"
     assert f"(secret, keep private): {secret}" in out.stdout
     assert _mode(keys) == 0o700 and _mode(data) == 0o700
-    assert sorted(p.name for p in keys.iterdir()) == ["alice.key_secret"]
+    # The server's public key beside it (keygen's copy, for --curve-keys DIR).
+    assert sorted(p.name for p in keys.iterdir()) == ["alice.key_secret", "server.key"]
     curve = data / "curve"
-    for path in (secret, curve / "server.key", curve / "server.key_secret"):
+    for path in (secret, keys / "server.key", curve / "server.key", curve / "server.key_secret"):
         assert _mode(path) == 0o600, path
     assert _mode(curve / "clients" / "alice.key") == 0o600
     public, key = zmq.auth.load_certificate(str(secret))

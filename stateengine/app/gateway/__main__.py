@@ -20,6 +20,7 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -67,6 +68,43 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def gateway_file(data_dir: Path, pid: int) -> Path:
+    """Where the gateway of process *pid* is described when ``http.json`` names another,
+    running gateway: ``DIR/http.<pid>.json``."""
+    return data_dir / f"http.{pid}.json"
+
+
+def claim_info_file(data_dir: Path, tmp: Path) -> Path:
+    """Put the gateway's description (*tmp*) in place; return where it went.
+
+    ``DIR/http.json`` if free (absent, or naming a gateway that is gone), else
+    ``DIR/http.<pid>.json``: a second gateway must not take the first one's file, or the
+    gateway ``serve --http`` started would be named nowhere once the second one stops.
+    ``os.link`` claims the name atomically (two gateways starting at once).
+    """
+    target = data_dir / HTTP_FILE
+    for _ in range(3):
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            try:
+                other = json.loads(target.read_text())
+            except (OSError, ValueError):
+                other = {}
+            pid = other.get("pid")
+            if isinstance(pid, int) and paths.pid_alive(pid, other.get("start_time")):
+                own = gateway_file(data_dir, os.getpid())
+                os.replace(tmp, own)
+                return own
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()  # a dead gateway's: ours now
+            continue
+        tmp.unlink()
+        return target
+    os.replace(tmp, target)
+    return target
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(
@@ -110,14 +148,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         holder["uvicorn"].should_exit = True  # the streams were ended by the watchdog
 
     def ready() -> None:
-        info = {"pid": os.getpid(), "url": url, "bind": f"{host}:{port}", "token": token}
+        pid = os.getpid()
+        info = {"pid": pid, "url": url, "bind": f"{host}:{port}", "token": token}
         info["login_url"] = login_url(url, token)
-        tmp = data_dir / f".{HTTP_FILE}.{os.getpid()}.tmp"
+        info["start_time"] = paths.process_start_time(pid)
+        tmp = data_dir / f".{HTTP_FILE}.{pid}.tmp"
         # 0600 from the start: it holds the token (the data directory is 0700 too).
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(info))
-        os.replace(tmp, info_path)
+        holder["info_path"] = claim_info_file(data_dir, tmp)
         print(f"stateengine http: serving {info['login_url']}", flush=True)
 
     config = GatewayConfig(
@@ -161,9 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.run(sockets=[sock])
     finally:
         sock.close()
+        mine = holder.get("info_path", info_path)
         with contextlib.suppress(FileNotFoundError):
-            if json.loads(info_path.read_text()).get("pid") == os.getpid():
-                info_path.unlink()
+            if json.loads(mine.read_text()).get("pid") == os.getpid():
+                mine.unlink()
     return 0
 
 

@@ -415,7 +415,24 @@ def create_app(config: GatewayConfig) -> FastAPI:
         ),
         lifespan=lifespan,
         default_response_class=WireJSONResponse,
+        # FastAPI's own pages load Swagger UI and ReDoc from a CDN: none offline. /docs
+        # is served from the package's copy of swagger-ui-dist instead; no ReDoc.
+        docs_url=None,
+        redoc_url=None,
     )
+
+    @app.get("/docs", include_in_schema=False, response_model=None)
+    async def docs() -> Response:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - API docs",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+        )
+
     app.add_middleware(PathSegmentsMiddleware)
     app.add_middleware(GuardMiddleware, token=config.token, host=config.host, port=config.port)
 

@@ -116,6 +116,18 @@ def dashboard_routes(app: FastAPI, kit: RouteKit) -> None:
         }
         return answer(result, headers)
 
+    @app.get(
+        "/metrics",
+        tags=["server"],
+        summary="STATS in Prometheus's text format (prometheus_client)",
+        response_model=None,
+    )
+    async def metrics() -> Response:
+        from stateengine.app.metrics import CONTENT_TYPE, render
+
+        result, _headers = await gw().write({"command": "STATS"})
+        return Response(render(result), media_type=CONTENT_TYPE)
+
 
 def table_routes(app: FastAPI, kit: RouteKit) -> None:
     """The table and record routes: one per command of README "Wire protocol"."""
