@@ -12,6 +12,10 @@ one ``zmq.asyncio`` DEALER socket, and a single receiver task hands each reply t
 future waiting for its ``req_id``. Arena reads are memory reads of a few microseconds
 and run inline; only the read-your-writes wait yields to the loop.
 
+A server known to be gone (its socket removed, its ``server.json`` gone, its pid dead)
+fails a call at once, or within 0.1 s of waiting, as in the blocking client
+(:mod:`stateengine.client.liveness`).
+
 Sharp edges: a call cancelled after its request was sent may still be applied by the
 server (its reply is then dropped, and logged at debug level); one client belongs to
 one event loop. With ``history=DIR`` (the stress-test kit's history option) every asyncio
@@ -39,6 +43,7 @@ from stateengine.client.client import _wait_of, request_limit
 from stateengine.client.commands import Id, Record
 from stateengine.client.commands_async import AsyncCommandsMixin
 from stateengine.client.history import _RECORDING, RECORDED_READS, AsyncHistory, _recorded_async
+from stateengine.client.liveness import SLICE, Liveness
 from stateengine.client.view import (
     ArenaView,
     arena_get,
@@ -130,6 +135,8 @@ class AsyncClient(AsyncCommandsMixin):
         self._receiver: asyncio.Task[None] | None = None
         self._pack = msgpack.Packer(use_bin_type=True).pack
         self._closed = False
+        self._live = Liveness(endpoint, self.data_dir)
+        self._live.saw(info)
 
     # --- transport ----------------------------------------------------------------------
 
@@ -170,13 +177,28 @@ class AsyncClient(AsyncCommandsMixin):
         # Encode before registering the call: a request that cannot be encoded must not
         # leave a future pending forever.
         body = pack_request(self._pack, with_req_id(request, req_id), self.max_request_bytes)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        reason = self._live.fast()  # a server known to be gone: refuse before sending
+        if reason is not None:
+            raise ServerUnavailable(f"{self.endpoint}: {reason}")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._pending[req_id] = future
         await self._sock.send(body)
+        deadline = loop.time() + self.timeout + _wait_of(request)
         try:
             if self._probe is not None:
                 return await self._await_remote(future, self.timeout + _wait_of(request))
-            return await asyncio.wait_for(future, self.timeout + _wait_of(request))
+            while True:  # in slices: between two, is the server known to be gone?
+                remaining = deadline - loop.time()
+                if remaining > 0:
+                    done, _ = await asyncio.wait((future,), timeout=min(SLICE, remaining))
+                    if done:
+                        return future.result()
+                    reason = self._live.gone()
+                    if reason is None:
+                        continue
+                    raise ServerUnavailable(f"{self.endpoint}: {reason}")
+                raise ServerUnavailable(f"no reply from {self.endpoint} within {self.timeout} s")
         except TimeoutError:
             hint = self._probe.hint(self.endpoint) if self._probe is not None else ""
             raise ServerUnavailable(

@@ -14,6 +14,11 @@ Sharp edges, written down here as py-lmdb does:
 * **fork.** A forked child must not use its parent's ZeroMQ context; the client notices
   the new pid and opens its own socket. Pickling sends only the endpoint and options, so
   a client can be passed to ``multiprocessing`` spawn workers.
+* **A server known to be gone** (its socket removed by a clean stop, its ``server.json``
+  gone, the pid it names dead) fails a call at once, or within 0.1 s of waiting, with
+  ``ServerUnavailable`` saying why, instead of after ``timeout``
+  (:mod:`stateengine.client.liveness`). A server that is merely slow still gets
+  ``timeout``.
 * **Read-your-writes.** The client remembers the highest ``seq`` its writes produced, and
   an arena read waits (bounded by ``timeout``) until the arena has published it.
 * **History.** ``Client(..., history=DIR)`` records every operation (invocation and
@@ -40,9 +45,6 @@ import zmq
 
 from stateengine import defaults
 from stateengine.client.commands import CommandsMixin, Id, Record
-
-# Re-exported (in __all__): these lived here before the split into client/view.py and
-# client/history.py, and users, the kit and the tests import them from here.
 from stateengine.client.history import (
     RECORDED_READS,
     History,
@@ -51,6 +53,10 @@ from stateengine.client.history import (
     recorded,
     snapshot_read,
 )
+
+# Re-exported (in __all__): these lived here before the split into client/view.py and
+# client/history.py, and users, the kit and the tests import them from here.
+from stateengine.client.liveness import SLICE, Liveness
 from stateengine.client.view import (
     ARENA_SCAN_LIMIT,
     ArenaView,
@@ -101,6 +107,7 @@ __all__ = [
 ]
 
 _monotonic = time.monotonic
+_wall_time = time.time
 
 
 class Client(CommandsMixin):
@@ -159,6 +166,8 @@ class Client(CommandsMixin):
         self._closed = False
         self._view = ArenaView(self.data_dir) if self.data_dir is not None else None
         self._pack = msgpack.Packer(use_bin_type=True).pack
+        self._live = Liveness(endpoint, self.data_dir)
+        self._live.saw(self._server_info)
 
     # --- transport ----------------------------------------------------------------------
 
@@ -176,7 +185,9 @@ class Client(CommandsMixin):
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, 100_000)
             sock.setsockopt(zmq.RCVHWM, 100_000)
-            sock.setsockopt(zmq.RCVTIMEO, max(1, int(self.timeout * 1000)))
+            # Waits are cut in slices: between two, the client asks whether the server
+            # is known to be gone (client/liveness.py).
+            sock.setsockopt(zmq.RCVTIMEO, max(1, int(min(self.timeout, SLICE) * 1000)))
             for option, key in (self.curve or {}).items():
                 setattr(sock, option, key)  # curve_serverkey/_publickey/_secretkey
             if self.endpoint.startswith("tcp://"):
@@ -225,22 +236,34 @@ class Client(CommandsMixin):
         self._socket().send(body)
         return req_id
 
+    def _preflight(self) -> None:
+        """Refuse at once to send to a server known to be gone (one ``stat``).
+
+        :raises ServerUnavailable: saying why; nothing was sent.
+        """
+        reason = self._live.fast()
+        if reason is not None:
+            raise ServerUnavailable(f"{self.endpoint}: {reason}")
+
     def _receive(self, wanted: set[int], extra: float = 0.0) -> dict[int, dict[str, Any]]:
         """Collect the replies to *wanted*, dropping stale ones; bounded by ``timeout``
-        (plus *extra* seconds: a blocking claim's ``wait``)."""
+        (plus *extra* seconds: a blocking claim's ``wait``), and cut short when the
+        server is known to be gone (checked every :data:`SLICE` s of waiting)."""
         sock = self._socket()
         replies: dict[int, dict[str, Any]] = {}
-        deadline = time.monotonic() + extra
+        deadline = time.monotonic() + extra + self.timeout
         while wanted:
             if self._probe is not None:
                 self._await_remote(sock, extra)
             try:
-                while extra and not sock.poll(max(0, int((deadline - time.monotonic()) * 1000))):
-                    if time.monotonic() >= deadline:
-                        break  # then recv waits the usual timeout on top
-                body = sock.recv()  # RCVTIMEO bounds the wait
+                body = sock.recv()  # RCVTIMEO: one slice
             except zmq.Again:
-                self._reset_socket()
+                reason = self._live.gone()
+                if reason is None and time.monotonic() < deadline:
+                    continue
+                self._reset_socket()  # a queued request must never reach a later server
+                if reason is not None:
+                    raise ServerUnavailable(f"{self.endpoint}: {reason}") from None
                 raise ServerUnavailable(
                     f"no reply from {self.endpoint} within {self.timeout} s"
                     + ("" if self.server_alive() else " (the server process is gone)")
@@ -260,6 +283,7 @@ class Client(CommandsMixin):
     def _call(self, request: dict[str, Any]) -> Any:
         if self._history is not None:
             return self._result(self._recorded_execute(request))
+        self._preflight()
         req_id = self._send(request)
         return self._result(self._receive({req_id}, _wait_of(request))[req_id])
 
@@ -271,6 +295,7 @@ class Client(CommandsMixin):
         """
         if self._history is not None:
             return self._recorded_execute(request)
+        self._preflight()
         req_id = self._send(request)
         return self._receive({req_id}, _wait_of(request))[req_id]
 
@@ -278,10 +303,12 @@ class Client(CommandsMixin):
         hook = self._history
         assert hook is not None
         if hook.depth:
+            self._preflight()
             req_id = self._send(request)
             return self._receive({req_id}, _wait_of(request))[req_id]
         op = hook.invoke(request)
         try:
+            self._preflight()
             req_id = self._send(request)
             reply = self._receive({req_id}, _wait_of(request))[req_id]
         except BaseException as exc:
@@ -317,6 +344,8 @@ class Client(CommandsMixin):
         ids: list[int] = []
         refused: dict[int, dict[str, Any]] = {}
         try:
+            if requests:
+                self._preflight()
             for r in requests:
                 if hook is not None:
                     ops.append(hook.invoke(r))
@@ -379,9 +408,13 @@ class Client(CommandsMixin):
             if reader is not None and (type(id) is int or type(id) is str):
                 try:
                     record = reader.get(state, id)
-                except SnapshotExpired:
+                except SnapshotExpired:  # superseded by a restarted server, or damaged
                     record = None
-                if record is not None:
+                    view.recheck_soon()
+                # a record past its TTL goes to the server, which commits the expiry first
+                if record is not None and (
+                    "_expires" not in record or record["_expires"] > _wall_time()
+                ):
                     return record  # type: ignore[no-any-return]
         # A miss, or no arena: the server gives the authoritative answer and error type.
         return super().get_record(state, id)

@@ -112,9 +112,15 @@ class AsyncCommandsMixin:
         )
 
     async def create_record(
-        self, state: str, record: Record, expected_version: int | None = None
+        self,
+        state: str,
+        record: Record,
+        expected_version: int | None = None,
+        *,
+        ttl: float | None = None,
     ) -> Record:
-        """Insert a record (an ``id`` inside is explicit, else auto-increment).
+        """Insert a record (an ``id`` inside is explicit, else auto-increment); with
+        *ttl* (seconds) it is deleted when that time has passed (README "Record TTL").
 
         :raises DuplicateId: :raises SchemaError: :raises CapacityError: at ``max_length``.
         """
@@ -124,6 +130,7 @@ class AsyncCommandsMixin:
                 state=state,
                 record=record,
                 expected_version=expected_version,
+                ttl=ttl,
             )
         )
 
@@ -136,8 +143,10 @@ class AsyncCommandsMixin:
         expected_version: int | None = None,
         if_version: int | None = None,
         if_match: dict[str, Any] | None = None,
+        ttl: float | None = None,
     ) -> Record:
-        """Replace one record; :raises VersionConflict: when a precondition fails."""
+        """Replace one record (its TTL too: without *ttl* it has none);
+        :raises VersionConflict: when a precondition fails."""
         return await self._call(
             _request(
                 "SET_RECORD",
@@ -147,6 +156,7 @@ class AsyncCommandsMixin:
                 expected_version=expected_version,
                 if_version=if_version,
                 if_match=if_match,
+                ttl=ttl,
             )
         )
 
@@ -160,8 +170,10 @@ class AsyncCommandsMixin:
         if_version: int | None = None,
         if_match: dict[str, Any] | None = None,
         lease_seconds: float | None = None,
+        ttl: float | None = None,
     ) -> Record:
-        """Change some fields; with ``lease_seconds``, also renew the record's lease.
+        """Change some fields; with ``lease_seconds``, also renew the record's lease; with
+        ``ttl``, set its TTL (without, a TTL it has stays).
 
         :raises RecordNotFound: :raises StateNotFound: :raises VersionConflict: a
             precondition fails. :raises SchemaError: a field the schema lacks.
@@ -177,8 +189,35 @@ class AsyncCommandsMixin:
                 if_version=if_version,
                 if_match=if_match,
                 lease_seconds=lease_seconds,
+                ttl=ttl,
             )
         )
+
+    async def expire_record(
+        self,
+        state: str,
+        id: Id,
+        ttl: float | None,
+        *,
+        expected_version: int | None = None,
+        if_version: int | None = None,
+        if_match: dict[str, Any] | None = None,
+    ) -> Record:
+        """Set a record's TTL to *ttl* seconds from now, or keep it for good (None).
+
+        :raises RecordNotFound: :raises VersionConflict: a precondition fails.
+        :raises BadRequest: a *ttl* that is not a positive number.
+        """
+        request = _request(
+            "EXPIRE_RECORD",
+            state=state,
+            id=id,
+            expected_version=expected_version,
+            if_version=if_version,
+            if_match=if_match,
+        )
+        request["ttl"] = ttl  # null clears the TTL
+        return await self._call(request)
 
     async def delete_record(
         self,
@@ -244,13 +283,17 @@ class AsyncCommandsMixin:
         lease_seconds: float | None = None,
         expected_version: int | None = None,
         wait: float | None = None,
+        max_attempts: int | None = None,
+        dead_letter: dict[str, Any] | None = None,
     ) -> Record | None:
         """Atomically take the first claimable record matching ``where`` and patch it.
 
         Returns None when none matches; with *wait* (seconds), the server holds the
         claim until a record is claimable or the wait ends (README "Blocking claims";
         the reply timeout is extended by *wait*). Lease rules: README "Leases and
-        CLAIM_RECORD".
+        CLAIM_RECORD". With *max_attempts* and *dead_letter* (and one ``{"$inc": 1}``
+        attempt counter in *fields*), the expiry of a lease taken when the counter had
+        reached *max_attempts* sets *dead_letter* instead of the pre-claim values.
 
         :raises BadRequest: a *wait* outside [0, 3600].
         """
@@ -264,6 +307,8 @@ class AsyncCommandsMixin:
                 lease_seconds=lease_seconds,
                 expected_version=expected_version,
                 wait=wait,
+                max_attempts=max_attempts,
+                dead_letter=dead_letter,
             )
         )
 

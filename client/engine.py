@@ -29,7 +29,9 @@ class Engine(CommandsMixin):
     """The table engine behind the command methods. Safe to share between threads: each
     command runs under one lock, atomically, in the order the threads take it.
 
-    :param clock: wall-clock seconds used for lease deadlines; tests pass a fake.
+    :param clock: wall-clock seconds used for lease and TTL deadlines; tests pass a fake.
+        Before each command, the leases and TTLs that ran out by this clock are one
+        commit of their own (its own ``seq``), as the server's timer pass makes them.
     """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
@@ -48,10 +50,12 @@ class Engine(CommandsMixin):
         Raises nothing: a refused request is an ``ok: false`` reply with the error's type.
         """
         with self._lock:
+            self._engine.expire_due(self._engine.clock())
             return self._engine.execute(request)
 
     def _call(self, request: dict[str, Any]) -> Any:
         with self._lock:
+            self._engine.expire_due(self._engine.clock())
             result, _ = self._engine.apply(request)
         return result
 

@@ -159,18 +159,23 @@ def catch_up(view: ArenaView, seen_seq: int, timeout: float) -> ArenaReader | No
     """The blocking client's slow path when :func:`reader_for` says no: attach or re-check
     the view, then wait (at most ``min(timeout, 1)`` s) until its arena shows *seen_seq*.
     None: read over the socket (no arena, or a restarted server's new arena)."""
-    reader = view.current()
-    if reader is not None and reader.version < seen_seq:
-        # Normally the arena is ahead (publish precedes the reply); behind means a
-        # restarted server with a new arena, or a publish still in flight.
-        view.recheck_soon()
+    try:
         reader = view.current()
-    if reader is not None and reader.version < seen_seq:
-        try:
+        if reader is not None and reader.version < seen_seq:
+            # Normally the arena is ahead (publish precedes the reply); behind means a
+            # restarted server with a new arena, or a publish still in flight.
+            view.recheck_soon()
+            reader = view.current()
+        if reader is not None and reader.version < seen_seq:
             reader.wait_for(seen_seq, min(timeout, 1.0))
-        except TimeoutError:
-            view.recheck_soon()  # a restarted server: a new arena
-            return None
+    except TimeoutError:
+        view.recheck_soon()  # a restarted server: a new arena
+        return None
+    except SnapshotExpired:
+        # superseded: a restarted server runs (its server.json may not name its new
+        # arena yet): the socket answers until the view re-attaches
+        view.recheck_soon()
+        return None
     return reader
 
 
@@ -196,14 +201,24 @@ async def catch_up_async(
     return reader
 
 
+def _gone(record: Record, now: float) -> bool:
+    """Whether *record*'s TTL had passed at *now* (the writer's expiry commit may not be
+    published yet: README "Record TTL")."""
+    expires = record.get("_expires")
+    return expires is not None and expires <= now
+
+
 def arena_get(reader: ArenaReader, state: str, id: Any) -> Record | None:
-    """GET_RECORD from the arena; None: ask the server (a miss, or an id it must judge)."""
+    """GET_RECORD from the arena; None: ask the server (a miss, an id it must judge, or a
+    record whose TTL has passed: the server commits its expiry before answering)."""
     if type(id) is not int and type(id) is not str:
         return None  # 1 == 1.0 == True as dict keys: only the server may judge these
+    now = time.time()
     try:
-        return reader.get(state, id)  # type: ignore[no-any-return]
+        record = reader.get(state, id)
     except SnapshotExpired:
         return None
+    return None if record is None or _gone(record, now) else record
 
 
 def arena_list(
@@ -214,9 +229,10 @@ def arena_list(
     offset: int | None,
     limit: int | None,
 ) -> list[Record] | None:
+    now = time.time()
     try:
         with reader.snapshot() as snap:
-            return _select(snap, state, where, order_by, offset, limit, indexed_to_writer=True)
+            return _select(snap, state, where, order_by, offset, limit, now, indexed_to_writer=True)
     except SnapshotExpired:
         return None
 
@@ -251,15 +267,17 @@ def _select(
     order_by: str | list[str] | None,
     offset: int | None,
     limit: int | None,
+    now: float,
     indexed_to_writer: bool = False,
 ) -> list[Record] | None:
-    """LIST_RECORDS on a snapshot; None when the server must answer (to raise its error,
-    or, with *indexed_to_writer*, because an index answers a large table's query faster)."""
+    """LIST_RECORDS on a snapshot opened at *now* (records whose TTL had passed then are
+    left out); None when the server must answer (to raise its error, or, with
+    *indexed_to_writer*, because an index answers a large table's query faster)."""
     meta = snap.meta(state)
     if meta is None:
         return None
     info = msgpack.unpackb(meta)
-    fields = set(info["schema"]) | {"_version"}
+    fields = set(info["schema"]) | {"_version", "_expires"}
     try:
         keys = parse_order_by(order_by)
     except StateEngineError:
@@ -282,7 +300,7 @@ def _select(
         and plan_query([tuple(i) for i in indexes], conditions, keys, sort_key) is not None
     ):
         return None
-    records = [r for _, r in snap.items(state)]
+    records = [r for _, r in snap.items(state) if not _gone(r, now)]
     if predicate is not match_all:
         records = [r for r in records if predicate(r)]
     if keys:
@@ -367,6 +385,9 @@ class ClientSnapshot:
     def __init__(self, snap: Snapshot | RemoteSnapshot, reads: list[Any] | None = None) -> None:
         self._snap = snap
         self._reads = reads
+        #: The wall clock at opening: a record whose TTL had passed then is absent from
+        #: every read, so the snapshot stays one version (README "Record TTL").
+        self.opened = time.time()
         if reads is not None:  # a recording client: log every read (per instance: free when off)
             for name in ("get_record", "list_records", "get_state_info", "list_states"):
                 wrapped = snapshot_read(RECORDED_READS[name])(getattr(type(self), name))
@@ -380,6 +401,8 @@ class ClientSnapshot:
     def get_record(self, state: str, id: Id) -> Record:
         """:raises StateNotFound: :raises RecordNotFound:."""
         record = self._snap.get(state, id) if type(id) in (int, str) else None
+        if record is not None and _gone(record, self.opened):
+            record = None
         if record is None:
             if self._snap.meta(state) is None:
                 raise StateNotFound(f"no state named {state!r}")
@@ -400,7 +423,7 @@ class ClientSnapshot:
             cannot judge (ask the client instead: the server names the error).
         :raises SnapshotExpired: the snapshot was held past the arena's expiry.
         """
-        out = _select(self._snap, state, where, order_by, offset, limit)
+        out = _select(self._snap, state, where, order_by, offset, limit, self.opened)
         if out is None:
             if self._snap.meta(state) is None:
                 raise StateNotFound(f"no state named {state!r}")

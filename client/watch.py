@@ -43,6 +43,11 @@ class Change:
     dropped: bool = False
     #: True when messages of this table were lost before this one.
     gap: bool = False
+    #: ``[(id, how), ...]`` when the commit was an expiry: ``"lease"`` (pre-claim values
+    #: put back), ``"dead"`` (dead-letter fields set), ``"ttl"`` (deleted).
+    expired: list[tuple[Any, str]] = field(default_factory=list)
+    #: The writer's wall clock the expiry commit was made at (0.0 for other commits).
+    at: float = 0.0
 
 
 class Watcher:
@@ -51,13 +56,13 @@ class Watcher:
     A remote feed (``tcp://``, the server's ``--tcp`` port + 1) takes the client's
     CurveZMQ options (*curve*); its handshake is watched (a
     :class:`~stateengine.runtime.curve.ConnectionProbe`), so a refused or unreachable
-    watcher raises instead of looking like a quiet table.
+    watcher raises instead of looking like a quiet table. *tables* None: every table.
     """
 
     def __init__(
         self,
         feed_endpoint: str,
-        tables: list[str],
+        tables: list[str] | None,
         hwm: int = FEED_HWM,
         curve: dict[str, bytes] | None = None,
     ) -> None:
@@ -68,8 +73,8 @@ class Watcher:
         self._sock.setsockopt(zmq.RCVHWM, hwm)
         for option, key in (curve or {}).items():
             setattr(self._sock, option, key)
-        for table in tables:
-            self._sock.setsockopt(zmq.SUBSCRIBE, feed_topic(table))
+        for table in tables if tables is not None else [None]:
+            self._sock.setsockopt(zmq.SUBSCRIBE, b"" if table is None else feed_topic(table))
         self._probe = ConnectionProbe(self._sock) if feed_endpoint.startswith("tcp://") else None
         self._sock.connect(feed_endpoint)
         self.last_seq: dict[str, int] = {}
@@ -117,6 +122,8 @@ class Watcher:
                 msg["deletes"],
                 msg["dropped"],
                 gap=feed_gap(last, prev),
+                expired=[(rid, how) for rid, how in msg.get("expired", ())],
+                at=msg.get("at", 0.0),
             )
 
     def _wait_handshake(self, timeout: float | None) -> None:

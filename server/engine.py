@@ -14,6 +14,13 @@ size).)
 Changes. Each commit leaves the set of records and tables it touched in
 :attr:`TableEngine.changes`, for the server to publish to the arena and to persist.
 
+Time. The engine reads no clock of its own accord: a lease's deadline is the caller's
+clock (:attr:`TableEngine.clock`) plus ``lease_seconds``, and deadlines take effect only
+through :meth:`TableEngine.expire_due`, the one commit that no request drives (README
+"Leases": expiry is a commit). The server runs it before the requests of every pass and
+when the next deadline comes; the in-process ``Engine`` before every command. So the
+state at a given ``seq`` never depends on when it is read.
+
 Not thread-safe: the writer calls it from one thread.
 """
 
@@ -81,15 +88,28 @@ Record = dict[str, Any]
 Schema = tuple[list[str], dict[str, str]]
 
 RESERVED_FIELD: Final = "_version"
+#: Where a record with a TTL keeps its deadline (wall-clock seconds): stored, published
+#: to the arena (a reader judges it by its own clock) and persisted with the record.
+EXPIRES_FIELD: Final = "_expires"
+#: Fields the engine writes and a client never does.
+_RESERVED: Final = frozenset({RESERVED_FIELD, EXPIRES_FIELD})
 _MISSING: Final = object()
 
 
 @dataclass
 class Lease:
-    """A claim's lease: when it runs out, and the field values the claim overwrote."""
+    """A claim's lease: when it runs out, the field values the claim overwrote, and, with
+    ``max_attempts``, what its expiry writes instead of those once the claim's attempt
+    counter reached it: ``(counter field, max_attempts, dead-letter fields)``."""
 
     expires: float
     prior: dict[str, Any]
+    dead: tuple[str, int, dict[str, Any]] | None = None
+
+
+#: How an expiry commit ended a record's lease or life, per record (the feed's ``expired``
+#: events): the pre-claim values put back, the dead-letter fields set, or a TTL delete.
+Expiry = str  # "lease" | "dead" | "ttl"
 
 
 @dataclass
@@ -170,6 +190,7 @@ _SHAPES: Final = (
     ("fields", dict),
     ("where", dict),
     ("if_match", dict),
+    ("dead_letter", dict),
     ("add", dict),
     ("schema", dict),
     ("records", list),
@@ -201,10 +222,16 @@ class TableEngine:
         #: engine's; None in one process (``stateengine.Engine``).
         self.stats_hook: Callable[[], dict[str, Any]] | None = None
         self._journal: list[tuple[Any, ...]] | None = None
-        #: Deadlines of the leases set so far (a heap; stale ones stay until they pass),
-        #: kept once :meth:`track_lease_deadlines` is called: when the next one runs
-        #: out, parked claims may find a record (server.py).
-        self.lease_deadlines: list[float] | None = None
+        #: One heap of every deadline: ``(when, tick, table, id, lease)`` for a lease and
+        #: ``(when, tick, table, id, None)`` for a record's TTL. An entry is checked on
+        #: use (the same lease object still held, the same ``_expires`` still set), so a
+        #: completed, renewed or rolled-back one is dropped when it comes up, never acted on.
+        self.deadlines: list[tuple[float, int, str, Id, Lease | None]] = []
+        self._tick = itertools.count()
+        #: (table, id) → how the last commit expired it, when it was an expiry commit,
+        #: and the clock reading it was made at.
+        self.expired: dict[tuple[str, Id], Expiry] = {}
+        self.expired_at = 0.0
         self._order_saved: set[str] = set()
         self._wrote = False
 
@@ -238,6 +265,7 @@ class TableEngine:
         self.changes = {}
         self.table_changes = set()
         self.removed = set()
+        self.expired = {}
         self._wrote = False
         handler = self._lookup(request, nested=False)
         if handler is _BATCH:
@@ -340,6 +368,9 @@ class TableEngine:
             ix.put(rid, table.records.get(rid), record)
         table.records[rid] = record
         self.changes[(table.name, rid)] = None
+        expires = record.get(EXPIRES_FIELD)
+        if expires is not None:
+            heapq.heappush(self.deadlines, (expires, next(self._tick), table.name, rid, None))
 
     def _remove(self, table: Table, rid: Id) -> None:
         if self._journal is not None:
@@ -369,10 +400,9 @@ class TableEngine:
             table.leases.pop(rid, None)
         else:
             table.leases[rid] = lease
-            if self.lease_deadlines is not None:
-                heapq.heappush(self.lease_deadlines, lease.expires)
-            if table.ix is not None:
-                table.ix.lease_set(rid, lease)
+            heapq.heappush(
+                self.deadlines, (lease.expires, next(self._tick), table.name, rid, lease)
+            )
 
     def _replace_table(self, name: str, table: Table | None) -> None:
         if self._journal is not None:
@@ -406,8 +436,6 @@ class TableEngine:
                     table.ix.restore(
                         rid, table.records.get(rid), None if old is _MISSING else old, position
                     )
-                    if lease is not _MISSING:
-                        table.ix.lease_set(rid, lease)
                 if old is _MISSING:
                     table.records.pop(rid, None)
                 else:
@@ -511,21 +539,98 @@ class TableEngine:
             )
         return float(value)
 
-    def track_lease_deadlines(self) -> None:
-        """Start (or restart, after a recovery) keeping :attr:`lease_deadlines`."""
-        self.lease_deadlines = [
-            lease.expires for table in self.tables.values() for lease in table.leases.values()
-        ]
-        heapq.heapify(self.lease_deadlines)
+    # --- time: the expiry commit -------------------------------------------------------
 
-    def next_lease_deadline(self, now: float) -> float | None:
-        """The earliest lease deadline after *now* (those at or before it are dropped)."""
-        heap = self.lease_deadlines
-        if heap is None:
-            return None
-        while heap and heap[0] <= now:
+    def _live(self, entry: tuple[float, int, str, Id, Lease | None]) -> bool:
+        """Whether a deadline entry still stands (see :attr:`deadlines`)."""
+        when, _, name, rid, lease = entry
+        table = self.tables.get(name)
+        if table is None:
+            return False
+        if lease is not None:
+            return table.leases.get(rid) is lease
+        record = table.records.get(rid)
+        return record is not None and record.get(EXPIRES_FIELD) == when
+
+    def rebuild_deadlines(self) -> None:
+        """Rebuild :attr:`deadlines` from the leases and TTLs held (after a recovery that
+        loaded tables directly)."""
+        tick = self._tick
+        self.deadlines = [
+            (lease.expires, next(tick), name, rid, lease)
+            for name, table in self.tables.items()
+            for rid, lease in table.leases.items()
+        ]
+        self.deadlines += [
+            (record[EXPIRES_FIELD], next(tick), name, rid, None)
+            for name, table in self.tables.items()
+            for rid, record in table.records.items()
+            if EXPIRES_FIELD in record
+        ]
+        heapq.heapify(self.deadlines)
+
+    def next_deadline(self) -> float | None:
+        """When the next lease or TTL runs out (stale entries on top are dropped)."""
+        heap = self.deadlines
+        while heap and not self._live(heap[0]):
             heapq.heappop(heap)
-        return heap[0] if heap else None
+        return heap[0][0] if heap else None
+
+    def expire_due(self, now: float) -> bool:
+        """Commit every expiry whose deadline is ``<= now``, as one commit; whether any.
+
+        A lease that ran out gets the values its claim overwrote put back (an ``$inc``
+        counter excepted), or, when its claim's counter reached ``max_attempts``, the
+        dead-letter fields; its lease ends. A record whose TTL ran out is deleted. Every
+        record written gets this commit's ``seq`` as ``_version`` and each table touched
+        rises by one version. :attr:`expired` says what happened to each record.
+        """
+        heap = self.deadlines
+        if not heap or heap[0][0] > now:
+            return False
+        self.changes = {}
+        self.table_changes = set()
+        self.removed = set()
+        self.expired = {}
+        self.expired_at = now
+        self._wrote = False
+        touched: set[str] = set()
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            if not self._live(entry):
+                continue
+            _, _, name, rid, lease = entry
+            table = self.tables[name]
+            if name not in touched:
+                touched.add(name)
+                self._touch_table(table)
+            if lease is None:
+                self._remove(table, rid)
+                self.expired[(name, rid)] = "ttl"
+                continue
+            record = {**table.records[rid], **lease.prior}
+            how = "lease"
+            if lease.dead is not None:
+                counter, most, dead_fields = lease.dead
+                count = table.records[rid].get(counter)
+                if isinstance(count, (int, float)) and count >= most:
+                    record.update(dead_fields)
+                    how = "dead"
+            del record[RESERVED_FIELD]
+            table.leases.pop(rid, None)
+            self._put(table, rid, record)
+            self.expired[(name, rid)] = how
+        self._commit()
+        return self._wrote
+
+    @staticmethod
+    def _ttl_arg(request: dict[str, Any]) -> float | None:
+        value = request.get("ttl")
+        if value is None:
+            return None
+        if type(value) not in (int, float) or not 0 < value < 10**9:
+            raise BadRequest(f"'ttl' must be a positive number of seconds, not {value!r:.60}")
+        return float(value)
 
     @staticmethod
     def _lease_arg(request: dict[str, Any]) -> float | None:
@@ -573,7 +678,7 @@ class TableEngine:
 
     @staticmethod
     def _known_field(table: Table, name: Any, where: str) -> None:
-        if name == RESERVED_FIELD:
+        if name in _RESERVED:
             return
         if table.fields is None or name not in table.types:  # type: ignore[operator]
             raise SchemaError(f"{where}: unknown field {name!r:.80} in {table.name!r}")
@@ -597,6 +702,8 @@ class TableEngine:
                     f"{where}: '_version' is reserved and never written; "
                     "use if_version for compare-and-set"
                 )
+            if name == EXPIRES_FIELD:
+                raise SchemaError(f"{where}: '_expires' is reserved; give 'ttl' instead")
         if schema is None:
             schema = table.schema()
         if schema is None:
@@ -629,8 +736,8 @@ class TableEngine:
                 if not (type(value) is type(rid) and value == rid):
                     raise ImmutableId(f"{where}: cannot change id {rid!r} to {value!r:.60}")
                 continue
-            if name == RESERVED_FIELD:
-                raise SchemaError(f"{where}: '_version' is reserved and never written")
+            if name in _RESERVED:
+                raise SchemaError(f"{where}: {name!r} is reserved and never written")
             self._known_field(table, name, where)
             value = check_value(value, f"{where}.{name}")
             patch[name] = conform(value, table.types[name], f"{where}.{name}")  # type: ignore[index]
@@ -668,8 +775,8 @@ class TableEngine:
             for fname, tname in schema.items():
                 if not fname:
                     raise SchemaError("schema: field names are non-empty strings")
-                if fname == RESERVED_FIELD:
-                    raise SchemaError("schema: '_version' is reserved")
+                if fname in _RESERVED:
+                    raise SchemaError(f"schema: {fname!r} is reserved")
                 check_type_name(tname, f"schema.{fname}")
                 if fname == "id" and tname.removesuffix("?") not in ("integer", "string", "any"):
                     raise SchemaError("schema.id: an id is 'integer' or 'string'")
@@ -751,7 +858,7 @@ class TableEngine:
             del types[name]
         defaults = {}
         for name, spec in add.items():
-            if not name or name == RESERVED_FIELD:
+            if not name or name in _RESERVED:
                 raise SchemaError(f"add: {name!r} is not a valid field name")
             if name in types:
                 raise SchemaError(f"add: field {name!r} exists in {table.name!r}")
@@ -793,12 +900,22 @@ class TableEngine:
                 name: copy_value(defaults[name]) if name in defaults else record[name]
                 for name in fields
             }
+            if EXPIRES_FIELD in record:
+                new[EXPIRES_FIELD] = record[EXPIRES_FIELD]
             new_records[rid] = new
         table.records = new_records
         table.leases = {
-            rid: Lease(lease.expires, {k: v for k, v in lease.prior.items() if k not in drop})
+            rid: Lease(
+                lease.expires,
+                {k: v for k, v in lease.prior.items() if k not in drop},
+                lease.dead if lease.dead is None or lease.dead[0] not in drop else None,
+            )
             for rid, lease in table.leases.items()
         }
+        for rid, lease in table.leases.items():  # new lease objects: new heap entries
+            heapq.heappush(
+                self.deadlines, (lease.expires, next(self._tick), table.name, rid, lease)
+            )
         for rid, record in new_records.items():
             record[RESERVED_FIELD] = self._next_seq
             self.changes[(table.name, rid)] = None
@@ -862,6 +979,7 @@ class TableEngine:
         # A missing table is created at version 0: expected_version must say 0.
         self._check_expected_version(probe, request)
         record, schema = self._validate_record(probe, raw, "record")
+        ttl = self._ttl_arg(request)
         if probe.max_length is not None and len(probe.records) >= probe.max_length:
             raise CapacityError(f"{probe.name!r} is full: max_length {probe.max_length} reached")
         rid = self._assign_id(probe, raw, probe.records, "record")
@@ -870,6 +988,8 @@ class TableEngine:
         self._apply_schema(table, schema)
         self._advance_counter(table, rid)
         record = {"id": rid, **record}
+        if ttl is not None:
+            record[EXPIRES_FIELD] = self.clock() + ttl
         self._put(table, rid, record)
         return self._out(record)
 
@@ -883,8 +1003,11 @@ class TableEngine:
             if not (type(given) is type(rid) and given == rid):
                 raise ImmutableId(f"record: cannot change id {rid!r} to {given!r:.60}")
         record, _ = self._validate_record(table, raw, "record")
+        ttl = self._ttl_arg(request)
         self._touch_table(table)
         record = {"id": rid, **record}
+        if ttl is not None:  # a replaced record loses its TTL unless given one (Redis SET)
+            record[EXPIRES_FIELD] = self.clock() + ttl
         self._put(table, rid, record)
         self._set_lease(table, rid, None)
         return self._out(record)
@@ -896,17 +1019,35 @@ class TableEngine:
         fields = self._map_arg(request, "fields")
         patch = self._validate_patch(table, fields, rid, "fields")
         lease_seconds = self._lease_arg(request)
+        ttl = self._ttl_arg(request)
         lease = table.leases.get(rid)
         if lease_seconds is not None and lease is None:
             raise BadRequest(f"record {rid!r} holds no lease to renew")
         record = {**old, **patch}
+        if ttl is not None:
+            record[EXPIRES_FIELD] = self.clock() + ttl
         _check_record_size(record, rid)
         self._touch_table(table)
         self._put(table, rid, record)
         if lease_seconds is not None and lease is not None:
-            self._set_lease(table, rid, Lease(self.clock() + lease_seconds, dict(lease.prior)))
+            renewed = Lease(self.clock() + lease_seconds, dict(lease.prior), lease.dead)
+            self._set_lease(table, rid, renewed)
         elif lease is not None and any(name in lease.prior for name in patch):
             self._set_lease(table, rid, None)  # rule 4: a claimed field changed: completed
+        return self._out(record)
+
+    def _expire_record(self, request: dict[str, Any]) -> Record:
+        """``EXPIRE_RECORD``: set (``ttl`` seconds from now) or clear (``ttl`` null) a
+        record's TTL; the record is otherwise unchanged and gets a new ``_version``."""
+        table = self._table(request)
+        rid, old = self._existing(table, request)
+        self._check_preconditions(table, request, rid, old)
+        ttl = self._ttl_arg(request)
+        record = {k: v for k, v in old.items() if k != EXPIRES_FIELD}
+        if ttl is not None:
+            record[EXPIRES_FIELD] = self.clock() + ttl
+        self._touch_table(table)
+        self._put(table, rid, record)
         return self._out(record)
 
     def _delete_record(self, request: dict[str, Any]) -> None:
@@ -942,7 +1083,7 @@ class TableEngine:
         """The table's index structures, built now if it declares indexes (never inside a
         BATCH: a rollback must find them as the batch began)."""
         if table.ix is None and table.index_defs and self._journal is None:
-            table.ix = TableIndexes(table.index_defs, table.records, table.leases)
+            table.ix = TableIndexes(table.index_defs, table.records)
         return table.ix
 
     def _list_records(self, request: dict[str, Any]) -> list[Record]:
@@ -983,17 +1124,17 @@ class TableEngine:
             raise ImmutableId("fields: a claim cannot change a record's id")
         increments = self._increments(fields)
         lease_seconds = self._lease_arg(request)
+        dead = self._dead_letter_arg(table, request, increments, lease_seconds)
         self.wait_arg(request, nested=self._journal is not None)
-        now = self.clock()
         plan = (
             plan_query(table.index_defs, conditions, keys, sort_key) if table.index_defs else None
         )
         ix = self._indexes(table) if plan is not None else None
         candidates: list[tuple[Record, Any]] = []
         if plan is not None and ix is not None:
-            candidates = self._indexed_candidates(table, ix, plan, where, now)
+            candidates = self._indexed_candidates(table, ix, plan, where)
         else:
-            candidates = self._scanned_candidates(table, where, keys, now)
+            candidates = self._scanned_candidates(table, where, keys)
         if not candidates:
             # Validate the patch anyway so a bad request is an error, not a silent null.
             self._validate_patch(table, {**fields, **increments}, 0, "fields")
@@ -1010,12 +1151,9 @@ class TableEngine:
         self._touch_table(table)
         self._put(table, rid, record)
         if lease_seconds is not None:
-            previous = table.leases.get(rid)
             # A counter the claim increments is not put back: attempts survive a lease.
             prior = {name: old[name] for name in patch if name not in increments}
-            if previous is not None:
-                prior.update(previous.prior)  # keep the values from before the first claim
-            self._set_lease(table, rid, Lease(now + lease_seconds, prior))
+            self._set_lease(table, rid, Lease(self.clock() + lease_seconds, prior, dead))
         else:
             self._set_lease(table, rid, None)
         return self._out(record)
@@ -1060,51 +1198,73 @@ class TableEngine:
 
     @staticmethod
     def _indexed_candidates(
-        table: Table, ix: TableIndexes, plan: Plan, where: Predicate, now: float
+        table: Table, ix: TableIndexes, plan: Plan, where: Predicate
     ) -> list[tuple[Record, Any]]:
-        """The claim's candidates, in insertion order: from the index, the first (when it
-        yields the claim's order) or every unleased match in its range, and every record
-        whose lease ran out that matches as it was before its claim (rule 2)."""
+        """The claim's candidates from the index: the first (when the index yields the
+        claim's order) or every unleased match in its range, in insertion order. A lease
+        that ran out was ended by its expiry commit, so no lease here is claimable."""
         records, leases = table.records, table.leases
         found: list[tuple[Record, Any]] = []
         for rid in ix.scan(plan):
             if rid in leases:
-                continue  # live: not claimable; expired: judged below, by its prior values
+                continue  # rule 1: a record under a lease is not claimable
             record = records[rid]
             if where(record):
                 found.append((record, rid))
                 if plan.ordered:
                     break
-        ix.expire_until(now, leases)
-        for rid, lease in list(ix.expired.items()):
-            if leases.get(rid) is not lease:
-                del ix.expired[rid]  # completed, renewed, reclaimed or deleted since
-                continue
-            view = {**records[rid], **lease.prior}
-            if where(view):
-                found.append((view, rid))
-        if len(found) > 1:
+        if len(found) > 1 and not plan.ordered:
             found.sort(key=lambda item: ix.positions[item[1]])
         return found
 
     @staticmethod
     def _scanned_candidates(
-        table: Table, where: Predicate, keys: list[tuple[str, bool]], now: float
+        table: Table, where: Predicate, keys: list[tuple[str, bool]]
     ) -> list[tuple[Record, Any]]:
         candidates: list[tuple[Record, Any]] = []
+        leases = table.leases
         for rid, record in table.records.items():
-            lease = table.leases.get(rid)
-            if lease is not None:
-                if lease.expires > now:
-                    continue  # rule 1: a live lease is not claimable
-                view = {**record, **lease.prior}  # rule 2: match as before the claim
-            else:
-                view = record
-            if where(view):
-                candidates.append((view, rid))
+            if rid in leases:
+                continue  # rule 1: a record under a lease is not claimable
+            if where(record):
+                candidates.append((record, rid))
                 if not keys:
                     break
         return candidates
+
+    def _dead_letter_arg(
+        self,
+        table: Table,
+        request: dict[str, Any],
+        increments: dict[str, int | float],
+        lease_seconds: float | None,
+    ) -> tuple[str, int, dict[str, Any]] | None:
+        """A claim's ``max_attempts`` and ``dead_letter``: the lease's expiry sets the
+        dead-letter fields instead of the pre-claim values once the claim's one ``$inc``
+        counter has reached ``max_attempts`` (README "Leases").
+
+        :raises BadRequest: one given without the other, without a lease or a counter.
+        """
+        most = request.get("max_attempts")
+        letter = request.get("dead_letter")
+        if most is None and letter is None:
+            return None
+        if most is None or letter is None:
+            raise BadRequest("'max_attempts' and 'dead_letter' go together")
+        if type(most) is not int or not 1 <= most <= INT_MAX:
+            raise BadRequest(f"'max_attempts' must be an integer >= 1, not {most!r:.60}")
+        if lease_seconds is None:
+            raise BadRequest("'max_attempts' needs 'lease_seconds': only a lease expires")
+        if len(increments) != 1:
+            raise BadRequest(
+                "'max_attempts' needs exactly one attempt counter in 'fields' "
+                '(a field set to {"$inc": 1})'
+            )
+        fields = self._map_arg(request, "dead_letter")
+        if "id" in fields:
+            raise ImmutableId("dead_letter: a dead letter cannot change a record's id")
+        patch = self._validate_patch(table, fields, 0, "dead_letter")
+        return next(iter(increments)), most, patch
 
     def _increment(self, request: dict[str, Any]) -> int | float:
         table = self._table(request)
@@ -1195,6 +1355,7 @@ class TableEngine:
             table = self.tables[name]
             table.records.pop(rid, None)
             table.leases.pop(rid, None)
+        push, tick, heap = heapq.heappush, self._tick, self.deadlines
         for name, rid, record, lease in cs.puts:
             table = self.tables[name]
             table.records[rid] = record
@@ -1202,6 +1363,10 @@ class TableEngine:
                 table.leases.pop(rid, None)
             else:
                 table.leases[rid] = lease
+                push(heap, (lease.expires, next(tick), name, rid, lease))
+            expires = record.get(EXPIRES_FIELD)
+            if expires is not None:
+                push(heap, (expires, next(tick), name, rid, None))
         self.seq = max(self.seq, cs.seq)
 
 
@@ -1274,6 +1439,7 @@ HANDLERS: Final[dict[str, Command]] = {
     "SET_RECORD": TableEngine._set_record,
     "PATCH_RECORD": TableEngine._patch_record,
     "DELETE_RECORD": TableEngine._delete_record,
+    "EXPIRE_RECORD": TableEngine._expire_record,
     "GET_RECORD": TableEngine._get_record,
     "LIST_RECORDS": TableEngine._list_records,
     "CLAIM_RECORD": TableEngine._claim_record,

@@ -82,6 +82,9 @@ class Feed:
             by_table[name]["puts"].append(record)
         for name in cs.tables:
             by_table.setdefault(name, {"dropped": False, "puts": [], "deletes": []})
+        for (name, rid), how in engine.expired.items():
+            by_table[name].setdefault("expired", []).append([rid, how])
+            by_table[name]["at"] = engine.expired_at
         for name, change in by_table.items():
             prev = self.last_seq.get(name, 0)
             self.last_seq[name] = cs.seq

@@ -1,5 +1,5 @@
-"""A table's secondary indexes and lease deadlines: what lets a claim skip the records it
-cannot take.
+"""A table's secondary indexes: what lets a claim or a list skip the records it cannot
+use.
 
 Each index is a sorted list of ``(sort key of field 1, ..., sort key of field n,
 position, id)``; ``position`` is the record's place in its table's insertion order, so
@@ -7,24 +7,20 @@ records with equal keys come in the order a scan would meet them, and a query an
 from an index returns exactly what the scan returns (:func:`stateengine.query.plan_query`
 picks the index; the query's predicate still tests every row it yields).
 
-Leases sit in a heap by deadline; :meth:`TableIndexes.expire_until` moves the ones that
-ran out into :attr:`TableIndexes.expired`, so a claim finds an expired lease (claimable as
-the record was before its claim) without looking at any live one.
+Lease deadlines are not here: the engine keeps one heap of every deadline, and a lease
+that runs out is ended by an expiry commit that writes the record back (through
+:meth:`TableIndexes.put`), so an index always holds each record as it stands.
 
 The structures are derived state: the engine builds them on a table's first indexed query
 (outside a ``BATCH``), keeps them in step with every write, restores them on rollback, and
 drops them whenever records change behind its back (recovery, ``SET_STATE``,
-``ALTER_STATE``), to be rebuilt on the next query. Entries of the heap and of ``expired``
-are checked against the live lease on use, so a stale one costs a lookup, never a wrong
-answer.
+``ALTER_STATE``), to be rebuilt on the next query.
 
 Sorted lists come from ``sortedcontainers`` (O(log n) insert and delete, pure Python).
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import os
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -36,7 +32,7 @@ from stateengine.protocol import sort_key
 from stateengine.query import Plan
 
 if TYPE_CHECKING:
-    from stateengine.server.engine import Id, Lease, Record
+    from stateengine.server.engine import Id, Record
 
 #: Test-only fault switch (never set it outside tests): ``drop_new`` leaves every 7th new
 #: record out of the indexes, so the tests that must catch a stale index can show they do.
@@ -73,15 +69,9 @@ TOP: Final = _Top()
 
 
 class TableIndexes:
-    """Every index of one table, the insertion positions they order ties by, and the
-    lease heap."""
+    """Every index of one table, and the insertion positions they order ties by."""
 
-    def __init__(
-        self,
-        definitions: list[tuple[str, ...]],
-        records: Mapping[Id, Record],
-        leases: Mapping[Id, Lease],
-    ) -> None:
+    def __init__(self, definitions: list[tuple[str, ...]], records: Mapping[Id, Record]) -> None:
         self.definitions = list(definitions)
         self.positions: dict[Id, int] = {rid: i for i, rid in enumerate(records)}
         self.next_position = len(self.positions)
@@ -92,12 +82,6 @@ class TableIndexes:
             )
             for fields in self.definitions
         }
-        self._tick = itertools.count()
-        self.heap: list[tuple[float, int, Id, Lease]] = [
-            (lease.expires, next(self._tick), rid, lease) for rid, lease in leases.items()
-        ]
-        heapq.heapify(self.heap)
-        self.expired: dict[Id, Lease] = {}
 
     @staticmethod
     def _entry(fields: tuple[str, ...], rid: Id, record: Record, position: int) -> tuple[Any, ...]:
@@ -123,7 +107,6 @@ class TableIndexes:
         position = self.positions.pop(rid)
         for fields, entries in self.lists.items():
             entries.remove(self._entry(fields, rid, old, position))
-        self.expired.pop(rid, None)
 
     def restore(
         self, rid: Id, current: Record | None, old: Record | None, position: int | None
@@ -136,18 +119,7 @@ class TableIndexes:
             for fields, entries in self.lists.items():
                 entries.add(self._entry(fields, rid, old, position))
 
-    def lease_set(self, rid: Id, lease: Lease) -> None:
-        heapq.heappush(self.heap, (lease.expires, next(self._tick), rid, lease))
-
     # --- answering queries ----------------------------------------------------------------
-
-    def expire_until(self, now: float, leases: Mapping[Id, Lease]) -> None:
-        """Move every lease whose deadline is ``<= now`` from the heap to ``expired``."""
-        heap = self.heap
-        while heap and heap[0][0] <= now:
-            _, _, rid, lease = heapq.heappop(heap)
-            if leases.get(rid) is lease:
-                self.expired[rid] = lease
 
     def scan(self, plan: Plan) -> Iterator[Id]:
         """The ids in *plan*'s key range, in index order (or its reverse, ties kept in

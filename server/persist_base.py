@@ -420,11 +420,19 @@ def unpackb(data: bytes) -> Any:
 
 
 def lease_out(lease: Lease | None) -> list[Any] | None:
-    return None if lease is None else [lease.expires, lease.prior]
+    if lease is None:
+        return None
+    if lease.dead is None:  # the format before dead letters: data dirs stay readable
+        return [lease.expires, lease.prior]
+    counter, most, fields = lease.dead
+    return [lease.expires, lease.prior, [counter, most, fields]]
 
 
 def lease_in(raw: list[Any] | None) -> Lease | None:
-    return None if raw is None else Lease(raw[0], raw[1])
+    if raw is None:
+        return None
+    dead = raw[2] if len(raw) > 2 else None
+    return Lease(raw[0], raw[1], None if dead is None else (dead[0], dead[1], dead[2]))
 
 
 def encode_change_set(cs: ChangeSet) -> bytes:

@@ -62,7 +62,7 @@ from stateengine.server.parking import ParkedClaims, Waiter, group_key
 from stateengine.server.persist_base import probe_space
 from stateengine.server.persistence import PersistenceError, RecoveryReport, Store, crash_point
 from stateengine.server.stores import name_of
-from stateengine.shm import locks
+from stateengine.shm import locks, stale
 
 log = logging.getLogger("stateengine.server")
 
@@ -158,8 +158,7 @@ class Server:
         self._sock: zmq.Socket[bytes] | None = None
         #: CLAIM_RECORDs with ``wait`` that found nothing yet (server/parking.py)
         self.parked = ParkedClaims()
-        self._lease_wake: float | None = None
-        self.engine.track_lease_deadlines()
+        self.engine.rebuild_deadlines()
         #: BACKUP requests of this pass, and the backups being written (server/backup.py)
         self._backup_waiters: dict[tuple[Any, ...], tuple[Any, list[bytes], bool, Any]] = {}
         self._backup_jobs: list[backup.BackupJob] = []
@@ -181,7 +180,9 @@ class Server:
             # CorruptStore propagates: never serve a half-recovered state.
             self.recovery = self.store.recover(self.engine, progress=self._progress)
             log.info("recovered %s", self.recovery.summary())
-            self.engine.track_lease_deadlines()
+            self.engine.rebuild_deadlines()
+        self._expire_at_start()
+        self._supersede_previous_arena()
         if not self.endpoint:
             self.endpoint = paths.default_endpoint(self.data_dir)
         if not self.endpoint.startswith("ipc://"):
@@ -243,6 +244,39 @@ class Server:
             self.publisher.name if self.publisher else None,
             self.tcp,
         )
+
+    def _supersede_previous_arena(self) -> None:
+        """Mark the arena of this data dir's previous server (named in ``arena.last``) as
+        superseded, so that a worker still attached to it re-attaches instead of reading
+        a version this server has moved past (found by the kit's nemesis: reads in the
+        second after a kill -9 and restart missed the new server's writes)."""
+        last = self.data_dir / "arena.last"
+        with contextlib.suppress(OSError):
+            previous = last.read_text().strip()
+            if previous and (self.publisher is None or previous != self.publisher.name):
+                stale.supersede(previous)
+        if self.publisher is not None:
+            with contextlib.suppress(OSError):
+                paths.write_private_file(last, self.publisher.name.encode())
+
+    def _expire_at_start(self) -> None:
+        """Commit what ran out while no server ran, before the arena shows anything: a
+        worker must not read a lease or a record that the first pass would end."""
+        engine = self.engine
+        if not engine.expire_due(engine.clock()):
+            return
+        cs = engine.change_set(engine.changes, engine.table_changes, engine.removed)
+        engine.changes, engine.table_changes, engine.removed = {}, set(), set()
+        if self.store is None:
+            return
+        try:
+            self.store.write(cs)
+        except PersistenceError as exc:
+            self._undo_pass(exc, None)  # as for a pass: writes refused, deadlines wait
+        else:
+            log.info(
+                "committed %d expiries due while stopped (seq %d)", len(engine.expired), cs.seq
+            )
 
     def _bind_tcp(self, address: str) -> None:
         """A second ROUTER on ``tcp://address``, CurveZMQ only, clients by allow-list.
@@ -485,9 +519,6 @@ class Server:
             self.publisher.reclaim()
         if self._backup_jobs:
             self._reap_backups()
-        # Drop passed lease deadlines: without parked claims nothing else pops them, and
-        # a busy queue sets one per leased claim.
-        self.engine.next_lease_deadline(self.engine.clock())
         # Stop taking requests: answer what is already queued, then leave.
         while self.run_pass():
             pass
@@ -507,7 +538,7 @@ class Server:
             # EVENTS is a cheaper "anything waiting?" than a recv that raises Again.
             while len(received) < self.max_pass and cast(int, sock.get(zmq.EVENTS)) & _POLLIN:
                 received.append((sock, sock.recv_multipart(zmq.NOBLOCK)))
-        wake = self._next_wake() if self.parked else None
+        wake = self._next_wake()
         now = self.engine.clock()
         if not received and (wake is None or now < wake):
             return 0
@@ -535,6 +566,11 @@ class Server:
             engine.removed = set()
             return True
 
+        # The timer pass: leases and TTLs that ran out are one commit before the requests
+        # (not while writes are refused: it is a write; deadlines then wait).
+        if self.storage_error is None and engine.expire_due(now):
+            absorb()
+            first_write = 0
         for sock, frames in received:
             envelope, reply_body, waiter = self._handle(frames, sock)
             if absorb() and first_write < 0:
@@ -545,7 +581,7 @@ class Server:
             outgoing.append((sock, envelope, reply_body))
         answered: list[Waiter] = []
         if self.parked:
-            answered = self._wake_parked(dirty_records, dirty_tables, wake, now, absorb, outgoing)
+            answered = self._wake_parked(dirty_records, dirty_tables, now, absorb, outgoing)
             if answered and first_write < 0:
                 first_write = len(received)
         if dirty_records or dirty_tables:
@@ -593,34 +629,32 @@ class Server:
         return len(received)
 
     def _next_wake(self) -> float | None:
-        """When the loop must run a pass with no request: a parked claim's wait ends, or
-        (with claims parked) a lease runs out and may make a record claimable."""
-        if not self.parked:
-            return None
-        wakes = [self.parked.next_deadline(), self.engine.next_lease_deadline(-1.0)]
-        return min((w for w in wakes if w is not None), default=None)
+        """When the loop must run a pass with no request: a lease or a TTL runs out (its
+        expiry commit is due), or a parked claim's wait ends."""
+        deadline = self.engine.next_deadline() if self.storage_error is None else None
+        wait = self.parked.next_deadline() if self.parked else None
+        if deadline is None or wait is None:
+            return deadline if wait is None else wait
+        return min(deadline, wait)
 
     def _wake_parked(
         self,
         dirty_records: dict[tuple[str, Id], None],
         dirty_tables: set[str],
-        wake: float | None,
         now: float,
         absorb: Any,
         outgoing: list[tuple[zmq.Socket[bytes], list[bytes], bytes | None]],
     ) -> list[Waiter]:
         """Try the parked claims this pass may satisfy; answer those whose wait ended.
 
-        Tried: the groups on tables this pass wrote, or every group when a lease ran out.
-        A claim is tried with the engine as any claim; a null result leaves it parked.
+        Tried: the groups on tables this pass wrote (an expiry commit included: a lease
+        that ran out writes its record back). A claim is tried with the engine as any
+        claim; a null result leaves it parked.
         """
         if self.storage_error is not None:
-            states: list[str] | None = []  # no write can happen: only the deadlines
-        elif self.engine.next_lease_deadline(now) != self._lease_wake:
-            states = None  # a lease ran out since the last look: every table
+            states: list[str] = []  # no write can happen: only the deadlines
         else:
             states = sorted({name for name, _ in dirty_records} | dirty_tables)
-        self._lease_wake = self.engine.next_lease_deadline(now)
 
         def try_claim(waiter: Waiter) -> bool:
             reply = self.engine.execute(waiter.request)
@@ -663,6 +697,7 @@ class Server:
             raise PersistenceError(
                 f"{exc}; and the stored state cannot be read back: {reload_exc}"
             ) from reload_exc
+        self.engine.rebuild_deadlines()
         self.engine.changes = {}
         self.engine.table_changes = set()
         self.engine.removed = set()

@@ -90,6 +90,10 @@ OFF_HORIZON: Final = 40
 OFF_EXPIRY: Final = 48
 OFF_GRACE: Final = 56
 OFF_CLOSED: Final = 64
+#: OFF_CLOSED's values: 1 the writer closed the arena (its last version stays readable),
+#: SUPERSEDED a later server of the same data dir runs (readers must re-attach).
+CLOSED: Final = 1
+SUPERSEDED: Final = 2
 OFF_INTENT: Final = 72
 OFF_META: Final = (128, 200)
 META_SIZE: Final = 72

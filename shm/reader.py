@@ -444,8 +444,15 @@ class ArenaReader:
         return a if a[0] >= b[0] else b
 
     def _sync(self) -> None:
-        """Bring the local index to the latest published version (never backwards)."""
+        """Bring the local index to the latest published version (never backwards).
+
+        :raises SnapshotExpired: the arena was superseded by a restarted server (stale.py).
+        """
         self._check_open()
+        if _uq(self._ctl, L.OFF_CLOSED)[0] == L.SUPERSEDED:
+            raise SnapshotExpired(
+                f"arena {self._name!r} was superseded: its server restarted; re-attach"
+            )
         for attempt in range(RETRIES * 4):
             if attempt >= 8:
                 time.sleep(0.0001)

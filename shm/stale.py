@@ -19,6 +19,7 @@ from stateengine.shm import layout as L
 __all__ = [
     "cleanup_stale",
     "find_stale",
+    "supersede",
 ]
 
 
@@ -41,6 +42,31 @@ def _control_state(path: str) -> str:
     if not closed and L.process_alive(pid, start):
         return "live"
     return "stale"
+
+
+def supersede(path: str) -> bool:
+    """Mark the arena at *path*, of a writer that is gone, as superseded by a newer server
+    of the same data: its readers then refuse to read it (``SnapshotExpired`` at their
+    next read) instead of serving a version the new server has moved past. Returns
+    whether it marked it (False: missing, not an arena, or its writer still runs)."""
+    if _control_state(path) == "foreign":
+        return False
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        head = os.pread(fd, L.CTL_HEADER.size, 0)
+        _magic, _layout, _nslots, pid, start = L.CTL_HEADER.unpack_from(head, 0)
+        closed = L.U64.unpack_from(os.pread(fd, 8, L.OFF_CLOSED), 0)[0]
+        if not closed and L.process_alive(pid, start):
+            return False  # a live writer's arena is its own
+        os.pwrite(fd, L.U64.pack(L.SUPERSEDED), L.OFF_CLOSED)
+        # a seq no version has: every reader's next read leaves its fast path (_sync)
+        os.pwrite(fd, L.U64.pack(2**64 - 1), L.OFF_SEQ)
+    finally:
+        os.close(fd)
+    return True
 
 
 def find_stale(directory: str | None = None, prefix: str = "stateengine") -> list[str]:

@@ -155,7 +155,7 @@ COMMANDS: Final[dict[str, CommandSpec]] = dict(
         _spec(
             "CREATE_RECORD",
             ("state", "record"),
-            ("expected_version",),
+            ("expected_version", "ttl"),
             writes=True,
             scope="record",  # with an auto id it touches the table's counter (the checker)
             doc="insert a record (an id inside it is explicit, else auto-increment)",
@@ -163,7 +163,7 @@ COMMANDS: Final[dict[str, CommandSpec]] = dict(
         _spec(
             "SET_RECORD",
             ("state", "id", "record"),
-            PRECONDITIONS,
+            (*PRECONDITIONS, "ttl"),
             writes=True,
             scope="record",
             doc="replace one record",
@@ -171,10 +171,18 @@ COMMANDS: Final[dict[str, CommandSpec]] = dict(
         _spec(
             "PATCH_RECORD",
             ("state", "id", "fields"),
-            (*PRECONDITIONS, "lease_seconds"),
+            (*PRECONDITIONS, "lease_seconds", "ttl"),
             writes=True,
             scope="record",
-            doc="change some fields of one record (and renew its lease)",
+            doc="change some fields of one record (and renew its lease, set its TTL)",
+        ),
+        _spec(
+            "EXPIRE_RECORD",
+            ("state", "id", "ttl"),
+            PRECONDITIONS,
+            writes=True,
+            scope="record",
+            doc="set a record's TTL (seconds from now) or clear it (null)",
         ),
         _spec(
             "DELETE_RECORD",
@@ -204,7 +212,14 @@ COMMANDS: Final[dict[str, CommandSpec]] = dict(
         _spec(
             "CLAIM_RECORD",
             ("state", "where", "fields"),
-            ("order_by", "lease_seconds", "expected_version", "wait"),
+            (
+                "order_by",
+                "lease_seconds",
+                "expected_version",
+                "wait",
+                "max_attempts",
+                "dead_letter",
+            ),
             writes=True,
             scope="table",
             doc="take the first claimable record matching where and patch it; with wait, "

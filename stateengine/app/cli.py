@@ -1,7 +1,9 @@
 """The ``stateengine`` command line.
 
-``serve`` runs the writer; ``demo`` runs the table engine in this process and prints
-each request and its reply: the wire shape a client will see.
+``serve`` runs the writer; the other subcommands talk to one or look at its data
+directory. Used as people use ``redis-cli``: options go before or after the subcommand
+(:func:`hoist_command`), command names are case-insensitive, errors are one line on
+stderr with the exit codes of :data:`EXIT_CODES`, never a traceback (:func:`main`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from stateengine import __version__, defaults, jsoncodec
 from stateengine.client.client import Client
@@ -39,72 +41,58 @@ from stateengine.server.publish import ArenaPublisher, arena_unavailable
 from stateengine.server.server import DEFAULT_MAX_REQUEST, DataDirLocked, Server
 from stateengine.shm import cleanup_stale
 
-DEMO: list[dict[str, Any]] = [
-    {
-        "command": "CREATE_STATE",
-        "state": "tasks",
-        "schema": {"title": "string", "status": "string", "priority": "integer"},
-    },
-    {
-        "command": "CREATE_RECORD",
-        "state": "tasks",
-        "record": {"title": "load orders.csv", "status": "pending", "priority": 2},
-    },
-    {
-        "command": "CREATE_RECORD",
-        "state": "tasks",
-        "record": {"title": "dedupe customers", "status": "pending", "priority": 1},
-    },
-    {
-        "command": "CREATE_RECORD",
-        "state": "tasks",
-        "record": {"title": "oops", "status": "pending", "priority": "high"},
-    },
-    {
-        "command": "CLAIM_RECORD",
-        "state": "tasks",
-        "where": {"status": "pending"},
-        "fields": {"status": "running"},
-        "order_by": "priority",
-        "lease_seconds": 30,
-    },
-    {
-        "command": "PATCH_RECORD",
-        "state": "tasks",
-        "id": 2,
-        "fields": {"status": "done"},
-        "if_version": 4,
-    },
-    {
-        "command": "PATCH_RECORD",
-        "state": "tasks",
-        "id": 2,
-        "fields": {"status": "again"},
-        "if_version": 4,
-    },
-    {
-        "command": "BATCH",
-        "commands": [
-            {"command": "CREATE_STATE", "state": "counters"},
-            {"command": "CREATE_RECORD", "state": "counters", "record": {"id": "rows", "n": 0}},
-            {"command": "INCREMENT", "state": "counters", "id": "rows", "field": "n", "by": 500},
-        ],
-    },
-    {"command": "LIST_RECORDS", "state": "tasks", "order_by": "-priority"},
-    {"command": "GET_STATE_INFO", "state": "tasks"},
-    {"command": "GET_SCHEMA", "state": "tasks"},
-    {"command": "LIST_STATES"},
-]
+#: The exit codes of every subcommand (README "Running the server"); ``repair`` adds 3.
+EXIT_CODES = {
+    0: "success",
+    1: "the command ran and failed (an error reply, damage found, a refused start or value)",
+    2: "the command line or input is malformed, a data directory is missing, or no server answered",
+}
+#: set to 1 to see the traceback of an unexpected error instead of its one line
+TRACEBACK_ENV = "STATEENGINE_TRACEBACK"
 
 
-def demo() -> int:
-    """Run :data:`DEMO` through the engine, printing requests and replies as JSON."""
-    engine = TableEngine()
-    print("stateengine demo: the table engine in this process; each request, then its reply")
-    for request in DEMO:
-        print(">>", json.dumps(request))
-        print("<<", encode_reply(engine.execute(request), as_json=True).decode())
-    return 0
+class UsageError(Exception):
+    """Bad usage or input: one line on stderr, exit 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (``stateengine call: ...``), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print one line naming the subcommand and ``--help``; exit 2."""
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The subcommand parsers of *parser*, by name."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def hoist_command(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """*argv* with the subcommand first: ``--data-dir D stats`` is ``stats --data-dir D``.
+
+    Tokens before the subcommand are options of some subcommand; one that takes a value
+    (``--data-dir D``, not ``--data-dir=D``) carries the next token along, so a value
+    that happens to be a subcommand's name (``--data-dir demo``) is not taken for one.
+    """
+    choices = subcommands(parser)
+    takes_value = {
+        flag: action.nargs != 0
+        for sub_parser in choices.values()
+        for flag, action in sub_parser._option_string_actions.items()
+    }
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token in choices:
+            return [token, *argv[:i], *argv[i + 1 :]]
+        if token == "--" or not token.startswith("-"):
+            return argv  # a positional before any subcommand: argparse says what is wrong
+        i += 2 if "=" not in token and takes_value.get(token, False) else 1
+    return argv
 
 
 def _open_store(args: argparse.Namespace, data_dir: Path) -> Store | None:
@@ -212,9 +200,7 @@ def serve(args: argparse.Namespace) -> int:
 
             missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
             if missing:
-                raise ValueError(
-                    f"--http needs {' and '.join(missing)}: pip install 'stateengine[http]'"
-                )
+                raise ValueError(f"--http needs {' and '.join(missing)}: pip install -e '.[http]'")
             http_token = resolve_token(args.http_token, data_dir, args.http_token_file)
         engine = TableEngine()
         publisher = None
@@ -317,7 +303,8 @@ def start_gateway(
     env = dict(os.environ)
     if token:
         env["STATEENGINE_HTTP_TOKEN"] = token
-    cmd = [sys.executable, "-m", "stateengine.app.gateway", "--data-dir", str(data_dir)]
+    # -P: the gateway runs the installed package, whatever the working directory holds
+    cmd = [sys.executable, "-P", "-m", "stateengine.app.gateway", "--data-dir", str(data_dir)]
     proc = subprocess.Popen(
         [*cmd, "--bind", bind, "--max-body-bytes", str(max_body_bytes)],
         stdin=subprocess.DEVNULL,
@@ -351,15 +338,30 @@ def stop_gateway(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(10)
 
 
-def check_command(args: argparse.Namespace) -> int:
+def existing_data_dir(args: argparse.Namespace) -> Path:
+    """The data directory of a command that reads one (``check``, ``repair``).
+
+    :raises UsageError: it does not exist (nothing is created for a typo).
+    """
     data_dir = paths.resolve_data_dir(args.data_dir)
-    report = check(data_dir)
+    if not data_dir.is_dir():
+        raise UsageError(f"{data_dir}: no such data directory")
+    return data_dir
+
+
+def check_command(args: argparse.Namespace) -> int:
+    data_dir = existing_data_dir(args)
+    try:
+        report = check(data_dir)
+    except (OSError, PersistenceError) as exc:  # unreadable, or a store not reachable
+        print(f"stateengine check: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(report, indent=2, default=str))
     return 0 if report.get("ok") else 1
 
 
 def repair_command(args: argparse.Namespace) -> int:
-    data_dir = paths.resolve_data_dir(args.data_dir)
+    data_dir = existing_data_dir(args)
     probe = Server(data_dir)
     try:
         probe.lock()
@@ -421,14 +423,19 @@ def _add_client_arguments(p: argparse.ArgumentParser, timeout: bool = True) -> N
     )
     if timeout:
         p.add_argument(
-            "--timeout", type=float, default=defaults.CLI_TIMEOUT, help="seconds per reply"
+            "--timeout", type=positive, default=defaults.CLI_TIMEOUT, help="seconds per reply"
         )
 
 
 def _argument(text: str) -> tuple[str, Any]:
+    """``key=value``: the value is JSON when it parses (with the wire's escapes), else
+    the string itself (``state=leads``).
+
+    :raises UsageError: not ``key=value``, or a malformed escape.
+    """
     key, sep, raw = text.partition("=")
     if not sep or not key:
-        raise SystemExit(f"stateengine call: arguments are key=value, not {text!r}")
+        raise UsageError(f"arguments are key=value, not {text!r}")
     try:
         value = json.loads(raw)
     except ValueError:
@@ -436,30 +443,56 @@ def _argument(text: str) -> tuple[str, Any]:
     try:
         return key, jsoncodec.from_json(value)  # the wire's escapes: {"$b64": ...} is bytes
     except BadRequest as exc:  # a malformed escape: malformed input, exit 2 (README)
-        print(f"stateengine call: {key}: {exc.message}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise UsageError(f"{key}: {exc.message}") from None
+
+
+def normalized(request: Any, where: str) -> dict[str, Any]:
+    """*request* with its command names in upper case (a ``BATCH``'s too): one rule for
+    command names, case-insensitive, in ``call NAME`` and in ``call -`` alike.
+
+    :raises UsageError: not a JSON object with a string ``command``.
+    """
+    if not isinstance(request, dict) or not isinstance(request.get("command"), str):
+        raise UsageError(f'{where}: a request is a JSON object with a "command" name')
+    out = {**request, "command": request["command"].upper()}
+    if out["command"] == "BATCH" and isinstance(out.get("commands"), list):
+        out["commands"] = [
+            {**c, "command": c["command"].upper()}
+            if isinstance(c, dict) and isinstance(c.get("command"), str)
+            else c  # the server says what is wrong with it
+            for c in out["commands"]
+        ]
+    return out
 
 
 def call_command(args: argparse.Namespace) -> int:
-    """Send commands; print each reply as one JSON line. Exit 1 if any failed."""
+    """Send commands; print each reply as one JSON line. Exit 1 if any failed.
+
+    A reply's ``req_id`` is printed with ``--req-id`` only: the one the stdin line gave,
+    else the request's number (1, 2, ...).
+    """
     if args.name == "-":
+        if args.args:
+            raise UsageError("call - reads requests from stdin and takes no key=value")
         requests = []
         for n, line in enumerate(sys.stdin, 1):
             if not line.strip():
                 continue
-            try:
-                requests.append(jsoncodec.loads(line))  # as a JSON body on the wire
+            try:  # as a JSON body on the wire
+                requests.append(normalized(jsoncodec.loads(line), f"stdin line {n}"))
             except BadRequest as exc:
-                print(f"stateengine call: stdin line {n}: {exc}", file=sys.stderr)
-                return 2
+                raise UsageError(f"stdin line {n}: {exc.message}") from None
     else:
         requests = [{"command": args.name.upper(), **dict(map(_argument, args.args))}]
     failed = False
     try:
         with _client(args) as client:
-            for request in requests:
+            for n, request in enumerate(requests, 1):
                 reply = client.execute(request)
                 failed |= not reply.get("ok")
+                reply.pop("req_id", None)
+                if args.req_id:
+                    reply = {"req_id": request.get("req_id", n), **reply}
                 print(encode_reply(reply, as_json=True).decode(), flush=True)
     except StateEngineError as exc:  # ServerUnavailable: no server, or it did not answer
         print(f"stateengine call: {exc}", file=sys.stderr)
@@ -500,6 +533,12 @@ def stats_command(args: argparse.Namespace) -> int:
 
 def watch_command(args: argparse.Namespace) -> int:
     """Print each committed change of the tables as a JSON line (gaps flagged)."""
+    try:  # a server known to be gone is an error at once, not a silent wait on its feed
+        with _client(args, timeout=5.0) as probe:
+            probe.execute({"command": "LIST_STATES"})
+    except StateEngineError as exc:
+        print(f"stateengine watch: {exc}", file=sys.stderr)
+        return 2
     count = 0
     try:
         with _client(args, timeout=5.0) as client, client.watch(*args.tables) as watcher:
@@ -609,13 +648,40 @@ def cleanup_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive(text: str) -> float:
+    """An argparse type: a number of seconds or a count above zero."""
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(text)
+    return value
+
+
+positive.__name__ = "positive number"  # argparse's message: "invalid positive number value"
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number above zero."""
+    value = int(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
+count.__name__ = "positive integer"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every subcommand but ``http`` (its own parser: the gateway's); defaults from
     :mod:`stateengine.defaults` and the store registry."""
-    parser = argparse.ArgumentParser(
-        prog="stateengine", description="A local state server for Python processes."
+    parser = OneLineParser(
+        prog="stateengine",
+        description="A local state server for Python processes.",
+        epilog="Options go before or after the subcommand. Exit codes: "
+        + "; ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items())
+        + " (repair: 3 startable but entries lost).",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"stateengine {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("serve", help="run the writer server")
     p.add_argument("--data-dir", help="default: $STATEENGINE_DATA_DIR or ./.stateengine")
     p.add_argument("--endpoint", help="default: a private ipc:// socket for the data dir")
@@ -699,25 +765,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="send one command (key=value arguments, values as JSON) or, with '-', "
         "one JSON request per stdin line; print replies as JSON lines",
     )
-    p.add_argument("name", help="a command (create_record, LIST_STATES, ...) or '-'")
-    p.add_argument(
-        "args", nargs=argparse.REMAINDER, help="key=value; the value is JSON if it parses"
-    )
+    p.add_argument("name", help="a command, in any case (create_record, LIST_STATES, ...), or '-'")
+    p.add_argument("args", nargs="*", help="key=value; the value is JSON if it parses")
+    p.add_argument("--req-id", action="store_true", help="print each reply's req_id")
     watch_parser = sub.add_parser("watch", help="stream committed changes of tables")
     watch_parser.add_argument("tables", nargs="+")
-    watch_parser.add_argument("--count", type=int, help="exit after N changes")
-    watch_parser.add_argument("--timeout", type=float, help="exit after S quiet seconds")
+    watch_parser.add_argument("--count", type=count, help="exit after N changes")
+    watch_parser.add_argument("--timeout", type=positive, help="exit after S quiet seconds")
     stats_parser = sub.add_parser("stats", help="the server's figures")
     backup_parser = sub.add_parser("backup", help="an online, consistent backup to DEST")
     backup_parser.add_argument("dest", help="a new or empty directory")
     for q in (p, stats_parser, watch_parser, backup_parser):
         _add_client_arguments(q, timeout=q not in (watch_parser, backup_parser))
-    backup_parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
+    backup_parser.add_argument("--timeout", type=positive, default=600.0, help="seconds to wait")
     p = sub.add_parser("restore", help="load a backup into an empty data directory")
     p.add_argument("backup", help="a backup directory (stateengine backup DEST)")
     p.add_argument("--data-dir", help="default: $STATEENGINE_DATA_DIR or ./.stateengine")
     _add_store_arguments(p)
-    stats_parser.add_argument("--watch", type=float, metavar="SECONDS")
+    stats_parser.add_argument("--watch", type=positive, metavar="SECONDS")
     stats_parser.add_argument(
         "--prometheus", action="store_true", help="Prometheus's text format (the metrics extra)"
     )
@@ -732,11 +797,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir")
     p = sub.add_parser("demo", help="start a server and a worker pool, kill a worker, watch")
-    p.add_argument("--data-dir", help="default: $STATEENGINE_DATA_DIR or ./.stateengine")
+    p.add_argument(
+        "--data-dir",
+        help="default: a temporary directory, removed afterwards; a given one must not"
+        " hold the demo's tables (tasks, counters) nor be in use by a server",
+    )
     p.add_argument(
         "--wire",
         action="store_true",
-        help="instead: run the engine in this process and print requests/replies",
+        help="instead: send a short session to a real server over a plain ZeroMQ socket"
+        " and print each frame sent and received",
     )
     p.add_argument(
         "--http",
@@ -745,7 +815,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--linger",
-        type=float,
+        type=positive,
         default=defaults.DEMO_LINGER,
         metavar="SECONDS",
         help="with --http: keep the server and dashboard up this long after the demo",
@@ -759,13 +829,49 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``stateengine``: run a subcommand; its exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["http"]:  # its own parser: python -m stateengine.app.gateway
-        from stateengine.app.gateway.__main__ import main as http_main
+    """``stateengine``: run a subcommand; its exit code (:data:`EXIT_CODES`).
 
-        return http_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    Every error is one line on stderr: a usage error or bad input exits 2, an
+    unexpected error 1 (``STATEENGINE_TRACEBACK=1`` shows its traceback instead).
+    """
+    parser = build_parser()
+    argv = hoist_command(parser, list(sys.argv[1:] if argv is None else argv))
+    name = argv[0] if argv and not argv[0].startswith("-") else ""
+    prog = f"stateengine {name}".strip()
+    try:
+        if name == "http":  # its own parser: python -m stateengine.app.gateway
+            from stateengine.app.gateway.__main__ import main as http_main
+            from stateengine.app.gateway.__main__ import parser as http_parser
+
+            check_args = http_parser()
+            check_args.error = OneLineParser(prog=prog).error  # type: ignore[method-assign]
+            check_args.parse_args(argv[1:])  # one line on bad usage, before anything starts
+            return http_main(argv[1:])
+        chosen = subcommands(parser).get(name)
+        if chosen is not None:  # options may come between positionals: call x a=1 --req-id b=2
+            args = chosen.parse_intermixed_args(argv[1:])
+            args.command = name
+        else:  # --version, --help, or no or an unknown subcommand: the parser says so
+            args = parser.parse_args(argv)
+        return dispatch(args)
+    except UsageError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # never a traceback (unless asked for)
+        if os.environ.get(TRACEBACK_ENV) == "1":
+            raise
+        print(
+            f"{prog}: unexpected error: {type(exc).__name__}: {exc}"
+            f" ({TRACEBACK_ENV}=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the parsed subcommand; its exit code."""
     if args.command != "serve":
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `stateengine stats | head` is fine
     if args.command == "serve":
@@ -788,10 +894,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return keygen_command(args)
     if args.command == "repair":
         return repair_command(args)
-    if args.wire:
-        return demo()
     from stateengine.app import demo as pool_demo  # imported on use
 
+    if args.wire:
+        return pool_demo.wire()
     return pool_demo.run(args.data_dir, http=args.http, linger=args.linger)
 
 

@@ -6,7 +6,13 @@ message per commit and table touched: topic ``<table>\\0`` (:func:`feed_topic`),
 msgpack map::
 
     {"seq": S, "prev_seq": P, "table": T, "dropped": bool,
-     "puts": [record, ...], "deletes": [id, ...]}
+     "puts": [record, ...], "deletes": [id, ...], "expired": [[id, how], ...]}
+
+``expired`` (and ``at``, the writer's wall clock it was made at) is present only in the
+messages of an expiry commit (the commit no request drives: a lease or a TTL ran out);
+``how`` is ``"lease"`` (the values the claim
+overwrote put back: the record is among ``puts``), ``"dead"`` (the claim's dead-letter
+fields set after ``max_attempts``: among ``puts``) or ``"ttl"`` (among ``deletes``).
 
 ``prev_seq`` is the ``seq`` of the previous message on the same table's topic (0 for
 none), so a subscriber checks the chain and knows when it missed messages

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +38,11 @@ __all__ = [
     "WIRE_ERRORS",
     "HistoryWriter",
     "Operation",
+    "ServerCommitRecorder",
     "iter_entries",
     "pair_entries",
     "read_history",
+    "record_server_commits",
     "unknown_outcome",
 ]
 
@@ -240,3 +243,96 @@ def simulate(
                 )
             )
     return ops
+
+
+# --- the server's own commits ------------------------------------------------------------------
+
+
+class ServerCommitRecorder:
+    """Records the server's expiry commits (leases and TTLs that ran out) from the change
+    feed into a history, as operations of the process ``server``, so that the checker
+    explains them and every ``seq`` of the run is accounted for.
+
+    Start it before the run's first lease or TTL is granted, stop it after the run (it
+    drains what the feed holds for 0.2 s). One expiry commit is one operation
+    ``{"command": "EXPIRY", "commands": [{"state", "id", "how"}, ...]}`` whose result is
+    what each part wrote (the record put back, or None for a TTL delete) and whose
+    invocation is its deadline (the writer's wall clock, converted to CLOCK_MONOTONIC,
+    less :data:`~stateengine.testing.checker.LEASE_SLACK_NS`). :attr:`gaps` counts feed
+    messages lost (then the history misses commits and the checker says so).
+    """
+
+    def __init__(self, endpoint: str, path: str | os.PathLike[str]) -> None:
+        from stateengine.client.watch import Watcher
+        from stateengine.runtime.feed import feed_endpoint
+
+        self._watcher = Watcher(feed_endpoint(endpoint), None, hwm=1_000_000)
+        self._writer = HistoryWriter(path, "server")
+        #: Feed messages lost, expiry commits and records expired, recorded so far.
+        self.gaps = 0
+        self.commits = 0
+        self.expiries = 0
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="server-commits", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import time as _time
+
+        from stateengine.testing.checker.model import EXPIRY, LEASE_SLACK_NS
+
+        pending: list[Any] = []  # the messages of one expiry commit (one per table)
+
+        def flush() -> None:
+            if not pending:
+                return
+            now_ns, wall = _time.monotonic_ns(), _time.time()
+            at = pending[0].at
+            start = now_ns - int(max(0.0, wall - at) * 1e9) - LEASE_SLACK_NS
+            parts, results = [], []
+            for change in pending:
+                puts = {put.get("id"): put for put in change.puts}
+                for rid, how in change.expired:
+                    parts.append({"state": change.table, "id": rid, "how": how})
+                    results.append(None if how == "ttl" else puts.get(rid))
+            op = self._writer.invoke(EXPIRY, {"commands": parts}, time=start)
+            self._writer.complete(op, ok=True, result=results, seq=pending[0].seq, time=now_ns)
+            self.commits += 1
+            self.expiries += len(parts)
+            pending.clear()
+
+        while True:
+            change = self._watcher.next(timeout=0.2)
+            if change is None:
+                flush()
+                if self._stop:
+                    return
+                continue
+            if change.gap:
+                self.gaps += 1
+            if pending and change.seq != pending[0].seq:
+                flush()
+            if change.expired:
+                pending.append(change)
+
+    def stop(self) -> None:
+        """Drain the feed, write what is left and close. Raises nothing."""
+        self._stop = True
+        self._thread.join(10)
+        self._watcher.close()
+        self._writer.close()
+
+    def __enter__(self) -> ServerCommitRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def record_server_commits(endpoint: str, path: str | os.PathLike[str]) -> ServerCommitRecorder:
+    """Start recording the server's expiry commits into the history file *path* (see
+    :class:`ServerCommitRecorder`; use it as a context manager).
+
+    :raises zmq.ZMQError: the feed endpoint cannot be reached.
+    """
+    return ServerCommitRecorder(endpoint, path)

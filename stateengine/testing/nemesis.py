@@ -38,6 +38,7 @@ the recorder decide what an expiry looks like in the history.
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import os
 import random
@@ -230,12 +231,17 @@ class KillServer(FaultKind):
 
     def heal(self, targets: Targets, hit: Hit) -> dict[str, Any]:
         server = _server(targets)
-        server.cleanup()
+        # The dead server's arena stays until the new one started: the new server marks
+        # it superseded (its readers then re-attach instead of reading a version the new
+        # server moved past), which it cannot do to a segment already removed. Then it
+        # goes, as ServerProcess.cleanup() removes a killed server's segments.
+        dead = copy.copy(server)  # keeps the dead process and its server.json info
         _wait_unlocked(server.data_dir, self.restart_timeout)
         try:
             server.start()
         except RuntimeError as exc:
             raise NemesisError(f"the server did not restart: {exc}") from exc
+        dead.cleanup()
         return {"restarted_pid": server.pid}
 
 

@@ -399,6 +399,10 @@ ARGUMENTS: dict[str, Callable[[ArgContext], st.SearchStrategy[Any]]] = {
     ),
     # short waits: a parked claim holds its client until the wait ends
     "wait": lambda c: st.sampled_from([0, 0.01]),
+    # a TTL as long as the leases: nothing expires during a test unless it waits
+    "ttl": lambda c: st.just(c.lease_seconds),
+    "max_attempts": lambda c: st.integers(1, 3),
+    "dead_letter": lambda c: _patch(c.schema) if c.schema else st.just({}),
     "indexes": lambda c: _indexes(c.schema),
     "add_indexes": lambda c: _indexes(c.schema),
     "drop_indexes": lambda c: _indexes(c.schema),

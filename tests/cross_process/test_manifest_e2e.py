@@ -136,6 +136,39 @@ def test_example_manifests_serve_and_load(tmp_path: Path, uid: str) -> None:
             assert stored(c, "user:2:tenant") is None  # a State reference is not stored
 
 
+def identities(manifests: Path, server: ServerProcess) -> list[int]:
+    """``cache.user.org_id`` as two processes with different callers see it, one after
+    the other (each ``State`` has its own cache, as each process does)."""
+    db = str(EXAMPLES / "data" / "app.db")
+    out = []
+    with server.connect() as c:
+        for user in ("2", "3"):  # grace (org 10), then edsger (org 20)
+            env = EnvClient({"APP_USER_ID": user, "APP_DB_PATH": db})
+            with State(manifests, c, {"Env": env}) as st:
+                out.append(st.get("cache.user.org_id"))
+    return out
+
+
+def test_the_example_keeps_each_callers_identity_apart(tmp_path: Path) -> None:
+    """A run as user 3 after one as user 2 gets user 3's organisation. The control: with
+    the identity stored under one shared key (the example's old ``_store``), the second
+    caller is handed the first one's identity for the TTL."""
+    subprocess.run(
+        [sys.executable, str(EXAMPLES / "make_db.py")], check=True, capture_output=True, timeout=30
+    )
+    shared = tmp_path / "shared"
+    shutil.copytree(EXAMPLES, shared, ignore=shutil.ignore_patterns("data"))
+    text = (shared / "cache.yml").read_text()
+    assert "    _store: null  # per process" in text
+    (shared / "cache.yml").write_text(
+        text.replace("    _store: null  # per process", '    _store: {key: "user:current"}  #', 1)
+    )
+    with ServerProcess(tmp_path / "data") as server:
+        assert identities(EXAMPLES, server) == [10, 20]
+    with ServerProcess(tmp_path / "data2") as server:
+        assert identities(shared, server) == [10, 10]  # user 3 got user 2's organisation
+
+
 def test_serve_refuses_a_broken_manifest_dir(tmp_path: Path) -> None:
     broken = tmp_path / "manifests"
     shutil.copytree(EXAMPLES, broken, ignore=shutil.ignore_patterns("data"))

@@ -20,7 +20,7 @@ import pytest
 from stateengine.client.client import Client
 from stateengine.errors import VersionConflict
 from stateengine.testing import ServerProcess
-from stateengine.testing.history import Operation, read_history
+from stateengine.testing.history import Operation, read_history, record_server_commits
 from stateengine.testing.invariants import Verdict, at_most_once, verify
 from stateengine.testing.nemesis import Nemesis, Step, Targets, Worker
 
@@ -88,9 +88,12 @@ def run_queue(
     completed (from the history), those left undone, and the verdict on the history."""
     history = tmp_path / "history"
     env = {"STATEENGINE_INDEX_FAULTS": faults} if faults else {}
+    history.mkdir()
     with (
         ServerProcess(tmp_path / "data", "--fsync", "no", env=env) as server,
         server.connect(history=history) as client,
+        # the expiry commits of the faulted workers' leases: operations of the history
+        record_server_commits(server.endpoint, history / "server.msgpack") as recorder,
     ):
         schema = {"status": "string", "worker": "integer?", "attempts": "integer"}
         client.create_state("tasks", schema=schema, indexes=["status"])
@@ -141,6 +144,12 @@ def run_queue(
         # and completion the faults land mid-task; without, they may land between tasks).
         assert faults or not work or retried
         assert not client.list_records("tasks", where={"status": "done", "attempts": 0})
+        # each claim taken again followed an expiry commit, which reaches the recorder
+        # through the feed: wait (bounded) for the last one
+        expired = sum(r["attempts"] - 1 for r in retried)
+        deadline = time.monotonic() + 10
+        while recorder.expiries < expired and time.monotonic() < deadline:
+            time.sleep(0.05)
     killed = {a.pid for a in nemesis.applied if a.step.kind == "kill-worker"}
     kills = sum(1 for s in schedule if s.kind == "kill-worker")
     assert len(killed) == kills and len(procs) == WORKERS + kills

@@ -246,3 +246,25 @@ def test_claim_waits_through_the_gateway(gateway: Gateway) -> None:
     assert time.monotonic() - started >= 0.25
     r = http.post("/api/states/e_wait/claim?wait=abc", json={"where": {}, "fields": {}})
     assert r.status_code in (400, 422) and r.json()["error"]["type"] == "BadRequest", r.text
+
+
+def test_ttl_through_the_gateway(gateway: Gateway) -> None:
+    """``?ttl=`` on the record routes, EXPIRE_RECORD through /api/call, and the expiry
+    commit deleting the record."""
+    http = gateway.http
+    assert http.post("/api/states", json={"state": "e_ttl", "schema": {"s": "integer"}}).is_success
+    r = http.post("/api/states/e_ttl/records?ttl=3600", json={"s": 1})
+    assert r.status_code == 201 and r.json()["_expires"] > time.time() + 3000, r.text
+    rid = r.json()["id"]
+    r = http.patch(f"/api/states/e_ttl/records/{rid}?ttl=0.2", json={"s": 2})
+    assert r.is_success and r.json()["_expires"] < time.time() + 1, r.text
+    deadline = time.monotonic() + 10
+    while http.get(f"/api/states/e_ttl/records/{rid}").status_code != 404:
+        assert time.monotonic() < deadline, "the TTL'd record was never deleted"
+        time.sleep(0.05)
+    r = http.post("/api/states/e_ttl/records", json={"s": 3})
+    rid = r.json()["id"]
+    r = http.post("/api/call/EXPIRE_RECORD", json={"state": "e_ttl", "id": rid, "ttl": 60})
+    assert r.is_success and "_expires" in r.json()["result"], r.text
+    r = http.post("/api/call/EXPIRE_RECORD", json={"state": "e_ttl", "id": rid, "ttl": -1})
+    assert r.status_code in (400, 422) and r.json()["error"]["type"] == "BadRequest", r.text

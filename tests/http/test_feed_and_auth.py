@@ -310,9 +310,9 @@ def test_serve_stops_its_gateway_with_a_stream_open(tmp_path: Path) -> None:
         server.cleanup()
 
 
-def test_the_readme_authentication_snippet_runs(gateway: Gateway, capsys: Any) -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+def test_the_http_page_authentication_snippet_runs(gateway: Gateway, capsys: Any) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "http.md").read_text()
     section = readme.split("**Authentication.**", 1)[1].split("**The dashboard**", 1)[0]
     (snippet,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    exec(compile(snippet, "README.md", "exec"), {"data_dir": gateway.data_dir})
+    exec(compile(snippet, "docs/http.md", "exec"), {"data_dir": gateway.data_dir})
     assert "'states':" in capsys.readouterr().out

@@ -195,24 +195,22 @@ def test_double_claim_without_a_lease() -> None:
     accepted(ops)
 
 
-def test_double_claim_under_a_live_lease_and_a_reclaim_after_it_ran_out() -> None:
-    def history(second_start_ms: float) -> list[Operation]:
-        return [
-            *setup(),
-            _claim("a", 0, 1, rec(1, 3, n=0, status="taken"), 3, lease_seconds=1.0),
-            _claim(
-                "b",
-                second_start_ms,
-                second_start_ms + 1,
-                rec(1, 4, n=0, status="taken"),
-                4,
-                lease_seconds=1.0,
-            ),
-        ]
+def _expiry(start: float, end: float, result: Any, seq: int, how: str = "lease") -> Operation:
+    """The server's expiry commit of record 1, as the kit records it from the feed."""
+    parts = [{"state": T, "id": 1, "how": how}]
+    return op("server", "EXPIRY", {"commands": parts}, start, end, [result], seq=seq)
 
-    rejected(history(500))  # half-way through a 1 s lease: the first still holds it
-    accepted(history(1500))  # after it ran out, the record is claimable again
-    # Completing the claim (a claimed field changed) ends the lease: no re-claim then.
+
+def test_double_claim_under_a_live_lease_and_a_reclaim_after_it_ran_out() -> None:
+    first = _claim("a", 0, 1, rec(1, 3, n=0, status="taken"), 3, lease_seconds=1.0)
+    expiry = _expiry(900, 1002, rec(1, 4, n=0, status="free"), 4)
+    again = _claim("b", 1500, 1501, rec(1, 5, n=0, status="taken"), 5, lease_seconds=1.0)
+    accepted([*setup(), first, expiry, again])  # the expiry commit put the record back
+    # without an expiry commit the lease holds: a second claim is a double claim
+    rejected([*setup(), first, _claim("b", 1500, 1501, rec(1, 4, n=0, status="taken"), 4)])
+    # an expiry that restores other values than the claim overwrote is rejected
+    rejected([*setup(), first, _expiry(900, 1002, rec(1, 4, n=0, status="gone"), 4)])
+    # Completing the claim (a claimed field changed) ends the lease: nothing to expire.
     done = op(
         "a",
         "PATCH_RECORD",
@@ -222,8 +220,7 @@ def test_double_claim_under_a_live_lease_and_a_reclaim_after_it_ran_out() -> Non
         rec(1, 4, n=0, status="done"),
         seq=4,
     )
-    late = _claim("b", 1500, 1501, rec(1, 5, n=0, status="taken"), 5, lease_seconds=1.0)
-    rejected([*history(1500)[:-1], done, late])
+    rejected([*setup(), first, done, _expiry(900, 1002, rec(1, 5, n=0, status="free"), 5)])
 
 
 def test_snapshot_showing_a_mix_of_two_states() -> None:
@@ -472,6 +469,8 @@ def test_commands_the_model_does_not_know_are_not_checked() -> None:
 
 
 def test_a_renewed_lease_holds_until_its_new_deadline() -> None:
+    """An expiry commit that completes before the lease could have run out (here: before
+    the renewed deadline) is rejected; one after it is accepted."""
     claim = _claim("a", 0, 1, rec(1, 3, n=0, status="taken"), 3, lease_seconds=1.0)
     renew = op(
         "a",
@@ -483,11 +482,14 @@ def test_a_renewed_lease_holds_until_its_new_deadline() -> None:
         seq=4,
     )
 
-    def second(start: float) -> Operation:
-        return _claim("b", start, start + 1, rec(1, 5, n=1, status="taken"), 5, lease_seconds=1.0)
+    def expiry(at: float) -> Operation:
+        return _expiry(at - 5, at, rec(1, 5, n=1, status="free"), 5)
 
-    rejected([*setup(), claim, renew, second(1500)])  # past the first deadline, not the renewed
-    accepted([*setup(), claim, renew, second(2000)])
+    rejected([*setup(), claim, renew, expiry(1500)])  # past the first deadline only
+    accepted([*setup(), claim, renew, expiry(2000)])
+    # and the claim after the expiry takes the record as put back
+    again = _claim("b", 2100, 2101, rec(1, 6, n=1, status="taken"), 6, lease_seconds=1.0)
+    accepted([*setup(), claim, renew, expiry(2000), again])
 
 
 def test_expected_version_is_the_table_version() -> None:
@@ -506,3 +508,21 @@ def test_expected_version_is_the_table_version() -> None:
         error="VersionConflict",
     )
     accepted([*setup(), create("a", 2, 3), loser])
+
+
+def test_ttl_expiry_commits_and_reads() -> None:
+    """A TTL set by EXPIRE_RECORD shows as ``_expires`` (its value is the server's clock:
+    only its presence is modelled); the expiry commit deletes the record; an expiry of a
+    record without a TTL, or a read of the record after its delete, is rejected."""
+    expire = op("a", "EXPIRE_RECORD", {"id": 1, "ttl": 1.0}, 0, 1,
+                {**rec(1, 3, n=0, status="free"), "_expires": 1e9 + 1.0}, seq=3)  # fmt: skip
+    gone = _expiry(1000, 1001, None, 4, how="ttl")
+    read_after = op("b", "GET_RECORD", {"id": 1}, 1100, 1101, error="RecordNotFound")
+    accepted([*setup(), expire, gone, read_after])
+    rejected([*setup(), gone])  # no TTL to run out
+    shown = {**rec(1, 3, n=0, status="free"), "_expires": 1e9 + 1.0}
+    stale = op("b", "GET_RECORD", {"id": 1}, 1100, 1101, shown)
+    rejected([*setup(), expire, gone, stale])
+    # a read that shows no _expires after the TTL was set is rejected too
+    plain = op("b", "GET_RECORD", {"id": 1}, 2, 3, rec(1, 3, n=0, status="free"))
+    rejected([*setup(), expire, plain])

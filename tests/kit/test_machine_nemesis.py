@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import rule
+from hypothesis.stateful import rule, run_state_machine_as_test
 
 from stateengine.testing.checker import check
 from stateengine.testing.history import read_history
@@ -17,6 +17,7 @@ from stateengine.testing.machine import WorkerStateMachine
 from stateengine.testing.nemesis import Schedule, Step, faults_of
 
 LEASE = 1000.5
+SETTINGS = settings(max_examples=2, stateful_step_count=10, deadline=None)
 CLAIM = {"command": "CLAIM_RECORD", "state": "tasks", "where": {"status": "pending"}}
 
 
@@ -58,13 +59,14 @@ class FaultyQueue(WorkerStateMachine):
 
 def test_the_state_machine_runs_under_a_nemesis(tmp_path: Path) -> None:
     history = tmp_path / "history"
-    FaultyQueue.run(
-        tmp_path,
-        settings=settings(max_examples=3, stateful_step_count=10, deadline=None),
-        history=history,
-    )
-    assert FaultyQueue.faults is not None
-    counts = FaultyQueue.faults.counts()
+    with FaultyQueue.running(tmp_path, history):
+        faults = FaultyQueue.faults
+        assert faults is not None
+        for _ in range(20):  # bounded: examples until the whole schedule ran beside them
+            run_state_machine_as_test(FaultyQueue, settings=SETTINGS)
+            if faults.wait(0):
+                break
+    counts = faults.counts()
     print(f"faults {counts}, steps {FaultyQueue.stats}")
     assert counts == dict.fromkeys(
         ["pause-worker", "kill-worker", "pause-server", "kill-server"], 1

@@ -13,7 +13,7 @@ from typing import Any
 from stateengine.client.client import Client
 from stateengine.errors import DuplicateId, VersionConflict
 from stateengine.testing import ServerProcess
-from stateengine.testing.history import Operation, read_history
+from stateengine.testing.history import Operation, read_history, record_server_commits
 from stateengine.testing.invariants import at_most_once, verify
 from stateengine.testing.nemesis import Nemesis, Schedule
 
@@ -99,25 +99,27 @@ def run_with_nemesis(
     nemesis: Callable[..., Nemesis],
     fixed: bool,
 ) -> list[Operation]:
-    """Fill the queue, start three workers, then the nemesis on them; the whole history."""
-    with server.connect(history=history) as db:
-        db.set_state("tasks", [{"status": "pending", "worker": None} for _ in range(TASKS)])
-    spawn = mp.get_context("spawn")
-    ready = spawn.Barrier(4)
-    workers = [
-        spawn.Process(target=worker_process, args=(server, history, w, fixed, ready))
-        for w in range(3)
-    ]
-    for p in workers:
-        p.start()
-    ready.wait(60)
-    faults = nemesis(SCHEDULE, server=server, workers=workers, history=history)
-    for p in workers:
-        p.join(60)  # bounded: a stuck worker is killed and fails the test
-        if p.is_alive():
-            p.kill()
-            p.join(10)
-    faults.stop()
+    """Fill the queue, start three workers, then the nemesis on them; the whole history
+    (with the server's expiry commits: the leases the pauses let run out)."""
+    with record_server_commits(server.endpoint, history / "server.msgpack"):
+        with server.connect(history=history) as db:
+            db.set_state("tasks", [{"status": "pending", "worker": None} for _ in range(TASKS)])
+        spawn = mp.get_context("spawn")
+        ready = spawn.Barrier(4)
+        workers = [
+            spawn.Process(target=worker_process, args=(server, history, w, fixed, ready))
+            for w in range(3)
+        ]
+        for p in workers:
+            p.start()
+        ready.wait(60)
+        faults = nemesis(SCHEDULE, server=server, workers=workers, history=history)
+        for p in workers:
+            p.join(60)  # bounded: a stuck worker is killed and fails the test
+            if p.is_alive():
+                p.kill()
+                p.join(10)
+        faults.stop()
     assert [p.exitcode for p in workers] == [0, 0, 0]
     return read_history(*history.glob("*.msgpack"))
 

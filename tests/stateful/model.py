@@ -1,7 +1,7 @@
 """A plain-Python reference model of the stateengine table engine.
 
 Written from SPEC §3/§5 and the README ("Data model", "Wire protocol", "Leases and
-CLAIM_RECORD", "Errors") only, never from the engine's source, so that it can disagree
+CLAIM_RECORD", "Record TTL", "Errors") only, never from the engine's source, so that it can disagree
 with it.
 
 Where the README leaves a choice open (which of two applicable errors is reported, whether a
@@ -36,15 +36,21 @@ COMMANDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "GET_STATE_INFO": (frozenset({"state"}), frozenset()),
     "GET_SCHEMA": (frozenset({"state"}), frozenset()),
     "SET_STATE": (frozenset({"state", "records"}), EV),
-    "CREATE_RECORD": (frozenset({"state", "record"}), EV),
-    "SET_RECORD": (frozenset({"state", "id", "record"}), PRECONDITIONS),
-    "PATCH_RECORD": (frozenset({"state", "id", "fields"}), PRECONDITIONS | {"lease_seconds"}),
+    "CREATE_RECORD": (frozenset({"state", "record"}), EV | {"ttl"}),
+    "SET_RECORD": (frozenset({"state", "id", "record"}), PRECONDITIONS | {"ttl"}),
+    "PATCH_RECORD": (
+        frozenset({"state", "id", "fields"}),
+        PRECONDITIONS | {"lease_seconds", "ttl"},
+    ),
+    "EXPIRE_RECORD": (frozenset({"state", "id", "ttl"}), PRECONDITIONS),
     "DELETE_RECORD": (frozenset({"state", "id"}), PRECONDITIONS),
     "GET_RECORD": (frozenset({"state", "id"}), frozenset()),
     "LIST_RECORDS": (frozenset({"state"}), frozenset({"where", "order_by", "offset", "limit"})),
     "CLAIM_RECORD": (
         frozenset({"state", "where", "fields"}),
-        frozenset({"order_by", "lease_seconds", "expected_version", "wait"}),
+        frozenset(
+            {"order_by", "lease_seconds", "expected_version", "wait", "max_attempts", "dead_letter"}
+        ),
     ),
     "INCREMENT": (frozenset({"state", "id", "field"}), PRECONDITIONS | {"by"}),
     "ALTER_STATE": (
@@ -62,6 +68,7 @@ WRITE_COMMANDS = frozenset(
         "SET_RECORD",
         "PATCH_RECORD",
         "DELETE_RECORD",
+        "EXPIRE_RECORD",
         "INCREMENT",
         "ALTER_STATE",
     }
@@ -209,8 +216,20 @@ def canon(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return ("list", tuple(canon(x) for x in v))
     if isinstance(v, dict):
-        return ("map", tuple(sorted(((canon(k), canon(x)) for k, x in v.items()), key=repr)))
+        items = ((canon(k), _expires(k, x)) for k, x in v.items())
+        return ("map", tuple(sorted(items, key=repr)))
     return ("other", repr(v))
+
+
+#: The server test's model cannot know the server's wall clock: it then compares a
+#: record's ``_expires`` only for being there (a TTL), not its value.
+WALL_CLOCK = False
+
+
+def _expires(key: Any, value: Any) -> Any:
+    if WALL_CLOCK and key == "_expires" and isinstance(value, float):
+        return ("float", "some deadline")
+    return canon(value)
 
 
 def type_fits(t: str, v: Any) -> bool:
@@ -248,7 +267,9 @@ def coerce(t: str, v: Any) -> Any:
 @dataclass
 class Lease:
     deadline: float
-    saved: dict[str, Any]  # the values the claim(s) overwrote
+    saved: dict[str, Any]  # the values the claim overwrote
+    # (attempt counter, max_attempts, dead-letter fields): README "Dead letters"
+    dead: tuple[str, int, dict[str, Any]] | None = None
 
 
 @dataclass
@@ -263,6 +284,7 @@ class Table:
     records: dict[Any, dict[str, Any]] = field(default_factory=dict)  # insertion order
     versions: dict[Any, int] = field(default_factory=dict)
     leases: dict[Any, Lease] = field(default_factory=dict)
+    expires: dict[Any, float] = field(default_factory=dict)  # TTL deadlines
     # Declared indexes: they change what GET_STATE_INFO shows, never a query's answer.
     indexes: list[list[str]] = field(default_factory=list)
 
@@ -290,6 +312,8 @@ class Table:
     def out(self, rid: Any) -> dict[str, Any]:
         r = copy.deepcopy(self.records[rid])
         r["_version"] = self.versions[rid]
+        if rid in self.expires:
+            r["_expires"] = self.expires[rid]
         return r
 
     def known(self, f: Any) -> bool:
@@ -312,6 +336,7 @@ class World:
                         t.id_type,
                         [[canon(k), r, t.versions[k]] for k, r in t.records.items()],
                         [[canon(k), ls.deadline, ls.saved] for k, ls in t.leases.items()],
+                        [[canon(k), d] for k, d in t.expires.items()],
                     ]
                     for n, t in sorted(self.tables.items())
                 ],
@@ -415,8 +440,43 @@ class Outcome:
         return f"error {sorted(self.errors)} index={self.index} ({self.why})"
 
 
+def expire(world: World, now: float) -> None:
+    """README lease rule 2 and "Record TTL": before a command, every lease and TTL whose
+    deadline is <= now ends in one commit of its own (one seq; each table touched +1):
+    the values a claim overwrote are put back (or its dead-letter fields set once its
+    counter reached max_attempts), records past their TTL are deleted."""
+    touched = False
+    for t in world.tables.values():
+        hit = False
+        for k, lease in list(t.leases.items()):
+            if lease.deadline <= now:
+                rec = {**t.records[k], **copy.deepcopy(lease.saved)}
+                if lease.dead is not None:
+                    counter, most, letter = lease.dead
+                    count = t.records[k].get(counter)
+                    if is_number(count) and count >= most:
+                        rec.update(copy.deepcopy(letter))
+                t.records[k] = rec
+                t.versions[k] = world.seq + 1
+                del t.leases[k]
+                hit = True
+        for k, when in list(t.expires.items()):
+            if when <= now:
+                del t.records[k], t.versions[k], t.expires[k]
+                t.leases.pop(k, None)
+                hit = True
+        if hit:
+            t.version += 1
+            touched = True
+    if touched:
+        world.seq += 1
+
+
 def outcomes(world: World, request: Any, now: float, limit: int = 64) -> list[Outcome]:
-    """Every reply the README allows for `request` on `world`, with the world after it."""
+    """Every reply the README allows for `request` on `world`, with the world after it
+    (the expiry commit of what ran out by *now* first)."""
+    world = copy.deepcopy(world)
+    expire(world, now)
     res: list[Outcome] = []
     prefix: list[int] = []
     while True:
@@ -931,7 +991,7 @@ def h_set_state(ctx: Ctx, w: World, req: dict[str, Any], errs: set[str]) -> tupl
         t.fields = list(fields or [])
         t.types = dict.fromkeys(t.fields, "any")
     nxt = max([t.next_id] + [r["id"] + 1 for r in kept if is_int(r.get("id"))])
-    t.records, t.versions, t.leases = {}, {}, {}
+    t.records, t.versions, t.leases, t.expires = {}, {}, {}, {}
     for r in kept:
         rec = store(t, r)
         if "id" not in rec:
@@ -969,6 +1029,7 @@ def h_create_record(
         errs.add("CapacityError")  # no auto-increment id left
     if t.max_length is not None and len(t.records) >= t.max_length:
         errs.add("CapacityError")
+    check_ttl(req, errs)
     fail(errs, "CREATE_RECORD")
     if t.fields is None:
         t.fields = list(fields_new)
@@ -984,6 +1045,8 @@ def h_create_record(
         stored = {"id": rid, **stored}
     t.records[rid] = stored
     t.versions[rid] = w.seq + 1
+    if req.get("ttl") is not None:
+        t.expires[rid] = ctx.now + req["ttl"]
     t.version += 1
     w.tables[t.name] = t
     return t.out(rid), t.version, True
@@ -1003,11 +1066,15 @@ def h_set_record(ctx: Ctx, w: World, req: dict[str, Any], errs: set[str]) -> tup
         errs.add("ImmutableId")
         if not valid_id(rec["id"]):
             errs.update({"BadRequest", "SchemaError"})
+    check_ttl(req, errs)
     fail(errs, "SET_RECORD")
     stored = store(t, {k: v for k, v in rec.items() if k != "id"})
     t.records[key] = {"id": key, **stored}
     t.versions[key] = w.seq + 1
     t.leases.pop(key, None)
+    t.expires.pop(key, None)  # README: SET_RECORD without ttl drops the deadline
+    if req.get("ttl") is not None:
+        t.expires[key] = ctx.now + req["ttl"]
     t.version += 1
     return t.out(key), t.version, True
 
@@ -1027,15 +1094,14 @@ def h_patch_record(
     if not fields and ctx.choose(2):
         errs.add("BadRequest")
     renew = "lease_seconds" in req
-    if renew and exists:
-        lease = t.leases.get(key)
-        if lease is None:
-            errs.add("BadRequest")
-        elif ctx.now >= lease.deadline and ctx.choose(2):
-            errs.add("BadRequest")  # renewing a lease that already ran out: README is silent
+    if renew and exists and t.leases.get(key) is None:
+        errs.add("BadRequest")
+    check_ttl(req, errs)
     fail(errs, "PATCH_RECORD")
     apply_patch(t, key, fields)
     t.versions[key] = w.seq + 1
+    if req.get("ttl") is not None:
+        t.expires[key] = ctx.now + req["ttl"]
     if renew:
         t.leases[key].deadline = ctx.now + req["lease_seconds"]
     else:
@@ -1060,8 +1126,35 @@ def h_delete_record(
     del t.records[key]
     del t.versions[key]
     t.leases.pop(key, None)
+    t.expires.pop(key, None)
     t.version += 1
     return None, t.version, True
+
+
+def check_ttl(req: dict[str, Any], errs: set[str]) -> None:
+    ttl = req.get("ttl")
+    if ttl is not None and not (is_number(ttl) and 0 < ttl < 10**9):
+        errs.add("BadRequest")
+
+
+def h_expire_record(
+    ctx: Ctx, w: World, req: dict[str, Any], errs: set[str]
+) -> tuple[Any, Any, bool]:
+    """README "Record TTL": set (ttl seconds from now) or drop (null) the deadline."""
+    t = w.tables[req["state"]]
+    key = find(t, req["id"])
+    exists = key is not _MISSING
+    if not exists:
+        missing(t, key, req["id"], errs)
+    check_preconditions(t, key, req, errs, exists)
+    check_ttl(req, errs)
+    fail(errs, "EXPIRE_RECORD")
+    t.expires.pop(key, None)
+    if req["ttl"] is not None:
+        t.expires[key] = ctx.now + req["ttl"]
+    t.versions[key] = w.seq + 1
+    t.version += 1
+    return t.out(key), t.version, True
 
 
 def h_get_record(ctx: Ctx, w: World, req: dict[str, Any], errs: set[str]) -> tuple[Any, Any, bool]:
@@ -1119,24 +1212,14 @@ def h_claim_record(
     if errs:
         raise MErr(errs | late, "CLAIM_RECORD")
 
-    def view(k: Any) -> dict[str, Any]:
-        lease = t.leases.get(k)
-        if lease is None:
-            return t.records[k]
-        return {**t.records[k], **lease.saved}
+    dead = check_dead_letter(t, req, incs, late)
 
     def claimable(k: Any) -> bool:
-        lease = t.leases.get(k)
-        if lease is not None and ctx.now < lease.deadline:
-            return False
-        return matches(view(k), where)
+        # rule 1: a leased record is not claimable (one that ran out was put back by the
+        # expiry commit before this command)
+        return k not in t.leases and matches(t.records[k], where)
 
-    picks = []
-    for order_view in (lambda k: t.records[k], view):  # sort on current or pre-claim values
-        pick = next((k for k in ordered(t, keys, order_view) if claimable(k)), _MISSING)
-        if pick not in picks:
-            picks.append(pick)
-    pick = picks[ctx.choose(len(picks))] if len(picks) > 1 else picks[0]
+    pick = next((k for k in ordered(t, keys, lambda k: t.records[k]) if claimable(k)), _MISSING)
     if pick is _MISSING:
         if late and ctx.choose(2):
             raise MErr(late, "CLAIM_RECORD (nothing matched)")
@@ -1155,19 +1238,43 @@ def h_claim_record(
                 late.add("SchemaError")
             fields[k] = total
     fail(late, "CLAIM_RECORD")
-    lease = t.leases.get(pick)
-    saved = dict(lease.saved) if lease else {}
+    saved = {}
     for k in fields:
         if k not in incs:  # an attempt counter is not put back when the lease runs out
-            saved.setdefault(k, copy.deepcopy(old[k]))
+            saved[k] = copy.deepcopy(old[k])
     apply_patch(t, pick, fields)
     t.versions[pick] = w.seq + 1
     if "lease_seconds" in req:
-        t.leases[pick] = Lease(ctx.now + req["lease_seconds"], saved)
+        t.leases[pick] = Lease(ctx.now + req["lease_seconds"], saved, dead)
     else:
         t.leases.pop(pick, None)
     t.version += 1
     return t.out(pick), t.version, True
+
+
+def check_dead_letter(
+    t: Table, req: dict[str, Any], incs: dict[str, Any], late: set[str]
+) -> tuple[str, int, dict[str, Any]] | None:
+    """README "Dead letters": max_attempts and dead_letter together, with a lease and
+    exactly one $inc counter; the dead-letter fields are checked like a patch."""
+    if "max_attempts" not in req and "dead_letter" not in req:
+        return None
+    most, letter = req.get("max_attempts"), req.get("dead_letter")
+    if (
+        not is_int(most)
+        or most < 1
+        or not isinstance(letter, dict)
+        or "lease_seconds" not in req
+        or len(incs) != 1
+    ):
+        raise MErr({"BadRequest"} | late, "CLAIM_RECORD dead letter")
+    for k, v in letter.items():
+        if k == "id":
+            raise MErr({"ImmutableId", "BadRequest", "SchemaError"} | late, "dead_letter id")
+        if not t.known(k) or not type_fits(t.types.get(k, "any"), v):
+            raise MErr({"SchemaError", "BadRequest"} | late, "dead_letter field")
+    stored = {k: coerce(t.types.get(k, "any"), v) for k, v in letter.items()}
+    return next(iter(incs)), most, stored
 
 
 def h_increment(ctx: Ctx, w: World, req: dict[str, Any], errs: set[str]) -> tuple[Any, Any, bool]:
@@ -1319,6 +1426,7 @@ HANDLERS: dict[str, Callable[[Ctx, World, dict[str, Any], set[str]], tuple[Any, 
     "SET_RECORD": h_set_record,
     "PATCH_RECORD": h_patch_record,
     "DELETE_RECORD": h_delete_record,
+    "EXPIRE_RECORD": h_expire_record,
     "GET_RECORD": h_get_record,
     "LIST_RECORDS": h_list_records,
     "CLAIM_RECORD": h_claim_record,

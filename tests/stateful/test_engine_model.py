@@ -28,6 +28,7 @@ from model import (
     Table,
     World,
     engine_digest,
+    expire,
     find,
     is_number,
     mismatch,
@@ -319,6 +320,26 @@ def gen_create_record(d: Draw, w: World) -> dict[str, Any]:
     t = w.tables.get(name) if isinstance(name, str) else None
     req = {"command": "CREATE_RECORD", "state": name, "record": record(d, t, with_id=True)}
     req.update(preconditions(d, t, None, {"expected_version"}))
+    maybe_ttl(d, req)
+    return req
+
+
+TTLS = [0.5, 2.5, 6.5]  # clock moves by whole seconds: a deadline is never "now"
+BAD_TTLS = [0, -1, "5", True, float("nan"), 10**10]
+
+
+def maybe_ttl(d: Draw, req: dict[str, Any], p: float = 0.2) -> None:
+    if d.coin(p):
+        req["ttl"] = d.pick(TTLS) if d.coin(0.9) else d.pick(BAD_TTLS)
+
+
+def gen_expire_record(d: Draw, w: World) -> dict[str, Any]:
+    name = table_name(d, w)
+    t = w.tables.get(name) if isinstance(name, str) else None
+    rid = existing_id(d, t)
+    ttl = d.pick([None, *TTLS]) if d.coin(0.9) else d.pick(BAD_TTLS)
+    req = {"command": "EXPIRE_RECORD", "state": name, "id": rid, "ttl": ttl}
+    req.update(preconditions(d, t, rid, {"expected_version", "if_version", "if_match"}))
     return req
 
 
@@ -331,6 +352,7 @@ def gen_set_record(d: Draw, w: World) -> dict[str, Any]:
         rec["id"] = rid if d.coin(0.5) else d.pick(IDS)
     req = {"command": "SET_RECORD", "state": name, "id": rid, "record": rec}
     req.update(preconditions(d, t, rid, {"expected_version", "if_version", "if_match"}))
+    maybe_ttl(d, req)
     return req
 
 
@@ -352,6 +374,7 @@ def gen_patch_record(d: Draw, w: World) -> dict[str, Any]:
     req: dict[str, Any] = {"command": "PATCH_RECORD", "state": name, "id": rid, "fields": patch}
     if d.coin(0.25):
         req["lease_seconds"] = d.pick(LEASES) if d.coin(0.9) else d.pick(BAD_LEASES)
+    maybe_ttl(d, req, 0.1)
     saved = lease_bug(t, rid)
     if saved and "lease_seconds" not in req and t is not None and not set(saved) & set(patch):
         patch[saved[0]] = value(d, t.types.get(saved[0]))
@@ -413,6 +436,13 @@ def gen_claim_record(d: Draw, w: World) -> dict[str, Any]:
         req["wait"] = d.pick([0, 0.5, 30, 3600, -1, 3601, "1", None])
         if req["wait"] is None:
             del req["wait"]
+    if d.coin(0.15):  # dead letters: one $inc counter, a lease, max_attempts + fields
+        counter = d.pick(pf)
+        req["fields"][counter] = {"$inc": 1}
+        req["max_attempts"] = d.pick([1, 2, 3]) if d.coin(0.9) else d.pick([0, "2", None])
+        req["dead_letter"] = {f: value(d, types.get(f)) for f in d.subset(fields or pf)[:1]}
+        if d.coin(0.1):
+            del req[d.pick(["max_attempts", "dead_letter"])]
     req.update(preconditions(d, t, None, {"expected_version"}))
     return req
 
@@ -485,6 +515,7 @@ GENERATORS = {
     "SET_RECORD": gen_set_record,
     "PATCH_RECORD": gen_patch_record,
     "DELETE_RECORD": gen_delete_record,
+    "EXPIRE_RECORD": gen_expire_record,
     "GET_RECORD": gen_get_record,
     "LIST_RECORDS": gen_list_records,
     "CLAIM_RECORD": gen_claim_record,
@@ -680,9 +711,43 @@ class EngineMachine(RuleBasedStateMachine):
         )
         self.send(req)
 
+    @precondition(lambda self: any(t.records for t in self.world.tables.values()))
+    @rule(data=st.data())
+    def claim_under_a_lease(self, data: st.DataObject) -> None:
+        """A claim that finds a record (its where is empty or one of a record's values)
+        under a lease, now and then with an attempt counter and a dead letter: what the
+        expiry commits of :meth:`advance_clock` then put back or set aside."""
+        d = Draw(data)
+        name = d.pick(sorted(n for n, t in self.world.tables.items() if t.records))
+        t = self.world.tables[name]
+        rec = t.records[d.pick(list(t.records))]
+        fields = [f for f in (t.fields or []) if f in rec]
+        if not fields:
+            return
+        f = d.pick(fields)
+        where = {} if d.coin(0.5) else {f: rec[f]}
+        req: dict[str, Any] = {
+            "command": "CLAIM_RECORD",
+            "state": name,
+            "where": where,
+            "fields": {f: value(d, t.types.get(f))},
+            "lease_seconds": d.pick(LEASES),
+        }
+        numeric = [g for g in fields if is_number(rec[g]) and g != f]
+        if numeric and d.coin(0.5):
+            counter = d.pick(numeric)
+            req["fields"][counter] = {"$inc": 1}
+            if d.coin(0.6):
+                req["max_attempts"] = d.pick([1, 2])
+                req["dead_letter"] = {f: value(d, t.types.get(f))}
+        self.send(req)
+
     @rule(dt=st.sampled_from([1.0, 2.0, 5.0, 20.0]))
     def advance_clock(self, dt: float) -> None:
+        """Time passes; the next command finds what ran out committed first (the cached
+        digest of the state predates that commit)."""
         self.clock.now += dt
+        self.digest = None
 
     @precondition(lambda self: any(t.leases for t in self.world.tables.values()))
     @rule(data=st.data())
@@ -736,7 +801,9 @@ class EngineMachine(RuleBasedStateMachine):
     @invariant()
     def engine_matches_model(self) -> None:
         if self.digest is None:
-            self.digest = engine_digest(self.engine.execute)
+            self.digest = engine_digest(self.engine.execute)  # its reads commit expiries
+        for w in self.worlds:
+            expire(w, self.clock.now)
         keep = [w for w in self.worlds if model_digest(w) == self.digest]
         assert keep, f"state differs\nengine: {self.digest!r}\nmodel:  {model_digest(self.world)!r}"
         self.worlds = keep

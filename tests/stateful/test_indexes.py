@@ -129,7 +129,8 @@ class IndexedVersusScan(RuleBasedStateMachine):
 
     @rule(order_by=st.sampled_from([None, "a", "-a", ["a", "id"]]), lease=st.sampled_from([1, 5]))
     def claim_pending(self, order_by: Any, lease: int) -> None:
-        """The task-queue claim: pending → running under a lease (expired ones come back)."""
+        """The task-queue claim: pending → running under a lease (expired ones are put back
+        by the expiry commit of :meth:`wait`)."""
         request = {
             "command": "CLAIM_RECORD",
             "state": "t",
@@ -143,7 +144,16 @@ class IndexedVersusScan(RuleBasedStateMachine):
 
     @rule(seconds=st.sampled_from([0.5, 2, 10, 60]))
     def wait(self, seconds: float) -> None:
+        """Time passes: both engines commit the same expiries (leases put back through
+        the index, TTL'd records deleted from it)."""
         self.now += seconds
+        assert self.indexed.expire_due(self.now) == self.plain.expire_due(self.now)
+        assert self.indexed.expired == self.plain.expired
+        assert self.indexed.seq == self.plain.seq
+
+    @rule(rid=IDS, ttl=st.none() | st.sampled_from([1, 5, 30]))
+    def expire(self, rid: int, ttl: Any) -> None:
+        self.send({"command": "EXPIRE_RECORD", "state": "t", "id": rid, "ttl": ttl})
 
     @rule(rids=st.lists(IDS, max_size=3), recs=st.lists(record(), min_size=3, max_size=3),
           fail=st.booleans())  # fmt: skip
@@ -173,7 +183,7 @@ class IndexedVersusScan(RuleBasedStateMachine):
         table = self.indexed.tables["t"]
         if table.ix is None:
             return
-        fresh = TableIndexes(table.index_defs, table.records, table.leases)
+        fresh = TableIndexes(table.index_defs, table.records)
         for fields, entries in table.ix.lists.items():
             kept = [(*e[:-2], e[-1]) for e in entries]
             built = [(*e[:-2], e[-1]) for e in fresh.lists[fields]]

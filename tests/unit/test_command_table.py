@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = {"n": "integer", "s": "string?"}
 
 
-def readme_section(title: str) -> str:
-    return (ROOT / "README.md").read_text().split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+def readme_section(title: str, doc: str = "README.md") -> str:
+    return (ROOT / doc).read_text().split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
 
 
 # --- every entry is everywhere ------------------------------------------------------------
@@ -167,10 +167,9 @@ def test_call_sends_any_command() -> None:
         eng.call("NOT_A_COMMAND")
 
 
-def test_the_readme_engine_snippets_run() -> None:
-    blocks = re.findall(
-        r"```python\n(.*?)```", readme_section("Using the engine in one process"), re.S
-    )
+def test_the_engine_snippets_of_docs_client_md_run() -> None:
+    section = readme_section("Using the engine in one process", "docs/client.md")
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     assert len(blocks) == 2 and "eng.call(" in blocks[1]
     namespace: dict[str, Any] = {}
     for block in blocks:

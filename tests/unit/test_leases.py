@@ -122,7 +122,10 @@ def test_live_lease_is_not_claimable_whatever_its_fields(jobs: Eng) -> None:
     assert claim(eng, {}, RUN_B) is None
 
 
-def test_expired_lease_is_claimable_by_the_pre_claim_values(jobs: Eng) -> None:
+def test_an_expired_lease_is_a_commit_that_puts_the_pre_claim_values_back(jobs: Eng) -> None:
+    """README rule 2: at the deadline the writer commits the expiry (its own seq, the
+    table's version + 1, the record's new _version), so reads show the record as it was
+    before the claim and a claim finds it by its where as it stands."""
     eng, clock = jobs
     ok(
         eng,
@@ -131,31 +134,30 @@ def test_expired_lease_is_claimable_by_the_pre_claim_values(jobs: Eng) -> None:
         records=[{"status": "pending", "worker": None, "tries": 0}],
     )
     first = claim(eng, PENDING, RUN_A, lease_seconds=10)
-    clock.now += 10.5
-    # reads show the record as the claim left it until someone claims it again
-    assert ok(eng, command="GET_RECORD", state="jobs", id=first["id"])["result"] == first
-    assert ok(eng, command="LIST_RECORDS", state="jobs", where=PENDING)["result"] == []
+    seq, version = eng.seq, eng.get_state_info("jobs")["version"]
+    clock.now += 9.9
+    assert eng.get_record("jobs", first["id"]) == first  # live: reads show the claim
+    clock.now += 0.1  # the deadline: the next command sees the expiry committed first
+    back = eng.get_record("jobs", first["id"])
+    assert back == {"id": first["id"], "status": "pending", "worker": None, "tries": 0,
+                    "_version": seq + 1}  # fmt: skip
+    assert eng.seq == seq + 1 and eng.get_state_info("jobs")["version"] == version + 1
+    assert ok(eng, command="LIST_RECORDS", state="jobs", where=PENDING)["result"] == [back]
     second = claim(eng, {"status": "pending", "worker": None}, RUN_B, lease_seconds=10)
     assert second is not None and second["id"] == first["id"]
-    assert second["worker"] == "B" and second["_version"] > first["_version"]
+    assert second["worker"] == "B" and second["_version"] == seq + 2
 
 
-def test_reclaim_keeps_the_original_pre_claim_values(jobs: Eng) -> None:
+def test_leases_running_out_together_are_one_commit(jobs: Eng) -> None:
     eng, clock = jobs
-    ok(
-        eng,
-        command="SET_STATE",
-        state="jobs",
-        records=[{"status": "pending", "worker": None, "tries": 0}],
-    )
-    claim(eng, PENDING, {"status": "running"}, lease_seconds=5)
-    clock.now += 6
-    # the second claim overwrites `worker` too; `status` was already overwritten
-    claim(eng, PENDING, {"worker": "B"}, lease_seconds=5)
-    clock.now += 6
-    # still claimable as it was before the *first* claim: status pending, worker None
-    third = claim(eng, {"status": "pending", "worker": None}, {"worker": "C"}, lease_seconds=5)
-    assert third is not None and third["status"] == "running" and third["worker"] == "C"
+    rows = [{"status": "pending", "worker": None, "tries": 0}] * 3
+    ok(eng, command="SET_STATE", state="jobs", records=rows)
+    for _ in range(3):
+        claim(eng, PENDING, RUN_A, lease_seconds=5)
+    seq = eng.seq
+    clock.now += 60
+    assert [r["_version"] for r in eng.list_records("jobs")] == [seq + 1] * 3
+    assert eng.seq == seq + 1
 
 
 def test_patch_with_lease_seconds_renews(jobs: Eng) -> None:
@@ -417,9 +419,54 @@ def test_an_attempt_counter_survives_expired_leases_and_bounds_retries(jobs: Eng
         assert task is not None and task["tries"] == attempt
         clock.now += 11  # the worker died: the lease runs out
     assert claim(eng, where, fields, lease_seconds=10) is None  # 3 attempts: not offered
-    dead = ok(eng, command="LIST_RECORDS", state="jobs", where={"tries": 3})["result"]
-    assert [r["status"] for r in dead] == ["running"]
+    left = ok(eng, command="LIST_RECORDS", state="jobs", where={"tries": 3})["result"]
+    assert [r["status"] for r in left] == ["pending"]  # put back, but past the where
     err(eng, "SchemaError", command="CLAIM_RECORD", state="jobs", where={},
         fields={"worker": {"$inc": 1}})  # fmt: skip
     err(eng, "BadRequest", command="CLAIM_RECORD", state="jobs", where={},
         fields={"tries": {"$inc": "1"}})  # fmt: skip
+
+
+def test_a_poison_task_is_dead_lettered_by_exactly_its_max_attempts_expiry(jobs: Eng) -> None:
+    """README "Dead letters": the expiry of the lease taken at the max_attempts-th claim
+    sets the dead-letter fields instead of the pre-claim values; earlier expiries put
+    the task back."""
+    eng, clock = jobs
+    ok(eng, command="SET_STATE", state="jobs", records=[{"status": "pending", "worker": None,
+                                                         "tries": 0}])  # fmt: skip
+    kw = {"lease_seconds": 10, "max_attempts": 3, "dead_letter": {"status": "dead"}}
+    fields = {"status": "running", "tries": {"$inc": 1}}
+    for attempt in (1, 2, 3):
+        task = claim(eng, PENDING, fields, **kw)
+        assert task is not None and task["tries"] == attempt
+        clock.now += 11
+        expected = "dead" if attempt == 3 else "pending"
+        assert eng.get_record("jobs", task["id"])["status"] == expected
+    assert claim(eng, PENDING, fields, **kw) is None
+    # completed in time: the dead letter is never written
+    ok(eng, command="SET_STATE", state="jobs", records=[{"status": "pending", "worker": None,
+                                                         "tries": 2}])  # fmt: skip
+    task = claim(eng, PENDING, fields, **kw)
+    eng.patch_record("jobs", task["id"], {"status": "done"}, if_version=task["_version"])
+    clock.now += 11
+    assert eng.get_record("jobs", task["id"])["status"] == "done"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"max_attempts": 3},  # no dead_letter
+        {"dead_letter": {"status": "dead"}},  # no max_attempts
+        {"max_attempts": 0, "dead_letter": {"status": "dead"}},
+        {"max_attempts": 3, "dead_letter": {"status": "dead"}, "lease_seconds": None},
+        {"max_attempts": 3, "dead_letter": "dead"},
+    ],
+)
+def test_bad_dead_letter_arguments(jobs: Eng, extra: dict[str, Any]) -> None:
+    eng, _ = jobs
+    req = {"command": "CLAIM_RECORD", "state": "jobs", "where": {},
+           "fields": {"tries": {"$inc": 1}}, "lease_seconds": 5, **extra}  # fmt: skip
+    err(eng, "BadRequest", **{k: v for k, v in req.items() if v is not None})
+    no_counter = {**req, "fields": {"status": "x"}, "max_attempts": 2,
+                  "dead_letter": {"status": "dead"}, "lease_seconds": 5}  # fmt: skip
+    err(eng, "BadRequest", **no_counter)

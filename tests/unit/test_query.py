@@ -212,20 +212,21 @@ def test_a_malformed_argument_is_refused_before_its_preconditions() -> None:
     assert not reply["ok"] and reply["error"]["type"] == "BadRequest"
 
 
-def test_passed_lease_deadlines_are_dropped() -> None:
-    """The writer keeps lease deadlines to wake parked claims; the ones that passed go, so
+def test_passed_deadlines_are_dropped() -> None:
+    """One heap of lease deadlines; a completed lease's entry goes when it comes up, so
     a long-running queue does not grow the heap by one entry per leased claim."""
     from stateengine.server.engine import TableEngine
 
     now = [0.0]
     engine = TableEngine(clock=lambda: now[0])
-    engine.track_lease_deadlines()
-    claim = {"command": "CLAIM_RECORD", "state": "t", "where": {"s": 0}, "fields": {"s": 1},
-             "lease_seconds": 1}  # fmt: skip
-    for _ in range(1000):
-        engine.execute({"command": "CREATE_RECORD", "state": "t", "record": {"s": 0}})
-        assert engine.execute(claim)["result"] is not None
-        now[0] += 0.01
-    assert engine.lease_deadlines is not None and len(engine.lease_deadlines) == 1000
-    assert engine.next_lease_deadline(now[0]) is not None
-    assert len(engine.lease_deadlines) <= 101  # only the deadlines still ahead
+    engine.apply({"command": "CREATE_STATE", "state": "q", "schema": {"s": "string"}})
+    for i in range(1000):
+        engine.apply({"command": "CREATE_RECORD", "state": "q", "record": {"s": "p"}})
+        engine.apply({"command": "CLAIM_RECORD", "state": "q", "where": {"s": "p"},
+                      "fields": {"s": "r"}, "lease_seconds": 1 + i / 1000})  # fmt: skip
+        engine.apply({"command": "PATCH_RECORD", "state": "q", "id": i + 1,
+                      "fields": {"s": "done"}})  # fmt: skip
+    assert len(engine.deadlines) == 1000
+    assert engine.next_deadline() is None  # every lease completed: all entries stale
+    assert engine.deadlines == []
+    assert engine.expire_due(10.0) is False

@@ -130,6 +130,8 @@ class FeedHub:
             "put_ids": [r.get("id") for r in msg["puts"]],
             "deletes": msg["deletes"],
         }
+        if "expired" in msg:
+            event["expired"] = msg["expired"]
         brief = sse("change", event, msg["seq"])
         event["puts"] = msg["puts"]
         full = sse("change", event, msg["seq"])

@@ -239,12 +239,17 @@ def table_routes(app: FastAPI, kit: RouteKit) -> None:
         openapi_extra=_body_schema("the record", {"title": "load orders.csv", "done": False}),
     )
     async def create_record(
-        state: Segment, request: Request, expected_version: int | None = Query(None)
+        state: Segment,
+        request: Request,
+        expected_version: int | None = Query(None),
+        ttl: float | None = Query(None, description="delete the record after this many seconds"),
     ) -> Response:
         record = await read_body(request, limit)
         req: dict[str, Any] = {"command": "CREATE_RECORD", "state": state, "record": record}
         if expected_version is not None:
             req["expected_version"] = expected_version
+        if ttl is not None:
+            req["ttl"] = ttl
         result, headers = await gw().write(req)
         return answer(result, headers, 201)
 
@@ -265,10 +270,13 @@ def table_routes(app: FastAPI, kit: RouteKit) -> None:
         id: Segment,
         request: Request,
         id_type: Literal["auto", "str", "int"] = IdType,
+        ttl: float | None = Query(None, description="a TTL (without, the record has none)"),
         pre: dict[str, Any] = Pre,
     ) -> Response:
         record = await read_body(request, limit)
         req = {"command": "SET_RECORD", "state": state, "id": parse_id(id, id_type)}
+        if ttl is not None:
+            req["ttl"] = ttl
         result, headers = await gw().write({**req, "record": record, **pre})
         return answer(result, headers)
 
@@ -284,6 +292,7 @@ def table_routes(app: FastAPI, kit: RouteKit) -> None:
         request: Request,
         id_type: Literal["auto", "str", "int"] = IdType,
         lease_seconds: float | None = Query(None, description="renew the record's lease"),
+        ttl: float | None = Query(None, description="set the record's TTL (seconds)"),
         pre: dict[str, Any] = Pre,
     ) -> Response:
         fields = await read_body(request, limit)
@@ -294,6 +303,8 @@ def table_routes(app: FastAPI, kit: RouteKit) -> None:
         }
         if lease_seconds is not None:
             req["lease_seconds"] = lease_seconds
+        if ttl is not None:
+            req["ttl"] = ttl
         result, headers = await gw().write({**req, "fields": fields, **pre})
         return answer(result, headers)
 
@@ -335,7 +346,8 @@ def table_routes(app: FastAPI, kit: RouteKit) -> None:
         tags=["records"],
         summary="CLAIM_RECORD: take the first matching record, optionally under a lease",
         openapi_extra=_body_schema(
-            "`where`, `fields`, `order_by`?, `lease_seconds`?, `expected_version`?, `wait`? "
+            "`where`, `fields`, `order_by`?, `lease_seconds`?, `expected_version`?, `wait`?, "
+            "`max_attempts`? + `dead_letter`? "
             "(or `?wait=SECONDS`: hold the request until a record is claimable)",
             {"where": {"status": "pending"}, "fields": {"status": "running"}, "lease_seconds": 30},
         ),

@@ -44,14 +44,14 @@ Model choices:
   sequential prefix for setup) or ``initial`` declares it as ``{table: {id: record}}``;
   a declared table's version is unknown (``expected_version`` may pass or fail), its
   auto-increment counter is assumed to be past its largest integer id.
-- Leases: the writer's wall clock is not recorded, so a lease granted by a claim or
-  renewal over ``[invoke, complete]`` *may* have expired for a later operation whose
-  completion is at least ``lease_seconds`` after that invocation, and *may* still be
-  live for one invoked less than ``lease_seconds`` after that completion (both with
-  :data:`LEASE_SLACK_NS` of slack for the two clocks). A claim is explained when some
-  choice of expiries makes it pick what it returned. Two claims that get the same
-  record while the first lease must still be live (or without a lease, after the first
-  changed the record so that it no longer matches) are rejected.
+- Leases and TTLs: the model needs no clock. A lease ends by a write (README lease
+  rule 4, ``SET_RECORD``, ``DELETE_RECORD``) or by the server's expiry commit, which the
+  history holds as an :data:`EXPIRY` operation of the process ``server``, recorded from
+  the change feed (:func:`~stateengine.testing.history.record_server_commits`; the kit's
+  fixtures do it). The model checks that each lease it puts back was held (and whether
+  it was due to be dead-lettered), and each record it deletes had a TTL. A record under a
+  lease is never claimable. A history whose leases ran out with no expiry recorded
+  cannot be explained: record the server's commits.
 - Errors that do not depend on the state (``BadRequest``, ``SchemaError``,
   ``ImmutableId``, ...; the schema is not modelled) are taken as "no effect" and not
   checked; ``RecordNotFound``, ``VersionConflict``, ``DuplicateId``, ``StateNotFound``,
@@ -99,6 +99,7 @@ from stateengine.testing.checker.model import (
 )
 from stateengine.testing.checker.model import (
     CHECKED_ERRORS,
+    EXPIRY,
     INF,
     LEASE_SLACK_NS,
     MODELS,
@@ -161,9 +162,6 @@ from stateengine.testing.checker.model import (
 )
 from stateengine.testing.checker.model import (
     _info_matches as _info_matches,
-)
-from stateengine.testing.checker.model import (
-    _lease_ns as _lease_ns,
 )
 from stateengine.testing.checker.model import (
     _list_records as _list_records,
@@ -280,6 +278,7 @@ from stateengine.testing.checker.shrinking import (
 
 __all__ = [
     "CHECKED_ERRORS",
+    "EXPIRY",
     "INF",
     "LEASE_SLACK_NS",
     "MAX_SEQ_CHOICES",

@@ -17,7 +17,8 @@ from stateengine.protocol import order_records, parse_order_by, values_equal
 from stateengine.testing.history import Operation
 
 INF: Final = float("inf")
-#: Slack between the writer's wall clock and CLOCK_MONOTONIC when judging lease expiry.
+#: Slack between the writer's wall clock and CLOCK_MONOTONIC: an expiry commit recorded
+#: from the feed is taken to have started this long before its deadline, as converted.
 LEASE_SLACK_NS: Final = 100_000_000
 
 #: Partitions up to this size are shrunk from the initial state; longer ones from the
@@ -56,6 +57,8 @@ RESHAPING_COMMANDS: Final = frozenset({"SET_STATE", "CREATE_STATE", "DELETE_STAT
 
 
 def _writes(command: Any) -> bool:
+    if command == EXPIRY:
+        return True
     spec = command_table.COMMANDS.get(command) if isinstance(command, str) else None
     return spec is not None and spec.writes
 
@@ -112,26 +115,45 @@ def _freeze_record(data: dict[str, Any]) -> frozenset[tuple[str, Any]]:
     return frozenset((k, freeze(v)) for k, v in data.items() if k != "_version")
 
 
+#: The command of the server's own commits in a history: an expiry (leases and TTLs
+#: that ran out), recorded from the change feed by :func:`~stateengine.testing.history.
+#: record_server_commits` as ``{"command": EXPIRY, "commands": [{"state", "id", "how"}]}``
+#: with, as its result, the record each part wrote (None for a TTL delete).
+EXPIRY: Final = "EXPIRY"
+
+
 # --- the model state -----------------------------------------------------------------------
 
 
 class Lease:
-    """A claim's lease: the values it overwrote and the interval it was granted in."""
+    """A claim's lease: the values it overwrote, its dead-letter rule ``(counter,
+    max_attempts, fields)``, and when it was granted (the invocation of the claim or
+    renewal, ns) for how long (ns). It ends only by a write (rule 4, SET/DELETE) or by the
+    server's expiry commit (:data:`EXPIRY`), which may not complete before the lease could
+    have run out."""
 
-    __slots__ = ("_key", "hi", "lo", "prior", "secs")
+    __slots__ = ("_key", "dead", "lo", "prior", "secs")
 
-    def __init__(self, prior: dict[str, Any], lo: int, hi: float, secs: int) -> None:
+    def __init__(
+        self,
+        prior: dict[str, Any],
+        dead: tuple[str, int, dict[str, Any]] | None = None,
+        lo: int = 0,
+        secs: int = 0,
+    ) -> None:
         self.prior = prior
+        self.dead = dead
         self.lo = lo
-        self.hi = hi
         self.secs = secs
-        self._key = (_freeze_record(prior), lo, hi, secs)
+        self._key = (
+            _freeze_record(prior),
+            None if dead is None else (dead[0], dead[1], _freeze_record(dead[2])),
+            lo,
+            secs,
+        )
 
-    def may_expire_for(self, lo: int, hi: float) -> bool:
+    def may_have_run_out_by(self, hi: float) -> bool:
         return hi - self.lo >= self.secs - LEASE_SLACK_NS
-
-    def may_live_for(self, lo: int, hi: float) -> bool:
-        return lo - self.hi < self.secs + LEASE_SLACK_NS
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Lease) and self._key == other._key
@@ -141,19 +163,24 @@ class Lease:
 
 
 class Entry:
-    """One record: its fields (``id`` included, ``_version`` apart), version and lease.
+    """One record: its fields (``id`` included, ``_version`` apart), version, lease and
+    whether it has a TTL (its ``_expires`` is the server's clock: not modelled, only
+    whether it is there).
 
     ``vers`` is the ``seq`` of its last write, or a placeholder <= 0 when that is unknown.
     """
 
-    __slots__ = ("_hash", "_key", "data", "id", "lease", "vers")
+    __slots__ = ("_hash", "_key", "data", "id", "lease", "ttl", "vers")
 
-    def __init__(self, rid: Any, data: dict[str, Any], vers: int, lease: Lease | None) -> None:
+    def __init__(
+        self, rid: Any, data: dict[str, Any], vers: int, lease: Lease | None, ttl: bool = False
+    ) -> None:
         self.id = rid
         self.data = data
         self.vers = vers
         self.lease = lease
-        self._key = (rid, _freeze_record(data), vers, lease)
+        self.ttl = ttl
+        self._key = (rid, _freeze_record(data), vers, lease, ttl)
         self._hash = hash(self._key)
 
     def record(self) -> dict[str, Any]:
@@ -346,11 +373,6 @@ def _strip_id(fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if k != "id"} if isinstance(fields, dict) else {}
 
 
-def _lease_ns(req: dict[str, Any]) -> int | None:
-    secs = req.get("lease_seconds")
-    return None if secs is None else int(float(secs) * 1e9)
-
-
 Branches = list[tuple[Outcome, State]]
 
 
@@ -386,7 +408,10 @@ def _write_record(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
             out.append((("ok", "none", None), state.with_table(name, table.remove(rid))))
         elif command == "SET_RECORD":
             data = {"id": rid, **_strip_id(req.get("record"))}
-            new = Entry(rid, data, ctx.seq, None)
+            new = Entry(rid, data, ctx.seq, None, req.get("ttl") is not None)
+            out.append((("ok", "record", new), state.with_table(name, table.put(new))))
+        elif command == "EXPIRE_RECORD":
+            new = Entry(rid, entry.data, ctx.seq, lease, req.get("ttl") is not None)
             out.append((("ok", "record", new), state.with_table(name, table.put(new))))
         elif command == "PATCH_RECORD":
             patch = _strip_id(req.get("fields"))
@@ -395,10 +420,11 @@ def _write_record(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
                 if lease is None:
                     out.append((_err("BadRequest"), state))
                     continue
-                lease = Lease(lease.prior, ctx.lo, ctx.hi, secs)
+                lease = Lease(lease.prior, lease.dead, ctx.lo, secs)
             elif lease is not None and any(k in lease.prior for k in patch):
                 lease = None  # rule 4: a claimed field changed: the lease is complete
-            new = Entry(rid, {**entry.data, **patch}, ctx.seq, lease)
+            ttl = entry.ttl or req.get("ttl") is not None
+            new = Entry(rid, {**entry.data, **patch}, ctx.seq, lease, ttl)
             out.append((("ok", "record", new), state.with_table(name, table.put(new))))
         else:  # INCREMENT
             fname = req.get("field")
@@ -410,7 +436,8 @@ def _write_record(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
             value = current + by
             if lease is not None and fname in lease.prior:
                 lease = None
-            new = Entry(rid, {**entry.data, fname: value}, ctx.seq, lease)  # type: ignore[dict-item]
+            data = {**entry.data, fname: value}  # type: ignore[dict-item]
+            new = Entry(rid, data, ctx.seq, lease, entry.ttl)
             out.append((("ok", "value", value), state.with_table(name, table.put(new))))
     return out
 
@@ -449,7 +476,7 @@ def _create_record(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
                 continue  # counter unknown: the effect cannot be modelled (documented)
             rid = table.next_id
             next_id = rid + 1
-        new = Entry(rid, {"id": rid, **_strip_id(raw)}, ctx.seq, None)
+        new = Entry(rid, {"id": rid, **_strip_id(raw)}, ctx.seq, None, req.get("ttl") is not None)
         put = table.put(new).replace(next_id=next_id)
         out.append((("ok", "record", new), state.with_table(name, put)))
     return out
@@ -502,40 +529,84 @@ def _claim_record(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
         except BadRequest:
             out.append((_err("BadRequest"), state))
             continue
-        # (view, entry, may be skipped as live-leased)
-        candidates: list[tuple[dict[str, Any], Entry, bool]] = []
-        for entry in table.records:
-            held = entry.lease
-            if held is None:
-                view, maybe_live = entry.data, False
-            else:
-                if not held.may_expire_for(ctx.lo, ctx.hi):
-                    continue  # rule 1: certainly live
-                view = {**entry.data, **held.prior}
-                maybe_live = held.may_live_for(ctx.lo, ctx.hi)
-            if where(view):
-                candidates.append((view, entry, maybe_live))
+        # rule 1: a record under a lease is not claimable (a lease that ran out was
+        # ended by the server's expiry commit, an operation of the history)
+        candidates = [e for e in table.records if e.lease is None and where(e.data)]
         keys = parse_order_by(req.get("order_by"))
         if keys:
-            candidates = order_records(candidates, keys, get=lambda c: c[0])
-        patch = _strip_id(req.get("fields"))
-        secs = _lease_ns(req)
-        for _, entry, maybe_live in candidates:
-            old = entry.data
-            lease: Lease | None = None
-            if secs is not None:
-                prior = {k: old.get(k) for k in patch if not query.is_increment(patch[k])}
-                if entry.lease is not None:
-                    prior.update(entry.lease.prior)
-                lease = Lease(prior, ctx.lo, ctx.hi, secs)
-            data = {**old, **_incremented(patch, old)}
-            new = Entry(entry.id, data, ctx.seq, lease)
-            out.append((("ok", "record", new), state.with_table(name, table.put(new))))
-            if not maybe_live:
-                break  # every later candidate would come after this one
-        else:
+            candidates = order_records(candidates, keys, get=lambda e: e.data)
+        if not candidates:
             out.append((("ok", "none", None), state))
+            continue
+        entry = candidates[0]
+        patch = _strip_id(req.get("fields"))
+        old = entry.data
+        lease: Lease | None = None
+        secs = _lease_ns(req)
+        if secs is not None:
+            prior = {k: old.get(k) for k in patch if not query.is_increment(patch[k])}
+            lease = Lease(prior, _dead_letter(req), ctx.lo, secs)
+        data = {**old, **_incremented(patch, old)}
+        new = Entry(entry.id, data, ctx.seq, lease, entry.ttl)
+        out.append((("ok", "record", new), state.with_table(name, table.put(new))))
     return out
+
+
+def _lease_ns(req: dict[str, Any]) -> int | None:
+    secs = req.get("lease_seconds")
+    return int(secs * 1e9) if isinstance(secs, (int, float)) else None
+
+
+def _dead_letter(req: dict[str, Any]) -> tuple[str, int, dict[str, Any]] | None:
+    """A claim's dead-letter rule: its one ``$inc`` counter, ``max_attempts`` and fields."""
+    most, letter = req.get("max_attempts"), req.get("dead_letter")
+    fields = req.get("fields")
+    if most is None or not isinstance(letter, dict) or not isinstance(fields, dict):
+        return None
+    counters = [k for k, v in fields.items() if query.is_increment(v)]
+    return (counters[0], most, _strip_id(letter)) if len(counters) == 1 else None
+
+
+def _expiry(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
+    """The server's expiry commit: each lease put back (or dead-lettered), each TTL'd
+    record deleted; each table touched rises by one version. No branch when some part
+    is not possible here (no such lease or TTL)."""
+    results: list[Outcome] = []
+    versions: dict[str, int | None] = {}
+    for sub in req.get("commands") or []:
+        name, rid, how = sub.get("state"), sub.get("id"), sub.get("how")
+        table = state.table(name)
+        entry = table.get(rid) if table.exists else None
+        if entry is None or not isinstance(name, str):
+            return []
+        versions.setdefault(name, table.version)
+        if how == "ttl":
+            if not entry.ttl:
+                return []
+            table = table.remove(rid)
+            results.append(("ok", "none", None))
+        else:
+            lease = entry.lease
+            if lease is None or not lease.may_have_run_out_by(ctx.hi):
+                return []
+            data = {**entry.data, **lease.prior}
+            dead = False
+            if lease.dead is not None:
+                counter, most, fields = lease.dead
+                count = entry.data.get(counter)
+                dead = isinstance(count, (int, float)) and count >= most
+                if dead:
+                    data.update(fields)
+            if dead != (how == "dead"):
+                return []
+            new = Entry(rid, data, ctx.seq, None, entry.ttl)
+            table = table.put(new)
+            results.append(("ok", "record", new))
+        state = state.with_table(name, table)
+    for name, version in versions.items():
+        bumped = None if version is None else version + 1
+        state = state.with_table(name, state.table(name).replace(version=bumped))
+    return [(("ok", "batch", tuple(results)), state)]
 
 
 def _set_state(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
@@ -613,8 +684,9 @@ def _alter_state(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
             lease = e.lease
             if lease is not None:
                 prior = {k: v for k, v in lease.prior.items() if k not in drop}
-                lease = Lease(prior, lease.lo, lease.hi, lease.secs)
-            entries.append(Entry(e.id, data, ctx.seq, lease))
+                dead = lease.dead if lease.dead is None or lease.dead[0] not in drop else None
+                lease = Lease(prior, dead, lease.lo, lease.secs)
+            entries.append(Entry(e.id, data, ctx.seq, lease, e.ttl))
         new = table.replace(version=table.bump(), records=tuple(entries))
         out.append((("ok", "info", new), state.with_table(name, new)))
     return out
@@ -665,6 +737,7 @@ MODELS: Final[dict[str, Model]] = {
     "SET_RECORD": _write_record,
     "PATCH_RECORD": _write_record,
     "DELETE_RECORD": _write_record,
+    "EXPIRE_RECORD": _write_record,
     "INCREMENT": _write_record,
     "CREATE_RECORD": _create_record,
     "LIST_RECORDS": _list_records,
@@ -676,14 +749,15 @@ MODELS: Final[dict[str, Model]] = {
     "GET_STATE_INFO": _get_state_info,
     "BATCH": _batch,
     "SNAPSHOT": _snapshot,
+    EXPIRY: _expiry,
 }
 
 
 def apply(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
     """Every outcome the sequential model allows for *req* on *state*, with the next state.
 
-    More than one branch only where the model cannot know (a lease that may or may not
-    have run out, an unknown table version or record version).
+    More than one branch only where the model cannot know (an unknown table version or
+    record version).
     """
     handler = MODELS.get(req.get("command", ""))
     return [] if handler is None else handler(state, req, ctx)
@@ -747,7 +821,9 @@ def _record_matches(entry: Entry, observed: Any, known_seqs: frozenset[int]) -> 
         elif type(got) is not int or got in known_seqs:
             return False
     data = entry.data
-    if len(observed) != len(data) + ("_version" in observed):
+    if ("_expires" in observed) != entry.ttl:
+        return False
+    if len(observed) != len(data) + ("_version" in observed) + entry.ttl:
         return False
     for name, value in data.items():
         if name not in observed:

@@ -11,6 +11,7 @@ from typing import Any
 
 from stateengine.testing.checker.model import (
     CHECKED_ERRORS,
+    EXPIRY,
     MODELS,
     RESHAPING_COMMANDS,
     State,
@@ -37,8 +38,8 @@ def _checked(op: Operation) -> bool:
 def _touches(req: dict[str, Any]) -> Iterator[tuple[str, Any, bool]]:
     """``(table, id, whole_table)`` for every part of the state *req* reads or writes."""
     command = req.get("command")
-    if command in ("BATCH", "SNAPSHOT"):
-        for sub in req.get("commands" if command == "BATCH" else "reads") or []:
+    if command in ("BATCH", "SNAPSHOT", EXPIRY):
+        for sub in req.get("reads" if command == "SNAPSHOT" else "commands") or []:
             if isinstance(sub, dict):
                 yield from _touches(sub)
         return
