@@ -25,7 +25,7 @@ import os
 import signal
 import time
 from types import FrameType
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import msgpack
 import zmq
@@ -67,11 +67,34 @@ from stateengine.shm import locks, stale
 log = logging.getLogger("stateengine.server")
 
 _NOBLOCK = int(zmq.NOBLOCK)
-_POLLIN = int(zmq.POLLIN)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 #: The defaults of ``serve --max-request-bytes`` and of the reply limit.
 DEFAULT_MAX_REQUEST = MAX_REQUEST_BYTES
 DEFAULT_MAX_REPLY = MAX_REPLY_BYTES
+
+
+def _drain(
+    sock: zmq.Socket[bytes], received: list[tuple[zmq.Socket[bytes], list[bytes]]], limit: int
+) -> None:
+    """Append the messages waiting on *sock* to *received*, up to *limit* in all.
+
+    Frames come with ``copy=False`` and end at the first without ``more``: pyzmq's
+    ``recv_multipart`` asks ``getsockopt(RCVMORE)`` after every frame and the loop
+    asked ``get(EVENTS)`` before every message, each a Python-level enum conversion
+    (and EVENTS a syscall); on a burst that was 8.6 µs a 3-frame message against 2.2 µs
+    this way (issue 17, ROUTER over ipc, thread CPU). The drain ends with one ``Again``.
+    """
+    recv = sock.recv
+    while len(received) < limit:
+        try:
+            frame = recv(_NOBLOCK, copy=False)
+        except zmq.Again:
+            return
+        frames = [frame.bytes]
+        while frame.more:
+            frame = recv(_NOBLOCK, copy=False)
+            frames.append(frame.bytes)
+        received.append((sock, frames))
 
 
 def _writes(name: Any) -> bool:
@@ -535,9 +558,7 @@ class Server:
         assert self._sock is not None
         received: list[tuple[zmq.Socket[bytes], list[bytes]]] = []
         for sock in (self._sock, self._tcp) if self._tcp is not None else (self._sock,):
-            # EVENTS is a cheaper "anything waiting?" than a recv that raises Again.
-            while len(received) < self.max_pass and cast(int, sock.get(zmq.EVENTS)) & _POLLIN:
-                received.append((sock, sock.recv_multipart(zmq.NOBLOCK)))
+            _drain(sock, received, self.max_pass)
         wake = self._next_wake()
         now = self.engine.clock()
         if not received and (wake is None or now < wake):

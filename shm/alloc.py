@@ -20,14 +20,25 @@ __all__ = [
 
 
 class Allocator:
-    """Extents of ``[start, start + size)``; sizes must be multiples of 8."""
+    """Extents of ``[start, start + size)``; sizes must be multiples of 8.
+
+    Free extents are kept in bins by exact size (``size → starts``, an insertion-ordered
+    dict used as a set) under one sorted list of the distinct sizes. Why not one sorted
+    list of ``(size, start)`` tuples, as before: a steady stream of one-record commits
+    leaves ~750 free extents (8-byte slivers between blocks of slightly different sizes),
+    and each alloc and free bisected and shifted that list with tuple comparisons:
+    ~3 µs an alloc, 6 of a one-record commit's 25 µs (bench issue 17). Distinct sizes
+    are far fewer than extents and compare as ints. Among extents of the best-fitting
+    size the most recently freed one is taken.
+    """
 
     def __init__(self, start: int, size: int) -> None:
         self.start = start
         self.size = size
         self._by_start: dict[int, int] = {}
         self._by_end: dict[int, int] = {}
-        self._sizes: list[tuple[int, int]] = []
+        self._bins: dict[int, dict[int, None]] = {}
+        self._sizes: list[int] = []  # the keys of _bins, sorted
         self.free_bytes = 0
         if size > 0:
             self._add(start, size)
@@ -35,23 +46,39 @@ class Allocator:
     def _add(self, start: int, size: int) -> None:
         self._by_start[start] = size
         self._by_end[start + size] = start
-        bisect.insort(self._sizes, (size, start))
+        starts = self._bins.get(size)
+        if starts is None:
+            self._bins[size] = {start: None}
+            bisect.insort(self._sizes, size)
+        else:
+            starts[start] = None
         self.free_bytes += size
 
     def _remove(self, start: int, size: int) -> None:
         del self._by_start[start]
         del self._by_end[start + size]
-        i = bisect.bisect_left(self._sizes, (size, start))
-        del self._sizes[i]
+        starts = self._bins[size]
+        del starts[start]
+        if not starts:
+            del self._bins[size]
+            del self._sizes[bisect.bisect_left(self._sizes, size)]
         self.free_bytes -= size
 
     def alloc(self, n: int) -> int | None:
         """Offset of a fresh extent of ``n`` bytes, or None if no free extent fits."""
-        i = bisect.bisect_left(self._sizes, (n, -1))
-        if i == len(self._sizes):
+        sizes = self._sizes
+        i = bisect.bisect_left(sizes, n)
+        if i == len(sizes):
             return None
-        size, start = self._sizes[i]
-        self._remove(start, size)
+        size = sizes[i]
+        starts = self._bins[size]
+        start, _ = starts.popitem()
+        if not starts:
+            del self._bins[size]
+            del sizes[i]
+        del self._by_start[start]
+        del self._by_end[start + size]
+        self.free_bytes -= size
         if size > n:
             self._add(start + n, size - n)
         return start
@@ -112,7 +139,7 @@ class Allocator:
         return total
 
     def largest(self) -> int:
-        return self._sizes[-1][0] if self._sizes else 0
+        return self._sizes[-1] if self._sizes else 0
 
     def extents(self) -> list[tuple[int, int]]:
         """Free extents sorted by offset (for tests and stats)."""
@@ -128,4 +155,7 @@ class Allocator:
             assert self._by_end[s + n] == s
             total += n
         assert total == self.free_bytes
-        assert sorted((n, s) for s, n in ext) == self._sizes
+        assert sorted((n, s) for s, n in ext) == sorted(
+            (n, s) for n, starts in self._bins.items() for s in starts
+        )
+        assert self._sizes == sorted(self._bins) and all(self._bins.values())

@@ -150,3 +150,58 @@ def test_allocator_best_fit_and_coalescing() -> None:
     assert a.extents() == [(64, 1024)]
     with pytest.raises(ValueError):
         a.free(64, 8)
+
+
+def _steady_stream(w: ArenaWriter, clock: list[float], commits: int, dt: float) -> int:
+    """Rewrite one record *commits* times, *dt* apart on the fake clock; return the most
+    retired batches seen at once."""
+    most = 0
+    for seq in range(1, commits + 1):
+        clock[0] += dt
+        w.commit(seq, [("t", 1, msgpack.packb({"n": seq}))])
+        most = max(most, len(w._pending))  # stats() would scan the pins itself
+    return most
+
+
+@pytest.mark.parametrize("control", [False, True])
+def test_commits_reclaim_at_most_every_quarter_grace_and_stay_bounded(
+    control: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commits reclaim in batches (issue 17: a pin scan per commit cost a one-record
+    commit several µs) but a steady stream still gets its space back: at most what
+    ``grace + grace / 4`` of commits retire stays retired. Control: commits that never
+    reclaim let the retired batches grow with the stream."""
+    clock = [100.0]
+    w = ArenaWriter.create("setest", initial_size=1 << 20, grace=1.0, _clock=lambda: clock[0])
+    try:
+        scans = [0]
+        min_pin = w._min_pin
+
+        def counted(now: float) -> int | None:
+            scans[0] += 1
+            return min_pin(now)
+
+        monkeypatch.setattr(w, "_min_pin", counted)
+        if control:
+            monkeypatch.setattr(w, "reclaim", lambda force=False: 0)
+        most = _steady_stream(w, clock, commits=2000, dt=0.01)
+        bound = int((1.0 + 1.0 / 4) / 0.01) + 2  # batches retired in grace + grace/4
+        if control:
+            assert most > 1500  # nothing came back
+            return
+        assert most <= bound, most
+        # 20 s of commits: a scan every ~0.25 s after the first second, not 2000 scans
+        assert scans[0] <= 20 / 0.25 + 2, scans[0]
+        assert w.stats()["generation"] == 1  # space came back: the arena never grew
+    finally:
+        w.close()
+
+
+def test_commits_reclaim_every_time_under_grace_zero() -> None:
+    """grace 0 (tests, tools): each commit frees what the previous one retired, as before."""
+    clock = [0.0]
+    w = ArenaWriter.create("setest", initial_size=1 << 20, grace=0.0, _clock=lambda: clock[0])
+    try:
+        assert _steady_stream(w, clock, commits=50, dt=0.0) <= 1
+    finally:
+        w.close()

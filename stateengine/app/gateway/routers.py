@@ -274,7 +274,7 @@ def table_routes(app: FastAPI, kit: RouteKit) -> None:
         pre: dict[str, Any] = Pre,
     ) -> Response:
         record = await read_body(request, limit)
-        req = {"command": "SET_RECORD", "state": state, "id": parse_id(id, id_type)}
+        req: dict[str, Any] = {"command": "SET_RECORD", "state": state, "id": parse_id(id, id_type)}
         if ttl is not None:
             req["ttl"] = ttl
         result, headers = await gw().write({**req, "record": record, **pre})

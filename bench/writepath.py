@@ -1,0 +1,193 @@
+"""``python -m bench.writepath``: the writer's own CPU per write, in one process, no sockets.
+
+    python -m bench.writepath [--writes N] [--bulk N] [--repeats R] [--server]
+
+What the server does for one acknowledged PATCH_RECORD (decode the request, apply it,
+encode the reply, collect the change set, publish it to the arena) and for a
+``SET_STATE`` bulk load, timed as the thread's CPU time (``time.thread_time_ns``) and
+reported as the minimum over the repeats: on a shared 2-core machine the wall clock of
+``python -m bench`` swings by 2× between runs, while this figure moves by a few %, so a
+change to the write path can be judged here first and then with ``--compare``.
+
+``--server`` also starts a real server (``--store none``, as ``python -m bench``) and
+reports the CPU its process spends (all threads, from ``/proc/PID/stat``) per write
+sent from a raw REQ socket one at a time and from a raw DEALER 100 in flight: what
+the loop, the sockets and libzmq's I/O thread add to the in-process figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zmq
+
+from bench import server as bench_server
+from bench.records import record
+from stateengine.protocol import decode_request
+from stateengine.server.engine import ChangeSet, TableEngine
+from stateengine.server.publish import ArenaPublisher
+from stateengine.testing import ServerProcess
+
+TABLE = "bench"
+
+
+def _cpu_us(body: Callable[[], None], ops: int, repeats: int) -> float:
+    """Minimum over *repeats* of the thread CPU µs per op of ``body()``."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.thread_time_ns()
+        body()
+        best = min(best, (time.thread_time_ns() - start) / ops / 1000)
+    return best
+
+
+def _pass(engine: TableEngine, body: bytes, pack: Callable[[Any], bytes]) -> ChangeSet:
+    """One request as the server's pass handles it, up to the publish."""
+    request, _ = decode_request(body, 1 << 30)
+    pack(engine.execute(request))
+    cs = engine.change_set(engine.changes, engine.table_changes, engine.removed)
+    engine.changes, engine.table_changes, engine.removed = {}, set(), set()
+    return cs
+
+
+def one_write(writes: int, repeats: int, records: int = 1000) -> dict[str, float]:
+    """CPU µs of one PATCH_RECORD: the whole pass, and the arena publish within it."""
+    engine = TableEngine()
+    engine.copy_results = False
+    publisher = ArenaPublisher(engine)
+    pack = msgpack.Packer(use_bin_type=True).pack
+    try:
+        rows = [{"id": i + 1, **record(i)} for i in range(records)]
+        cs = _pass(engine, pack({"command": "SET_STATE", "state": TABLE, "records": rows}), pack)
+        publisher.publish(cs)
+        bodies = [
+            pack(
+                {
+                    "command": "PATCH_RECORD",
+                    "state": TABLE,
+                    "id": i % records + 1,
+                    "fields": {"status": "running", "tries": i},
+                    "req_id": i + 1,
+                }
+            )
+            for i in range(records)
+        ]
+
+        def run(publish: bool) -> None:
+            for k in range(writes):
+                cs = _pass(engine, bodies[k % records], pack)
+                if publish:
+                    publisher.publish(cs)
+
+        total = _cpu_us(lambda: run(True), writes, repeats)
+        rest = _cpu_us(lambda: run(False), writes, repeats)
+        return {"write_us": total, "publish_us": total - rest, "rest_us": rest}
+    finally:
+        publisher.close()
+
+
+def bulk(records: int, repeats: int) -> dict[str, float]:
+    """CPU µs per record of one SET_STATE of *records* records, and records/s."""
+    engine = TableEngine()
+    engine.copy_results = False
+    publisher = ArenaPublisher(engine)
+    pack = msgpack.Packer(use_bin_type=True).pack
+    rows = [{"id": i + 1, **record(i)} for i in range(records)]
+    body = pack({"command": "SET_STATE", "state": TABLE, "records": rows, "req_id": 1})
+    try:
+
+        def run() -> None:
+            publisher.publish(_pass(engine, body, pack))
+
+        per = _cpu_us(run, records, repeats)
+        return {"bulk_us_per_record": per, "bulk_records_per_s": 1e6 / per}
+    finally:
+        publisher.close()
+
+
+def _process_cpu_s(pid: int) -> float:
+    """utime + stime of every thread of *pid*, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(writes: int, repeats: int, records: int = 1000) -> dict[str, float]:
+    """Server process CPU µs per PATCH_RECORD: one in flight (REQ), 100 (DEALER)."""
+    with tempfile.TemporaryDirectory(prefix="se-writepath-") as tmp:
+        srv = ServerProcess(Path(tmp) / "data", "--store", "none", start_timeout=120)
+        srv.start()
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        try:
+            with srv.connect(timeout=60) as client:
+                bench_server.preload(client, records)
+            req = bench_server.zmq_socket(ctx, zmq.REQ, srv.endpoint)
+            dealer = bench_server.zmq_socket(ctx, zmq.DEALER, srv.endpoint)
+            pack = msgpack.Packer(use_bin_type=True).pack
+            bodies = [
+                pack({**bench_server.patch_request(i, records), "req_id": i + 1})
+                for i in range(records)
+            ]
+
+            def one() -> None:
+                for k in range(writes):
+                    req.send(bodies[k % records])
+                    req.recv()
+
+            def window() -> None:
+                for start in range(0, writes, 100):
+                    for k in range(start, start + 100):
+                        dealer.send(bodies[k % records])
+                    for _ in range(100):
+                        dealer.recv()
+
+            out: dict[str, float] = {}
+            for name, body in (("server_one_us", one), ("server_inflight_us", window)):
+                best = float("inf")
+                for _ in range(repeats):
+                    start = _process_cpu_s(srv.pid)
+                    body()
+                    best = min(best, (_process_cpu_s(srv.pid) - start) / writes * 1e6)
+                out[name] = best
+            req.close(0)
+            dealer.close(0)
+            return out
+        finally:
+            ctx.destroy(0)
+            srv.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.writepath", description=__doc__)
+    parser.add_argument("--writes", type=int, default=20_000)
+    parser.add_argument("--bulk", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--server", action="store_true", help="also a real server's CPU")
+    args = parser.parse_args(argv)
+    one = one_write(args.writes, args.repeats)
+    many = bulk(args.bulk, args.repeats)
+    print(
+        f"one PATCH_RECORD: {one['write_us']:.1f} µs CPU "
+        f"(publish {one['publish_us']:.1f}, the rest {one['rest_us']:.1f})"
+    )
+    print(
+        f"SET_STATE of {args.bulk}: {many['bulk_us_per_record']:.2f} µs CPU a record "
+        f"({many['bulk_records_per_s'] / 1000:.1f} k records/s)"
+    )
+    if args.server:
+        cpu = server_cpu(args.writes, args.repeats)
+        print(
+            f"server process CPU a PATCH_RECORD: {cpu['server_one_us']:.1f} µs one in flight, "
+            f"{cpu['server_inflight_us']:.1f} µs 100 in flight"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
