@@ -33,8 +33,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import msgpack
-
 from stateengine import command_table
 from stateengine.errors import (
     BadRequest,
@@ -62,6 +60,7 @@ from stateengine.limits import (
 from stateengine.protocol import (
     INT_MAX,
     INT_MIN,
+    check_field,
     check_type_name,
     check_value,
     conform,
@@ -81,6 +80,7 @@ from stateengine.query import (
     plan_query,
 )
 from stateengine.server.indexes import MAX_INDEXES, TableIndexes, parse_indexes
+from stateengine.shm.codec import record_encoder
 
 Id = int | str
 Record = dict[str, Any]
@@ -692,7 +692,12 @@ class TableEngine:
         """
         if not isinstance(raw, dict):
             raise BadRequest(f"{where} must be a map, not a {describe(raw)}")
-        for name in raw:
+        if schema is None:
+            schema = table.schema()
+        # Names all in the schema were checked when it was made: one set comparison
+        # instead of four tests a name (~0.6 µs of a 6-field record, issue 17).
+        known = schema is not None and raw.keys() <= schema[1].keys()
+        for name in () if known else raw:
             if not isinstance(name, str) or not name:
                 raise SchemaError(f"{where}: field names are non-empty strings, not {name!r:.60}")
             if not name.isascii():
@@ -705,8 +710,6 @@ class TableEngine:
             if name == EXPIRES_FIELD:
                 raise SchemaError(f"{where}: '_expires' is reserved; give 'ttl' instead")
         if schema is None:
-            schema = table.schema()
-        if schema is None:
             names = ["id", *(n for n in raw if n != "id")]
             schema = (names, dict.fromkeys(names, "any"))
         fields, types = schema
@@ -716,9 +719,8 @@ class TableEngine:
                 continue
             if name not in raw:
                 raise SchemaError(f"{where}: missing field {name!r} (schema: {fields})")
-            value = check_value(raw[name], f"{where}.{name}")
-            record[name] = conform(value, types[name], f"{where}.{name}")
-        for name in raw:
+            record[name] = check_field(raw[name], types[name], where, name)
+        for name in () if known else raw:
             if name != "id" and name not in types:
                 raise SchemaError(f"{where}: unknown field {name!r} (schema: {fields})")
         return record, schema
@@ -739,8 +741,7 @@ class TableEngine:
             if name in _RESERVED:
                 raise SchemaError(f"{where}: {name!r} is reserved and never written")
             self._known_field(table, name, where)
-            value = check_value(value, f"{where}.{name}")
-            patch[name] = conform(value, table.types[name], f"{where}.{name}")  # type: ignore[index]
+            patch[name] = check_field(value, table.types[name], where, name)  # type: ignore[index]
         return patch
 
     def _assign_id(self, table: Table, raw: dict[str, Any], taken: Iterable[Id], where: str) -> Id:
@@ -1390,12 +1391,15 @@ class ChangeSet:
         return bool(self.dropped or self.tables or self.puts or self.deletes)
 
 
-_packb = msgpack.Packer(use_bin_type=True).pack
+# The arena's encoder (validated values; byte-compatible with msgpack, so the same
+# size): 0.16 µs a 6-field record against 0.31 for a reused msgpack Packer (issue 17,
+# python -m timeit).
+_packb = record_encoder()
 
 
 def _check_record_size(record: Record, rid: Id) -> None:
     """A patch may grow a record past what the arena stores: refuse it before any write
-    (one encode per patch or claim, ~1 µs for a small record).
+    (one encode per patch or claim).
 
     :raises PayloadTooLarge: over :data:`~stateengine.limits.MAX_RECORD_BYTES`.
     """
