@@ -50,7 +50,9 @@ class Feed:
 
     @property
     def active(self) -> bool:
-        self._read_subscriptions()
+        """Whether someone listens, subscriptions read first (the writer's loop reads
+        them only when its poll says one came: :meth:`read_subscriptions`)."""
+        self.read_subscriptions()
         return self.subscriptions > 0
 
     def add_socket(self, sock: zmq.Socket[bytes]) -> None:
@@ -59,7 +61,8 @@ class Feed:
         sock.setsockopt(zmq.LINGER, 0)
         self.socks.append(sock)
 
-    def _read_subscriptions(self) -> None:
+    def read_subscriptions(self) -> None:
+        """Count the (un)subscribe frames waiting on every feed socket."""
         for sock in self.socks:
             while cast(int, sock.get(zmq.EVENTS)) & _POLLIN:
                 frame = sock.recv(zmq.NOBLOCK)
