@@ -1,0 +1,194 @@
+"""Cluster nodes (``serve --cluster``) on a real ``redis-server`` started by the test:
+the same state on every node, reads after ``sync()``, Redis going away.
+
+The heavy runs (workers on three nodes, ``kill -9`` under load) are in
+``test_cluster_slow.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from cluster_harness import Connect, NodeFactory, RedisServer
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from stateengine.client.client import Client
+from stateengine.errors import BadRequest, ServerUnavailable, StateEngineError
+from stateengine.testing import ServerProcess
+
+STREAM = "stateengine:test:stream"
+
+
+def cluster_figures(client: Client) -> dict[str, Any]:
+    figures: dict[str, Any] = client.stats()["cluster"]
+    return figures
+
+
+def settled_digests(clients: list[Client], attempts: int = 200) -> list[str]:
+    """The nodes' digests at one stream position: every node synced until all report the
+    same applied entry (a tick appended meanwhile moves it: bounded retries)."""
+    figures: list[dict[str, Any]] = []
+    for _ in range(attempts):
+        for client in clients:
+            client.sync()
+        figures = [cluster_figures(client) for client in clients]
+        if len({f["applied"] for f in figures}) == 1:
+            return [f["digest"] for f in figures]
+    raise AssertionError(f"the nodes never stood at one entry: {figures}")
+
+
+def test_sync_sees_a_write_acknowledged_by_another_node(
+    cluster_node: NodeFactory, connect: Connect
+) -> None:
+    """Node B reads the stream only every 2 s here: its arena misses A's write (the
+    control) until ``b.sync()``, after which it has it."""
+    a = connect(cluster_node("a"))
+    a.create_state("t")
+    b = connect(cluster_node("b", "--cluster-poll-ms", "2000"))
+    assert b.list_states() == ["t"]  # caught up at start
+    a.create_record("t", {"x": 1})
+    assert b.list_records("t") == []  # the control: B has not read the stream yet
+    applied = b.sync()
+    assert applied is not None and "applied" in applied
+    assert b.list_records("t") == [{"id": 1, "x": 1, "_version": 2}]
+    assert cluster_figures(b)["digest"] == cluster_figures(a)["digest"]
+
+
+def test_bad_requests_are_refused_before_the_stream(
+    cluster_node: NodeFactory, connect: Connect, redis_server: RedisServer
+) -> None:
+    a = connect(cluster_node("a"))
+    a.create_state("t")
+    with redis_server.client() as r:
+        length = r.xlen(STREAM)
+        with pytest.raises(BadRequest):
+            a.call("CREATE_RECORD", state="t", record={"x": 1}, colour="red")
+        with pytest.raises(BadRequest):
+            a.claim_record("t", {}, {}, wait=-1)
+        assert r.xlen(STREAM) == length
+        a.create_record("t", {"x": 1})  # the control: a good write is one entry
+        assert r.xlen(STREAM) == length + 1
+
+
+def test_redis_stopped_writes_fail_at_once_reads_go_on(
+    cluster_node: NodeFactory, connect: Connect, redis_server: RedisServer
+) -> None:
+    node = cluster_node("a")
+    a = connect(node)
+    a.create_state("t")
+    a.create_record("t", {"x": 1})
+    redis_server.stop()
+    started = time.monotonic()
+    with pytest.raises(ServerUnavailable, match="Redis unreachable"):
+        a.create_record("t", {"x": 2})
+    assert time.monotonic() - started < 1.0  # at once, not after the client's timeout
+    assert a.get_record("t", 1)["x"] == 1  # arena reads go on
+    assert a.list_records("t") == [{"id": 1, "x": 1, "_version": 2}]
+    assert cluster_figures(a)["stale"]  # STATS is answered locally and says so
+    with pytest.raises(ServerUnavailable):
+        a.sync()
+    redis_server.start()  # the same port and AOF: the acknowledged write is still there
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            a.create_record("t", {"x": 3})
+            break
+        except ServerUnavailable:
+            assert time.monotonic() < deadline, node.output()
+            time.sleep(0.05)
+    assert [r["x"] for r in a.list_records("t")] == [1, 3]
+    assert cluster_figures(a)["stale"] is None
+
+
+# --- the same state on every node --------------------------------------------------------
+
+_LEASES = st.sampled_from([None, 0.05, 0.2])
+_OPS = st.one_of(
+    st.tuples(st.just("create"), st.integers(0, 9), st.sampled_from([None, 0.05, 0.3])),
+    st.tuples(st.just("patch"), st.integers(1, 6), st.integers(0, 9)),
+    st.tuples(st.just("claim"), st.integers(0, 9), _LEASES),
+    st.tuples(st.just("delete"), st.integers(1, 6), st.none()),
+    st.tuples(st.just("increment"), st.integers(1, 6), st.none()),
+    st.tuples(st.just("expire"), st.integers(1, 6), st.sampled_from([0.05, 0.2])),
+)
+
+
+def _run(client: Client, table: str, op: tuple[str, Any, Any]) -> None:
+    """One command; its error (the same on every node) is part of the run."""
+    kind, a, b = op
+    try:
+        if kind == "create":
+            client.create_record(table, {"x": a, "n": 0}, ttl=b)
+        elif kind == "patch":
+            client.patch_record(table, a, {"x": b})
+        elif kind == "claim":
+            client.claim_record(table, {"x": {"$gte": a}}, {"x": -1}, lease_seconds=b)
+        elif kind == "delete":
+            client.delete_record(table, a)
+        elif kind == "increment":
+            client.increment(table, a, "n")
+        else:
+            client.expire_record(table, a, ttl=b)
+    except StateEngineError:
+        pass
+
+
+def _three(cluster_node: NodeFactory, connect: Connect, *args: str, **kwargs: Any) -> list[Client]:
+    nodes: list[ServerProcess] = [cluster_node(name, *args, **kwargs) for name in "abc"]
+    return [connect(node) for node in nodes]
+
+
+def _check_run(clients: list[Client], table: str, ops: list[tuple[str, Any, Any]]) -> None:
+    clients[0].create_state(table)
+    for i, op in enumerate(ops):
+        _run(clients[i % 3], table, op)
+    digests = settled_digests(clients)
+    assert len(set(digests)) == 1, digests
+    # Every deadline passes; idle nodes append ticks that commit the expiries.
+    deadline = time.monotonic() + 10
+    while any(cluster_figures(c)["next_deadline"] is not None for c in clients):
+        assert time.monotonic() < deadline, [cluster_figures(c) for c in clients]
+        time.sleep(0.02)
+    digests = settled_digests(clients)
+    assert len(set(digests)) == 1, digests
+
+
+CONTROL_OPS: list[tuple[str, Any, Any]] = [
+    ("create", 5, 0.3),
+    ("create", 7, None),
+    ("claim", 0, 0.2),
+    ("patch", 2, 3),
+]
+
+
+def test_three_nodes_compute_the_same_state(cluster_node: NodeFactory, connect: Connect) -> None:
+    """Hypothesis draws commands (TTLs, leases, expiries included) sent round-robin to
+    three nodes; their digests agree at one stream position, and again once every
+    deadline has passed (committed by ticks on an idle stream)."""
+    clients = _three(cluster_node, connect)
+    counter = iter(range(10_000))
+
+    @settings(
+        max_examples=8,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(ops=st.lists(_OPS, min_size=1, max_size=12))
+    @example(ops=CONTROL_OPS)
+    def run(ops: list[tuple[str, Any, Any]]) -> None:
+        _check_run(clients, f"t{next(counter)}", ops)
+
+    run()
+
+
+def test_control_the_nodes_wall_clock_makes_them_disagree(
+    cluster_node: NodeFactory, connect: Connect
+) -> None:
+    """The control: with each node's engine reading its own clock instead of the entry's
+    (fault ``wall-clock``), the same entries give different states."""
+    clients = _three(cluster_node, connect, env={"STATEENGINE_CLUSTER_FAULTS": "wall-clock"})
+    with pytest.raises(AssertionError, match="assert"):
+        _check_run(clients, "t", CONTROL_OPS)
