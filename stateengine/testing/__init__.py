@@ -8,6 +8,9 @@
   rules run by worker processes, checked against the in-process ``Engine``.
 * ``stateengine.testing.history`` and ``.checker``: recorded histories (the client's
   ``history=`` option) and their linearizability checker.
+* ``stateengine.testing.nemesis``: faults (server and worker kills and pauses) on a
+  schedule beside a workload, recorded in its history; ``.invariants``: the workload's own
+  guarantees, checked over the same history (:func:`~stateengine.testing.invariants.verify`).
 
 Names are imported lazily, so that the pytest plugin costs nothing to load: hypothesis,
 ZeroMQ and msgpack are imported only by the modules that need them. See docs/testing.md.

@@ -20,18 +20,26 @@ Fixtures (function scope):
 ``stateengine_history``
     a fresh directory for recorded histories: pass it as ``Client(..., history=dir)``,
     then ``check(read_history(*dir.glob("*.msgpack")))``.
+``stateengine_nemesis``
+    ``factory(schedule, server=None, workers=(), history=None, **options) -> Nemesis``:
+    a started :class:`~stateengine.testing.nemesis.Nemesis`; every one it started is
+    stopped after the test (the fault in progress healed), before the servers are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
     from stateengine.client.client import Client
+    from stateengine.testing.nemesis import Nemesis, Schedule, Step, Worker
     from stateengine.testing.server import ServerProcess
 
 DEFAULT_ARGS = ("--fsync", "no")
@@ -90,3 +98,55 @@ def stateengine_history(tmp_path: Path) -> Path:
     folder = tmp_path / "history"
     folder.mkdir()
     return folder
+
+
+@pytest.fixture
+def stateengine_nemesis(
+    stateengine_server_factory: Callable[..., ServerProcess],
+) -> Iterator[Callable[..., Nemesis]]:
+    """Start nemeses beside the test's workload; all stopped (faults healed) after the test.
+
+    The factory: ``factory(schedule, server=None, workers=(), history=None, **options)``.
+    *workers* are :class:`~stateengine.testing.nemesis.Worker` objects, processes
+    (``multiprocessing``) or pids; *history* the directory the clients record to, so the
+    faults land in the same history; *options* go to
+    :class:`~stateengine.testing.nemesis.Nemesis`. (This fixture depends on the server
+    factory so that it is torn down first: a server is never stopped while paused.)
+
+    :raises NemesisError: (at teardown) a fault could not be injected or healed.
+    """
+    from stateengine.testing.nemesis import Nemesis, Targets, Worker
+
+    started: list[Nemesis] = []
+
+    def start(
+        schedule: Schedule | list[Step],
+        server: ServerProcess | None = None,
+        workers: Iterable[Worker | BaseProcess | int] = (),
+        history: str | os.PathLike[str] | None = None,
+        **options: Any,
+    ) -> Nemesis:
+        targets = Targets(server, [_worker(w, i) for i, w in enumerate(workers)])
+        nemesis = Nemesis(schedule, targets, history=history, **options)
+        started.append(nemesis)
+        return nemesis.start()
+
+    def _worker(w: Worker | BaseProcess | int, i: int) -> Worker:
+        if isinstance(w, Worker):
+            return w
+        pid = w if isinstance(w, int) else w.pid
+        if pid is None:
+            raise ValueError(f"worker {i} is not started")
+        return Worker(f"worker {i}", pid)
+
+    try:
+        yield start
+    finally:
+        errors = []
+        for nemesis in reversed(started):
+            try:
+                nemesis.stop()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]

@@ -54,7 +54,8 @@ import multiprocessing as mp
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -72,8 +73,10 @@ from hypothesis.stateful import (
 
 from stateengine.client.client import Client
 from stateengine.client.engine import Engine
-from stateengine.errors import StateEngineError
+from stateengine.errors import ServerUnavailable, StateEngineError
 from stateengine.protocol import values_equal
+from stateengine.testing.history import unknown_outcome
+from stateengine.testing.nemesis import Nemesis, Schedule, Step, Targets, Worker
 from stateengine.testing.server import ServerProcess
 from stateengine.testing.strategies import requests
 
@@ -83,6 +86,12 @@ __all__ = ["WorkerPool", "WorkerStateMachine", "explain", "run_request", "same_r
 MODEL_NOW = 1_000_000_000.0
 #: A worker with no command for this long assumes its parent is gone and exits.
 IDLE_EXIT = 600.0
+#: The reply of a request whose worker was killed before answering (an unknown outcome:
+#: not a wire error type).
+WORKER_KILLED: dict[str, Any] = {
+    "ok": False,
+    "error": {"type": "WorkerKilled", "message": "the worker was killed"},
+}
 
 Reply = dict[str, Any]
 
@@ -126,6 +135,11 @@ class WorkerPool:
     :param size: how many workers.
     :param history: a directory: every worker records its operations there.
     :param timeout: the bound of every wait (a worker's reply, its start and exit).
+    :param client_timeout: the workers' client timeout (a call past it is
+        ``ServerUnavailable``: an unknown outcome).
+    :param respawn: a worker found dead (killed by a nemesis) is replaced by a new one,
+        and its requests in flight are answered with :data:`WORKER_KILLED` (unknown
+        outcome); without it, a dead worker is an ``EOFError``.
     """
 
     def __init__(
@@ -134,11 +148,17 @@ class WorkerPool:
         size: int,
         history: str | os.PathLike[str] | None = None,
         timeout: float = 30.0,
+        client_timeout: float = 10.0,
+        respawn: bool = False,
     ) -> None:
         self.server = server
         self.size = size
         self.history = history
         self.timeout = timeout
+        self.client_timeout = client_timeout
+        self.respawn = respawn
+        #: The workers as a nemesis's targets (their pids follow a respawn).
+        self.targets: list[Worker] = []
         self._conns: list[Connection] = []
         self._procs: list[BaseProcess] = []
 
@@ -147,41 +167,78 @@ class WorkerPool:
 
         :raises OSError: a process or pipe could not be made.
         """
-        ctx = mp.get_context("spawn")
-        history = os.fspath(self.history) if self.history is not None else None
-        for _ in range(self.size):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(
-                target=_worker_main,
-                args=(child, self.server.endpoint, str(self.server.data_dir), history, 10.0),
-                daemon=True,
-            )
-            proc.start()
-            child.close()
-            self._conns.append(parent)
+        for i in range(self.size):
+            conn, proc = self._spawn()
+            self._conns.append(conn)
             self._procs.append(proc)
+            assert proc.pid is not None
+            self.targets.append(Worker(f"worker {i}", proc.pid))
         return self
 
+    def _spawn(self) -> tuple[Connection, BaseProcess]:
+        ctx = mp.get_context("spawn")
+        history = os.fspath(self.history) if self.history is not None else None
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(
+            target=_worker_main,
+            args=(
+                child,
+                self.server.endpoint,
+                str(self.server.data_dir),
+                history,
+                self.client_timeout,
+            ),
+            daemon=True,
+        )
+        proc.start()
+        child.close()
+        return parent, proc
+
+    def _replace(self, worker: int) -> None:
+        """A new process for a dead *worker* (the old one is reaped)."""
+        old = self._procs[worker]
+        old.join(self.timeout)
+        self._conns[worker].close()
+        self._conns[worker], self._procs[worker] = self._spawn()
+        target = self.targets[worker]
+        target.pid, target.alive = self._procs[worker].pid or 0, True
+
     def send(self, worker: int, requests: list[dict[str, Any]]) -> None:
-        """Hand *requests* to *worker* without waiting.
+        """Hand *requests* to *worker* without waiting (a dead one respawned first, when
+        ``respawn``).
 
         :raises IndexError: no such worker. :raises OSError: the worker's pipe is gone.
         """
-        self._conns[worker].send(requests)
+        if self.respawn and not self._procs[worker].is_alive():
+            self._replace(worker)
+        try:
+            self._conns[worker].send(requests)
+        except OSError:
+            if not self.respawn:
+                raise  # else: killed meanwhile, and receive() says so
 
     def receive(self, worker: int) -> list[Reply]:
         """The replies to what *worker* was last sent.
 
-        :raises TimeoutError: none within ``timeout``. :raises EOFError: the worker died.
+        :raises TimeoutError: none within ``timeout``. :raises EOFError: the worker died
+            (unless ``respawn``: then one :data:`WORKER_KILLED` reply).
         """
         conn = self._conns[worker]
-        if not conn.poll(self.timeout):
-            raise TimeoutError(f"worker {worker} sent no reply within {self.timeout} s")
-        replies: list[Reply] = conn.recv()
+        try:
+            if not conn.poll(self.timeout):
+                raise TimeoutError(f"worker {worker} sent no reply within {self.timeout} s")
+            replies: list[Reply] = conn.recv()
+        except (EOFError, OSError):
+            if not self.respawn:
+                raise
+            self._procs[worker].kill()  # dying already; reaped by _replace
+            self._replace(worker)
+            return [dict(WORKER_KILLED)]
         return replies
 
     def run(self, worker: int, requests: list[dict[str, Any]]) -> list[Reply]:
-        """Run *requests* in order on one worker; its replies.
+        """Run *requests* in order on one worker; its replies (fewer than *requests* only
+        when the worker was killed: one :data:`WORKER_KILLED`, when ``respawn``).
 
         :raises TimeoutError: as :meth:`receive`.
         """
@@ -276,17 +333,32 @@ class WorkerStateMachine(RuleBasedStateMachine):
 
     Class attributes to override: ``workers`` (pool size), ``tables`` (``{name: declared
     schema}`` created in every example; empty: no generic rules), ``server_args``
-    (``serve`` arguments), ``timeout`` (every wait), ``history`` (set by :meth:`run`).
+    (``serve`` arguments), ``timeout`` (every wait), ``history`` (set by :meth:`run`),
+    ``nemesis`` (a schedule of faults run beside the whole test, see below) and
+    ``client_timeout`` (the clients' timeout under a nemesis).
+
+    With a nemesis (:mod:`stateengine.testing.nemesis`) the server is killed and
+    restarted, paused, and workers are paused or killed (and respawned) while the rules
+    run. A step whose outcome a fault made unknown (``ServerUnavailable``, a killed
+    worker) cannot be compared with the model: from there to the end of the example the
+    model is *diverged* and the steps are only run, not compared (``stats`` counts both);
+    the next example starts from a fresh reset. Record the run (``history=``) and check
+    it afterwards: the checker accounts for unknown outcomes where the model cannot.
     """
 
     workers: ClassVar[int] = 3
     tables: ClassVar[dict[str, dict[str, str]]] = {}
     server_args: ClassVar[tuple[str, ...]] = ("--fsync", "no")
     timeout: ClassVar[float] = 30.0
+    nemesis: ClassVar[Schedule | Sequence[Step] | None] = None
+    client_timeout: ClassVar[float] = 1.0
 
     # Set while :meth:`running` runs.
     pool: ClassVar[WorkerPool | None] = None
     client: ClassVar[Client | None] = None
+    faults: ClassVar[Nemesis | None] = None
+    #: Steps compared with the model, and steps run unverified (a diverged model).
+    stats: ClassVar[dict[str, int]] = {}
 
     @classmethod
     @contextlib.contextmanager
@@ -294,6 +366,7 @@ class WorkerStateMachine(RuleBasedStateMachine):
         cls,
         directory: str | os.PathLike[str] | None = None,
         history: str | os.PathLike[str] | None = None,
+        nemesis: Schedule | Sequence[Step] | None = None,
     ) -> Iterator[None]:
         """Start the server, the workers and the checking client; stop them after.
 
@@ -301,24 +374,45 @@ class WorkerStateMachine(RuleBasedStateMachine):
             directory, removed after).
         :param history: a directory: every client (the workers' and the one that resets
             and inspects the server) records its operations there, so the whole run can
-            be checked with :func:`stateengine.testing.checker.check` afterwards.
+            be checked with :func:`stateengine.testing.checker.check` afterwards; the
+            nemesis's faults are recorded there too.
+        :param nemesis: a schedule of faults run beside the machine (default: the class's
+            ``nemesis``); its offsets count from the start of the first example.
         :raises RuntimeError: the server did not start (``ServerProcess``).
+        :raises NemesisError: a fault could not be injected or healed.
         """
         made = directory is None
         base = Path(directory or tempfile.mkdtemp(prefix="stateengine-machine-"))
+        schedule = nemesis if nemesis is not None else cls.nemesis
+        faulty = schedule is not None
+        client_timeout = cls.client_timeout if faulty else cls.timeout
         try:
             with (
                 ServerProcess(base / "data", *cls.server_args) as server,
                 Client(
-                    server.endpoint, server.data_dir, timeout=cls.timeout, history=history
+                    server.endpoint, server.data_dir, timeout=client_timeout, history=history
                 ) as client,
-                WorkerPool(server, cls.workers, history, cls.timeout) as pool,
+                WorkerPool(
+                    server,
+                    cls.workers,
+                    history,
+                    cls.timeout,
+                    client_timeout=client_timeout if faulty else 10.0,
+                    respawn=faulty,
+                ) as pool,
             ):
                 cls.pool, cls.client = pool, client
+                cls.stats = {"compared": 0, "unverified": 0}
+                faults = None
+                if schedule is not None:
+                    faults = Nemesis(schedule, Targets(server, pool.targets), history=history)
+                    cls.faults = faults.start()
                 try:
                     yield
                 finally:
                     cls.pool, cls.client = None, None
+                    if faults is not None:
+                        faults.stop()  # healed before the pool and the server stop
         finally:
             if made:
                 shutil.rmtree(base, ignore_errors=True)
@@ -330,13 +424,15 @@ class WorkerStateMachine(RuleBasedStateMachine):
         *,
         settings: Settings | None = None,
         history: str | os.PathLike[str] | None = None,
+        nemesis: Schedule | Sequence[Step] | None = None,
     ) -> None:
         """Run the machine as a test (``run_state_machine_as_test``) inside :meth:`running`.
 
         :raises AssertionError: a reply or the server's tables differ from the model (what
             hypothesis found, shrunk). :raises RuntimeError: as :meth:`running`.
+        :raises NemesisError: as :meth:`running`.
         """
-        with cls.running(directory, history):
+        with cls.running(directory, history, nemesis):
             run_state_machine_as_test(cls, settings=settings)
 
     def __init__(self) -> None:
@@ -346,14 +442,51 @@ class WorkerStateMachine(RuleBasedStateMachine):
             raise RuntimeError(f"run the machine with {cls.__name__}.run(...)")
         self.pool_: WorkerPool = cls.pool
         self.client_: Client = cls.client
+        self.faulty = cls.pool.respawn  # a nemesis runs beside this machine
+        self.diverged = False
         # A fresh start on the shared server: drop every table; the model takes its seq.
-        for name in self.client_.execute({"command": "LIST_STATES"})["result"]:
-            self.client_.execute({"command": "DELETE_STATE", "state": name})
-        seq = self.client_.execute({"command": "LIST_STATES"})["seq"]
+        for name in self._retrying({"command": "LIST_STATES"})["result"]:
+            self._retrying({"command": "DELETE_STATE", "state": name})
+        seq = self._retrying({"command": "LIST_STATES"})["seq"]
         self.model = Engine(clock=lambda: MODEL_NOW)
         self.model._engine.seq = seq
         for name, schema in self.tables.items():
             self.execute({"command": "CREATE_STATE", "state": name, "schema": schema})
+
+    def _retrying(self, request: dict[str, Any]) -> Reply:
+        """A request of the checking client; under a nemesis retried (bounded by
+        ``timeout``) while the server is down or paused.
+
+        :raises ServerUnavailable: no reply (without a nemesis, or past ``timeout``).
+        """
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return self.client_.execute(request)
+            except ServerUnavailable:
+                if not self.faulty or time.monotonic() > deadline:
+                    raise
+
+    def _tables(self) -> dict[str, Any]:
+        """:func:`tables_of` the server, retried as :meth:`_retrying`."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return tables_of(self.client_)
+            except ServerUnavailable:
+                if not self.faulty or time.monotonic() > deadline:
+                    raise
+
+    def _unverifiable(self, replies: list[Reply]) -> bool:
+        """Whether these replies cannot be compared with the model (a fault made an
+        outcome unknown now or earlier in the example); counts the step."""
+        if self.faulty and not self.diverged:
+            self.diverged = any(
+                len(replies) == 0 or unknown_outcome(bool(r.get("ok")), _error_type(r))
+                for r in replies
+            )
+        self.stats["unverified" if self.diverged else "compared"] += 1
+        return self.diverged
 
     # --- running commands -------------------------------------------------------------------
 
@@ -363,6 +496,8 @@ class WorkerStateMachine(RuleBasedStateMachine):
         :raises AssertionError: the reply differs. :raises TimeoutError: no reply.
         """
         reply = self.pool_.run(worker, [request])[0]
+        if self._unverifiable([reply]):
+            return reply
         expected = self.model.execute(copy.deepcopy(request))
         assert same_reply(reply, expected), (
             f"worker {worker} ran {request!r}\n  server: {reply!r}\n  model:  {expected!r}"
@@ -376,7 +511,9 @@ class WorkerStateMachine(RuleBasedStateMachine):
         :raises AssertionError: no order explains them. :raises TimeoutError: no reply.
         """
         replies = self.pool_.run_concurrently(requests)
-        found = explain(self.model, requests, replies, tables_of(self.client_))
+        if self._unverifiable(replies):
+            return replies
+        found = explain(self.model, requests, replies, self._tables())
         assert found is not None, (
             "no order of the concurrent requests explains the replies:\n"
             + "\n".join(
@@ -411,9 +548,12 @@ class WorkerStateMachine(RuleBasedStateMachine):
 
     @invariant()
     def server_matches_model(self) -> None:
-        """Every table (info and records) on the server is the model's.
+        """Every table (info and records) on the server is the model's (not checked once
+        a fault made the model diverge).
 
         :raises AssertionError: naming both.
         """
-        server, model = tables_of(self.client_), tables_of(self.model)
+        if self.diverged:
+            return
+        server, model = self._tables(), tables_of(self.model)
         assert values_equal(server, model), f"server: {server!r}\nmodel:  {model!r}"

@@ -1,14 +1,17 @@
-"""A task queue on an indexed table: 8 spawned workers claim with ``wait`` and leases,
-two of them die by SIGKILL holding a task, and every task is still done exactly once;
-the recorded history is accepted by the kit's checker. A control run with an index made
-stale on purpose (a test-only fault switch) must fail the same checks."""
+"""A task queue on an indexed table: 8 spawned workers claim with ``wait`` and leases
+while the kit's nemesis kills two of them (``kill -9``, each replaced by a new worker)
+and pauses one past its lease; every task is still done exactly once. Both checks run
+over the recorded history (faults included): the kit's checker (linearizability) and
+the invariant "each task done once" (:func:`stateengine.testing.invariants.verify`).
+A control run with an index made stale on purpose (a test-only fault switch) must fail
+the same checks."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import signal
 import time
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +20,39 @@ import pytest
 from stateengine.client.client import Client
 from stateengine.errors import VersionConflict
 from stateengine.testing import ServerProcess
-from stateengine.testing.checker import check
-from stateengine.testing.history import read_history, record_server_commits
+from stateengine.testing.history import Operation, read_history, record_server_commits
+from stateengine.testing.invariants import Verdict, at_most_once, verify
+from stateengine.testing.nemesis import Nemesis, Step, Targets, Worker
 
 SPAWN = mp.get_context("spawn")
 WORKERS = 8
 LEASE = 1.0
-KILLED = (0, 1)  # these workers kill -9 themselves holding their 5th task
+WORK = 0.05  # seconds per task between claim and completion: faults land mid-task
+# Two workers killed (each replaced), one paused past its lease (it must then lose the
+# completion to whoever re-claimed its task: rule 5).
+FAULTS = [
+    Step(0.2, "kill-worker", 0.05, pick=0),
+    Step(0.4, "kill-worker", 0.05, pick=3),
+    Step(0.6, "pause-worker", 1.6 * LEASE, pick=5),
+]
 
 
-def worker(endpoint: str, wid: int, tasks: int, out: str, history: str) -> None:
-    with open(out, "a") as done_log, Client(endpoint, timeout=20, history=history) as client:
-        claims = empty = 0
+def done_of(op: Operation) -> Any:
+    """The task an operation completed (None: not a completion)."""
+    fields = op.args.get("fields") or {}
+    if op.command == "PATCH_RECORD" and fields.get("status") == "done":
+        return op.args["id"]
+    return None
+
+
+DONE_ONCE = at_most_once("each task done once", done_of, what="task")
+
+
+def worker(endpoint: str, wid: int, tasks: int, work: float, history: str, up: Any) -> None:
+    with Client(endpoint, timeout=20, history=history) as client:
+        with up.get_lock():
+            up.value += 1  # started: the nemesis waits for every worker before its schedule
+        empty = 0
         for _ in range(tasks * 3):  # bounded: each round claims or finds nothing
             task = client.claim_record(
                 "tasks",
@@ -43,29 +67,32 @@ def worker(endpoint: str, wid: int, tasks: int, out: str, history: str) -> None:
                     return  # nothing pending, nothing running under a lease
                 continue
             empty = 0
-            claims += 1
-            if wid in KILLED and claims == 5:
-                os.kill(os.getpid(), signal.SIGKILL)  # mid-task: its lease must run out
+            time.sleep(work)  # the task (a nemesis's kill or pause lands here, mostly)
             try:  # rule 5: completion only under the claim we hold
                 client.patch_record(
                     "tasks", task["id"], {"status": "done"}, if_version=task["_version"]
                 )
             except VersionConflict:
                 continue  # our lease ran out and someone else took the task
-            done_log.write(f"{task['id']}\n")
-            done_log.flush()
 
 
 def run_queue(
-    tmp_path: Path, tasks: int, faults: str = "", check_history: bool = True
-) -> tuple[list[int], Any, Any]:
+    tmp_path: Path,
+    tasks: int,
+    faults: str = "",
+    check_history: bool = True,
+    work: float = 0.0,
+    schedule: list[Step] = FAULTS,
+) -> tuple[list[int], Any, Verdict | None]:
+    """Drain *tasks* with 8 workers under the nemesis's *schedule*; return the tasks
+    completed (from the history), those left undone, and the verdict on the history."""
     history = tmp_path / "history"
     env = {"STATEENGINE_INDEX_FAULTS": faults} if faults else {}
     history.mkdir()
     with (
         ServerProcess(tmp_path / "data", "--fsync", "no", env=env) as server,
         server.connect(history=history) as client,
-        # the expiry commits of the killed workers' leases: operations of the history
+        # the expiry commits of the faulted workers' leases: operations of the history
         record_server_commits(server.endpoint, history / "server.msgpack") as recorder,
     ):
         schema = {"status": "string", "worker": "integer?", "attempts": "integer"}
@@ -84,46 +111,65 @@ def run_queue(
                 for _ in range(min(500, tasks - lo))
             ]
             assert client.execute({"command": "BATCH", "commands": creates})["ok"]
-        outs = [tmp_path / f"done-{i}.txt" for i in range(WORKERS)]
-        procs = [
-            SPAWN.Process(
-                target=worker, args=(server.endpoint, i, tasks, str(outs[i]), str(history))
-            )
+        procs: list[BaseProcess] = []
+        up = SPAWN.Value("i", 0)
+
+        def start_worker(wid: int) -> int:
+            """A worker (also the replacement of a killed one, same id); its pid."""
+            args = (server.endpoint, wid, tasks, work, str(history), up)
+            proc = SPAWN.Process(target=worker, args=args)
+            proc.start()
+            procs.append(proc)
+            assert proc.pid is not None
+            return proc.pid
+
+        targets = [
+            Worker(f"worker {i}", start_worker(i), restart=lambda i=i: start_worker(i))
             for i in range(WORKERS)
         ]
-        for p in procs:
-            p.start()
-        for p in procs:
+        deadline = time.monotonic() + 60
+        while up.value < WORKERS and time.monotonic() < deadline:  # bounded
+            time.sleep(0.01)
+        with Nemesis(schedule, Targets(server, targets), history=history) as nemesis:
+            assert nemesis.wait(60), "the nemesis's schedule did not finish"
+        for p in procs:  # every worker, replacements included (none is added now)
             p.join(300)
         for p in procs:
             if p.is_alive():
                 p.kill()
                 p.join(5)
-        exits = [p.exitcode for p in procs]
-        done = [int(line) for o in outs if o.exists() for line in o.read_text().split()]
         left = client.list_records("tasks", where={"status": {"$ne": "done"}})
         retried = client.list_records("tasks", where={"attempts": {"$gte": 2}})
-        # each kill left one claim unfinished: one attempt more than done needs (both
-        # killed workers may have died holding the same task)
-        assert faults or sum(r["attempts"] - 1 for r in retried) >= len(KILLED)
+        # A faulted worker's task, at least, was claimed again (with work between claim
+        # and completion the faults land mid-task; without, they may land between tasks).
+        assert faults or not work or retried
         assert not client.list_records("tasks", where={"status": "done", "attempts": 0})
-        # the expiry commits reach the recorder through the feed: wait for the last one
+        # each claim taken again followed an expiry commit, which reaches the recorder
+        # through the feed: wait (bounded) for the last one
+        expired = sum(r["attempts"] - 1 for r in retried)
         deadline = time.monotonic() + 10
-        while recorder.expiries < len(KILLED) and time.monotonic() < deadline:
+        while recorder.expiries < expired and time.monotonic() < deadline:
             time.sleep(0.05)
-    killed = [-signal.SIGKILL if i in KILLED else 0 for i in range(WORKERS)]
-    assert faults or exits == killed, exits  # a control may end before a worker's 5th claim
+    killed = {a.pid for a in nemesis.applied if a.step.kind == "kill-worker"}
+    kills = sum(1 for s in schedule if s.kind == "kill-worker")
+    assert len(killed) == kills and len(procs) == WORKERS + kills
+    exits = [p.exitcode for p in procs]
+    assert exits == [-signal.SIGKILL if p.pid in killed else 0 for p in procs], exits
+    operations = read_history(*history.glob("*.msgpack"))
+    done = [t for op in operations if op.ok and (t := done_of(op)) is not None]
     if not check_history:
         return done, left, None
-    return done, left, check(read_history(*history.glob("*.msgpack")), time_limit=120)
+    return done, left, verify(operations, [DONE_ONCE], time_limit=120)
 
 
 def test_every_task_done_once_with_two_workers_killed(tmp_path: Path) -> None:
     tasks = 300
-    done, left, verdict = run_queue(tmp_path, tasks)
-    assert sorted(done) == list(range(1, tasks + 1)), "a task was lost or done twice"
-    assert left == []
-    assert verdict.ok, verdict.report()
+    done, left, verdict = run_queue(tmp_path, tasks, work=WORK)
+    assert left == [], "a task was lost"
+    # Done twice: the invariant over the history (a completion a kill left without a
+    # reply is of unknown outcome: not counted, and the server's table says it is done).
+    assert verdict is not None and verdict.ok, verdict and verdict.report()
+    assert len(done) == len(set(done)) >= tasks - 2
 
 
 @pytest.mark.slow
@@ -133,12 +179,13 @@ def test_ten_thousand_tasks_done_once_with_two_workers_killed(tmp_path: Path) ->
     in minutes (it gave no verdict in 137 s); the 300-task run above is checked."""
     tasks = 10_000
     done, left, _ = run_queue(tmp_path, tasks, check_history=False)
-    assert sorted(done) == list(range(1, tasks + 1))
     assert left == []
+    assert len(done) == len(set(done)) >= tasks - 2
 
 
 def test_control_a_stale_index_is_caught(tmp_path: Path) -> None:
-    """With every 7th new task left out of the index, the run above fails its checks."""
+    """With every 7th new task left out of the index, the run above fails its checks
+    (no nemesis needed for that)."""
     tasks = 100
-    done, left, _ = run_queue(tmp_path, tasks, faults="drop_new")
+    done, left, _ = run_queue(tmp_path, tasks, faults="drop_new", schedule=[])
     assert sorted(done) != list(range(1, tasks + 1)) and left, "the stale index went unseen"

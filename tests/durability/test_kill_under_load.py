@@ -4,8 +4,9 @@ Three spawned writer processes send pipelined batches (creates of records with
 deterministic content, and increments of the writer's own counter) and append, to their
 own file, each batch *before* sending it (``sent``) and its replies once acknowledged
 (``acks``). The test loops: start the server, let the writers run, kill -9 the server at
-a random moment, wait until every writer has given up on its in-flight batch (client
-timeout) and paused, restart, and check the recovered state before letting them go on:
+a random moment (the kit's nemesis: its ``kill-server`` fault, which also restarts the
+server), wait until every writer has given up on its in-flight batch (client timeout)
+and paused, restart, and check the recovered state before letting them go on:
 
 * every acknowledged create exists with exactly its content; every record that exists
   is one a writer sent (its content, at most once): nothing invented, nothing doubled;
@@ -18,13 +19,13 @@ timeout) and paused, restart, and check the recovered state before letting them 
 At least 50 kills here (under a minute and a half), 200 with ``STATEENGINE_LONG=1``.
 The server runs with small snapshots (``--snapshot-bytes``) so that some kills land
 during a snapshot; its forked dumper outlives a kill -9 and holds the data directory's
-lock until it is done, so each restart first waits (bounded) for the lock.
+lock until it is done, so each restart first waits (bounded) for the lock (the nemesis's
+restart does).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import multiprocessing as mp
@@ -41,6 +42,7 @@ import pytest
 from stateengine.client.client import Client
 from stateengine.errors import ServerUnavailable
 from stateengine.testing import ServerProcess
+from stateengine.testing.nemesis import Nemesis, Targets
 
 WRITERS = 3
 BATCH = 12  # requests per pipelined batch: 3 of 4 creates, 1 of 4 increments
@@ -309,23 +311,6 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
         time.sleep(0.002)
 
 
-def wait_lock_free(data_dir: Path, timeout: float = 10.0) -> None:
-    """Wait until nothing holds the data directory (a killed server's snapshot child may)."""
-
-    def free() -> bool:
-        fd = os.open(data_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return True
-        except BlockingIOError:
-            return False
-        finally:
-            os.close(fd)
-
-    wait_until(free, timeout, f"the lock of {data_dir}")
-
-
 @pytest.mark.timeout(1800 if LONG else 240)
 def test_kill_9_under_load_keeps_acknowledged_writes(tmp_path: Path) -> None:
     rng = random.Random(os.environ.get("STATEENGINE_SEED", "kill-9"))
@@ -345,6 +330,7 @@ def test_kill_9_under_load_keeps_acknowledged_writes(tmp_path: Path) -> None:
     started = time.monotonic()
     try:
         server = ServerProcess(data, *SERVE_ARGS).start()
+        nemesis = Nemesis([], Targets(server))  # no schedule: the faults come from the rounds
         with server.connect(timeout=10) as client:
             assert client.execute({"command": "CREATE_STATE", "state": "items"})["ok"]
             for w in range(WRITERS):
@@ -370,20 +356,20 @@ def test_kill_9_under_load_keeps_acknowledged_writes(tmp_path: Path) -> None:
             time.sleep(rng.uniform(0.0, 0.12))
             ctl.token.value = round_
             ctl.go.value = 0
-            server.kill()
-            server.cleanup()
-            stats["kills"] += 1
-            for p in procs:
-                assert p.pid is not None
-                os.kill(p.pid, signal.SIGUSR1)
-            wait_until(
-                lambda r=round_: all(ctl.paused[w] == r for w in range(WRITERS)),
-                WRITER_TIMEOUT + 10,
-                "the writers to pause",
-            )
-            assert all(p.is_alive() for p in procs), [p.exitcode for p in procs]
-            wait_lock_free(data)
-            server = ServerProcess(data, *SERVE_ARGS).start()
+            # The kit's nemesis kills -9 the server, and restarts it when the block ends
+            # (on the same data directory, once the killed server's snapshot child let go
+            # of its lock).
+            with nemesis.fault("kill-server"):
+                stats["kills"] += 1
+                for p in procs:
+                    assert p.pid is not None
+                    os.kill(p.pid, signal.SIGUSR1)
+                wait_until(
+                    lambda r=round_: all(ctl.paused[w] == r for w in range(WRITERS)),
+                    WRITER_TIMEOUT + 10,
+                    "the writers to pause",
+                )
+                assert all(p.is_alive() for p in procs), [p.exitcode for p in procs]
             for wlog in logs:
                 wlog.read()
             with server.connect(timeout=10) as client:

@@ -63,6 +63,8 @@ def test_generated_requests_are_valid_and_match_the_model(
     name = f"r{next(NAMES)}"
     batch = data.draw(st.lists(requests(name, schema), min_size=1, max_size=12))
     for reply in _run_both(stateengine_client, name, schema, batch):
+        if not reply["ok"] and "overflows the 64-bit range" in reply["error"]["message"]:
+            continue  # a valid INCREMENT of a value drawn at the 64-bit edge: state-dependent
         assert reply["ok"] or reply["error"]["type"] in STATE_ERRORS, reply
 
 

@@ -82,9 +82,6 @@ class ServerMachine(EngineMachine):
 
     # Time moves by itself here.
     advance_clock = None  # type: ignore[assignment]
-    # Its leases would never run out here (no expiry to check); with it hypothesis also
-    # reported flaky data generation against the live server (not understood yet).
-    claim_under_a_lease = None  # type: ignore[assignment]
 
     @invariant()
     def arena_reads_match_the_server(self) -> None:

@@ -13,6 +13,11 @@ from stateengine.testing.checker.model import REPORTED_FAILURES, State, apply, d
 from stateengine.testing.checker.partitioning import _touches
 from stateengine.testing.checker.search import SearchResult, _ctx, _seq_of
 from stateengine.testing.history import Operation
+from stateengine.testing.nemesis import describe_fault, is_fault
+
+#: Faults listed in a report's fault section, and operations shown around each.
+REPORTED_FAULTS = 20
+AROUND_FAULT = 3
 
 # --- results and reports ---------------------------------------------------------------------
 
@@ -53,6 +58,8 @@ class CheckResult:
     failures: list[PartitionFailure]
     start_time: int
     timed_out: bool = False
+    #: The nemesis's faults in the history (not checked; shown on the timelines).
+    faults: list[Operation] = field(default_factory=list)
 
     def report(self) -> str:
         """A readable verdict: counts, then each failing partition's smallest sub-history."""
@@ -65,6 +72,8 @@ class CheckResult:
             f"checkable, {self.unknown_outcome} of unknown outcome), {self.partitions} "
             f"partitions, {self.explored} states explored, {self.seconds:.3f} s",
         ]
+        if self.faults:
+            lines.extend(format_faults(self.faults, self.operations_around, self.start_time))
         for failure in self.failures[:REPORTED_FAILURES]:
             lines.extend(self._failure_lines(failure))
         more = self.failures[REPORTED_FAILURES:]
@@ -75,6 +84,10 @@ class CheckResult:
                 + ", ".join(f.label for f in more[:20])
             )
         return "\n".join(lines)
+
+    #: Every operation of the history (set by :func:`check` when it holds faults): what
+    #: the fault section shows around each fault.
+    operations_around: list[Operation] = field(default_factory=list)
 
     def _failure_lines(self, f: PartitionFailure) -> list[str]:
         if f.timed_out:
@@ -96,7 +109,7 @@ class CheckResult:
                 )
             )
             lines.extend(_format_state(f.start_state, f.sub_history, f.context, self.start_time))
-        lines.extend(format_timeline(f.sub_history, self.start_time))
+        lines.extend(format_timeline(f.sub_history, self.start_time, self.faults, preceding=True))
         s = f.search
         if s is not None and s.stuck_state is not None:
             if s.stuck_linearized:
@@ -150,6 +163,8 @@ def _short(value: Any, limit: int = 160) -> str:
 
 
 def format_op(op: Operation, start: int) -> str:
+    if is_fault(op):
+        return f"{_span(op, start)} {op.command} {describe_fault(op)}"
     args = " ".join(f"{k}={_short(v, 80)}" for k, v in op.args.items())
     begin = (op.invoke - start) / 1e6
     if op.complete is None:
@@ -161,13 +176,88 @@ def format_op(op: Operation, start: int) -> str:
     return f"{span} #{op.op} {op.command} {args} {out}"
 
 
-def format_timeline(ops: Iterable[Operation], start: int) -> list[str]:
-    """One block per process, its operations in invocation order."""
+def _span(op: Operation, start: int) -> str:
+    begin = (op.invoke - start) / 1e6
+    if op.complete is None:
+        return f"[{begin:10.3f} ..          ?]"
+    return f"[{begin:10.3f} .. {(op.complete - start) / 1e6:10.3f}]"
+
+
+def _overlaps(op: Operation, lo: int, hi: int) -> bool:
+    end = op.complete if op.complete is not None else hi
+    return op.invoke <= hi and end >= lo
+
+
+def _hit_pid(fault: Operation) -> int | None:
+    result = fault.result if isinstance(fault.result, dict) else {}
+    pid = result.get("pid")
+    return pid if type(pid) is int and result.get("target") != "server" else None
+
+
+def _process_pid(process: str) -> int | None:
+    head = process.split("-", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def format_timeline(
+    ops: Iterable[Operation],
+    start: int,
+    faults: Sequence[Operation] = (),
+    *,
+    preceding: bool = False,
+) -> list[str]:
+    """One block per process, its operations in invocation order; then the *faults* that
+    overlap the operations' time span as the block of the nemesis (a process a fault hit
+    says so in its heading). *preceding*: also the last fault healed before the span
+    (what the system was recovering from: a failing read just after a restart)."""
+    ops = sorted((o for o in ops if not is_fault(o)), key=lambda o: o.invoke)
     by_process: dict[str, list[Operation]] = {}
-    for op in sorted(ops, key=lambda o: o.invoke):
+    for op in ops:
         by_process.setdefault(op.process, []).append(op)
+    during: list[Operation] = []
+    before: list[Operation] = []
+    if ops and faults:
+        lo = ops[0].invoke
+        hi = max(o.complete if o.complete is not None else o.invoke for o in ops)
+        during = [f for f in faults if _overlaps(f, lo, hi)]
+        healed = [f for f in faults if f.complete is not None and f.complete < lo]
+        if preceding and healed:
+            before = [max(healed, key=lambda f: f.complete or 0)]
     lines = []
     for process, pops in by_process.items():
-        lines.append(f"    process {process}:")
+        pid = _process_pid(process)
+        hits = [f for f in during if pid is not None and _hit_pid(f) == pid]
+        note = "".join(f" (hit by {f.args.get('kind')} {_span(f, start).strip()})" for f in hits)
+        lines.append(f"    process {process}{note}:")
         lines.extend(f"      {format_op(op, start)}" for op in pops)
+    if before or during:
+        lines.append("    nemesis:")
+        lines.extend(f"      {format_op(f, start)}" for f in before + during)
+    return lines
+
+
+def format_faults(faults: Sequence[Operation], ops: Sequence[Operation], start: int) -> list[str]:
+    """The report's fault section: each fault on the timeline, with the operations in
+    flight while it lasted (unknown outcomes first, up to :data:`AROUND_FAULT`)."""
+    lines = ["", f"faults: {len(faults)} (not checked; times in ms from the history's start)"]
+    work = [o for o in ops if not is_fault(o)]
+    for fault in faults[:REPORTED_FAULTS]:
+        lines.append(f"  {format_op(fault, start)}")
+        hi = (
+            fault.complete
+            if fault.complete is not None
+            else max((o.invoke for o in work), default=fault.invoke)
+        )
+        during = [o for o in work if _overlaps(o, fault.invoke, hi)]
+        if not during:
+            lines.append("    no operation in flight")
+            continue
+        unknown = sum(1 for o in during if not o.known)
+        lines.append(f"    {len(during)} operations in flight, {unknown} of unknown outcome:")
+        during.sort(key=lambda o: (o.known, o.invoke))
+        lines.extend(f"      {o.process} {format_op(o, start)}" for o in during[:AROUND_FAULT])
+        if len(during) > AROUND_FAULT:
+            lines.append(f"      ... {len(during) - AROUND_FAULT} more")
+    if len(faults) > REPORTED_FAULTS:
+        lines.append(f"  ... and {len(faults) - REPORTED_FAULTS} more faults")
     return lines

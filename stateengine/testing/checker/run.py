@@ -25,6 +25,7 @@ from stateengine.testing.checker.report import CheckResult, PartitionFailure
 from stateengine.testing.checker.search import _ctx, _Deadline, _prepare, _search, _seq_of
 from stateengine.testing.checker.shrinking import _shrink, _signature
 from stateengine.testing.history import Operation
+from stateengine.testing.nemesis import faults_of, is_fault
 
 # --- the entry point ---------------------------------------------------------------------------
 
@@ -159,16 +160,19 @@ def _check(
                         bool(res.unexplained),
                     )
                 )
+    faults = faults_of(all_ops)  # the nemesis's: not operations of the workload
     return CheckResult(
         ok=not failures,
-        operations=len(all_ops),
+        operations=len(all_ops) - len(faults),
         checked=len(ops),
-        unchecked=len(all_ops) - len(ops),
-        unknown_outcome=sum(1 for o in all_ops if not o.known),
+        unchecked=len(all_ops) - len(faults) - len(ops),
+        unknown_outcome=sum(1 for o in all_ops if not o.known and not is_fault(o)),
         partitions=len(parts) + (1 if n_prefix else 0),
         explored=explored + n_prefix,
         seconds=time.monotonic() - t0,
         failures=failures,
         start_time=start_time,
         timed_out=timed_out,
+        faults=faults,
+        operations_around=all_ops if faults else [],
     )

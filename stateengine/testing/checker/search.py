@@ -38,10 +38,19 @@ def _seq_of(op: Operation) -> int | None:
         return None
     if op.command == "CLAIM_RECORD" and op.result is None:
         return None  # a claim that found nothing wrote nothing
-    if op.command == "BATCH" and all(
-        isinstance(c, dict) and not _writes(c.get("command")) for c in op.args.get("commands") or []
-    ):
-        return None  # a batch of reads wrote nothing
+    if op.command == "BATCH":
+        commands = op.args.get("commands") or []
+        results = op.result if isinstance(op.result, list) else []
+        found = [True] * len(commands)  # without a result per command: assume it found one
+        found[: len(results)] = [r is not None for r in results[: len(commands)]]
+        if all(
+            isinstance(c, dict)
+            and (not _writes(c.get("command")) or (c.get("command") == "CLAIM_RECORD" and not f))
+            for c, f in zip(commands, found, strict=True)
+        ):
+            # A batch of reads, and of claims that found nothing, wrote nothing: its reply
+            # carries the seq of an earlier commit (found by the nemesis machine test).
+            return None
     if isinstance(op.seq, int) and op.seq > 0:
         return op.seq
     if isinstance(op.result, dict) and type(op.result.get("_version")) is int:
