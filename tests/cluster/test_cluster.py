@@ -7,11 +7,12 @@ The heavy runs (workers on three nodes, ``kill -9`` under load) are in
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 import pytest
-from cluster_harness import Connect, NodeFactory, RedisServer
+from cluster_harness import Connect, NodeFactory, RedisServer, cluster_figures, settled_digests
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -20,24 +21,6 @@ from stateengine.errors import BadRequest, ServerUnavailable, StateEngineError
 from stateengine.testing import ServerProcess
 
 STREAM = "stateengine:test:stream"
-
-
-def cluster_figures(client: Client) -> dict[str, Any]:
-    figures: dict[str, Any] = client.stats()["cluster"]
-    return figures
-
-
-def settled_digests(clients: list[Client], attempts: int = 200) -> list[str]:
-    """The nodes' digests at one stream position: every node synced until all report the
-    same applied entry (a tick appended meanwhile moves it: bounded retries)."""
-    figures: list[dict[str, Any]] = []
-    for _ in range(attempts):
-        for client in clients:
-            client.sync()
-        figures = [cluster_figures(client) for client in clients]
-        if len({f["applied"] for f in figures}) == 1:
-            return [f["digest"] for f in figures]
-    raise AssertionError(f"the nodes never stood at one entry: {figures}")
 
 
 def test_sync_sees_a_write_acknowledged_by_another_node(
@@ -192,3 +175,33 @@ def test_control_the_nodes_wall_clock_makes_them_disagree(
     clients = _three(cluster_node, connect, env={"STATEENGINE_CLUSTER_FAULTS": "wall-clock"})
     with pytest.raises(AssertionError, match="assert"):
         _check_run(clients, "t", CONTROL_OPS)
+
+
+def test_a_blocking_claim_on_one_node_takes_a_record_created_on_another(
+    cluster_node: NodeFactory, connect: Connect
+) -> None:
+    """B parks the claim (it found nothing); A's create is an entry that writes the table,
+    so B appends the claim again and answers it with the record, well before the wait."""
+    node_a, node_b = cluster_node("a"), cluster_node("b")
+    a, b = connect(node_a), connect(node_b)
+    a.create_state("jobs")
+    a.create_record("jobs", {"s": "done"})  # the field exists; nothing to claim yet
+    b.sync()
+    result: list[Any] = []
+    with connect(node_b) as waiter_client:
+        thread = threading.Thread(
+            target=lambda: result.append(
+                waiter_client.claim_record("jobs", {"s": "new"}, {"s": "taken"}, wait=20)
+            )
+        )
+        started = time.monotonic()
+        thread.start()
+        deadline = time.monotonic() + 10
+        while cluster_figures(b)["parked_claims"] != 1:
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.01)
+        a.create_record("jobs", {"s": "new"})
+        thread.join(15)
+    assert result and result[0]["s"] == "taken"
+    assert time.monotonic() - started < 10
+    assert cluster_figures(b)["parked_claims"] == 0
