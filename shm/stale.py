@@ -92,10 +92,15 @@ def cleanup_stale(directory: str | None = None, prefix: str = "stateengine") -> 
 
     Returns the removed paths. Safe to run while other servers are running: a
     live writer's files (pid and start time match a running process) are kept.
-    Readers still mapping a removed file keep their mapping until they close.
+    Readers still mapping a removed arena keep their mapping, marked superseded: their
+    next read raises ``SnapshotExpired`` and the client re-attaches.
     """
     removed: list[str] = []
     for path in find_stale(directory, prefix):
+        if not _GEN_RE.match(path):
+            # readers still attached must not go on serving a dead writer's last version
+            # while a new server of their data runs: they re-attach (see supersede)
+            supersede(path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
             removed.append(path)

@@ -19,7 +19,8 @@ Fixtures (function scope):
     a :class:`~stateengine.client.client.Client` of ``stateengine_server``, closed after.
 ``stateengine_history``
     a fresh directory for recorded histories: pass it as ``Client(..., history=dir)``,
-    then ``check(read_history(*dir.glob("*.msgpack")))``.
+    then ``check(read_history(*dir.glob("*.msgpack")))``. With ``stateengine_server``
+    in the same test, the server's expiry commits are recorded there as well.
 ``stateengine_nemesis``
     ``factory(schedule, server=None, workers=(), history=None, **options) -> Nemesis``:
     a started :class:`~stateengine.testing.nemesis.Nemesis`; every one it started is
@@ -93,11 +94,21 @@ def stateengine_client(stateengine_server: ServerProcess) -> Iterator[Client]:
 
 
 @pytest.fixture
-def stateengine_history(tmp_path: Path) -> Path:
-    """An empty directory for the history files of this test's clients. Raises nothing."""
+def stateengine_history(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """An empty directory for the history files of this test's clients. When the test
+    also uses ``stateengine_server``, the server's own commits (leases and TTLs that ran
+    out) are recorded there too (``server.msgpack``, from the change feed), so that the
+    checker can explain every ``seq``. Raises nothing."""
     folder = tmp_path / "history"
     folder.mkdir()
-    return folder
+    if "stateengine_server" not in request.fixturenames:
+        yield folder
+        return
+    from stateengine.testing.history import record_server_commits
+
+    server: ServerProcess = request.getfixturevalue("stateengine_server")
+    with record_server_commits(server.endpoint, folder / "server.msgpack"):
+        yield folder
 
 
 @pytest.fixture

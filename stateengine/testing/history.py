@@ -302,7 +302,7 @@ class ServerCommitRecorder:
             pending.clear()
 
         while True:
-            change = self._watcher.next(timeout=0.2)
+            change = self._watcher.next(timeout=0.02)  # quiet for 20 ms: write what came
             if change is None:
                 flush()
                 if self._stop:

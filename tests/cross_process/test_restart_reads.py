@@ -13,7 +13,7 @@ import pytest
 from stateengine.testing import ServerProcess
 
 
-def restart_and_read(tmp_path: Path, keep_arena_last: bool) -> int:
+def restart_and_read(tmp_path: Path, keep_arena_last: bool, cleanup: bool = False) -> int:
     data = tmp_path / "data"
     first = ServerProcess(data, "--fsync", "always").start()
     try:
@@ -29,6 +29,10 @@ def restart_and_read(tmp_path: Path, keep_arena_last: bool) -> int:
     except BaseException:
         first.kill()
         raise
+    if cleanup:  # the documented after-crash step removes the dead server's arena
+        from stateengine.shm.stale import cleanup_stale
+
+        assert cleanup_stale()
     if not keep_arena_last:
         (data / "arena.last").unlink()  # the control: the new server cannot find it
     with ServerProcess(data, "--fsync", "always") as second, second.connect() as writer:
@@ -46,3 +50,9 @@ def test_reads_after_a_restart_see_the_new_servers_writes(tmp_path: Path) -> Non
 def test_control_without_superseding_the_old_arena_the_read_is_stale(tmp_path: Path) -> None:
     if restart_and_read(tmp_path, keep_arena_last=False) == 2:
         pytest.fail("the stale read did not happen: this test could not catch the bug")
+
+
+def test_cleanup_of_the_dead_servers_arena_supersedes_it_too(tmp_path: Path) -> None:
+    """``stateengine cleanup`` after the crash removes the arena the new server would have
+    marked: cleanup marks it first (found by the nemesis helper)."""
+    assert restart_and_read(tmp_path, keep_arena_last=False, cleanup=True) == 2

@@ -70,3 +70,30 @@ def test_plugin_imports_no_hypothesis() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_the_history_fixture_records_the_servers_expiry_commits(
+    stateengine_server: ServerProcess, stateengine_history: Path
+) -> None:
+    """A lease that runs out is a commit of the server's own; with both fixtures it is in
+    the history (process 'server'), so the checker explains the reclaim after it."""
+    import time
+
+    from stateengine.testing.checker import check
+    from stateengine.testing.history import read_history
+
+    with stateengine_server.connect(history=stateengine_history) as db:
+        db.create_state("q", schema={"s": "string"})
+        db.create_record("q", {"s": "p"})
+        first = db.claim_record("q", where={"s": "p"}, fields={"s": "r"}, lease_seconds=0.3)
+        again = db.claim_record("q", where={"s": "p"}, fields={"s": "r"}, wait=5)
+        assert first is not None and again is not None and again["id"] == first["id"]
+    deadline = time.monotonic() + 5
+    while True:
+        ops = read_history(*stateengine_history.glob("*.msgpack"))
+        if any(op.process == "server" for op in ops) or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert [op.command for op in ops if op.process == "server"] == ["EXPIRY"]
+    result = check(ops)
+    assert result.ok, result.report()
