@@ -284,8 +284,15 @@ class ClusterNode(Server):
         writes += self._due
         self._due = []
         tick = self._tick_due()
-        appended = self._append(writes, tick) if writes or tick else True
-        caught_up = self._catch_up() if appended or not writes else False
+        caught_up = False
+        if writes or tick:
+            entries = self._append(writes, tick)
+            if entries is not None:
+                if entries:
+                    self._apply(entries)
+                caught_up = len(entries) < READ_COUNT or self._catch_up()
+        else:
+            caught_up = self._catch_up()
         for local in reads:
             self._send(local.sock, local.envelope, self._answer(local.request, local.as_json))
         for local in syncs:
@@ -360,36 +367,47 @@ class ClusterNode(Server):
         self.stale = str(exc) or type(exc).__name__
         self._retry_at = time.monotonic() + RETRY_SECONDS
 
-    def _append(self, writes: list[_Local], tick: bool) -> bool:
-        """``XADD`` this pass's writes as one entry (a tick if none); whether it went in
-        (else each write is answered ``ServerUnavailable`` at once)."""
+    def _append(self, writes: list[_Local], tick: bool) -> list[Any] | None:
+        """``XADD`` this pass's writes as one entry (a tick if none) and read the stream
+        after the last applied entry in the same round trip (a pipeline); return the
+        entries read, or None when Redis failed (each write is then answered
+        ``ServerUnavailable`` at once)."""
         fields: dict[str, bytes] = {"n": self.node_id}
         if writes:
             fields["r"] = packb([local.request for local in writes])
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(self.stream_key, fields)  # type: ignore[arg-type]
+        if self.replicas:
+            pipe.wait(self.replicas, 1000)
+        pipe.xread({self.stream_key: self.applied}, count=READ_COUNT)
         try:
-            if self.replicas:
-                pipe = self.redis.pipeline(transaction=False)
-                pipe.xadd(self.stream_key, fields)  # type: ignore[arg-type]
-                pipe.wait(self.replicas, 1000)
-                entry_id, acked = pipe.execute()
-                if acked < self.replicas:
-                    raise redis.RedisError(f"WAIT: {acked} of {self.replicas} replicas")
-            else:
-                entry_id = self.redis.xadd(self.stream_key, fields)  # type: ignore[arg-type]
+            results: list[Any] = pipe.execute()
         except redis.RedisError as exc:
             self._failed(exc)
             for local in writes:
                 self._refuse(local, ServerUnavailable(self._unavailable()))
-            return False
-        entry_id = cast(bytes, entry_id)
+            return None
+        entry_id = cast(bytes, results[0])
         self.stale = None
         self.cluster_stats["entries_appended"] += 1
-        if writes:
+        if self.replicas and results[1] < self.replicas:
+            # In the stream (it will apply everywhere) but not on enough replicas: not
+            # acknowledged, as a timeout would not be.
+            for local in writes:
+                self._refuse(
+                    local,
+                    ServerUnavailable(
+                        f"cluster {self.name}: WAIT: {results[1]} of {self.replicas} "
+                        "replicas have the write within 1 s; it may still apply"
+                    ),
+                )
+        elif writes:
             self._mine[entry_id] = writes
-        else:
+        if not writes:
             self._tick_in_flight = True
             self.cluster_stats["ticks"] += 1
-        return True
+        read = results[-1]
+        return list(read[0][1]) if read else []
 
     def _catch_up(self) -> bool:
         """Read and apply the stream to its end; whether Redis answered."""
@@ -568,6 +586,16 @@ class ClusterNode(Server):
 
     def _stats(self) -> dict[str, Any]:
         stats = super()._stats()
+        length = None
+        if self.stale is None:  # where the stream is now: how far behind this node is
+            try:
+                info: Any = self.redis.xinfo_stream(self.stream_key)
+                length = info["length"]
+                last = info["last-generated-id"]
+                if id_key(last) > id_key(self.stream_last):
+                    self.stream_last = last
+            except redis.RedisError:
+                pass  # said by stale at the next read; STATS is answered regardless
         behind_ms = max(0, id_key(self.stream_last)[0] - id_key(self.applied)[0])
         stats["cluster"] = {
             "name": self.name,
@@ -576,6 +604,7 @@ class ClusterNode(Server):
             "applied": self.applied.decode(),
             "stream_last": self.stream_last.decode(),
             "behind_ms": behind_ms,
+            "stream_length": length,
             "stale": self.stale,
             "parked_claims": len(self._waiters) + len(self._due),
             "next_deadline": self.engine.next_deadline(),

@@ -29,9 +29,10 @@ def _free_port() -> int:
 class RedisServer:
     """``redis-server`` in a subprocess on *directory*, restartable on the same port."""
 
-    def __init__(self, binary: str, directory: Path) -> None:
+    def __init__(self, binary: str, directory: Path, *extra: str) -> None:
         self.binary = binary
         self.directory = directory
+        self.extra = extra
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -62,6 +63,7 @@ class RedisServer:
                     "",
                     "--protected-mode",
                     "no",
+                    *self.extra,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

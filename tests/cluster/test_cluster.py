@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -205,3 +206,36 @@ def test_a_blocking_claim_on_one_node_takes_a_record_created_on_another(
     assert result and result[0]["s"] == "taken"
     assert time.monotonic() - started < 10
     assert cluster_figures(b)["parked_claims"] == 0
+
+
+def test_cluster_replicas_acknowledge_only_what_a_replica_holds(
+    tmp_path: Path, cluster_node: NodeFactory, connect: Connect, redis_server: RedisServer
+) -> None:
+    """``--cluster-replicas 1``: with a replica attached a write is acknowledged; with the
+    replica stopped (the control) ``WAIT`` times out and the write is ServerUnavailable."""
+    (tmp_path / "replica").mkdir()
+    with redis_server.client() as r:  # the replica's first sync at once, not after 5 s
+        r.config_set("repl-diskless-sync-delay", 0)
+    replica = RedisServer(
+        redis_server.binary,
+        tmp_path / "replica",
+        "--replicaof",
+        "127.0.0.1",
+        str(redis_server.port),
+    )
+    replica.start()
+    try:
+        with redis_server.client() as r:
+            deadline = time.monotonic() + 10
+            while r.info("replication").get("slave0", {}).get("state") != "online":
+                assert time.monotonic() < deadline, "the replica never attached"
+                time.sleep(0.02)
+        a = connect(cluster_node("a", "--cluster-replicas", "1"))
+        a.create_state("t")
+        a.create_record("t", {"x": 1})
+        with replica.client() as rr:
+            assert rr.xlen(STREAM) >= 2  # on the replica before the reply
+    finally:
+        replica.stop()
+    with pytest.raises(ServerUnavailable, match="replicas"):
+        a.create_record("t", {"x": 2})
