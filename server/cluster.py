@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
+import msgpack
 import redis
 import zmq
 from redis.backoff import NoBackoff
@@ -76,6 +77,10 @@ PROGRESS_TTL = 300.0
 #: Seconds between attempts to reach Redis again after a failure (reads go on locally).
 RETRY_SECONDS = 0.5
 SNAPSHOT_FILE = "cluster.snapshot"
+#: A pass's writes go in entries of at most this many bytes of requests (a request
+#: larger than that alone in its own): Redis takes a value of up to 512 MB, and a node
+#: reads 1000 entries at a time.
+ENTRY_BYTES = 4 * 1024 * 1024
 _WRITES = command_table.writes()
 #: Test-only fault switches (comma-separated), each defeating one guarantee so that a
 #: test can show it fails without it: ``wall-clock`` (the engine reads the node's clock,
@@ -106,6 +111,15 @@ def id_key(entry_id: bytes | str) -> tuple[int, int]:
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     ms, _, n = text.partition("-")
     return int(ms), int(n or 0)
+
+
+def _requests(raw: bytes) -> list[Any]:
+    """An entry's requests: msgpack objects back to back (as the log's codec reads)."""
+    unpacker = msgpack.Unpacker(
+        raw=False, strict_map_key=False, use_list=True, max_buffer_size=len(raw) + 1
+    )
+    unpacker.feed(raw)
+    return list(unpacker)
 
 
 def _writes(request: dict[str, Any]) -> bool:
@@ -368,15 +382,26 @@ class ClusterNode(Server):
         self._retry_at = time.monotonic() + RETRY_SECONDS
 
     def _append(self, writes: list[_Local], tick: bool) -> list[Any] | None:
-        """``XADD`` this pass's writes as one entry (a tick if none) and read the stream
-        after the last applied entry in the same round trip (a pipeline); return the
-        entries read, or None when Redis failed (each write is then answered
-        ``ServerUnavailable`` at once)."""
-        fields: dict[str, bytes] = {"n": self.node_id}
-        if writes:
-            fields["r"] = packb([local.request for local in writes])
+        """``XADD`` this pass's writes (one entry, or one per :data:`ENTRY_BYTES` of
+        requests; a tick if none) and read the stream after the last applied entry, in
+        the same round trip (a pipeline); return the entries read, or None when Redis
+        failed (each write is then answered ``ServerUnavailable`` at once)."""
+        chunks: list[tuple[list[_Local], list[bytes]]] = []
+        size = 0
+        for local in writes:
+            packed = packb(local.request)
+            if not chunks or size + len(packed) > ENTRY_BYTES:
+                chunks.append(([], []))
+                size = 0
+            chunks[-1][0].append(local)
+            chunks[-1][1].append(packed)
+            size += len(packed)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.xadd(self.stream_key, fields)  # type: ignore[arg-type]
+        for _, packed_requests in chunks or [([], [])]:
+            fields = {"n": self.node_id}
+            if packed_requests:
+                fields["r"] = b"".join(packed_requests)  # msgpack objects back to back
+            pipe.xadd(self.stream_key, fields)  # type: ignore[arg-type]
         if self.replicas:
             pipe.wait(self.replicas, 1000)
         pipe.xread({self.stream_key: self.applied}, count=READ_COUNT)
@@ -387,22 +412,23 @@ class ClusterNode(Server):
             for local in writes:
                 self._refuse(local, ServerUnavailable(self._unavailable()))
             return None
-        entry_id = cast(bytes, results[0])
         self.stale = None
-        self.cluster_stats["entries_appended"] += 1
-        if self.replicas and results[1] < self.replicas:
+        self.cluster_stats["entries_appended"] += max(1, len(chunks))
+        acked = results[len(chunks) or 1] if self.replicas else None
+        if acked is not None and acked < self.replicas:
             # In the stream (it will apply everywhere) but not on enough replicas: not
             # acknowledged, as a timeout would not be.
             for local in writes:
                 self._refuse(
                     local,
                     ServerUnavailable(
-                        f"cluster {self.name}: WAIT: {results[1]} of {self.replicas} "
+                        f"cluster {self.name}: WAIT: {acked} of {self.replicas} "
                         "replicas have the write within 1 s; it may still apply"
                     ),
                 )
-        elif writes:
-            self._mine[entry_id] = writes
+        else:
+            for (locals_, _), entry_id in zip(chunks, results, strict=False):
+                self._mine[cast(bytes, entry_id)] = locals_
         if not writes:
             self._tick_in_flight = True
             self.cluster_stats["ticks"] += 1
@@ -450,7 +476,7 @@ class ClusterNode(Server):
                 absorb()
             mine = self._mine.pop(entry_id, None) if fields.get(b"n") == self.node_id else None
             raw = fields.get(b"r")
-            requests = unpackb(raw) if raw is not None else []
+            requests = _requests(raw) if raw is not None else []
             for i, request in enumerate(requests):
                 reply = engine.execute(request)
                 absorb()

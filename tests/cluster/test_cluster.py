@@ -239,3 +239,26 @@ def test_cluster_replicas_acknowledge_only_what_a_replica_holds(
         replica.stop()
     with pytest.raises(ServerUnavailable, match="replicas"):
         a.create_record("t", {"x": 2})
+
+
+def test_big_writes_in_flight_stay_under_the_entry_size(
+    cluster_node: NodeFactory, connect: Connect, redis_server: RedisServer
+) -> None:
+    """Three 3 MB writes in flight: no entry holds more than 4 MiB of requests unless it
+    holds one request alone (a pass that drained two of them splits them), and each
+    write is answered, in order."""
+    a = connect(cluster_node("a"))
+    a.create_state("t")
+    with redis_server.client() as r:
+        last = r.xinfo_stream(STREAM)["last-generated-id"]
+        big = "x" * (3 * 1024 * 1024)
+        requests = [
+            {"command": "CREATE_RECORD", "state": "t", "record": {"k": i, "blob": big}}
+            for i in range(3)
+        ]
+        results = a.send_many(requests)
+        assert [res["k"] for res in results] == [0, 1, 2]
+        entries = r.xrange(STREAM, min=f"({last.decode()}")
+    sizes = [len(fields[b"r"]) for _, fields in entries if b"r" in fields]
+    assert len(sizes) == 3 and all(size < 4 * 1024 * 1024 for size in sizes), sizes
+    assert [rec["k"] for rec in a.list_records("t")] == [0, 1, 2]
