@@ -295,7 +295,7 @@ class ClusterNode(Server):
                 writes.append(local)
             else:
                 reads.append(local)
-        writes += self._due
+        writes = self._due + writes  # parked claims first: the earliest is answered first
         self._due = []
         tick = self._tick_due()
         caught_up = False

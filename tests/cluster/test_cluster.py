@@ -7,6 +7,7 @@ The heavy runs (workers on three nodes, ``kill -9`` under load) are in
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from cluster_harness import Connect, NodeFactory, RedisServer, cluster_figures, 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from stateengine.client.aio import connect_async
 from stateengine.client.client import Client
 from stateengine.errors import BadRequest, ServerUnavailable, StateEngineError
 from stateengine.testing import ServerProcess
@@ -31,7 +33,8 @@ def test_sync_sees_a_write_acknowledged_by_another_node(
     control) until ``b.sync()``, after which it has it."""
     a = connect(cluster_node("a"))
     a.create_state("t")
-    b = connect(cluster_node("b", "--cluster-poll-ms", "2000"))
+    node_b = cluster_node("b", "--cluster-poll-ms", "2000")
+    b = connect(node_b)
     assert b.list_states() == ["t"]  # caught up at start
     a.create_record("t", {"x": 1})
     assert b.list_records("t") == []  # the control: B has not read the stream yet
@@ -39,6 +42,14 @@ def test_sync_sees_a_write_acknowledged_by_another_node(
     assert applied is not None and "applied" in applied
     assert b.list_records("t") == [{"id": 1, "x": 1, "_version": 2}]
     assert cluster_figures(b)["digest"] == cluster_figures(a)["digest"]
+
+    async def from_asyncio() -> list[Any]:
+        async with await connect_async(node_b.endpoint, node_b.data_dir) as client:
+            a.create_record("t", {"x": 2})
+            assert await client.sync() is not None
+            return await client.list_records("t")
+
+    assert [r["x"] for r in asyncio.run(from_asyncio())] == [1, 2]
 
 
 def test_bad_requests_are_refused_before_the_stream(
