@@ -178,7 +178,7 @@ class ClusterNode(Server):
             host=host,
             port=port,
             socket_connect_timeout=0.5,
-            socket_timeout=10.0,
+            socket_timeout=3.0,
             retry=Retry(NoBackoff(), 0),
         )
         prefix = f"stateengine:{self.name}"
@@ -268,8 +268,10 @@ class ClusterNode(Server):
         received: list[tuple[zmq.Socket[bytes], list[bytes]]] = []
         for sock in (self._sock, self._tcp) if self._tcp is not None else (self._sock,):
             _drain(sock, received, self.max_pass)
-        now = time.monotonic()
-        if self.stale is not None and now < self._retry_at and not received:
+        # Redis failed less than RETRY_SECONDS ago: nothing is asked of it (an unreachable
+        # host costs a connect timeout per attempt), writes are refused at once.
+        resting = self.stale is not None and time.monotonic() < self._retry_at
+        if resting and not received:
             return 0
         writes: list[_Local] = []
         reads: list[_Local] = []
@@ -297,7 +299,11 @@ class ClusterNode(Server):
                 reads.append(local)
         writes = self._due + writes  # parked claims first: the earliest is answered first
         self._due = []
-        tick = self._tick_due()
+        if resting:
+            for local in writes:
+                self._refuse(local, ServerUnavailable(self._unavailable()))
+            writes = []
+        tick = not resting and self._tick_due()
         caught_up = False
         if writes or tick:
             entries = self._append(writes, tick)
@@ -305,7 +311,7 @@ class ClusterNode(Server):
                 if entries:
                     self._apply(entries)
                 caught_up = len(entries) < READ_COUNT or self._catch_up()
-        else:
+        elif not resting:
             caught_up = self._catch_up()
         for local in reads:
             self._send(local.sock, local.envelope, self._answer(local.request, local.as_json))
