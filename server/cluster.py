@@ -77,6 +77,7 @@ PROGRESS_TTL = 300.0
 #: Seconds between attempts to reach Redis again after a failure (reads go on locally).
 RETRY_SECONDS = 0.5
 SNAPSHOT_FILE = "cluster.snapshot"
+NODE_FILE = "cluster.node"
 #: A pass's writes go in entries of at most this many bytes of requests (a request
 #: larger than that alone in its own): Redis takes a value of up to 512 MB, and a node
 #: reads 1000 entries at a time.
@@ -212,6 +213,7 @@ class ClusterNode(Server):
 
     def start(self) -> None:
         self.lock()
+        self.node_id = self._own_id()
         try:
             self._load_snapshot()
             if "no-tail" in FAULTS:  # read only what comes after the start, as "$" would
@@ -229,6 +231,18 @@ class ClusterNode(Server):
             self.engine.seq,
         )
         super().start()
+
+    def _own_id(self) -> bytes:
+        """This data dir's node id (``DATA_DIR/cluster.node``, made once): a node
+        restarted on its data dir reports its position under the same id, so the position
+        its previous process reported stops holding the stream's trimming."""
+        path = self.data_dir / NODE_FILE
+        with contextlib.suppress(OSError):
+            known = path.read_bytes().strip()
+            if known:
+                return known
+        paths.write_private_file(path, self.node_id)
+        return self.node_id
 
     def _load_snapshot(self) -> None:
         """Start from the newer of this data dir's snapshot and the cluster's."""
