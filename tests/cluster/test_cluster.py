@@ -106,6 +106,7 @@ _OPS = st.one_of(
     st.tuples(st.just("create"), st.integers(0, 9), st.sampled_from([None, 0.05, 0.3])),
     st.tuples(st.just("patch"), st.integers(1, 6), st.integers(0, 9)),
     st.tuples(st.just("claim"), st.integers(0, 9), _LEASES),
+    st.tuples(st.just("claimwait"), st.integers(0, 9), st.sampled_from([0.0, 0.1])),
     st.tuples(st.just("delete"), st.integers(1, 6), st.none()),
     st.tuples(st.just("increment"), st.integers(1, 6), st.none()),
     st.tuples(st.just("expire"), st.integers(1, 6), st.sampled_from([0.05, 0.2])),
@@ -122,6 +123,8 @@ def _run(client: Client, table: str, op: tuple[str, Any, Any]) -> None:
             client.patch_record(table, a, {"x": b})
         elif kind == "claim":
             client.claim_record(table, {"x": {"$gte": a}}, {"x": -1}, lease_seconds=b)
+        elif kind == "claimwait":  # parked, appended again when its table is written
+            client.claim_record(table, {"x": {"$gte": a}}, {"x": -2}, lease_seconds=0.05, wait=b)
         elif kind == "delete":
             client.delete_record(table, a)
         elif kind == "increment":
@@ -161,9 +164,9 @@ CONTROL_OPS: list[tuple[str, Any, Any]] = [
 
 
 def test_three_nodes_compute_the_same_state(cluster_node: NodeFactory, connect: Connect) -> None:
-    """Hypothesis draws commands (TTLs, leases, expiries included) sent round-robin to
-    three nodes; their digests agree at one stream position, and again once every
-    deadline has passed (committed by ticks on an idle stream)."""
+    """Hypothesis draws commands (TTLs, leases, expiries, blocking claims included) sent
+    round-robin to three nodes; their digests agree at one stream position, and again
+    once every deadline has passed (committed by ticks on an idle stream)."""
     clients = _three(cluster_node, connect)
     counter = iter(range(10_000))
 
