@@ -254,7 +254,10 @@ class ClusterNode(Server):
             candidates.append(remote)
         best: tuple[bytes, bytes] | None = None
         for blob in candidates:
-            entry_id, payload = unpackb(blob)
+            entry_id, payload, name = unpackb(blob)
+            if name != self.name:  # this data dir served another cluster: not its state
+                log.warning("cluster %s: ignoring a snapshot of cluster %s", self.name, name)
+                continue
             entry_id = entry_id.encode() if isinstance(entry_id, str) else entry_id
             if best is None or id_key(entry_id) > id_key(best[0]):
                 best = (entry_id, payload)
@@ -578,7 +581,8 @@ class ClusterNode(Server):
             self._report_position()
             if applied == self._snapshot_id:
                 return
-            blob = packb([applied, encode_change_set(self.engine.full_change_set())])
+            state = encode_change_set(self.engine.full_change_set())
+            blob = packb([applied, state, self.name])
             paths.write_private_file(self.data_dir / SNAPSHOT_FILE, blob)
             newest = cast(bytes | None, self.redis.get(self.snapshot_key))
             if newest is None or id_key(unpackb(newest)[0]) < id_key(applied):

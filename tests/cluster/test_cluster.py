@@ -277,3 +277,27 @@ def test_big_writes_in_flight_stay_under_the_entry_size(
     sizes = [len(fields[b"r"]) for _, fields in entries if b"r" in fields]
     assert len(sizes) == 3 and all(size < 4 * 1024 * 1024 for size in sizes), sizes
     assert [rec["k"] for rec in a.list_records("t")] == [0, 1, 2]
+
+
+def test_a_data_dir_that_served_another_cluster_starts_from_this_one(
+    tmp_path: Path, cluster_node: NodeFactory, connect: Connect, redis_server: RedisServer
+) -> None:
+    """A node's own snapshot is of its cluster: restarted on the same data dir as a node
+    of another cluster, it starts from that cluster's state, not the snapshot."""
+    node = cluster_node("a", "--cluster-snapshot-seconds", "0.05")
+    a = connect(node)
+    a.create_state("old")
+    deadline = time.monotonic() + 10
+    while cluster_figures(a)["snapshot"] == "0-0":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    a.close()
+    node.stop()
+    other = ServerProcess(node.data_dir, "--cluster", f"{redis_server.url}/other")
+    with other:
+        with other.connect() as b:
+            assert b.list_states() == []
+    again = ServerProcess(node.data_dir, "--cluster", f"{redis_server.url}/test")
+    with again:  # the control: its own cluster's snapshot (and stream) still load
+        with again.connect() as c:
+            assert c.list_states() == ["old"]
