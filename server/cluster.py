@@ -85,7 +85,8 @@ ENTRY_BYTES = 4 * 1024 * 1024
 _WRITES = command_table.writes()
 #: Test-only fault switches (comma-separated), each defeating one guarantee so that a
 #: test can show it fails without it: ``wall-clock`` (the engine reads the node's clock,
-#: not the entry's), ``no-tail`` (a start skips the stream's entries after the snapshot).
+#: not the entry's), ``no-tail`` (a start skips the stream's entries after the snapshot),
+#: ``no-idle-read`` (an idle node does not read the stream: only a request makes it).
 FAULTS: Final = frozenset(os.environ.get("STATEENGINE_CLUSTER_FAULTS", "").split(",")) - {""}
 
 
@@ -288,7 +289,7 @@ class ClusterNode(Server):
         # Redis failed less than RETRY_SECONDS ago: nothing is asked of it (an unreachable
         # host costs a connect timeout per attempt), writes are refused at once.
         resting = self.stale is not None and time.monotonic() < self._retry_at
-        if resting and not received:
+        if (resting or "no-idle-read" in FAULTS) and not received:
             return 0
         writes: list[_Local] = []
         reads: list[_Local] = []

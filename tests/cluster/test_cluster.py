@@ -29,11 +29,11 @@ STREAM = "stateengine:test:stream"
 def test_sync_sees_a_write_acknowledged_by_another_node(
     cluster_node: NodeFactory, connect: Connect
 ) -> None:
-    """Node B reads the stream only every 2 s here: its arena misses A's write (the
-    control) until ``b.sync()``, after which it has it."""
+    """Node B reads the stream only when asked here (fault ``no-idle-read``): its arena
+    misses A's write (the control) until ``b.sync()``, after which it has it."""
     a = connect(cluster_node("a"))
     a.create_state("t")
-    node_b = cluster_node("b", "--cluster-poll-ms", "2000")
+    node_b = cluster_node("b", env={"STATEENGINE_CLUSTER_FAULTS": "no-idle-read"})
     b = connect(node_b)
     assert b.list_states() == ["t"]  # caught up at start
     a.create_record("t", {"x": 1})
