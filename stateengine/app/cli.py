@@ -222,6 +222,8 @@ def serve(args: argparse.Namespace) -> int:
             "slow_ms": args.slow_ms,
         }
         if args.cluster:  # a node of a cluster: the stream is its log (docs/cluster.md)
+            if importlib.util.find_spec("redis") is None:
+                raise ValueError("--cluster needs redis-py: pip install -e '.[redis]'")
             from stateengine.server.cluster import ClusterNode
 
             server = ClusterNode(

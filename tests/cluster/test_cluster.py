@@ -8,6 +8,8 @@ The heavy runs (workers on three nodes, ``kill -9`` under load) are in
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -301,3 +303,35 @@ def test_a_data_dir_that_served_another_cluster_starts_from_this_one(
     with again:  # the control: its own cluster's snapshot (and stream) still load
         with again.connect() as c:
             assert c.list_states() == ["old"]
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://127.0.0.1:1/x", "expected redis://HOST:PORT/NAME"),
+        ("redis://127.0.0.1:1", "expected redis://HOST:PORT/NAME"),
+        ("redis://127.0.0.1:1/x", "cannot reach Redis"),
+    ],
+)
+def test_serve_cluster_refuses_a_bad_url_or_no_redis(
+    tmp_path: Path, url: str, message: str
+) -> None:
+    """Exit 1 with one line saying why, before anything serves (port 1: nothing listens)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stateengine",
+            "serve",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--cluster",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1, out
+    assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
