@@ -50,6 +50,11 @@ WORKLOADS: list[Workload] = [
     Workload("range", "range LIST_RECORDS of 100 records out of a big table", "range_indexed"),
     Workload("durable", "durable writes per fsync policy", "durable_pool_no"),
     Workload("restart", "restart with N records on disk", "restart_server"),
+    Workload(
+        "cluster",
+        "writes through a 1-node cluster vs a single server, both fsynced (writes/s)",
+        "cluster_single_inflight",
+    ),
 ]
 WORKLOAD_NAMES = [w.name for w in WORKLOADS]
 
@@ -116,6 +121,16 @@ ROWS: dict[str, tuple[str, str | None]] = {
     "lmdb_sync_txn": ("durable", "py-lmdb put, sync=True, 16 per txn"),
     "restart_server": ("restart", None),
     "restart_store": ("restart", None),
+    "cluster_single_one": ("cluster", "single server (log, fsync always): 1 in flight"),
+    "cluster_write_one": ("cluster", "1-node cluster (Redis AOF always): 1 in flight"),
+    "cluster_single_inflight": (
+        "cluster",
+        "single server (log, fsync always): 100 in flight (send_many)",
+    ),
+    "cluster_write_inflight": (
+        "cluster",
+        "1-node cluster (Redis AOF always): 100 in flight (send_many)",
+    ),
 }
 # Rows compared with another row than their workload's reference.
 REFS: dict[str, str] = {
@@ -126,13 +141,15 @@ REFS: dict[str, str] = {
     "restart_store": "restart_store",
     "wake_redis": "wake_redis_write",
     "wake_redis_write": "wake_redis_write",
+    "cluster_write_one": "cluster_single_one",
+    "cluster_single_one": "cluster_single_one",
 }
 # Rows shown as a rate or as seconds rather than µs/op.
 UNITS: dict[str, str] = {
     **{
         k: "/s"
         for k, (w, _) in ROWS.items()
-        if w in ("bulk", "readers", "claim", "claimbig", "pqueue")
+        if w in ("bulk", "readers", "claim", "claimbig", "pqueue", "cluster")
     },
     **{f"durable_pool_{p}": "/s" for p in ("always", "everysec", "no", "none")},
     "restart_server": "s",
@@ -307,6 +324,14 @@ def targets(rows: list[dict[str, Any]], config: dict[str, Any]) -> list[dict[str
             3.0,
             ">=",
             f"{fmt('durable_pool_always')} / {fmt('lmdb_sync_put')}",
+        ),
+        _t(
+            "1-node cluster ≥ 0.5× a single server's writes/s, 100 in flight (issue 19)",
+            ratio("cluster_single_inflight", "cluster_write_inflight"),
+            0.5,
+            ">=",
+            f"{fmt('cluster_write_inflight')} / {fmt('cluster_single_inflight')}; 1 in flight "
+            f"{_x(ratio('cluster_single_one', 'cluster_write_one'))}",
         ),
     ]
     restart = us.get("restart_server")

@@ -33,7 +33,7 @@ from typing import Any
 
 import zmq
 
-from bench import report, server, workloads
+from bench import cluster, report, server, workloads
 from bench.durability import big_engine
 from bench.measure import Row, calibrate, measure
 from bench.records import record
@@ -319,6 +319,11 @@ def run(args: argparse.Namespace, cfg: Config, only: set[str]) -> dict[str, Any]
             rows += durable(stack, ctx, children, tmp, srv, cfg, skipped)
         if "restart" in only:
             rows += restart_rows(tmp, cfg.restart_records, stack)
+        if "cluster" in only:
+            cluster_list, why = cluster.cluster_rows(tmp, stack, children)
+            if why:
+                skipped.append(f"cluster rows: {why}")
+            rows += cluster_list
 
         rows = [r for r in report.label_rows(rows) if r.workload in only]
         env_doc = environment(redis_conn, pg_dsn)

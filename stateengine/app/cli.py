@@ -212,19 +212,35 @@ def serve(args: argparse.Namespace) -> int:
                 max_size=args.arena_max_size,
                 reader_slots=args.reader_slots,
             )
-        server = Server(
-            data_dir,
-            args.endpoint,
-            engine=engine,
-            publisher=publisher,
-            store=None,
-            max_request_bytes=args.max_request_bytes,
-            feed_hwm=args.feed_hwm,
-            tcp=args.tcp,
-            slow_ms=args.slow_ms,
-        )
+        options: dict[str, Any] = {
+            "engine": engine,
+            "publisher": publisher,
+            "store": None,
+            "max_request_bytes": args.max_request_bytes,
+            "feed_hwm": args.feed_hwm,
+            "tcp": args.tcp,
+            "slow_ms": args.slow_ms,
+        }
+        if args.cluster:  # a node of a cluster: the stream is its log (docs/cluster.md)
+            if importlib.util.find_spec("redis") is None:
+                raise ValueError("--cluster needs redis-py: pip install -e '.[redis]'")
+            from stateengine.server.cluster import ClusterNode
+
+            server = ClusterNode(
+                data_dir,
+                args.endpoint,
+                cluster=args.cluster,
+                replicas=args.cluster_replicas,
+                snapshot_seconds=args.cluster_snapshot_seconds,
+                poll_ms=args.cluster_poll_ms,
+                **options,
+            )
+            args.store, args.fsync = f"the cluster stream {args.cluster}", "by Redis"
+        else:
+            server = Server(data_dir, args.endpoint, **options)
         server.lock()  # before the store is opened: a second server must not touch it
-        server.store = _open_store(args, data_dir)
+        if not args.cluster:
+            server.store = _open_store(args, data_dir)
         # Before start() writes server.json (the readiness signal): a SIGTERM from a
         # supervisor that just saw the server start must still be a clean stop.
         server.install_signal_handlers()
@@ -738,6 +754,32 @@ def build_parser() -> argparse.ArgumentParser:
         " else one made in DIR/http.token",
     )
     p.add_argument("--http-token", help="the --http token itself (shown by ps: use the file)")
+    p.add_argument(
+        "--cluster",
+        metavar="redis://HOST:PORT/NAME",
+        help="a node of cluster NAME: writes ordered by a Redis stream (docs/cluster.md)",
+    )
+    p.add_argument(
+        "--cluster-replicas",
+        type=int,
+        default=0,
+        metavar="N",
+        help="--cluster: answer a write once N Redis replicas have it (WAIT)",
+    )
+    p.add_argument(
+        "--cluster-poll-ms",
+        type=int,
+        default=20,
+        metavar="MS",
+        help="--cluster: an idle node reads the stream every MS (client.sync() reads now)",
+    )
+    p.add_argument(
+        "--cluster-snapshot-seconds",
+        type=positive,
+        default=30.0,
+        metavar="S",
+        help="--cluster: seconds between this node's snapshots (local and in Redis)",
+    )
     p.add_argument(
         "--slow-ms",
         type=float,

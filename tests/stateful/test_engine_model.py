@@ -733,6 +733,8 @@ class EngineMachine(RuleBasedStateMachine):
             "fields": {f: value(d, t.types.get(f))},
             "lease_seconds": d.pick(LEASES),
         }
+        if d.coin(0.1):  # a claim cannot change an id: ImmutableId before any lookup
+            req["fields"]["id"] = d.pick([rec["id"], 99])
         numeric = [g for g in fields if is_number(rec[g]) and g != f]
         if numeric and d.coin(0.5):
             counter = d.pick(numeric)

@@ -82,6 +82,9 @@ class ServerMachine(EngineMachine):
 
     # Time moves by itself here.
     advance_clock = None  # type: ignore[assignment]
+    # Its 1000 s leases leave later claims nothing to take: a claim drawn with `wait` then
+    # parks, and its late reply would answer the next request of this one-at-a-time wire.
+    claim_under_a_lease = None  # type: ignore[assignment]
 
     @invariant()
     def arena_reads_match_the_server(self) -> None:

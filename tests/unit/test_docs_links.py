@@ -24,6 +24,7 @@ RUNNERS = {
     "docs/testing.md": ["tests/kit/test_docs.py"],
     "docs/extending.md": ["tests/unit/test_store_plugin.py"],
     "docs/operations.md": ["tests/cross_process/test_operations_doc.py"],
+    "docs/cluster.md": ["tests/cluster/test_cluster_doc.py"],
 }
 RUNNABLE = {"python", "sh", "bash", "shell", "console"}
 

@@ -1,0 +1,672 @@
+"""A cluster node: the same tables on every host, ordered by one Redis stream.
+
+``stateengine serve --cluster redis://HOST:PORT/NAME`` runs a :class:`ClusterNode`: a
+:class:`~stateengine.server.server.Server` (own data dir, arena, ipc endpoint, local
+workers) whose pass does not apply its writes directly. It appends them to the stream
+``stateengine:NAME:stream`` as one entry (``XADD``), reads the stream from the last
+entry it applied, applies every entry in stream order, publishes to its arena and
+answers its own requests once their entry is applied. Every node applies the same
+entries in the same order to the same state, so every node computes the same replies.
+
+Why it is deterministic: the engine's clock is the time of the entry being applied (the
+stream id's milliseconds, given by Redis), never a node's wall clock, and expiry is one
+commit made at the start of every entry (``expire_due(entry time)``). So that a deadline
+fires on an idle stream, a node that sees one pass appends a *tick* (an entry with no
+requests); ticks only advance the clock, so several nodes' ticks are harmless.
+
+Why a poll and not ``XREAD BLOCK``: the writer's loop already wakes every
+``poll_ms`` for its housekeeping; a non-blocking ``XREAD`` there keeps one thread and
+one connection, and a node with requests reads the stream in the same round trip as its
+``XADD`` (a pipeline). Another node's write is therefore seen within ``poll_ms``;
+``SYNC`` (``client.sync()``) reads to the stream's end before answering.
+
+Snapshots: every ``snapshot_seconds`` a node writes its whole state with the stream id
+it covers to ``DATA_DIR/cluster.snapshot`` and to ``stateengine:NAME:snapshot`` (the
+newest wins), reports the id it applied in ``stateengine:NAME:applied``, and trims the
+stream (``XTRIM MINID``) behind both the newest snapshot and every live node's position.
+A node starts from the newer of its own snapshot and Redis's, then replays the tail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, cast
+from urllib.parse import urlsplit
+
+import msgpack
+import redis
+import zmq
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from stateengine import command_table
+from stateengine.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    ServerUnavailable,
+    StateEngineError,
+)
+from stateengine.protocol import decode_request, encode_reply, is_json, peek_req_id
+from stateengine.runtime import discovery as paths
+from stateengine.server.backup import BACKUP_COMMAND
+from stateengine.server.engine import Id
+from stateengine.server.persist_base import (
+    decode_change_set,
+    encode_change_set,
+    lease_out,
+    packb,
+    unpackb,
+)
+from stateengine.server.server import Server, _drain
+
+log = logging.getLogger("stateengine.cluster")
+
+#: The node's own command: read the stream to its end, then answer (``client.sync()``).
+SYNC_COMMAND = "SYNC"
+#: Entries read per ``XREAD``; a pass reads again while a read comes back full.
+READ_COUNT = 1000
+#: A node's reported position older than this no longer holds the stream's trimming.
+PROGRESS_TTL = 300.0
+#: Seconds between attempts to reach Redis again after a failure (reads go on locally).
+RETRY_SECONDS = 0.5
+SNAPSHOT_FILE = "cluster.snapshot"
+NODE_FILE = "cluster.node"
+#: A pass's writes go in entries of at most this many bytes of requests (a request
+#: larger than that alone in its own): Redis takes a value of up to 512 MB, and a node
+#: reads 1000 entries at a time.
+ENTRY_BYTES = 4 * 1024 * 1024
+_WRITES = command_table.writes()
+#: Test-only fault switches (comma-separated), each defeating one guarantee so that a
+#: test can show it fails without it: ``wall-clock`` (the engine reads the node's clock,
+#: not the entry's), ``no-tail`` (a start skips the stream's entries after the snapshot),
+#: ``no-idle-read`` (an idle node does not read the stream: only a request makes it).
+FAULTS: Final = frozenset(os.environ.get("STATEENGINE_CLUSTER_FAULTS", "").split(",")) - {""}
+
+
+def parse_cluster_url(url: str) -> tuple[str, int, str]:
+    """``redis://HOST:PORT/NAME`` → ``(host, port, name)``.
+
+    :raises ValueError: another scheme, or no cluster name.
+    """
+    parts = urlsplit(url)
+    name = parts.path.strip("/")
+    if parts.scheme != "redis" or not parts.hostname or not name or "/" in name:
+        raise ValueError(f"--cluster {url!r}: expected redis://HOST:PORT/NAME")
+    return parts.hostname, parts.port or 6379, name
+
+
+def stream_time(entry_id: bytes | str) -> float:
+    """The clock of an entry: its id's milliseconds, in seconds."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.split("-", 1)[0]) / 1000
+
+
+def id_key(entry_id: bytes | str) -> tuple[int, int]:
+    """A stream id as a comparable pair."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, n = text.partition("-")
+    return int(ms), int(n or 0)
+
+
+def _requests(raw: bytes) -> list[Any]:
+    """An entry's requests: msgpack objects back to back (as the log's codec reads)."""
+    unpacker = msgpack.Unpacker(
+        raw=False, strict_map_key=False, use_list=True, max_buffer_size=len(raw) + 1
+    )
+    unpacker.feed(raw)
+    return list(unpacker)
+
+
+def _writes(request: dict[str, Any]) -> bool:
+    """Whether *request* may change the state, so it goes through the stream (a BATCH
+    with any write; an unknown command is answered locally with its error)."""
+    name = request.get("command")
+    if name == "BATCH":
+        subs = request.get("commands")
+        return isinstance(subs, list) and any(
+            isinstance(sub, dict) and sub.get("command") in _WRITES for sub in subs
+        )
+    return name in _WRITES
+
+
+@dataclass
+class _Local:
+    """One of this node's requests: where to answer it, and how."""
+
+    sock: zmq.Socket[bytes]
+    envelope: list[bytes]
+    request: dict[str, Any]
+    as_json: bool
+    #: a blocking claim's end (wall clock), else None
+    deadline: float | None = None
+
+
+class ClusterNode(Server):
+    """A server whose writes go through a Redis stream shared with other nodes.
+
+    :param cluster: ``redis://HOST:PORT/NAME``.
+    :param replicas: with N > 0, a write is answered only once ``WAIT N`` says N
+        replicas have its entry (else ``ServerUnavailable``: it may still apply).
+    :param snapshot_seconds: how often a node writes its snapshot (when it moved on).
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        cluster: str,
+        replicas: int = 0,
+        snapshot_seconds: float = 30.0,
+        poll_ms: int = 20,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if self.store is not None:
+            raise ValueError("a cluster node keeps no --store: the stream is its log")
+        host, port, self.name = parse_cluster_url(cluster)
+        self.url = cluster
+        self.replicas = replicas
+        self.snapshot_seconds = snapshot_seconds
+        self.poll_ms = poll_ms
+        # No retries: an XADD retried after a lost reply would append the writes twice;
+        # a failed call is answered ServerUnavailable at once instead.
+        self.redis = redis.Redis(
+            host=host,
+            port=port,
+            socket_connect_timeout=0.5,
+            socket_timeout=3.0,
+            retry=Retry(NoBackoff(), 0),
+        )
+        prefix = f"stateengine:{self.name}"
+        self.stream_key = f"{prefix}:stream"
+        self.snapshot_key = f"{prefix}:snapshot"
+        self.progress_key = f"{prefix}:applied"
+        self.node_id = os.urandom(8).hex().encode()
+        self.applied = b"0-0"
+        #: the newest stream id this node has seen (its own read or append)
+        self.stream_last = b"0-0"
+        self._entry_time = 0.0
+        self.engine.clock = time.time if "wall-clock" in FAULTS else self._clock
+        #: why Redis cannot be reached (reads are answered from local state), or None
+        self.stale: str | None = None
+        self._retry_at = 0.0
+        #: entry id → this node's requests in it, in entry order
+        self._mine: dict[bytes, list[_Local]] = {}
+        #: blocking claims found nothing: resubmitted when their table is written
+        self._waiters: list[_Local] = []
+        self._due: list[_Local] = []
+        self._tick_in_flight = False
+        self._snapshot_at = time.monotonic() + snapshot_seconds
+        self._snapshot_id = b"0-0"
+        self.cluster_stats = {"entries_appended": 0, "entries_applied": 0, "ticks": 0}
+
+    def _clock(self) -> float:
+        """The engine's clock: the time of the entry being applied."""
+        return self._entry_time
+
+    # --- start: snapshot, then the tail -------------------------------------------------
+
+    def start(self) -> None:
+        self.lock()
+        self.node_id = self._own_id()
+        try:
+            self._load_snapshot()
+            if "no-tail" in FAULTS:  # read only what comes after the start, as "$" would
+                info: Any = self.redis.xinfo_stream(self.stream_key)
+                self.applied = self.stream_last = info["last-generated-id"]
+            self._catch_up()
+            self._report_position()  # holds the stream's trimming from now on
+        except redis.RedisError as exc:
+            raise OSError(f"--cluster {self.url}: cannot reach Redis: {exc}") from exc
+        log.info(
+            "cluster %s: node %s at %s (seq %d)",
+            self.name,
+            self.node_id.decode(),
+            self.applied.decode(),
+            self.engine.seq,
+        )
+        super().start()
+
+    def _own_id(self) -> bytes:
+        """This data dir's node id (``DATA_DIR/cluster.node``, made once): a node
+        restarted on its data dir reports its position under the same id, so the position
+        its previous process reported stops holding the stream's trimming."""
+        path = self.data_dir / NODE_FILE
+        with contextlib.suppress(OSError):
+            known = path.read_bytes().strip()
+            if known:
+                return known
+        paths.write_private_file(path, self.node_id)
+        return self.node_id
+
+    def _load_snapshot(self) -> None:
+        """Start from the newer of this data dir's snapshot and the cluster's."""
+        candidates: list[bytes] = []
+        with contextlib.suppress(OSError):
+            candidates.append((self.data_dir / SNAPSHOT_FILE).read_bytes())
+        remote = cast(bytes | None, self.redis.get(self.snapshot_key))
+        if remote is not None:
+            candidates.append(remote)
+        best: tuple[bytes, bytes] | None = None
+        for blob in candidates:
+            entry_id, payload, name = unpackb(blob)
+            if name != self.name:  # this data dir served another cluster: not its state
+                log.warning("cluster %s: ignoring a snapshot of cluster %s", self.name, name)
+                continue
+            entry_id = entry_id.encode() if isinstance(entry_id, str) else entry_id
+            if best is None or id_key(entry_id) > id_key(best[0]):
+                best = (entry_id, payload)
+        if best is None:
+            return
+        self.engine.apply_change_set(decode_change_set(best[1]))
+        self.engine.rebuild_deadlines()
+        self.applied = self.stream_last = self._snapshot_id = best[0]
+        self._entry_time = stream_time(best[0])
+        log.info("cluster %s: snapshot at %s loaded", self.name, best[0].decode())
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def serve_forever(self, poll_ms: int = 100) -> None:
+        super().serve_forever(self.poll_ms)
+
+    def _next_wake(self) -> float | None:
+        # Deadlines are judged by the wall clock in run_pass (a tick), not by the engine's
+        # clock, which stands still between entries; the loop polls every poll_ms.
+        return None
+
+    def run_pass(self) -> int:
+        """Drain; append the writes as one entry; apply the stream; answer."""
+        assert self._sock is not None
+        received: list[tuple[zmq.Socket[bytes], list[bytes]]] = []
+        for sock in (self._sock, self._tcp) if self._tcp is not None else (self._sock,):
+            _drain(sock, received, self.max_pass)
+        # Redis failed less than RETRY_SECONDS ago: nothing is asked of it (an unreachable
+        # host costs a connect timeout per attempt), writes are refused at once.
+        resting = self.stale is not None and time.monotonic() < self._retry_at
+        if (resting or "no-idle-read" in FAULTS) and not received:
+            return 0
+        writes: list[_Local] = []
+        reads: list[_Local] = []
+        syncs: list[_Local] = []
+        for sock, frames in received:
+            local = self._decode(sock, frames)
+            if local is None:
+                continue
+            command = local.request.get("command")
+            if command == SYNC_COMMAND:
+                syncs.append(local)
+            elif command == BACKUP_COMMAND:
+                self._refuse(local, BadRequest("BACKUP is not served by a cluster node yet"))
+            elif _writes(local.request):
+                try:  # refused before it enters the stream: the engine's dispatch checks
+                    self.engine._lookup(local.request, nested=False)
+                    if local.request.get("wait") is not None:
+                        wait = self.engine.wait_arg(local.request)
+                        local.deadline = time.time() + (wait or 0)
+                except StateEngineError as exc:
+                    self._refuse(local, exc)
+                    continue
+                writes.append(local)
+            else:
+                reads.append(local)
+        writes = self._due + writes  # parked claims first: the earliest is answered first
+        self._due = []
+        if resting:
+            for local in writes:
+                self._refuse(local, ServerUnavailable(self._unavailable()))
+            writes = []
+        tick = not resting and self._tick_due()
+        caught_up = False
+        if writes or tick:
+            entries = self._append(writes, tick)
+            if entries is not None:
+                if entries:
+                    self._apply(entries)
+                caught_up = len(entries) < READ_COUNT or self._catch_up()
+        elif not resting:
+            caught_up = self._catch_up()
+        for local in reads:
+            self._send(local.sock, local.envelope, self._answer(local.request, local.as_json))
+        for local in syncs:
+            if caught_up:
+                reply: dict[str, Any] = {
+                    "ok": True,
+                    "result": {"applied": self.applied.decode()},
+                    "seq": self.engine.seq,
+                }
+                if "req_id" in local.request:
+                    reply["req_id"] = local.request["req_id"]
+                self._send(local.sock, local.envelope, self._encode(reply, local.as_json))
+            else:
+                self._refuse(local, ServerUnavailable(self._unavailable()))
+        self._expire_waiters()
+        if caught_up and time.monotonic() >= self._snapshot_at:
+            self._snapshot()
+        self.stats["requests"] += len(received)
+        self.stats["passes"] += 1
+        self._last_pass = len(received)
+        return len(received)
+
+    def _decode(self, sock: zmq.Socket[bytes], frames: list[bytes]) -> _Local | None:
+        """One ROUTER message as a request (None: answered here with its error)."""
+        if len(frames) >= 2 and frames[1] == b"":
+            envelope, body_frames = frames[:2], frames[2:]
+        else:
+            envelope, body_frames = frames[:1], frames[1:]
+        body = body_frames[0] if len(body_frames) == 1 else b""
+        try:
+            if len(body_frames) != 1:
+                raise BadRequest(
+                    f"a request is one frame after the envelope, got {len(body_frames)}"
+                )
+            if len(body) > self.max_request_bytes:
+                raise PayloadTooLarge(
+                    f"request of {len(body)} bytes exceeds the server's limit of "
+                    f"{self.max_request_bytes} (serve --max-request-bytes)"
+                )
+            request, as_json = decode_request(body, self.max_request_bytes)
+        except StateEngineError as exc:
+            error: dict[str, Any] = {"ok": False, "error": exc.to_wire()}
+            found, req_id = peek_req_id(body)
+            if found:
+                error["req_id"] = req_id
+            self._send(sock, envelope, encode_reply(error, is_json(body)))
+            return None
+        return _Local(sock, envelope, request, as_json)
+
+    def _refuse(self, local: _Local, exc: StateEngineError) -> None:
+        reply: dict[str, Any] = {"ok": False, "error": exc.to_wire()}
+        if "req_id" in local.request:
+            reply["req_id"] = local.request["req_id"]
+        self._send(local.sock, local.envelope, self._encode(reply, local.as_json))
+
+    def _unavailable(self) -> str:
+        return (
+            f"cluster {self.name}: Redis unreachable ({self.stale}); writes are refused, "
+            "reads are answered from this node's state (stale: see stats)"
+        )
+
+    def _tick_due(self) -> bool:
+        """Whether a deadline this node knows of has passed on the wall clock."""
+        if self._tick_in_flight:
+            return False
+        deadline = self.engine.next_deadline()
+        return deadline is not None and deadline <= time.time()
+
+    def _failed(self, exc: Exception) -> None:
+        if self.stale is None:
+            log.error("cluster %s: Redis unreachable, writes refused: %s", self.name, exc)
+        self.stale = str(exc) or type(exc).__name__
+        self._retry_at = time.monotonic() + RETRY_SECONDS
+
+    def _append(self, writes: list[_Local], tick: bool) -> list[Any] | None:
+        """``XADD`` this pass's writes (one entry, or one per :data:`ENTRY_BYTES` of
+        requests; a tick if none) and read the stream after the last applied entry, in
+        the same round trip (a pipeline); return the entries read, or None when Redis
+        failed (each write is then answered ``ServerUnavailable`` at once)."""
+        chunks: list[tuple[list[_Local], list[bytes]]] = []
+        size = 0
+        for local in writes:
+            packed = packb(local.request)
+            if not chunks or size + len(packed) > ENTRY_BYTES:
+                chunks.append(([], []))
+                size = 0
+            chunks[-1][0].append(local)
+            chunks[-1][1].append(packed)
+            size += len(packed)
+        pipe = self.redis.pipeline(transaction=False)
+        for _, packed_requests in chunks or [([], [])]:
+            fields = {"n": self.node_id}
+            if packed_requests:
+                fields["r"] = b"".join(packed_requests)  # msgpack objects back to back
+            pipe.xadd(self.stream_key, fields)  # type: ignore[arg-type]
+        if self.replicas:
+            pipe.wait(self.replicas, 1000)
+        pipe.xread({self.stream_key: self.applied}, count=READ_COUNT)
+        try:
+            results: list[Any] = pipe.execute()
+        except redis.RedisError as exc:
+            self._failed(exc)
+            for local in writes:
+                self._refuse(local, ServerUnavailable(self._unavailable()))
+            return None
+        self.stale = None
+        self.cluster_stats["entries_appended"] += max(1, len(chunks))
+        acked = results[len(chunks) or 1] if self.replicas else None
+        if acked is not None and acked < self.replicas:
+            # In the stream (it will apply everywhere) but not on enough replicas: not
+            # acknowledged, as a timeout would not be.
+            for local in writes:
+                self._refuse(
+                    local,
+                    ServerUnavailable(
+                        f"cluster {self.name}: WAIT: {acked} of {self.replicas} "
+                        "replicas have the write within 1 s; it may still apply"
+                    ),
+                )
+        else:
+            for (locals_, _), entry_id in zip(chunks, results, strict=False):
+                self._mine[cast(bytes, entry_id)] = locals_
+        if not writes:
+            self._tick_in_flight = True
+            self.cluster_stats["ticks"] += 1
+        read = results[-1]
+        return list(read[0][1]) if read else []
+
+    def _catch_up(self) -> bool:
+        """Read and apply the stream to its end; whether Redis answered."""
+        try:
+            for _ in range(1_000_000):  # bounded: a stream this long is read in passes
+                reply: Any = self.redis.xread({self.stream_key: self.applied}, count=READ_COUNT)
+                entries = reply[0][1] if reply else []
+                if entries:
+                    self._apply(entries)
+                if len(entries) < READ_COUNT:
+                    break
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return False
+        self.stale = None
+        return True
+
+    def _apply(self, entries: Iterable[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """Apply entries in stream order, publish once, answer this node's requests."""
+        engine = self.engine
+        feed = self.feed if self.feed is not None and self.feed.active else None
+        dirty_records: dict[tuple[str, Id], None] = {}
+        dirty_tables: set[str] = set()
+        removed: set[tuple[str, Id]] = set()
+        replies: list[tuple[_Local, bytes]] = []
+
+        def absorb() -> None:
+            if not (engine.changes or engine.table_changes):
+                return
+            if feed is not None:
+                feed.record_commit(engine)
+            dirty_records.update(engine.changes)
+            dirty_tables.update(engine.table_changes)
+            removed.update(engine.removed)
+            engine.changes, engine.table_changes, engine.removed = {}, set(), set()
+
+        for entry_id, fields in entries:
+            self._entry_time = stream_time(entry_id)
+            if engine.expire_due(self._entry_time):
+                absorb()
+            mine = self._mine.pop(entry_id, None) if fields.get(b"n") == self.node_id else None
+            raw = fields.get(b"r")
+            requests = _requests(raw) if raw is not None else []
+            for i, request in enumerate(requests):
+                reply = engine.execute(request)
+                absorb()
+                if mine is not None:
+                    self._reply_to(mine[i], reply, replies)
+            if raw is None and fields.get(b"n") == self.node_id:
+                self._tick_in_flight = False
+            self.applied = entry_id
+            if id_key(entry_id) > id_key(self.stream_last):
+                self.stream_last = entry_id
+            self.cluster_stats["entries_applied"] += 1
+        if dirty_records or dirty_tables:
+            cs = engine.change_set(dirty_records, dirty_tables, removed)
+            # Before start() the arena gets the whole state at once (Server.start).
+            if cs and self.publisher is not None and self._sock is not None:
+                self._publish(cs)
+            touched = {name for name, _ in dirty_records} | dirty_tables
+            still: list[_Local] = []
+            for waiter in self._waiters:
+                (self._due if waiter.request.get("state") in touched else still).append(waiter)
+            self._waiters = still
+        if feed is not None:
+            feed.flush()
+        for local, body in replies:  # after the publish: read-your-writes from the arena
+            self._send(local.sock, local.envelope, body)
+
+    def _reply_to(
+        self, local: _Local, reply: dict[str, Any], replies: list[tuple[_Local, bytes]]
+    ) -> None:
+        """Encode the reply to one of this node's requests now (it holds the stored
+        records, which the next entry may change), or park a blocking claim that found
+        nothing: it is submitted again when an entry writes its table."""
+        if (
+            local.deadline is not None
+            and reply.get("ok")
+            and reply.get("result") is None
+            and time.time() < local.deadline
+        ):
+            self._waiters.append(local)
+            return
+        replies.append((local, self._encode(reply, local.as_json)))
+
+    def _expire_waiters(self) -> None:
+        """Answer null the parked claims whose wait ended (they found nothing)."""
+        now = time.time()
+        for waiter in [w for w in self._waiters if w.deadline is not None and w.deadline <= now]:
+            self._waiters.remove(waiter)
+            self._answer_null(waiter)
+
+    def _answer_null(self, waiter: _Local) -> None:
+        table = self.engine.tables.get(waiter.request.get("state", ""))
+        reply: dict[str, Any] = {
+            "ok": True,
+            "result": None,
+            "version": table.version if table is not None else None,
+            "seq": self.engine.seq,
+        }
+        if "req_id" in waiter.request:
+            reply["req_id"] = waiter.request["req_id"]
+        self._send(waiter.sock, waiter.envelope, self._encode(reply, waiter.as_json))
+
+    def _release_parked(self) -> None:
+        """On stop: answer the writes already appended (one last read of the stream),
+        then every parked claim null, as its wait would."""
+        if self._mine:
+            self._catch_up()
+        for waiter in self._waiters + self._due:
+            self._answer_null(waiter)
+        self._waiters, self._due = [], []
+        super()._release_parked()
+
+    # --- snapshots and trimming ---------------------------------------------------------
+
+    def _snapshot(self) -> None:
+        """Write the state at ``applied`` here and to Redis; trim behind every node."""
+        self._snapshot_at = time.monotonic() + self.snapshot_seconds
+        applied = self.applied
+        try:
+            self._report_position()
+            if applied == self._snapshot_id:
+                return
+            state = encode_change_set(self.engine.full_change_set())
+            blob = packb([applied, state, self.name])
+            paths.write_private_file(self.data_dir / SNAPSHOT_FILE, blob)
+            newest = cast(bytes | None, self.redis.get(self.snapshot_key))
+            if newest is None or id_key(unpackb(newest)[0]) < id_key(applied):
+                self.redis.set(self.snapshot_key, blob)
+                newest = blob
+            self._snapshot_id = applied
+            self._trim(unpackb(newest)[0])
+        except (redis.RedisError, OSError) as exc:
+            self.repeat_log.note("cluster-snapshot", logging.ERROR, f"snapshot: {exc}")
+
+    def _report_position(self) -> None:
+        """Say in Redis which entry this node applied: the stream is not trimmed past it
+        (for :data:`PROGRESS_TTL` seconds)."""
+        self.redis.hset(self.progress_key, self.node_id, f"{self.applied.decode()} {time.time()}")
+
+    def _trim(self, snapshot_id: bytes | str) -> None:
+        """``XTRIM MINID``: behind the newest snapshot and every live node's position."""
+        floor = id_key(snapshot_id)
+        now = time.time()
+        for node, value in cast(dict[bytes, bytes], self.redis.hgetall(self.progress_key)).items():
+            position, _, at = value.decode().partition(" ")
+            if now - float(at or 0) > PROGRESS_TTL:
+                self.redis.hdel(self.progress_key, node)
+                continue
+            floor = min(floor, id_key(position))
+        if floor > (0, 0):
+            self.redis.xtrim(self.stream_key, minid=f"{floor[0]}-{floor[1]}", approximate=False)
+
+    # --- figures ------------------------------------------------------------------------
+
+    def digest(self) -> str:
+        """sha256 of the whole state (``seq``; tables by name: meta, records in order,
+        leases): equal on nodes that applied the same entries. Tables are sorted: their
+        order in a change set follows a set's, which differs between processes."""
+        engine = self.engine
+        state = [
+            engine.seq,
+            [
+                [
+                    name,
+                    table.state(),
+                    [
+                        [rid, rec, lease_out(table.leases.get(rid))]
+                        for rid, rec in table.records.items()
+                    ],
+                ]
+                for name, table in sorted(engine.tables.items())
+            ],
+        ]
+        return hashlib.sha256(packb(state)).hexdigest()
+
+    def _stats(self) -> dict[str, Any]:
+        stats = super()._stats()
+        length = None
+        if self.stale is None:  # where the stream is now: how far behind this node is
+            try:
+                info: Any = self.redis.xinfo_stream(self.stream_key)
+                length = info["length"]
+                last = info["last-generated-id"]
+                if id_key(last) > id_key(self.stream_last):
+                    self.stream_last = last
+            except redis.RedisError:
+                pass  # said by stale at the next read; STATS is answered regardless
+        behind_ms = max(0, id_key(self.stream_last)[0] - id_key(self.applied)[0])
+        stats["cluster"] = {
+            "name": self.name,
+            "url": self.url,
+            "node": self.node_id.decode(),
+            "applied": self.applied.decode(),
+            "stream_last": self.stream_last.decode(),
+            "behind_ms": behind_ms,
+            "stream_length": length,
+            "stale": self.stale,
+            "parked_claims": len(self._waiters) + len(self._due),
+            "next_deadline": self.engine.next_deadline(),
+            "replicas": self.replicas,
+            "snapshot": self._snapshot_id.decode(),
+            "digest": self.digest(),
+            **self.cluster_stats,
+        }
+        return stats
+
+
+def snapshot_path(data_dir: str | os.PathLike[str]) -> Path:
+    """Where a node keeps its own snapshot."""
+    return Path(data_dir) / SNAPSHOT_FILE
