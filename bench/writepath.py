@@ -11,8 +11,9 @@ change to the write path can be judged here first and then with ``--compare``.
 
 ``--server`` also starts a real server (``--store none``, as ``python -m bench``) and
 reports the CPU its process spends (all threads, from ``/proc/PID/stat``) per write
-sent from a raw REQ socket one at a time and from a raw DEALER 100 in flight: what
-the loop, the sockets and libzmq's I/O thread add to the in-process figure.
+sent from a raw REQ socket one at a time and from a raw DEALER 100 in flight, and per
+record of one ``SET_STATE`` of ``--bulk`` records: what the loop, the sockets and
+libzmq's I/O thread add to the in-process figures.
 """
 
 from __future__ import annotations
@@ -118,8 +119,11 @@ def _process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def server_cpu(writes: int, repeats: int, records: int = 1000) -> dict[str, float]:
-    """Server process CPU µs per PATCH_RECORD: one in flight (REQ), 100 (DEALER)."""
+def server_cpu(
+    writes: int, repeats: int, records: int = 1000, bulk_records: int = 10_000
+) -> dict[str, float]:
+    """Server process CPU µs per PATCH_RECORD: one in flight (REQ), 100 (DEALER); and
+    per record of one SET_STATE of *bulk_records* (REQ)."""
     with tempfile.TemporaryDirectory(prefix="se-writepath-") as tmp:
         srv = ServerProcess(Path(tmp) / "data", "--store", "none", start_timeout=120)
         srv.start()
@@ -147,13 +151,24 @@ def server_cpu(writes: int, repeats: int, records: int = 1000) -> dict[str, floa
                     for _ in range(100):
                         dealer.recv()
 
+            rows = [{"id": i + 1, **record(i)} for i in range(bulk_records)]
+            load = pack({"command": "SET_STATE", "state": "bulk", "records": rows, "req_id": 1})
+
+            def set_state() -> None:
+                req.send(load)
+                req.recv()
+
             out: dict[str, float] = {}
-            for name, body in (("server_one_us", one), ("server_inflight_us", window)):
+            for name, body, ops in (
+                ("server_one_us", one, writes),
+                ("server_inflight_us", window, writes),
+                ("server_bulk_us_per_record", set_state, bulk_records),
+            ):
                 best = float("inf")
                 for _ in range(repeats):
                     start = _process_cpu_s(srv.pid)
                     body()
-                    best = min(best, (_process_cpu_s(srv.pid) - start) / writes * 1e6)
+                    best = min(best, (_process_cpu_s(srv.pid) - start) / ops * 1e6)
                 out[name] = best
             req.close(0)
             dealer.close(0)
@@ -181,10 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         f"({many['bulk_records_per_s'] / 1000:.1f} k records/s)"
     )
     if args.server:
-        cpu = server_cpu(args.writes, args.repeats)
+        cpu = server_cpu(args.writes, args.repeats, bulk_records=args.bulk)
         print(
             f"server process CPU a PATCH_RECORD: {cpu['server_one_us']:.1f} µs one in flight, "
-            f"{cpu['server_inflight_us']:.1f} µs 100 in flight"
+            f"{cpu['server_inflight_us']:.1f} µs 100 in flight; "
+            f"{cpu['server_bulk_us_per_record']:.2f} µs a record of a SET_STATE of {args.bulk}"
         )
     return 0
 

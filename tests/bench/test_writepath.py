@@ -14,6 +14,7 @@ def test_writepath_reports_cpu_per_write_and_per_record(capsys: pytest.CaptureFi
     assert "one PATCH_RECORD:" in out and "µs CPU" in out
     assert "SET_STATE of 200:" in out and "k records/s" in out
     assert "server process CPU a PATCH_RECORD:" in out
+    assert "a record of a SET_STATE of 200" in out
 
 
 def test_writepath_figures_are_positive() -> None:
