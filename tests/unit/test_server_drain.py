@@ -78,3 +78,31 @@ def test_the_limit_leaves_the_rest_waiting(sockets: tuple) -> None:
     assert [f for _s, f in rest] == [[b"dealer", b"2"], [b"dealer", b"3"], [b"dealer", b"4"]]
     _drain(router, rest, 1000)  # nothing waiting: returns without raising
     assert len(rest) == 3
+
+
+def test_a_queued_burst_comes_out_in_one_drain_and_a_lone_message_alone() -> None:
+    """After the first message the drain asks ``EVENTS`` instead of waiting for an
+    ``Again``: a burst already queued must still come out whole in one call (a drain
+    that stopped at the first message would return 1), a lone message alone."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        router = ctx.socket(zmq.ROUTER)
+        router.bind("inproc://drain-burst")
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.IDENTITY, b"d")
+        dealer.connect("inproc://drain-burst")  # inproc: a send is in the pipe on return
+        for i in range(5):
+            dealer.send(b"%d" % i)
+        assert router.poll(5000)
+        received: list[tuple[zmq.Socket[bytes], list[bytes]]] = []
+        _drain(router, received, 1000)
+        assert [f for _s, f in received] == [[b"d", b"%d" % i] for i in range(5)]
+        dealer.send(b"lone")
+        assert router.poll(5000)
+        received.clear()
+        _drain(router, received, 1000)
+        assert [f for _s, f in received] == [[b"d", b"lone"]]
+        _drain(router, received, 1000)  # nothing more: returns on the Again
+        assert len(received) == 1
+    finally:
+        ctx.destroy(0)
