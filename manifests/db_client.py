@@ -156,7 +156,8 @@ class DbClient:
                 psycopg = importlib.import_module("psycopg")
             except ImportError as exc:
                 raise ImportError(
-                    "PostgreSQL loads need psycopg 3: pip install 'stateengine[postgres]'"
+                    "PostgreSQL loads need psycopg 3: pip install -e '.[postgres]'"
+                    " (from the checkout)"
                 ) from exc
             kwargs = {k: v for k, v in params.items() if k != "conninfo"}
             try:

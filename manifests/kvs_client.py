@@ -53,7 +53,7 @@ class RedisKVS:
                 redis = importlib.import_module("redis")
             except ImportError as exc:
                 raise ImportError(
-                    "the KVS client needs redis-py: pip install 'stateengine[redis]'"
+                    "the KVS client needs redis-py: pip install -e '.[redis]' (from the checkout)"
                 ) from exc
             client = redis.Redis.from_url(
                 url,

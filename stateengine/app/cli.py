@@ -539,7 +539,7 @@ def stats_command(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(
             f"stateengine stats: --prometheus needs prometheus_client ({exc}):"
-            " pip install 'stateengine[metrics]'",
+            " pip install -e '.[metrics]' (from the checkout)",
             file=sys.stderr,
         )
         return 2

@@ -119,8 +119,8 @@ class _StatsCollector:
 def render(stats: dict[str, Any]) -> bytes:
     """A ``STATS`` result in Prometheus's text format.
 
-    :raises ImportError: ``prometheus_client`` is missing (``pip install
-        'stateengine[metrics]'``).
+    :raises ImportError: ``prometheus_client`` is missing (``pip install -e
+        '.[metrics]'`` from the checkout).
     """
     from prometheus_client import CollectorRegistry, generate_latest
 

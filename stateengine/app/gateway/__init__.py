@@ -1,6 +1,6 @@
 """The HTTP gateway: JSON endpoints, a server-sent-events change feed and a dashboard.
 
-An optional extra (``pip install 'stateengine[http]'``): the core install stays small.
+An optional extra (``pip install -e '.[http]'`` from the checkout): the core install stays small.
 The gateway is one more *client* of the writer, in its own process: it reads through
 the shared-memory arena like any worker and writes through the ZeroMQ queue, so it adds
 no second path into the state and never runs inside the writer's loop.

@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:
         print(
             f"stateengine http: the gateway needs the 'http' extra ({exc});"
-            " pip install 'stateengine[http]'",
+            " pip install -e '.[http]' (from the checkout)",
             file=sys.stderr,
         )
         return 1
