@@ -586,12 +586,12 @@ class TableEngine:
         rises by one version. :attr:`expired` says what happened to each record.
         """
         heap = self.deadlines
+        self.expired = {}
         if not heap or heap[0][0] > now:
             return False
         self.changes = {}
         self.table_changes = set()
         self.removed = set()
-        self.expired = {}
         self.expired_at = now
         self._wrote = False
         touched: set[str] = set()
