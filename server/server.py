@@ -569,7 +569,8 @@ class Server:
             self.publisher.reclaim()
         if self._backup_jobs:
             self._reap_backups()
-        # Stop taking requests: answer what is already queued, then leave.
+        # Answer whatever is already queued before the next poll (and, once a stop was
+        # asked, before the loop leaves: no received request goes unanswered).
         while self.run_pass():
             pass
 
