@@ -99,6 +99,7 @@ def run_bench(*args: str, timeout: float = SMOKE_TIMEOUT) -> subprocess.Complete
     )
 
 
+@pytest.mark.slow  # ~50 s: the default run stays under 10 minutes; .ci/run runs it after
 @pytest.mark.timeout(SMOKE_TIMEOUT + 60)
 def test_smoke_run_writes_every_row_and_compares(tmp_path: Path) -> None:
     out = tmp_path / "smoke.json"
