@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,8 +278,6 @@ class ServerCommitRecorder:
         self._thread.start()
 
     def _run(self) -> None:
-        import time as _time
-
         from stateengine.testing.checker.model import EXPIRY, LEASE_SLACK_NS
 
         pending: list[Any] = []  # the messages of one expiry commit (one per table)
@@ -286,7 +285,7 @@ class ServerCommitRecorder:
         def flush() -> None:
             if not pending:
                 return
-            now_ns, wall = _time.monotonic_ns(), _time.time()
+            now_ns, wall = time.monotonic_ns(), time.time()
             at = pending[0].at
             start = now_ns - int(max(0.0, wall - at) * 1e9) - LEASE_SLACK_NS
             parts, results = [], []
