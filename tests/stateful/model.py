@@ -1055,11 +1055,7 @@ def h_create_record(
 def h_set_record(ctx: Ctx, w: World, req: dict[str, Any], errs: set[str]) -> tuple[Any, Any, bool]:
     t = w.tables[req["state"]]
     rid = req["id"]
-    key = find(t, rid)
-    exists = key is not _MISSING
-    if not exists:
-        missing(t, key, req["id"], errs)
-    check_preconditions(t, key, req, errs, exists)
+    key, _ = existing_checked(t, rid, req, errs)
     rec = req["record"]
     check_full_record(t, rec, errs, t.fields if t.fields is not None else None)
     if "id" in rec and not same_id(rec["id"], rid):
@@ -1084,11 +1080,7 @@ def h_patch_record(
 ) -> tuple[Any, Any, bool]:
     t = w.tables[req["state"]]
     rid = req["id"]
-    key = find(t, rid)
-    exists = key is not _MISSING
-    if not exists:
-        missing(t, key, req["id"], errs)
-    check_preconditions(t, key, req, errs, exists)
+    key, exists = existing_checked(t, rid, req, errs)
     fields = req["fields"]
     check_patch_fields(t, rid, fields, errs)
     if not fields and ctx.choose(2):
@@ -1117,11 +1109,7 @@ def h_delete_record(
     ctx: Ctx, w: World, req: dict[str, Any], errs: set[str]
 ) -> tuple[Any, Any, bool]:
     t = w.tables[req["state"]]
-    key = find(t, req["id"])
-    exists = key is not _MISSING
-    if not exists:
-        missing(t, key, req["id"], errs)
-    check_preconditions(t, key, req, errs, exists)
+    key, _ = existing_checked(t, req["id"], req, errs)
     fail(errs, "DELETE_RECORD")
     del t.records[key]
     del t.versions[key]
@@ -1129,6 +1117,17 @@ def h_delete_record(
     t.expires.pop(key, None)
     t.version += 1
     return None, t.version, True
+
+
+def existing_checked(t: Table, rid: Any, req: dict[str, Any], errs: set[str]) -> tuple[Any, bool]:
+    """A record write's target: its key and whether it exists (a missing one and failed
+    preconditions noted in *errs*)."""
+    key = find(t, rid)
+    exists = key is not _MISSING
+    if not exists:
+        missing(t, key, req["id"], errs)
+    check_preconditions(t, key, req, errs, exists)
+    return key, exists
 
 
 def check_ttl(req: dict[str, Any], errs: set[str]) -> None:
@@ -1142,11 +1141,7 @@ def h_expire_record(
 ) -> tuple[Any, Any, bool]:
     """README "Record TTL": set (ttl seconds from now) or drop (null) the deadline."""
     t = w.tables[req["state"]]
-    key = find(t, req["id"])
-    exists = key is not _MISSING
-    if not exists:
-        missing(t, key, req["id"], errs)
-    check_preconditions(t, key, req, errs, exists)
+    key, _ = existing_checked(t, req["id"], req, errs)
     check_ttl(req, errs)
     fail(errs, "EXPIRE_RECORD")
     t.expires.pop(key, None)
@@ -1279,11 +1274,7 @@ def check_dead_letter(
 
 def h_increment(ctx: Ctx, w: World, req: dict[str, Any], errs: set[str]) -> tuple[Any, Any, bool]:
     t = w.tables[req["state"]]
-    key = find(t, req["id"])
-    exists = key is not _MISSING
-    if not exists:
-        missing(t, key, req["id"], errs)
-    check_preconditions(t, key, req, errs, exists)
+    key, exists = existing_checked(t, req["id"], req, errs)
     f = req["field"]
     by = req.get("by", 1)
     if not isinstance(f, str):
