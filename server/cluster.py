@@ -49,11 +49,9 @@ from redis.retry import Retry
 from stateengine import command_table
 from stateengine.errors import (
     BadRequest,
-    PayloadTooLarge,
     ServerUnavailable,
     StateEngineError,
 )
-from stateengine.protocol import decode_request, encode_reply, is_json, peek_req_id
 from stateengine.runtime import discovery as paths
 from stateengine.server.backup import BACKUP_COMMAND
 from stateengine.server.engine import Id
@@ -355,28 +353,10 @@ class ClusterNode(Server):
 
     def _decode(self, sock: zmq.Socket[bytes], frames: list[bytes]) -> _Local | None:
         """One ROUTER message as a request (None: answered here with its error)."""
-        if len(frames) >= 2 and frames[1] == b"":
-            envelope, body_frames = frames[:2], frames[2:]
-        else:
-            envelope, body_frames = frames[:1], frames[1:]
-        body = body_frames[0] if len(body_frames) == 1 else b""
-        try:
-            if len(body_frames) != 1:
-                raise BadRequest(
-                    f"a request is one frame after the envelope, got {len(body_frames)}"
-                )
-            if len(body) > self.max_request_bytes:
-                raise PayloadTooLarge(
-                    f"request of {len(body)} bytes exceeds the server's limit of "
-                    f"{self.max_request_bytes} (serve --max-request-bytes)"
-                )
-            request, as_json = decode_request(body, self.max_request_bytes)
-        except StateEngineError as exc:
-            error: dict[str, Any] = {"ok": False, "error": exc.to_wire()}
-            found, req_id = peek_req_id(body)
-            if found:
-                error["req_id"] = req_id
-            self._send(sock, envelope, encode_reply(error, is_json(body)))
+        envelope, request, as_json, refused = self._parse(frames, echo_req_id=True)
+        if request is None:
+            assert refused is not None
+            self._send(sock, envelope, refused)
             return None
         return _Local(sock, envelope, request, as_json)
 

@@ -798,14 +798,15 @@ class Server:
             self.publisher = None
             self._write_server_file()
 
-    def _handle(
-        self, frames: list[bytes], sock: zmq.Socket[bytes] | None = None
-    ) -> tuple[list[bytes], bytes | None, Waiter | None]:
-        """Split one ROUTER message and answer it: ``(envelope, reply body, None)``, or
-        ``(envelope, None, waiter)`` for a claim with ``wait`` that found nothing (parked).
-
-        A DEALER sends ``[body]`` and a REQ ``[b"", body]``; ROUTER prepends the identity.
-        """
+    def _parse(
+        self, frames: list[bytes], echo_req_id: bool = False
+    ) -> tuple[list[bytes], dict[str, Any] | None, bool, bytes | None]:
+        """Split one ROUTER message: ``(envelope, request, as_json, None)``, or
+        ``(envelope, None, as_json, error reply body)`` for a malformed or oversize body,
+        answered in the body's own format. The error carries the request's ``req_id``
+        when it is ``PayloadTooLarge`` (or always, with *echo_req_id*): not decoded, but
+        the clients put ``req_id`` first, so the caller gets this answer instead of
+        waiting for its timeout (issue 14 item 4)."""
         if len(frames) >= 2 and frames[1] == b"":
             envelope, body_frames = frames[:2], frames[2:]
         else:
@@ -822,15 +823,26 @@ class Server:
                     f"{self.max_request_bytes} (serve --max-request-bytes)"
                 )
             request, as_json = decode_request(body, self.max_request_bytes)
-        except StateEngineError as exc:  # answered in the body's own format
+        except StateEngineError as exc:
             error: dict[str, Any] = {"ok": False, "error": exc.to_wire()}
-            if isinstance(exc, PayloadTooLarge):
-                # Not decoded, but the clients put req_id first: echo it, so the caller
-                # gets this answer instead of waiting for its timeout (issue 14 item 4).
+            if echo_req_id or isinstance(exc, PayloadTooLarge):
                 found, req_id = peek_req_id(body)
                 if found:
                     error["req_id"] = req_id
-            return envelope, encode_reply(error, is_json(body)), None
+            return envelope, None, is_json(body), encode_reply(error, is_json(body))
+        return envelope, request, as_json, None
+
+    def _handle(
+        self, frames: list[bytes], sock: zmq.Socket[bytes] | None = None
+    ) -> tuple[list[bytes], bytes | None, Waiter | None]:
+        """Split one ROUTER message and answer it: ``(envelope, reply body, None)``, or
+        ``(envelope, None, waiter)`` for a claim with ``wait`` that found nothing (parked).
+
+        A DEALER sends ``[body]`` and a REQ ``[b"", body]``; ROUTER prepends the identity.
+        """
+        envelope, request, as_json, refused = self._parse(frames)
+        if request is None:
+            return envelope, refused, None
         if request.get("command") == BACKUP_COMMAND:
             return envelope, self._want_backup(sock, envelope, request, as_json), None
         reply = self._reply(request)
