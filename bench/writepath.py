@@ -13,13 +13,17 @@ change to the write path can be judged here first and then with ``--compare``.
 reports the CPU its process spends (all threads, from ``/proc/PID/stat``) per write
 sent from a raw REQ socket one at a time and from a raw DEALER 100 in flight, and per
 record of one ``SET_STATE`` of ``--bulk`` records: what the loop, the sockets and
-libzmq's I/O thread add to the in-process figures.
+libzmq's I/O thread add to the in-process figures. The suite's poll-loop echo server
+(the floor of the write rows) gets the same messages in the same run, so the figure
+over the echo is what the writer's own work costs per write.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -164,18 +168,61 @@ def server_cpu(
                 ("server_inflight_us", window, writes),
                 ("server_bulk_us_per_record", set_state, bulk_records),
             ):
-                best = float("inf")
-                for _ in range(repeats):
-                    start = _process_cpu_s(srv.pid)
-                    body()
-                    best = min(best, (_process_cpu_s(srv.pid) - start) / ops * 1e6)
-                out[name] = best
+                out[name] = _best_cpu_us(srv.pid, body, ops, repeats)
             req.close(0)
             dealer.close(0)
+            out.update(_echo_cpu(ctx, Path(tmp), bodies, writes, repeats))
             return out
         finally:
             ctx.destroy(0)
             srv.stop()
+
+
+def _best_cpu_us(pid: int, body: Callable[[], None], ops: int, repeats: int) -> float:
+    """Minimum over *repeats* of process *pid*'s CPU µs per op while ``body()`` runs."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = _process_cpu_s(pid)
+        body()
+        best = min(best, (_process_cpu_s(pid) - start) / ops * 1e6)
+    return best
+
+
+def _echo_cpu(
+    ctx: zmq.Context[zmq.Socket[bytes]], tmp: Path, bodies: list[bytes], writes: int, repeats: int
+) -> dict[str, float]:
+    """The poll-loop echo server's CPU µs per message for the same two loops."""
+    endpoint = f"ipc://{tmp}/echo-poll.sock"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.server", "--role", "echo-poll", "--endpoint", endpoint]
+    )
+    try:
+        bench_server.wait_echo(ctx, endpoint, proc)
+        req = bench_server.zmq_socket(ctx, zmq.REQ, endpoint)
+        dealer = bench_server.zmq_socket(ctx, zmq.DEALER, endpoint)
+
+        def one() -> None:
+            for k in range(writes):
+                req.send(bodies[k % len(bodies)])
+                req.recv()
+
+        def window() -> None:
+            for start in range(0, writes, 100):
+                for k in range(start, start + 100):
+                    dealer.send(bodies[k % len(bodies)])
+                for _ in range(100):
+                    dealer.recv()
+
+        out = {
+            "echo_one_us": _best_cpu_us(proc.pid, one, writes, repeats),
+            "echo_inflight_us": _best_cpu_us(proc.pid, window, writes, repeats),
+        }
+        req.close(0)
+        dealer.close(0)
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
             f"server process CPU a PATCH_RECORD: {cpu['server_one_us']:.1f} µs one in flight, "
             f"{cpu['server_inflight_us']:.1f} µs 100 in flight; "
             f"{cpu['server_bulk_us_per_record']:.2f} µs a record of a SET_STATE of {args.bulk}"
+        )
+        print(
+            f"poll-loop echo process CPU a message: {cpu['echo_one_us']:.1f} µs one in flight, "
+            f"{cpu['echo_inflight_us']:.1f} µs 100 in flight; the writer's own work over it: "
+            f"{cpu['server_one_us'] - cpu['echo_one_us']:.1f} and "
+            f"{cpu['server_inflight_us'] - cpu['echo_inflight_us']:.1f} µs a write"
         )
     return 0
 
