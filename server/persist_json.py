@@ -41,6 +41,7 @@ from stateengine.server.persist_base import (
     count_records,
     crash_point,
     from_json_value,
+    gc_paused,
     lease_in,
     lease_out,
     put_record,
@@ -121,6 +122,7 @@ class JsonStore:
         self._closed = False
         self.stats: dict[str, int] = {"writes": 0, "saves": 0}
 
+    @gc_paused
     def recover(self, engine: TableEngine, progress: Progress | None = None) -> RecoveryReport:
         """Load ``state.json`` (if any) into *engine* and the shadow copy.
 

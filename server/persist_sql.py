@@ -41,6 +41,7 @@ from stateengine.server.persist_base import (
     RecoveryReport,
     StoreClosed,
     count_records,
+    gc_paused,
     lease_in,
     lease_out,
     packb,
@@ -114,6 +115,7 @@ class _SqlStore:
 
     # --- recovery -------------------------------------------------------------------------------
 
+    @gc_paused
     def recover(self, engine: TableEngine, progress: Progress | None = None) -> RecoveryReport:
         """Load every table and record into *engine* (empty), in insertion order.
 

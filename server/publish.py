@@ -9,11 +9,13 @@ arena commit at the pass's ``seq``. The table metadata is ``Table.info()`` — w
 from __future__ import annotations
 
 import logging
+import operator
 from typing import Any
 
 from stateengine import defaults
 from stateengine.server.engine import ChangeSet, TableEngine
-from stateengine.shm import ArenaWriter
+from stateengine.server.persist_base import Encoded
+from stateengine.shm import ArenaWriter, faults
 from stateengine.shm.codec import record_encoder
 
 log = logging.getLogger("stateengine.server")
@@ -50,6 +52,7 @@ class ArenaPublisher:
         # the stored records and infos are validated values: msgspec's encoder, 2.7x
         # a reused msgpack Packer's speed on a small record (shm/codec.py)
         self._pack = record_encoder()
+        self._trust_encoded = "trust_encoded" in faults.FAULTS  # a test's control only
 
     def publish(self, changes: ChangeSet) -> None:
         """One arena commit for the pass; a failure leaves the arena at the last version."""
@@ -68,6 +71,36 @@ class ArenaPublisher:
             dropped_tables=changes.dropped,
             meta=meta,
         )
+
+    def publish_state(self, encoded: Encoded | None = None) -> None:
+        """The engine's whole state as the arena's first version (a start, after
+        recovery): one :meth:`ArenaWriter.load`, not a commit of every record.
+
+        *encoded*: what the store read the records from (``RecoveryReport.encoded``). A
+        table whose records are still those objects, in that order, goes to the arena
+        as the stored bytes, unpacked and not packed again: the engine replaces a
+        record it changes, never edits one in place, so the same object has the same
+        bytes. Any other table (a log replayed or an expiry committed over it) is packed.
+        """
+        engine = self.engine
+        if engine.seq <= self.writer.seq:
+            return  # nothing to show (a start that recovered nothing)
+        pack = self._pack
+        encoded = encoded or {}
+        tables: dict[str, tuple[list[Any], list[Any]]] = {}
+        for name, table in engine.tables.items():
+            records = table.records
+            stored = encoded.get(name)
+            if (
+                stored is not None
+                and len(stored[0]) == len(records)
+                and (self._trust_encoded or all(map(operator.is_, stored[0], records.values())))
+            ):
+                tables[name] = (list(records), stored[1])
+            else:
+                tables[name] = (list(records), list(map(pack, records.values())))
+        meta = {name: pack(table.info()) for name, table in engine.tables.items()}
+        self.writer.load(engine.seq, tables, meta)
 
     def reclaim(self) -> None:
         """Free space of dead or expired readers even when no writes come (idle timer)."""

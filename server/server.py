@@ -60,7 +60,7 @@ from stateengine.server.connections import Door, RateLimitedLog, open_fds, raise
 from stateengine.server.engine import ChangeSet, Id, TableEngine
 from stateengine.server.feed import Feed
 from stateengine.server.parking import ParkedClaims, Waiter, group_key
-from stateengine.server.persist_base import probe_space
+from stateengine.server.persist_base import Encoded, gc_paused, probe_space
 from stateengine.server.persistence import PersistenceError, RecoveryReport, Store, crash_point
 from stateengine.server.stores import name_of
 from stateengine.shm import locks, stale
@@ -120,6 +120,8 @@ class Publisher(Protocol):
     name: str
 
     def publish(self, changes: ChangeSet) -> None: ...
+
+    def publish_state(self, encoded: Encoded | None = None) -> None: ...
 
     def reclaim(self) -> None: ...
 
@@ -267,7 +269,7 @@ class Server:
             # server: server.json is the readiness signal (ServerProcess.start, clients,
             # workers attaching the arena it names), so once it exists the arena holds
             # the recovered seq and the loop is about to answer.
-            self.publisher.publish(self.engine.full_change_set())
+            self._publish_state()
         self._write_server_file()
         log.info(
             "serving endpoint=%s data_dir=%s seq=%d tables=%d arena=%s tcp=%s",
@@ -278,6 +280,17 @@ class Server:
             self.publisher.name if self.publisher else None,
             self.tcp,
         )
+
+    @gc_paused
+    def _publish_state(self) -> None:
+        """The recovered state to the arena, from the store's bytes where it has them."""
+        assert self.publisher is not None
+        encoded = self.recovery.encoded if self.recovery is not None else None
+        try:
+            self.publisher.publish_state(encoded)
+        finally:
+            if self.recovery is not None:
+                self.recovery.encoded = {}  # the bytes' memory goes back now
 
     def _supersede_previous_arena(self) -> None:
         """Mark the arena of this data dir's previous server (named in ``arena.last``) as

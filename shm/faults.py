@@ -13,6 +13,10 @@ checking functions, so the fast path carries no branch for them. A child process
                    copy the payload without hashing it.
 ``publish_early``  writer: publish ring, meta and seq word before writing blocks.
 ``reclaim_unsafe`` writer: reuse retired space at once, ignoring pins and grace.
+``trust_encoded``  server (``ArenaPublisher.publish_state``): a start hands the arena
+                   the store's bytes of every table whose record count is unchanged,
+                   without checking the engine still holds the records they encode
+                   (a log replayed over the snapshot changed some).
 ``slow_read``      reader: every 16th plain read sleeps 2 ms between the index
                    lookup and the copy (with ``skip_checksum``: every read, between
                    the header check and the payload copy). Not a bug: it widens
@@ -32,7 +36,14 @@ __all__ = [
 
 
 KNOWN: Final = frozenset(
-    {"skip_recheck", "skip_checksum", "publish_early", "reclaim_unsafe", "slow_read"}
+    {
+        "skip_recheck",
+        "skip_checksum",
+        "publish_early",
+        "reclaim_unsafe",
+        "slow_read",
+        "trust_encoded",
+    }
 )
 
 FAULTS: set[str] = {

@@ -8,13 +8,16 @@ the same block bytes (key, CRC) as a block built one at a time.
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 import msgpack
+import msgspec
 import pytest
 
+from stateengine.errors import PayloadTooLarge
 from stateengine.shm import ArenaReader, ArenaWriter
 from stateengine.shm import layout as L
-from stateengine.shm.codec import internal_packer, key_prefix, pack_internal
+from stateengine.shm.codec import MsgpackCodec, internal_packer, key_prefix, pack_internal
 
 
 def pk(obj: object) -> bytes:
@@ -219,6 +222,110 @@ def test_rollback_of_a_commit_that_fails_midway_in_holes() -> None:
         w.commit(seq + 1, [("fresh", 0, pk(1))])
         assert r.get("fresh", 0) == 1
         _blocks_ok(w)
+    finally:
+        r.close()
+        w.close()
+
+
+EDGE_IDS: list[int | str] = [-(2**63), -(2**63) + 1, -1, 0, 127, 128, 2**32, 2**63 - 1]
+
+
+def _load_input() -> dict[str, list[tuple[int | str, bytes]]]:
+    return {
+        "t": [(rid, pk({"id": rid, "s": "x" * (i % 13)})) for i, rid in enumerate(EDGE_IDS)]
+        + [(i, pk({"i": i, "f": i / 3, "b": b"\x00" * (i % 9)})) for i in range(1000, 1600)],
+        "ä" * 40: [("", pk(None)), ("é", pk([1, [2, {"k": b"v"}]])), (5, pk(2**64 - 1))],
+        "mixed": [(i if i % 2 else f"s{i}", pk(i)) for i in range(40)],
+    }
+
+
+def _base(w: ArenaWriter) -> int:
+    return min(e[0] for tdict in w._tables.values() for e in tdict.values())
+
+
+@pytest.mark.parametrize("initial", [64 * 1024, 16 * 1024 * 1024])  # grows, or fits
+def test_load_builds_the_arena_a_commit_builds(initial: int) -> None:
+    """``load`` (a start's publish) and ``commit`` of the same puts leave the same index,
+    the same blocks at the same offsets and the same reads; msgspec.Raw payloads (a
+    store's own bytes) go in as they are."""
+    data = _load_input()
+    meta = {t: pk({"info": t}) for t in data} | {"empty": pk({"size": 0})}
+    puts = [(t, rid, blob) for t, rows in data.items() for rid, blob in rows]
+    a = ArenaWriter.create("setest", initial_size=initial, ring_size=8192)
+    b = ArenaWriter.create("setest", initial_size=initial, ring_size=8192)
+    try:
+        a.commit(7, puts, meta=meta)
+        # each record as a msgspec.Raw view of one buffer holding them all, as a store has
+        raw = msgspec.msgpack.Decoder(list[msgspec.Raw])
+        views = {
+            t: raw.decode(
+                msgpack.Packer().pack_array_header(len(rows)) + b"".join(x for _, x in rows)
+            )
+            for t, rows in data.items()
+        }
+        assert all(
+            bytes(v) == x
+            for t, rows in data.items()
+            for v, (_, x) in zip(views[t], rows, strict=True)
+        )
+        b.load(7, {t: ([r for r, _ in rows], views[t]) for t, rows in data.items()}, meta)
+        _blocks_ok(b)
+        ga, gb = a._gen, b._gen
+        assert ga is not None and gb is not None
+        # a grown arena: the two grew by different steps, so compare from the region's start
+        shift = _base(b) - _base(a)
+        assert shift == 0 or initial < 1024 * 1024
+        assert b._next_pos == a._next_pos and b._tables.keys() == a._tables.keys()
+        for t, tdict in a._tables.items():
+            assert list(b._tables[t]) == list(tdict)
+            for rid, (off, asize, pstart, pend, *rest) in tdict.items():
+                o = off + shift
+                assert b._tables[t][rid] == (o, asize, pstart + shift, pend + shift, *rest)
+                assert gb.mm[o : o + asize] == ga.mm[off : off + asize]
+        ra, rb = ArenaReader.attach(a.name), ArenaReader.attach(b.name)
+        try:
+            with ra.snapshot() as sa, rb.snapshot() as sb:
+                assert sb.version == sa.version == 7
+                assert sb.tables() == sa.tables()
+                for t in sa.tables():
+                    assert sb.items_raw(t) == sa.items_raw(t) and sb.meta(t) == sa.meta(t)
+            b.commit(8, [("t", 0, pk("after")), ("new", 1, pk(1))], [("t", 1000)])
+            assert rb.get("t", 0) == "after" and rb.get("t", 1000) is None
+            _blocks_ok(b)
+        finally:
+            ra.close()
+            rb.close()
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize(
+    ("tables", "error"),
+    [
+        ({"t": ([1, 2, 1], [pk(1), pk(2), pk(3)])}, ValueError),  # a repeated id
+        ({"t": ([2**63], [pk(1)])}, ValueError),  # an id past 64 bits
+        ({"t": ([1.5], [pk(1)])}, TypeError),
+        ({"t": ([1], ["not bytes"])}, TypeError),
+        ({"t": ([1, 2], [pk(1)])}, ValueError),
+        ({"t": ([1], [b"x" * 100])}, PayloadTooLarge),
+        ({"\x00t": ([1], [pk(1)])}, ValueError),
+    ],
+)
+def test_load_refuses_bad_input_and_publishes_nothing(tables: Any, error: type) -> None:
+    w = ArenaWriter.create("setest", initial_size=64 * 1024, codec=MsgpackCodec(64))
+    r = ArenaReader.attach(w.name)
+    try:
+        with pytest.raises(error):
+            w.load(3, {"ok": ([1], [pk(1)]), **tables})
+        assert w.seq == 0 and w._tables == {}
+        with r.snapshot() as snap:
+            assert snap.version == 0 and snap.tables() == []
+        w.load(3, {"ok": ([1], [pk(1)])})  # still usable: the first version goes out
+        assert r.get("ok", 1) == 1
+        with pytest.raises(ValueError, match="empty arena"):
+            w.load(4, {"ok": ([2], [pk(2)])})
+        w._alloc.check()
     finally:
         r.close()
         w.close()
