@@ -73,8 +73,6 @@ _WRITE_CHUNK: Final = 1 << 20
 _LOAD_CHUNK: Final = 8192
 """Records whose blocks :meth:`ArenaWriter.load` joins into one write into the mapping."""
 _ZEROS: Final = tuple(bytes(pad) for pad in range(L.ALIGN))
-# a checkpoint entry's fields from a writer index entry: pstart, pend, hcrc, crc, pos, off
-_CKPT_FIELDS: Final = operator.itemgetter(2, 3, 4, 5, 6, 0)
 
 
 class _Loaded:
@@ -477,11 +475,10 @@ class ArenaWriter:
         bytes. The arena ends as ``commit(seq, puts=..., meta=meta)`` would leave it
         (the same blocks, index and positions; the version goes out as a checkpoint, as
         a commit that big does), but each step runs over all the records as one C-level
-        ``map`` instead of a Python loop per record. Measured on 10⁶ records of the
-        bench's shape, gc paused: 3.6 s of CPU through ``commit``, 0.9 s here
-        (docs/benchmarks.md, restart). Raises what :meth:`commit` raises, and
-        ``ValueError`` on a non-empty arena or a repeated id; on any error nothing was
-        published.
+        ``map`` instead of a Python loop per record: 10⁶ records of the bench's shape,
+        gc paused, took 2.85 s of CPU through ``commit`` and 1.83 s here (medians of
+        3). Raises what :meth:`commit` raises, and ``ValueError`` on a non-empty arena
+        or a repeated id; on any error nothing was published.
         """
         self._check_usable()
         if self._tables or self._seq:
@@ -838,12 +835,8 @@ class ArenaWriter:
         """Write the full index as of ``seq`` into a block; retire the previous one."""
         gen = self._gen
         assert gen is not None
-        # [rid, pstart, pend, hcrc, crc, pos, off] per record, as tuples (msgpack arrays,
-        # the same bytes as lists) built by C-level maps: a Python loop per entry took
-        # 0.4 s of a restart of 10^6 records (gc paused).
-        cat = tuple.__add__
         body = [
-            [t, list(map(cat, zip(tdict), map(_CKPT_FIELDS, tdict.values())))]
+            [t, [[rid, e[2], e[3], e[4], e[5], e[6], e[0]] for rid, e in tdict.items()]]
             for t, tdict in self._tables.items()
         ]
         data = pack_internal(body)
