@@ -194,6 +194,8 @@ class ClusterNode(Server):
         #: why Redis cannot be reached (reads are answered from local state), or None
         self.stale: str | None = None
         self._retry_at = 0.0
+        #: when this node last read the stream to its end (monotonic): how stale it may be
+        self._read_at = time.monotonic()
         #: entry id → this node's requests in it, in entry order
         self._mine: dict[bytes, list[_Local]] = {}
         #: blocking claims found nothing: resubmitted when their table is written
@@ -329,6 +331,8 @@ class ClusterNode(Server):
                 caught_up = len(entries) < READ_COUNT or self._catch_up()
         elif not resting:
             caught_up = self._catch_up()
+        if caught_up:
+            self._read_at = time.monotonic()
         for local in reads:
             self._send(local.sock, local.envelope, self._answer(local.request, local.as_json))
         for local in syncs:
@@ -637,6 +641,7 @@ class ClusterNode(Server):
             "behind_ms": behind_ms,
             "stream_length": length,
             "stale": self.stale,
+            "read_age_ms": round((time.monotonic() - self._read_at) * 1000),
             "parked_claims": len(self._waiters) + len(self._due),
             "next_deadline": self.engine.next_deadline(),
             "replicas": self.replicas,

@@ -1,10 +1,14 @@
 """The cluster tests' helpers: a private ``redis-server`` (AOF ``appendfsync always``,
-a free loopback port, never 6379), restartable on its port and directory."""
+a free loopback port, never 6379), restartable on its port and directory; a TCP proxy
+the test can cut; the worker processes."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -81,6 +85,13 @@ class RedisServer:
                     time.sleep(0.02)
         raise RuntimeError("redis-server did not answer within 10 s")
 
+    def kill(self) -> None:
+        """``kill -9``: no shutdown, no final AOF rewrite (what was fsynced stays)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -90,6 +101,85 @@ class RedisServer:
                 self.proc.kill()
                 self.proc.wait(10)
         self.proc = None
+
+
+class TcpProxy:
+    """A loopback TCP proxy to *port* that the test controls: :meth:`cut` drops every
+    connection and refuses new ones (a node cut off from Redis), :meth:`restore` takes
+    connections again on the same port. Threads: one acceptor, two pumps a connection."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.port = _free_port()
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self.restore()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def restore(self) -> None:
+        """Listen (again) on the proxy's port."""
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        listener.settimeout(0.05)  # the acceptor notices a cut within 50 ms
+        self._listener = listener
+        self._thread = threading.Thread(target=self._accept, args=(listener,), daemon=True)
+        self._thread.start()
+
+    def cut(self) -> None:
+        """Close the listener (new connections are refused) and every open connection."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        if self._thread is not None:
+            self._thread.join(5)
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
+    close = cut
+
+    def _accept(self, listener: socket.socket) -> None:
+        while self._listener is listener:
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=2)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                if self._listener is not listener:  # cut meanwhile
+                    client.close()
+                    upstream.close()
+                    return
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for sock in (src, dst):  # one side ended: end both, as a dropped link does
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 NodeFactory = Callable[..., ServerProcess]
@@ -112,6 +202,16 @@ def settled_digests(clients: list[Client], attempts: int = 200) -> list[str]:
         if len({f["applied"] for f in figures}) == 1:
             return [f["digest"] for f in figures]
     raise AssertionError(f"the nodes never stood at one entry: {figures}")
+
+
+def check_all_present(clients: list[Client], acknowledged: list[str], table: str = "t") -> None:
+    """Every acknowledged key is on every node, and the nodes' digests agree."""
+    digests = settled_digests(clients)
+    for client in clients:
+        keys = {r["key"] for r in client.list_records(table)}
+        missing = set(acknowledged) - keys
+        assert not missing, (clients.index(client), len(missing), sorted(missing)[:5])
+    assert len(set(digests)) == 1, digests
 
 
 # --- worker processes (spawned: module-level functions) ----------------------------------
@@ -158,3 +258,39 @@ def create_worker(node: ServerProcess, table: str, prefix: str, seconds: float) 
                 break
             acknowledged.append(key)
     return acknowledged
+
+
+def steady_writer(node: ServerProcess, table: str, prefix: str, seconds: float) -> dict[str, Any]:
+    """Create records for *seconds*, going on through failures: the keys acknowledged,
+    how many writes failed with ``ServerUnavailable`` (and the slowest of those, in
+    seconds), and how many were acknowledged after the first failure. A write that
+    failed is not counted: its outcome is unknown."""
+    from stateengine.errors import ServerUnavailable
+
+    acknowledged: list[str] = []
+    failed = 0
+    slowest_failure = 0.0
+    after_failure = 0
+    deadline = time.monotonic() + seconds
+    with node.connect(timeout=10) as client:
+        i = 0
+        while time.monotonic() < deadline:
+            key = f"{prefix}-{i}"
+            i += 1
+            started = time.monotonic()
+            try:
+                client.create_record(table, {"key": key})
+            except ServerUnavailable:
+                failed += 1
+                slowest_failure = max(slowest_failure, time.monotonic() - started)
+                time.sleep(0.01)
+                continue
+            acknowledged.append(key)
+            if failed:
+                after_failure += 1
+    return {
+        "acknowledged": acknowledged,
+        "failed": failed,
+        "slowest_failure": slowest_failure,
+        "after_failure": after_failure,
+    }

@@ -1,0 +1,113 @@
+"""Cluster nodes when Redis fails under them: ``kill -9`` of Redis under load and its
+restart, a node cut off from Redis by a TCP proxy and its return."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cluster_harness import (
+    Connect,
+    NodeFactory,
+    RedisServer,
+    TcpProxy,
+    check_all_present,
+    cluster_figures,
+    settled_digests,
+    steady_writer,
+)
+
+from stateengine.errors import ServerUnavailable
+from stateengine.testing import ServerProcess
+
+
+def wait_for_write(client: Any, table: str, record: dict[str, Any], seconds: float) -> None:
+    """Write until the node takes writes again (bounded)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            client.create_record(table, record)
+            return
+        except ServerUnavailable:
+            assert time.monotonic() < deadline, "the node never took writes again"
+            time.sleep(0.05)
+
+
+def test_redis_kill_9_under_load_loses_no_acknowledged_write(
+    redis_server: RedisServer, cluster_node: NodeFactory, connect: Connect
+) -> None:
+    """Writers on three nodes write without pause; Redis is killed with kill -9 and
+    restarted on its port and AOF directory after 1.5 s. Writes in the outage fail with
+    ServerUnavailable at once (the slowest in well under the client's 10 s timeout),
+    succeed again after it without restarting a node, and every acknowledged write is on
+    every node, whose digests agree."""
+    nodes = [cluster_node(name, "--cluster-snapshot-seconds", "0.5") for name in "abc"]
+    connect(nodes[0]).create_state("t")
+    with ProcessPoolExecutor(3, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(steady_writer, node, "t", node.data_dir.name, 6.0) for node in nodes]
+        with redis_server.client() as r:  # under load: the writers are writing
+            deadline = time.monotonic() + 30
+            while r.xlen("stateengine:test:stream") < 100:
+                assert time.monotonic() < deadline, "the writers never wrote"
+                time.sleep(0.02)
+        redis_server.kill()
+        time.sleep(1.5)  # the outage: writes fail meanwhile (what is measured)
+        redis_server.start()
+        results = [future.result(timeout=60) for future in futures]
+    acknowledged = [key for result in results for key in result["acknowledged"]]
+    assert all(result["failed"] > 0 for result in results), results
+    assert max(result["slowest_failure"] for result in results) < 2.0, results
+    assert all(result["after_failure"] > 0 for result in results), results
+    clients = [connect(node) for node in nodes]
+    check_all_present(clients, acknowledged)
+    assert all(cluster_figures(c)["stale"] is None for c in clients)
+
+
+def test_a_node_cut_off_from_redis_refuses_writes_reads_on_and_catches_up(
+    tmp_path: Path, redis_server: RedisServer, cluster_node: NodeFactory, connect: Connect
+) -> None:
+    """Node c reaches Redis through a proxy; the proxy drops its connections and refuses
+    new ones. c's writes fail at once with ServerUnavailable, its reads go on from its
+    arena, its stats say it is stale and since when; a and b go on writing. When the
+    link returns, c catches up to the same digest without a restart."""
+    a, b = connect(cluster_node("a")), connect(cluster_node("b"))
+    proxy = TcpProxy(redis_server.port)
+    node_c = ServerProcess(tmp_path / "c", "--cluster", f"{proxy.url}/test")
+    try:
+        node_c.start()
+        c = connect(node_c)
+        a.create_state("t")
+        c.sync()
+        c.create_record("t", {"key": "c-0"})
+        proxy.cut()
+        started = time.monotonic()
+        for i in range(10):
+            with pytest.raises(ServerUnavailable, match="Redis unreachable"):
+                c.create_record("t", {"key": f"c-x{i}"})
+        assert time.monotonic() - started < 2.0, node_c.output()
+        for i in range(20):  # the rest of the cluster goes on
+            (a if i % 2 else b).create_record("t", {"key": f"ab-{i}"})
+        assert [r["key"] for r in c.list_records("t")] == ["c-0"]  # reads go on, stale
+        assert c.get_record("t", 1)["key"] == "c-0"
+        time.sleep(0.3)
+        figures = cluster_figures(c)
+        assert figures["stale"], figures
+        assert figures["read_age_ms"] >= 300, figures
+        assert figures["applied"] < cluster_figures(a)["applied"]
+        with pytest.raises(ServerUnavailable):
+            c.sync()
+        proxy.restore()
+        wait_for_write(c, "t", {"key": "c-1"}, 10)
+        digests = settled_digests([a, b, c])
+        assert len(set(digests)) == 1, digests
+        keys = {r["key"] for r in c.list_records("t")}
+        assert keys == {"c-0", "c-1"} | {f"ab-{i}" for i in range(20)}, keys
+        figures = cluster_figures(c)
+        assert figures["stale"] is None and figures["read_age_ms"] < 1000, figures
+    finally:
+        node_c.stop()
+        proxy.close()
