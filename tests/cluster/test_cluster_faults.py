@@ -111,3 +111,57 @@ def test_a_node_cut_off_from_redis_refuses_writes_reads_on_and_catches_up(
     finally:
         node_c.stop()
         proxy.close()
+
+
+@pytest.mark.parametrize("fault", ["", "no-verify"])
+def test_a_node_behind_a_trim_reloads_from_the_snapshot(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    cluster_node: NodeFactory,
+    connect: Connect,
+    fault: str,
+) -> None:
+    """Node c is cut off while a writes, snapshots and trims the stream past c's position
+    (c's reported position is removed, as one older than five minutes is). When the link
+    returns c says so (stats ``reloaded``, ``reloads``) and reloads from the snapshot in
+    Redis: it ends with a's state. The control (fault ``no-verify``: c reads on from
+    its position) silently skips the trimmed entries: the digests differ."""
+    a = connect(cluster_node("a", "--cluster-snapshot-seconds", "0.1"))
+    proxy = TcpProxy(redis_server.port)
+    env = {"STATEENGINE_CLUSTER_FAULTS": fault} if fault else {}
+    node_c = ServerProcess(tmp_path / "c", "--cluster", f"{proxy.url}/test", env=env)
+    try:
+        node_c.start()
+        c = connect(node_c)
+        a.create_state("t")
+        c.create_record("t", {"key": "c-0"})
+        figures = cluster_figures(c)
+        proxy.cut()
+        for i in range(20):
+            a.create_record("t", {"key": f"a-{i}"})
+        with redis_server.client() as r:
+            r.hdel("stateengine:test:applied", figures["node"])
+            position = tuple(int(n) for n in figures["applied"].split("-"))
+            deadline = time.monotonic() + 10
+            while True:  # a's next snapshots trim behind themselves only
+                a.create_record("t", {"key": "a-more"})
+                first = r.xinfo_stream("stateengine:test:stream")["first-entry"][0]
+                if tuple(int(n) for n in first.decode().split("-")) > position:
+                    break
+                assert time.monotonic() < deadline, "a never trimmed past c"
+                time.sleep(0.05)
+        proxy.restore()
+        wait_for_write(c, "t", {"key": "c-1"}, 10)
+        digests = settled_digests([a, c])
+        figures = cluster_figures(c)
+        if fault:
+            assert digests[0] != digests[1]
+            assert figures["reloads"] == 0
+            return
+        assert digests[0] == digests[1], digests
+        assert figures["reloads"] == 1 and "trimmed" in figures["reloaded"], figures
+        assert {r["key"] for r in c.list_records("t")} >= {f"a-{i}" for i in range(20)}
+        assert "reloading from the newest snapshot" in node_c.output()
+    finally:
+        node_c.stop()
+        proxy.close()
