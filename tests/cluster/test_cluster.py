@@ -112,6 +112,11 @@ _OPS = st.one_of(
     st.tuples(st.just("delete"), st.integers(1, 6), st.none()),
     st.tuples(st.just("increment"), st.integers(1, 6), st.none()),
     st.tuples(st.just("expire"), st.integers(1, 6), st.sampled_from([0.05, 0.2])),
+    st.tuples(st.just("set"), st.integers(1, 6), st.integers(0, 9)),
+    st.tuples(st.just("batch"), st.integers(0, 9), st.integers(1, 6)),
+    st.tuples(st.just("dead"), st.integers(0, 9), st.none()),  # dead-lettered at its expiry
+    st.tuples(st.just("index"), st.none(), st.none()),
+    st.tuples(st.just("setstate"), st.integers(0, 3), st.none()),
 )
 
 
@@ -131,8 +136,30 @@ def _run(client: Client, table: str, op: tuple[str, Any, Any]) -> None:
             client.delete_record(table, a)
         elif kind == "increment":
             client.increment(table, a, "n")
-        else:
+        elif kind == "expire":
             client.expire_record(table, a, ttl=b)
+        elif kind == "set":
+            client.set_record(table, a, {"x": b, "n": 0})
+        elif kind == "batch":  # one entry, all or nothing on every node
+            client.batch(
+                [
+                    {"command": "CREATE_RECORD", "state": table, "record": {"x": a, "n": 0}},
+                    {"command": "PATCH_RECORD", "state": table, "id": b, "fields": {"x": a}},
+                ]
+            )
+        elif kind == "dead":
+            client.claim_record(
+                table,
+                {"x": {"$gte": a}},
+                {"n": {"$inc": 1}},
+                lease_seconds=0.05,
+                max_attempts=1,
+                dead_letter={"x": -9},
+            )
+        elif kind == "index":
+            client.alter_state(table, add_indexes=["x"])
+        else:
+            client.set_state(table, [{"id": i + 1, "x": i, "n": 0} for i in range(a)])
     except StateEngineError:
         pass
 
@@ -166,9 +193,10 @@ CONTROL_OPS: list[tuple[str, Any, Any]] = [
 
 
 def test_three_nodes_compute_the_same_state(cluster_node: NodeFactory, connect: Connect) -> None:
-    """Hypothesis draws commands (TTLs, leases, expiries, blocking claims included) sent
-    round-robin to three nodes; their digests agree at one stream position, and again
-    once every deadline has passed (committed by ticks on an idle stream)."""
+    """Hypothesis draws commands (TTLs, leases, expiries, dead letters, blocking claims,
+    batches, indexes, whole-table loads included) sent round-robin to three nodes; their
+    digests agree at one stream position, and again once every deadline has passed
+    (committed by ticks on an idle stream)."""
     clients = _three(cluster_node, connect)
     counter = iter(range(10_000))
 

@@ -16,6 +16,7 @@ RUNNERS = {
     "README.md#two-commands": ["tests/unit/test_readme.py"],  # the demo: test_demo.py
     "README.md#a-five-minute-tour": ["tests/cross_process/test_doc_snippets.py"],
     "README.md#wire-protocol": ["tests/cross_process/test_doc_snippets.py"],
+    "README.md#several-machines": ["tests/cluster/test_cluster_doc.py"],
     "docs/client.md": ["tests/cross_process/test_doc_snippets.py"],
     "docs/protocol.md": ["tests/cross_process/test_doc_snippets.py"],
     "docs/server.md": ["tests/cross_process/test_doc_snippets.py"],
