@@ -393,8 +393,15 @@ class ClusterNode(Server):
         reason = self._position_lost()
         if reason is None:
             return
-        log.error("cluster %s: %s; reloading from the newest snapshot in Redis", self.name, reason)
         remote = cast(bytes | None, self.redis.get(self.snapshot_key))
+        if remote is None and not self.redis.exists(self.stream_key):
+            # No stream and no snapshot: a new or emptied Redis, not this cluster's. Wiping
+            # every node to match it is the operator's call (docs/cluster.md).
+            raise redis.RedisError(
+                f"Redis holds no stream nor snapshot of cluster {self.name} (it lost its "
+                f"data?), and this node applied up to {self.applied.decode()}"
+            )
+        log.error("cluster %s: %s; reloading from the newest snapshot in Redis", self.name, reason)
         self.reloaded = reason
         self.cluster_stats["reloads"] += 1
         self._restore(self._snapshot_of(remote) if remote is not None else None)

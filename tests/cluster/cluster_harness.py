@@ -103,6 +103,58 @@ class RedisServer:
         self.proc = None
 
 
+class SentinelServer:
+    """``redis-server --sentinel`` on a free loopback port watching master *name* at
+    *master_port*, with tight timings (down after 500 ms, failover timeout 3 s)."""
+
+    def __init__(self, binary: str, directory: Path, name: str, master_port: int) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "sentinel.conf").write_text(
+            f"port {self.port}\nbind 127.0.0.1\nprotected-mode no\ndir {directory}\n"
+            f"sentinel monitor {name} 127.0.0.1 {master_port} 2\n"
+            f"sentinel down-after-milliseconds {name} 500\n"
+            f"sentinel failover-timeout {name} 3000\n"
+            f"sentinel parallel-syncs {name} 2\n"
+        )
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5, decode_responses=True)
+
+    def start(self) -> None:
+        with open(self.directory / "sentinel.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [self.binary, str(self.directory / "sentinel.conf"), "--sentinel"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + 10
+        with self.client() as probe:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError((self.directory / "sentinel.log").read_text())
+                try:
+                    if probe.ping():
+                        return
+                except redis.RedisError:
+                    time.sleep(0.02)
+        raise RuntimeError("redis-server --sentinel did not answer within 10 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+
 class TcpProxy:
     """A loopback TCP proxy to *port* that the test controls: :meth:`cut` drops every
     connection and refuses new ones (a node cut off from Redis), :meth:`restore` takes
