@@ -90,7 +90,8 @@ _WRITES = command_table.writes()
 #: test can show it fails without it: ``wall-clock`` (the engine reads the node's clock,
 #: not the entry's), ``no-tail`` (a start skips the stream's entries after the snapshot),
 #: ``no-idle-read`` (an idle node does not read the stream: only a request makes it),
-#: ``no-verify`` (a node never checks that the stream still holds its position).
+#: ``no-verify`` (a node never checks that the stream still holds its position),
+#: ``no-timeout`` (a Redis call waits for its reply without a bound).
 FAULTS: Final = frozenset(os.environ.get("STATEENGINE_CLUSTER_FAULTS", "").split(",")) - {""}
 
 
@@ -146,7 +147,7 @@ def _connect(address: ClusterAddress) -> redis.Redis:
     it opens; a failed call closes it, so the next one follows a failover."""
     options: dict[str, Any] = {
         "socket_connect_timeout": 0.5,
-        "socket_timeout": 3.0,
+        "socket_timeout": None if "no-timeout" in FAULTS else 3.0,
         "retry": Retry(NoBackoff(), 0),
     }
     if not address.sentinels:

@@ -158,7 +158,9 @@ class SentinelServer:
 class TcpProxy:
     """A loopback TCP proxy to *port* that the test controls: :meth:`cut` drops every
     connection and refuses new ones (a node cut off from Redis), :meth:`restore` takes
-    connections again on the same port. Threads: one acceptor, two pumps a connection."""
+    connections again on the same port; :meth:`freeze` goes silent instead (a link whose
+    packets are dropped: nothing forwarded, no reset, new connections left unanswered in
+    the backlog) until :meth:`cut`. Threads: one acceptor, two pumps a connection."""
 
     def __init__(self, port: int) -> None:
         self.target = port
@@ -167,6 +169,7 @@ class TcpProxy:
         self._conns: list[socket.socket] = []
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._frozen = False
         self.restore()
 
     @property
@@ -184,8 +187,15 @@ class TcpProxy:
         self._thread = threading.Thread(target=self._accept, args=(listener,), daemon=True)
         self._thread.start()
 
+    def freeze(self) -> None:
+        """Forward nothing more and accept no connection (the kernel still completes
+        their handshakes): every call through the proxy waits for a reply that never
+        comes."""
+        self._frozen = True
+
     def cut(self) -> None:
         """Close the listener (new connections are refused) and every open connection."""
+        self._frozen = False
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.close()
@@ -202,6 +212,9 @@ class TcpProxy:
 
     def _accept(self, listener: socket.socket) -> None:
         while self._listener is listener:
+            if self._frozen:
+                time.sleep(0.05)
+                continue
             try:
                 client, _ = listener.accept()
             except TimeoutError:
@@ -224,11 +237,11 @@ class TcpProxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
-                dst.sendall(data)
+                if not self._frozen:  # frozen: dropped, as a dead link drops packets
+                    dst.sendall(data)
         for sock in (src, dst):  # one side ended: end both, as a dropped link does
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -256,13 +269,21 @@ def settled_digests(clients: list[Client], attempts: int = 200) -> list[str]:
     raise AssertionError(f"the nodes never stood at one entry: {figures}")
 
 
-def check_all_present(clients: list[Client], acknowledged: list[str], table: str = "t") -> None:
-    """Every acknowledged key is on every node, and the nodes' digests agree."""
+def check_all_present(
+    clients: list[Client],
+    acknowledged: list[str],
+    table: str = "t",
+    ids: dict[str, int] | None = None,
+) -> None:
+    """Every acknowledged key is on every node (under the id its reply gave, when *ids*
+    maps them), and the nodes' digests agree."""
     digests = settled_digests(clients)
     for client in clients:
-        keys = {r["key"] for r in client.list_records(table)}
-        missing = set(acknowledged) - keys
+        held = {r["key"]: r["id"] for r in client.list_records(table)}
+        missing = set(acknowledged) - set(held)
         assert not missing, (clients.index(client), len(missing), sorted(missing)[:5])
+        wrong = {key: (rid, held[key]) for key, rid in (ids or {}).items() if held[key] != rid}
+        assert not wrong, (clients.index(client), "replied id != stored id", wrong)
     assert len(set(digests)) == 1, digests
 
 
@@ -313,13 +334,14 @@ def create_worker(node: ServerProcess, table: str, prefix: str, seconds: float) 
 
 
 def steady_writer(node: ServerProcess, table: str, prefix: str, seconds: float) -> dict[str, Any]:
-    """Create records for *seconds*, going on through failures: the keys acknowledged,
-    how many writes failed with ``ServerUnavailable`` (and the slowest of those, in
-    seconds), and how many were acknowledged after the first failure. A write that
-    failed is not counted: its outcome is unknown."""
+    """Create records for *seconds*, going on through failures: the keys acknowledged
+    (and the id each reply gave), how many writes failed with ``ServerUnavailable``
+    (and the slowest of those, in seconds), and how many were acknowledged after the
+    first failure. A write that failed is not counted: its outcome is unknown."""
     from stateengine.errors import ServerUnavailable
 
     acknowledged: list[str] = []
+    ids: dict[str, int] = {}
     failed = 0
     slowest_failure = 0.0
     after_failure = 0
@@ -331,7 +353,7 @@ def steady_writer(node: ServerProcess, table: str, prefix: str, seconds: float) 
             i += 1
             started = time.monotonic()
             try:
-                client.create_record(table, {"key": key})
+                ids[key] = client.create_record(table, {"key": key})["id"]
             except ServerUnavailable:
                 failed += 1
                 slowest_failure = max(slowest_failure, time.monotonic() - started)
@@ -342,6 +364,7 @@ def steady_writer(node: ServerProcess, table: str, prefix: str, seconds: float) 
                 after_failure += 1
     return {
         "acknowledged": acknowledged,
+        "ids": ids,
         "failed": failed,
         "slowest_failure": slowest_failure,
         "after_failure": after_failure,

@@ -59,11 +59,12 @@ def test_redis_kill_9_under_load_loses_no_acknowledged_write(
         redis_server.start()
         results = [future.result(timeout=60) for future in futures]
     acknowledged = [key for result in results for key in result["acknowledged"]]
+    ids = {key: rid for result in results for key, rid in result["ids"].items()}
     assert all(result["failed"] > 0 for result in results), results
     assert max(result["slowest_failure"] for result in results) < 2.0, results
     assert all(result["after_failure"] > 0 for result in results), results
     clients = [connect(node) for node in nodes]
-    check_all_present(clients, acknowledged)
+    check_all_present(clients, acknowledged, ids=ids)
     assert all(cluster_figures(c)["stale"] is None for c in clients)
 
 
@@ -198,3 +199,40 @@ def test_a_node_whose_last_entry_the_stream_lost_reloads(
     a.create_record("t", {"key": "after"})
     b.sync()
     assert [r["key"] for r in b.list_records("t")] == ["kept", "after"]
+
+
+@pytest.mark.parametrize("fault", ["", "no-timeout"])
+def test_a_silent_link_fails_writes_within_the_bound(
+    tmp_path: Path, redis_server: RedisServer, fault: str
+) -> None:
+    """The proxy goes silent (packets dropped: no reset, no refusal). Every Redis call of
+    a node is bounded (0.5 s to connect, 3 s for a reply), so a write fails with
+    ServerUnavailable in about 3 s, well within the client's 8 s, and writes resume once
+    the link is back. The control (fault ``no-timeout``: a call waits without a bound)
+    hangs the node until the client gives up."""
+    proxy = TcpProxy(redis_server.port)
+    env = {"STATEENGINE_CLUSTER_FAULTS": fault} if fault else {}
+    node = ServerProcess(tmp_path / "c", "--cluster", f"{proxy.url}/test", env=env)
+    try:
+        node.start()
+        with node.connect(timeout=8) as c:
+            c.create_state("t")
+            c.create_record("t", {"key": "before"})
+            proxy.freeze()
+            started = time.monotonic()
+            with pytest.raises(ServerUnavailable) as refused:
+                c.create_record("t", {"key": "lost"})
+            elapsed = time.monotonic() - started
+            if fault:
+                assert elapsed >= 8, elapsed  # the client's timeout, not the node's answer
+                return
+            assert elapsed < 4.5, (elapsed, node.output())
+            assert "Redis unreachable" in str(refused.value)
+            assert [r["key"] for r in c.list_records("t")] == ["before"]
+            proxy.cut()
+            proxy.restore()
+            wait_for_write(c, "t", {"key": "after"}, 15)
+            assert [r["key"] for r in c.list_records("t")] == ["before", "after"]
+    finally:
+        proxy.close()  # first: a node blocked on the silent link gets its reset
+        node.stop()

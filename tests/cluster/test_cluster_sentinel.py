@@ -123,11 +123,12 @@ def test_nodes_follow_a_sentinel_failover_without_losing_an_acknowledged_write(
                 )
             results = [future.result(timeout=90) for future in futures]
         acknowledged = [key for result in results for key in result["acknowledged"]]
+        ids = {key: rid for result in results for key, rid in result["ids"].items()}
         assert all(result["failed"] > 0 for result in results), results
         assert all(result["after_failure"] > 0 for result in results), results
         assert max(result["slowest_failure"] for result in results) < 5.0, results
         clients = [connect(node) for node in nodes]
-        check_all_present(clients, acknowledged)
+        check_all_present(clients, acknowledged, ids=ids)
         for client in clients:
             figures = cluster_figures(client)
             assert figures["stale"] is None, figures
