@@ -336,8 +336,9 @@ def create_worker(node: ServerProcess, table: str, prefix: str, seconds: float) 
 def steady_writer(node: ServerProcess, table: str, prefix: str, seconds: float) -> dict[str, Any]:
     """Create records for *seconds*, going on through failures: the keys acknowledged
     (and the id each reply gave), how many writes failed with ``ServerUnavailable``
-    (and the slowest of those, in seconds), and how many were acknowledged after the
-    first failure. A write that failed is not counted: its outcome is unknown."""
+    (and the slowest of those, in seconds), how many were acknowledged after the first
+    failure, and the outage (seconds from the first failure to the next acknowledged
+    write). A write that failed is not counted: its outcome is unknown."""
     from stateengine.errors import ServerUnavailable
 
     acknowledged: list[str] = []
@@ -345,6 +346,8 @@ def steady_writer(node: ServerProcess, table: str, prefix: str, seconds: float) 
     failed = 0
     slowest_failure = 0.0
     after_failure = 0
+    first_failure: float | None = None
+    outage = 0.0
     deadline = time.monotonic() + seconds
     with node.connect(timeout=10) as client:
         i = 0
@@ -356,11 +359,16 @@ def steady_writer(node: ServerProcess, table: str, prefix: str, seconds: float) 
                 ids[key] = client.create_record(table, {"key": key})["id"]
             except ServerUnavailable:
                 failed += 1
+                if first_failure is None:
+                    first_failure = started
                 slowest_failure = max(slowest_failure, time.monotonic() - started)
                 time.sleep(0.01)
                 continue
             acknowledged.append(key)
             if failed:
+                if not after_failure:
+                    assert first_failure is not None
+                    outage = time.monotonic() - first_failure
                 after_failure += 1
     return {
         "acknowledged": acknowledged,
@@ -368,4 +376,5 @@ def steady_writer(node: ServerProcess, table: str, prefix: str, seconds: float) 
         "failed": failed,
         "slowest_failure": slowest_failure,
         "after_failure": after_failure,
+        "outage": outage,
     }

@@ -62,6 +62,7 @@ def test_redis_kill_9_under_load_loses_no_acknowledged_write(
     ids = {key: rid for result in results for key, rid in result["ids"].items()}
     assert all(result["failed"] > 0 for result in results), results
     assert max(result["slowest_failure"] for result in results) < 2.0, results
+    print("writes refused for", [round(r["outage"], 2) for r in results], "s (each writer)")
     assert all(result["after_failure"] > 0 for result in results), results
     clients = [connect(node) for node in nodes]
     check_all_present(clients, acknowledged, ids=ids)
