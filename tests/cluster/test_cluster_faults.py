@@ -237,3 +237,31 @@ def test_a_silent_link_fails_writes_within_the_bound(
     finally:
         proxy.close()  # first: a node blocked on the silent link gets its reset
         node.stop()
+
+
+@pytest.mark.parametrize("fault", ["", "no-verify"])
+def test_a_redis_that_lost_its_data_is_refused_not_followed(
+    redis_server: RedisServer, cluster_node: NodeFactory, connect: Connect, fault: str
+) -> None:
+    """Redis comes back empty (``FLUSHALL`` here; no AOF and a restart does the same):
+    neither the stream nor a snapshot of the cluster is there. The node keeps its state
+    for reads and refuses writes, saying why, rather than wipe itself to match. The
+    control (fault ``no-verify``) writes on into the new stream, which a new node would
+    replay without the node's earlier state."""
+    env = {"STATEENGINE_CLUSTER_FAULTS": fault} if fault else {}
+    a = connect(cluster_node("a", env=env))
+    a.create_state("t")
+    a.create_record("t", {"key": "kept"})
+    with redis_server.client() as r:
+        r.flushall()
+    time.sleep(1.5)  # more than the check's second
+    if fault:
+        a.create_record("t", {"key": "followed"})
+        return
+    with pytest.raises(ServerUnavailable, match="lost its data"):
+        a.create_record("t", {"key": "refused"})
+    assert [r["key"] for r in a.list_records("t")] == ["kept"]
+    figures = cluster_figures(a)
+    assert "holds no stream" in figures["stale"] and figures["reloads"] == 0, figures
+    with redis_server.client() as r:
+        assert not r.exists("stateengine:test:stream")
