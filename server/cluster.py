@@ -26,6 +26,14 @@ newest wins), reports the id it applied in ``stateengine:NAME:applied``, and tri
 stream (``XTRIM MINID``) behind both the newest snapshot and every live node's position.
 A node starts from the newer of its own snapshot and Redis's, then replays the tail.
 
+Failures: every Redis call is bounded (:func:`_connect`) and a failed one makes the node
+refuse writes at once and try again after :data:`RETRY_SECONDS`. Through Sentinel
+(``redis+sentinel://``) each new connection asks for the master, so a node follows a
+failover. Once a second and after every outage the node checks that the stream still
+holds the entry it applied last (:meth:`ClusterNode._position_lost`); if entries after
+it were trimmed, or a failover or a data loss took it, the node reloads from the newest
+snapshot in Redis into a new arena rather than skip entries or keep a lost one's effect.
+
 ``BACKUP`` on a node is a single server's (server/backup.py): the node's state at the
 entry it applied, forked and written under its data dir at the end of the pass.
 """
