@@ -101,13 +101,13 @@ _R = TypeVar("_R")
 
 
 def gc_paused(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Run *fn* with the cyclic GC off, and freeze what it built: for the start's bulk
-    work (a store's recover, the first publish), which builds millions of long-lived
-    objects. With the collector on, a restart of 10⁶ records spent about as long in
-    collections walking them as in the work itself (CPU, collector on → off: the
-    publish as it was, a commit of every record, 8.4 → 3.8–4.9 s; the recover 2.6–3.3 →
-    1.8–2.1 s). ``gc.freeze`` moves them to the permanent generation, so that the first
-    passes after the start do not walk them either."""
+    """Run *fn* with the cyclic GC off: for the start's bulk work (a store's recover, the
+    server's whole start), which builds millions of long-lived objects. With the
+    collector on, a restart of 10⁶ records spent about as long in collections walking
+    them as in the work itself (CPU, collector on → off: the publish as it was, a commit
+    of every record, 8.4 → 3.8–4.9 s; the recover 2.6–3.3 → 1.8–2.1 s). Nested calls
+    leave it off until the outermost returns. The server then freezes what its start
+    built (``Server.start``); a store used alone leaves that to its caller."""
 
     @functools.wraps(fn)
     def paused(*args: _P.args, **kwargs: _P.kwargs) -> _R:
@@ -117,7 +117,6 @@ def gc_paused(fn: Callable[_P, _R]) -> Callable[_P, _R]:
             return fn(*args, **kwargs)
         finally:
             if was:
-                gc.freeze()
                 gc.enable()
 
     return paused

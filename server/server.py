@@ -210,6 +210,7 @@ class Server:
             paths.private_dir(self.data_dir)
             self._lock_data_dir()
 
+    @gc_paused
     def start(self) -> None:
         self.lock()
         if self.store is not None:
@@ -270,6 +271,10 @@ class Server:
             # workers attaching the arena it names), so once it exists the arena holds
             # the recovered seq and the loop is about to answer.
             self._publish_state()
+        # What the start built (every record, the arena's index) lives as long as the
+        # server: frozen, the collections of the first passes do not walk it again (the
+        # start runs with the cyclic GC off: gc_paused).
+        gc.freeze()
         self._write_server_file()
         log.info(
             "serving endpoint=%s data_dir=%s seq=%d tables=%d arena=%s tcp=%s",
@@ -281,7 +286,6 @@ class Server:
             self.tcp,
         )
 
-    @gc_paused
     def _publish_state(self) -> None:
         """The recovered state to the arena, from the store's bytes where it has them."""
         assert self.publisher is not None
