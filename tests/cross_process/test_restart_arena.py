@@ -5,7 +5,8 @@ bytes where the engine still holds the records they encode (a snapshot), packing
 rest (a log replayed over it). Either way a worker must read the same records, in the
 same order, with the same bytes and table infos as from the server that stopped. The
 records are drawn by Hypothesis: ints at the 64-bit edges, floats, bytes, nested maps,
-records with a TTL and records under a lease; ids at the 64-bit edges and strings.
+maps with int keys, records with a TTL and records under a lease; ids at the 64-bit
+edges and strings.
 
 The control runs the last restart with the ``trust_encoded`` fault (the store's bytes
 published without checking the engine still holds those records): the records the log
@@ -36,10 +37,11 @@ rows = st.fixed_dictionaries(
         "f": st.floats(allow_nan=False),
         "b": st.binary(max_size=40),
         "v": values(max_leaves=12),
+        "m": st.dictionaries(st.integers(INT_MIN, INT_MAX), values(max_leaves=4), max_size=3),
     }
 )
 tables = st.dictionaries(ids, rows, min_size=1, max_size=25)
-SCHEMA = {"n": "integer", "f": "float", "b": "bytes", "v": "any"}
+SCHEMA = {"n": "integer", "f": "float", "b": "bytes", "v": "any", "m": "any"}
 Arena = dict[str, tuple[list[tuple[Any, bytes]], bytes | None]]
 
 
@@ -106,7 +108,7 @@ def test_restart_keeps_the_arena_bytes(
 
 def test_control_trusting_the_stored_bytes_reads_stale_records(tmp_path: Path) -> None:
     data = {
-        name: {i: {"n": i, "f": 0.25, "b": b"x", "v": {"k": [i]}} for i in range(1, 9)}
+        name: {i: {"n": i, "f": 0.25, "b": b"x", "v": {"k": [i]}, "m": {i: i}} for i in range(1, 9)}
         for name in ("a", "ttl", "leased")
     }
     before, after = restart_twice(tmp_path, data, faults="trust_encoded")
