@@ -55,6 +55,26 @@ WORKLOADS: list[Workload] = [
         "writes through a 1-node cluster vs a single server, both fsynced (writes/s)",
         "cluster_single_inflight",
     ),
+    Workload(
+        "cluster3",
+        "3 nodes of one cluster on this machine, 100 in flight each (writes/s, all nodes)",
+        "cluster_write_inflight",
+    ),
+    Workload(
+        "catchup",
+        "a stopped node catching up with the entries appended meanwhile (entries/s)",
+        "cluster_write_one",
+    ),
+    Workload(
+        "xclaim",
+        "claim + complete, one worker: tasks made on node A, claimed on node B (tasks/s)",
+        "xclaim_single",
+    ),
+    Workload(
+        "stream",
+        "the limit of one stream: XADD to one Redis, AOF always (entries/s)",
+        "stream_xadd_one",
+    ),
 ]
 WORKLOAD_NAMES = [w.name for w in WORKLOADS]
 
@@ -131,6 +151,12 @@ ROWS: dict[str, tuple[str, str | None]] = {
         "cluster",
         "1-node cluster (Redis AOF always): 100 in flight (send_many)",
     ),
+    "cluster3_inflight": ("cluster3", "3-node cluster: 3 clients × 100 in flight, total"),
+    "catchup_node": ("catchup", "node after SIGCONT until sync() returns"),
+    "xclaim_nodes": ("xclaim", "cluster: create on node A, claim + patch on node B"),
+    "xclaim_single": ("xclaim", "single server (log, fsync always): the same loop"),
+    "stream_xadd_one": ("stream", "redis-py XADD, one at a time"),
+    "stream_xadd_pipe": ("stream", "redis-py XADD, pipelined 100"),
 }
 # Rows compared with another row than their workload's reference.
 REFS: dict[str, str] = {
@@ -149,7 +175,19 @@ UNITS: dict[str, str] = {
     **{
         k: "/s"
         for k, (w, _) in ROWS.items()
-        if w in ("bulk", "readers", "claim", "claimbig", "pqueue", "cluster")
+        if w
+        in (
+            "bulk",
+            "readers",
+            "claim",
+            "claimbig",
+            "pqueue",
+            "cluster",
+            "cluster3",
+            "catchup",
+            "xclaim",
+            "stream",
+        )
     },
     **{f"durable_pool_{p}": "/s" for p in ("always", "everysec", "no", "none")},
     "restart_server": "s",

@@ -319,8 +319,8 @@ def run(args: argparse.Namespace, cfg: Config, only: set[str]) -> dict[str, Any]
             rows += durable(stack, ctx, children, tmp, srv, cfg, skipped)
         if "restart" in only:
             rows += restart_rows(tmp, cfg.restart_records, stack)
-        if "cluster" in only:
-            cluster_list, why = cluster.cluster_rows(tmp, stack, children)
+        if only & cluster.WORKLOADS:
+            cluster_list, why = cluster.cluster_rows(tmp, stack, children, cfg.tasks, only)
             if why:
                 skipped.append(f"cluster rows: {why}")
             rows += cluster_list

@@ -226,15 +226,6 @@ class AsyncClient(AsyncCommandsMixin):
                 future.cancel()
                 raise ConnectionRefused(f"{self.endpoint}: {reason}")
 
-    async def sync(self) -> dict[str, Any] | None:
-        """As :meth:`Client.sync`: wait until the server has applied every write its
-        cluster acknowledged before this call (None from a single server)."""
-        reply = await self._execute({"command": "SYNC"})
-        if not reply.get("ok") and reply.get("error", {}).get("type") == "UnknownCommand":
-            return None
-        result, self.seen_seq = reply_outcome(reply, self.seen_seq)
-        return result  # type: ignore[no-any-return]
-
     async def _call(self, request: dict[str, Any]) -> Any:
         result, self.seen_seq = reply_outcome(await self.execute(request), self.seen_seq)
         return result

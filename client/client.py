@@ -287,22 +287,6 @@ class Client(CommandsMixin):
         req_id = self._send(request)
         return self._result(self._receive({req_id}, _wait_of(request))[req_id])
 
-    def sync(self) -> dict[str, Any] | None:
-        """Wait until the server has applied every write acknowledged before this call,
-        by any node of its cluster (docs/cluster.md): the reads that follow are
-        linearizable. ``{"applied": stream id}`` from a cluster node; None from a single
-        server, whose reads already see every acknowledged write.
-
-        :raises ServerUnavailable: no reply within ``timeout``, or the node cannot reach
-            its cluster's Redis.
-        """
-        self._preflight()  # not recorded: SYNC reads nothing the checker models
-        req_id = self._send({"command": "SYNC"})
-        reply = self._receive({req_id})[req_id]
-        if not reply.get("ok") and reply.get("error", {}).get("type") == "UnknownCommand":
-            return None
-        return self._result(reply)  # type: ignore[no-any-return]
-
     def execute(self, request: dict[str, Any]) -> dict[str, Any]:
         """Send one request map and return the raw reply map (errors not raised).
 

@@ -386,6 +386,17 @@ class CommandsMixin:
         """
         return self._call(_request("STATS"))
 
+    def sync(self) -> dict[str, Any] | None:
+        """``SYNC``: wait until the server has applied every write acknowledged before
+        this call, by any node of its cluster (docs/cluster.md), so the reads that follow
+        are linearizable. ``{"applied": stream id}`` from a cluster node; None from a
+        single server, whose reads already see every acknowledged write.
+
+        :raises ServerUnavailable: no reply within the timeout, or the node cannot reach
+            its cluster's Redis.
+        """
+        return self._call(_request("SYNC"))
+
     # --- any command ------------------------------------------------------------------------
 
     def call(self, command: str, /, **args: Any) -> Any:

@@ -356,6 +356,17 @@ class AsyncCommandsMixin:
         """
         return await self._call(_request("STATS"))
 
+    async def sync(self) -> dict[str, Any] | None:
+        """``SYNC``: wait until the server has applied every write acknowledged before
+        this call, by any node of its cluster (docs/cluster.md), so the reads that follow
+        are linearizable. ``{"applied": stream id}`` from a cluster node; None from a
+        single server, whose reads already see every acknowledged write.
+
+        :raises ServerUnavailable: no reply within the timeout, or the node cannot reach
+            its cluster's Redis.
+        """
+        return await self._call(_request("SYNC"))
+
     async def call(self, command: str, /, **args: Any) -> Any:
         """Send any command of the command table (``stateengine.command_table``) with
         its arguments as keywords; returns its ``result``. Arguments left ``None`` are

@@ -25,6 +25,9 @@ it covers to ``DATA_DIR/cluster.snapshot`` and to ``stateengine:NAME:snapshot`` 
 newest wins), reports the id it applied in ``stateengine:NAME:applied``, and trims the
 stream (``XTRIM MINID``) behind both the newest snapshot and every live node's position.
 A node starts from the newer of its own snapshot and Redis's, then replays the tail.
+
+``BACKUP`` on a node is a single server's (server/backup.py): the node's state at the
+entry it applied, forked and written under its data dir at the end of the pass.
 """
 
 from __future__ import annotations
@@ -48,7 +51,6 @@ from redis.retry import Retry
 
 from stateengine import command_table
 from stateengine.errors import (
-    BadRequest,
     ServerUnavailable,
     StateEngineError,
 )
@@ -66,14 +68,17 @@ from stateengine.server.server import Server, _drain
 
 log = logging.getLogger("stateengine.cluster")
 
-#: The node's own command: read the stream to its end, then answer (``client.sync()``).
-SYNC_COMMAND = "SYNC"
+#: The command a node answers itself (a single server's engine answers it null): read
+#: the stream to its end, then answer (``client.sync()``).
+SYNC_COMMAND = command_table.COMMANDS["SYNC"].name
 #: Entries read per ``XREAD``; a pass reads again while a read comes back full.
 READ_COUNT = 1000
 #: A node's reported position older than this no longer holds the stream's trimming.
 PROGRESS_TTL = 300.0
 #: Seconds between attempts to reach Redis again after a failure (reads go on locally).
 RETRY_SECONDS = 0.5
+#: ``STATS`` counts the entries a node is behind up to this many (one ``XRANGE``).
+LAG_COUNT = 10_000
 SNAPSHOT_FILE = "cluster.snapshot"
 NODE_FILE = "cluster.node"
 #: A pass's writes go in entries of at most this many bytes of requests (a request
@@ -292,15 +297,21 @@ class ClusterNode(Server):
         writes: list[_Local] = []
         reads: list[_Local] = []
         syncs: list[_Local] = []
+        backups: list[_Local] = []
         for sock, frames in received:
             local = self._decode(sock, frames)
             if local is None:
                 continue
             command = local.request.get("command")
             if command == SYNC_COMMAND:
+                try:  # its arguments checked as the engine would (it takes none)
+                    self.engine._lookup(local.request, nested=False)
+                except StateEngineError as exc:
+                    self._refuse(local, exc)
+                    continue
                 syncs.append(local)
             elif command == BACKUP_COMMAND:
-                self._refuse(local, BadRequest("BACKUP is not served by a cluster node yet"))
+                backups.append(local)
             elif _writes(local.request):
                 try:  # refused before it enters the stream: the engine's dispatch checks
                     self.engine._lookup(local.request, nested=False)
@@ -343,6 +354,12 @@ class ClusterNode(Server):
                 self._send(local.sock, local.envelope, self._encode(reply, local.as_json))
             else:
                 self._refuse(local, ServerUnavailable(self._unavailable()))
+        for local in backups:  # of the state at ``applied``, as a single server's at its seq
+            refused = self._want_backup(local.sock, local.envelope, local.request, local.as_json)
+            if refused is not None:
+                self._send(local.sock, local.envelope, refused)
+        if self._backup_waiters:
+            self._start_backups()
         self._expire_waiters()
         if caught_up and time.monotonic() >= self._snapshot_at:
             self._snapshot()
@@ -618,13 +635,21 @@ class ClusterNode(Server):
     def _stats(self) -> dict[str, Any]:
         stats = super()._stats()
         length = None
+        behind: int | None = None  # unknown while Redis is unreachable
         if self.stale is None:  # where the stream is now: how far behind this node is
             try:
-                info: Any = self.redis.xinfo_stream(self.stream_key)
-                length = info["length"]
-                last = info["last-generated-id"]
-                if id_key(last) > id_key(self.stream_last):
-                    self.stream_last = last
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.xinfo_stream(self.stream_key)
+                pipe.xrange(self.stream_key, f"({self.applied.decode()}", count=LAG_COUNT)
+                info, tail = pipe.execute(raise_on_error=False)
+                if isinstance(tail, Exception):
+                    raise tail
+                behind = len(tail)
+                if not isinstance(info, Exception):  # else no stream yet: nothing behind
+                    length = info["length"]
+                    last = info["last-generated-id"]
+                    if id_key(last) > id_key(self.stream_last):
+                        self.stream_last = last
             except redis.RedisError:
                 pass  # said by stale at the next read; STATS is answered regardless
         behind_ms = max(0, id_key(self.stream_last)[0] - id_key(self.applied)[0])
@@ -635,6 +660,7 @@ class ClusterNode(Server):
             "applied": self.applied.decode(),
             "stream_last": self.stream_last.decode(),
             "behind_ms": behind_ms,
+            "behind_entries": behind,
             "stream_length": length,
             "stale": self.stale,
             "parked_claims": len(self._waiters) + len(self._due),

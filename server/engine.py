@@ -836,6 +836,11 @@ class TableEngine:
             result.update(self.stats_hook())
         return result
 
+    def _sync(self, request: dict[str, Any]) -> None:
+        """``SYNC``: null. One engine has applied every write it acknowledged; a cluster
+        node answers it before the engine sees it (server/cluster.py)."""
+        return None
+
     def _alter_state(self, request: dict[str, Any]) -> dict[str, Any]:
         table = self._table(request)
         self._check_expected_version(table, request)
@@ -1450,6 +1455,7 @@ HANDLERS: Final[dict[str, Command]] = {
     "INCREMENT": TableEngine._increment,
     "BATCH": _BATCH,
     "STATS": TableEngine._stats,
+    "SYNC": TableEngine._sync,
 }
 
 

@@ -255,6 +255,14 @@ COMMANDS: Final[dict[str, CommandSpec]] = dict(
             scope="server",
             doc="the server's figures: tables, requests, store, arena",
         ),
+        _spec(
+            "SYNC",
+            (),
+            writes=False,
+            scope="server",
+            doc="wait until every write acknowledged before it is applied here: a cluster "
+            "node reads its stream to the end; a single server answers null at once",
+        ),
     ]
 )
 

@@ -21,12 +21,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE_TIMEOUT = 240  # s; the smoke run takes ~30 s on 2 idle cores
 
-# The cluster workload's rows: a private redis-server is started (its binary is needed).
+# The cluster workloads' rows: a private redis-server is started (its binary is needed).
 CLUSTER_ROWS = {
     "cluster_single_one",
     "cluster_write_one",
     "cluster_single_inflight",
     "cluster_write_inflight",
+    "cluster3_inflight",
+    "catchup_node",
+    "xclaim_nodes",
+    "xclaim_single",
+    "stream_xadd_one",
+    "stream_xadd_pipe",
 }
 # Rows every smoke run has, whatever else is installed or running.
 CORE_ROWS = {
@@ -127,7 +133,7 @@ def test_smoke_run_writes_every_row_and_compares(tmp_path: Path) -> None:
     for row in doc["rows"]:
         assert row["repeats"] == doc["config"]["repeats"] and row["median_us"] > 0, row
     statuses = {t["target"]: t["status"] for t in doc["targets"]}
-    assert len(statuses) == 23 and set(statuses.values()) <= {"PASS", "MISS", "SKIP"}
+    assert len(statuses) == 25 and set(statuses.values()) <= {"PASS", "MISS", "SKIP"}
     assert all(statuses[t] in ("PASS", "MISS") for t in STATEENGINE_TARGETS), statuses
     # The big tables' fills are measured apart from the rows, and said so.
     assert "setup: claimbig: stateengine table of" in proc.stdout

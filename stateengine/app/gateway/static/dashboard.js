@@ -239,6 +239,16 @@ async function loadStats() {
     sparkline($("stat-rps-spark"), rpsHistory);
     $("stat-store").textContent = s.store ? `${s.store.backend} · fsync ${s.store.fsync}` : "none (memory)";
     $("stat-uptime").textContent = fmtDuration(s.uptime);
+    const c = s.cluster;  // a cluster node: how far behind its stream, and whether stale
+    $("stat-cluster-card").hidden = !c;
+    if (c) {
+      const lag = c.behind_entries === null ? "? entries" : `${fmtInt(c.behind_entries)} entries`;
+      $("stat-cluster").textContent = c.stale
+        ? `${c.name} · STALE: ${c.stale}`
+        : `${c.name} · ${lag} · ${fmtInt(c.behind_ms)} ms behind`;
+      $("stat-cluster").title = `applied ${c.applied}, stream ${c.stream_last}`;
+      $("stat-cluster-card").classList.toggle("stale", Boolean(c.stale));
+    }
     for (const [name, t] of Object.entries(s.tables)) {
       const row = tables.get(name);
       if (row) row.row.querySelector(".leases").textContent = fmtInt(t.leases);
