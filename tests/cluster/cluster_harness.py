@@ -117,20 +117,28 @@ def settled_digests(clients: list[Client], attempts: int = 200) -> list[str]:
 # --- worker processes (spawned: module-level functions) ----------------------------------
 
 
-def claim_worker(node: ServerProcess, table: str, abandon_every: int, seconds: float) -> list[int]:
+def claim_worker(
+    node: ServerProcess,
+    table: str,
+    abandon_every: int,
+    seconds: float,
+    history: str | None = None,
+) -> list[int]:
     """Claim tasks under a 5 s lease and complete them; every *abandon_every*-th claim
     is dropped without completing (a worker dying with its lease: the task comes back
     when the lease runs out). Returns the ids this worker completed. Stops once no task
-    is pending nor leased, or after *seconds*."""
+    is pending nor leased, or after *seconds*. *history*: a directory to record this
+    worker's operations in, for the checker."""
     done: list[int] = []
     deadline = time.monotonic() + seconds
     claims = 0
-    with node.connect(timeout=30) as client:
+    with node.connect(timeout=30, history=history) as client:
         while time.monotonic() < deadline:
             task = client.claim_record(
                 table, {"status": "pending"}, {"status": "running"}, lease_seconds=5, wait=1
             )
             if task is None:
+                client.sync()  # a read on a node lags the stream: catch up first
                 if not client.list_records(table, where={"status": {"$ne": "done"}}):
                     break
                 continue
