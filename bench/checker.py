@@ -192,8 +192,11 @@ def queue_history(tasks: int, rng: random.Random, workers: int = 8) -> list[Oper
 
 def history(mix: str, n: int, seed: int) -> list[Operation]:
     """*mix* ``records``, ``table`` or ``table+unknown`` (8 writes of unknown outcome:
-    4 applied, 4 lost, as when processes are killed mid-call)."""
+    4 applied, 4 lost, as when processes are killed mid-call), or ``queue`` (n/2 tasks:
+    about n operations)."""
     rng = random.Random(seed)
+    if mix == "queue":
+        return queue_history(n // 2, rng)
     steps = (record_steps if mix == "records" else table_steps)(n, rng)
     unknown: set[int] = set()
     lost: set[int] = set()
@@ -212,7 +215,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [10_000] if args.quick else [10_000, 100_000]
     print(f"{'mix':14} {'ops':>8} {'median s':>9} {'ops/s':>9} {'runs':>24} {'partitions':>10}")
-    for mix in ("records", "table", "table+unknown"):
+    for mix in ("records", "table", "table+unknown", "queue"):
         for n in sizes:
             ops = history(mix, n, seed=n)
             runs = []
@@ -225,7 +228,8 @@ def main() -> None:
                 parts = result.partitions
             med = statistics.median(runs)
             shown = " ".join(f"{r:.2f}" for r in runs)
-            print(f"{mix:14} {n:>8} {med:>9.2f} {n / med:>9.0f} {shown:>24} {parts:>10}")
+            n_ops = len(ops)
+            print(f"{mix:14} {n_ops:>8} {med:>9.2f} {n_ops / med:>9.0f} {shown:>24} {parts:>10}")
 
 
 if __name__ == "__main__":
