@@ -30,10 +30,10 @@ How the search is kept small:
   the search branches only on writes of unknown outcome, and one large table (a task
   queue's 2·10^4 claims and completions) is judged in linear time.
 - **Cheap states.** A table's records are a persistent chunked sequence (a write
-  copies one chunk, hashes are kept per chunk) with a position index carried from one
-  version to the next, and a claim scans from where the last claim with the same
-  ``where`` found its record: a write to a table of 10^4 records costs about as much
-  as one to a table of 10.
+  copies one chunk of 64 and the list of chunks, and updates a hash summed over
+  positions) with a position index carried from one version to the next, and a claim
+  scans from where the last claim with the same ``where`` found its record: a write to
+  a table of 10^4 records costs little more than one to a table of 10.
 
 Model choices:
 

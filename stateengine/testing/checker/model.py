@@ -202,19 +202,16 @@ class Records:
 
     A history of one large table (10^4 tasks) puts one entry per write: a flat tuple
     would be copied and rehashed whole each time, and every state the search memoizes
-    would hold a copy. Chunks are shared between versions and their hashes are kept,
-    so a write costs ``O(n / 64 + 64)`` and hashing it as much.
+    would hold a copy. Chunks are shared between versions and the hash is a sum over
+    positions, updated by each write, so a write costs ``O(n / 64 + 64)``.
     """
 
-    __slots__ = ("_hash", "_len", "chunks", "hashes")
+    __slots__ = ("_hash", "_len", "chunks")
 
-    def __init__(
-        self, chunks: tuple[tuple[Entry, ...], ...] = (), hashes: tuple[int, ...] = ()
-    ) -> None:
+    def __init__(self, chunks: tuple[tuple[Entry, ...], ...], length: int, hashed: int) -> None:
         self.chunks = chunks
-        self.hashes = hashes
-        self._len = sum(map(len, chunks))
-        self._hash = hash(hashes)
+        self._len = length
+        self._hash = hashed
 
     @classmethod
     def of(cls, entries: Iterable[Entry]) -> Records:
@@ -222,7 +219,8 @@ class Records:
             return entries
         flat = tuple(entries)
         chunks = tuple(flat[i : i + _CHUNK] for i in range(0, len(flat), _CHUNK))
-        return cls(chunks, tuple(map(_chunk_hash, chunks)))
+        hashed = sum(_at(i, e) for i, e in enumerate(flat)) & _MASK
+        return cls(chunks, len(flat), hashed)
 
     def __len__(self) -> int:
         return self._len
@@ -251,23 +249,21 @@ class Records:
     def set(self, i: int, entry: Entry) -> Records:
         c, off = divmod(i, _CHUNK)
         old = self.chunks[c]
-        chunk = (*old[:off], entry, *old[off + 1 :])
-        return self._with_chunk(c, chunk)
+        chunks = (*self.chunks[:c], (*old[:off], entry, *old[off + 1 :]), *self.chunks[c + 1 :])
+        return Records(chunks, self._len, (self._hash - _at(i, old[off]) + _at(i, entry)) & _MASK)
 
     def append(self, entry: Entry) -> Records:
-        if self.chunks and len(self.chunks[-1]) < _CHUNK:
-            return self._with_chunk(len(self.chunks) - 1, (*self.chunks[-1], entry))
-        return Records((*self.chunks, (entry,)), (*self.hashes, _chunk_hash((entry,))))
+        n = self._len
+        if n % _CHUNK:
+            chunks = (*self.chunks[:-1], (*self.chunks[-1], entry))
+        else:
+            chunks = (*self.chunks, (entry,))
+        return Records(chunks, n + 1, (self._hash + _at(n, entry)) & _MASK)
 
     def remove(self, i: int) -> Records:
         flat = list(self)
         del flat[i]
         return Records.of(flat)
-
-    def _with_chunk(self, c: int, chunk: tuple[Entry, ...]) -> Records:
-        chunks = (*self.chunks[:c], chunk, *self.chunks[c + 1 :])
-        hashes = (*self.hashes[:c], _chunk_hash(chunk), *self.hashes[c + 1 :])
-        return Records(chunks, hashes)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Records):
@@ -275,7 +271,7 @@ class Records:
                 return True
             return (
                 self._hash == other._hash
-                and self.hashes == other.hashes
+                and self._len == other._len
                 and (self.chunks == other.chunks)
             )
         if isinstance(other, (tuple, list)):
@@ -289,8 +285,12 @@ class Records:
         return f"Records({list(self)!r})"
 
 
-def _chunk_hash(chunk: tuple[Entry, ...]) -> int:
-    return hash(tuple(e._hash for e in chunk))
+_MASK: Final = (1 << 64) - 1
+
+
+def _at(i: int, entry: Entry) -> int:
+    """An entry's share of the hash of the records it is at position *i* of."""
+    return hash((i, entry._hash))
 
 
 class TableState:
