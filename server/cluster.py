@@ -26,6 +26,14 @@ newest wins), reports the id it applied in ``stateengine:NAME:applied``, and tri
 stream (``XTRIM MINID``) behind both the newest snapshot and every live node's position.
 A node starts from the newer of its own snapshot and Redis's, then replays the tail.
 
+Failures: every Redis call is bounded (:func:`_connect`) and a failed one makes the node
+refuse writes at once and try again after :data:`RETRY_SECONDS`. Through Sentinel
+(``redis+sentinel://``) each new connection asks for the master, so a node follows a
+failover. Once a second and after every outage the node checks that the stream still
+holds the entry it applied last (:meth:`ClusterNode._position_lost`); if entries after
+it were trimmed, or a failover or a data loss took it, the node reloads from the newest
+snapshot in Redis into a new arena rather than skip entries or keep a lost one's effect.
+
 ``BACKUP`` on a node is a single server's (server/backup.py): the node's state at the
 entry it applied, forked and written under its data dir at the end of the pass.
 """
@@ -45,6 +53,7 @@ from urllib.parse import urlsplit
 
 import msgpack
 import redis
+import redis.sentinel
 import zmq
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -64,6 +73,7 @@ from stateengine.server.persist_base import (
     packb,
     unpackb,
 )
+from stateengine.server.publish import ArenaPublisher
 from stateengine.server.server import Server, _drain
 
 log = logging.getLogger("stateengine.cluster")
@@ -77,6 +87,9 @@ READ_COUNT = 1000
 PROGRESS_TTL = 300.0
 #: Seconds between attempts to reach Redis again after a failure (reads go on locally).
 RETRY_SECONDS = 0.5
+#: Seconds between checks that the stream still holds this node's position (and after
+#: every return of Redis): else the node reloads from the newest snapshot in Redis.
+VERIFY_SECONDS = 1.0
 #: ``STATS`` counts the entries a node is behind up to this many (one ``XRANGE``).
 LAG_COUNT = 10_000
 SNAPSHOT_FILE = "cluster.snapshot"
@@ -89,20 +102,75 @@ _WRITES = command_table.writes()
 #: Test-only fault switches (comma-separated), each defeating one guarantee so that a
 #: test can show it fails without it: ``wall-clock`` (the engine reads the node's clock,
 #: not the entry's), ``no-tail`` (a start skips the stream's entries after the snapshot),
-#: ``no-idle-read`` (an idle node does not read the stream: only a request makes it).
+#: ``no-idle-read`` (an idle node does not read the stream: only a request makes it),
+#: ``no-verify`` (a node never checks that the stream still holds its position),
+#: ``no-timeout`` (a Redis call waits for its reply without a bound).
 FAULTS: Final = frozenset(os.environ.get("STATEENGINE_CLUSTER_FAULTS", "").split(",")) - {""}
 
 
-def parse_cluster_url(url: str) -> tuple[str, int, str]:
-    """``redis://HOST:PORT/NAME`` → ``(host, port, name)``.
+@dataclass(frozen=True)
+class ClusterAddress:
+    """Where a cluster's Redis is: one address, or Sentinels and a master's name."""
 
-    :raises ValueError: another scheme, or no cluster name.
+    name: str
+    host: str = "127.0.0.1"
+    port: int = 6379
+    #: ``redis+sentinel://``: the Sentinels to ask for the master named *master*
+    sentinels: tuple[tuple[str, int], ...] = ()
+    master: str = ""
+
+
+def _host_port(text: str, default: int) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, ""
+    if not host or (port and not port.isdigit()):
+        raise ValueError(text)
+    return host.strip("[]"), int(port) if port else default
+
+
+def parse_cluster_url(url: str) -> ClusterAddress:
+    """``redis://HOST:PORT/NAME`` or
+    ``redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER/NAME`` (Sentinels' port default
+    26379) → a :class:`ClusterAddress`.
+
+    :raises ValueError: another scheme, no cluster name, no master name.
     """
     parts = urlsplit(url)
-    name = parts.path.strip("/")
-    if parts.scheme != "redis" or not parts.hostname or not name or "/" in name:
-        raise ValueError(f"--cluster {url!r}: expected redis://HOST:PORT/NAME")
-    return parts.hostname, parts.port or 6379, name
+    path = parts.path.strip("/").split("/")
+    try:
+        if parts.scheme == "redis" and len(path) == 1 and path[0] and parts.hostname:
+            return ClusterAddress(path[0], parts.hostname, parts.port or 6379)
+        if parts.scheme == "redis+sentinel" and len(path) == 2 and all(path):
+            sentinels = tuple(_host_port(h, 26379) for h in parts.netloc.split(","))
+            return ClusterAddress(path[1], sentinels=sentinels, master=path[0])
+    except ValueError:
+        pass
+    raise ValueError(
+        f"--cluster {url!r}: expected redis://HOST:PORT/NAME or "
+        "redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER/NAME"
+    )
+
+
+def _connect(address: ClusterAddress) -> redis.Redis:
+    """The node's one Redis client. Every call is bounded: 0.5 s to connect, 3 s for a
+    reply (above ``WAIT``'s 1 s). No retries: an ``XADD`` retried after a lost reply
+    would append the writes twice; a failed call is answered ``ServerUnavailable`` at
+    once instead. Through Sentinel, a connection asks the Sentinels for the master when
+    it opens; a failed call closes it, so the next one follows a failover."""
+    options: dict[str, Any] = {
+        "socket_connect_timeout": 0.5,
+        "socket_timeout": None if "no-timeout" in FAULTS else 3.0,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if not address.sentinels:
+        return redis.Redis(host=address.host, port=address.port, **options)
+    sentinel = redis.sentinel.Sentinel(
+        address.sentinels,
+        sentinel_kwargs={"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        **options,
+    )
+    return cast(redis.Redis, sentinel.master_for(address.master, **options))
 
 
 def stream_time(entry_id: bytes | str) -> float:
@@ -172,20 +240,13 @@ class ClusterNode(Server):
         super().__init__(*args, **kwargs)
         if self.store is not None:
             raise ValueError("a cluster node keeps no --store: the stream is its log")
-        host, port, self.name = parse_cluster_url(cluster)
+        address = parse_cluster_url(cluster)
+        self.name = address.name
         self.url = cluster
         self.replicas = replicas
         self.snapshot_seconds = snapshot_seconds
         self.poll_ms = poll_ms
-        # No retries: an XADD retried after a lost reply would append the writes twice;
-        # a failed call is answered ServerUnavailable at once instead.
-        self.redis = redis.Redis(
-            host=host,
-            port=port,
-            socket_connect_timeout=0.5,
-            socket_timeout=3.0,
-            retry=Retry(NoBackoff(), 0),
-        )
+        self.redis = _connect(address)
         prefix = f"stateengine:{self.name}"
         self.stream_key = f"{prefix}:stream"
         self.snapshot_key = f"{prefix}:snapshot"
@@ -199,6 +260,8 @@ class ClusterNode(Server):
         #: why Redis cannot be reached (reads are answered from local state), or None
         self.stale: str | None = None
         self._retry_at = 0.0
+        #: when this node last read the stream to its end (monotonic): how stale it may be
+        self._read_at = time.monotonic()
         #: entry id → this node's requests in it, in entry order
         self._mine: dict[bytes, list[_Local]] = {}
         #: blocking claims found nothing: resubmitted when their table is written
@@ -207,7 +270,15 @@ class ClusterNode(Server):
         self._tick_in_flight = False
         self._snapshot_at = time.monotonic() + snapshot_seconds
         self._snapshot_id = b"0-0"
-        self.cluster_stats = {"entries_appended": 0, "entries_applied": 0, "ticks": 0}
+        self._verify_at = 0.0
+        #: why this node last reloaded from the snapshot in Redis, or None
+        self.reloaded: str | None = None
+        self.cluster_stats = {
+            "entries_appended": 0,
+            "entries_applied": 0,
+            "ticks": 0,
+            "reloads": 0,
+        }
 
     def _clock(self) -> float:
         """The engine's clock: the time of the entry being applied."""
@@ -220,6 +291,7 @@ class ClusterNode(Server):
         self.node_id = self._own_id()
         try:
             self._load_snapshot()
+            self._verify()
             if "no-tail" in FAULTS:  # read only what comes after the start, as "$" would
                 info: Any = self.redis.xinfo_stream(self.stream_key)
                 self.applied = self.stream_last = info["last-generated-id"]
@@ -258,20 +330,123 @@ class ClusterNode(Server):
             candidates.append(remote)
         best: tuple[bytes, bytes] | None = None
         for blob in candidates:
-            entry_id, payload, name = unpackb(blob)
-            if name != self.name:  # this data dir served another cluster: not its state
-                log.warning("cluster %s: ignoring a snapshot of cluster %s", self.name, name)
-                continue
-            entry_id = entry_id.encode() if isinstance(entry_id, str) else entry_id
-            if best is None or id_key(entry_id) > id_key(best[0]):
-                best = (entry_id, payload)
-        if best is None:
+            snapshot = self._snapshot_of(blob)
+            if snapshot is not None and (best is None or id_key(snapshot[0]) > id_key(best[0])):
+                best = snapshot
+        if best is not None:
+            self._restore(best)
+
+    def _snapshot_of(self, blob: bytes) -> tuple[bytes, bytes] | None:
+        """A snapshot's ``(entry id, encoded state)``; None if of another cluster."""
+        entry_id, payload, name = unpackb(blob)
+        if name != self.name:  # this data dir served another cluster: not its state
+            log.warning("cluster %s: ignoring a snapshot of cluster %s", self.name, name)
+            return None
+        return (entry_id.encode() if isinstance(entry_id, str) else entry_id), payload
+
+    def _restore(self, snapshot: tuple[bytes, bytes] | None) -> None:
+        """Replace the engine's state with *snapshot*'s (None: empty, before the stream)."""
+        engine = self.engine
+        engine.tables = {}
+        engine.seq = 0
+        entry_id = b"0-0"
+        if snapshot is not None:
+            entry_id = snapshot[0]
+            engine.apply_change_set(decode_change_set(snapshot[1]))
+            log.info("cluster %s: snapshot at %s loaded", self.name, entry_id.decode())
+        engine.rebuild_deadlines()
+        engine.changes, engine.table_changes, engine.removed = {}, set(), set()
+        self.applied = self.stream_last = self._snapshot_id = entry_id
+        self._entry_time = stream_time(entry_id)
+
+    def _position_lost(self) -> str | None:
+        """Why the stream no longer holds what comes after this node's position, or None.
+
+        A live node's position holds the trimming, so its entry stays in the stream. It
+        is gone when entries after it were trimmed (the node was away longer than
+        :data:`PROGRESS_TTL`) or when the stream never kept it: a failover promoted a
+        replica that had not received it, or Redis lost its data. Either way, reading on
+        would skip entries or keep an effect no other node has.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xinfo_stream(self.stream_key)
+        pipe.xrange(self.stream_key, self.applied, self.applied)
+        info, here = pipe.execute(raise_on_error=False)
+        if isinstance(here, Exception):
+            raise here
+        if here:
+            return None
+        position = id_key(self.applied)
+        first: tuple[int, int] | None = None
+        trimmed = False  # XTRIM only ever removes a prefix: the entries before `first`
+        if not isinstance(info, Exception):  # an error: no stream at all
+            entry = info.get("first-entry")
+            first = id_key(entry[0]) if entry else None
+            trimmed = info.get("entries-added", 0) > info.get("length", 0)
+        if position == (0, 0) and not trimmed:
+            return None
+        if trimmed and (first is None or first > position):
+            return (
+                f"entries after {self.applied.decode()}, this node's last applied entry, "
+                "were trimmed from the stream"
+            )
+        return (
+            f"the stream does not hold {self.applied.decode()}, this node's last applied "
+            "entry (a failover to a replica that lacked it, or a Redis that lost its data)"
+        )
+
+    def _verify(self) -> None:
+        """Reload from the newest snapshot in Redis if the stream lost this node's
+        position, rather than skip entries or keep a lost one's effect.
+
+        :raises redis.RedisError: Redis did not answer.
+        """
+        self._verify_at = time.monotonic() + VERIFY_SECONDS
+        if "no-verify" in FAULTS:
             return
-        self.engine.apply_change_set(decode_change_set(best[1]))
-        self.engine.rebuild_deadlines()
-        self.applied = self.stream_last = self._snapshot_id = best[0]
-        self._entry_time = stream_time(best[0])
-        log.info("cluster %s: snapshot at %s loaded", self.name, best[0].decode())
+        reason = self._position_lost()
+        if reason is None:
+            return
+        remote = cast(bytes | None, self.redis.get(self.snapshot_key))
+        if remote is None and not self.redis.exists(self.stream_key):
+            # No stream and no snapshot: a new or emptied Redis, not this cluster's. Wiping
+            # every node to match it is the operator's call (docs/cluster.md).
+            raise redis.RedisError(
+                f"Redis holds no stream nor snapshot of cluster {self.name} (it lost its "
+                f"data?), and this node applied up to {self.applied.decode()}"
+            )
+        log.error("cluster %s: %s; reloading from the newest snapshot in Redis", self.name, reason)
+        self.reloaded = reason
+        self.cluster_stats["reloads"] += 1
+        self._restore(self._snapshot_of(remote) if remote is not None else None)
+        # This node's writes appended but not applied: their entries may be gone.
+        for locals_ in self._mine.values():
+            for local in locals_:
+                self._refuse(local, ServerUnavailable(f"cluster {self.name}: {reason}"))
+        self._mine = {}
+        self._tick_in_flight = False
+        with contextlib.suppress(OSError):  # it may hold the lost entries' effects
+            (self.data_dir / SNAPSHOT_FILE).unlink()
+        if self._sock is not None:  # started: the arena already holds the old state
+            self._renew_arena()
+
+    def _renew_arena(self) -> None:
+        """Publish the reloaded state to a new arena: the old one may stand at a higher
+        ``seq`` (the lost entries' commits) and an arena's versions only go up. Workers
+        find the new one in ``server.json`` (re-checked at least once a second)."""
+        old = self.publisher
+        if not isinstance(old, ArenaPublisher):
+            return
+        try:
+            new = old.renewed()
+            new.publish(self.engine.full_change_set())
+        except Exception:
+            log.exception("cluster %s: no new arena; clients read via the socket", self.name)
+            new = None
+        self.publisher = new
+        self._supersede_previous_arena()
+        self._write_server_file()
+        old.close(unlink=True)
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -326,6 +501,12 @@ class ClusterNode(Server):
                 reads.append(local)
         writes = self._due + writes  # parked claims first: the earliest is answered first
         self._due = []
+        if not resting and (self.stale is not None or time.monotonic() >= self._verify_at):
+            try:  # back from an outage, or once a second: is the position still there?
+                self._verify()
+            except redis.RedisError as exc:
+                self._failed(exc)
+                resting = True
         if resting:
             for local in writes:
                 self._refuse(local, ServerUnavailable(self._unavailable()))
@@ -340,6 +521,8 @@ class ClusterNode(Server):
                 caught_up = len(entries) < READ_COUNT or self._catch_up()
         elif not resting:
             caught_up = self._catch_up()
+        if caught_up:
+            self._read_at = time.monotonic()
         for local in reads:
             self._send(local.sock, local.envelope, self._answer(local.request, local.as_json))
         for local in syncs:
@@ -663,6 +846,8 @@ class ClusterNode(Server):
             "behind_entries": behind,
             "stream_length": length,
             "stale": self.stale,
+            "reloaded": self.reloaded,
+            "read_age_ms": round((time.monotonic() - self._read_at) * 1000),
             "parked_claims": len(self._waiters) + len(self._due),
             "next_deadline": self.engine.next_deadline(),
             "replicas": self.replicas,

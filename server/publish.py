@@ -45,6 +45,7 @@ class ArenaPublisher:
         self, engine: TableEngine, initial_size: int = defaults.ARENA_SIZE, **options: Any
     ) -> None:
         self.engine = engine
+        self._settings = (initial_size, options)
         self.writer = ArenaWriter.create(initial_size=initial_size, **options)
         self.name = self.writer.name
         # the stored records and infos are validated values: msgspec's encoder, 2.7x
@@ -68,6 +69,13 @@ class ArenaPublisher:
             dropped_tables=changes.dropped,
             meta=meta,
         )
+
+    def renewed(self) -> ArenaPublisher:
+        """A new, empty arena with this one's settings: for a state that went back (a
+        cluster node reloading), whose ``seq`` may be below this arena's, which only
+        goes up."""
+        initial_size, options = self._settings
+        return ArenaPublisher(self.engine, initial_size, **options)
 
     def reclaim(self) -> None:
         """Free space of dead or expired readers even when no writes come (idle timer)."""

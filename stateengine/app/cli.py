@@ -756,8 +756,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http-token", help="the --http token itself (shown by ps: use the file)")
     p.add_argument(
         "--cluster",
-        metavar="redis://HOST:PORT/NAME",
-        help="a node of cluster NAME: writes ordered by a Redis stream (docs/cluster.md)",
+        metavar="URL",
+        help="a node of cluster NAME: writes ordered by a Redis stream (docs/cluster.md);"
+        " URL is redis://HOST:PORT/NAME, or redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER/NAME"
+        " to find the master through Sentinel and follow its failovers",
     )
     p.add_argument(
         "--cluster-replicas",

@@ -339,6 +339,8 @@ def test_a_data_dir_that_served_another_cluster_starts_from_this_one(
         ("http://127.0.0.1:1/x", "expected redis://HOST:PORT/NAME"),
         ("redis://127.0.0.1:1", "expected redis://HOST:PORT/NAME"),
         ("redis://127.0.0.1:1/x", "cannot reach Redis"),
+        ("redis+sentinel://127.0.0.1:1/x", "redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER"),
+        ("redis+sentinel://127.0.0.1:1,127.0.0.1:2/m/x", "cannot reach Redis"),
     ],
 )
 def test_serve_cluster_refuses_a_bad_url_or_no_redis(

@@ -17,13 +17,13 @@ from cluster_harness import (
     Connect,
     NodeFactory,
     RedisServer,
+    check_all_present,
     claim_worker,
     cluster_figures,
     create_worker,
     settled_digests,
 )
 
-from stateengine.client.client import Client
 from stateengine.testing import ServerProcess
 from stateengine.testing.checker import EXPIRY, check
 from stateengine.testing.history import (
@@ -210,12 +210,3 @@ def test_kill_9_under_load_then_restart_catches_up(
             joined.stop()
     finally:
         restarted.stop()
-
-
-def check_all_present(clients: list[Client], acknowledged: list[str]) -> None:
-    digests = settled_digests(clients)
-    for client in clients:
-        keys = {r["key"] for r in client.list_records("t")}
-        missing = set(acknowledged) - keys
-        assert not missing, (clients.index(client), len(missing), sorted(missing)[:5])
-    assert len(set(digests)) == 1, digests
