@@ -106,14 +106,17 @@ QUEUE_SHAPE: Final = {
 }
 
 
-def queue_history(tasks: int, rng: random.Random, workers: int = 8) -> list[Operation]:
+def queue_history(
+    tasks: int, rng: random.Random, workers: int = 8, spread: int = 30_000
+) -> list[Operation]:
     """A task queue drained by *workers*, as the queue workers' test runs it: each claims
     the first pending task under a lease with an ``$inc`` of its attempts, then completes
     it with ``if_version`` (one in 50 first tries a stale version: ``VersionConflict``);
     a monitor reads tasks now and then; two completions are of unknown outcome (their
     worker died, a new one takes its place) and one is lost; every worker ends with a
     claim that finds nothing and a listing shows what is not done. One table-wide
-    partition of about ``2 * tasks`` operations."""
+    partition of about ``2 * tasks`` operations, each overlapping ~*spread*/500 others
+    (operations are 1 µs apart, stretched up to *spread* ns either way)."""
     from stateengine.server.engine import TableEngine
 
     steps: list[tuple[str, dict[str, Any]]] = [
@@ -187,7 +190,7 @@ def queue_history(tasks: int, rng: random.Random, workers: int = 8) -> list[Oper
                 held[w] = None
     where = {"status": {"$ne": "done"}}
     steps.append(("check", {"command": "LIST_RECORDS", "state": QUEUE, "where": where}))
-    return simulate(steps, rng=rng, gap=1000, spread=3000, unknown=unknown, lost=lost)
+    return simulate(steps, rng=rng, gap=1000, spread=spread, unknown=unknown, lost=lost)
 
 
 def history(mix: str, n: int, seed: int) -> list[Operation]:
