@@ -5,7 +5,8 @@ real engine with ``stateengine.testing.history.simulate`` and times
 ``stateengine.testing.checker.check`` on 10⁴ and 10⁵ operations, median of 3, for two
 mixes: ``records`` (record commands on 64 records: many small partitions), ``table``
 (the load test's mix on 3 hot records with claims, listings and snapshots: one partition)
-and ``table+unknown`` (the same with 8 writes of unknown outcome).
+and ``table+unknown`` (the same with 8 writes of unknown outcome); and a task queue
+(:func:`queue_history`: 10⁴ tasks drained by 8 workers, ~2·10⁴ operations, one partition).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import argparse
 import random
 import statistics
 import time
-from typing import Any
+from typing import Any, Final
 
 from stateengine.testing.checker import check
 from stateengine.testing.history import Operation, simulate
@@ -98,10 +99,107 @@ def table_steps(n: int, rng: random.Random) -> list[tuple[str, dict[str, Any]]]:
     return steps[:n]
 
 
+QUEUE: Final = "tasks"
+QUEUE_SHAPE: Final = {
+    "schema": {"status": "string", "worker": "integer?", "attempts": "integer"},
+    "indexes": ["status"],  # the engine claims through it: the history builds fast
+}
+
+
+def queue_history(
+    tasks: int, rng: random.Random, workers: int = 8, spread: int = 30_000
+) -> list[Operation]:
+    """A task queue drained by *workers*, as the queue workers' test runs it: each claims
+    the first pending task under a lease with an ``$inc`` of its attempts, then completes
+    it with ``if_version`` (one in 50 first tries a stale version: ``VersionConflict``);
+    a monitor reads tasks now and then; two completions are of unknown outcome (their
+    worker died, a new one takes its place) and one is lost; every worker ends with a
+    claim that finds nothing and a listing shows what is not done. One table-wide
+    partition of about ``2 * tasks`` operations, each overlapping ~*spread*/500 others
+    (operations are 1 µs apart, stretched up to *spread* ns either way)."""
+    from stateengine.server.engine import TableEngine
+
+    steps: list[tuple[str, dict[str, Any]]] = [
+        ("setup", {"command": "CREATE_STATE", "state": QUEUE, **QUEUE_SHAPE})
+    ]
+    for lo in range(0, tasks, 500):
+        creates = [
+            {
+                "command": "CREATE_RECORD",
+                "state": QUEUE,
+                "record": {"status": "pending", "worker": None, "attempts": 0},
+            }
+            for _ in range(min(500, tasks - lo))
+        ]
+        steps.append(("setup", {"command": "BATCH", "commands": creates}))
+    engine = TableEngine()  # to learn each claim's version (simulate replays the steps)
+    for _, request in steps:
+        assert engine.execute(request)["ok"]
+    claim = {
+        "command": "CLAIM_RECORD",
+        "state": QUEUE,
+        "where": {"status": "pending"},
+        "lease_seconds": 1000,
+    }
+    names = [f"w{w}" for w in range(workers)]
+    held: list[tuple[int, int] | None] = [None] * workers
+    unknown: set[int] = set()
+    lost: set[int] = set()
+    fates = {rng.randrange(tasks // 4, tasks): "unknown" for _ in range(2)}
+    fates[rng.randrange(tasks // 4, tasks)] = "lost"
+    finished = 0  # workers whose claim found nothing
+    while finished < workers:
+        w = rng.randrange(workers)
+        if held[w] is None and names[w] == "":
+            continue
+        if held[w] is None:
+            fields = {"status": "running", "worker": w, "attempts": {"$inc": 1}}
+            request = {**claim, "fields": fields}
+            reply = engine.execute(request)
+            steps.append((names[w], request))
+            if reply["result"] is None:
+                names[w], finished = "", finished + 1
+            else:
+                held[w] = (reply["result"]["id"], reply["result"]["_version"])
+        elif rng.random() < 0.05:
+            rid = rng.randrange(1, tasks + 1)
+            request = {"command": "GET_RECORD", "state": QUEUE, "id": rid}
+            engine.execute(request)
+            steps.append(("monitor", request))
+        else:
+            rid, version = held[w]  # type: ignore[misc]
+            stale = rng.random() < 0.02
+            request = {
+                "command": "PATCH_RECORD",
+                "state": QUEUE,
+                "id": rid,
+                "fields": {"status": "done"},
+                "if_version": version - 1 if stale else version,
+            }
+            fate = None if stale else fates.pop(rid, None)
+            if fate == "unknown":
+                unknown.add(len(steps))
+            elif fate == "lost":
+                lost.add(len(steps))
+            if fate != "lost":
+                engine.execute(request)
+            steps.append((names[w], request))
+            if fate is not None:  # the worker died: a new one takes its place
+                names[w] = f"{names[w]}'"
+            if not stale:
+                held[w] = None
+    where = {"status": {"$ne": "done"}}
+    steps.append(("check", {"command": "LIST_RECORDS", "state": QUEUE, "where": where}))
+    return simulate(steps, rng=rng, gap=1000, spread=spread, unknown=unknown, lost=lost)
+
+
 def history(mix: str, n: int, seed: int) -> list[Operation]:
     """*mix* ``records``, ``table`` or ``table+unknown`` (8 writes of unknown outcome:
-    4 applied, 4 lost, as when processes are killed mid-call)."""
+    4 applied, 4 lost, as when processes are killed mid-call), or ``queue`` (n/2 tasks:
+    about n operations)."""
     rng = random.Random(seed)
+    if mix == "queue":
+        return queue_history(n // 2, rng)
     steps = (record_steps if mix == "records" else table_steps)(n, rng)
     unknown: set[int] = set()
     lost: set[int] = set()
@@ -120,7 +218,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [10_000] if args.quick else [10_000, 100_000]
     print(f"{'mix':14} {'ops':>8} {'median s':>9} {'ops/s':>9} {'runs':>24} {'partitions':>10}")
-    for mix in ("records", "table", "table+unknown"):
+    for mix in ("records", "table", "table+unknown", "queue"):
         for n in sizes:
             ops = history(mix, n, seed=n)
             runs = []
@@ -133,7 +231,8 @@ def main() -> None:
                 parts = result.partitions
             med = statistics.median(runs)
             shown = " ".join(f"{r:.2f}" for r in runs)
-            print(f"{mix:14} {n:>8} {med:>9.2f} {n / med:>9.0f} {shown:>24} {parts:>10}")
+            n_ops = len(ops)
+            print(f"{mix:14} {n_ops:>8} {med:>9.2f} {n_ops / med:>9.0f} {shown:>24} {parts:>10}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ at all (an exception in the client), is an unknown outcome too.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import threading
@@ -43,6 +44,7 @@ __all__ = [
     "iter_entries",
     "pair_entries",
     "read_history",
+    "reads_as_of_sync",
     "record_server_commits",
     "unknown_outcome",
 ]
@@ -164,6 +166,39 @@ def read_history(*paths: str | os.PathLike[str]) -> list[Operation]:
     for path in paths:
         entries.extend(iter_entries(Path(path)))
     return pair_entries(entries)
+
+
+def reads_as_of_sync(operations: Iterable[Operation]) -> list[Operation]:
+    """*operations* with each read that follows a ``SYNC`` of its process (nothing but
+    reads in between) taken as invoked when that ``SYNC`` was.
+
+    That is what a cluster node promises (docs/cluster.md): ``client.sync()`` makes the
+    reads after it see every write acknowledged *before the sync*; one acknowledged by
+    another node while the sync ran may not be applied here yet, so such a read is
+    linearizable from the sync's invocation on, not from its own. An acknowledged write
+    of the process ends the window (the reads after it are checked as recorded: the node
+    applied everything acknowledged before that write); reads with no ``SYNC`` before
+    them are left as they are. For the checker, on a cluster's histories.
+    """
+    from stateengine import command_table
+
+    ops = list(operations)
+    by_process: dict[str, list[int]] = {}
+    for i, o in enumerate(ops):
+        by_process.setdefault(o.process, []).append(i)
+    for indices in by_process.values():
+        synced: int | None = None
+        for i in sorted(indices, key=lambda i: ops[i].op):
+            o = ops[i]
+            spec = command_table.COMMANDS.get(o.command)
+            if o.command == "SYNC":
+                synced = o.invoke if o.ok else None
+            elif o.command != "SNAPSHOT" and (spec is None or spec.writes):
+                if o.ok:  # acknowledged: applied here after all acknowledged before it
+                    synced = None
+            elif synced is not None:
+                ops[i] = dataclasses.replace(o, invoke=synced)
+    return ops
 
 
 def simulate(

@@ -17,6 +17,7 @@ from typing import Any
 import redis
 
 from stateengine.client.client import Client
+from stateengine.errors import VersionConflict
 from stateengine.testing import ServerProcess
 
 
@@ -290,27 +291,41 @@ def check_all_present(
 # --- worker processes (spawned: module-level functions) ----------------------------------
 
 
-def claim_worker(node: ServerProcess, table: str, abandon_every: int, seconds: float) -> list[int]:
+def claim_worker(
+    node: ServerProcess,
+    table: str,
+    abandon_every: int,
+    seconds: float,
+    history: str | None = None,
+) -> list[int]:
     """Claim tasks under a 5 s lease and complete them; every *abandon_every*-th claim
     is dropped without completing (a worker dying with its lease: the task comes back
-    when the lease runs out). Returns the ids this worker completed. Stops once no task
-    is pending nor leased, or after *seconds*."""
+    when the lease runs out). A completion is made under the claim (``if_version``): one
+    whose lease ran out first (a node slow to reply) is refused. Returns the ids this
+    worker completed. Stops once no task is pending nor leased, or after *seconds*.
+    *history*: a directory to record this worker's operations in, for the checker."""
     done: list[int] = []
     deadline = time.monotonic() + seconds
     claims = 0
-    with node.connect(timeout=30) as client:
+    with node.connect(timeout=30, history=history) as client:
         while time.monotonic() < deadline:
             task = client.claim_record(
                 table, {"status": "pending"}, {"status": "running"}, lease_seconds=5, wait=1
             )
             if task is None:
+                client.sync()  # a read on a node lags the stream: catch up first
                 if not client.list_records(table, where={"status": {"$ne": "done"}}):
                     break
                 continue
             claims += 1
             if abandon_every and claims % abandon_every == 0:
                 continue
-            client.patch_record(table, task["id"], {"status": "done"})
+            try:  # only under the claim we hold: a reply late past the lease loses the task
+                client.patch_record(
+                    table, task["id"], {"status": "done"}, if_version=task["_version"]
+                )
+            except VersionConflict:
+                continue  # the lease ran out and another worker took the task
             done.append(task["id"])
     return done
 

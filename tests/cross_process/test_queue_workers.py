@@ -80,10 +80,9 @@ def run_queue(
     tmp_path: Path,
     tasks: int,
     faults: str = "",
-    check_history: bool = True,
     work: float = 0.0,
     schedule: list[Step] = FAULTS,
-) -> tuple[list[int], Any, Verdict | None]:
+) -> tuple[list[int], Any, Verdict]:
     """Drain *tasks* with 8 workers under the nemesis's *schedule*; return the tasks
     completed (from the history), those left undone, and the verdict on the history."""
     history = tmp_path / "history"
@@ -157,8 +156,6 @@ def run_queue(
     assert exits == [-signal.SIGKILL if p.pid in killed else 0 for p in procs], exits
     operations = read_history(*history.glob("*.msgpack"))
     done = [t for op in operations if op.ok and (t := done_of(op)) is not None]
-    if not check_history:
-        return done, left, None
     return done, left, verify(operations, [DONE_ONCE], time_limit=120)
 
 
@@ -168,18 +165,20 @@ def test_every_task_done_once_with_two_workers_killed(tmp_path: Path) -> None:
     assert left == [], "a task was lost"
     # Done twice: the invariant over the history (a completion a kill left without a
     # reply is of unknown outcome: not counted, and the server's table says it is done).
-    assert verdict is not None and verdict.ok, verdict and verdict.report()
+    assert verdict.ok, verdict.report()
     assert len(done) == len(set(done)) >= tasks - 2
 
 
 @pytest.mark.slow
 def test_ten_thousand_tasks_done_once_with_two_workers_killed(tmp_path: Path) -> None:
-    """The same at 10^4 tasks, without the checker: every claim touches one table-wide
-    partition, and the checker's search does not finish 20k operations of one partition
-    in minutes (it gave no verdict in 137 s); the 300-task run above is checked."""
+    """The same at 10^4 tasks, checked the same way: ~2·10^4 operations of one
+    table-wide partition, which the checker judges in seconds (it takes the recorded
+    writes in seq order)."""
     tasks = 10_000
-    done, left, _ = run_queue(tmp_path, tasks, check_history=False)
+    done, left, verdict = run_queue(tmp_path, tasks)
     assert left == []
+    assert verdict.ok, verdict.report()
+    assert verdict.linearizability.operations > 2 * tasks
     assert len(done) == len(set(done)) >= tasks - 2
 
 

@@ -6,6 +6,7 @@ Times are in milliseconds; ``op(...)`` builds an :class:`Operation` of a process
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import msgpack
 import pytest
 
 from stateengine.testing.checker import check, main
-from stateengine.testing.history import HistoryWriter, Operation, read_history
+from stateengine.testing.history import HistoryWriter, Operation, read_history, reads_as_of_sync
 
 T = "t"
 _counters: dict[str, itertools.count[int]] = {}
@@ -526,3 +527,28 @@ def test_ttl_expiry_commits_and_reads() -> None:
     # a read that shows no _expires after the TTL was set is rejected too
     plain = op("b", "GET_RECORD", {"id": 1}, 2, 3, rec(1, 3, n=0, status="free"))
     rejected([*setup(), expire, plain])
+
+
+# --- a cluster node's reads after sync() -------------------------------------------------------
+
+
+def test_a_read_after_sync_is_checked_from_the_syncs_invocation() -> None:
+    """A write acknowledged (by another node) while b's sync ran may be missing from b's
+    next read: strictly a stale read, as the node promises it a read from the sync's
+    invocation on (``reads_as_of_sync``). Not so once b's own write was acknowledged in
+    between (applied after everything acknowledged before it), nor without a sync."""
+    write = op("a", "PATCH_RECORD", {"id": 1, "fields": {"n": 5}}, 1, 2, rec(1, 3, n=5), seq=3)
+    write = dataclasses.replace(write, result=rec(1, 3, n=5, status="free"))
+    sync = op("b", "SYNC", {}, 0, 3, {"applied": "1-0"})
+    stale = op("b", "GET_RECORD", {"id": 1}, 4, 5, rec(1, 2, n=0, status="free"))
+    ops = [*setup(), write, sync, stale]
+    rejected(ops)
+    accepted(reads_as_of_sync(ops))
+    # the control: b's own write between the sync and the read ends the window
+    own = op("b", "CREATE_RECORD", {"record": {"id": 2}}, 3.5, 3.8, rec(2, 4), seq=4)
+    stale_after = dataclasses.replace(stale, op=own.op + 1)
+    report = rejected(reads_as_of_sync([*setup(), write, sync, own, stale_after]))
+    assert "GET_RECORD: observed" in report
+    # and a read with no sync before it stays as recorded
+    alone = dataclasses.replace(stale, process="c", op=0)
+    rejected(reads_as_of_sync([*setup(), write, alone]))

@@ -27,6 +27,7 @@ from stateengine.testing.checker import (
     check,
     step,
 )
+from stateengine.testing.checker.model import Entry, Records, TableState
 from stateengine.testing.history import Operation, simulate
 
 T = "t"
@@ -395,3 +396,38 @@ def test_ten_thousand_operations_with_unknown_outcomes() -> None:
     (failure,) = result.failures
     assert failure.sub_history == [bad], result.report()
     assert "the model allows only" in result.report()
+
+
+# --- the records of a table: a persistent chunked sequence ---------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 300), st.integers(0, 3))))
+def test_records_built_by_writes_equal_the_same_entries_built_at_once(
+    writes: list[tuple[int, int, int]],
+) -> None:
+    """Appends, in-place writes and removals (across chunk boundaries) give the records a
+    flat list of the same writes gives: equal, same hash, same order and positions."""
+    flat: list[Entry] = []
+    table = TableState(True)
+    for how, rid, n in writes:
+        entry = Entry(rid, {"id": rid, "n": n}, n + 1, None)
+        at = next((i for i, e in enumerate(flat) if e.id == rid), -1)
+        if how == 2 and at >= 0:
+            del flat[at]
+            table = table.remove(rid)
+        elif how < 2:
+            if at >= 0:
+                flat[at] = entry
+            else:
+                flat.append(entry)
+            table = table.put(entry)
+    records = table.records
+    once = Records.of(flat)
+    assert list(records) == flat and len(records) == len(flat)
+    assert records == once and hash(records) == hash(once)
+    assert all(records[i] is e and table.find(e.id) == i for i, e in enumerate(flat))
+    assert [i for i, _ in records.from_(3)] == list(range(3, len(flat)))
+    if flat:  # one value more is another table
+        changed = Entry(flat[0].id, {"id": flat[0].id, "n": -1}, 99, None)
+        assert Records.of([changed, *flat[1:]]) != records

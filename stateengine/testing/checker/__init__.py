@@ -25,7 +25,15 @@ How the search is kept small:
   linearized at once, without branching: nothing has to precede it and it changes
   nothing, so any explanation from there can be rearranged to take it first.
 - **seq order.** Recorded writes are linearized in ``seq`` order, and a write of
-  unknown outcome only where the recorded ``seq``s leave a free one (below).
+  unknown outcome only where the recorded ``seq``s leave a free one (below). So the
+  only recorded write that may come next is the partition's lowest not yet linearized:
+  the search branches only on writes of unknown outcome, and one large table (a task
+  queue's 2·10^4 claims and completions) is judged in linear time.
+- **Cheap states.** A table's records are a persistent chunked sequence (a write
+  copies one chunk of 64 and the list of chunks, and updates a hash summed over
+  positions) with a position index carried from one version to the next, and a claim
+  scans from where the last claim with the same ``where`` found its record: a write to
+  a table of 10^4 records costs little more than one to a table of 10.
 
 Model choices:
 

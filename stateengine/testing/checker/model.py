@@ -193,15 +193,118 @@ class Entry:
         return self._hash
 
 
+#: Entries per chunk of :class:`Records` (a write copies one chunk and the chunk list).
+_CHUNK: Final = 64
+
+
+class Records:
+    """A table's entries in order, as a persistent chunked sequence.
+
+    A history of one large table (10^4 tasks) puts one entry per write: a flat tuple
+    would be copied and rehashed whole each time, and every state the search memoizes
+    would hold a copy. Chunks are shared between versions and the hash is a sum over
+    positions, updated by each write, so a write costs ``O(n / 64 + 64)``.
+    """
+
+    __slots__ = ("_hash", "_len", "chunks")
+
+    def __init__(self, chunks: tuple[tuple[Entry, ...], ...], length: int, hashed: int) -> None:
+        self.chunks = chunks
+        self._len = length
+        self._hash = hashed
+
+    @classmethod
+    def of(cls, entries: Iterable[Entry]) -> Records:
+        if isinstance(entries, Records):
+            return entries
+        flat = tuple(entries)
+        chunks = tuple(flat[i : i + _CHUNK] for i in range(0, len(flat), _CHUNK))
+        hashed = sum(_at(i, e) for i, e in enumerate(flat)) & _MASK
+        return cls(chunks, len(flat), hashed)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[Entry]:
+        for chunk in self.chunks:
+            yield from chunk
+
+    def __getitem__(self, i: int) -> Entry:
+        if i < 0:
+            i += self._len
+        if not 0 <= i < self._len:
+            raise IndexError(i)
+        return self.chunks[i // _CHUNK][i % _CHUNK]
+
+    def from_(self, start: int) -> Iterator[tuple[int, Entry]]:
+        """``(position, entry)`` from *start* on."""
+        c, off = divmod(start, _CHUNK)
+        pos = c * _CHUNK
+        for chunk in self.chunks[c:]:
+            for e in chunk[off:] if off else chunk:
+                yield pos + off, e
+                off += 1
+            pos, off = pos + _CHUNK, 0
+
+    def set(self, i: int, entry: Entry) -> Records:
+        c, off = divmod(i, _CHUNK)
+        old = self.chunks[c]
+        chunks = (*self.chunks[:c], (*old[:off], entry, *old[off + 1 :]), *self.chunks[c + 1 :])
+        return Records(chunks, self._len, (self._hash - _at(i, old[off]) + _at(i, entry)) & _MASK)
+
+    def append(self, entry: Entry) -> Records:
+        n = self._len
+        if n % _CHUNK:
+            chunks = (*self.chunks[:-1], (*self.chunks[-1], entry))
+        else:
+            chunks = (*self.chunks, (entry,))
+        return Records(chunks, n + 1, (self._hash + _at(n, entry)) & _MASK)
+
+    def remove(self, i: int) -> Records:
+        flat = list(self)
+        del flat[i]
+        return Records.of(flat)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Records):
+            if self is other:
+                return True
+            return (
+                self._hash == other._hash
+                and self._len == other._len
+                and (self.chunks == other.chunks)
+            )
+        if isinstance(other, (tuple, list)):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"Records({list(self)!r})"
+
+
+_MASK: Final = (1 << 64) - 1
+
+
+def _at(i: int, entry: Entry) -> int:
+    """An entry's share of the hash of the records it is at position *i* of."""
+    return hash((i, entry._hash))
+
+
 class TableState:
     """One table as far as a partition knows it.
 
     ``partial``: only some records are in this partition (record-level checks), so size,
     order, version and counter are not known. ``version``/``next_id`` None: unknown.
+    The position index and the claim hints (per ``where``: no unleased record before
+    that position matches) are caches, carried over to the table a write derives.
     """
 
     __slots__ = (
         "_hash",
+        "_hints",
         "_index",
         "exists",
         "max_length",
@@ -217,17 +320,18 @@ class TableState:
         version: int | None = 0,
         next_id: int | None = 1,
         max_length: int | None = None,
-        records: tuple[Entry, ...] = (),
+        records: Iterable[Entry] = (),
         partial: bool = False,
     ) -> None:
         self.exists = exists
         self.version = version
         self.next_id = next_id
         self.max_length = max_length
-        self.records = records
+        self.records = Records.of(records)
         self.partial = partial
         self._index: dict[Any, int] | None = None
-        self._hash = hash((exists, version, next_id, max_length, records, partial))
+        self._hints: dict[Any, int] = {}
+        self._hash = hash((exists, version, next_id, max_length, self.records, partial))
 
     def find(self, rid: Any) -> int:
         """The position of record *rid*, or -1."""
@@ -249,7 +353,10 @@ class TableState:
             "partial": self.partial,
         }
         args.update(changes)
-        return TableState(**args)
+        new = TableState(**args)
+        if new.records is self.records:  # same records: the caches hold
+            new._index, new._hints = self._index, self._hints
+        return new
 
     def bump(self) -> int | None:
         return None if self.version is None else self.version + 1
@@ -257,15 +364,34 @@ class TableState:
     def put(self, entry: Entry) -> TableState:
         """The table with *entry* written (in place if it exists, else appended)."""
         i = self.find(entry.id)
+        index = self._index
         if i < 0:
-            records = (*self.records, entry)
+            new = self.replace(records=self.records.append(entry), version=self.bump())
+            i = len(self.records)
+            if index is not None:
+                index = dict(index)
+                index[(type(entry.id), entry.id)] = i
         else:
-            records = (*self.records[:i], entry, *self.records[i + 1 :])
-        return self.replace(records=records, version=self.bump())
+            new = self.replace(records=self.records.set(i, entry), version=self.bump())
+        new._index = index
+        new._hints = {k: min(h, i) for k, h in self._hints.items()}
+        return new
 
     def remove(self, rid: Any) -> TableState:
         i = self.find(rid)
-        return self.replace(records=self.records[:i] + self.records[i + 1 :], version=self.bump())
+        new = self.replace(records=self.records.remove(i), version=self.bump())
+        new._hints = {k: min(h, i) for k, h in self._hints.items()}
+        return new
+
+    def first_claimable(self, key: Any, where: Callable[[dict[str, Any]], bool]) -> Entry | None:
+        """The first record not under a lease that *where* (frozen as *key*) matches."""
+        start = self._hints.get(key, 0)
+        for i, e in self.records.from_(start):
+            if e.lease is None and where(e.data):
+                self._hints[key] = i
+                return e
+        self._hints[key] = len(self.records)
+        return None
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -531,14 +657,18 @@ def _claim_record(state: State, req: dict[str, Any], ctx: Ctx) -> Branches:
             continue
         # rule 1: a record under a lease is not claimable (a lease that ran out was
         # ended by the server's expiry commit, an operation of the history)
-        candidates = [e for e in table.records if e.lease is None and where(e.data)]
         keys = parse_order_by(req.get("order_by"))
+        first: Entry | None
         if keys:
+            candidates = [e for e in table.records if e.lease is None and where(e.data)]
             candidates = order_records(candidates, keys, get=lambda e: e.data)
-        if not candidates:
+            first = candidates[0] if candidates else None
+        else:  # table order: scan from where the last claim on this table found one
+            first = table.first_claimable(freeze(req.get("where")), where)
+        if first is None:
             out.append((("ok", "none", None), state))
             continue
-        entry = candidates[0]
+        entry = first
         patch = _strip_id(req.get("fields"))
         old = entry.data
         lease: Lease | None = None

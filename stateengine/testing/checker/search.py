@@ -172,12 +172,18 @@ def _search(prep: _Prepared, initial: State, deadline: float) -> SearchResult:
         cands: list[int] = []
         bound = INF
         z = ~window
+        # The dense-seq rule: recorded writes commit in seq order, so the only one that
+        # may come next is the partition's lowest not yet linearized (one with a higher
+        # seq would strand it: step refuses a seq below the state's).
+        i = bisect.bisect_right(part_seqs, state.seq)
+        nxt_seq = part_seqs[i] if i < len(part_seqs) else INF
         while True:
             low = z & -z
             j = k + low.bit_length() - 1
             if j >= m or inv[j] > bound:
                 break
-            cands.append(j)
+            if ctxs[j].seq <= nxt_seq:
+                cands.append(j)
             if ret[j] < bound:
                 bound = ret[j]
             z ^= low
@@ -200,8 +206,6 @@ def _search(prep: _Prepared, initial: State, deadline: float) -> SearchResult:
         if unknown_ops:
             # An unknown write that took effect has a free seq: between the last recorded
             # write linearized here and the next one (commits come in seq order).
-            i = bisect.bisect_right(part_seqs, state.seq)
-            nxt_seq = part_seqs[i] if i < len(part_seqs) else INF
             seqs = free_seqs(state.seq, nxt_seq)
             if seqs is None or seqs:
                 # A free seq among the recorded ones says some write of unknown outcome
