@@ -115,7 +115,8 @@ def test_a_node_cut_off_from_redis_refuses_writes_reads_on_and_catches_up(
         proxy.close()
 
 
-@pytest.mark.parametrize("fault", ["", "no-verify"])
+# the controls run with the slow tests (.ci/run): the default suite keeps to its budget
+@pytest.mark.parametrize("fault", ["", pytest.param("no-verify", marks=pytest.mark.slow)])
 def test_a_node_behind_a_trim_reloads_from_the_snapshot(
     tmp_path: Path,
     redis_server: RedisServer,
@@ -169,6 +170,7 @@ def test_a_node_behind_a_trim_reloads_from_the_snapshot(
         proxy.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["", "no-verify"])
 def test_a_node_whose_last_entry_the_stream_lost_reloads(
     redis_server: RedisServer, cluster_node: NodeFactory, connect: Connect, fault: str
@@ -202,7 +204,7 @@ def test_a_node_whose_last_entry_the_stream_lost_reloads(
     assert [r["key"] for r in b.list_records("t")] == ["kept", "after"]
 
 
-@pytest.mark.parametrize("fault", ["", "no-timeout"])
+@pytest.mark.parametrize("fault", ["", pytest.param("no-timeout", marks=pytest.mark.slow)])
 def test_a_silent_link_fails_writes_within_the_bound(
     tmp_path: Path, redis_server: RedisServer, fault: str
 ) -> None:
@@ -239,6 +241,7 @@ def test_a_silent_link_fails_writes_within_the_bound(
         node.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["", "no-verify"])
 def test_a_redis_that_lost_its_data_is_refused_not_followed(
     redis_server: RedisServer, cluster_node: NodeFactory, connect: Connect, fault: str

@@ -85,6 +85,7 @@ def test_stats_says_how_far_behind_the_stream_a_node_is_and_when_stale(
         node.close()
 
 
+@pytest.mark.slow
 def test_backup_of_a_node_restores_into_a_single_server(
     tmp_path: Path, cluster_node: NodeFactory, connect: Connect
 ) -> None:
@@ -115,6 +116,7 @@ def test_backup_of_a_node_restores_into_a_single_server(
         single.stop()
 
 
+@pytest.mark.slow
 def test_the_gateway_of_a_node_serves_sync_and_its_lag_to_the_dashboard(
     cluster_node: NodeFactory,
 ) -> None:

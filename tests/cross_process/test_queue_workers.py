@@ -182,6 +182,7 @@ def test_ten_thousand_tasks_done_once_with_two_workers_killed(tmp_path: Path) ->
     assert len(done) == len(set(done)) >= tasks - 2
 
 
+@pytest.mark.slow  # ~10 s; run by .ci/run with the slow tests
 def test_control_a_stale_index_is_caught(tmp_path: Path) -> None:
     """With every 7th new task left out of the index, the run above fails its checks
     (no nemesis needed for that)."""

@@ -12,7 +12,10 @@ from shm_harness import run_stress
 from test_shm_snapshot import run_snapshot_rewrite
 
 
-@pytest.mark.parametrize("fault", ["skip_checksum", "skip_recheck"])
+# skip_checksum takes ~23 s: it runs with the slow tests (.ci/run)
+@pytest.mark.parametrize(
+    "fault", [pytest.param("skip_checksum", marks=pytest.mark.slow), "skip_recheck"]
+)
 def test_reader_fault_returns_wrong_data_and_stress_catches_it(fault: str) -> None:
     wrong = 0
     for _round in range(4):
