@@ -7,12 +7,17 @@ socket (the late reply goes to a peer that is gone), and every reply is matched 
 ``req_id`` (one on a kept socket is dropped). The server is held with SIGSTOP so that the
 first request times out and is answered when the server goes on. The control reads the
 same socket in order, as a client without the matching would: it gets the late reply.
+
+A reply the server holds by design, a blocking claim's, is waited for its ``wait`` in a
+pipeline as in a single call: given up earlier, the claim may still take a record that
+nobody is then told about (the control).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,3 +98,31 @@ def test_control_taking_replies_in_order_answers_with_the_late_one(
         assert reply["result"] != ["t"] and reply["result"]["n"] == 2, reply  # the patch's
     finally:
         ctx.destroy(linger=0)
+
+
+@pytest.mark.parametrize("control", [False, True], ids=["waited", "control-not-waited"])
+def test_a_pipelined_claim_is_waited_for_its_wait(
+    live: ServerProcess, control: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if control:
+        monkeypatch.setattr(client_module, "_wait_of", lambda request: 0.0)
+    with (
+        Client(live.endpoint, live.data_dir, timeout=0.3, arena=False) as client,
+        Client(live.endpoint, live.data_dir, timeout=10.0, arena=False) as other,
+    ):
+        client.create_record("q", {"n": 0})
+        # 0.6 s into the claim's wait (past the client's 0.3 s) a record becomes claimable
+        timer = threading.Timer(0.6, other.patch_record, ("q", 1, {"n": 1}))
+        timer.start()
+        try:
+            if control:
+                with pytest.raises(ServerUnavailable), client.pipeline() as pipe:
+                    pipe.claim_record("q", {"n": 1}, {"n": 2}, wait=5)
+            else:
+                with client.pipeline() as pipe:
+                    pipe.claim_record("q", {"n": 1}, {"n": 2}, wait=5)
+                assert pipe.results[0]["n"] == 2
+        finally:
+            timer.join(10)
+        if control:  # claimed all the same, and the client that asked was not told
+            assert other.get_record("q", 1)["n"] == 2
