@@ -145,6 +145,10 @@ class Server:
     :raises DataDirLocked: another server runs on *data_dir* (its pid is named).
     """
 
+    #: ``gc.freeze()`` what :meth:`start` built (``stateengine serve`` sets it: the
+    #: server's own process); off for a server embedded in another program.
+    freeze_after_start = False
+
     def __init__(
         self,
         data_dir: str | os.PathLike[str] | None = None,
@@ -275,8 +279,11 @@ class Server:
             self._publish_state()
         # What the start built (every record, the arena's index) lives as long as the
         # server: frozen, the collections of the first passes do not walk it again (the
-        # start runs with the cyclic GC off: gc_paused).
-        gc.freeze()
+        # start runs with the cyclic GC off: gc_paused). Only in a process of its own
+        # (``stateengine serve``): frozen objects are never collected, so a server
+        # embedded in another program leaves that program's collector alone.
+        if self.freeze_after_start:
+            gc.freeze()
         self._write_server_file()
         log.info(
             "serving endpoint=%s data_dir=%s seq=%d tables=%d arena=%s tcp=%s",

@@ -244,6 +244,7 @@ def serve(args: argparse.Namespace) -> int:
         # Before start() writes server.json (the readiness signal): a SIGTERM from a
         # supervisor that just saw the server start must still be a clean stop.
         server.install_signal_handlers()
+        server.freeze_after_start = True  # this process is the server's alone
         server.start()
         if args.http:
             gateway, http_url = start_gateway(
