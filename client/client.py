@@ -354,7 +354,9 @@ class Client(CommandsMixin):
                 except PayloadTooLarge as exc:  # not sent: its slot holds the error
                     ids.append(-1 - len(refused))
                     refused[ids[-1]] = {"ok": False, "error": exc.to_wire()}
-            replies = self._receive({i for i in ids if i not in refused})
+            # A blocking claim in the pipeline may be held its `wait`: as in execute()
+            wait = max((_wait_of(r) for r in requests), default=0.0)
+            replies = self._receive({i for i in ids if i not in refused}, wait)
             replies.update(refused)
         except BaseException as exc:
             if hook is not None:

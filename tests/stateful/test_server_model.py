@@ -13,13 +13,17 @@ Differences from the in-process machine (tests/stateful/test_engine_model.py), a
   data generation depend on timing).
 * One server serves every example; each example starts by dropping every table, and
   the model starts from the server's ``seq``.
+* A claim with ``wait`` that finds nothing parks in the server (the engine answers it
+  null at once): valid waits are cut to :data:`MAX_WAIT` so that it is answered, null,
+  within the wire's bound. A request the wire gives up on gets its socket replaced, so
+  its late reply cannot answer the next request (see :class:`WireEngine`).
 """
 
 from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,25 +44,57 @@ from stateengine.server.curve import add_client
 from stateengine.testing import ServerProcess
 
 SERVER: dict[str, Any] = {}
+#: Seconds a claim of the server machine may wait (a longer valid ``wait`` is cut to it).
+MAX_WAIT = 0.2
 
 
 class WireEngine:
     """``execute`` over a raw DEALER socket: the request's own ``req_id`` (or none) is
-    what the server sees and echoes. One request at a time, so replies need no matching."""
+    what the server sees and echoes, so a reply cannot be matched to its request by it:
+    one request at a time, and a request not answered within *timeout* seconds gets its
+    socket closed and a new one made (as the client does) before the failure is raised.
+    Its late reply then goes to a peer that is gone; on the same socket it would be taken
+    as the answer to the next request (a claim parked past the bound did that: KeyError
+    'seq' in a later example's LIST_STATES). *replace* False is the control that keeps the
+    socket."""
 
-    def __init__(self, sock: zmq.Socket[bytes]) -> None:
-        self.sock = sock
+    def __init__(
+        self,
+        connect: Callable[[], zmq.Socket[bytes]],
+        timeout: float = 10.0,
+        replace: bool = True,
+    ) -> None:
+        self._connect = connect
+        self.timeout = timeout
+        self.replace = replace
+        self.sock = connect()
 
     def execute(self, request: Any) -> dict[str, Any]:
         self.sock.send(msgpack.packb(request, use_bin_type=True))
-        assert self.sock.poll(10_000), "the server did not answer within 10 s"
+        if not self.sock.poll(int(self.timeout * 1000)):
+            if self.replace:
+                self.sock.close(linger=0)
+                self.sock = self._connect()
+            raise AssertionError(f"the server did not answer within {self.timeout} s")
         return decode_reply(self.sock.recv())
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+def short_wait(request: dict[str, Any]) -> None:
+    """Cut a valid ``wait`` over :data:`MAX_WAIT` to it (still valid: the same outcome)."""
+    wait = request.get("wait")
+    if request.get("command") == "CLAIM_RECORD" and type(wait) in (int, float):
+        if MAX_WAIT < wait <= 3600:
+            request["wait"] = MAX_WAIT
+            event("claim wait cut to MAX_WAIT")
 
 
 class ServerMachine(EngineMachine):
     def __init__(self) -> None:
         super().__init__()
-        wire = WireEngine(SERVER["dealer"])
+        wire = SERVER["wire"]
         for name in wire.execute({"command": "LIST_STATES"})["result"]:
             wire.execute({"command": "DELETE_STATE", "state": name})
         seq = wire.execute({"command": "LIST_STATES"})["seq"]
@@ -78,6 +114,7 @@ class ServerMachine(EngineMachine):
         if not isinstance(request, dict):
             event("not a map: skipped (the client sends maps only)")
             return
+        short_wait(wire)
         super().send(wire)
 
     # Time moves by itself here.
@@ -123,17 +160,22 @@ def server(
         args += ["--tcp", f"127.0.0.1:{free_port()}"]
     ctx = zmq.Context()
     with ServerProcess(data, *args) as proc, proc.connect() as client:
-        dealer = ctx.socket(zmq.DEALER)
-        dealer.setsockopt(zmq.LINGER, 0)
-        for option, key in curve.items():
-            setattr(dealer, option, key)
-        dealer.connect(str(proc.info["tcp"]) if curve else proc.endpoint)
-        SERVER.update(client=client, dealer=dealer)
+
+        def connect() -> zmq.Socket[bytes]:
+            dealer = ctx.socket(zmq.DEALER)
+            dealer.setsockopt(zmq.LINGER, 0)
+            for option, key in curve.items():
+                setattr(dealer, option, key)
+            dealer.connect(str(proc.info["tcp"]) if curve else proc.endpoint)
+            return dealer
+
+        wire = WireEngine(connect)
+        SERVER.update(client=client, wire=wire, connect=connect)
         try:
             yield proc
         finally:
-            dealer.close()
-            ctx.term()
+            wire.close()
+            ctx.destroy(linger=0)
     SERVER.clear()
 
 
@@ -145,3 +187,29 @@ def test_server_matches_model(server: ServerProcess, monkeypatch: pytest.MonkeyP
         ServerMachine,
         settings=settings(max_examples=60, stateful_step_count=25, deadline=None),
     )
+
+
+@pytest.mark.parametrize("replace", [True, False], ids=["replaced", "control-kept"])
+def test_a_late_reply_never_answers_the_next_request(server: ServerProcess, replace: bool) -> None:
+    """The failure the machine once met, made deterministic: a claim parks past the
+    wire's bound, the next write wakes it, and the request after gets a reply. With the
+    socket replaced it is that request's own; the control keeps the socket and gets the
+    claim's late reply instead (the record claimed) where LIST_STATES' list belongs."""
+    wire = WireEngine(SERVER["connect"], timeout=0.3, replace=replace)
+    try:
+        assert wire.execute({"command": "CREATE_RECORD", "state": "late", "record": {"n": 0}})["ok"]
+        claim = {"command": "CLAIM_RECORD", "state": "late", "where": {"n": 1}}
+        with pytest.raises(AssertionError, match="did not answer"):
+            wire.execute({**claim, "fields": {"n": 2}, "wait": 30})  # parks: nothing has n=1
+        patched = wire.execute(
+            {"command": "PATCH_RECORD", "state": "late", "id": 1, "fields": {"n": 1}}
+        )
+        assert patched["ok"] and patched["result"]["n"] == 1  # the claim is woken after it
+        reply = wire.execute({"command": "LIST_STATES"})
+        if replace:
+            assert "late" in reply["result"] and reply["seq"] >= patched["seq"], reply
+        else:
+            assert reply["result"]["n"] == 2, reply  # the claim's answer: shifted by one
+    finally:
+        wire.execute({"command": "DELETE_STATE", "state": "late"})
+        wire.close()
