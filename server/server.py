@@ -515,10 +515,13 @@ class Server:
     # --- the loop -------------------------------------------------------------------------
 
     def serve_forever(self, poll_ms: int = 100) -> None:
-        # Polling the doors' monitors and the feed by their ZMQ_FD instead of as zmq
-        # sockets took 41 syscalls a write to 29 (issue 17, 2728187) but was reverted:
-        # test_server_model[tcp+curve] then got a reply shifted by one request about
-        # once in 8 runs (never in 16 on the code before it); cause not found yet.
+        # The doors' monitors and the feed stay zmq sockets in the poll. Polling them by
+        # their ZMQ_FD cut a write's syscalls by a quarter (85,243 -> 63,609 for 2000
+        # REQ writes) with no server CPU this machine could measure, and in one full
+        # test run test_silent_tcp_flood_at_fd_limit_1024 then timed out connecting:
+        # the monitor is what refuses connections over the cap, and an FD's edge read
+        # late lets a burst past it. (The "shifted reply" once blamed on it was the
+        # model test's own socket: tests/cross_process/test_late_replies.py.)
         assert self._sock is not None, "call start() first"
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
