@@ -518,10 +518,10 @@ class Server:
         # The doors' monitors and the feed stay zmq sockets in the poll. Polling them by
         # their ZMQ_FD cut a write's syscalls by a quarter (85,243 -> 63,609 for 2000
         # REQ writes) with no server CPU this machine could measure, and in one full
-        # test run test_silent_tcp_flood_at_fd_limit_1024 then timed out connecting:
-        # the monitor is what refuses connections over the cap, and an FD's edge read
-        # late lets a burst past it. (The "shifted reply" once blamed on it was the
-        # model test's own socket: tests/cross_process/test_late_replies.py.)
+        # test run test_silent_tcp_flood_at_fd_limit_1024 then timed out connecting
+        # (not proven to be the cause; the monitor is what refuses connections over the
+        # cap, and one read late would let a burst past it). The "shifted reply" once
+        # blamed on it was the model test's own socket (test_late_replies.py).
         assert self._sock is not None, "call start() first"
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
