@@ -731,16 +731,7 @@ class ClusterNode(Server):
             self._answer_null(waiter)
 
     def _answer_null(self, waiter: _Local) -> None:
-        table = self.engine.tables.get(waiter.request.get("state", ""))
-        reply: dict[str, Any] = {
-            "ok": True,
-            "result": None,
-            "version": table.version if table is not None else None,
-            "seq": self.engine.seq,
-        }
-        if "req_id" in waiter.request:
-            reply["req_id"] = waiter.request["req_id"]
-        self._send(waiter.sock, waiter.envelope, self._encode(reply, waiter.as_json))
+        self._send_found_nothing(waiter.sock, waiter.envelope, waiter.request, waiter.as_json)
 
     def _release_parked(self) -> None:
         """On stop: answer the writes already appended (one last read of the stream),

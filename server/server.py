@@ -570,16 +570,26 @@ class Server:
     def _release_parked(self) -> None:
         """On stop, answer every parked claim null (found nothing), as its wait would."""
         for waiter in self.parked.expired(float("inf")):
-            table = self.engine.tables.get(waiter.state)
-            reply: dict[str, Any] = {
-                "ok": True,
-                "result": None,
-                "version": table.version if table is not None else None,
-                "seq": self.engine.seq,
-            }
-            if "req_id" in waiter.request:
-                reply["req_id"] = waiter.request["req_id"]
-            self._send(waiter.sock, waiter.envelope, self._encode(reply, waiter.as_json))
+            self._send_found_nothing(waiter.sock, waiter.envelope, waiter.request, waiter.as_json)
+
+    def _send_found_nothing(
+        self,
+        sock: zmq.Socket[bytes],
+        envelope: list[bytes],
+        request: dict[str, Any],
+        as_json: bool,
+    ) -> None:
+        """Answer a parked claim null at the current version, as its ended wait would."""
+        table = self.engine.tables.get(request.get("state", ""))
+        reply: dict[str, Any] = {
+            "ok": True,
+            "result": None,
+            "version": table.version if table is not None else None,
+            "seq": self.engine.seq,
+        }
+        if "req_id" in request:
+            reply["req_id"] = request["req_id"]
+        self._send(sock, envelope, self._encode(reply, as_json))
 
     def _idle(self, now: float) -> None:
         """Housekeeping between passes: everysec fsync, snapshot reaping, arena reclaim."""
