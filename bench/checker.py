@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from stateengine.testing.checker import check
 from stateengine.testing.history import Operation, simulate
+from stateengine.testing.invariants import at_most_once
 
 PROCESSES = 4
 T = "bench"
@@ -104,6 +105,18 @@ QUEUE_SHAPE: Final = {
     "schema": {"status": "string", "worker": "integer?", "attempts": "integer"},
     "indexes": ["status"],  # the engine claims through it: the history builds fast
 }
+
+
+def done_of(op: Operation) -> Any:
+    """The task a queue operation completed (a ``PATCH_RECORD`` to ``status: done``), or
+    None: what the queue tests' exactly-once invariant counts."""
+    fields = op.args.get("fields") or {}
+    if op.command == "PATCH_RECORD" and fields.get("status") == "done":
+        return op.args["id"]
+    return None
+
+
+DONE_ONCE = at_most_once("each task done once", done_of, what="task")
 
 
 def queue_history(

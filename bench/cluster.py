@@ -37,6 +37,7 @@ from bench.server import (
     TABLE,
     WINDOW,
     Children,
+    client_patch_loops,
     pack,
     patch_request,
     preload,
@@ -48,7 +49,8 @@ from stateengine.testing import ServerProcess
 RECORDS = 2000
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free loopback port, never the machine's own Redis (6379)."""
     for _ in range(20):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -56,6 +58,28 @@ def _free_port() -> int:
         if port != 6379:  # the machine's own Redis
             return port
     raise RuntimeError("no free loopback port")
+
+
+def redis_argv(binary: str, port: int, directory: Path) -> list[str]:
+    """A private ``redis-server`` on loopback *port*: AOF with ``appendfsync always`` in
+    *directory*, no RDB saves."""
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(directory),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--save",
+        "",
+        "--protected-mode",
+        "no",
+    ]
 
 
 def start_redis(directory: Path, stack: contextlib.ExitStack) -> tuple[int | None, str]:
@@ -67,25 +91,11 @@ def start_redis(directory: Path, stack: contextlib.ExitStack) -> tuple[int | Non
     import redis
 
     directory.mkdir(mode=0o700)
-    port = _free_port()
+    port = free_port()
     log = open(directory / "redis.log", "ab")  # closed by the stack
     stack.callback(log.close)
     proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(directory),
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--save",
-            "",
-        ],
+        redis_argv(binary, port, directory),
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -172,25 +182,7 @@ def cluster_rows(
 
 
 def _rows(name: str, client: Client) -> list[Row]:
-    counter = [0]
-
-    def one(n: int) -> None:
-        patch = client.patch_record
-        i = counter[0]
-        for k in range(i, i + n):
-            patch(TABLE, k % RECORDS + 1, {"status": "running", "tries": k})
-        counter[0] = i + n
-
-    def window(n: int) -> None:
-        i = counter[0]
-        for start in range(i, i + n, WINDOW):
-            results = client.send_many(
-                [patch_request(k, RECORDS) for k in range(start, start + WINDOW)]
-            )
-            if isinstance(results[-1], Exception):
-                raise results[-1]
-        counter[0] = i + n
-
+    one, window = client_patch_loops(client, RECORDS, [0])
     return [
         Row(f"cluster_{name}_one", "", one),
         Row(f"cluster_{name}_inflight", "", window),

@@ -61,7 +61,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -467,6 +467,32 @@ def echo_rows(
     )
 
 
+def client_patch_loops(
+    client: Client, n_records: int, counter: list[int]
+) -> tuple[Callable[[int], None], Callable[[int], None]]:
+    """The client's write rows: *n* ``patch_record`` calls one at a time, and *n* through
+    ``send_many`` ``WINDOW`` in flight; both go on with the patch sequence in *counter*."""
+
+    def one(n: int) -> None:
+        patch = client.patch_record
+        i = counter[0]
+        for k in range(i, i + n):
+            patch(TABLE, k % n_records + 1, {"status": "running", "tries": k})
+        counter[0] = i + n
+
+    def window(n: int) -> None:
+        i = counter[0]
+        for start in range(i, i + n, WINDOW):
+            results = client.send_many(
+                [patch_request(k, n_records) for k in range(start, start + WINDOW)]
+            )
+            if isinstance(results[-1], Exception):
+                raise results[-1]
+        counter[0] = i + n
+
+    return one, window
+
+
 def stateengine_rows(
     ctx: zmq.Context[zmq.Socket[bytes]],
     client: Client,
@@ -486,12 +512,7 @@ def stateengine_rows(
         if not decoded.get("ok"):
             raise RuntimeError(f"server error: {decoded.get('error')}")
 
-    def one_client(n: int) -> None:
-        patch = client.patch_record
-        i = counter[0]
-        for k in range(i, i + n):
-            patch(TABLE, k % n_records + 1, {"status": "running", "tries": k})
-        counter[0] = i + n
+    one_client, window_client = client_patch_loops(client, n_records, counter)
 
     def one_raw(n: int) -> None:
         send, recv = req.send, req.recv
@@ -502,16 +523,6 @@ def stateengine_rows(
             reply = recv()
         counter[0] = i + n
         check(reply)
-
-    def window_client(n: int) -> None:
-        i = counter[0]
-        for start in range(i, i + n, WINDOW):
-            results = client.send_many(
-                [patch_request(k, n_records) for k in range(start, start + WINDOW)]
-            )
-            if isinstance(results[-1], Exception):
-                raise results[-1]
-        counter[0] = i + n
 
     def window_raw(n: int) -> None:
         send, recv = dealer.send, dealer.recv

@@ -16,82 +16,44 @@ from typing import Any
 
 import redis
 
+from bench.cluster import free_port, redis_argv
 from stateengine.client.client import Client
 from stateengine.errors import VersionConflict
 from stateengine.testing import ServerProcess
 
 
-def _free_port() -> int:
-    for _ in range(20):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port != 6379:
-            return port
-    raise RuntimeError("no free loopback port")
+class _Process:
+    """A ``redis-server`` process (a data server or a Sentinel) on a free loopback port,
+    its output in *log* under *directory*."""
 
+    log = "redis.log"
 
-class RedisServer:
-    """``redis-server`` in a subprocess on *directory*, restartable on the same port."""
-
-    def __init__(self, binary: str, directory: Path, *extra: str) -> None:
+    def __init__(self, binary: str, directory: Path) -> None:
         self.binary = binary
         self.directory = directory
-        self.extra = extra
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=5)
 
-    def start(self) -> None:
-        log = open(self.directory / "redis.log", "ab")
-        with log:
+    def _start(self, argv: list[str]) -> None:
+        """Run *argv*, then wait (10 s at most) until it answers ``PING``."""
+        with open(self.directory / self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    self.binary,
-                    "--port",
-                    str(self.port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--dir",
-                    str(self.directory),
-                    "--appendonly",
-                    "yes",
-                    "--appendfsync",
-                    "always",
-                    "--save",
-                    "",
-                    "--protected-mode",
-                    "no",
-                    *self.extra,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
         deadline = time.monotonic() + 10
         with self.client() as probe:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    raise RuntimeError((self.directory / "redis.log").read_text())
+                    raise RuntimeError((self.directory / self.log).read_text())
                 try:
                     if probe.ping():
                         return
                 except redis.RedisError:
                     time.sleep(0.02)
-        raise RuntimeError("redis-server did not answer within 10 s")
-
-    def kill(self) -> None:
-        """``kill -9``: no shutdown, no final AOF rewrite (what was fsynced stays)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-        self.proc = None
+        raise RuntimeError(f"{' '.join(argv)} did not answer within 10 s")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -104,15 +66,36 @@ class RedisServer:
         self.proc = None
 
 
-class SentinelServer:
+class RedisServer(_Process):
+    """``redis-server`` in a subprocess on *directory*, restartable on the same port."""
+
+    def __init__(self, binary: str, directory: Path, *extra: str) -> None:
+        super().__init__(binary, directory)
+        self.extra = extra
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._start([*redis_argv(self.binary, self.port, self.directory), *self.extra])
+
+    def kill(self) -> None:
+        """``kill -9``: no shutdown, no final AOF rewrite (what was fsynced stays)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+
+class SentinelServer(_Process):
     """``redis-server --sentinel`` on a free loopback port watching master *name* at
     *master_port*, with tight timings (down after 500 ms, failover timeout 3 s)."""
 
+    log = "sentinel.log"
+
     def __init__(self, binary: str, directory: Path, name: str, master_port: int) -> None:
-        self.binary = binary
-        self.directory = directory
-        self.port = _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(binary, directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "sentinel.conf").write_text(
             f"port {self.port}\nbind 127.0.0.1\nprotected-mode no\ndir {directory}\n"
@@ -126,34 +109,7 @@ class SentinelServer:
         return redis.Redis(port=self.port, socket_timeout=5, decode_responses=True)
 
     def start(self) -> None:
-        with open(self.directory / "sentinel.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [self.binary, str(self.directory / "sentinel.conf"), "--sentinel"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        deadline = time.monotonic() + 10
-        with self.client() as probe:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError((self.directory / "sentinel.log").read_text())
-                try:
-                    if probe.ping():
-                        return
-                except redis.RedisError:
-                    time.sleep(0.02)
-        raise RuntimeError("redis-server --sentinel did not answer within 10 s")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.proc = None
+        self._start([self.binary, str(self.directory / "sentinel.conf"), "--sentinel"])
 
 
 class TcpProxy:
@@ -165,7 +121,7 @@ class TcpProxy:
 
     def __init__(self, port: int) -> None:
         self.target = port
-        self.port = _free_port()
+        self.port = free_port()
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
         self._listener: socket.socket | None = None

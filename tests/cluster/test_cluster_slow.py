@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cluster_harness import (
@@ -24,6 +23,7 @@ from cluster_harness import (
     settled_digests,
 )
 
+from bench.checker import DONE_ONCE
 from stateengine.testing import ServerProcess
 from stateengine.testing.checker import EXPIRY, check
 from stateengine.testing.history import (
@@ -32,23 +32,12 @@ from stateengine.testing.history import (
     reads_as_of_sync,
     record_server_commits,
 )
-from stateengine.testing.invariants import at_most_once, verify
+from stateengine.testing.invariants import verify
 
 pytestmark = pytest.mark.slow
 
 TASKS = 150
 WORKERS_PER_NODE = 4
-
-
-def done_of(op: Operation) -> Any:
-    """The task an operation completed (None: not a completion)."""
-    fields = op.args.get("fields") or {}
-    if op.command == "PATCH_RECORD" and fields.get("status") == "done":
-        return op.args["id"]
-    return None
-
-
-DONE_ONCE = at_most_once("each task done once", done_of, what="task")
 
 
 def claims_of(history: Path) -> list[Operation]:

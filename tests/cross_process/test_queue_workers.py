@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 
+from bench.checker import DONE_ONCE, done_of
 from stateengine.client.client import Client
 from stateengine.errors import VersionConflict
 from stateengine.testing import ServerProcess
-from stateengine.testing.history import Operation, read_history, record_server_commits
-from stateengine.testing.invariants import Verdict, at_most_once, verify
+from stateengine.testing.history import read_history, record_server_commits
+from stateengine.testing.invariants import Verdict, verify
 from stateengine.testing.nemesis import Nemesis, Step, Targets, Worker
 
 SPAWN = mp.get_context("spawn")
@@ -35,17 +36,6 @@ FAULTS = [
     Step(0.4, "kill-worker", 0.05, pick=3),
     Step(0.6, "pause-worker", 1.6 * LEASE, pick=5),
 ]
-
-
-def done_of(op: Operation) -> Any:
-    """The task an operation completed (None: not a completion)."""
-    fields = op.args.get("fields") or {}
-    if op.command == "PATCH_RECORD" and fields.get("status") == "done":
-        return op.args["id"]
-    return None
-
-
-DONE_ONCE = at_most_once("each task done once", done_of, what="task")
 
 
 def worker(endpoint: str, wid: int, tasks: int, work: float, history: str, up: Any) -> None:
