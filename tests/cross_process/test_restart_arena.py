@@ -11,10 +11,18 @@ edges and strings.
 The control runs the last restart with the ``trust_encoded`` fault (the store's bytes
 published without checking the engine still holds those records): the records the log
 changed after the snapshot then read stale, and the comparison must see it.
+
+The first server must leave a snapshot that holds the whole fill: its snapshots are
+forked and asynchronous, the next one starts only once the last one is reaped and the
+log has grown past its size, and a stop takes none. On a loaded machine the last
+snapshot started could predate table ``a``'s records; the third start then packed ``a``
+(fewer stored records than held), read nothing stale, and the control failed (2 runs in
+20 at load ~4). :func:`snapshot_covering` waits for one, bounded.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +31,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from stateengine.limits import ID_MAX, ID_MIN, INT_MAX, INT_MIN
+from stateengine.server.persist_log import SNAPSHOT_NAME, load_snapshot
 from stateengine.shm import ArenaReader
 from stateengine.testing import ServerProcess
 from stateengine.testing.strategies import values
@@ -72,6 +81,36 @@ def fill(server: ServerProcess, data: dict[str, dict[Any, dict[str, Any]]]) -> N
                     assert claimed is not None
 
 
+def snapshot_seq(data_dir: Path) -> int:
+    """The seq of the newest snapshot on disk (0: none yet). A snapshot is renamed into
+    place whole, so the file read is one snapshot or the next."""
+    try:
+        return load_snapshot(data_dir / SNAPSHOT_NAME, None).seq
+    except FileNotFoundError:
+        return 0
+
+
+def snapshot_covering(server: ServerProcess, seq: int, timeout: float = 60.0) -> None:
+    """Return once the server's newest snapshot is at *seq* or later.
+
+    Each write to table ``pad`` is a pass, after which the server reaps a finished
+    snapshot and starts the next once the log has grown past the last snapshot's size;
+    the writes grow it. Bounded by *timeout*."""
+    deadline = time.monotonic() + timeout
+    with server.connect() as c:
+        c.create_record("pad", {"id": 1, "n": 0, "s": ""})
+        n = 0
+        while snapshot_seq(server.data_dir) < seq:
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"no snapshot at seq >= {seq} within {timeout} s "
+                    f"(newest: {snapshot_seq(server.data_dir)}):\n{server.output()}"
+                )
+            n += 1
+            c.patch_record("pad", 1, {"n": n, "s": "x" * 2048})  # ~2 KB more log a write
+            time.sleep(0.01)  # a poll interval, not a wait for luck: the loop checks
+
+
 def restart_twice(tmp: Path, data: dict[str, Any], faults: str = "") -> tuple[Any, Any]:
     """Fill a server that snapshots after every pass; restart it (the state comes from
     the snapshot) and change table ``a`` (the log, after the snapshot); restart again.
@@ -79,6 +118,7 @@ def restart_twice(tmp: Path, data: dict[str, Any], faults: str = "") -> tuple[An
     d = tmp / "data"
     with ServerProcess(d, "--snapshot-bytes", "1") as first:
         fill(first, data)
+        snapshot_covering(first, arena_state(first)[0])
         filled = arena_state(first)
     with ServerProcess(d) as second:
         assert arena_state(second) == filled
