@@ -849,6 +849,9 @@ class TableEngine:
         drop = [] if drop is None else drop
         if not isinstance(drop, list):
             raise BadRequest(f"'drop' must be a list of field names, not a {describe(drop)}")
+        for name in drop:
+            if not isinstance(name, str):
+                raise BadRequest(f"'drop' must hold field names (strings), not a {describe(name)}")
         add_indexes = request.get("add_indexes")
         drop_indexes = parse_indexes(request.get("drop_indexes") or [], "drop_indexes")
         if not add and not drop and add_indexes is None and not drop_indexes:
@@ -858,7 +861,7 @@ class TableEngine:
         for name in drop:
             if name == "id":
                 raise SchemaError("drop: 'id' cannot be dropped")
-            if not isinstance(name, str) or name not in types:
+            if name not in types:
                 raise SchemaError(f"drop: unknown field {name!r:.80} in {table.name!r}")
             fields.remove(name)
             del types[name]

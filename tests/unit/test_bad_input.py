@@ -439,3 +439,13 @@ def test_out_of_range_int_argument() -> None:
 def test_falsy_drop(value: Any) -> None:
     request = {"command": "ALTER_STATE", "state": "t", "drop": value, "add": {"e": {}}}
     named(rejected(make_engine(), request, {"BadRequest"}), "drop")
+
+
+@pytest.mark.parametrize("drop", [[1], ["n", None], [["n"]]])
+def test_a_drop_of_a_name_that_is_not_text_is_ill_typed(drop: list[Any]) -> None:
+    """A list of anything but strings is ill-typed (BadRequest), not an unknown field:
+    what the wire makes of the model test's ``(1,)`` (the server model caught it)."""
+    message = rejected(
+        make_engine(), {"command": "ALTER_STATE", "state": "t", "drop": drop}, {"BadRequest"}
+    )
+    named(message, "drop")
