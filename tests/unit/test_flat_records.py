@@ -136,6 +136,10 @@ def test_record_writes_are_the_same_with_and_without_the_flat_path(
     seed = {"command": "SET_STATE", "state": "t", "records": [first]}
     _same([*_setup(schema), seed, *creates, *sets], monkeypatch)
     _same([*_setup(schema), seed, {"command": "BATCH", "commands": creates}], monkeypatch)
+    # ids the seed does not hold: the BATCH of creates that can take its flat path
+    other = {"command": "SET_STATE", "state": "t", "records": [{"id": 99, "a": 1, "b": 2}]}
+    batch = {"command": "BATCH", "commands": creates}
+    _same([*_setup(schema), other, batch, batch], monkeypatch)
 
 
 def test_the_flat_paths_take_the_bench_records() -> None:
@@ -149,6 +153,11 @@ def test_the_flat_paths_take_the_bench_records() -> None:
     assert eng._flat_set_state(rows, table_schema, "any", 7) is not None
     assert eng._flat_record({**rows[0], "id": 3}, table_schema) is not None
     assert eng._flat_record({"name": "x", "score": 1.0, "ok": False, "b": None}, table_schema)
+    creates = [
+        {"command": "CREATE_RECORD", "state": "t", "record": {**rows[0], "id": i}} for i in (5, 6)
+    ]
+    eng._journal = []
+    assert eng._flat_creates(creates) is not None
 
 
 def test_a_flat_path_without_its_encode_check_fails_the_comparison(
