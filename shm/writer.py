@@ -37,6 +37,7 @@ from stateengine.shm.codec import (
     internal_packer,
     key_prefix,
     pack_internal,
+    record_encoder,
 )
 
 __all__ = [
@@ -71,37 +72,23 @@ _BULK_MIN: Final = 16
 _WRITE_CHUNK: Final = 1 << 20
 """Bytes of blocks joined into one write into the mapping."""
 _LOAD_CHUNK: Final = 8192
-"""Records whose blocks :meth:`ArenaWriter.load` joins into one write into the mapping."""
-_ZEROS: Final = tuple(bytes(pad) for pad in range(L.ALIGN))
+"""Records :meth:`ArenaWriter.load` builds, writes, indexes and checkpoints at a time."""
 
 
 class _Loaded:
-    """One table of :meth:`ArenaWriter.load`, its blocks built, not yet placed: per
-    record the block's parts (header and key, payload, CRC, padding) and the numbers
-    its index entry needs once the region's offset is known."""
+    """One table of :meth:`ArenaWriter.load`, checked and measured, its blocks not built
+    yet (:meth:`ArenaWriter._place` builds and writes them chunk by chunk): per record
+    the id's msgpack, the key's, payload's, block's and extent's lengths."""
 
-    __slots__ = (
-        "asizes",
-        "crcs",
-        "datas",
-        "hcrcs",
-        "heads",
-        "ids",
-        "pends",
-        "pstarts",
-        "size",
-        "tails",
-    )
+    __slots__ = ("asizes", "datas", "dlens", "idbs", "ids", "klens", "prefix", "size", "totals")
 
-    def __init__(self, ids: list[RecordId], datas: list[bytes]) -> None:
-        self.ids, self.datas = ids, datas
-        self.heads: list[bytes] = []  # block header + key
-        self.tails: list[bytes] = []  # CRC + zero padding
-        self.hcrcs: list[int] = []
-        self.crcs: list[int] = []
-        self.asizes: list[int] = []
-        self.pstarts: list[int] = []  # where the payload starts, from the block's start
-        self.pends: list[int] = []  # and where it ends
+    def __init__(self, ids: list[RecordId], datas: list[bytes], prefix: bytes) -> None:
+        self.ids, self.datas, self.prefix = ids, datas, prefix
+        self.idbs: list[bytes] = []  # each id's msgpack: the key is prefix + this
+        self.klens: list[int] = []
+        self.dlens: list[int] = []
+        self.totals: list[int] = []  # header, key, payload, CRC
+        self.asizes: list[int] = []  # and the padding to the 8-byte alignment
         self.size = 0
 
 
@@ -142,6 +129,17 @@ def _check_table(table: object, allow_meta: bool = False) -> str:
     if table.startswith("\x00") and not (allow_meta and table == META_TABLE):
         raise ValueError(f"table names starting with NUL are reserved: {table!r}")
     return table
+
+
+def _array_header(n: int) -> bytes:
+    """The msgpack header of an array of *n* elements: what precedes their encodings."""
+    return pack_internal([None] * n)[: -n or None]
+
+
+def _checkpoint_rows(tdict: Mapping[RecordId, _WEntry]) -> list[list[Any]]:
+    """A table's rows in a checkpoint: ``[rid, pstart, pend, hcrc, crc, pos, off]`` each
+    (DESIGN.md §3: what a reader's index holds, and the block's offset)."""
+    return [[rid, e[2], e[3], e[4], e[5], e[6], e[0]] for rid, e in tdict.items()]
 
 
 class _Gen:
@@ -249,6 +247,8 @@ class ArenaWriter:
         max_size = max(max_size, initial_size)
         self._codec = codec or MsgpackCodec()
         self._kpack = internal_packer()
+        # the ids of a load's keys: msgspec's encoder, the same bytes as _kpack (codec)
+        self._enc = record_encoder()
         # key prefix (codec.key_prefix) of each table name already checked by _check_table
         self._prefixes: dict[str, bytes] = {}
         self._meta_prefix = key_prefix(META_TABLE)
@@ -474,11 +474,13 @@ class ArenaWriter:
         tables' order, ids unique within a table; *meta*: name → the table's metadata
         bytes. The arena ends as ``commit(seq, puts=..., meta=meta)`` would leave it
         (the same blocks, index and positions; the version goes out as a checkpoint, as
-        a commit that big does), but each step runs over all the records as one C-level
+        a commit that big does), but each step runs over many records as one C-level
         ``map`` instead of a Python loop per record: 10⁶ records of the bench's shape,
         gc paused, took 2.85 s of CPU through ``commit`` and 1.83 s here (medians of
-        3). Raises what :meth:`commit` raises, and ``ValueError`` on a non-empty arena
-        or a repeated id; on any error nothing was published.
+        3), when each step ran over a whole table; a chunk of ``_LOAD_CHUNK`` records
+        at a time took a third of the page faults off (:meth:`_place`). Raises what
+        :meth:`commit` raises, and ``ValueError`` on a non-empty arena or a repeated id;
+        on any error nothing was published.
         """
         self._check_usable()
         if self._tables or self._seq:
@@ -492,7 +494,7 @@ class ArenaWriter:
                 raise ValueError(f"table {t!r}: {len(ids)} ids for {len(datas)} records")
             t = _check_table(t)
             if ids:
-                part = self._load_blocks(t, list(ids), list(datas), seq)
+                part = self._load_blocks(t, list(ids), list(datas))
                 built.append((t, part))
                 need += part.size
         metas: list[_Prepared] = []
@@ -518,8 +520,8 @@ class ArenaWriter:
                 self._grow(need + exc.need)
         raise CapacityError(f"arena full; raise max_size={self._max_size} ({L.REMEDY['max_size']})")
 
-    def _load_blocks(self, t: str, ids: list[RecordId], datas: list[bytes], seq: int) -> _Loaded:
-        """Check one table's records and build their blocks (see :meth:`load`)."""
+    def _load_blocks(self, t: str, ids: list[RecordId], datas: list[bytes]) -> _Loaded:
+        """Check one table's records and measure their blocks (see :meth:`load`)."""
         kinds = set(map(type, ids))
         if kinds == {int}:
             if min(ids) < _I64_MIN or max(ids) > _I64_MAX:  # type: ignore[operator]
@@ -531,70 +533,108 @@ class ArenaWriter:
                 if not isinstance(d, bytes | bytearray | memoryview):
                     raise TypeError(f"record data must be bytes, not {type(d).__name__}")
             datas = list(map(bytes, datas))
-        keys = list(map(key_prefix(t).__add__, map(self._kpack, ids)))
-        klens = list(map(len, keys))
-        if max(klens) > ARENA_KEY_BYTES:
-            raise ValueError(f"record id too long: {ids[klens.index(max(klens))]!r}")
-        dlens = list(map(len, datas))
+        part = _Loaded(ids, datas, key_prefix(t))
+        # the ids' msgspec encoding: 0.14 s for 10^6 where the reused msgpack Packer took
+        # 0.31 (the same bytes: codec.record_encoder)
+        part.idbs = list(map(self._enc, ids))
+        add, and_, repeat, n = operator.add, operator.and_, itertools.repeat, len(ids)
+        part.klens = list(map(add, map(len, part.idbs), repeat(len(part.prefix), n)))
+        longest = max(part.klens)
+        if longest > ARENA_KEY_BYTES:
+            raise ValueError(f"record id too long: {ids[part.klens.index(longest)]!r}")
+        part.dlens = dlens = list(map(len, datas))
         limit = self._codec.max_record_size
         if max(dlens) > limit:
             i = dlens.index(max(dlens))
             raise PayloadTooLarge(
                 f"record {t!r}/{ids[i]!r} of {dlens[i]} bytes exceeds max_record_size={limit}"
             )
-        add, sub, repeat, n = operator.add, operator.sub, itertools.repeat, len(ids)
-        part = _Loaded(ids, datas)
         # a block: header, key, payload, CRC, zero padding to the 8-byte alignment
-        part.pstarts = list(map(add, klens, repeat(L.BLOCK_HEADER_SIZE, n)))
-        part.pends = list(map(add, part.pstarts, dlens))
-        totals = list(map(add, part.pends, repeat(4, n)))
+        part.totals = list(
+            map(add, part.klens, map(add, dlens, repeat(L.BLOCK_HEADER_SIZE + 4, n)))
+        )
         # L.align, without a Python call per record
         part.asizes = list(
-            map(operator.and_, map(add, totals, repeat(L.ALIGN - 1, n)), repeat(-L.ALIGN, n))
+            map(and_, map(add, part.totals, repeat(L.ALIGN - 1, n)), repeat(-L.ALIGN, n))
         )
-        heads = map(L.BLOCK_HEADER.pack, totals, klens, repeat(L.KIND_RECORD, n), repeat(seq, n))
-        part.heads = list(map(add, heads, keys))
-        part.hcrcs = list(map(zlib.crc32, part.heads))
-        part.crcs = list(map(zlib.crc32, datas, part.hcrcs))
-        pads = map(_ZEROS.__getitem__, map(sub, part.asizes, totals))
-        part.tails = list(map(add, map(L.CRC.pack, part.crcs), pads))
         part.size = sum(part.asizes)
         return part
 
     def _place(
         self, seq: int, region: int, built: list[tuple[str, _Loaded]], metas: list[_Prepared]
     ) -> None:
-        """Write :meth:`load`'s blocks from *region* on, index them, checkpoint, publish."""
+        """Build :meth:`load`'s blocks, write them from *region* on, index them,
+        checkpoint, publish.
+
+        Chunk by chunk (``_LOAD_CHUNK`` records): the blocks' parts, the joined blocks and
+        the checkpoint's rows live one chunk at a time, in memory the next chunk reuses.
+        Built for a whole table first, as they were, they took fresh pages: a start's
+        publish of 10⁶ records made 256k page faults, its system time 0.85-1.2 s of
+        2.9-3.7 s of CPU; chunk by chunk 176k and 0.59-0.77 of 2.5-3.3 s (loaded machine,
+        six interleaved starts each, ``python -m bench.restartcpu``). The header and key
+        of a block come out of one ``Struct`` per key length, its CRC and padding out of
+        one per padding; each step is a C-level ``map`` over the chunk. What is left is
+        the per-record floor of this layout: two CRC calls, the index's tuple and dict
+        slot, the checkpoint's row and its encoding.
+        """
         gen = self._gen
         assert gen is not None
         mm = gen.mm
         off = region
-        add, repeat = operator.add, itertools.repeat
+        add, sub, repeat = operator.add, operator.sub, itertools.repeat
+        crc32, pack = zlib.crc32, struct.Struct.pack
+        kind, hsize, tails = L.KIND_RECORD, L.BLOCK_HEADER_SIZE, _TAILS
+        ckpt = [_array_header(len(built) + bool(metas))]  # the checkpoint's encoding
         for t, part in built:
             n = len(part.ids)
-            offs = list(itertools.accumulate(part.asizes, initial=off))
-            offs.pop()
-            entries = zip(
-                offs,
-                part.asizes,
-                map(add, offs, part.pstarts),
-                map(add, offs, part.pends),
-                part.hcrcs,
-                part.crcs,
-                range(n),
-                repeat(seq, n),
-                strict=True,
-            )
-            tdict = self._tables[t] = dict(zip(part.ids, entries, strict=True))
+            plen = len(part.prefix)
+            heads = {k: struct.Struct(f"<IHHQ{plen}s{k - plen}s") for k in set(part.klens)}
+            tdict: dict[RecordId, _WEntry] = {}
+            self._tables[t] = tdict
+            ckpt += [_array_header(2), pack_internal(t), _array_header(n)]  # [t, [rows...]]
+            pieces: list[Any] = []
+            for i in range(0, n, _LOAD_CHUNK):
+                j = min(i + _LOAD_CHUNK, n)
+                k = j - i
+                ids, klens, totals = part.ids[i:j], part.klens[i:j], part.totals[i:j]
+                asizes = part.asizes[i:j]
+                blocks = list(
+                    map(
+                        pack,
+                        map(heads.__getitem__, klens),
+                        totals,
+                        klens,
+                        repeat(kind, k),
+                        repeat(seq, k),
+                        repeat(part.prefix, k),
+                        part.idbs[i:j],
+                    )
+                )
+                datas = part.datas[i:j]
+                hcrcs = list(map(crc32, blocks))
+                crcs = list(map(crc32, datas, hcrcs))
+                if len(pieces) != 3 * k:
+                    pieces = [b""] * (3 * k)
+                pieces[0::3] = blocks
+                pieces[1::3] = datas
+                pieces[2::3] = map(pack, map(tails.__getitem__, map(sub, asizes, totals)), crcs)
+                data = b"".join(pieces)
+                mm[off : off + len(data)] = data
+                offs = list(itertools.accumulate(asizes, initial=off))
+                off = offs.pop()
+                pstarts = list(map(add, offs, map(add, klens, repeat(hsize, k))))
+                pends = list(map(add, pstarts, part.dlens[i:j]))
+                poss = range(i, j)
+                entries = zip(
+                    offs, asizes, pstarts, pends, hcrcs, crcs, poss, repeat(seq, k), strict=True
+                )
+                tdict.update(zip(ids, entries, strict=True))
+                # its checkpoint rows, [rid, pstart, pend, hcrc, crc, pos, off] each
+                rows = list(zip(ids, pstarts, pends, hcrcs, crcs, poss, offs, strict=True))
+                ckpt.append(pack_internal(rows)[len(_array_header(k)) :])  # the rows alone
             if len(tdict) != n:
                 raise ValueError(f"table {t!r}: repeated record ids")
             self._next_pos[t] = n
-            for i in range(0, n, _LOAD_CHUNK):
-                j = i + _LOAD_CHUNK
-                pieces = zip(part.heads[i:j], part.datas[i:j], part.tails[i:j], strict=True)
-                data = b"".join(itertools.chain.from_iterable(pieces))
-                mm[off : off + len(data)] = data
-                off += len(data)
         if metas:
             mtab: dict[RecordId, _WEntry] = {}
             self._tables[META_TABLE] = mtab
@@ -605,7 +645,8 @@ class ArenaWriter:
                 mtab[rid] = (off, asize, pstart, pstart + dlen, hcrc, crc, pos, seq)
                 off += asize
             self._next_pos[META_TABLE] = len(metas)
-        self._append_ring(seq, None, [])
+            ckpt.append(pack_internal([META_TABLE, _checkpoint_rows(mtab)]))
+        self._append_ring(seq, None, [], ckpt)
         self._publish(seq)
 
     def _prepare(self, table: str, rid: RecordId, version: int, data: bytes) -> _Prepared:
@@ -620,16 +661,6 @@ class ArenaWriter:
         hcrc = zlib.crc32(head)
         crc = zlib.crc32(data, hcrc)
         return (table, rid, head + data + _TAILS[-total & 7].pack(crc), klen, len(data), hcrc, crc)
-
-    def _block(self, table: str, rid: RecordId, version: int, kind: int, data: bytes) -> bytes:
-        key = pack_internal([table, rid])
-        if len(key) > ARENA_KEY_BYTES:
-            raise ValueError(f"record id too long: {rid!r}")
-        total = L.BLOCK_HEADER_SIZE + len(key) + len(data) + 4
-        head = L.BLOCK_HEADER.pack(total, len(key), kind, version) + key
-        hcrc = zlib.crc32(head)
-        crc = zlib.crc32(data, hcrc)
-        return head + data + L.CRC.pack(crc)
 
     def _apply(
         self,
@@ -788,9 +819,14 @@ class ArenaWriter:
     # --- ring and checkpoints ------------------------------------------------------------
 
     def _append_ring(
-        self, seq: int, ops: list[list[Any]] | None, new: list[tuple[int, int]]
+        self,
+        seq: int,
+        ops: list[list[Any]] | None,
+        new: list[tuple[int, int]],
+        ckpt: list[bytes] | None = None,
     ) -> None:
-        """Append the commit's entry; ``ops`` None: known too big, go to a checkpoint."""
+        """Append the commit's entry; ``ops`` None: known too big, go to a checkpoint
+        (*ckpt*: its encoding, when the caller has it: :meth:`_write_checkpoint`)."""
         gen = self._gen
         assert gen is not None
         size = gen.ring_size
@@ -810,7 +846,7 @@ class ArenaWriter:
         marker = pack_internal(None)
         n = L.align(L.RING_HEADER_SIZE + len(marker))
         waste = size - phys if phys + n > size else 0
-        self._write_checkpoint(seq, new, ringpos=head + waste + n)
+        self._write_checkpoint(seq, new, ringpos=head + waste + n, ckpt=ckpt)
         self._ring_write(seq, marker, head, waste)
         self._ring_head = head + waste + n
 
@@ -831,26 +867,42 @@ class ArenaWriter:
         entry = L.RING_HEADER.pack(n, L.ring_crc(n, seq, prev, payload), seq, prev)
         mm[p : p + L.RING_HEADER_SIZE + len(payload)] = entry + payload
 
-    def _write_checkpoint(self, seq: int, new: list[tuple[int, int]], ringpos: int) -> None:
-        """Write the full index as of ``seq`` into a block; retire the previous one."""
+    def _write_checkpoint(
+        self,
+        seq: int,
+        new: list[tuple[int, int]],
+        ringpos: int,
+        ckpt: list[bytes] | None = None,
+    ) -> None:
+        """Write the full index as of ``seq`` into a block; retire the previous one.
+
+        *ckpt*: the index's encoding in pieces, as this would encode it (:meth:`_place`
+        encodes it chunk by chunk); None: encoded from the index. The pieces go into the
+        block one by one, never joined (a start's checkpoint of 10⁶ records is ~40 MB).
+        """
         gen = self._gen
         assert gen is not None
-        body = [
-            [t, [[rid, e[2], e[3], e[4], e[5], e[6], e[0]] for rid, e in tdict.items()]]
-            for t, tdict in self._tables.items()
-        ]
-        data = pack_internal(body)
-        block = self._block("\x00ckpt", seq, seq, L.KIND_CHECKPOINT, data)
-        asize = L.align(len(block))
+        if ckpt is None:
+            ckpt = [pack_internal([[t, _checkpoint_rows(d)] for t, d in self._tables.items()])]
+        key = pack_internal(["\x00ckpt", seq])
+        dlen = sum(map(len, ckpt))
+        total = L.BLOCK_HEADER_SIZE + len(key) + dlen + 4
+        head = L.BLOCK_HEADER.pack(total, len(key), L.KIND_CHECKPOINT, seq) + key
+        asize = L.align(total)
         off = self._alloc.alloc(asize)
         if off is None:
             raise _Full(asize)
         new.append((off, asize))
-        gen.mm[off : off + len(block)] = block
-        pend = off + len(block) - 4
-        pstart = pend - len(data)
-        hcrc = zlib.crc32(block[: pstart - off])
-        crc = L.CRC.unpack_from(block, len(block) - 4)[0]
+        mm = gen.mm
+        hcrc = crc = zlib.crc32(head)
+        mm[off : off + len(head)] = head
+        pstart = pos = off + len(head)
+        for piece in ckpt:
+            mm[pos : pos + len(piece)] = piece
+            pos += len(piece)
+            crc = zlib.crc32(piece, crc)
+        pend = pos
+        mm[pend : pend + 4] = L.CRC.pack(crc)
         old = self._ckpt
         self._ckpt = (pstart, pend, seq, ringpos, hcrc, crc, off, asize)
         if old[7]:

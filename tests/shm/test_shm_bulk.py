@@ -17,6 +17,7 @@ import pytest
 from stateengine.errors import PayloadTooLarge
 from stateengine.shm import ArenaReader, ArenaWriter
 from stateengine.shm import layout as L
+from stateengine.shm import writer as writer_module
 from stateengine.shm.codec import MsgpackCodec, internal_packer, key_prefix, pack_internal
 
 
@@ -295,6 +296,46 @@ def test_load_builds_the_arena_a_commit_builds(initial: int) -> None:
         finally:
             ra.close()
             rb.close()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_load_in_chunks_builds_the_arena_a_commit_builds(monkeypatch: Any) -> None:
+    """``load`` builds, writes and checkpoints its records a chunk at a time
+    (``_LOAD_CHUNK``): with chunks of 7 records (a table of 3, one of 40, one of 600-odd
+    with a short last chunk) the index and the blocks are still those of a commit, and the
+    checkpoint's bytes, encoded chunk by chunk, are the index's encoded whole. Control: a
+    chunk's rows encoded with their array header make the comparison fail."""
+    monkeypatch.setattr(writer_module, "_LOAD_CHUNK", 7)
+    data = _load_input()
+    meta = {t: pk({"info": t}) for t in data}
+    a = ArenaWriter.create("setest", initial_size=16 * 1024 * 1024, ring_size=8192)
+    b = ArenaWriter.create("setest", initial_size=16 * 1024 * 1024, ring_size=8192)
+    try:
+        a.commit(7, [(t, rid, blob) for t, rows in data.items() for rid, blob in rows], meta=meta)
+        b.load(
+            7, {t: ([r for r, _ in rows], [x for _, x in rows]) for t, rows in data.items()}, meta
+        )
+        _blocks_ok(b)
+        assert b._tables == a._tables and list(b._tables) == list(a._tables)
+        for tdict in a._tables.values():
+            for off, asize, *_ in tdict.values():
+                assert b._gen.mm[off : off + asize] == a._gen.mm[off : off + asize]  # type: ignore[union-attr]
+        pstart, pend, seq, _pos, hcrc, crc, _off, _asize = b._ckpt
+        whole = pack_internal(
+            [[t, writer_module._checkpoint_rows(d)] for t, d in b._tables.items()]
+        )
+        assert seq == 7 and b._gen.mm[pstart:pend] == whole  # type: ignore[union-attr]
+        assert zlib.crc32(whole, hcrc) == crc
+        r = ArenaReader.attach(b.name)
+        try:
+            assert r.get("t", 1599) == {"i": 1599, "f": 1599 / 3, "b": b"\x00" * (1599 % 9)}
+            assert r.get("mixed", "s38") == 38
+            with r.snapshot() as snap:
+                assert snap.version == 7 and snap.meta("mixed") == pk({"info": "mixed"})
+        finally:
+            r.close()
     finally:
         a.close()
         b.close()

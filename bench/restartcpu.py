@@ -1,0 +1,134 @@
+"""CPU time of a start's parts, in this process: what the ``restart`` row's server spends.
+
+    PYTHONPATH=. python -m bench.restartcpu [--records N] [--repeats K] [--data DIR]
+
+A data dir holding a snapshot of N records (default 10^6, the bench's shape; kept in
+``--data`` when given, so runs of two checkouts read the same file) is recovered and
+published as ``Server.start`` does it: the cyclic GC off, an empty ``ArenaPublisher``, the
+log store's ``recover``, the engine's deadlines, ``publish_state`` from the recovered
+bytes. Each repeat runs in a fresh interpreter (a start's memory is fresh too); the
+figures are ``time.process_time`` per part (its system time and minor page faults
+apart: a start's fresh memory is mostly page faults), the arena writer's steps inside
+the publish included, then the median of each over the repeats. CPU, not wall: on a shared machine
+the medians of interleaved runs compare where wall times do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import gc
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+#: the arena writer's steps of a load, timed inside ``publish_state``
+WRITER_STEPS = ("_grow", "_load_blocks", "_place", "_write_checkpoint")
+
+
+def make_snapshot(data: Path, n: int) -> None:
+    from bench.durability import big_engine
+    from stateengine.server.engine import TableEngine
+    from stateengine.server.persistence import open_store
+
+    data.mkdir(mode=0o700, parents=True)  # a data directory must be private
+    store = open_store(data, "log", "always", snapshot_mode="inline")
+    store.recover(TableEngine())
+    store.snapshot(big_engine(n))
+    store.close()
+
+
+def one_start(data: Path) -> dict[str, float]:
+    """The parts of one start on *data*, CPU seconds (run in a fresh process)."""
+    gc.disable()
+    from stateengine.server.engine import TableEngine
+    from stateengine.server.persistence import open_store
+    from stateengine.server.publish import ArenaPublisher
+    from stateengine.shm.writer import ArenaWriter
+
+    times: dict[str, float] = {}
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.process_time()
+            r0 = resource.getrusage(resource.RUSAGE_SELF)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                r1 = resource.getrusage(resource.RUSAGE_SELF)
+                for key, value in (
+                    (name, time.process_time() - t0),
+                    (f"{name} (system)", r1.ru_stime - r0.ru_stime),
+                    (f"{name} (page faults)", r1.ru_minflt - r0.ru_minflt),
+                ):
+                    times[key] = times.get(key, 0.0) + value
+
+        return run
+
+    for step in WRITER_STEPS:
+        setattr(ArenaWriter, step, timed(f"  {step}", getattr(ArenaWriter, step)))
+    engine = TableEngine()
+    publisher = timed("arena create", ArenaPublisher)(engine)
+    store = open_store(data, "log")
+    try:
+        report = timed("recover", store.recover)(engine)
+        timed("rebuild_deadlines", engine.rebuild_deadlines)()
+        timed("publish_state", publisher.publish_state)(report.encoded)
+    finally:
+        store.close()
+        publisher.close()
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data", type=Path, help="snapshot dir to make or reuse")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child is not None:
+        print(json.dumps(one_start(args.child)))
+        return 0
+    tmp = None
+    data = args.data
+    if data is None:
+        tmp = Path(tempfile.mkdtemp(prefix="se-restartcpu-"))
+        data = tmp / "data"
+    try:
+        if not (data / "snapshot.sesnap").exists():
+            make_snapshot(data, args.records)
+        runs = []
+        for _ in range(args.repeats):
+            out = subprocess.run(
+                [sys.executable, "-m", "bench.restartcpu", "--child", str(data)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            runs.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(f"CPU seconds (user + system), median (min-max) of {args.repeats} starts on {data}:")
+    for name in runs[0]:
+        values = [r[name] for r in runs]
+        fmt = "9.0f" if name.endswith("faults)") else "9.3f"
+        print(
+            f"{name:36s} {statistics.median(values):{fmt}}  "
+            f"({min(values):{fmt.lstrip('9')}}-{max(values):{fmt.lstrip('9')}})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
