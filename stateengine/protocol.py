@@ -42,6 +42,7 @@ __all__ = [
     "MAX_ORDER_KEYS",
     "MAX_REQUEST_BYTES",
     "TYPE_NAMES",
+    "accepts_unchanged",
     "check_field",
     "check_type_name",
     "check_value",
@@ -324,6 +325,14 @@ def check_field(value: Any, type_name: str, where: str, name: str) -> Any:
 
 
 _FAST_FIELDS: Final = _fast_field_table()
+
+
+def accepts_unchanged(value_type: type, type_name: str) -> bool:
+    """Whether :func:`check_field` returns every value of exactly *value_type* as it is
+    for a field of *type_name*, once the value is an int in range or valid text (which
+    the engine's bulk checks leave to one encode): a scalar the type takes without a cast.
+    """
+    return _FAST_FIELDS.get((value_type, type_name)) is False
 
 
 # --- request and reply bodies ---------------------------------------------------------------

@@ -527,7 +527,7 @@ def structural_problems(req: dict[str, Any], in_batch: bool) -> list[tuple[str |
 
     bad("state", valid_name)
     bad("id", valid_id)
-    for k in ("record", "fields", "where", "if_match", "add", "schema"):
+    for k in ("record", "fields", "where", "if_match", "dead_letter", "add", "schema"):
         bad(k, lambda v: isinstance(v, dict))
     bad("records", lambda v: isinstance(v, list))
     bad("commands", lambda v: isinstance(v, list))

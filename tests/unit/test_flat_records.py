@@ -1,0 +1,179 @@
+"""The engine's flat-record paths give what its general checks give (issue 17).
+
+``SET_STATE`` judges a load of flat records (scalar values, keys in schema order, the id
+first) in C loops over all of them (``TableEngine._flat_set_state``), and a single record
+is judged by its key list and value types (``_flat_record``); anything else, and every
+error, goes through the general field-by-field checks. Neither path may change a stored
+record, a table's schema or counter, a result, or an error's type and message: each case
+here runs twice, once with the flat paths switched off (the reference) and once with
+them, and the two outcomes must be equal.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from stateengine.protocol import INT_MAX, INT_MIN
+from stateengine.server import engine as engine_module
+from stateengine.server.engine import TableEngine
+
+#: Values a field may be given: every one a flat path may take, and its near misses.
+VALUES: list[Any] = [
+    None,
+    True,
+    0,
+    -7,
+    INT_MAX,
+    INT_MIN,
+    INT_MAX + 1,
+    INT_MIN - 1,
+    2.5,
+    "ascii",
+    "héllo",
+    "bad \ud800",
+    b"\x00",
+    bytearray(b"x"),
+    [1],
+    {"k": 1},
+    (1,),
+]
+#: Ids: ints at and past the signed 64-bit range, text at and past its length limit.
+IDS: list[Any] = [1, 2**63 - 1, 2**63, -(2**63) - 1, "a", "é", "x" * 256, "x" * 1025, 1.0, True]
+
+SCHEMAS: list[dict[str, str] | None] = [
+    None,
+    {"a": "any", "b": "any"},
+    {"a": "string", "b": "integer?"},
+    {"a": "float", "b": "boolean"},
+    {"a": "bytes?", "b": "any"},
+    {"id": "string", "a": "any", "b": "any"},
+    {"id": "integer", "a": "any", "b": "any"},
+]
+
+
+def _run(requests: list[dict[str, Any]], flat: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The replies and the final tables of *requests*, with or without the flat paths."""
+    with monkeypatch.context() as m:
+        if not flat:
+            m.setattr(TableEngine, "_flat_set_state", lambda *a, **k: None)
+            m.setattr(TableEngine, "_flat_record", lambda *a, **k: None)
+        eng = TableEngine(clock=lambda: 1000.0)
+        replies = [eng.execute(request) for request in requests]
+        tables = {
+            name: (
+                [(rid, list(rec.items())) for rid, rec in t.records.items()],
+                [(type(v), v) for rec in t.records.values() for v in rec.values()],
+                t.info(),
+            )
+            for name, t in eng.tables.items()
+        }
+    return replies, tables
+
+
+def _same(requests: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    reference = _run(requests, False, monkeypatch)
+    assert _run(requests, True, monkeypatch) == reference
+
+
+def _setup(schema: dict[str, str] | None) -> list[dict[str, Any]]:
+    if schema is None:
+        return []
+    return [{"command": "CREATE_STATE", "state": "t", "schema": schema}]
+
+
+def _loads() -> Iterator[tuple[dict[str, str] | None, list[dict[Any, Any]]]]:
+    for schema, value in itertools.product(SCHEMAS, VALUES):
+        good = [{"id": i, "a": "x", "b": i} for i in (1, 2, 3)]
+        yield schema, [*good, {"id": 4, "a": value, "b": 1}]
+        yield schema, [{"id": 4, "a": 1.5, "b": value}, *good]
+    for schema, rid in itertools.product(SCHEMAS, IDS):
+        yield schema, [{"id": 1, "a": 1, "b": 2}, {"id": rid, "a": 1, "b": 2}]
+        yield schema, [{"id": rid, "a": 1, "b": 2}]
+    for schema in SCHEMAS:
+        yield schema, [{"id": 1, "a": 1, "b": 2}, {"id": 1, "a": 1, "b": 3}]  # duplicate
+        yield schema, [{"id": 1, "a": 1, "b": 2}, {"id": "1", "a": 1, "b": 3}]  # mixed ids
+        yield schema, [{"id": 1, "a": 1, "b": 2}, {"b": 1, "a": 1, "id": 2}]  # key order
+        yield schema, [{"a": 1, "b": 2, "id": 3}]  # id last
+        yield schema, [{"id": 1, "a": 1}]  # missing field
+        yield schema, [{"id": 1, "a": 1, "b": 2, "c": 3}]  # extra field
+        yield schema, [{"id": 1, "a": 1, "b": 2, "_version": 3}]  # reserved
+        yield schema, [{"a": 1, "b": 2}, {"a": 1, "b": 3}]  # auto ids
+        yield schema, [{"id": 9, "a": 1, "b": 2}, {"a": 1, "b": 3}]  # auto after explicit
+        yield schema, [{"id": 1, "a": 1, "b": 2}, [1, 2]]  # not a map
+        yield schema, [{"id": n, "a": n, "b": n} for n in range(50, 0, -1)]
+
+
+@pytest.mark.parametrize(("schema", "records"), list(_loads()), ids=repr)
+def test_set_state_is_the_same_with_and_without_the_flat_path(
+    schema: dict[str, str] | None, records: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records, ids, counters and errors as the general checks make them: a fresh table,
+    one with the schema the load proposes, a declared one, and one capped in length."""
+    load = {"command": "SET_STATE", "state": "t", "records": records}
+    _same([*_setup(schema), load], monkeypatch)
+    _same([*_setup(schema), load, {**load, "records": records[::-1]}], monkeypatch)
+    capped = [{"command": "CREATE_STATE", "state": "t", "schema": schema, "max_length": 2}]
+    _same([*capped, load], monkeypatch)
+
+
+@pytest.mark.parametrize(("schema", "records"), list(_loads()), ids=repr)
+def test_record_writes_are_the_same_with_and_without_the_flat_path(
+    schema: dict[str, str] | None, records: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CREATE_RECORD and SET_RECORD of each record, alone and in a BATCH (rolled back
+    whole at its first error)."""
+    creates = [{"command": "CREATE_RECORD", "state": "t", "record": r} for r in records]
+    first = {"id": 1, "a": 1, "b": 2}
+    sets = [
+        {"command": "SET_RECORD", "state": "t", "id": 1, "record": r}
+        for r in records
+        if isinstance(r, dict)
+    ]
+    seed = {"command": "SET_STATE", "state": "t", "records": [first]}
+    _same([*_setup(schema), seed, *creates, *sets], monkeypatch)
+    _same([*_setup(schema), seed, {"command": "BATCH", "commands": creates}], monkeypatch)
+    # ids the seed does not hold: the BATCH of creates that can take its flat path
+    other = {"command": "SET_STATE", "state": "t", "records": [{"id": 99, "a": 1, "b": 2}]}
+    batch = {"command": "BATCH", "commands": creates}
+    _same([*_setup(schema), other, batch, batch], monkeypatch)
+
+
+def test_the_flat_paths_take_the_bench_records() -> None:
+    """The comparisons above mean something only if the flat paths run: they take the
+    bench's record shape, in a load and one at a time."""
+    eng = TableEngine()
+    rows = [{"id": i, "name": f"u{i}", "score": i * 0.5, "ok": True, "b": None} for i in (1, 2)]
+    assert eng.execute({"command": "SET_STATE", "state": "t", "records": rows})["ok"]
+    table_schema = eng.tables["t"].schema()
+    assert table_schema is not None
+    assert eng._flat_set_state(rows, table_schema, "any", 7) is not None
+    assert eng._flat_record({**rows[0], "id": 3}, table_schema) is not None
+    assert eng._flat_record({"name": "x", "score": 1.0, "ok": False, "b": None}, table_schema)
+    creates = [
+        {"command": "CREATE_RECORD", "state": "t", "record": {**rows[0], "id": i}} for i in (5, 6)
+    ]
+    eng._journal = []
+    assert eng._flat_creates(creates) is not None
+
+
+def test_a_flat_path_without_its_encode_check_fails_the_comparison(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The control: a flat path that trusted its type checks alone (no encode of the
+    values) would store an int past 64 bits and a lone surrogate that the general checks
+    refuse, and the comparison says so."""
+    monkeypatch.setattr(engine_module, "_packb", lambda value: b"")
+    for value in (INT_MAX + 1, "bad \ud800"):
+        bad = {"id": 2, "a": value, "b": 1}
+        seed = {"command": "SET_STATE", "state": "t", "records": [{"id": 1, "a": 1, "b": 1}]}
+        for requests in (
+            [{**seed, "records": [*seed["records"], bad]}],
+            [seed, {"command": "CREATE_RECORD", "state": "t", "record": bad}],
+        ):
+            reference = _run(requests, False, monkeypatch)
+            assert reference[0][-1]["ok"] is False
+            assert _run(requests, True, monkeypatch) != reference
