@@ -32,7 +32,7 @@ import msgpack
 import pytest
 import test_engine_model as engine_model
 import zmq
-from hypothesis import event, settings
+from hypothesis import Phase, event, settings
 from hypothesis.stateful import invariant, run_state_machine_as_test
 from model import World
 from test_engine_model import Clock, EngineMachine
@@ -44,6 +44,10 @@ from stateengine.server.curve import add_client
 from stateengine.testing import ServerProcess
 
 SERVER: dict[str, Any] = {}
+#: No shrinking: each example here is real round trips, and a shrink of a failure found
+#: in a full run outlasted the suite's 300 s timeout in CI, which then reported only
+#: hypothesis's Flaky error and hid the failure. The unshrunk steps (at most 25) print.
+WIRE_PHASES = (Phase.explicit, Phase.reuse, Phase.generate)
 #: Seconds a claim of the server machine may wait (a longer valid ``wait`` is cut to it).
 MAX_WAIT = 0.2
 
@@ -183,10 +187,17 @@ def test_server_matches_model(server: ServerProcess, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(engine_model, "LEASES", [1000.5, 2000.5])
     monkeypatch.setattr(engine_model, "TTLS", [1000.5, 2000.5])  # none runs out either
     monkeypatch.setattr(model, "WALL_CLOCK", True)  # the server's deadlines: its own clock
-    run_state_machine_as_test(
-        ServerMachine,
-        settings=settings(max_examples=60, stateful_step_count=25, deadline=None),
-    )
+    try:
+        run_state_machine_as_test(
+            ServerMachine,
+            settings=settings(
+                max_examples=60, stateful_step_count=25, deadline=None, phases=WIRE_PHASES
+            ),
+        )
+    except BaseException:
+        alive = server.proc is not None and server.proc.poll() is None
+        print(f"server alive: {alive}; its output (last 3000 chars):\n{server.output()[-3000:]}")
+        raise
 
 
 @pytest.mark.parametrize("replace", [True, False], ids=["replaced", "control-kept"])
