@@ -189,6 +189,8 @@ class Server:
         self._storage_retry_at = 0.0
         self._pack = msgpack.Packer(use_bin_type=True).pack
         self._last_idle = time.monotonic()
+        #: serve_forever polls the feed's sockets by fd and reads subscriptions on a signal
+        self._feed_polled = False
         self._started = time.monotonic()
         self.feed: Feed | None = None
         self._last_pass = 0
@@ -515,53 +517,82 @@ class Server:
     # --- the loop -------------------------------------------------------------------------
 
     def serve_forever(self, poll_ms: int = 100) -> None:
-        # The doors' monitors and the feed stay zmq sockets in the poll. Polling them by
-        # their ZMQ_FD cut a write's syscalls by a quarter (85,243 -> 63,609 for 2000
-        # REQ writes) with no server CPU this machine could measure, and in one full
-        # test run test_silent_tcp_flood_at_fd_limit_1024 then timed out connecting
-        # (not proven to be the cause; the monitor is what refuses connections over the
-        # cap, and one read late would let a burst past it). The "shifted reply" once
-        # blamed on it was the model test's own socket (test_late_replies.py).
+        """Poll, run a pass, housekeep, until :meth:`request_stop`.
+
+        Only the request sockets are polled as zmq sockets. libzmq checks the command
+        mailbox of every zmq socket in a poll (a ``getpid`` and a ``poll`` syscall) in
+        its non-blocking first pass and again after the wait: the doors' two monitors
+        cost 8 of the main thread's 26.5 syscalls a write one at a time, and the
+        feed's subscription check (``EVENTS`` every pass) 2 more. The
+        monitors and the feed's XPUB sockets are polled by their ``ZMQ_FD`` instead
+        (one more entry of the one ``poll``): it turns readable when a command reaches
+        the socket, so an accepted connection or a subscription still wakes the loop,
+        and each is read to the end (no ``POLLIN`` left) when it does, which is what
+        lets the next command signal it again. Issue 17, one REQ write at a time: the
+        main thread's syscalls 26.5 -> 16.1 a write (strace -f, 2000 writes; the echo
+        makes ~15); server CPU a write 211.7 -> 200.0 µs, medians of four interleaved
+        ``bench.writepath --server --writes 3000 --repeats 3`` at load ~5 on 2 cores,
+        and -19 µs (median of 60 paired rounds, lower in 40) in a scratch A/B.
+        """
         assert self._sock is not None, "call start() first"
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         if self._tcp is not None:
             poller.register(self._tcp, zmq.POLLIN)
-        monitors = {door.monitor for door in self.doors if door.monitor is not None}
-        for monitor in monitors:
-            poller.register(monitor, zmq.POLLIN)
+        monitors = {
+            cast(int, door.monitor.get(zmq.FD)) for door in self.doors if door.monitor is not None
+        }
+        feed_fds = {cast(int, s.get(zmq.FD)) for s in self.feed.socks} if self.feed else set()
+        for fd in monitors | feed_fds:
+            poller.register(fd, zmq.POLLIN)
+        # Read both to the end once: from here on, their fds say when something came.
+        self._log_refusals()
+        if self.feed is not None:
+            self.feed.read_subscriptions()
+        self._feed_polled = True
         gc_on = gc.isenabled()
-        while not self._stop:
-            timeout = poll_ms
-            wake = self._next_wake()
-            if wake is not None:
-                timeout = min(poll_ms, max(0, int((wake - self.engine.clock()) * 1000) + 1))
-            try:
-                ready = poller.poll(timeout)
-            except zmq.ZMQError as exc:
-                if exc.errno == errno.EINTR:
-                    continue
-                raise
-            if ready and monitors and any(s in monitors for s, _ in ready):
-                # Connections first: an accepted descriptor over the cap is refused
-                # before more of them pile up.
-                self._log_refusals()
-            if ready or (wake is not None and self.engine.clock() >= wake):
-                if gc_on:
-                    # No cyclic GC inside a pass (one after it, if due): a SET_STATE
-                    # of 10⁵ records ran ~140 over its own new objects. Server CPU a
-                    # record of it 10.1-10.7 -> 8.7-8.8 µs (issue 17, bench.writepath
-                    # --server --bulk 100000, interleaved runs).
-                    gc.disable()
-                    try:
+        try:
+            while not self._stop:
+                timeout = poll_ms
+                wake = self._next_wake()
+                if wake is not None:
+                    timeout = min(poll_ms, max(0, int((wake - self.engine.clock()) * 1000) + 1))
+                try:
+                    ready = poller.poll(timeout)
+                except zmq.ZMQError as exc:
+                    if exc.errno == errno.EINTR:
+                        continue
+                    raise
+                requests = ready
+                if ready and (monitors or feed_fds):
+                    fds = {s for s, _ in ready if type(s) is int}
+                    if fds:
+                        requests = [r for r in ready if type(r[0]) is not int]
+                        if fds & monitors:
+                            # Connections first: an accepted descriptor over the cap is
+                            # refused before more of them pile up.
+                            self._log_refusals()
+                        if fds & feed_fds:
+                            assert self.feed is not None
+                            self.feed.read_subscriptions()
+                if requests or (wake is not None and self.engine.clock() >= wake):
+                    if gc_on:
+                        # No cyclic GC inside a pass (one after it, if due): a SET_STATE
+                        # of 10⁵ records ran ~140 over its own new objects. Server CPU a
+                        # record of it 10.1-10.7 -> 8.7-8.8 µs (issue 17, bench.writepath
+                        # --server --bulk 100000, interleaved runs).
+                        gc.disable()
+                        try:
+                            self.run_pass()
+                        finally:
+                            gc.enable()
+                    else:
                         self.run_pass()
-                    finally:
-                        gc.enable()
-                else:
-                    self.run_pass()
-            now = time.monotonic()
-            if not ready or now - self._last_idle > 0.1:
-                self._idle(now)
+                now = time.monotonic()
+                if not ready or now - self._last_idle > 0.1:
+                    self._idle(now)
+        finally:
+            self._feed_polled = False
         self._release_parked()
         if self._backup_waiters:
             self._start_backups()
@@ -634,7 +665,15 @@ class Server:
         dirty_tables: set[str] = set()
         removed: set[tuple[str, Id]] = set()
         engine = self.engine
-        feed = self.feed if self.feed is not None and self.feed.active else None
+        feed = self.feed
+        if feed is not None:
+            # serve_forever reads the subscriptions when the feed's fd says one came;
+            # while someone subscribes, every pass, as flush's sends may process the
+            # command that signalled one without reading it. Elsewhere, every pass.
+            if feed.subscriptions or not self._feed_polled:
+                feed.read_subscriptions()
+            if not feed.subscriptions:
+                feed = None
         first_write = -1
         parked_now: list[Waiter] = []
 
