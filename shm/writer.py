@@ -430,10 +430,20 @@ class ArenaWriter:
         dlist = [(_check_table(t), check_id(rid)) for t, rid in deletes]
         drops = [_check_table(t) for t in dropped_tables]
         if meta:
+            # A table's meta that did not change is not written again: the same bytes are
+            # the same version of it for a reader, and most passes (a PATCH_RECORD) leave
+            # the table's info as it was. Rewritten, it was a second block, allocation,
+            # ring op and, later, free per one-record commit.
+            gen = self._gen
+            assert gen is not None
+            mtab = self._tables.get(META_TABLE) or {}
+            mm = gen.mm
             for t, blob in meta.items():
                 _check_table(t)
                 if blob is None:
                     dlist.append((META_TABLE, t))
+                elif (e := mtab.get(t)) is not None and t not in drops and mm[e[2] : e[3]] == blob:
+                    continue  # unchanged (dropped and re-created in this commit: rewritten)
                 elif isinstance(blob, bytes | bytearray | memoryview):
                     prepared = self._prepare(META_TABLE, t, seq, bytes(blob))
                     plist.append(prepared)

@@ -49,6 +49,33 @@ def test_snapshot_isolated_from_plain_gets_deletes_drops(arena: tuple) -> None:
         assert snap.tables() == ["a", "b"]
 
 
+def test_unchanged_meta_is_not_rewritten(arena: tuple) -> None:
+    """The same meta bytes again keep their block (no second block, allocation or ring
+    op per commit); changed bytes, a removal, or a drop and re-creation in the same
+    commit still take effect, and a reader sees the meta at every version."""
+    w, r = arena
+    w.commit(1, [("a", 1, pk(1))], meta={"a": b"m1", "b": b"mb"})
+    blocks = dict(w._tables["\x00meta"])
+    free = w.stats()["free_bytes"]
+    w.commit(2, [], meta={"a": b"m1", "b": bytearray(b"mb")})
+    assert w._tables["\x00meta"] == blocks and w.stats()["free_bytes"] == free
+
+    def meta(table: str) -> bytes | None:
+        with r.snapshot() as snap:
+            m: bytes | None = snap.meta(table)
+            return m
+
+    assert meta("a") == b"m1" and meta("b") == b"mb" and r.version == 2
+    w.commit(3, [], meta={"a": b"m1x", "b": b"mb"})
+    assert meta("a") == b"m1x" and w._tables["\x00meta"]["b"] == blocks["b"]
+    w.commit(4, [("b", 1, pk(2))], dropped_tables=["b"], meta={"b": b"mb"})
+    assert meta("b") == b"mb" and w._tables["\x00meta"]["b"] != blocks["b"]
+    w.commit(5, [], meta={"a": None, "b": b"mb"})
+    assert meta("a") is None and meta("b") == b"mb"
+    with r.snapshot() as snap:
+        assert snap.tables() == ["a", "b"] and snap.ids("a") == [1]
+
+
 def test_reader_far_behind_ring_rebuilds_from_checkpoint() -> None:
     w = ArenaWriter.create("setest", initial_size=1 << 20, grace=0.0, ring_size=4096)
     r = ArenaReader.attach(w.name)
