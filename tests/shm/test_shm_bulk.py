@@ -87,6 +87,29 @@ def test_bulk_commit_fresh_fragmented_and_grown() -> None:
         w.close()
 
 
+def test_commit_that_cannot_fit_its_checkpoint_grows_before_writing(monkeypatch: Any) -> None:
+    """A bulk commit whose blocks fit but whose checkpoint (its ops cannot fit the ring)
+    does not: the writer grows before indexing and writing the puts, not after (it did
+    all of it twice; this test fails on the writer before that change)."""
+    writes: list[int] = []
+    region = writer_module.ArenaWriter._write_region
+
+    def counted(mm: Any, off: int, puts: Any, deferred: Any) -> None:
+        writes.append(len(puts))
+        region(mm, off, puts, deferred)
+
+    monkeypatch.setattr(writer_module.ArenaWriter, "_write_region", staticmethod(counted))
+    with ArenaWriter.create("setest", initial_size=1 << 20, grace=0.0, ring_size=8192) as w:
+        # blocks of 184 bytes; a checkpoint row takes >= 14 (offsets of 3 bytes and more)
+        rec = pk("x" * 150)
+        n = w.stats()["free_bytes"] // 190
+        w.commit(1, [("t", i, rec) for i in range(n)])
+        assert w.stats()["generation"] == 2 and writes == [n]
+        _blocks_ok(w)
+        with ArenaReader.attach(w.name) as r, r.snapshot() as snap:
+            assert len(snap.ids("t")) == n and snap.get("t", n - 1) == "x" * 150
+
+
 def test_failed_bulk_commit_changes_nothing() -> None:
     w = ArenaWriter.create("setest", initial_size=256 * 1024, max_size=256 * 1024, grace=0.0)
     r = ArenaReader.attach(w.name)
