@@ -33,6 +33,7 @@ from stateengine.shm.codec import internal_packer, key_prefix, pack_internal, re
 
 __all__ = [
     "COMPILED",
+    "FORCED",
     "META_TABLE",
     "PATH",
     "Measured",
@@ -51,8 +52,10 @@ Prepared = tuple[str, Any, bytes, int, int, int, int]
 # what the Python twin's place() reuses (None from C)
 Measured = tuple[int, int, int, int, int, Any]
 
+FORCED: Final[bool] = os.environ.get("STATEENGINE_PURE_PYTHON") == "1"
+"""``STATEENGINE_PURE_PYTHON=1``: the Python twin runs even where the extension was built."""
 _c: Any = None
-if os.environ.get("STATEENGINE_PURE_PYTHON") != "1":
+if not FORCED:
     try:
         _c = importlib.import_module("stateengine.shm._speedups")
     except ImportError:  # not built (no C compiler at install): the Python twin runs
@@ -61,6 +64,16 @@ if os.environ.get("STATEENGINE_PURE_PYTHON") != "1":
 COMPILED: Final[bool] = _c is not None
 """True when the compiled C loops run, False for the pure-Python twin."""
 PATH: Final[str] = "compiled C" if COMPILED else "pure Python"
+
+
+def _speedups_built() -> bool:
+    """Whether the extension imports here, whatever :data:`FORCED` says (for the tests)."""
+    try:
+        importlib.import_module("stateengine.shm._speedups")
+    except ImportError:
+        return False
+    return True
+
 
 # the CRC that ends a block, followed by 0..7 zero bytes of alignment padding
 _TAILS: Final = tuple(struct.Struct(f"<I{pad}x") for pad in range(L.ALIGN))
