@@ -14,10 +14,12 @@ from setuptools.command.build_ext import build_ext
 class OptionalBuildExt(build_ext):
     """build_ext that turns a failed compile into one clear line instead of an error."""
 
+    skipped = False
+
     def run(self) -> None:
         try:
             super().run()
-        except Exception as exc:  # no compiler at all: distutils raises before compiling
+        except Exception as exc:  # no compiler at all, or (editable) no .so to copy
             self._skip(exc)
 
     def build_extension(self, ext: Extension) -> None:
@@ -26,8 +28,10 @@ class OptionalBuildExt(build_ext):
         except Exception as exc:
             self._skip(exc)
 
-    @staticmethod
-    def _skip(exc: Exception) -> None:
+    def _skip(self, exc: Exception) -> None:
+        if OptionalBuildExt.skipped:
+            return  # the editable install's copy of the missing .so fails next: said once
+        OptionalBuildExt.skipped = True
         print(
             f"stateengine: C extension not built ({type(exc).__name__}: {exc}); "
             "installing the pure-Python write path",
