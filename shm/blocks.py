@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import msgspec
 
+from stateengine.errors import PayloadTooLarge
 from stateengine.limits import ARENA_KEY_BYTES, ID_MAX, ID_MIN
 from stateengine.shm import layout as L
 from stateengine.shm.codec import internal_packer, key_prefix, pack_internal, record_encoder
@@ -114,8 +115,6 @@ def _prepare_py(
     stop: int,
 ) -> tuple[int, int]:
     """Puts ``start..stop-1`` onto *out*; their blocks' bytes and the space estimate."""
-    from stateengine.errors import PayloadTooLarge
-
     kpack = _kpack
     head_pack = L.BLOCK_HEADER.pack
     crc32 = zlib.crc32

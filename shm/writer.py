@@ -420,11 +420,11 @@ class ArenaWriter:
         tables' order, ids unique within a table; *meta*: name → the table's metadata
         bytes. The arena ends as ``commit(seq, puts=..., meta=meta)`` would leave it
         (the same blocks, index and positions; the version goes out as a checkpoint, as
-        a commit that big does), but each step runs over many records as one C-level
-        ``map`` instead of a Python loop per record: 10⁶ records of the bench's shape,
+        a commit that big does), but each step runs over many records at once
+        (``shm/blocks.py``: one C call, or C-level ``map`` calls in its Python twin) with no
+        per-record tuple but the index's: the twin of 10⁶ records of the bench's shape,
         gc paused, took 2.85 s of CPU through ``commit`` and 1.83 s here (medians of
-        3), when each step ran over a whole table; a chunk of ``_LOAD_CHUNK`` records
-        at a time took a third of the page faults off (:meth:`_place`). Raises what
+        3); :meth:`_place` has the C loop's figures. Raises what
         :meth:`commit` raises, and ``ValueError`` on a non-empty arena or a repeated id;
         on any error nothing was published.
         """
@@ -494,16 +494,14 @@ class ArenaWriter:
         """Build :meth:`load`'s blocks, write them from *region* on, index them,
         checkpoint, publish.
 
-        Chunk by chunk (``_LOAD_CHUNK`` records): the blocks' parts, the joined blocks and
-        the checkpoint's rows live one chunk at a time, in memory the next chunk reuses.
-        Built for a whole table first, as they were, they took fresh pages: a start's
-        publish of 10⁶ records made 256k page faults, its system time 0.85-1.2 s of
-        2.9-3.7 s of CPU; chunk by chunk 176k and 0.59-0.77 of 2.5-3.3 s (loaded machine,
-        six interleaved starts each, ``python -m bench.restartcpu``). The header and key
-        of a block come out of one ``Struct`` per key length, its CRC and padding out of
-        one per padding; each step is a C-level ``map`` over the chunk. What is left is
-        the per-record floor of this layout: two CRC calls, the index's tuple and dict
-        slot, the checkpoint's row and its encoding.
+        Chunk by chunk (``_LOAD_CHUNK`` records, ``blocks.place``): the C loop writes each
+        block straight into the mapping and each checkpoint row straight into its bytes;
+        the Python twin joins a chunk's blocks and rows first, in memory the next chunk
+        reuses (built for a whole table, they took fresh pages: 256k page faults a start,
+        176k by chunks). A start's publish of 10⁶ records, CPU: 1.67 s before the C loop,
+        0.68 s with it, 1.65 s on the twin (medians of 5 interleaved starts,
+        ``python -m bench.restartcpu``); what is left is mostly the page faults of the
+        arena's and the index's fresh memory (144k, 0.39 s of system time).
         """
         gen = self._gen
         assert gen is not None
