@@ -352,7 +352,37 @@ fail:
     return NULL;
 }
 
+/* --- valid(mm, start, end, hcrc, crc) -> bytes | None: a reader's get check ---
+ * The payload mm[start:end] copied out, then its CRC (continued from hcrc) computed over
+ * the copy and compared: the bytes if they match, else None (a torn or reused block). */
+
+static PyObject *valid(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer view;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "valid(mm, start, end, hcrc, crc)");
+        return NULL;
+    }
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]), end = PyLong_AsSsize_t(args[2]);
+    unsigned long hcrc = PyLong_AsUnsignedLong(args[3]), crc = PyLong_AsUnsignedLong(args[4]);
+    if (PyErr_Occurred()) return NULL;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    if (start < 0 || end < start || end > view.len) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "valid: a payload past the mapping");
+        return NULL;
+    }
+    PyObject *raw = PyBytes_FromStringAndSize((const char *)view.buf + start, end - start);
+    PyBuffer_Release(&view);
+    if (raw == NULL) return NULL;
+    if (crc32_update((uint32_t)hcrc, (const unsigned char *)PyBytes_AS_STRING(raw),
+                     (size_t)(end - start)) == (uint32_t)crc)
+        return raw;
+    Py_DECREF(raw);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"valid", (PyCFunction)(void (*)(void))valid, METH_FASTCALL, "A reader's get check."},
     {"prepare", prepare, METH_VARARGS, "Build commit puts' blocks (see shm/blocks.py)."},
     {"measure", measure, METH_VARARGS, "Check and size a loaded table (see shm/blocks.py)."},
     {"place", place, METH_VARARGS, "Write, index and checkpoint loaded records."},

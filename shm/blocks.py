@@ -122,7 +122,7 @@ def _prepare_py(
     kind = L.KIND_RECORD
     hsize = L.BLOCK_HEADER_SIZE + 4
     need = estimate = 0
-    for t, rid, data in itertools.islice(puts, start, stop):
+    for t, rid, data in puts if start == 0 and stop == len(puts) else puts[start:stop]:
         if not isinstance(data, bytes):
             if isinstance(data, bytearray | memoryview):
                 data = bytes(data)
@@ -167,36 +167,73 @@ def prepare_python(
 def _prepare_c(
     puts: list[Any], seq: int, prefixes: dict[str, bytes], limit: int
 ) -> tuple[list[Prepared], int, int]:
+    """:func:`prepare` on the C loop."""
     out: list[Prepared] = []
-    need = estimate = i = 0
+    i, need, estimate = _c.prepare(puts, 0, seq, prefixes, limit, out)
     n = len(puts)
-    while True:
-        i, dn, de = _c.prepare(puts, i, seq, prefixes, limit, out)
-        need += dn
-        estimate += de
-        if i >= n:
-            return out, need, estimate
+    while i < n:
         # not the plain case (a new table, a bytearray, a bad put): the Python code takes
         # this one, raising what it raises
         dn, de = _prepare_py(puts, i, seq, prefixes, limit, out, i + 1)
-        need += dn
-        estimate += de
-        i += 1
+        i, dn2, de2 = _c.prepare(puts, i + 1, seq, prefixes, limit, out)
+        need += dn + dn2
+        estimate += de + de2
+    return out, need, estimate
 
 
-def prepare(
-    puts: list[Any], seq: int, prefixes: dict[str, bytes], limit: int
-) -> tuple[list[Prepared], int, int]:
-    """Check *puts* ``(table, id, data)`` and build their blocks for version *seq*:
-    ``(prepared, bytes of all blocks, the space estimate a retry after growth asks)``.
+_PrepareFn = Callable[[list[Any], int, dict[str, bytes], int], tuple[list[Prepared], int, int]]
+prepare: Final[_PrepareFn] = _prepare_c if COMPILED else prepare_python
+"""``prepare(puts, seq, prefixes, limit) -> (prepared, need, estimate)``: check *puts*
+``(table, id, data)`` and build their blocks for version *seq*: the prepared puts (table,
+id, block, key length, payload length, hcrc, crc), the bytes of all their blocks and the
+space estimate a retry after growth asks. *prefixes* caches each table's key prefix (a
+new table is checked and added). Raises ``TypeError``/``ValueError`` for a bad table, id
+or data, ``PayloadTooLarge`` past *limit* bytes. Bound once: a one-record commit calls it
+(C or its twin) without a dispatching call between."""
 
-    *prefixes* caches each table's key prefix (new tables are checked and added).
-    Raises ``TypeError``/``ValueError`` for a bad table, id or data, ``PayloadTooLarge``
-    past *limit* bytes.
-    """
-    if _c is None:
-        return prepare_python(puts, seq, prefixes, limit)
-    return _prepare_c(puts, seq, prefixes, limit)
+
+def _prepare_one_py(prefix: bytes, table: str, rid: Any, version: int, data: bytes) -> Prepared:
+    key = prefix + _kpack(rid)
+    klen = len(key)
+    if klen > ARENA_KEY_BYTES:
+        raise ValueError(f"record id too long: {rid!r}")
+    total = L.BLOCK_HEADER_SIZE + klen + len(data) + 4
+    head = L.BLOCK_HEADER.pack(total, klen, L.KIND_RECORD, version) + key
+    hcrc = zlib.crc32(head)
+    crc = zlib.crc32(data, hcrc)
+    return (table, rid, head + data + _TAILS[-total & 7].pack(crc), klen, len(data), hcrc, crc)
+
+
+def _prepare_one_c(prefix: bytes, table: str, rid: Any, version: int, data: bytes) -> Prepared:
+    out: list[Prepared] = []
+    if _c.prepare([(table, rid, data)], 0, version, {table: prefix}, len(data), out)[0]:
+        return out[0]
+    return _prepare_one_py(prefix, table, rid, version, data)
+
+
+prepare_one: Final[Callable[[bytes, str, Any, int, bytes], Prepared]] = (
+    _prepare_one_c if COMPILED else _prepare_one_py
+)
+"""``prepare_one(prefix, table, id, version, data)``: one put ready to write, its table
+already checked and its key prefix given (a table's metadata: no size limit). Raises
+``ValueError`` for a key too long. The writer's commit makes one a commit: on the Python
+path it is the code of :func:`prepare`'s loop without the loop's setup."""
+
+
+# --- a reader's get check -----------------------------------------------------------------
+
+
+def valid_py(mm: Any, start: int, end: int, hcrc: int, crc: int) -> bytes | None:
+    """The payload ``mm[start:end]`` if its CRC, continued from *hcrc* over the copy,
+    is *crc*; else None. The reader inlines this on the pure-Python path."""
+    raw: bytes = mm[start:end]
+    return raw if zlib.crc32(raw, hcrc) == crc else None
+
+
+valid: Final[Callable[[Any, int, int, int, int], bytes | None] | None] = (
+    _c.valid if COMPILED else None
+)
+"""The C :func:`valid_py`, or None on the pure-Python path (the reader's own code runs)."""
 
 
 # --- a start's load ----------------------------------------------------------------------

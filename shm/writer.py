@@ -550,7 +550,7 @@ class ArenaWriter:
         """One put ready to write, of any table, :data:`META_TABLE` included (no size
         limit: a table's metadata)."""
         prefix = self._meta_prefix if table == META_TABLE else key_prefix(table)
-        return _blocks.prepare([(table, rid, data)], version, {table: prefix}, _I64_MAX)[0][0]
+        return _blocks.prepare_one(prefix, table, rid, version, data)
 
     def _apply(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import zlib
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -209,3 +210,43 @@ def test_place_refuses_a_block_past_the_mapping() -> None:
         C.place(bytes(64), 0, 1, b"\x92\xa1t", [1], [b"x"], 0, 1, {}, msgspec.Raw)
     with pytest.raises(TypeError):
         blocks.PLACE_PY(bytes(64), 0, 1, b"\x92\xa1t", [1], [b"x"], 0, 1, {}, None)
+
+
+@needs_c
+@settings(max_examples=150, deadline=None)
+@given(
+    table=st.sampled_from(["t", "\x00meta"]),
+    rid=good_ids,
+    data=st.binary(max_size=300),
+    seq=st.integers(1, 2**63 - 1),
+)
+def test_prepare_one_c_equals_python(table: str, rid: Any, data: bytes, seq: int) -> None:
+    """A table's metadata block (no size limit), as commit and load build it."""
+    prefix = key_prefix(table)
+    saved = blocks._c
+    blocks._c = C
+    try:
+        got_c = _outcome(lambda: blocks._prepare_one_c(prefix, table, rid, seq, data))
+    finally:
+        blocks._c = saved
+    assert got_c == _outcome(lambda: blocks._prepare_one_py(prefix, table, rid, seq, data))
+
+
+@needs_c
+@settings(max_examples=150, deadline=None)
+@given(
+    data=st.binary(max_size=300),
+    start=st.integers(0, 40),
+    hcrc=st.integers(0, 2**32 - 1),
+    wrong=st.booleans(),
+)
+def test_get_check_c_equals_python(data: bytes, start: int, hcrc: int, wrong: bool) -> None:
+    """The reader's copy-and-check: the payload when its CRC matches, None when not."""
+    assert C is not None
+    mm = bytearray(start) + data + b"\xff" * 8
+    crc = zlib.crc32(data, hcrc) ^ wrong
+    end = start + len(data)
+    assert C.valid(mm, start, end, hcrc, crc) == blocks.valid_py(mm, start, end, hcrc, crc)
+    assert (C.valid(mm, start, end, hcrc, crc) is None) == wrong
+    with pytest.raises(ValueError, match="past the mapping"):
+        C.valid(mm, start, len(mm) + 1, hcrc, crc)
