@@ -149,59 +149,82 @@ static void write_block(unsigned char *b, uint64_t seq, const char *prefix, Py_s
 
 /* --- prepare(puts, start, seq, prefixes, limit, out) -> (stop, need, estimate) --- */
 
+/* A version outside the signed 64-bit range: the writer checks it first; this is the
+ * twin's struct.error (a "q" field) for a direct call. */
+static PyObject *bad_seq(void) {
+    PyErr_SetString(PyExc_OverflowError, "seq outside the signed 64-bit range");
+    return NULL;
+}
+
+/* One put of prepare(): 1: its 7-tuple appended to out; 0: the Python side must take
+ * it; -1: an error. The caller holds put. */
+static int prepare_one(PyObject *put, long long seq, PyObject *prefixes,
+                       Py_ssize_t limit, PyObject *out, long long *need,
+                       long long *estimate) {
+    PyObject *t = PyTuple_GET_ITEM(put, 0), *rid = PyTuple_GET_ITEM(put, 1);
+    PyObject *data = PyTuple_GET_ITEM(put, 2);
+    if (!PyBytes_CheckExact(data) || !PyUnicode_CheckExact(t)) return 0;
+    Py_ssize_t dlen = PyBytes_GET_SIZE(data);
+    if (dlen > limit) return 0;
+    PyObject *prefix = PyDict_GetItemWithError(prefixes, t); /* borrowed */
+    if (prefix == NULL) {
+        if (PyErr_Occurred()) return -1;
+        return 0; /* a table not seen yet: the Python side checks and adds it */
+    }
+    Id id;
+    if (!PyBytes_CheckExact(prefix) || id_parse(rid, &id)) return 0;
+    Py_ssize_t plen = PyBytes_GET_SIZE(prefix), klen = plen + id.len;
+    Py_ssize_t total = HSIZE + klen + dlen + 4, asize = (total + 7) & ~(Py_ssize_t)7;
+    if (klen > MAX_KEY || total > 0xFFFFFFFFLL) return 0;
+    PyObject *block = PyBytes_FromStringAndSize(NULL, asize);
+    if (block == NULL) return -1;
+    uint32_t hcrc, crc;
+    write_block((unsigned char *)PyBytes_AS_STRING(block), seq, PyBytes_AS_STRING(prefix),
+                plen, &id, PyBytes_AS_STRING(data), dlen, klen, total, asize, &hcrc, &crc);
+    PyObject *tup = PyTuple_New(7);
+    if (tup == NULL) {
+        Py_DECREF(block);
+        return -1;
+    }
+    Py_INCREF(t);
+    Py_INCREF(rid);
+    PyTuple_SET_ITEM(tup, 0, t);
+    PyTuple_SET_ITEM(tup, 1, rid);
+    PyTuple_SET_ITEM(tup, 2, block);
+    PyObject *k = PyLong_FromSsize_t(klen), *d = PyLong_FromSsize_t(dlen);
+    PyObject *h = PyLong_FromUnsignedLong(hcrc), *c = PyLong_FromUnsignedLong(crc);
+    PyTuple_SET_ITEM(tup, 3, k);
+    PyTuple_SET_ITEM(tup, 4, d);
+    PyTuple_SET_ITEM(tup, 5, h);
+    PyTuple_SET_ITEM(tup, 6, c);
+    int err = !k || !d || !h || !c || PyList_Append(out, tup);
+    Py_DECREF(tup);
+    if (err) return -1;
+    *need += asize;
+    *estimate += (dlen + 64 + 7) & ~7LL;
+    return 1;
+}
+
 static PyObject *prepare(PyObject *self, PyObject *args) {
     PyObject *puts, *prefixes, *out;
-    Py_ssize_t start, limit, i, n;
-    unsigned long long seq;
+    Py_ssize_t start, limit, i;
+    long long seq;
     long long need = 0, estimate = 0;
-    if (!PyArg_ParseTuple(args, "O!nKO!nO!", &PyList_Type, &puts, &start, &seq, &PyDict_Type,
+    if (!PyArg_ParseTuple(args, "O!nLO!nO!", &PyList_Type, &puts, &start, &seq, &PyDict_Type,
                           &prefixes, &limit, &PyList_Type, &out))
         return NULL;
-    n = PyList_GET_SIZE(puts);
-    for (i = start < 0 ? 0 : start; i < n; i++) {
+    if (seq < 0) return bad_seq();
+    /* puts is re-measured every round and each put held by a strong reference while it
+     * is used: a dict lookup (a key's __eq__) or an allocation (a GC finalizer) can run
+     * Python code that changes the list (review: a use-after-free otherwise). */
+    for (i = start < 0 ? 0 : start; i < PyList_GET_SIZE(puts); i++) {
         PyObject *put = PyList_GET_ITEM(puts, i);
         if (!PyTuple_CheckExact(put) || PyTuple_GET_SIZE(put) != 3) break;
-        PyObject *t = PyTuple_GET_ITEM(put, 0), *rid = PyTuple_GET_ITEM(put, 1);
-        PyObject *data = PyTuple_GET_ITEM(put, 2);
-        if (!PyBytes_CheckExact(data) || !PyUnicode_CheckExact(t)) break;
-        Py_ssize_t dlen = PyBytes_GET_SIZE(data);
-        if (dlen > limit) break;
-        PyObject *prefix = PyDict_GetItemWithError(prefixes, t); /* borrowed */
-        if (prefix == NULL) {
-            if (PyErr_Occurred()) return NULL;
-            break; /* a table not seen yet: the Python side checks and adds it */
-        }
-        Id id;
-        if (!PyBytes_CheckExact(prefix) || id_parse(rid, &id)) break;
-        Py_ssize_t plen = PyBytes_GET_SIZE(prefix), klen = plen + id.len;
-        Py_ssize_t total = HSIZE + klen + dlen + 4, asize = (total + 7) & ~(Py_ssize_t)7;
-        if (klen > MAX_KEY || total > 0xFFFFFFFFLL) break;
-        PyObject *block = PyBytes_FromStringAndSize(NULL, asize);
-        if (block == NULL) return NULL;
-        uint32_t hcrc, crc;
-        write_block((unsigned char *)PyBytes_AS_STRING(block), seq, PyBytes_AS_STRING(prefix),
-                    plen, &id, PyBytes_AS_STRING(data), dlen, klen, total, asize, &hcrc, &crc);
-        PyObject *tup = PyTuple_New(7);
-        if (tup == NULL) {
-            Py_DECREF(block);
-            return NULL;
-        }
-        Py_INCREF(t);
-        Py_INCREF(rid);
-        PyTuple_SET_ITEM(tup, 0, t);
-        PyTuple_SET_ITEM(tup, 1, rid);
-        PyTuple_SET_ITEM(tup, 2, block);
-        PyObject *k = PyLong_FromSsize_t(klen), *d = PyLong_FromSsize_t(dlen);
-        PyObject *h = PyLong_FromUnsignedLong(hcrc), *c = PyLong_FromUnsignedLong(crc);
-        PyTuple_SET_ITEM(tup, 3, k);
-        PyTuple_SET_ITEM(tup, 4, d);
-        PyTuple_SET_ITEM(tup, 5, h);
-        PyTuple_SET_ITEM(tup, 6, c);
-        int err = !k || !d || !h || !c || PyList_Append(out, tup);
-        Py_DECREF(tup);
-        if (err) return NULL;
-        need += asize;
-        estimate += (dlen + 64 + 7) & ~7LL;
+        Py_INCREF(put);
+        int res = prepare_one(put, seq, prefixes, limit, out, &need, &estimate);
+        Py_DECREF(put);
+        if (res < 0) return NULL;
+        if (res == 0) break;
     }
     return Py_BuildValue("(nLL)", i, need, estimate);
 }
@@ -255,27 +278,39 @@ static PyObject *measure(PyObject *self, PyObject *args) {
  * crc, pos, off] each, back to back. The records are ones measure() accepted. */
 
 static PyObject *place(PyObject *self, PyObject *args) {
-    PyObject *mm, *prefix, *ids, *datas, *tdict, *raw_type, *seqo = NULL, *rows = NULL;
+    PyObject *mm, *prefix, *all_ids, *all_datas, *tdict, *raw_type;
+    PyObject *ids = NULL, *datas = NULL, *seqo = NULL, *rows = NULL;
     Py_ssize_t off, i, j;
-    unsigned long long seq;
+    long long seq;
     Py_buffer view;
-    if (!PyArg_ParseTuple(args, "OnKO!O!O!nnO!O", &mm, &off, &seq, &PyBytes_Type, &prefix,
-                          &PyList_Type, &ids, &PyList_Type, &datas, &i, &j, &PyDict_Type, &tdict,
-                          &raw_type))
+    if (!PyArg_ParseTuple(args, "OnLO!O!O!nnO!O", &mm, &off, &seq, &PyBytes_Type, &prefix,
+                          &PyList_Type, &all_ids, &PyList_Type, &all_datas, &i, &j, &PyDict_Type,
+                          &tdict, &raw_type))
         return NULL;
-    if (i < 0 || j > PyList_GET_SIZE(ids) || j > PyList_GET_SIZE(datas) || i > j) {
+    if (seq < 0) return bad_seq();
+    if (i < 0 || j > PyList_GET_SIZE(all_ids) || j > PyList_GET_SIZE(all_datas) || i > j) {
         PyErr_SetString(PyExc_IndexError, "place: records out of range");
         return NULL;
     }
-    if (PyObject_GetBuffer(mm, &view, PyBUF_WRITABLE) < 0) {
-        PyErr_SetString(PyExc_TypeError, "place: the mapping must be a writable buffer");
-        return NULL; /* the TypeError a slice assignment into it raises in Python */
+    if (off < 0) {
+        PyErr_SetString(PyExc_ValueError, "place: a block past the mapping or too large");
+        return NULL;
     }
+    if (PyObject_GetBuffer(mm, &view, PyBUF_WRITABLE) < 0) {
+        if (PyErr_ExceptionMatches(PyExc_BufferError)) /* read-only: what a slice */
+            PyErr_SetString(PyExc_TypeError, "place: the mapping must be a writable buffer");
+        return NULL; /* assignment raises in Python; a closed mmap keeps its ValueError */
+    }
+    /* Private copies of the chunk's lists: a GC finalizer run by an allocation below
+     * could change the caller's, and the rows' size is computed from these (review). */
+    ids = PyList_GetSlice(all_ids, i, j);
+    datas = PyList_GetSlice(all_datas, i, j);
+    if (ids == NULL || datas == NULL) goto fail;
     const char *pfx = PyBytes_AS_STRING(prefix);
     Py_ssize_t plen = PyBytes_GET_SIZE(prefix);
     /* a row is at most fixarray + id + 6 uint64s */
     Py_ssize_t cap = 0;
-    for (Py_ssize_t r = i; r < j; r++) {
+    for (Py_ssize_t r = 0; r < j - i; r++) {
         Id id;
         if (id_parse(PyList_GET_ITEM(ids, r), &id)) {
             PyErr_SetString(PyExc_TypeError, "place: an id measure() would not take");
@@ -283,11 +318,11 @@ static PyObject *place(PyObject *self, PyObject *args) {
         }
         cap += 1 + id.len + 6 * 9;
     }
-    seqo = PyLong_FromUnsignedLongLong(seq);
+    seqo = PyLong_FromLongLong(seq);
     rows = PyBytes_FromStringAndSize(NULL, cap);
     if (seqo == NULL || rows == NULL) goto fail;
     unsigned char *w = (unsigned char *)PyBytes_AS_STRING(rows);
-    for (Py_ssize_t r = i; r < j; r++) {
+    for (Py_ssize_t r = 0; r < j - i; r++) {
         Id id;
         Py_buffer dv;
         PyObject *rid = PyList_GET_ITEM(ids, r), *d = PyList_GET_ITEM(datas, r);
@@ -302,7 +337,7 @@ static PyObject *place(PyObject *self, PyObject *args) {
         if (PyObject_GetBuffer(d, &dv, PyBUF_SIMPLE) < 0) goto fail;
         Py_ssize_t klen = plen + id.len, dlen = dv.len;
         Py_ssize_t total = HSIZE + klen + dlen + 4, asize = (total + 7) & ~(Py_ssize_t)7;
-        if (klen > MAX_KEY || total > 0xFFFFFFFFLL || off < 0 || off + asize > view.len) {
+        if (klen > MAX_KEY || total > 0xFFFFFFFFLL || off > view.len || asize > view.len - off) {
             PyBuffer_Release(&dv);
             PyErr_SetString(PyExc_ValueError, "place: a block past the mapping or too large");
             goto fail;
@@ -317,7 +352,7 @@ static PyObject *place(PyObject *self, PyObject *args) {
         PyObject *v[7] = {PyLong_FromSsize_t(off),       PyLong_FromSsize_t(asize),
                           PyLong_FromSsize_t(pstart),    PyLong_FromSsize_t(pend),
                           PyLong_FromUnsignedLong(hcrc), PyLong_FromUnsignedLong(crc),
-                          PyLong_FromSsize_t(r)};
+                          PyLong_FromSsize_t(i + r)};
         int bad = 0;
         for (int k = 0; k < 7; k++) {
             if (v[k] == NULL) bad = 1;
@@ -336,17 +371,21 @@ static PyObject *place(PyObject *self, PyObject *args) {
         w = put_uint(w, (uint64_t)pend);
         w = put_uint(w, hcrc);
         w = put_uint(w, crc);
-        w = put_uint(w, (uint64_t)r);
+        w = put_uint(w, (uint64_t)(i + r));
         w = put_uint(w, (uint64_t)off);
         off += asize;
     }
     PyBuffer_Release(&view);
     Py_DECREF(seqo);
+    Py_DECREF(ids);
+    Py_DECREF(datas);
     if (_PyBytes_Resize(&rows, (Py_ssize_t)(w - (unsigned char *)PyBytes_AS_STRING(rows))) < 0)
         return NULL;
     return Py_BuildValue("(nN)", off, rows);
 fail:
     PyBuffer_Release(&view);
+    Py_XDECREF(ids);
+    Py_XDECREF(datas);
     Py_XDECREF(seqo);
     Py_XDECREF(rows);
     return NULL;
@@ -362,14 +401,21 @@ static PyObject *valid(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         PyErr_SetString(PyExc_TypeError, "valid(mm, start, end, hcrc, crc)");
         return NULL;
     }
-    Py_ssize_t start = PyLong_AsSsize_t(args[1]), end = PyLong_AsSsize_t(args[2]);
-    unsigned long hcrc = PyLong_AsUnsignedLong(args[3]), crc = PyLong_AsUnsignedLong(args[4]);
-    if (PyErr_Occurred()) return NULL;
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    if (start == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t end = PyLong_AsSsize_t(args[2]);
+    if (end == -1 && PyErr_Occurred()) return NULL;
+    unsigned long hcrc = PyLong_AsUnsignedLong(args[3]);
+    if (hcrc == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    unsigned long crc = PyLong_AsUnsignedLong(args[4]);
+    if (crc == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (hcrc > 0xFFFFFFFFUL || crc > 0xFFFFFFFFUL) Py_RETURN_NONE; /* no CRC-32 matches */
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
     if (start < 0 || end < start || end > view.len) {
+        /* a damaged entry: no match, as the Python twin's short slice, so the reader
+         * retries and reports SnapshotExpired rather than a ValueError */
         PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "valid: a payload past the mapping");
-        return NULL;
+        Py_RETURN_NONE;
     }
     PyObject *raw = PyBytes_FromStringAndSize((const char *)view.buf + start, end - start);
     PyBuffer_Release(&view);

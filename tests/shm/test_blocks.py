@@ -210,6 +210,32 @@ def test_place_refuses_a_block_past_the_mapping() -> None:
         C.place(bytes(64), 0, 1, b"\x92\xa1t", [1], [b"x"], 0, 1, {}, msgspec.Raw)
     with pytest.raises(TypeError):
         blocks.PLACE_PY(bytes(64), 0, 1, b"\x92\xa1t", [1], [b"x"], 0, 1, {}, None)
+    # an offset near the top of the signed range: the bound must not wrap (review: it did,
+    # and the block went to buf + off)
+    with pytest.raises(ValueError, match="past the mapping"):
+        C.place(bytearray(64), 2**63 - 8, 1, b"\x92\xa1t", [1], [b"x"], 0, 1, {}, msgspec.Raw)
+    with pytest.raises(OverflowError):
+        C.place(bytearray(64), 0, -1, b"\x92\xa1t", [1], [b"x"], 0, 1, {}, msgspec.Raw)
+
+
+@needs_c
+def test_prepare_survives_python_code_that_empties_its_list() -> None:
+    """A key's ``__eq__`` (run by the prefix lookup) clears the puts mid-call: the C loop
+    re-measures the list and holds the put it works on, so no freed tuple is read."""
+    assert C is not None
+    puts: list[Any] = []
+
+    class Clearing(str):
+        __hash__ = str.__hash__
+
+        def __eq__(self, other: object) -> bool:
+            puts.clear()
+            return str.__eq__(self, other)
+
+    puts.extend(("t", f"id{i}", b"x" * 100) for i in range(50))
+    out: list[Any] = []
+    stop, _need, _estimate = C.prepare(puts, 0, 1, {Clearing("t"): b"\x92\xa1t"}, 1000, out)
+    assert stop == 1 and len(out) == 1 and out[0][1] == "id0"
 
 
 @needs_c
@@ -248,5 +274,9 @@ def test_get_check_c_equals_python(data: bytes, start: int, hcrc: int, wrong: bo
     end = start + len(data)
     assert C.valid(mm, start, end, hcrc, crc) == blocks.valid_py(mm, start, end, hcrc, crc)
     assert (C.valid(mm, start, end, hcrc, crc) is None) == wrong
-    with pytest.raises(ValueError, match="past the mapping"):
-        C.valid(mm, start, len(mm) + 1, hcrc, crc)
+    # a damaged entry (past the mapping, backwards, a CRC over 32 bits) matches nothing,
+    # as the twin's short or empty slice does not: the reader retries, no ValueError
+    assert C.valid(mm, start, len(mm) + 1, hcrc, crc) is None
+    assert C.valid(mm, end, start - 1, hcrc, crc) is None
+    assert C.valid(mm, start, end, hcrc, crc | 1 << 32) is None
+    assert blocks.valid_py(mm, start, end, hcrc, crc | 1 << 32) is None
