@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import mmap
+import operator
 import os
 import secrets
 import struct
