@@ -18,35 +18,52 @@ So the writer:
    connection already accepted, authenticated clients included: libzmq ends a
    listener's sessions with it.)
 4. reads the monitors and refuses on a thread of its own (:class:`Gatekeeper`), not in
-   the writer's loop;
-5. keeps the caps below the descriptor limit with a reserve for its own files (log
+   the writer's loop, and reads them without giving up the GIL (:class:`_HeldReader`);
+5. stops new local connections while an ipc door is full, without unbinding: the
+   socket file is unlinked (a hard link, ``<path>.held``, keeps the inode) and linked
+   again once the connections fall to :attr:`Door.resume_at` (:meth:`Door._pace`);
+6. keeps the caps below the descriptor limit with a reserve for its own files (log
    segments, snapshot, SQLite, the data-dir lock) and libzmq's internals.
 
-Why a thread (4): a refused ZeroMQ peer reconnects after ``ZMQ_RECONNECT_IVL`` (100 ms
-by default), and while its refusal waits its descriptor stays open. Refused in the
-loop, every refused peer could take a descriptor again while one pass ran: with 1,050
-local clients against a limit of 1,024 (~190 over the cap) a pass held up ~77 ms on a
-loaded machine let libzmq accept past the reserve and abort (5 of 20 runs; every run
-with a test-only 100 ms stall per pass, ``stall_loop`` in :mod:`stateengine.shm.faults`).
-What the reserve must cover is the peers that can reconnect before their refusal,
-which no fixed reserve bounds when the refusal waits for a pass. On its own thread the
-refusal waits for no pass: the thread sleeps in ``zmq_poll`` (without the GIL) until a
-monitor event, and a pass running Python hands it the GIL within the interpreter's
-switch interval (5 ms). It owns the monitor sockets (zmq sockets are not thread-safe;
-they were created before it started and are used by it alone from then on), the
-connection counts are its alone, and ``shutdown(2)`` of a descriptor libzmq's I/O
-thread owns is the same call from any thread. The loop no longer polls the monitors
-(two fewer entries in its ``poll``). Other ways, and why not: a larger reserve only
-moves the number of peers that kills the writer; unbinding above a high-water mark
-drops the accepted connections (3); raising the soft limit (1) cannot pass the hard one.
+Why 4-6: a refused ZeroMQ peer reconnects after ``ZMQ_RECONNECT_IVL`` (100 ms by
+default), and until its refusal its descriptor stays open. With more peers than
+descriptors (1,050 local clients against a limit of 1,024, ~190 over the cap) the
+refused ones came back every 100 ms, in step (one batch of refusals sends them off
+together), and whenever the refusals fell behind by about one reconnect interval,
+libzmq accepted past the reserve and aborted: 2 of 20 runs under two busy loops, load
+4-8, with the monitors read between passes; 7 of 7 with a test-only 100 ms stall of the
+loop (``stall_loop`` in :mod:`stateengine.shm.faults`). No reserve bounds this (every
+peer can hold a descriptor at once); only keeping the refusals prompt or the peers out
+does, hence:
+
+- (4) on its own thread the refusal waits for no pass: the thread sleeps in
+  ``zmq_poll`` (without the GIL) until a monitor event, owns the monitor sockets (zmq
+  sockets are not thread-safe; they were created before it started and are used by it
+  alone from then on) and the counts, and ``shutdown(2)`` of a descriptor libzmq's I/O
+  thread owns is the same call from any thread. But pyzmq releases the GIL around each
+  ``recv`` and ``ctypes.CDLL`` around each call: with the loop running Python, every
+  frame and every refusal then waited the switch interval (5 ms) for the GIL, ~50
+  refusals a second against ~1,900 reconnects: the stalled flood still aborted 2 of 7
+  runs. Through ``ctypes.PyDLL`` (which keeps the GIL) the thread waits once per batch:
+  2 of 18, the descriptors open peaking at 964-1,020 of 1,024 in the runs that lived.
+- (5) a full door takes no more peers in: their connects fail (``ENOENT``) and ZeroMQ
+  retries them, at no cost to the writer, so the refuse-reconnect churn stops; only the
+  connections already queued (``ZMQ_BACKLOG``, 100) and those racing the unlink are
+  still accepted, and the door pauses a little under its cap so that they mostly fit.
+  With 4-5: 0 of 12 stalled floods aborted, peak 894-979 descriptors. Unbinding instead
+  would drop every accepted connection (3); a larger reserve only moves the number of
+  peers that kills the writer; raising the soft limit (1) cannot pass the hard one.
 
 What this cannot prevent: between libzmq's accept and the thread's reading of the
-monitor event the descriptor is in use; refusals fall behind only if the thread gets
-no CPU or no GIL (a single C call holding the GIL, e.g. decoding a body of many MB) for
-longer than the reconnect interval while more peers than the reserve are waiting to
-reconnect. A refused descriptor number could in principle be reused by libzmq before
-the ``shutdown`` call (the monitor is read in batches and refusals are skipped for any
-descriptor whose disconnect is already in the batch, which leaves a window of
+monitor event the descriptor is in use, so a door keeps accepting for as long as the
+thread gets no CPU or no GIL (a single C call holding the GIL, e.g. decoding a body of
+many MB) after it filled; what it then accepts is bounded by the new connects in that
+time plus the listen backlog, not by the number of peers. A TCP door is not paused (its
+listener survives ``EMFILE``; its cap and handshake cap bound it). While an ipc door is
+paused a new local client waits (its request times out: ``ServerUnavailable``) as it
+would once refused. A refused descriptor number could in principle be reused by libzmq
+before the ``shutdown`` call (the monitor is read in batches and refusals are skipped
+for any descriptor whose disconnect is already in the batch, which leaves a window of
 microseconds); the peer that then loses its connection reconnects (ZeroMQ clients do).
 
 :class:`Door` is not thread-safe: once a :class:`Gatekeeper` runs, only its thread reads
@@ -55,6 +72,7 @@ the door (``info()`` from another thread reads counters, a consistent-enough sna
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -62,6 +80,7 @@ import logging
 import os
 import resource
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -172,13 +191,109 @@ _libc: Any = None
 
 
 def _shutdown(fd: int) -> None:
-    """``shutdown(fd, SHUT_RDWR)`` without a new descriptor (there may be none left)."""
+    """``shutdown(fd, SHUT_RDWR)`` without a new descriptor (there may be none left).
+
+    Called through ``ctypes.PyDLL``, which keeps the GIL: through ``CDLL`` each call
+    released it, and with the writer's loop running Python the Gatekeeper's thread then
+    waited the interpreter's switch interval (5 ms) to get it back, once per refusal.
+    """
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        _libc = ctypes.PyDLL(ctypes.util.find_library("c"), use_errno=True)
     if _libc.shutdown(ctypes.c_int(fd), ctypes.c_int(socket.SHUT_RDWR)) != 0:
         err = ctypes.get_errno()
         log.debug("shutdown(%d) failed: %s", fd, os.strerror(err))
+
+
+_EAGAIN = errno.EAGAIN
+_EINTR = errno.EINTR
+_DONTWAIT = int(zmq.DONTWAIT)
+
+
+class _HeldReader:
+    """Reads a monitor socket's waiting events without releasing the GIL.
+
+    pyzmq releases the GIL around every ``recv``, even a non-blocking one. While the
+    writer's loop runs Python, the Gatekeeper's thread then waited the switch interval
+    (5 ms) to get the GIL back after each frame: two frames an event, two events a
+    refused connection, so ~50 refusals a second, fewer than the refused peers'
+    reconnects (~1,900 a second for 190 peers). Called through ``ctypes.PyDLL``, libzmq's
+    ``zmq_msg_recv`` with ``ZMQ_DONTWAIT`` keeps it, and the thread waits for the GIL once
+    a batch (after its ``zmq_poll``). It must be the libzmq pyzmq loaded (a socket of one
+    copy means nothing to another): found in ``/proc/self/maps``; elsewhere, or if it
+    cannot be loaded, :func:`_held_reader` is None and pyzmq reads the events.
+    """
+
+    def __init__(self, path: str) -> None:
+        lib = ctypes.PyDLL(path)
+        vp, i = ctypes.c_void_p, ctypes.c_int
+        for name, restype, argtypes in (
+            ("zmq_msg_init", i, [vp]),
+            ("zmq_msg_recv", i, [vp, vp, i]),
+            ("zmq_msg_data", vp, [vp]),
+            ("zmq_msg_size", ctypes.c_size_t, [vp]),
+            ("zmq_msg_more", i, [vp]),
+            ("zmq_msg_close", i, [vp]),
+            ("zmq_errno", i, []),
+        ):
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = restype, argtypes
+        self._lib = lib
+        self._msg = (ctypes.c_uint64 * 8)()  # zmq_msg_t: 64 bytes, pointer-aligned
+
+    def _frame(self, handle: int) -> tuple[bytes, bool] | None:
+        """One frame, and whether more follow; None if nothing is waiting."""
+        lib, msg = self._lib, self._msg
+        while True:
+            lib.zmq_msg_init(msg)
+            size = lib.zmq_msg_recv(msg, handle, _DONTWAIT)
+            if size >= 0:
+                data = ctypes.string_at(lib.zmq_msg_data(msg), size) if size else b""
+                more = bool(lib.zmq_msg_more(msg))
+                lib.zmq_msg_close(msg)
+                return data, more
+            err = lib.zmq_errno()
+            lib.zmq_msg_close(msg)
+            if err == _EAGAIN:
+                return None
+            if err != _EINTR:
+                raise zmq.ZMQError(err)
+
+    def read(self, monitor: zmq.Socket[bytes]) -> list[tuple[int, int, Any]]:
+        """Every waiting event as ``(event, value, endpoint)``."""
+        handle = monitor.underlying
+        events: list[tuple[int, int, Any]] = []
+        while (frame := self._frame(handle)) is not None:
+            head, more = frame
+            endpoint = b""
+            while more:  # a monitor message is two frames, delivered together
+                rest = self._frame(handle)
+                if rest is None:
+                    break
+                endpoint, more = rest
+            event, value = _EVENT_HEAD.unpack_from(head)
+            events.append((event, value, endpoint.decode(errors="replace")))
+        return events
+
+
+_EVENT_HEAD = struct.Struct("=HI")  # libzmq's v1 monitor frame: event (16 bits), value
+_reader: _HeldReader | None = None
+_reader_tried = False
+
+
+def _held_reader() -> _HeldReader | None:
+    """The process's :class:`_HeldReader`, or None where it cannot be had (see there)."""
+    global _reader, _reader_tried
+    if not _reader_tried:
+        _reader_tried = True
+        try:
+            with open("/proc/self/maps") as f:
+                paths = [line.split()[-1] for line in f if "/libzmq" in line]
+            if paths:
+                _reader = _HeldReader(paths[0])
+        except (OSError, AttributeError) as exc:
+            log.debug("monitor events read through pyzmq: %s", exc)
+    return _reader
 
 
 class Door:
@@ -218,6 +333,7 @@ class Door:
             "handshake_failed": 0,
             "accept_failed": 0,
             "disconnected": 0,
+            "pauses": 0,
         }
         ctx = cast("zmq.Context[zmq.Socket[bytes]]", sock.context)
         address = f"inproc://stateengine-monitor-{name}-{id(sock):x}"
@@ -231,6 +347,16 @@ class Door:
         self.monitor: zmq.Socket[bytes] | None = monitor
         #: ``EVENT_MONITOR_STOPPED`` read: nothing more will come
         self.stopped = False
+        #: an ipc door's socket file and the hard link that keeps it (:meth:`hold_path`)
+        self.path: str | None = None
+        self._held: str | None = None
+        #: the socket file is unlinked: the door is full (module docstring, item 5)
+        self.paused = False
+        #: the door pauses at this many connections (its group's), a little under the
+        #: cap, so the connections already queued mostly fit under the cap; and is
+        #: linked again at :attr:`resume_at`
+        self.pause_at = max(1, cap - max(2, cap // 32))
+        self.resume_at = max(0, cap - max(4, cap // 16))
 
     def pending_handshakes(self, now: float) -> int:
         """Live connections that may still be handshaking (accepted within the last
@@ -250,14 +376,21 @@ class Door:
 
     def read(self, monitor: zmq.Socket[bytes]) -> None:
         """Read every event waiting on *monitor* (this door's); refuse over the caps."""
-        events: list[tuple[int, int, Any]] = []
-        while cast(int, monitor.get(zmq.EVENTS)) & _POLLIN:
-            msg = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
-            events.append((int(msg["event"]), int(msg["value"]), msg.get("endpoint")))
+        reader = _held_reader()
+        if reader is not None:
+            events = reader.read(monitor)
+        else:
+            events = []
+            while cast(int, monitor.get(zmq.EVENTS)) & _POLLIN:
+                msg = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
+                events.append((int(msg["event"]), int(msg["value"]), msg.get("endpoint")))
         if not events:
             return
         now = time.monotonic()
         refuse: dict[int, None] = {}
+        # Logged last: a log line's write releases the GIL, and getting it back can take
+        # the switch interval (5 ms) while the writer's loop runs Python.
+        notes: list[tuple[str, int, str]] = []
         for event, value, endpoint in events:
             if event == zmq.EVENT_ACCEPTED:
                 self.stats["accepted"] += 1
@@ -265,10 +398,12 @@ class Door:
                 if reason:
                     refuse[value] = None
                     self.stats["refused"] += 1
-                    self.rate_log.note(
-                        f"refused-{self.name}",
-                        logging.WARNING,
-                        f"{self.name} connection refused: {reason}",
+                    notes.append(
+                        (
+                            f"refused-{self.name}",
+                            logging.WARNING,
+                            f"{self.name} connection refused: {reason}",
+                        )
                     )
                 else:
                     self.live[value] = now
@@ -280,24 +415,96 @@ class Door:
                 self._succeeded.append(now)
             elif event in _HANDSHAKE_FAILED:
                 self.stats["handshake_failed"] += 1
-                self.rate_log.note(
-                    f"handshake-{self.name}",
-                    logging.WARNING,
-                    f"{self.name} client refused: handshake failed "
-                    f"event={zmq.Event(event).name} endpoint={endpoint!r}",
+                notes.append(
+                    (
+                        f"handshake-{self.name}",
+                        logging.WARNING,
+                        f"{self.name} client refused: handshake failed "
+                        f"event={zmq.Event(event).name} endpoint={endpoint!r}",
+                    )
                 )
             elif event == zmq.EVENT_ACCEPT_FAILED:
                 self.stats["accept_failed"] += 1
-                self.rate_log.note(
-                    f"accept-{self.name}",
-                    logging.ERROR,
-                    f"{self.name} accept failed: {os.strerror(value)} "
-                    f"(descriptors open: {open_fds()})",
+                notes.append(
+                    (
+                        f"accept-{self.name}",
+                        logging.ERROR,
+                        f"{self.name} accept failed: {os.strerror(value)} "
+                        f"(descriptors open: {open_fds()})",
+                    )
                 )
             elif event == zmq.EVENT_MONITOR_STOPPED:
                 self.stopped = True
+        if self._held is not None:
+            self._pace(notes)
         for fd in refuse:
             _shutdown(fd)
+        for note in notes:
+            self.rate_log.note(*note)
+
+    def hold_path(self) -> None:
+        """Let an ipc door stop new connections while it is full: hard-link its socket
+        file to ``<path>.held``, so that the file can be unlinked (no peer finds the
+        listener, libzmq's listener and its connections are untouched) and linked again.
+        Nothing for a TCP door, an abstract socket or where the link cannot be made."""
+        endpoint = cast(bytes, self.sock.get(zmq.LAST_ENDPOINT)).decode()
+        if not endpoint.startswith("ipc://") or endpoint.startswith("ipc://@"):
+            return
+        path = endpoint[len("ipc://") :]
+        held = path + ".held"
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(held)  # left by a server that was killed
+            os.link(path, held)
+        except OSError as exc:
+            log.warning(
+                "%s door: no %s (%s): a full door refuses each connection", self.name, held, exc
+            )
+            return
+        self.path, self._held = path, held
+
+    def release_path(self) -> None:
+        """Remove the hard link (the socket file is the server's to remove)."""
+        held, self._held = self._held, None
+        if held is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(held)
+
+    def _pace(self, notes: list[tuple[str, int, str]]) -> None:
+        """Unlink the socket files of a full group, link them again below
+        :attr:`resume_at`: a hysteresis, so a crowd at the cap waits outside (its
+        connects fail with ``ENOENT``, retried by ZeroMQ) instead of being accepted and
+        refused again every reconnect interval."""
+        total = sum(len(door.live) for door in self.group)
+        if not self.paused and total >= self.pause_at:
+            for door in self.group:
+                door._pause(True, total, notes)
+        elif self.paused and total <= self.resume_at:
+            for door in self.group:
+                door._pause(False, total, notes)
+
+    def _pause(self, pause: bool, total: int, notes: list[tuple[str, int, str]]) -> None:
+        if self.path is None or self._held is None or self.paused == pause:
+            return
+        try:
+            if pause:
+                os.unlink(self.path)
+            else:
+                os.link(self._held, self.path)
+        except OSError as exc:
+            notes.append((f"pause-{self.name}", logging.ERROR, f"{self.name}: {exc}"))
+            return
+        self.paused = pause
+        if pause:
+            self.stats["pauses"] += 1
+            notes.append(
+                (
+                    f"pause-{self.name}",
+                    logging.WARNING,
+                    f"{self.name} door full ({total} connections, the cap is {self.cap}): "
+                    f"new connections wait until {self.resume_at} are left",
+                )
+            )
 
     def _over_cap(self, now: float) -> str:
         total = sum(len(door.live) for door in self.group)
@@ -357,6 +564,7 @@ class Gatekeeper:
     def start(self) -> None:
         for door in self.doors:
             if door.monitor is not None:
+                door.hold_path()
                 self._owned.append((door, door.monitor))
                 door.monitor = None
         if not self._owned:
@@ -414,4 +622,6 @@ class Gatekeeper:
         thread.join(timeout)
         if thread.is_alive():
             log.warning("connection monitor thread still running after %g s", timeout)
+        for door, _ in self._owned:
+            door.release_path()
         self._owned = []
