@@ -42,6 +42,7 @@ __all__ = [
     "MAX_ORDER_KEYS",
     "MAX_REQUEST_BYTES",
     "TYPE_NAMES",
+    "UNCHANGED_FIELDS",
     "accepts_unchanged",
     "check_field",
     "check_type_name",
@@ -333,6 +334,13 @@ def accepts_unchanged(value_type: type, type_name: str) -> bool:
     the engine's bulk checks leave to one encode): a scalar the type takes without a cast.
     """
     return _FAST_FIELDS.get((value_type, type_name)) is False
+
+
+#: Every ``(value type, type name)`` for which :func:`accepts_unchanged` is true, so that a
+#: caller judging a few fields per request tests each by one set lookup, not a call.
+UNCHANGED_FIELDS: Final[frozenset[tuple[type, str]]] = frozenset(
+    key for key, cast_float in _FAST_FIELDS.items() if not cast_float
+)
 
 
 # --- request and reply bodies ---------------------------------------------------------------
