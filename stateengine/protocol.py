@@ -54,6 +54,7 @@ __all__ = [
     "describe",
     "encode_reply",
     "encode_request",
+    "encode_valid",
     "is_json",
     "order_records",
     "pack_request",
@@ -456,6 +457,13 @@ def encode_reply(reply: dict[str, Any], as_json: bool = False) -> bytes:
     if as_json:
         return jsoncodec.dumps(reply)
     return msgpack.packb(reply, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+#: Encode a reply (or any value) made of values :func:`check_value` accepts: msgspec's
+#: encoder, the bytes ``msgpack.packb(value, use_bin_type=True)`` gives for them
+#: (tests/unit/test_codec_compat.py) in about half its time. Not for other values: it
+#: encodes a set, a datetime, a dataclass where msgpack raises.
+encode_valid: Final[Callable[[Any], bytes]] = msgspec.msgpack.Encoder().encode
 
 
 def decode_reply(body: bytes) -> dict[str, Any]:
