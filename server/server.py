@@ -706,16 +706,22 @@ class Server:
 
         def absorb() -> bool:
             """Take the last command's writes into the pass; whether it wrote."""
-            if not (engine.changes or engine.table_changes):
+            changes, table_changes = engine.changes, engine.table_changes
+            if not (changes or table_changes):
                 return False
             if feed is not None:
                 feed.record_commit(engine)
-            dirty_records.update(engine.changes)
-            dirty_tables.update(engine.table_changes)
-            removed.update(engine.removed)
-            engine.changes = {}
-            engine.table_changes = set()
-            engine.removed = set()
+            # Only what the command filled is taken and replaced: a record write leaves
+            # table_changes and removed empty (two updates and two sets less a write).
+            if changes:
+                dirty_records.update(changes)
+                engine.changes = {}
+            if table_changes:
+                dirty_tables.update(table_changes)
+                engine.table_changes = set()
+            if engine.removed:
+                removed.update(engine.removed)
+                engine.removed = set()
             return True
 
         # The timer pass: leases and TTLs that ran out are one commit before the requests
