@@ -1313,15 +1313,32 @@ class TableEngine:
     def _flat_patch(
         self, table: Table, fields: dict[str, Any], rid: Id, old: Record
     ) -> Record | None:
-        """A ``PATCH_RECORD`` with no precondition, lease or TTL whose fields are known,
-        not the id, and scalars their types take as they are, applied as the general
-        path applies it; None, having changed nothing, for any other (then that path
-        runs and names what is wrong).
+        """A ``PATCH_RECORD`` with no precondition, lease or TTL whose fields pass
+        :meth:`_flat_merge`, applied as the general path applies it; None, having
+        changed nothing, for any other (then that path runs and names what is wrong).
+
+        With the cuts in :meth:`apply`, the bench's 2-field patch: 4.2 -> 3.45 µs of
+        engine CPU (issue 17, in-process, thread CPU, medians of three interleaved runs).
+        """
+        record = self._flat_merge(table, fields, old)
+        if record is None:
+            return None
+        lease = table.leases.get(rid)
+        self._touch_table(table)
+        self._put(table, rid, record)
+        if lease is not None and any(name in lease.prior for name in fields):
+            self._set_lease(table, rid, None)  # rule 4: a claimed field changed: completed
+        return self._out(record)
+
+    @staticmethod
+    def _flat_merge(table: Table, fields: dict[str, Any], old: Record) -> Record | None:
+        """``{**old, **fields}`` when *fields* are known, not the id, and scalars their
+        types take as they are, so that :meth:`_validate_patch` would return them
+        unchanged, and the record is within the size limit; None when not (then the
+        general checks run and name what is wrong).
 
         The ints' range and the text are judged by the encode the record's size check
-        makes anyway (:func:`_check_record_size`). With the cuts in :meth:`apply`, the
-        bench's 2-field patch: 4.2 -> 3.45 µs of engine CPU (issue 17, in-process,
-        thread CPU, medians of three interleaved runs).
+        makes anyway (:func:`_check_record_size`).
         """
         types = table.types
         if types is None or "id" in fields or not fields.keys() <= types.keys():
@@ -1334,14 +1351,7 @@ class TableEngine:
             size = len(_packb(record))
         except Exception:  # an int past 64 bits, a lone surrogate: named by the checks
             return None
-        if size > MAX_RECORD_BYTES:
-            return None
-        lease = table.leases.get(rid)
-        self._touch_table(table)
-        self._put(table, rid, record)
-        if lease is not None and any(name in lease.prior for name in fields):
-            self._set_lease(table, rid, None)  # rule 4: a claimed field changed: completed
-        return self._out(record)
+        return record if size <= MAX_RECORD_BYTES else None
 
     def _expire_record(self, request: dict[str, Any]) -> Record:
         """``EXPIRE_RECORD``: set (``ttl`` seconds from now) or clear (``ttl`` null) a
@@ -1425,16 +1435,22 @@ class TableEngine:
 
     def _claim_record(self, request: dict[str, Any]) -> Record | None:
         table = self._table(request)
-        self._check_expected_version(table, request)
+        # (Each optional argument's check is skipped when the argument is absent: it
+        # would pass. Four calls less for the common claim, issue 17.)
+        if "expected_version" in request:
+            self._check_expected_version(table, request)
         conditions, where = self._where(table, request)
-        keys = self._order(table, request)
+        keys = self._order(table, request) if request.get("order_by") is not None else []
         fields = self._map_arg(request, "fields")
         if "id" in fields:
             raise ImmutableId("fields: a claim cannot change a record's id")
         increments = self._increments(fields)
         lease_seconds = self._lease_arg(request)
-        dead = self._dead_letter_arg(table, request, increments, lease_seconds)
-        self.wait_arg(request, nested=self._journal is not None)
+        dead = None
+        if "max_attempts" in request or "dead_letter" in request:
+            dead = self._dead_letter_arg(table, request, increments, lease_seconds)
+        if "wait" in request:
+            self.wait_arg(request, nested=self._journal is not None)
         plan = (
             plan_query(table.index_defs, conditions, keys, sort_key) if table.index_defs else None
         )
@@ -1454,9 +1470,13 @@ class TableEngine:
         old = table.records[rid]
         if increments:
             fields = {**fields, **self._added(table, rid, old, increments)}
-        patch = self._validate_patch(table, fields, rid, "fields")
-        record = {**old, **patch}
-        _check_record_size(record, rid)
+        flat = self._flat_merge(table, fields, old)
+        if flat is not None:
+            patch, record = fields, flat
+        else:
+            patch = self._validate_patch(table, fields, rid, "fields")
+            record = {**old, **patch}
+            _check_record_size(record, rid)
         self._touch_table(table)
         self._put(table, rid, record)
         if lease_seconds is not None:

@@ -363,12 +363,15 @@ def decode_request(body: bytes, limit: int | None = None) -> tuple[dict[str, Any
     limit = MAX_REQUEST_BYTES if limit is None else limit
     if len(body) > limit:
         raise PayloadTooLarge(f"request of {len(body)} bytes exceeds the limit of {limit}")
-    if is_json(body):
-        request = jsoncodec.loads(body)  # the escapes of README "Wire protocol"
-        if not isinstance(request, dict):
-            raise BadRequest("a JSON request must be an object")
-        return request, True
-    if not body or not (0x80 <= body[0] <= 0x8F or body[0] in (0xDE, 0xDF)):
+    # A msgpack map's first byte (fixmap, map 16, map 32) told first, in line: the
+    # common body; JSON's first bytes are none of these.
+    first = body[0] if body else -1
+    if not (0x80 <= first <= 0x8F or first == 0xDE or first == 0xDF):
+        if is_json(body):
+            request = jsoncodec.loads(body)  # the escapes of README "Wire protocol"
+            if not isinstance(request, dict):
+                raise BadRequest("a JSON request must be an object")
+            return request, True
         raise BadRequest(
             "a request must be a msgpack map or a JSON object"
             f" (first byte {body[:1].hex() or 'missing'})"

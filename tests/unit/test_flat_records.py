@@ -63,6 +63,7 @@ def _run(requests: list[dict[str, Any]], flat: bool, monkeypatch: pytest.MonkeyP
             m.setattr(TableEngine, "_flat_set_state", lambda *a, **k: None)
             m.setattr(TableEngine, "_flat_record", lambda *a, **k: None)
             m.setattr(TableEngine, "_flat_patch", lambda *a, **k: None)
+            m.setattr(TableEngine, "_flat_merge", staticmethod(lambda *a, **k: None))
         eng = TableEngine(clock=lambda: 1000.0)
         replies = [eng.execute(request) for request in requests]
         tables = {
@@ -161,7 +162,8 @@ def test_patches_are_the_same_with_and_without_the_flat_path(
 ) -> None:
     """PATCH_RECORD of each patch: plain (the flat path's case), on a record under a
     lease (a claimed field patched completes it), with a precondition or a lease renewal
-    (the general path), and inside a BATCH."""
+    (the general path), and inside a BATCH; CLAIM_RECORD of the same fields, with and
+    without a lease and an increment (its patch is judged by the same checks)."""
     seed = {
         "command": "SET_STATE",
         "state": "t",
@@ -187,6 +189,13 @@ def test_patches_are_the_same_with_and_without_the_flat_path(
         requests.append(
             {"command": "PATCH_RECORD", "state": "t", "id": 2, "fields": fields, "ttl": 5}
         )
+        for extra in ({}, {"lease_seconds": 30}, {"b": {"$inc": 1}}):
+            claim_fields = {**fields, **{k: v for k, v in extra.items() if k == "b"}}
+            lease = {k: v for k, v in extra.items() if k == "lease_seconds"}
+            requests.append(
+                {"command": "CLAIM_RECORD", "state": "t", "where": {}, "fields": claim_fields}
+                | lease
+            )
         requests.append(
             {
                 "command": "BATCH",
@@ -237,6 +246,7 @@ def test_a_flat_path_without_its_encode_check_fails_the_comparison(
             [{**seed, "records": [*seed["records"], bad]}],
             [seed, {"command": "CREATE_RECORD", "state": "t", "record": bad}],
             [seed, {"command": "PATCH_RECORD", "state": "t", "id": 1, "fields": {"a": value}}],
+            [seed, {"command": "CLAIM_RECORD", "state": "t", "where": {}, "fields": {"a": value}}],
         ):
             reference = _run(requests, False, monkeypatch)
             assert reference[0][-1]["ok"] is False
