@@ -89,6 +89,8 @@ START_TIMEOUT = 20.0
 TABLE = "bench"
 
 FSYNC_POLICIES = ("always", "everysec", "no")
+PURE_POOL = "always_pure"  # the fsync-always pool row's server on the pure-Python write path
+PURE_ENV = "STATEENGINE_PURE_PYTHON"
 WRITERS = 8  # writer processes in the concurrent durable rows
 WRITER_INFLIGHT = 16  # pre-encoded PATCH_RECORDs each writer keeps in flight
 WRITER_RAMP = 0.15  # s between the start command and the counted window
@@ -629,6 +631,8 @@ def durable_rows(
             return pool.run(index, seconds)
 
         store = "store none" if name == "none" else f"fsync {name}"
+        if name == PURE_POOL:
+            store = "fsync always, pure-Python write path"
         rows.append(
             Row(
                 f"durable_pool_{name}",

@@ -41,7 +41,7 @@ from stateengine.client.client import Client
 from stateengine.server.engine import TableEngine
 from stateengine.server.persist_log import LogStore
 from stateengine.server.persistence import open_store
-from stateengine.shm import ArenaReader
+from stateengine.shm import ArenaReader, blocks
 from stateengine.testing import ServerProcess
 
 HERE = Path(__file__).resolve().parent
@@ -80,6 +80,8 @@ def environment(redis_conn: Any, pg_dsn: str | None) -> dict[str, Any]:
     for dist in ("lmdb", "psycopg", "matplotlib", "stateengine"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             env[dist] = importlib.metadata.version(dist)
+    # the write path the servers run unless told otherwise (STATEENGINE_PURE_PYTHON=1)
+    env["write_path"] = blocks.PATH
     if pg_dsn:
         with contextlib.suppress(Exception):
             import psycopg
@@ -113,7 +115,8 @@ def header(doc: dict[str, Any]) -> list[str]:
         f"{workloads.WRITE_RATE:.0f} writes/s · durable {cfg['durable_records']:,} records · "
         f"restart {cfg['restart_records']:,} records",
         "stateengine server: python -m stateengine serve --store none (durable rows: --store "
-        "log --fsync <policy>), its own process, ipc://; PostgreSQL sessions run with "
+        "log --fsync <policy>; always again with STATEENGINE_PURE_PYTHON=1), its own process, "
+        f"ipc://, write path {env.get('write_path', '?')}; PostgreSQL sessions run with "
         "synchronous_commit = off",
     ]
     lines += [f"setup: {s}" for s in doc.get("notes", [])]
@@ -452,6 +455,21 @@ def durable(
         server.preload(c, dn)
         clients[policy] = c
         endpoints[policy] = d.endpoint
+    # fsync always again on the pure-Python write path (shm/blocks.py): the target
+    # "compiled ≥ 2× pure" compares its pool row with the compiled one (bench/report.py)
+    pure = ServerProcess(
+        tmp / "data-always-pure",
+        "--store",
+        "log",
+        "--fsync",
+        "always",
+        env={server.PURE_ENV: "1"},
+        start_timeout=server.START_TIMEOUT,
+    )
+    children.servers.append(pure)
+    pure.start()
+    server.preload(stack.enter_context(Client(pure.endpoint, timeout=60)), dn)
+    endpoints[server.PURE_POOL] = pure.endpoint
     endpoints["none"] = srv.endpoint
     pool = server.WriterPool(
         ctx, children, f"ipc://{tmp}/writers.sock", list(endpoints.values()), dn

@@ -62,14 +62,20 @@ from stateengine.runtime import discovery as paths
 from stateengine.runtime.feed import feed_endpoint
 from stateengine.server import backup
 from stateengine.server.backup import BACKUP_COMMAND
-from stateengine.server.connections import Door, RateLimitedLog, open_fds, raise_fd_limit
+from stateengine.server.connections import (
+    Door,
+    Gatekeeper,
+    RateLimitedLog,
+    open_fds,
+    raise_fd_limit,
+)
 from stateengine.server.engine import ChangeSet, Id, TableEngine
 from stateengine.server.feed import Feed
 from stateengine.server.parking import ParkedClaims, Waiter, group_key
 from stateengine.server.persist_base import Encoded, gc_paused, probe_space
 from stateengine.server.persistence import PersistenceError, RecoveryReport, Store, crash_point
 from stateengine.server.stores import name_of
-from stateengine.shm import locks, stale
+from stateengine.shm import faults, locks, stale
 
 log = logging.getLogger("stateengine.server")
 
@@ -204,6 +210,9 @@ class Server:
         self.slow_seconds = slow_ms / 1000
         self._tcp: zmq.Socket[bytes] | None = None
         self.doors: list[Door] = []
+        #: reads the doors' monitors and refuses on a thread of its own (connections.py)
+        self.gatekeeper: Gatekeeper | None = None
+        self._stall = "stall_loop" in faults.FAULTS  # a test-only fault: shm/faults.py
         self.fd_limit = 0
         self.repeat_log = RateLimitedLog(REPEAT_LOG_SECONDS, log)
         self._auth: Any = None
@@ -448,6 +457,9 @@ class Server:
             min(MAX_TCP_HANDSHAKES, tcp_cap),
             self.fd_limit,
         )
+        if "doors_in_loop" not in faults.FAULTS:  # else the loop polls the monitors
+            self.gatekeeper = Gatekeeper(self.doors, self.repeat_log)
+            self.gatekeeper.start()
 
     def _log_refusals(self) -> None:
         for door in self.doors:
@@ -498,6 +510,9 @@ class Server:
         leave the running one's files alone (issue 14, item 11).
         """
         owner = self._lock_fd is not None
+        if self.gatekeeper is not None:
+            self.gatekeeper.close()
+            self.gatekeeper = None
         for door in self.doors:
             door.close()
         self.doors = []
@@ -566,6 +581,7 @@ class Server:
         poller.register(self._sock, zmq.POLLIN)
         if self._tcp is not None:
             poller.register(self._tcp, zmq.POLLIN)
+        # The doors' monitors: none once the Gatekeeper's thread owns them (connections.py).
         monitors = {
             cast(int, door.monitor.get(zmq.FD)) for door in self.doors if door.monitor is not None
         }
@@ -653,6 +669,8 @@ class Server:
         """Housekeeping between passes: everysec fsync, snapshot reaping, arena reclaim."""
         self._last_idle = now
         self._log_refusals()
+        if self._stall:
+            faults.stall()
         self.repeat_log.flush()
         if self.store is not None:
             try:

@@ -22,16 +22,27 @@ checking functions, so the fast path carries no branch for them. A child process
                    the header check and the payload copy). Not a bug: it widens
                    the race window so the tests above meet a reused block in
                    seconds; alone it must not make any test fail (checked).
+``stall_loop``     server: the writer's housekeeping (``Server._idle``, at least
+                   every 100 ms of a busy loop) spins :data:`STALL_SECONDS` of Python
+                   after reading the doors' monitors, as a long pass or ``fsync``
+                   would hold the loop up. Not a bug: it widens the window in which
+                   refused peers reconnect before their refusal (test_fd_limits).
+``doors_in_loop``  server: no :class:`~stateengine.server.connections.Gatekeeper`;
+                   the loop reads the doors' monitors and refuses between passes, as
+                   before it (the control of test_fd_limits' stalled flood).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Final
 
 __all__ = [
     "FAULTS",
     "KNOWN",
+    "STALL_SECONDS",
+    "stall",
 ]
 
 
@@ -43,8 +54,13 @@ KNOWN: Final = frozenset(
         "reclaim_unsafe",
         "slow_read",
         "trust_encoded",
+        "stall_loop",
+        "doors_in_loop",
     }
 )
+
+#: how long ``stall_loop`` holds the writer's loop up each time
+STALL_SECONDS: Final = 0.1
 
 FAULTS: set[str] = {
     f.strip() for f in os.environ.get("STATEENGINE_SHM_FAULTS", "").split(",") if f.strip()
@@ -53,3 +69,10 @@ FAULTS: set[str] = {
 _unknown = FAULTS - KNOWN
 if _unknown:
     raise ValueError(f"unknown STATEENGINE_SHM_FAULTS: {sorted(_unknown)}")
+
+
+def stall(seconds: float = STALL_SECONDS) -> None:
+    """Spin *seconds* of Python (the GIL handed over at the switch interval only)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pass

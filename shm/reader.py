@@ -29,9 +29,9 @@ from typing import Any, Final
 import msgpack
 
 from stateengine.errors import CapacityError, SnapshotExpired
+from stateengine.shm import blocks, locks
 from stateengine.shm import faults as _faults
 from stateengine.shm import layout as L
-from stateengine.shm import locks
 from stateengine.shm.codec import MsgpackCodec, unpack_internal
 
 __all__ = [
@@ -55,6 +55,7 @@ Index = dict[str, dict[RecordId, Entry]]
 
 _uq = L.U64.unpack_from
 _crc32 = zlib.crc32
+_valid: Any = blocks.valid  # the C get check (None on the pure-Python path)
 _unpackb = msgpack.unpackb
 
 
@@ -283,6 +284,8 @@ class ArenaReader:
             self.get = self._get_checked  # type: ignore[method-assign]
         elif not default_decode:
             self.get = self._get_codec  # type: ignore[method-assign]
+        elif _valid is not None:
+            self.get = self._get_c  # type: ignore[method-assign]
         try:
             self._sync()
             self._slot = self._claim_slot()
@@ -308,6 +311,24 @@ class ArenaReader:
             return None
         raw = self._gmm[e[0] : e[1]]
         if _crc32(raw, e[2]) == e[3]:
+            return _unpackb(raw, strict_map_key=False)  # the default codec's decode, inlined
+        raw2 = self._get_retry(table, rid)
+        return None if raw2 is None else self._decode(raw2)
+
+    def _get_c(self, table: str, rid: RecordId) -> Any:
+        """:meth:`get` with its copy and check in one C call (``blocks.valid``): 0.3 µs
+        less a get, of ~2 µs (microbench of the check alone on an 83-byte record:
+        0.76-0.99 µs slice + ``zlib.crc32`` against 0.45-0.46 µs, best of 5 x 200k)."""
+        if self._seqw[0] != self._seq:
+            self._sync()
+        t = self._idx.get(table)
+        if t is None:
+            return None
+        e = t.get(rid)
+        if e is None:
+            return None
+        raw = _valid(self._gmm, e[0], e[1], e[2], e[3])
+        if raw is not None:
             return _unpackb(raw, strict_map_key=False)  # the default codec's decode, inlined
         raw2 = self._get_retry(table, rid)
         return None if raw2 is None else self._decode(raw2)

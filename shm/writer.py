@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import itertools
 import mmap
-import operator
 import os
 import secrets
 import struct
@@ -23,11 +21,14 @@ import warnings
 import weakref
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final, cast
+from typing import Any, Final
+
+import msgspec
 
 from stateengine import defaults
 from stateengine.errors import CapacityError, PayloadTooLarge
 from stateengine.limits import ARENA_KEY_BYTES, ID_MAX, ID_MIN
+from stateengine.shm import blocks as _blocks
 from stateengine.shm import faults as _faults
 from stateengine.shm import layout as L
 from stateengine.shm.alloc import Allocator
@@ -49,7 +50,7 @@ __all__ = [
 ]
 
 
-META_TABLE: Final = "\x00meta"
+META_TABLE: Final = _blocks.META_TABLE
 """Reserved table holding per-table metadata bytes (``commit(meta=...)``)."""
 
 # Ids and key lengths the arena can carry: the engine checks the same rules at the
@@ -77,19 +78,15 @@ _LOAD_CHUNK: Final = 8192
 
 class _Loaded:
     """One table of :meth:`ArenaWriter.load`, checked and measured, its blocks not built
-    yet (:meth:`ArenaWriter._place` builds and writes them chunk by chunk): per record
-    the id's msgpack, the key's, payload's, block's and extent's lengths."""
+    yet (:meth:`ArenaWriter._place` builds and writes them chunk by chunk): its records,
+    key prefix, blocks' size and what the Python twin of ``blocks.place`` reuses."""
 
-    __slots__ = ("asizes", "datas", "dlens", "idbs", "ids", "klens", "prefix", "size", "totals")
+    __slots__ = ("aux", "datas", "ids", "prefix", "size")
 
-    def __init__(self, ids: list[RecordId], datas: list[bytes], prefix: bytes) -> None:
-        self.ids, self.datas, self.prefix = ids, datas, prefix
-        self.idbs: list[bytes] = []  # each id's msgpack: the key is prefix + this
-        self.klens: list[int] = []
-        self.dlens: list[int] = []
-        self.totals: list[int] = []  # header, key, payload, CRC
-        self.asizes: list[int] = []  # and the padding to the 8-byte alignment
-        self.size = 0
+    def __init__(
+        self, ids: list[RecordId], datas: list[Any], prefix: bytes, size: int, aux: Any
+    ) -> None:
+        self.ids, self.datas, self.prefix, self.size, self.aux = ids, datas, prefix, size, aux
 
 
 _LIVE_WRITERS: weakref.WeakSet[ArenaWriter] = weakref.WeakSet()
@@ -112,23 +109,8 @@ class _Full(Exception):
         self.need = need
 
 
-def check_id(rid: object) -> RecordId:
-    """An id is a str or an int in the signed 64-bit range (not a bool)."""
-    if isinstance(rid, str):
-        return rid
-    if isinstance(rid, int) and not isinstance(rid, bool):
-        if _I64_MIN <= rid <= _I64_MAX:
-            return rid
-        raise ValueError(f"record id {rid} outside the signed 64-bit range")
-    raise TypeError(f"record id must be int or str, not {type(rid).__name__}")
-
-
-def _check_table(table: object, allow_meta: bool = False) -> str:
-    if not isinstance(table, str) or not table:
-        raise TypeError(f"table name must be a non-empty str, not {table!r}")
-    if table.startswith("\x00") and not (allow_meta and table == META_TABLE):
-        raise ValueError(f"table names starting with NUL are reserved: {table!r}")
-    return table
+check_id = _blocks.check_id
+_check_table = _blocks.check_table
 
 
 def _array_header(n: int) -> bytes:
@@ -381,52 +363,16 @@ class ArenaWriter:
             raise ValueError(f"seq must be an int above {self._seq}, got {seq!r}")
         if seq > _I64_MAX:
             raise ValueError("seq outside the signed 64-bit range")
-        limit = self._codec.max_record_size
-        # Validate every put and build its block here, once: the blocks do not depend on
-        # where they go, so a retry after growth reuses them.
-        kpack = self._kpack
-        head_pack = L.BLOCK_HEADER.pack
-        crc32 = zlib.crc32
-        tails = _TAILS
-        kind = L.KIND_RECORD
-        hsize = L.BLOCK_HEADER_SIZE + 4
         prefixes = self._prefixes
         if len(prefixes) > 4096:
             prefixes.clear()
-        plist: list[_Prepared] = []
-        estimate = 4096
-        need = 0  # bytes of all blocks
-        # (typed Any once here: a cast() per record is a Python call)
-        for t, rid, data in cast(Iterable[tuple[Any, Any, Any]], puts):
-            if not isinstance(data, bytes):
-                if isinstance(data, bytearray | memoryview):
-                    data = bytes(data)
-                else:
-                    raise TypeError(f"record data must be bytes, not {type(data).__name__}")
-            dlen = len(data)
-            if dlen > limit:
-                raise PayloadTooLarge(
-                    f"record {t!r}/{rid!r} of {dlen} bytes exceeds max_record_size={limit}"
-                )
-            prefix = prefixes.get(t) if type(t) is str else None
-            if prefix is None:
-                t = _check_table(t)
-                prefix = prefixes[t] = key_prefix(t)
-            trid = type(rid)
-            if not (trid is str or (trid is int and _I64_MIN <= rid <= _I64_MAX)):
-                rid = check_id(rid)
-            key = prefix + kpack(rid)
-            klen = len(key)
-            if klen > ARENA_KEY_BYTES:
-                raise ValueError(f"record id too long: {rid!r}")
-            total = hsize + klen + dlen
-            head = head_pack(total, klen, kind, seq) + key
-            hcrc = crc32(head)
-            crc = crc32(data, hcrc)
-            block = head + data + tails[-total & 7].pack(crc)
-            plist.append((t, rid, block, klen, dlen, hcrc, crc))
-            need += len(block)
-            estimate += (dlen + 64 + 7) & ~7
+        # Validate every put and build its block here, once: the blocks do not depend on
+        # where they go, so a retry after growth reuses them (compiled C or its Python
+        # twin: shm/blocks.py).
+        plist, need, estimate = _blocks.prepare(
+            puts if type(puts) is list else list(puts), seq, prefixes, self._codec.max_record_size
+        )
+        estimate += 4096
         dlist = [(_check_table(t), check_id(rid)) for t, rid in deletes]
         drops = [_check_table(t) for t in dropped_tables]
         if meta:
@@ -474,11 +420,11 @@ class ArenaWriter:
         tables' order, ids unique within a table; *meta*: name → the table's metadata
         bytes. The arena ends as ``commit(seq, puts=..., meta=meta)`` would leave it
         (the same blocks, index and positions; the version goes out as a checkpoint, as
-        a commit that big does), but each step runs over many records as one C-level
-        ``map`` instead of a Python loop per record: 10⁶ records of the bench's shape,
+        a commit that big does), but each step runs over many records at once
+        (``shm/blocks.py``: one C call, or C-level ``map`` calls in its Python twin) with no
+        per-record tuple but the index's: the twin of 10⁶ records of the bench's shape,
         gc paused, took 2.85 s of CPU through ``commit`` and 1.83 s here (medians of
-        3), when each step ran over a whole table; a chunk of ``_LOAD_CHUNK`` records
-        at a time took a third of the page faults off (:meth:`_place`). Raises what
+        3); :meth:`_place` has the C loop's figures. Raises what
         :meth:`commit` raises, and ``ValueError`` on a non-empty arena or a repeated id;
         on any error nothing was published.
         """
@@ -520,45 +466,27 @@ class ArenaWriter:
                 self._grow(need + exc.need)
         raise CapacityError(f"arena full; raise max_size={self._max_size} ({L.REMEDY['max_size']})")
 
-    def _load_blocks(self, t: str, ids: list[RecordId], datas: list[bytes]) -> _Loaded:
+    def _load_blocks(self, t: str, ids: list[RecordId], datas: list[Any]) -> _Loaded:
         """Check one table's records and measure their blocks (see :meth:`load`)."""
-        kinds = set(map(type, ids))
-        if kinds == {int}:
-            if min(ids) < _I64_MIN or max(ids) > _I64_MAX:  # type: ignore[operator]
-                ids = list(map(check_id, ids))  # raises, naming the id
-        elif kinds != {str}:
+        prefix = key_prefix(t)
+        got = _blocks.measure(ids, datas, len(prefix))
+        if got is None:  # not all plain ids and bytes: check (raising) and convert
             ids = list(map(check_id, ids))
-        if not set(map(type, datas)) <= ENCODED_TYPES:
             for d in datas:
-                if not isinstance(d, bytes | bytearray | memoryview):
+                if not isinstance(d, bytes | bytearray | memoryview | msgspec.Raw):
                     raise TypeError(f"record data must be bytes, not {type(d).__name__}")
-            datas = list(map(bytes, datas))
-        part = _Loaded(ids, datas, key_prefix(t))
-        # the ids' msgspec encoding: 0.14 s for 10^6 where the reused msgpack Packer took
-        # 0.31 (the same bytes: codec.record_encoder)
-        part.idbs = list(map(self._enc, ids))
-        add, and_, repeat, n = operator.add, operator.and_, itertools.repeat, len(ids)
-        part.klens = list(map(add, map(len, part.idbs), repeat(len(part.prefix), n)))
-        longest = max(part.klens)
-        if longest > ARENA_KEY_BYTES:
-            raise ValueError(f"record id too long: {ids[part.klens.index(longest)]!r}")
-        part.dlens = dlens = list(map(len, datas))
+            datas = [d if type(d) in ENCODED_TYPES else bytes(d) for d in datas]
+            got = _blocks.measure(ids, datas, len(prefix))
+            assert got is not None
+        size, kmax, ki, dmax, di, aux = got
+        if kmax > ARENA_KEY_BYTES:
+            raise ValueError(f"record id too long: {ids[ki]!r}")
         limit = self._codec.max_record_size
-        if max(dlens) > limit:
-            i = dlens.index(max(dlens))
+        if dmax > limit:
             raise PayloadTooLarge(
-                f"record {t!r}/{ids[i]!r} of {dlens[i]} bytes exceeds max_record_size={limit}"
+                f"record {t!r}/{ids[di]!r} of {dmax} bytes exceeds max_record_size={limit}"
             )
-        # a block: header, key, payload, CRC, zero padding to the 8-byte alignment
-        part.totals = list(
-            map(add, part.klens, map(add, dlens, repeat(L.BLOCK_HEADER_SIZE + 4, n)))
-        )
-        # L.align, without a Python call per record
-        part.asizes = list(
-            map(and_, map(add, part.totals, repeat(L.ALIGN - 1, n)), repeat(-L.ALIGN, n))
-        )
-        part.size = sum(part.asizes)
-        return part
+        return _Loaded(ids, datas, prefix, size, aux)
 
     def _place(
         self, seq: int, region: int, built: list[tuple[str, _Loaded]], metas: list[_Prepared]
@@ -566,72 +494,41 @@ class ArenaWriter:
         """Build :meth:`load`'s blocks, write them from *region* on, index them,
         checkpoint, publish.
 
-        Chunk by chunk (``_LOAD_CHUNK`` records): the blocks' parts, the joined blocks and
-        the checkpoint's rows live one chunk at a time, in memory the next chunk reuses.
-        Built for a whole table first, as they were, they took fresh pages: a start's
-        publish of 10⁶ records made 256k page faults, its system time 0.85-1.2 s of
-        2.9-3.7 s of CPU; chunk by chunk 176k and 0.59-0.77 of 2.5-3.3 s (loaded machine,
-        six interleaved starts each, ``python -m bench.restartcpu``). The header and key
-        of a block come out of one ``Struct`` per key length, its CRC and padding out of
-        one per padding; each step is a C-level ``map`` over the chunk. What is left is
-        the per-record floor of this layout: two CRC calls, the index's tuple and dict
-        slot, the checkpoint's row and its encoding.
+        Chunk by chunk (``_LOAD_CHUNK`` records, ``blocks.place``): the C loop writes each
+        block straight into the mapping and each checkpoint row straight into its bytes;
+        the Python twin joins a chunk's blocks and rows first, in memory the next chunk
+        reuses (built for a whole table, they took fresh pages: 256k page faults a start,
+        176k by chunks). A start's publish of 10⁶ records, CPU: 1.67 s before the C loop,
+        0.68 s with it, 1.65 s on the twin (medians of 5 interleaved starts,
+        ``python -m bench.restartcpu``); what is left is mostly the page faults of the
+        arena's and the index's fresh memory (144k, 0.39 s of system time).
         """
         gen = self._gen
         assert gen is not None
         mm = gen.mm
         off = region
-        add, sub, repeat = operator.add, operator.sub, itertools.repeat
-        crc32, pack = zlib.crc32, struct.Struct.pack
-        kind, hsize, tails = L.KIND_RECORD, L.BLOCK_HEADER_SIZE, _TAILS
+        place = _blocks.place
         ckpt = [_array_header(len(built) + bool(metas))]  # the checkpoint's encoding
         for t, part in built:
             n = len(part.ids)
-            plen = len(part.prefix)
-            heads = {k: struct.Struct(f"<IHHQ{plen}s{k - plen}s") for k in set(part.klens)}
             tdict: dict[RecordId, _WEntry] = {}
             self._tables[t] = tdict
             ckpt += [_array_header(2), pack_internal(t), _array_header(n)]  # [t, [rows...]]
-            pieces: list[Any] = []
             for i in range(0, n, _LOAD_CHUNK):
-                j = min(i + _LOAD_CHUNK, n)
-                k = j - i
-                ids, klens, totals = part.ids[i:j], part.klens[i:j], part.totals[i:j]
-                asizes = part.asizes[i:j]
-                blocks = list(
-                    map(
-                        pack,
-                        map(heads.__getitem__, klens),
-                        totals,
-                        klens,
-                        repeat(kind, k),
-                        repeat(seq, k),
-                        repeat(part.prefix, k),
-                        part.idbs[i:j],
-                    )
+                # its blocks written, indexed, and its checkpoint rows (the rows alone)
+                off, rows = place(
+                    mm,
+                    off,
+                    seq,
+                    part.prefix,
+                    part.ids,
+                    part.datas,
+                    i,
+                    min(i + _LOAD_CHUNK, n),
+                    tdict,
+                    part.aux,
                 )
-                datas = part.datas[i:j]
-                hcrcs = list(map(crc32, blocks))
-                crcs = list(map(crc32, datas, hcrcs))
-                if len(pieces) != 3 * k:
-                    pieces = [b""] * (3 * k)
-                pieces[0::3] = blocks
-                pieces[1::3] = datas
-                pieces[2::3] = map(pack, map(tails.__getitem__, map(sub, asizes, totals)), crcs)
-                data = b"".join(pieces)
-                mm[off : off + len(data)] = data
-                offs = list(itertools.accumulate(asizes, initial=off))
-                off = offs.pop()
-                pstarts = list(map(add, offs, map(add, klens, repeat(hsize, k))))
-                pends = list(map(add, pstarts, part.dlens[i:j]))
-                poss = range(i, j)
-                entries = zip(
-                    offs, asizes, pstarts, pends, hcrcs, crcs, poss, repeat(seq, k), strict=True
-                )
-                tdict.update(zip(ids, entries, strict=True))
-                # its checkpoint rows, [rid, pstart, pend, hcrc, crc, pos, off] each
-                rows = list(zip(ids, pstarts, pends, hcrcs, crcs, poss, offs, strict=True))
-                ckpt.append(pack_internal(rows)[len(_array_header(k)) :])  # the rows alone
+                ckpt.append(rows)
             if len(tdict) != n:
                 raise ValueError(f"table {t!r}: repeated record ids")
             self._next_pos[t] = n
@@ -650,17 +547,10 @@ class ArenaWriter:
         self._publish(seq)
 
     def _prepare(self, table: str, rid: RecordId, version: int, data: bytes) -> _Prepared:
-        """One put ready to write (see ``commit``, which inlines this for records)."""
+        """One put ready to write, of any table, :data:`META_TABLE` included (no size
+        limit: a table's metadata)."""
         prefix = self._meta_prefix if table == META_TABLE else key_prefix(table)
-        key = prefix + self._kpack(rid)
-        klen = len(key)
-        if klen > ARENA_KEY_BYTES:
-            raise ValueError(f"record id too long: {rid!r}")
-        total = L.BLOCK_HEADER_SIZE + klen + len(data) + 4
-        head = L.BLOCK_HEADER.pack(total, klen, L.KIND_RECORD, version) + key
-        hcrc = zlib.crc32(head)
-        crc = zlib.crc32(data, hcrc)
-        return (table, rid, head + data + _TAILS[-total & 7].pack(crc), klen, len(data), hcrc, crc)
+        return _blocks.prepare_one(prefix, table, rid, version, data)
 
     def _apply(
         self,

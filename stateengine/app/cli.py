@@ -39,6 +39,7 @@ from stateengine.server.persistence import (
 )
 from stateengine.server.publish import ArenaPublisher, arena_unavailable
 from stateengine.server.server import DEFAULT_MAX_REQUEST, DataDirLocked, Server
+from stateengine.shm import blocks as _blocks
 from stateengine.shm import cleanup_stale
 
 #: The exit codes of every subcommand (README "Running the server"); ``repair`` adds 3.
@@ -61,6 +62,14 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Print one line naming the subcommand and ``--help``; exit 2."""
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _write_path() -> str:
+    """Which code builds the arena's blocks: the compiled C loops or their Python twin."""
+    if _blocks.COMPILED:
+        return "compiled C (shm/_speedups.c; STATEENGINE_PURE_PYTHON=1 runs pure Python)"
+    why = "asked by STATEENGINE_PURE_PYTHON=1" if _blocks.FORCED else "C extension not built"
+    return f"pure Python ({why})"
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -270,6 +279,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"  recovery: {server.recovery.summary()}", flush=True)
     if server.publisher is not None:
         print(f"  arena:    {server.publisher.name}", flush=True)
+        print(f"  blocks:   {_write_path()}", flush=True)
     else:
         print(f"  arena:    off ({arena_off}; workers read over the socket)", flush=True)
     if args.tcp:

@@ -9,6 +9,7 @@ connection aborted the writer inside libzmq (``Too many open files
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import socket
@@ -116,46 +117,101 @@ def test_silent_tcp_flood_at_fd_limit_1024_leaves_local_clients_served(tmp_path:
     assert "tcp connection refused" in server.output()
 
 
+def _flood_local_clients(
+    server: ServerProcess, n: int, until_dead: bool = False
+) -> tuple[int, int]:
+    """*n* local DEALERs each send one request; return (answered, peak descriptors of
+    the server seen every ~50 ms), waiting (bounded: 30 s) for 500 answers and 5 s, or
+    with *until_dead* for the server's end only."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    ctx.setsockopt(zmq.LINGER, 0)
+    ctx.set(zmq.MAX_SOCKETS, n + 64)
+    socks = []
+    answered = peak = 0
+    assert server.proc is not None
+    try:
+        for i in range(n):
+            sock = ctx.socket(zmq.DEALER)
+            sock.connect(server.endpoint)
+            sock.send(b'{"command": "LIST_STATES", "req_id": %d}' % i)
+            socks.append(sock)
+        deadline = time.monotonic() + 30
+        pending = set(range(n))
+        while pending and time.monotonic() < deadline and server.proc.poll() is None:
+            for i in list(pending):
+                if socks[i].poll(0):
+                    socks[i].recv()
+                    pending.discard(i)
+                    answered += 1
+            with contextlib.suppress(OSError):  # gone between the check and the listing
+                peak = max(peak, _server_fds(server.pid))
+            time.sleep(0.05)  # a poll interval; the loop is bounded by the deadline
+            if not until_dead and answered >= 500 and time.monotonic() > deadline - 25:
+                break
+    finally:
+        for sock in socks:
+            sock.close(0)
+        ctx.term()
+    return answered, peak
+
+
+def _assert_served_through(server: ServerProcess, n: int) -> None:
+    answered, peak = _flood_local_clients(server, n)
+    assert server.proc is not None and server.proc.poll() is None, server.output()
+    assert answered >= 500, (answered, peak)
+    assert peak < LIMIT, peak
+    with server.connect(timeout=10) as client:  # the crowd gone: served again
+        assert client.create_record("t", {"n": 1})["id"] == 1
+        ipc = client.execute({"command": "STATS"})["result"]["connections"]["ipc"]
+    # The crowd over the cap was kept out: the door paused (its socket file unlinked),
+    # and what was queued past the cap, if anything, was refused.
+    assert ipc["pauses"] > 0 and ipc["accept_failed"] == 0, ipc
+    assert server.stop() == 0
+    assert "Too many open files" not in server.output()
+    assert "ipc door full" in server.output()
+
+
 def test_many_local_clients_at_fd_limit_1024(tmp_path: Path) -> None:
-    """~1,050 local clients: the writer serves those under its cap, refuses the rest
-    (they see their connection end and reconnect) and stays up."""
+    """~1,050 local clients: the writer serves those under its cap, keeps the rest out
+    (its socket file unlinked; those past the cap see their connection end) and stays
+    up."""
     n = 1050
     _own_fd_headroom(2 * n + 256)
-    server = ServerProcess(tmp_path / "data", preexec_fn=_limit_fds)
-    with server:
-        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        ctx.setsockopt(zmq.LINGER, 0)
-        ctx.set(zmq.MAX_SOCKETS, n + 64)
-        socks = []
-        try:
-            for i in range(n):
-                sock = ctx.socket(zmq.DEALER)
-                sock.connect(server.endpoint)
-                sock.send(b'{"command": "LIST_STATES", "req_id": %d}' % i)
-                socks.append(sock)
-            answered = 0
-            deadline = time.monotonic() + 30
-            pending = set(range(n))
-            while pending and time.monotonic() < deadline:
-                for i in list(pending):
-                    if socks[i].poll(0):
-                        socks[i].recv()
-                        pending.discard(i)
-                        answered += 1
-                time.sleep(0.05)
-                if answered >= 500 and time.monotonic() > deadline - 25:
-                    break
-            assert server.proc is not None and server.proc.poll() is None, server.output()
-            assert answered >= 500
-            assert _server_fds(server.pid) < LIMIT
-        finally:
-            for sock in socks:
-                sock.close(0)
-            ctx.term()
-        with server.connect(timeout=10) as client:  # the crowd gone: served again
-            assert client.create_record("t", {"n": 1})["id"] == 1
-        assert server.stop() == 0
-    assert "Too many open files" not in server.output()
+    with ServerProcess(tmp_path / "data", preexec_fn=_limit_fds) as server:
+        _assert_served_through(server, n)
+
+
+#: the writer's loop held up 100 ms at every turn (shm/faults.py ``stall_loop``)
+STALLED = {"STATEENGINE_SHM_FAULTS": "stall_loop"}
+
+
+def test_many_local_clients_at_fd_limit_1024_with_the_loop_stalled(tmp_path: Path) -> None:
+    """The same crowd while the loop spins 100 ms of Python at every turn: the refused
+    peers reconnect (every 100 ms) faster than a loop that refused them between passes
+    could refuse them again (the control below); the doors' own thread refuses without
+    waiting for a pass and pauses the full door, which keeps them out."""
+    n = 1050
+    _own_fd_headroom(2 * n + 256)
+    with ServerProcess(tmp_path / "data", preexec_fn=_limit_fds, env=STALLED) as server:
+        _assert_served_through(server, n)
+
+
+@pytest.mark.slow
+def test_control_refusing_in_a_stalled_loop_aborts_the_writer(tmp_path: Path) -> None:
+    """Without the doors' thread (``doors_in_loop``: the loop reads the monitors
+    between passes and no door pauses, as before) the stalled flood above kills the
+    writer: libzmq's ipc accept runs out of descriptors and aborts. Shows that test can
+    fail (23 of 24 runs under two busy loops, load 5-10, when the crowd left after 5 s;
+    it now stays until the writer dies, 30 s at most)."""
+    n = 1050
+    _own_fd_headroom(2 * n + 256)
+    env = {"STATEENGINE_SHM_FAULTS": "stall_loop,doors_in_loop"}
+    with ServerProcess(tmp_path / "data", preexec_fn=_limit_fds, env=env) as server:
+        _flood_local_clients(server, n, until_dead=True)
+        assert server.proc is not None
+        server.proc.wait(timeout=5)  # it aborted during the flood, or the control failed
+        assert server.proc.returncode == -6, server.output()  # SIGABRT
+    assert "Too many open files" in server.output()
 
 
 def _soft_256_hard_4096() -> None:  # in the server's child, before exec

@@ -1,0 +1,361 @@
+"""Building the arena's record blocks, many at a time: compiled C or its pure-Python twin.
+
+A block is ``BLOCK_HEADER`` + key + payload + CRC + zero padding to 8 bytes
+(:mod:`stateengine.shm.layout`); the key is the table's :func:`~stateengine.shm.codec.
+key_prefix` + the id's msgpack. The writer builds one per put of a commit
+(:func:`prepare`) and one per record of a start's load (:func:`measure`, then
+:func:`place` chunk by chunk). Those per-record loops were most of a start's publish
+(issue 17), so ``shm/_speedups.c`` does them in C when it was built; this module holds
+the same functions in Python, which run when the extension is absent or
+``STATEENGINE_PURE_PYTHON=1`` is set. Both give the same bytes, index entries and
+checkpoint rows, and raise the same errors (tests/shm/test_blocks.py): the C functions
+stop at any input that is not the plain case and hand it to the Python code here.
+
+:data:`COMPILED` says which path runs, :data:`PATH` says it in words.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import operator
+import os
+import struct
+import zlib
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgspec
+
+from stateengine.errors import PayloadTooLarge
+from stateengine.limits import ARENA_KEY_BYTES, ID_MAX, ID_MIN
+from stateengine.shm import layout as L
+from stateengine.shm.codec import internal_packer, key_prefix, pack_internal, record_encoder
+
+__all__ = [
+    "COMPILED",
+    "FORCED",
+    "META_TABLE",
+    "PATH",
+    "Measured",
+    "measure",
+    "place",
+    "prepare",
+    "prepare_python",
+]
+
+META_TABLE: Final = "\x00meta"
+"""Reserved table holding per-table metadata bytes (``ArenaWriter.commit(meta=...)``)."""
+
+# a put ready to write: table, id, block, key length, payload length, hcrc, crc
+Prepared = tuple[str, Any, bytes, int, int, int, int]
+# a loaded table's size, longest key and its index, longest payload and its index, and
+# what the Python twin's place() reuses (None from C)
+Measured = tuple[int, int, int, int, int, Any]
+
+FORCED: Final[bool] = os.environ.get("STATEENGINE_PURE_PYTHON") == "1"
+"""``STATEENGINE_PURE_PYTHON=1``: the Python twin runs even where the extension was built."""
+_c: Any = None
+if not FORCED:
+    try:
+        _c = importlib.import_module("stateengine.shm._speedups")
+    except ImportError:  # not built (no C compiler at install): the Python twin runs
+        _c = None
+
+COMPILED: Final[bool] = _c is not None
+"""True when the compiled C loops run, False for the pure-Python twin."""
+PATH: Final[str] = "compiled C" if COMPILED else "pure Python"
+
+
+def _speedups_built() -> bool:
+    """Whether the extension imports here, whatever :data:`FORCED` says (for the tests)."""
+    try:
+        importlib.import_module("stateengine.shm._speedups")
+    except ImportError:
+        return False
+    return True
+
+
+# the CRC that ends a block, followed by 0..7 zero bytes of alignment padding
+_TAILS: Final = tuple(struct.Struct(f"<I{pad}x") for pad in range(L.ALIGN))
+_RAW: Final = msgspec.Raw
+_kpack: Final = internal_packer()
+_enc: Final = record_encoder()
+
+
+def check_id(rid: object) -> str | int:
+    """An id is a str or an int in the signed 64-bit range (not a bool)."""
+    if isinstance(rid, str):
+        return rid
+    if isinstance(rid, int) and not isinstance(rid, bool):
+        if ID_MIN <= rid <= ID_MAX:
+            return rid
+        raise ValueError(f"record id {rid} outside the signed 64-bit range")
+    raise TypeError(f"record id must be int or str, not {type(rid).__name__}")
+
+
+def check_table(table: object, allow_meta: bool = False) -> str:
+    if not isinstance(table, str) or not table:
+        raise TypeError(f"table name must be a non-empty str, not {table!r}")
+    if table.startswith("\x00") and not (allow_meta and table == META_TABLE):
+        raise ValueError(f"table names starting with NUL are reserved: {table!r}")
+    return table
+
+
+# --- a commit's puts -------------------------------------------------------------------
+
+
+def _prepare_py(
+    puts: list[Any],
+    start: int,
+    seq: int,
+    prefixes: dict[str, bytes],
+    limit: int,
+    out: list[Prepared],
+    stop: int,
+) -> tuple[int, int]:
+    """Puts ``start..stop-1`` onto *out*; their blocks' bytes and the space estimate."""
+    kpack = _kpack
+    head_pack = L.BLOCK_HEADER.pack
+    crc32 = zlib.crc32
+    tails = _TAILS
+    kind = L.KIND_RECORD
+    hsize = L.BLOCK_HEADER_SIZE + 4
+    need = estimate = 0
+    for t, rid, data in puts if start == 0 and stop == len(puts) else puts[start:stop]:
+        if not isinstance(data, bytes):
+            if isinstance(data, bytearray | memoryview):
+                data = bytes(data)
+            else:
+                raise TypeError(f"record data must be bytes, not {type(data).__name__}")
+        dlen = len(data)
+        if dlen > limit:
+            raise PayloadTooLarge(
+                f"record {t!r}/{rid!r} of {dlen} bytes exceeds max_record_size={limit}"
+            )
+        prefix = prefixes.get(t) if type(t) is str else None
+        if prefix is None:
+            t = check_table(t)
+            prefix = prefixes[t] = key_prefix(t)
+        trid = type(rid)
+        if not (trid is str or (trid is int and ID_MIN <= rid <= ID_MAX)):
+            rid = check_id(rid)
+        key = prefix + kpack(rid)
+        klen = len(key)
+        if klen > ARENA_KEY_BYTES:
+            raise ValueError(f"record id too long: {rid!r}")
+        total = hsize + klen + dlen
+        head = head_pack(total, klen, kind, seq) + key
+        hcrc = crc32(head)
+        crc = crc32(data, hcrc)
+        block = head + data + tails[-total & 7].pack(crc)
+        out.append((t, rid, block, klen, dlen, hcrc, crc))
+        need += len(block)
+        estimate += (dlen + 64 + 7) & ~7
+    return need, estimate
+
+
+def prepare_python(
+    puts: list[Any], seq: int, prefixes: dict[str, bytes], limit: int
+) -> tuple[list[Prepared], int, int]:
+    """The Python twin of :func:`prepare`, whichever path :data:`PATH` names."""
+    out: list[Prepared] = []
+    need, estimate = _prepare_py(puts, 0, seq, prefixes, limit, out, len(puts))
+    return out, need, estimate
+
+
+def _prepare_c(
+    puts: list[Any], seq: int, prefixes: dict[str, bytes], limit: int
+) -> tuple[list[Prepared], int, int]:
+    """:func:`prepare` on the C loop."""
+    out: list[Prepared] = []
+    i, need, estimate = _c.prepare(puts, 0, seq, prefixes, limit, out)
+    n = len(puts)
+    while i < n:
+        # not the plain case (a new table, a bytearray, a bad put): the Python code takes
+        # this one, raising what it raises
+        dn, de = _prepare_py(puts, i, seq, prefixes, limit, out, i + 1)
+        i, dn2, de2 = _c.prepare(puts, i + 1, seq, prefixes, limit, out)
+        need += dn + dn2
+        estimate += de + de2
+    return out, need, estimate
+
+
+_PrepareFn = Callable[[list[Any], int, dict[str, bytes], int], tuple[list[Prepared], int, int]]
+prepare: Final[_PrepareFn] = _prepare_c if COMPILED else prepare_python
+"""``prepare(puts, seq, prefixes, limit) -> (prepared, need, estimate)``: check *puts*
+``(table, id, data)`` and build their blocks for version *seq*: the prepared puts (table,
+id, block, key length, payload length, hcrc, crc), the bytes of all their blocks and the
+space estimate a retry after growth asks. *prefixes* caches each table's key prefix (a
+new table is checked and added). Raises ``TypeError``/``ValueError`` for a bad table, id
+or data, ``PayloadTooLarge`` past *limit* bytes. Bound once: a one-record commit calls it
+(C or its twin) without a dispatching call between."""
+
+
+def _prepare_one_py(prefix: bytes, table: str, rid: Any, version: int, data: bytes) -> Prepared:
+    key = prefix + _kpack(rid)
+    klen = len(key)
+    if klen > ARENA_KEY_BYTES:
+        raise ValueError(f"record id too long: {rid!r}")
+    total = L.BLOCK_HEADER_SIZE + klen + len(data) + 4
+    head = L.BLOCK_HEADER.pack(total, klen, L.KIND_RECORD, version) + key
+    hcrc = zlib.crc32(head)
+    crc = zlib.crc32(data, hcrc)
+    return (table, rid, head + data + _TAILS[-total & 7].pack(crc), klen, len(data), hcrc, crc)
+
+
+def _prepare_one_c(prefix: bytes, table: str, rid: Any, version: int, data: bytes) -> Prepared:
+    out: list[Prepared] = []
+    if _c.prepare([(table, rid, data)], 0, version, {table: prefix}, len(data), out)[0]:
+        return out[0]
+    return _prepare_one_py(prefix, table, rid, version, data)
+
+
+prepare_one: Final[Callable[[bytes, str, Any, int, bytes], Prepared]] = (
+    _prepare_one_c if COMPILED else _prepare_one_py
+)
+"""``prepare_one(prefix, table, id, version, data)``: one put ready to write, its table
+already checked and its key prefix given (a table's metadata: no size limit). Raises
+``ValueError`` for a key too long. The writer's commit makes one a commit: on the Python
+path it is the code of :func:`prepare`'s loop without the loop's setup."""
+
+
+# --- a reader's get check -----------------------------------------------------------------
+
+
+def valid_py(mm: Any, start: int, end: int, hcrc: int, crc: int) -> bytes | None:
+    """The payload ``mm[start:end]`` if its CRC, continued from *hcrc* over the copy,
+    is *crc*; else None. The reader inlines this on the pure-Python path."""
+    raw: bytes = mm[start:end]
+    return raw if zlib.crc32(raw, hcrc) == crc else None
+
+
+valid: Final[Callable[[Any, int, int, int, int], bytes | None] | None] = (
+    _c.valid if COMPILED else None
+)
+"""The C :func:`valid_py`, or None on the pure-Python path (the reader's own code runs)."""
+
+
+# --- a start's load ----------------------------------------------------------------------
+
+
+def _measure_py(ids: list[Any], datas: list[Any], plen: int) -> Measured | None:
+    kinds = set(map(type, ids))
+    if not kinds <= {int, str}:
+        return None
+    if int in kinds:
+        ints = ids if len(kinds) == 1 else [r for r in ids if type(r) is int]
+        if min(ints) < ID_MIN or max(ints) > ID_MAX:
+            return None
+    if not set(map(type, datas)) <= {bytes, _RAW}:
+        return None
+    add, and_, repeat, n = operator.add, operator.and_, itertools.repeat, len(ids)
+    idbs = list(map(_enc, ids))  # raises UnicodeEncodeError for a surrogate
+    klens = list(map(add, map(len, idbs), repeat(plen, n)))
+    dlens = list(map(len, datas))
+    # a block: header, key, payload, CRC, zero padding to the 8-byte alignment
+    totals = list(map(add, klens, map(add, dlens, repeat(L.BLOCK_HEADER_SIZE + 4, n))))
+    asizes = list(map(and_, map(add, totals, repeat(L.ALIGN - 1, n)), repeat(-L.ALIGN, n)))
+    kmax, dmax = (max(klens), max(dlens)) if n else (-1, -1)
+    ki, di = (klens.index(kmax), dlens.index(dmax)) if n else (0, 0)
+    return sum(asizes), kmax, ki, dmax, di, (idbs, klens, dlens, totals, asizes)
+
+
+def measure(ids: list[Any], datas: list[Any], plen: int) -> Measured | None:
+    """Size one loaded table: ``(bytes of its blocks, longest key length and its index,
+    longest payload and its index, aux)`` given the key prefix's length *plen*, or None
+    when an id is not an exact ``str``/``int`` within 64 bits or a record not ``bytes``/
+    ``msgspec.Raw`` (the caller checks and converts them, then measures again).
+    A surrogate in a str id raises ``UnicodeEncodeError`` (C returns None for it and the
+    Python code raises)."""
+    if _c is not None:
+        got = _c.measure(ids, datas, plen, _RAW)
+        if got is not None:
+            return (*got, None)
+    return _measure_py(ids, datas, plen)
+
+
+def _place_py(
+    mm: Any,
+    off: int,
+    seq: int,
+    prefix: bytes,
+    ids: list[Any],
+    datas: list[Any],
+    i: int,
+    j: int,
+    tdict: dict[Any, Any],
+    aux: Any,
+) -> tuple[int, bytes]:
+    if aux is None:
+        got = _measure_py(ids, datas, len(prefix))
+        assert got is not None
+        aux = got[5]
+    idbs, klens_all, dlens_all, totals_all, asizes_all = aux
+    k = j - i
+    add, sub, repeat = operator.add, operator.sub, itertools.repeat
+    crc32, pack = zlib.crc32, struct.Struct.pack
+    plen = len(prefix)
+    klens, totals, asizes = klens_all[i:j], totals_all[i:j], asizes_all[i:j]
+    heads = {n: struct.Struct(f"<IHHQ{plen}s{n - plen}s") for n in set(klens)}
+    blocks = list(
+        map(
+            pack,
+            map(heads.__getitem__, klens),
+            totals,
+            klens,
+            repeat(L.KIND_RECORD, k),
+            repeat(seq, k),
+            repeat(prefix, k),
+            idbs[i:j],
+        )
+    )
+    chunk = datas[i:j]
+    hcrcs = list(map(crc32, blocks))
+    crcs = list(map(crc32, chunk, hcrcs))
+    pieces: list[Any] = [b""] * (3 * k)
+    pieces[0::3] = blocks
+    pieces[1::3] = chunk
+    pieces[2::3] = map(pack, map(_TAILS.__getitem__, map(sub, asizes, totals)), crcs)
+    data = b"".join(pieces)
+    if off < 0 or off + len(data) > len(mm):
+        raise ValueError("place: a block past the mapping or too large")
+    mm[off : off + len(data)] = data
+    offs = list(itertools.accumulate(asizes, initial=off))
+    off = offs.pop()
+    pstarts = list(map(add, offs, map(add, klens, repeat(L.BLOCK_HEADER_SIZE, k))))
+    pends = list(map(add, pstarts, dlens_all[i:j]))
+    poss = range(i, j)
+    ids_k = ids[i:j]
+    entries = zip(offs, asizes, pstarts, pends, hcrcs, crcs, poss, repeat(seq, k), strict=True)
+    tdict.update(zip(ids_k, entries, strict=True))
+    rows = list(zip(ids_k, pstarts, pends, hcrcs, crcs, poss, offs, strict=True))
+    return off, pack_internal(rows)[len(pack_internal([None] * k)) - k :]
+
+
+def place(
+    mm: Any,
+    off: int,
+    seq: int,
+    prefix: bytes,
+    ids: list[Any],
+    datas: list[Any],
+    i: int,
+    j: int,
+    tdict: dict[Any, Any],
+    aux: Any,
+) -> tuple[int, bytes]:
+    """Write the blocks of records ``i..j-1`` (ones :func:`measure` accepted; *aux* is
+    what it returned last) into *mm* from *off* on, index them in *tdict*
+    (``id -> (off, asize, pstart, pend, hcrc, crc, pos, seq)``, *pos* the record's index)
+    and return the next offset and their checkpoint rows' msgpack, ``[id, pstart, pend,
+    hcrc, crc, pos, off]`` each, back to back (no array header)."""
+    if _c is not None:
+        got: tuple[int, bytes] = _c.place(mm, off, seq, prefix, ids, datas, i, j, tdict, _RAW)
+        return got
+    return _place_py(mm, off, seq, prefix, ids, datas, i, j, tdict, aux)
+
+
+PLACE_PY: Final[Callable[..., tuple[int, bytes]]] = _place_py
+"""The Python twin of :func:`place`, whichever path runs (for the tests)."""
+MEASURE_PY: Final[Callable[[list[Any], list[Any], int], Measured | None]] = _measure_py
