@@ -119,6 +119,16 @@ def test_a_client_that_never_reads_does_not_freeze_the_writer(tmp_path: Path) ->
         # One round trip through the writer (an arena read would not touch it) while the
         # hog's burst is queued: ROUTER fair-queues peers, so it is served among them.
         client.execute({"command": "GET_RECORD", "state": "t", "id": 1})
+        # Then every hog request applied (a writer waiting on the hog's full pipe never
+        # gets there: bounded, 60 s), and the pace measured after it. Measured during
+        # the burst instead, each write waited behind a hog request in a CPU-bound
+        # writer, and on a loaded machine behind the scheduler: 0.41 -> 3.9 ms once.
+        # (STATS counts the requests of the passes before its own: the earlier polls too)
+        deadline, polls = time.monotonic() + 60, 0
+        while client.stats()["requests"] < 30_000 + 1 + 2000 + 1 + polls:
+            assert time.monotonic() < deadline, client.stats()
+            polls += 1
+            time.sleep(0.01)
         during = latencies(client, 2000)
         hog.close()
         ctx.term()
