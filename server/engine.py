@@ -64,6 +64,7 @@ from stateengine.limits import (
 from stateengine.protocol import (
     INT_MAX,
     INT_MIN,
+    UNCHANGED_FIELDS,
     accepts_unchanged,
     check_field,
     check_type_name,
@@ -99,6 +100,14 @@ EXPIRES_FIELD: Final = "_expires"
 #: Fields the engine writes and a client never does.
 _RESERVED: Final = frozenset({RESERVED_FIELD, EXPIRES_FIELD})
 _MISSING: Final = object()
+_NO_KEYS: Final[frozenset[Any]] = frozenset()
+#: The keys of a PATCH_RECORD that :meth:`TableEngine._flat_patch` may take.
+_PLAIN_PATCH: Final = frozenset({"command", "state", "id", "fields", "req_id"})
+#: The arguments :meth:`TableEngine._check_preconditions` reads: a request with none of
+#: them skips the call (one C set test against a call and four lookups).
+_PRECONDITIONS: Final = frozenset({"expected_version", "if_version", "if_match"})
+#: The id types every int id in range conforms to (:meth:`TableEngine._existing`).
+_INT_ID_TYPES: Final = frozenset({"any", "integer"})
 
 
 @dataclass
@@ -156,7 +165,7 @@ class Table:
             "version": self.version,
             "next_id": self.next_id,
             "max_length": self.max_length,
-            "indexes": [list(fields) for fields in self.index_defs],
+            "indexes": [list(f) for f in self.index_defs] if self.index_defs else [],
         }
 
     def restore_state(self, state: dict[str, Any]) -> None:
@@ -202,6 +211,9 @@ _SHAPES: Final = (
     ("drop", list),
 )
 
+
+#: The command table (a dict the tests add to: never rebound, so bound here once).
+_COMMANDS: Final = command_table.COMMANDS
 
 #: command name → :func:`_plan` of its spec (rebuilt when the spec object changes:
 #: tests register commands).
@@ -284,17 +296,26 @@ class TableEngine:
         :raises StateEngineError: the subclass named by the wire error type; the state is
             then exactly as before the call.
         """
-        self.changes = {}
-        self.table_changes = set()
-        self.removed = set()
-        self.expired = {}
+        # Fresh containers only where the last commit left something: the server takes
+        # each commit's changes and resets them, so a request allocates none of them.
+        if self.changes:
+            self.changes = {}
+        if self.table_changes:
+            self.table_changes = set()
+        if self.removed:
+            self.removed = set()
+        if self.expired:
+            self.expired = {}
         self._wrote = False
         handler = self._lookup(request, nested=False)
         if handler is _BATCH:
             return self._batch(request), None
         result = handler(self, request)
-        self._commit()
-        return result, self._version_of(request)
+        if self._wrote:  # _commit, inline: one call less a request
+            self.seq += 1
+        name = request.get("state")  # the version of the table the request names
+        table = self.tables.get(name) if isinstance(name, str) else None
+        return result, table.version if table is not None else None
 
     # --- dispatch --------------------------------------------------------------------------
 
@@ -304,7 +325,7 @@ class TableEngine:
         name = request.get("command")
         if not isinstance(name, str):
             raise BadRequest("the request has no 'command' (a string naming the action)")
-        spec = command_table.COMMANDS.get(name)
+        spec = _COMMANDS.get(name)
         handler = HANDLERS.get(name)
         if spec is None or handler is None:
             raise UnknownCommand(f"unknown command {name!r:.80}")
@@ -313,12 +334,13 @@ class TableEngine:
         plan = _PLANS.get(name)
         if plan is None or plan[0] is not spec:
             plan = _PLANS[name] = _plan(spec)
-        allowed = plan[2] if nested else plan[1]
         # The common request (known arguments, the required ones there) is told by two
         # set comparisons in C; the loops below then only name what is wrong. Checking
         # every key and all nine shapes in Python was ~2.5 µs of a BATCH's ~13 µs
         # sub-command (issue 17, cProfile of 1000-CREATE_RECORD BATCHes).
-        if not (request.keys() <= allowed and request.keys() >= plan[3]):
+        keys = request.keys()
+        if not (keys <= (plan[2] if nested else plan[1]) and keys >= plan[3]):
+            allowed = plan[2] if nested else plan[1]
             for key in request:
                 if key not in allowed:
                     takes = ", ".join(sorted(spec.args)) or "no arguments"
@@ -337,11 +359,6 @@ class TableEngine:
     def _commit(self) -> None:
         if self._wrote:
             self.seq += 1
-
-    def _version_of(self, request: dict[str, Any]) -> int | None:
-        name = request.get("state")
-        table = self.tables.get(name) if isinstance(name, str) else None
-        return table.version if table is not None else None
 
     def _batch(self, request: dict[str, Any]) -> list[Any]:
         commands = request["commands"]
@@ -452,7 +469,7 @@ class TableEngine:
                     ix.positions.get(rid) if ix is not None else None,
                 )
             )
-        record[RESERVED_FIELD] = self._next_seq
+        record[RESERVED_FIELD] = self.seq + 1  # _next_seq, inline: once per write
         if ix is not None:
             ix.put(rid, table.records.get(rid), record)
         table.records[rid] = record
@@ -578,7 +595,16 @@ class TableEngine:
         return value  # type: ignore[no-any-return]
 
     def _existing(self, table: Table, request: dict[str, Any]) -> tuple[Id, Record]:
-        rid = self._id(request["id"], table)
+        rid = request["id"]
+        # An int id in range on a table whose ids are ints or any: what _id says of it,
+        # without its two calls (every record command of issue 17's write rows).
+        types = table.types
+        if not (
+            type(rid) is int
+            and ID_MIN <= rid <= ID_MAX
+            and (types is None or types.get("id", "any") in _INT_ID_TYPES)
+        ):
+            rid = self._id(rid, table)
         record = table.records.get(rid)
         if record is None:
             raise RecordNotFound(f"no record with id {rid!r} in {table.name!r}")
@@ -1210,20 +1236,26 @@ class TableEngine:
 
     def _create_record(self, request: dict[str, Any]) -> Record:
         raw = request["record"]
-        name = check_table_name(request["state"])
-        table = self.tables.get(name)
+        name = request["state"]
+        table = self.tables.get(name) if type(name) is str else None
+        if table is None:
+            name = check_table_name(name)  # only a name not taken yet can be malformed
         probe = table or Table(name)
         # A missing table is created at version 0: expected_version must say 0.
-        self._check_expected_version(probe, request)
+        if "expected_version" in request:
+            self._check_expected_version(probe, request)
         record, schema = self._validate_record(probe, raw, "record")
-        ttl = self._ttl_arg(request)
+        ttl = self._ttl_arg(request) if "ttl" in request else None
         if probe.max_length is not None and len(probe.records) >= probe.max_length:
             raise CapacityError(f"{probe.name!r} is full: max_length {probe.max_length} reached")
         rid = self._assign_id(probe, raw, probe.records, "record")
-        table = self._table(request, create=True)
+        if table is None:
+            table = self._table(request, create=True)
         self._touch_table(table)
-        self._apply_schema(table, schema)
-        self._advance_counter(table, rid)
+        if table.fields is None:  # _apply_schema and _advance_counter, inline
+            table.fields, table.types = schema
+        if type(rid) is int and rid >= table.next_id:
+            table.next_id = rid + 1
         record = {"id": rid, **record}
         if ttl is not None:
             record[EXPIRES_FIELD] = self.clock() + ttl
@@ -1233,7 +1265,8 @@ class TableEngine:
     def _set_record(self, request: dict[str, Any]) -> Record:
         table = self._table(request)
         rid, old = self._existing(table, request)
-        self._check_preconditions(table, request, rid, old)
+        if not request.keys().isdisjoint(_PRECONDITIONS):
+            self._check_preconditions(table, request, rid, old)
         raw = request["record"]
         if isinstance(raw, dict) and "id" in raw:
             given = raw["id"]
@@ -1252,6 +1285,10 @@ class TableEngine:
     def _patch_record(self, request: dict[str, Any]) -> Record:
         table = self._table(request)
         rid, old = self._existing(table, request)
+        if request.keys() <= _PLAIN_PATCH:
+            record = self._flat_patch(table, request["fields"], rid, old)
+            if record is not None:
+                return record
         self._check_preconditions(table, request, rid, old)
         fields = self._map_arg(request, "fields")
         patch = self._validate_patch(table, fields, rid, "fields")
@@ -1273,12 +1310,56 @@ class TableEngine:
             self._set_lease(table, rid, None)  # rule 4: a claimed field changed: completed
         return self._out(record)
 
+    def _flat_patch(
+        self, table: Table, fields: dict[str, Any], rid: Id, old: Record
+    ) -> Record | None:
+        """A ``PATCH_RECORD`` with no precondition, lease or TTL whose fields pass
+        :meth:`_flat_merge`, applied as the general path applies it; None, having
+        changed nothing, for any other (then that path runs and names what is wrong).
+
+        With the cuts in :meth:`apply`, the bench's 2-field patch: 4.2 -> 3.45 µs of
+        engine CPU (issue 17, in-process, thread CPU, medians of three interleaved runs).
+        """
+        record = self._flat_merge(table, fields, old)
+        if record is None:
+            return None
+        lease = table.leases.get(rid)
+        self._touch_table(table)
+        self._put(table, rid, record)
+        if lease is not None and any(name in lease.prior for name in fields):
+            self._set_lease(table, rid, None)  # rule 4: a claimed field changed: completed
+        return self._out(record)
+
+    @staticmethod
+    def _flat_merge(table: Table, fields: dict[str, Any], old: Record) -> Record | None:
+        """``{**old, **fields}`` when *fields* are known, not the id, and scalars their
+        types take as they are, so that :meth:`_validate_patch` would return them
+        unchanged, and the record is within the size limit; None when not (then the
+        general checks run and name what is wrong).
+
+        The ints' range and the text are judged by the encode the record's size check
+        makes anyway (:func:`_check_record_size`).
+        """
+        types = table.types
+        if types is None or "id" in fields or not fields.keys() <= types.keys():
+            return None
+        for name, value in fields.items():
+            if (type(value), types[name]) not in UNCHANGED_FIELDS:
+                return None
+        record = {**old, **fields}
+        try:
+            size = len(_packb(record))
+        except Exception:  # an int past 64 bits, a lone surrogate: named by the checks
+            return None
+        return record if size <= MAX_RECORD_BYTES else None
+
     def _expire_record(self, request: dict[str, Any]) -> Record:
         """``EXPIRE_RECORD``: set (``ttl`` seconds from now) or clear (``ttl`` null) a
         record's TTL; the record is otherwise unchanged and gets a new ``_version``."""
         table = self._table(request)
         rid, old = self._existing(table, request)
-        self._check_preconditions(table, request, rid, old)
+        if not request.keys().isdisjoint(_PRECONDITIONS):
+            self._check_preconditions(table, request, rid, old)
         ttl = self._ttl_arg(request)
         record = {k: v for k, v in old.items() if k != EXPIRES_FIELD}
         if ttl is not None:
@@ -1290,7 +1371,8 @@ class TableEngine:
     def _delete_record(self, request: dict[str, Any]) -> None:
         table = self._table(request)
         rid, old = self._existing(table, request)
-        self._check_preconditions(table, request, rid, old)
+        if not request.keys().isdisjoint(_PRECONDITIONS):
+            self._check_preconditions(table, request, rid, old)
         self._touch_table(table)
         self._remove(table, rid)
         return None
@@ -1353,16 +1435,22 @@ class TableEngine:
 
     def _claim_record(self, request: dict[str, Any]) -> Record | None:
         table = self._table(request)
-        self._check_expected_version(table, request)
+        # (Each optional argument's check is skipped when the argument is absent: it
+        # would pass. Four calls less for the common claim, issue 17.)
+        if "expected_version" in request:
+            self._check_expected_version(table, request)
         conditions, where = self._where(table, request)
-        keys = self._order(table, request)
+        keys = self._order(table, request) if request.get("order_by") is not None else []
         fields = self._map_arg(request, "fields")
         if "id" in fields:
             raise ImmutableId("fields: a claim cannot change a record's id")
         increments = self._increments(fields)
         lease_seconds = self._lease_arg(request)
-        dead = self._dead_letter_arg(table, request, increments, lease_seconds)
-        self.wait_arg(request, nested=self._journal is not None)
+        dead = None
+        if "max_attempts" in request or "dead_letter" in request:
+            dead = self._dead_letter_arg(table, request, increments, lease_seconds)
+        if "wait" in request:
+            self.wait_arg(request, nested=self._journal is not None)
         plan = (
             plan_query(table.index_defs, conditions, keys, sort_key) if table.index_defs else None
         )
@@ -1382,9 +1470,13 @@ class TableEngine:
         old = table.records[rid]
         if increments:
             fields = {**fields, **self._added(table, rid, old, increments)}
-        patch = self._validate_patch(table, fields, rid, "fields")
-        record = {**old, **patch}
-        _check_record_size(record, rid)
+        flat = self._flat_merge(table, fields, old)
+        if flat is not None:
+            patch, record = fields, flat
+        else:
+            patch = self._validate_patch(table, fields, rid, "fields")
+            record = {**old, **patch}
+            _check_record_size(record, rid)
         self._touch_table(table)
         self._put(table, rid, record)
         if lease_seconds is not None:
@@ -1506,7 +1598,8 @@ class TableEngine:
     def _increment(self, request: dict[str, Any]) -> int | float:
         table = self._table(request)
         rid, old = self._existing(table, request)
-        self._check_preconditions(table, request, rid, old)
+        if not request.keys().isdisjoint(_PRECONDITIONS):
+            self._check_preconditions(table, request, rid, old)
         name = request["field"]
         if name in ("id", RESERVED_FIELD) or not isinstance(name, str):
             raise SchemaError(f"field: {name!r:.60} cannot be incremented")
@@ -1548,16 +1641,23 @@ class TableEngine:
         dropped, then its meta and every record. Records are the stored dicts (not
         copies): encode them before the next command runs.
         """
+        # One write's change set is built per pass one at a time: the lists made here and
+        # handed to ChangeSet whole (its default factories cost a call each), a removal
+        # looked up only when there was one. 1.33 -> 1.05 µs for one PATCH_RECORD with
+        # the slots and Table.state's cut (issue 17, thread CPU, in-process).
         tables = self.tables
-        cs = ChangeSet(self.seq)
+        dropped: list[str] = []
+        states: dict[str, dict[str, Any]] = {}
+        puts: list[tuple[str, Id, Record, Lease | None]] = []
+        deletes: list[tuple[str, Id]] = []
         whole = set(dirty_tables)
-        removed = set(removed)
+        removed = set(removed) if removed else _NO_KEYS
         for name in whole:
-            cs.dropped.append(name)
+            dropped.append(name)
             table = tables.get(name)
             if table is not None:
-                cs.tables[name] = table.state()
-                cs.puts.extend(
+                states[name] = table.state()
+                puts.extend(
                     (name, rid, rec, table.leases.get(rid)) for rid, rec in table.records.items()
                 )
         for name, rid in dirty_records:
@@ -1566,14 +1666,14 @@ class TableEngine:
             table = tables.get(name)
             if table is None:
                 continue
-            if name not in cs.tables:
-                cs.tables[name] = table.state()
+            if name not in states:
+                states[name] = table.state()
             record = table.records.get(rid)
-            if record is None or (name, rid) in removed:
-                cs.deletes.append((name, rid))  # deleted, or deleted and re-created: moved
+            if record is None or (removed and (name, rid) in removed):
+                deletes.append((name, rid))  # deleted, or deleted and re-created: moved
             if record is not None:
-                cs.puts.append((name, rid, record, table.leases.get(rid)))
-        return cs
+                puts.append((name, rid, record, table.leases.get(rid)))
+        return ChangeSet(self.seq, dropped, states, puts, deletes)
 
     def full_change_set(self) -> ChangeSet:
         """Everything, as one change set: what a snapshot holds."""
@@ -1607,7 +1707,7 @@ class TableEngine:
         self.seq = max(self.seq, cs.seq)
 
 
-@dataclass
+@dataclass(slots=True)  # one is made per pass: slots make that 0.29 -> 0.25 µs
 class ChangeSet:
     """The effect of one or more commits, as state (not as commands), up to ``seq``.
 

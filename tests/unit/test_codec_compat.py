@@ -82,6 +82,7 @@ CASES: list[Any] = [
 def test_encoder_and_decoder_agree_with_msgpack(value: Any) -> None:
     packed = reference(value)
     assert encode(value) == packed
+    assert protocol.encode_valid(value) == packed  # the server's encoder of replies
     expected = msgpack.unpackb(packed, raw=False, strict_map_key=False)
     assert same(decode(packed), expected)
 
@@ -116,6 +117,7 @@ msgpack_values = st.recursive(
 def test_any_msgpack_value_encodes_and_decodes_as_msgpack_does(value: Any) -> None:
     packed = reference(value)
     assert encode(value) == packed
+    assert protocol.encode_valid(value) == packed
     assert same(decode(packed), msgpack.unpackb(packed, raw=False, strict_map_key=False))
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from stateengine.limits import MAX_RECORD_BYTES
 from stateengine.protocol import INT_MAX, INT_MIN
 from stateengine.server import engine as engine_module
 from stateengine.server.engine import TableEngine
@@ -61,6 +62,8 @@ def _run(requests: list[dict[str, Any]], flat: bool, monkeypatch: pytest.MonkeyP
         if not flat:
             m.setattr(TableEngine, "_flat_set_state", lambda *a, **k: None)
             m.setattr(TableEngine, "_flat_record", lambda *a, **k: None)
+            m.setattr(TableEngine, "_flat_patch", lambda *a, **k: None)
+            m.setattr(TableEngine, "_flat_merge", staticmethod(lambda *a, **k: None))
         eng = TableEngine(clock=lambda: 1000.0)
         replies = [eng.execute(request) for request in requests]
         tables = {
@@ -142,6 +145,73 @@ def test_record_writes_are_the_same_with_and_without_the_flat_path(
     _same([*_setup(schema), other, batch, batch], monkeypatch)
 
 
+def _patches() -> Iterator[tuple[dict[str, str] | None, list[dict[str, Any]]]]:
+    """Patches of record 1 (and of a claimed record 2), each after a seed of two records."""
+    for schema, value in itertools.product(SCHEMAS, VALUES):
+        yield schema, [{"a": value}, {"b": value, "a": "x"}, {"a": 1, "b": value}]
+    big = "x" * (MAX_RECORD_BYTES - 40)
+    for schema in SCHEMAS:
+        yield schema, [{}, {"id": 1}, {"id": 2}, {"id": "1"}, {"c": 1}, {"_version": 1}]
+        yield schema, [{"_expires": 1.0}, {"a": 1.0, "c": 2}, {"a": big}, {"a": big + "xx"}]
+        yield schema, [{1: "x"}, {"a": 1, "id": 1}, {"b": True, "a": b"y"}]
+
+
+@pytest.mark.parametrize(("schema", "patches"), list(_patches()), ids=lambda v: f"{v!r:.50}")
+def test_patches_are_the_same_with_and_without_the_flat_path(
+    schema: dict[str, str] | None, patches: list[dict[Any, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PATCH_RECORD of each patch: plain (the flat path's case), on a record under a
+    lease (a claimed field patched completes it), with a precondition or a lease renewal
+    (the general path), and inside a BATCH; CLAIM_RECORD of the same fields, with and
+    without a lease and an increment (its patch is judged by the same checks)."""
+    seed = {
+        "command": "SET_STATE",
+        "state": "t",
+        "records": [{"id": 1, "a": 1, "b": 2}, {"id": 2, "a": 3, "b": 4}],
+    }
+    claim = {
+        "command": "CLAIM_RECORD",
+        "state": "t",
+        "where": {"a": 3},
+        "fields": {"b": 5},
+        "lease_seconds": 30,
+    }
+    requests: list[dict[str, Any]] = [*_setup(schema), seed, claim]
+    for fields in patches:
+        for rid in (1, 2, 3):
+            requests.append({"command": "PATCH_RECORD", "state": "t", "id": rid, "fields": fields})
+        requests.append(
+            {"command": "PATCH_RECORD", "state": "t", "id": 1, "fields": fields, "req_id": 7}
+        )
+        requests.append(
+            {"command": "PATCH_RECORD", "state": "t", "id": 1, "fields": fields, "if_version": 1}
+        )
+        requests.append(
+            {"command": "PATCH_RECORD", "state": "t", "id": 2, "fields": fields, "ttl": 5}
+        )
+        for extra in ({}, {"lease_seconds": 30}, {"b": {"$inc": 1}}):
+            claim_fields = {**fields, **{k: v for k, v in extra.items() if k == "b"}}
+            lease = {k: v for k, v in extra.items() if k == "lease_seconds"}
+            requests.append(
+                {"command": "CLAIM_RECORD", "state": "t", "where": {}, "fields": claim_fields}
+                | lease
+            )
+        requests.append(
+            {
+                "command": "BATCH",
+                "commands": [
+                    {"command": "PATCH_RECORD", "state": "t", "id": 2, "fields": fields},
+                    {"command": "PATCH_RECORD", "state": "t", "id": 1, "fields": fields},
+                ],
+            }
+        )
+    _same(requests, monkeypatch)
+    _same(
+        [*_setup(schema), {"command": "PATCH_RECORD", "state": "t", "id": 1, "fields": {}}],
+        monkeypatch,
+    )
+
+
 def test_the_flat_paths_take_the_bench_records() -> None:
     """The comparisons above mean something only if the flat paths run: they take the
     bench's record shape, in a load and one at a time."""
@@ -156,6 +226,8 @@ def test_the_flat_paths_take_the_bench_records() -> None:
     creates = [
         {"command": "CREATE_RECORD", "state": "t", "record": {**rows[0], "id": i}} for i in (5, 6)
     ]
+    table = eng.tables["t"]
+    assert eng._flat_patch(table, {"name": "x", "ok": False}, 1, table.records[1]) is not None
     eng._journal = []
     assert eng._flat_creates(creates) is not None
 
@@ -173,6 +245,8 @@ def test_a_flat_path_without_its_encode_check_fails_the_comparison(
         for requests in (
             [{**seed, "records": [*seed["records"], bad]}],
             [seed, {"command": "CREATE_RECORD", "state": "t", "record": bad}],
+            [seed, {"command": "PATCH_RECORD", "state": "t", "id": 1, "fields": {"a": value}}],
+            [seed, {"command": "CLAIM_RECORD", "state": "t", "where": {}, "fields": {"a": value}}],
         ):
             reference = _run(requests, False, monkeypatch)
             assert reference[0][-1]["ok"] is False
