@@ -330,7 +330,8 @@ def _place_py(
     entries = zip(offs, asizes, pstarts, pends, hcrcs, crcs, poss, repeat(seq, k), strict=True)
     tdict.update(zip(ids_k, entries, strict=True))
     rows = list(zip(ids_k, pstarts, pends, hcrcs, crcs, poss, offs, strict=True))
-    return off, pack_internal(rows)[len(pack_internal([None] * k)) - k :]
+    # the rows alone: drop the array header msgpack puts before k items (1, 3 or 5 bytes)
+    return off, pack_internal(rows)[1 if k < 16 else 3 if k < 0x10000 else 5 :]
 
 
 def place(
