@@ -12,6 +12,10 @@ checking functions, so the fast path carries no branch for them. A child process
 ``skip_checksum``  reader: check the block header is the one the index named, then
                    copy the payload without hashing it.
 ``publish_early``  writer: publish ring, meta and seq word before writing blocks.
+``meta_by_seq``    writer: write the meta slot of ``seq & 1`` instead of alternating,
+                   as before the fix: a publication can overwrite the newest one.
+``meta_older_ok``  reader: a sync takes a meta slot older than the seq word it read
+                   just before, as before the fix (with ``meta_by_seq``: stale reads).
 ``reclaim_unsafe`` writer: reuse retired space at once, ignoring pins and grace.
 ``trust_encoded``  server (``ArenaPublisher.publish_state``): a start hands the arena
                    the store's bytes of every table whose record count is unchanged,
@@ -51,6 +55,8 @@ KNOWN: Final = frozenset(
         "skip_recheck",
         "skip_checksum",
         "publish_early",
+        "meta_by_seq",
+        "meta_older_ok",
         "reclaim_unsafe",
         "slow_read",
         "trust_encoded",

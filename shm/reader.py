@@ -278,6 +278,7 @@ class ArenaReader:
         self._skip_recheck = "skip_recheck" in flt
         self._skip_checksum = "skip_checksum" in flt
         self._slow_read = "slow_read" in flt
+        self._meta_older_ok = "meta_older_ok" in flt
         self._nread = 0
         self._plain_get = not (self._skip_recheck or self._skip_checksum or self._slow_read)
         if not self._plain_get:
@@ -462,7 +463,8 @@ class ArenaReader:
             return b
         if b is None:
             return a
-        return a if a[0] >= b[0] else b
+        # the newer (seq, gen): a growth republishes its seq in a new generation
+        return a if a[:2] >= b[:2] else b
 
     def _sync(self) -> None:
         """Bring the local index to the latest published version (never backwards).
@@ -477,8 +479,12 @@ class ArenaReader:
         for attempt in range(RETRIES * 4):
             if attempt >= 8:
                 time.sleep(0.0001)
+            published = 0 if self._meta_older_ok else self._seqw[0]  # after its meta slot
             m = self._read_meta()
-            if m is None:
+            if m is None or m[0] < published:
+                # Both slots copied while the writer overwrote one, twice as fast as a
+                # copy (this process descheduled mid-copy): the older slot is not the
+                # newest version, and a read after an acknowledged write must see it.
                 continue
             seq, gen, head = m[0], m[1], m[2]
             g = self._g

@@ -256,6 +256,7 @@ class ArenaWriter:
         self._max_size = max_size
         self._ring_size_setting = ring_size
         self._faults = frozenset(_faults.FAULTS)
+        self._meta_by_seq = "meta_by_seq" in self._faults
         self._pid = os.getpid()
         self._start = L.proc_start_time(self._pid) or 0
 
@@ -284,6 +285,8 @@ class ArenaWriter:
         self._closed = False
 
         self._seq = 0
+        # The meta slot holding the newest publication: the next one goes to the other.
+        self._meta_slot = 1
         self._horizon = 0
         self._tables: dict[str, dict[RecordId, _WEntry]] = {}
         self._next_pos: dict[str, int] = {}
@@ -867,13 +870,21 @@ class ArenaWriter:
         self._publish(seq)
 
     def _publish(self, seq: int) -> None:
-        """The meta slot of ``seq`` (what ``L.meta_pack`` builds, packed in place), then
-        the seq word."""
+        """The meta slot (what ``L.meta_pack`` builds, packed in place), then the seq word.
+
+        The slots alternate per publication, never by ``seq``'s parity: a pass's seq
+        jumps by its number of writes, and a growth republishes the same seq. Written
+        by parity, a publication could overwrite the newest one, and a reader that met
+        the slot half-written took the other, older one: a read after an acknowledged
+        write returned the version before it (test_shm_meta.py).
+        """
         gen = self._gen
         assert gen is not None
         c, ctl = self._ckpt, self._ctl
         body = _META_BODY(seq, gen.gen, self._ring_head, c[0], c[1], c[2], c[3], c[4], c[5])
-        off = L.OFF_META[seq & 1]
+        slot = seq & 1 if self._meta_by_seq else self._meta_slot ^ 1
+        self._meta_slot = slot
+        off = L.OFF_META[slot]
         ctl[off : off + _META_BODY_SIZE] = body
         _META_CRC_INTO(ctl, off + _META_BODY_SIZE, zlib.crc32(body), 0)
         _U64_INTO(ctl, L.OFF_SEQ, seq)

@@ -275,3 +275,36 @@ def snapshot_reader(name: str, n: int, fault: list[str], out: Any, go: Any, stop
     finally:
         r.close()
     out.put(("result", problems))
+
+
+def acked_reader(
+    name: str, acked: Any, seconds: float, reads: int, fault: list[str], out: Any
+) -> None:
+    """Read the counter record after reading the newest acknowledged count; report every
+    read that returned an older count (a stale read, test_shm_meta.py)."""
+    faults.FAULTS.update(fault)
+    r = ArenaReader.attach(name)
+    res: dict[str, Any] = {"reads": 0, "stale": 0, "expired": 0, "examples": []}
+    deadline = time.monotonic() + seconds
+    try:
+        while res["reads"] < reads and time.monotonic() < deadline:
+            for i in range(200):
+                want = acked.value
+                try:
+                    if i % 50 == 0:
+                        with r.snapshot() as snap:
+                            rec = snap.get("c", 1)
+                    else:
+                        rec = r.get("c", 1)
+                except SnapshotExpired:
+                    res["expired"] += 1
+                    continue
+                res["reads"] += 1
+                got = -1 if rec is None else rec["n"]
+                if got < want:
+                    res["stale"] += 1
+                    if len(res["examples"]) < 5:
+                        res["examples"].append(f"acked {want}, read {got} at v{r.version}")
+    finally:
+        r.close()
+    out.put(res)
