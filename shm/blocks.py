@@ -5,7 +5,8 @@ A block is ``BLOCK_HEADER`` + key + payload + CRC + zero padding to 8 bytes
 key_prefix` + the id's msgpack. The writer builds one per put of a commit
 (:func:`prepare`) and one per record of a start's load (:func:`measure`, then
 :func:`place` chunk by chunk). Those per-record loops were most of a start's publish
-(issue 17), so ``shm/_speedups.c`` does them in C when it was built; this module holds
+(issue 17), so ``shm/_speedups.c`` does them in C when it was built (and a reader's plain
+get: :class:`ReaderCorePy`, ``ArenaReader``'s base, is ``ReaderCore`` there); this module holds
 the same functions in Python, which run when the extension is absent or
 ``STATEENGINE_PURE_PYTHON=1`` is set. Both give the same bytes, index entries and
 checkpoint rows, and raise the same errors (tests/shm/test_blocks.py): the C functions
@@ -21,9 +22,10 @@ import itertools
 import operator
 import os
 import struct
+import time
 import zlib
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
@@ -37,7 +39,10 @@ __all__ = [
     "FORCED",
     "META_TABLE",
     "PATH",
+    "STALE",
     "Measured",
+    "ReaderCore",
+    "ReaderCorePy",
     "measure",
     "place",
     "prepare",
@@ -220,20 +225,123 @@ already checked and its key prefix given (a table's metadata: no size limit). Ra
 path it is the code of :func:`prepare`'s loop without the loop's setup."""
 
 
-# --- a reader's get check -----------------------------------------------------------------
+# --- a reader's get -----------------------------------------------------------------------
 
 
-def valid_py(mm: Any, start: int, end: int, hcrc: int, crc: int) -> bytes | None:
-    """The payload ``mm[start:end]`` if its CRC, continued from *hcrc* over the copy,
-    is *crc*; else None. The reader inlines this on the pure-Python path."""
-    raw: bytes = mm[start:end]
-    return raw if zlib.crc32(raw, hcrc) == crc else None
+STALE: Final[object] = _c.STALE if COMPILED else object()
+"""What ``ArenaReader._get_for`` returns when the reader may not answer (ask elsewhere)."""
+_SSIZE_MAX: Final = 2**63 - 1
+_U32: Final = 0xFFFFFFFF
 
 
-valid: Final[Callable[[Any, int, int, int, int], bytes | None] | None] = (
-    _c.valid if COMPILED else None
-)
-"""The C :func:`valid_py`, or None on the pure-Python path (the reader's own code runs)."""
+class ReaderCorePy:
+    """The pure-Python twin of ``_speedups.ReaderCore``: ``ArenaReader``'s base class.
+
+    It holds what a plain get reads: ``_seq`` (the version the local index is at),
+    ``_idx`` (table -> id -> entry ``(pstart, pend, hcrc, crc, ...)``) and ``_gmm`` (the
+    generation's mapping), and the seq word of the control mapping (:meth:`_core_attach`).
+    :meth:`_get_c` is the whole plain get; on the compiled path it is one C call, which
+    saves the Python get's frame, attribute loads and argument passing. The subclass
+    supplies the two ways back into Python: ``_get_sync(table, id)`` when the seq word
+    moved past ``_seq`` (or nothing is attached), ``_get_retried(table, id)`` when the
+    entry is damaged or the copy does not validate.
+    """
+
+    _seq: int
+    _idx: dict[str, dict[Any, Any]]
+    _gmm: Any
+    _plain: bool = False  # _get_for may take _get_c (the default decode, no fault switch)
+    _core_seqw: memoryview | None = None
+    _core_unpackb: Callable[..., Any] | None = None
+
+    def _core_attach(self, ctl: Any, off: int, unpackb: Callable[..., Any]) -> None:
+        """Read the seq word at ``ctl[off:off+8]`` (8-byte aligned); decode with
+        ``unpackb(raw, strict_map_key=False)``. Holds a buffer export on *ctl* until
+        :meth:`_core_release`. Raises ``TypeError``, ``ValueError`` (outside *ctl*)."""
+        off = operator.index(off)
+        if not callable(unpackb):
+            raise TypeError("_core_attach: unpackb must be callable")
+        view = memoryview(ctl)
+        if off < 0 or view.nbytes < 8 or off > view.nbytes - 8 or off % 8:
+            view.release()
+            raise ValueError("_core_attach: the seq word is outside the mapping")
+        self._core_release()
+        self._core_seqw = view[off : off + 8].cast("Q")
+        view.release()
+        self._core_unpackb = unpackb
+
+    def _core_release(self) -> None:
+        """Let the control mapping close (idempotent); later gets go to ``_get_sync``."""
+        if self._core_seqw is not None:
+            self._core_seqw.release()
+            self._core_seqw = None
+
+    def _get_sync(self, table: Any, rid: Any) -> Any:
+        raise NotImplementedError
+
+    def _get_retried(self, table: Any, rid: Any) -> Any:
+        raise NotImplementedError
+
+    def get(self, table: Any, rid: Any) -> Any:
+        raise NotImplementedError
+
+    def _get_for(self, table: Any, rid: Any, min_seq: int, deadline: float) -> Any:
+        """:data:`STALE` when this reader may not answer: its index is before *min_seq*
+        (read-your-writes) or ``time.monotonic() >= deadline`` (a re-check is due); else
+        ``get(table, rid)``: :meth:`_get_c` when ``_plain``, else ``self.get`` (a fault
+        switch's or a codec's get)."""
+        if self._seq < operator.index(min_seq) or time.monotonic() >= deadline:
+            return STALE
+        if self._plain:
+            return self._get_c(table, rid)
+        return self.get(table, rid)
+
+    def _get_c(self, table: Any, rid: Any) -> Any:
+        """The plain get: the decoded record, None if absent, or what a hook returns."""
+        seqw, unpackb, idx = self._core_seqw, self._core_unpackb, self._idx
+        if seqw is None or unpackb is None or type(idx) is not dict or seqw[0] != self._seq:
+            return self._get_sync(table, rid)
+        t = idx.get(table)
+        if t is None:
+            return None
+        if type(t) is not dict:
+            return self._get_sync(table, rid)
+        e = t.get(rid)
+        if e is None:
+            return None
+        if type(e) is not tuple or len(e) < 4:
+            return self._get_retried(table, rid)
+        start, end, hcrc, crc = e[0], e[1], e[2], e[3]
+        if not (
+            type(start) is int
+            and type(end) is int
+            and type(hcrc) is int
+            and type(crc) is int
+            and -_SSIZE_MAX - 1 <= start <= _SSIZE_MAX
+            and -_SSIZE_MAX - 1 <= end <= _SSIZE_MAX
+            and 0 <= hcrc <= _U32
+            and 0 <= crc <= _U32
+        ):
+            return self._get_retried(table, rid)
+        mm = self._gmm
+        try:
+            view = memoryview(mm)
+        except TypeError:  # no mapping: C's buffer protocol message
+            raise TypeError(f"a bytes-like object is required, not '{type(mm).__name__}'") from None
+        with view:
+            if start < 0 or end < start or end > view.nbytes:
+                return self._get_retried(table, rid)
+            raw = view[start:end].tobytes()
+        if zlib.crc32(raw, hcrc) != crc:
+            return self._get_retried(table, rid)
+        return unpackb(raw, strict_map_key=False)
+
+
+# ArenaReader's base: the C ReaderCore, or its twin ReaderCorePy on the pure-Python path
+if TYPE_CHECKING:
+    ReaderCore = ReaderCorePy
+else:
+    ReaderCore = _c.ReaderCore if COMPILED else ReaderCorePy
 
 
 # --- a start's load ----------------------------------------------------------------------

@@ -55,8 +55,9 @@ Index = dict[str, dict[RecordId, Entry]]
 
 _uq = L.U64.unpack_from
 _crc32 = zlib.crc32
-_valid: Any = blocks.valid  # the C get check (None on the pure-Python path)
 _unpackb = msgpack.unpackb
+_monotonic = time.monotonic
+_STALE: Final = blocks.STALE
 
 
 def _decode_default(raw: bytes) -> Any:
@@ -201,7 +202,7 @@ def _replay(
     return seq, pos, True
 
 
-class ArenaReader:
+class ArenaReader(blocks.ReaderCore):
     """Reads records published by an :class:`ArenaWriter`, from any process.
 
     Use :meth:`attach`. Plain :meth:`get` pins nothing: it validates and, if the
@@ -226,7 +227,7 @@ class ArenaReader:
         file is not one, ``CapacityError`` (naming ``reader_slots``) if every slot is
         held by a live reader. Never registers anything with ``resource_tracker``.
         """
-        self = object.__new__(cls)
+        self = cls.__new__(cls)  # the base's __new__: the C ReaderCore's on that path
         self._init(name, codec, cache_size)
         _LIVE_READERS.add(self)
         return self
@@ -260,6 +261,7 @@ class ArenaReader:
         # The seq word as a native u64 (one aligned 8-byte load, DESIGN.md §8): ~40 ns less
         # per read than struct's unpack_from and [0]. Released before the mapping closes.
         self._seqw = memoryview(self._ctl)[L.OFF_SEQ : L.OFF_SEQ + 8].cast("Q")
+        self._core_attach(self._ctl, L.OFF_SEQ, _unpackb)  # the same word, for _get_c
         self._nslots = nslots
         self.writer_pid: int = wpid
         """pid of the writer process (with :attr:`writer_start`, tells if it is gone)."""
@@ -285,8 +287,11 @@ class ArenaReader:
             self.get = self._get_checked  # type: ignore[method-assign]
         elif not default_decode:
             self.get = self._get_codec  # type: ignore[method-assign]
-        elif _valid is not None:
+        elif blocks.COMPILED:
             self.get = self._get_c  # type: ignore[method-assign]
+            self._plain = True  # _get_for may take the C get too
+        if not blocks.COMPILED and self.get != self._get_py:
+            self._get_for = self._get_for_any  # type: ignore[method-assign]
         try:
             self._sync()
             self._slot = self._claim_slot()
@@ -316,10 +321,16 @@ class ArenaReader:
         raw2 = self._get_retry(table, rid)
         return None if raw2 is None else self._decode(raw2)
 
-    def _get_c(self, table: str, rid: RecordId) -> Any:
-        """:meth:`get` with its copy and check in one C call (``blocks.valid``): 0.3 µs
-        less a get, of ~2 µs (microbench of the check alone on an 83-byte record:
-        0.76-0.99 µs slice + ``zlib.crc32`` against 0.45-0.46 µs, best of 5 x 200k)."""
+    # The compiled path binds get to ReaderCore._get_c (shm/_speedups.c: seq word check,
+    # lookups, copy, CRC and decode in one C call); it comes back here for the rest.
+    _get_sync = _get_py = get  # the seq word moved (or closed): sync, then the Python get
+
+    def _get_for_pure(self, table: Any, rid: Any, min_seq: int, deadline: float) -> Any:
+        """``_get_for`` on the pure-Python path: its test, then :meth:`get` inlined (INLINED
+        COPY: test_shm_unit.py::test_get_for_answers_as_get keeps them equal). CPU time of
+        a client's get, 97 B record: 1.74x the floor through the twin, 1.53x before it."""
+        if self._seq < min_seq or _monotonic() >= deadline:
+            return _STALE
         if self._seqw[0] != self._seq:
             self._sync()
         t = self._idx.get(table)
@@ -328,11 +339,27 @@ class ArenaReader:
         e = t.get(rid)
         if e is None:
             return None
-        raw = _valid(self._gmm, e[0], e[1], e[2], e[3])
-        if raw is not None:
+        raw = self._gmm[e[0] : e[1]]
+        if _crc32(raw, e[2]) == e[3]:
             return _unpackb(raw, strict_map_key=False)  # the default codec's decode, inlined
         raw2 = self._get_retry(table, rid)
         return None if raw2 is None else self._decode(raw2)
+
+    def _get_for_any(self, table: str, rid: RecordId, min_seq: int, deadline: float) -> Any:
+        """``_get_for`` on the pure-Python path with a codec's or a fault switch's get."""
+        if self._seq < min_seq or _monotonic() >= deadline:
+            return _STALE
+        return self.get(table, rid)
+
+    if not blocks.COMPILED:
+        # the twin's _get_for checks its arguments (~0.1 us); bound on the class, as an
+        # instance attribute costs a method lookup more
+        _get_for = _get_for_pure
+
+    def _get_retried(self, table: str, rid: RecordId) -> Any:
+        """After a copy that did not validate (or a damaged entry): re-sync and retry."""
+        raw = self._get_retry(table, rid)
+        return None if raw is None else self._decode(raw)
 
     def _get_codec(self, table: str, rid: RecordId) -> Any:
         """:meth:`get` for a reader attached with a codec whose ``decode`` is not the default."""
@@ -706,6 +733,7 @@ class ArenaReader:
         for g in maps:
             with contextlib.suppress(BufferError, ValueError):
                 g.mm.close()
+        self._core_release()
         seqw = getattr(self, "_seqw", None)
         if seqw is not None:
             seqw.release()  # an exported buffer would make ctl.close() fail

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+import msgpack
 import msgspec
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -258,25 +259,212 @@ def test_prepare_one_c_equals_python(table: str, rid: Any, data: bytes, seq: int
     assert got_c == _outcome(lambda: blocks._prepare_one_py(prefix, table, rid, seq, data))
 
 
-@needs_c
-@settings(max_examples=150, deadline=None)
-@given(
-    data=st.binary(max_size=300),
-    start=st.integers(0, 40),
-    hcrc=st.integers(0, 2**32 - 1),
-    wrong=st.booleans(),
+# --- the reader's get: ReaderCore (C) against ReaderCorePy -------------------------------
+
+
+def _hooked(base: type) -> type:
+    """A core whose ways back into Python say which one was taken."""
+
+    class Hooked(base):  # type: ignore[misc, valid-type]
+        def _get_sync(self, table: Any, rid: Any) -> Any:
+            return ("sync", table, rid)
+
+        def _get_retried(self, table: Any, rid: Any) -> Any:
+            return ("retried", table, rid)
+
+        def get(self, table: Any, rid: Any) -> Any:
+            return ("get", table, rid)
+
+    return Hooked
+
+
+records = st.one_of(
+    st.dictionaries(
+        st.one_of(st.text(max_size=6), st.integers(-5, 5)),
+        st.one_of(
+            st.integers(-(2**63), 2**63 - 1), st.text(max_size=20), st.none(), st.binary(max_size=9)
+        ),
+        max_size=6,
+    ).map(lambda d: pack_internal(d)),
+    st.binary(max_size=12),  # not msgpack, or trailing bytes: unpackb's errors alike
 )
-def test_get_check_c_equals_python(data: bytes, start: int, hcrc: int, wrong: bool) -> None:
-    """The reader's copy-and-check: the payload when its CRC matches, None when not."""
+# what an index entry can be: good, a wrong CRC, or damaged in every way C parses
+DAMAGE = [
+    "ok",
+    "crc",
+    "past",
+    "backwards",
+    "negative",
+    "crc33",
+    "hcrc33",
+    "negcrc",
+    "list",
+    "short",
+    "float",
+    "huge",
+    "none",
+]
+
+
+def _entry(start: int, payload: bytes, hcrc: int, how: str, size: int) -> Any:
+    end = start + len(payload)
+    crc = zlib.crc32(payload, hcrc)
+    e: Any = (start, end, hcrc, crc, 0, 0)
+    return {
+        "ok": e,
+        "crc": (start, end, hcrc, crc ^ 1, 0, 0),
+        "past": (start, size + 1, hcrc, crc, 0, 0),
+        "backwards": (end, start - 1, hcrc, crc, 0, 0),
+        "negative": (-1, end, hcrc, crc, 0, 0),
+        "crc33": (start, end, hcrc, crc | 1 << 32, 0, 0),
+        "hcrc33": (start, end, hcrc | 1 << 32, crc, 0, 0),
+        "negcrc": (start, end, hcrc, -1, 0, 0),
+        "list": list(e),
+        "short": e[:3],
+        "float": (float(start), end, hcrc, crc),
+        "huge": (start, 2**70, hcrc, crc),
+        "none": None,
+    }[how]
+
+
+@needs_c
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    recs=st.lists(
+        st.tuples(records, st.sampled_from(DAMAGE), st.integers(0, 2**32 - 1)), max_size=8
+    ),
+    seq=st.integers(0, 2**63 - 2),
+    behind=st.booleans(),
+    attached=st.booleans(),
+    plain=st.booleans(),
+    mapping=st.sampled_from(["mmap", "none", "bytes"]),
+    min_seq=st.sampled_from([-(2**70), -1, 0, 1, 2**70, None]),
+    deadline=st.sampled_from([0.0, float("inf"), -1, 10**12]),
+)
+def test_reader_get_c_equals_python(
+    recs: list[tuple[bytes, str, int]],
+    seq: int,
+    behind: bool,
+    attached: bool,
+    plain: bool,
+    mapping: str,
+    min_seq: int | None,
+    deadline: float,
+) -> None:
+    """``_get_c`` and ``_get_for``: the same record, None, STALE, hook or error as the twin,
+    for good, torn and damaged entries, a moved seq word, a released control mapping."""
+    import mmap
+
     assert C is not None
-    mm = bytearray(start) + data + b"\xff" * 8
-    crc = zlib.crc32(data, hcrc) ^ wrong
-    end = start + len(data)
-    assert C.valid(mm, start, end, hcrc, crc) == blocks.valid_py(mm, start, end, hcrc, crc)
-    assert (C.valid(mm, start, end, hcrc, crc) is None) == wrong
-    # a damaged entry (past the mapping, backwards, a CRC over 32 bits) matches nothing,
-    # as the twin's short or empty slice does not: the reader retries, no ValueError
-    assert C.valid(mm, start, len(mm) + 1, hcrc, crc) is None
-    assert C.valid(mm, end, start - 1, hcrc, crc) is None
-    assert C.valid(mm, start, end, hcrc, crc | 1 << 32) is None
-    assert blocks.valid_py(mm, start, end, hcrc, crc | 1 << 32) is None
+    size = sum(len(p) for p, _h, _c in recs) + 8
+    data = mmap.mmap(-1, size)
+    ctl = mmap.mmap(-1, 64)
+    ctl[8:16] = seq.to_bytes(8, "little")
+    tdict: dict[Any, Any] = {}
+    pos = 0
+    for i, (payload, how, hcrc) in enumerate(recs):
+        data[pos : pos + len(payload)] = payload
+        tdict[i] = _entry(pos, payload, hcrc, how, size)
+        pos += len(payload)
+    idx = {"t": tdict, "v": [1], "n": None}
+    gmm = {"mmap": data, "none": None, "bytes": bytes(data)}[mapping]
+    cores = [_hooked(C.ReaderCore)(), _hooked(blocks.ReaderCorePy)()]
+    for core in cores:
+        core._core_attach(ctl, 8, msgpack.unpackb)
+        if not attached:
+            core._core_release()
+        core._seq = seq + behind
+        core._idx = idx
+        core._gmm = gmm
+        core._plain = plain
+    try:
+        queries = [("t", i) for i in range(len(recs))]
+        queries += [("t", 99), ("nope", 1), ("v", 1), ("n", 1), (["x"], 1), ("t", [1])]
+        for table, rid in queries:
+            got = [_outcome(lambda c=c, t=table, r=rid: c._get_c(t, r)) for c in cores]
+            assert got[0] == got[1], (table, rid)
+            ms = seq if min_seq is None else min_seq
+            got = [
+                _outcome(lambda c=c, t=table, r=rid, m=ms: c._get_for(t, r, m, deadline))
+                for c in cores
+            ]
+            # each side's sentinel (they differ under STATEENGINE_PURE_PYTHON=1)
+            got = [("ok", "STALE") if g[1:] in ((C.STALE,), (blocks.STALE,)) else g for g in got]
+            assert got[0] == got[1], (table, rid, ms, deadline)
+            if got[0] == ("ok", "STALE"):
+                assert ms > seq + behind or deadline <= 10**11
+        # the plain case: a good entry, attached and current, gives the decoded record;
+        # a copy whose CRC does not match is never decoded (the control of the check)
+        for i, (payload, how, _h) in enumerate(recs):
+            if how == "crc" and attached and not behind and mapping != "none":
+                assert cores[0]._get_c("t", i) == ("retried", "t", i)
+            if how == "ok" and attached and not behind and mapping != "none":
+                want = _outcome(lambda p=payload: msgpack.unpackb(p, strict_map_key=False))
+                assert _outcome(lambda i=i: cores[0]._get_c("t", i)) == want
+    finally:
+        for core in cores:
+            core._core_release()
+        ctl.close()
+        data.close()
+
+
+@needs_c
+def test_reader_core_attach_refuses_alike() -> None:
+    import mmap
+
+    assert C is not None
+    ctl = mmap.mmap(-1, 64)
+    try:
+        for off, fn in [(57, len), (-8, len), (64, len), (4, len), (8, None), (8, 3)]:
+            got = [
+                _outcome(lambda c=c, o=off, f=fn: c._core_attach(ctl, o, f))
+                for c in (C.ReaderCore(), blocks.ReaderCorePy())
+            ]
+            assert got[0][0] == got[1][0] == "error", (off, fn)
+            assert got[0][1] is got[1][1], (off, fn)
+    finally:
+        ctl.close()
+
+
+@needs_c
+@pytest.mark.parametrize("drop_map", [False, True])
+def test_reader_get_survives_python_code_that_empties_the_index(drop_map: bool) -> None:
+    """A lookup can run Python code (an id's __eq__) that drops the index, the table's
+    last reference and the mapping under the get: C holds what it uses, never crashes,
+    and answers as the twin does (the entry it found; no mapping: TypeError)."""
+    import mmap
+
+    assert C is not None
+    ctl = mmap.mmap(-1, 64)
+    data = mmap.mmap(-1, 64)
+    payload = msgpack.packb({"a": 1})
+    data[0 : len(payload)] = payload
+    crc = zlib.crc32(payload, 7)
+    got = []
+    for base in (C.ReaderCore, blocks.ReaderCorePy):
+        core = _hooked(base)()
+
+        class Evil:
+            def __hash__(self) -> int:
+                return hash(1)
+
+            def __eq__(self, other: object, core: Any = core) -> bool:
+                core._idx.clear()  # the outer dict: the table dict's last other reference
+                core._idx = {}
+                if drop_map:
+                    core._gmm = None
+                return True
+
+        core._core_attach(ctl, 8, msgpack.unpackb)
+        core._seq = 0
+        core._idx = {"t": {1: (0, len(payload), 7, crc, 0, 0)}}
+        core._gmm = data
+        try:
+            got.append(_outcome(lambda core=core: core._get_c("t", Evil())))
+            assert core._get_c("t", 1) is None
+        finally:
+            core._core_release()
+    assert got[0] == got[1]
+    assert got[0][0] == ("error" if drop_map else "ok")
+    ctl.close()
+    data.close()

@@ -232,3 +232,35 @@ def test_commits_reclaim_every_time_under_grace_zero() -> None:
         assert _steady_stream(w, clock, commits=50, dt=0.0) <= 1
     finally:
         w.close()
+
+
+def test_get_for_answers_as_get(arena: tuple) -> None:
+    """``_get_for`` (the client's fast read: C, or the pure path's inlined copy of
+    ``get``) answers exactly as ``get`` when the reader may answer, STALE when its index
+    is before ``min_seq`` or the deadline passed; after a write it syncs first, as get."""
+    import time
+
+    from stateengine.shm import blocks
+
+    w, r = arena
+    w.commit(1, [("a", 1, pk({"x": 1})), ("a", "k", pk({2: "int key"})), ("b", 2, pk(None))])
+    later = time.monotonic() + 60
+    fns = [r._get_for, r._get_for_pure, r._get_for_any]
+    for fn in fns:  # the test is on the local index (read-your-writes), not the seq word
+        assert fn("a", 1, 1, later) is blocks.STALE
+    assert r.version == 1
+    for table, rid in [("a", 1), ("a", "k"), ("b", 2), ("a", 9), ("nope", 1)]:
+        for fn in fns:
+            assert fn(table, rid, 1, later) == r.get(table, rid), (fn, table, rid)
+            assert fn(table, rid, 2, later) is blocks.STALE  # behind this client's write
+            assert fn(table, rid, 1, 0.0) is blocks.STALE  # a re-check is due
+    w.commit(2, [("a", 1, pk({"x": 2}))])  # the seq word moves: each syncs first
+    for fn in fns:
+        assert fn("a", 1, 1, later) == {"x": 2}
+    # a copy that does not validate is never decoded: retried, then refused, as get
+    e = r._idx["a"][1]
+    r._idx["a"][1] = (e[0], e[1], e[2], e[3] ^ 1, *e[4:])
+    calls = [(fn, ("a", 1, 1, later)) for fn in fns] + [(r.get, ("a", 1))]
+    for fn, args in calls:
+        with pytest.raises(SnapshotExpired, match="could not read a consistent"):
+            fn(*args)
