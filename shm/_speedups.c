@@ -585,13 +585,25 @@ static PyObject *core_get(Core *self, PyObject *const *args, Py_ssize_t nargs) {
     return core_get_impl(self, args[0], args[1]);
 }
 
-/* time.monotonic(), the same double (CPython's _PyTime_AsSecondsDouble of the ns). */
+/* time.monotonic(), the same double: on Linux CPython reads CLOCK_MONOTONIC (then
+ * _PyTime_AsSecondsDouble of the ns); elsewhere (macOS: mach_absolute_time) it is called.
+ * -1.0 with an exception set if that call failed. */
+static PyObject *py_monotonic; /* time.monotonic, off Linux */
+
 static double monotonic_now(void) {
+#if defined(__linux__)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     long long ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
     if (ns % 1000000000LL == 0) return (double)(ns / 1000000000LL);
     return (double)ns / 1e9;
+#else
+    PyObject *t = PyObject_CallNoArgs(py_monotonic);
+    if (t == NULL) return -1.0;
+    double d = PyFloat_AsDouble(t);
+    Py_DECREF(t);
+    return d;
+#endif
 }
 
 /* _get_for(table, id, min_seq, deadline): STALE when this reader may not answer (its
@@ -608,7 +620,13 @@ static PyObject *core_get_for(Core *self, PyObject *const *args, Py_ssize_t narg
     if (min_seq == -1 && PyErr_Occurred()) return NULL;
     double deadline = PyFloat_AsDouble(args[3]);
     if (deadline == -1.0 && PyErr_Occurred()) return NULL;
-    if (ovf > 0 || (ovf == 0 && self->seq < min_seq) || monotonic_now() >= deadline) {
+    if (ovf > 0 || (ovf == 0 && self->seq < min_seq)) {
+        Py_INCREF(stale);
+        return stale;
+    }
+    double now = monotonic_now();
+    if (now == -1.0 && PyErr_Occurred()) return NULL;
+    if (now >= deadline) {
         Py_INCREF(stale);
         return stale;
     }
@@ -669,6 +687,13 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     kw_strict = Py_BuildValue("(s)", "strict_map_key");
     s_get_sync = PyUnicode_InternFromString("_get_sync");
     s_get_retried = PyUnicode_InternFromString("_get_retried");
+#if !defined(__linux__)
+    PyObject *time_mod = PyImport_ImportModule("time");
+    if (time_mod == NULL) return NULL;
+    py_monotonic = PyObject_GetAttrString(time_mod, "monotonic");
+    Py_DECREF(time_mod);
+    if (py_monotonic == NULL) return NULL;
+#endif
     s_get = PyUnicode_InternFromString("get");
     stale = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     if (kw_strict == NULL || s_get_sync == NULL || s_get_retried == NULL || s_get == NULL ||
