@@ -31,7 +31,7 @@ import heapq
 import itertools
 import operator
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
@@ -667,9 +667,10 @@ class TableEngine:
         record = table.records.get(rid)
         return record is not None and record.get(EXPIRES_FIELD) == when
 
-    def rebuild_deadlines(self) -> None:
+    def rebuild_deadlines(self, ttl_tables: Collection[str] | None = None) -> None:
         """Rebuild :attr:`deadlines` from the leases and TTLs held (after a recovery that
-        loaded tables directly)."""
+        loaded tables directly). *ttl_tables*: the only tables whose records may hold a
+        TTL, when the caller knows (``RecoveryReport.ttl_tables``); None scans them all."""
         tick = self._tick
         self.deadlines = [
             (lease.expires, next(tick), name, rid, lease)
@@ -679,6 +680,7 @@ class TableEngine:
         self.deadlines += [
             (record[EXPIRES_FIELD], next(tick), name, rid, None)
             for name, table in self.tables.items()
+            if ttl_tables is None or name in ttl_tables
             for rid, record in table.records.items()
             if EXPIRES_FIELD in record
         ]

@@ -256,10 +256,11 @@ class Server:
     def start(self) -> None:
         self.lock()
         if self.store is not None:
+            self._reserve_arena()
             # CorruptStore propagates: never serve a half-recovered state.
             self.recovery = self.store.recover(self.engine, progress=self._progress)
             log.info("recovered %s", self.recovery.summary())
-            self.engine.rebuild_deadlines()
+            self.engine.rebuild_deadlines(self.recovery.ttl_tables)
         self._expire_at_start()
         self._supersede_previous_arena()
         if not self.endpoint:
@@ -330,6 +331,20 @@ class Server:
             self.publisher.name if self.publisher else None,
             self.tcp,
         )
+
+    def _reserve_arena(self) -> None:
+        """Have the arena's generation for the recovered records made while they are read
+        (``ArenaWriter.reserve``), when both the store and the publisher can: the store
+        says how many bytes it will read (``recovery_bytes``), the publisher takes a hint
+        (``reserve``). Either is optional: a store or publisher without it starts as before.
+        """
+        size = getattr(self.store, "recovery_bytes", None)
+        reserve = getattr(self.publisher, "reserve", None)
+        if size is None or reserve is None:
+            return
+        nbytes = size()
+        if nbytes > 0:
+            reserve(nbytes)
 
     def _publish_state(self) -> None:
         """The recovered state to the arena, from the store's bytes where it has them."""
