@@ -344,6 +344,9 @@ class Server:
             return
         nbytes = size()
         if nbytes > 0:
+            log.debug(
+                "arena: its generation for %d bytes of records made beside the recovery", nbytes
+            )
             reserve(nbytes)
 
     def _publish_state(self) -> None:

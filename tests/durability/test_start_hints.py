@@ -9,15 +9,21 @@ comparison must then see the TTLs it leaves out.
 
 from __future__ import annotations
 
+import glob
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stateengine.server.engine import TableEngine
-from stateengine.server.persist_log import LogStore
+from stateengine.server.persist_log import SNAPSHOT_NAME, LogStore
 from stateengine.server.persistence import open_store
+from stateengine.shm import layout as shm_layout
 
 TABLES = ["a", "b", "c"]
 # one write: (table, with a TTL?, before the snapshot?)
@@ -77,3 +83,30 @@ def test_the_ttl_hint_builds_the_deadlines_of_a_full_scan(tmp_path_factory: Any,
     # control: a hint that leaves the tables out misses every TTL
     engine.rebuild_deadlines(set())
     assert (deadlines(engine) == full) == (not full)
+
+
+def test_a_start_whose_recovery_fails_leaves_no_arena_file(tmp_path: Path) -> None:
+    """A damaged snapshot of 12 MB: the server reserves the arena's generation for it (the
+    log line is the control that it did), the recovery refuses the snapshot, the start
+    fails and the server exits 1, its reserve thread joined and every file unlinked."""
+    shm_dir = shm_layout.default_dir()
+    if shm_dir is None:
+        pytest.skip("no /dev/shm: the arena is off")
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    (data / SNAPSHOT_NAME).write_bytes(os.urandom(12 << 20))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stateengine", "serve", "--data-dir", str(data), "-vv"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 1, out
+    assert "made beside the recovery" in out and "damaged" in out, out
+    assert glob.glob(os.path.join(shm_dir, f"stateengine-{proc.pid}-*")) == []
