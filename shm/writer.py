@@ -563,7 +563,13 @@ class ArenaWriter:
                 raise ValueError(f"table {t!r}: {len(ids)} ids for {len(datas)} records")
             t = _check_table(t)
             if ids:
-                part = self._load_blocks(t, list(ids), list(datas))
+                # the caller's lists as they are (a start's publish builds them for the load):
+                # the two copies of 10⁶ items were ~3k page faults and ~0.02 s of CPU
+                part = self._load_blocks(
+                    t,
+                    ids if type(ids) is list else list(ids),
+                    datas if type(datas) is list else list(datas),
+                )
                 built.append((t, part))
                 need += part.size
         metas: list[_Prepared] = []
