@@ -297,7 +297,8 @@ def populate(mm: mmap.mmap) -> bool:
         _madvise = fn
     buf = (ctypes.c_char * len(mm)).from_buffer(mm)  # holds the mapping open meanwhile
     try:
-        return _madvise(ctypes.addressof(buf), len(mm), MADV_POPULATE_WRITE) == 0
+        rc: int = _madvise(ctypes.addressof(buf), len(mm), MADV_POPULATE_WRITE)
+        return rc == 0
     finally:
         del buf
 
