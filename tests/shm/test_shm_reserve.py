@@ -9,7 +9,10 @@ the load or at ``close`` (a failed start). Each test checks the reservation was 
 
 from __future__ import annotations
 
+import mmap
 import os
+import resource
+import sys
 import threading
 from typing import Any
 
@@ -120,3 +123,32 @@ def test_reserve_is_for_a_fresh_arena_only() -> None:
         assert w._spare is None
     finally:
         w.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="MADV_POPULATE_WRITE")
+def test_populate_faults_the_mapping_in() -> None:
+    """Writing a populated mapping takes no page fault; the control, a mapping of the
+    same file not populated, one a page (a kernel without MADV_POPULATE_WRITE: skipped)."""
+    pages = 256
+    size = pages * mmap.PAGESIZE
+    fd = os.memfd_create("setest-populate")
+    try:
+        L.allocate(fd, 2 * size)
+        done, control = L.map_fd(fd, size, writable=True), mmap.mmap(fd, size, offset=size)
+        try:
+            if not L.populate(done):
+                pytest.skip("this kernel has no MADV_POPULATE_WRITE")
+
+            def faults_writing(mm: mmap.mmap) -> int:
+                before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                for page in range(pages):
+                    mm[page * mmap.PAGESIZE] = 1
+                return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+            assert faults_writing(done) < pages // 8
+            assert faults_writing(control) >= pages // 2
+        finally:
+            done.close()
+            control.close()
+    finally:
+        os.close(fd)
