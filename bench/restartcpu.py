@@ -1,6 +1,6 @@
 """CPU time of a start's parts, in this process: what the ``restart`` row's server spends.
 
-    PYTHONPATH=. python -m bench.restartcpu [--records N] [--repeats K] [--data DIR]
+    PYTHONPATH=. python -m bench.restartcpu [--records N] [--repeats K] [--data DIR] [--server]
 
 A data dir holding a snapshot of N records (default 10^6, the bench's shape; kept in
 ``--data`` when given, so runs of two checkouts read the same file) is recovered and
@@ -19,6 +19,7 @@ import argparse
 import functools
 import gc
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -105,11 +106,69 @@ def one_start(data: Path) -> dict[str, float]:
     return times
 
 
+def _proc_cpu(pid: int, tid: int | None = None) -> float:
+    """CPU seconds (user + system) of process *pid*, or of its thread *tid*, from /proc."""
+    path = f"/proc/{pid}/task/{tid}/stat" if tid is not None else f"/proc/{pid}/stat"
+    with open(path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_start(data: Path, timeout: float = 300.0) -> dict[str, float]:
+    """A real ``stateengine serve --store log`` on *data*, from launch to its first reply
+    (what the bench's ``restart_server`` row times): its CPU then, the whole process's and
+    its main thread's (the arena reserve's thread apart; Linux's /proc), and the wall time."""
+    from stateengine.client.client import Client
+    from stateengine.runtime import discovery as paths
+
+    (data / "server.json").unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stateengine", "serve", "--data-dir", str(data), "--store", "log"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited with {proc.returncode}")
+            if time.perf_counter() - t0 > timeout:
+                raise RuntimeError(f"the server did not start within {timeout} s")
+            try:
+                info = paths.read_server_file(data)
+            except Exception:
+                info = {}
+            if info.get("pid") == proc.pid:
+                break
+            time.sleep(0.005)
+        with Client(info["endpoint"], timeout=timeout) as c:
+            c.list_states()  # the first reply
+        wall = time.perf_counter() - t0
+        return {
+            "server, all threads": _proc_cpu(proc.pid),
+            "server, main thread": _proc_cpu(proc.pid, proc.pid),
+            "server, wall (launch to reply)": wall,
+        }
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data", type=Path, help="snapshot dir to make or reuse")
+    parser.add_argument(
+        "--server",
+        action="store_true",
+        help="also time a real server's start to its first reply, each repeat (Linux)",
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
@@ -132,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
                 text=True,
             ).stdout
             runs.append(json.loads(out.strip().splitlines()[-1]))
+            if args.server:
+                runs[-1].update(server_start(data))
+                runs[-1]["server main thread / recover"] = (
+                    runs[-1]["server, main thread"] / runs[-1]["recover"]
+                )
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
