@@ -38,10 +38,12 @@ WRITER_STEPS = ("_grow", "_load_blocks", "_place", "_write_checkpoint")
 def make_snapshot(data: Path, n: int) -> None:
     from bench.durability import big_engine
     from stateengine.server.engine import TableEngine
+    from stateengine.server.persist_log import LogStore
     from stateengine.server.persistence import open_store
 
     data.mkdir(mode=0o700, parents=True)  # a data directory must be private
     store = open_store(data, "log", "always", snapshot_mode="inline")
+    assert isinstance(store, LogStore)
     store.recover(TableEngine())
     store.snapshot(big_engine(n))
     store.close()
