@@ -425,9 +425,10 @@ class ArenaWriter:
         :meth:`close` discards an unused one. A failure (``/dev/shm`` full) only
         leaves the load to grow as without it, and raise what that raises.
 
-        A start of 10⁶ records (``python -m bench.restartcpu``, main thread, medians of
-        4 interleaved): the publish's page faults 143k -> 99k, its CPU 0.573 -> 0.473 s;
-        the ~0.1 s of faulting moved to the thread, beside the recovery.
+        A server's start on 10⁶ records, this on and off (6 interleaved rounds, CPU
+        from ``/proc`` at its first reply): main thread 2.21 -> 2.03 s, all threads 2.21
+        -> 2.17 s; the publish's page faults 143k -> 99k. Its wall time gains only where
+        a core is free for the thread (not shown on this 2-core machine under load).
         """
         self._check_usable()
         if self._tables or self._seq or self._spare is not None or self._gen is None:
