@@ -369,6 +369,8 @@ class TableEngine:
         results = []
         try:
             flat = self._flat_creates(commands)
+            if flat is None:
+                flat = self._flat_patches(commands)
             if flat is not None:
                 self._commit()
                 return flat
@@ -442,6 +444,79 @@ class TableEngine:
         table.records.update(zip(ids, recs, strict=True))
         self.changes.update(dict.fromkeys(zip(itertools.repeat(name), ids)))
         return list(map(copy_value, recs)) if self.copy_results else recs
+
+    def _flat_patches(self, commands: list[Any]) -> list[Any] | None:
+        """A ``BATCH`` of nothing but plain ``PATCH_RECORD``s (``command``, ``state``,
+        ``id``, ``fields``: no precondition, lease or TTL) of int ids in one table without
+        index structures, whose every patch :meth:`_flat_merge` takes (the bench's "BATCH
+        of 100"), applied as the sub-commands one by one would: the same records (a
+        later patch of an id sees the earlier ones), results, version, leases completed
+        (rule 4), deadlines, journal and changes. None, having changed nothing, for any
+        other batch or any patch the general path must judge (a missing record, ...).
+
+        Every patch is merged before any is applied, so nothing needs undoing when one
+        is not flat. One sub-command of ``_lookup``, ``_patch_record`` and
+        ``_flat_patch`` cost ~3.2 µs of engine CPU, here ~1.4 (issue 17, in-process,
+        BATCHes of 100 two-field patches, medians of 7).
+        """
+        n = len(commands)
+        if not n or set(map(type, commands)) != {dict} or set(map(len, commands)) != {4}:
+            return None
+        name = commands[0].get("state")
+        table = self.tables.get(name) if type(name) is str else None
+        if table is None or table.ix is not None or table.types is None:
+            return None
+        if (
+            set(map(_get_command, commands)) != {"PATCH_RECORD"}
+            or set(map(_get_state, commands)) != {name}
+            or not all(map(operator.contains, commands, itertools.repeat("id")))
+            or not all(map(operator.contains, commands, itertools.repeat("fields")))
+            or table.types.get("id", "any") not in _INT_ID_TYPES
+        ):
+            return None  # (four keys, these four among them: exactly these)
+        ids = list(map(_get_id, commands))
+        patches = list(map(_get_fields, commands))
+        if (
+            set(map(type, ids)) != {int}
+            or min(ids) < ID_MIN
+            or max(ids) > ID_MAX
+            or set(map(type, patches)) != {dict}
+        ):
+            return None
+        records = table.records
+        merge = self._flat_merge
+        staged: dict[Id, Record] = {}
+        out: list[Record] = []
+        for rid, fields in zip(ids, patches, strict=True):
+            old = staged.get(rid) or records.get(rid)
+            if old is None:
+                return None  # RecordNotFound: the general path names it
+            record = merge(table, fields, old)
+            if record is None:
+                return None
+            staged[rid] = record
+            out.append(record)
+        journal = self._journal
+        assert journal is not None
+        journal.append(("meta", table, table.meta()))
+        table.version += n
+        self._wrote = True
+        version = self.seq + 1
+        leases = table.leases
+        changes = self.changes
+        for rid, fields, record in zip(ids, patches, out, strict=True):
+            journal.append(("rec", table, rid, records[rid], leases.get(rid, _MISSING), None))
+            record[RESERVED_FIELD] = version
+            records[rid] = record
+            changes[(name, rid)] = None
+            expires = record.get(EXPIRES_FIELD)
+            if expires is not None:
+                heapq.heappush(self.deadlines, (expires, next(self._tick), name, rid, None))
+            if leases:
+                lease = leases.get(rid)
+                if lease is not None and any(f in lease.prior for f in fields):
+                    del leases[rid]  # rule 4: a claimed field changed: completed
+        return list(map(copy_value, out)) if self.copy_results else out
 
     # --- mutation primitives (journaled inside a batch) -------------------------------------
 
@@ -1735,6 +1810,7 @@ _packb = record_encoder()
 
 _get_id: Final = operator.itemgetter("id")
 _get_record: Final = operator.itemgetter("record")
+_get_fields: Final = operator.itemgetter("fields")
 _get_command: Final = operator.methodcaller("get", "command")
 _get_state: Final = operator.methodcaller("get", "state")
 

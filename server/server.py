@@ -22,6 +22,7 @@ import contextlib
 import errno
 import gc
 import logging
+import operator
 import os
 import signal
 import time
@@ -139,6 +140,16 @@ _VALID_RESULTS: Final = frozenset(
 #: ``req_id`` types msgspec and the Packer encode alike in every case (a timestamp or
 #: other ext the Packer refuses: InternalError, as before).
 _IDS: Final = frozenset({int, str, type(None)})
+
+
+def _valid_batch(request: dict[str, Any]) -> bool:
+    """Whether an applied ``BATCH``'s results are all of :data:`_VALID_RESULTS` commands
+    (its reply then goes through msgspec too: a BATCH of 100 patches' reply took 0.45 µs
+    a result in the Packer, ~0.2 here; issue 17, in-process)."""
+    return set(map(_command_of, request["commands"])) <= _VALID_RESULTS
+
+
+_command_of: Final = operator.itemgetter("command")
 
 
 def _writes(name: Any) -> bool:
@@ -1009,7 +1020,11 @@ class Server:
                     sock, envelope, request, as_json, deadline, state, group_key(request)
                 )
                 return envelope, None, waiter
-            if not as_json and command in _VALID_RESULTS and type(reply.get("req_id")) in _IDS:
+            if (
+                not as_json
+                and (command in _VALID_RESULTS or (command == "BATCH" and _valid_batch(request)))
+                and type(reply.get("req_id")) in _IDS
+            ):
                 # Results of stored, checked values: msgspec's encoder gives msgpack's
                 # bytes for them (tests/unit/test_codec_compat.py) in 0.29 µs where the
                 # Packer takes 0.57 (issue 17, the bench's PATCH_RECORD reply).

@@ -63,6 +63,7 @@ def _run(requests: list[dict[str, Any]], flat: bool, monkeypatch: pytest.MonkeyP
             m.setattr(TableEngine, "_flat_set_state", lambda *a, **k: None)
             m.setattr(TableEngine, "_flat_record", lambda *a, **k: None)
             m.setattr(TableEngine, "_flat_patch", lambda *a, **k: None)
+            m.setattr(TableEngine, "_flat_patches", lambda *a, **k: None)
             m.setattr(TableEngine, "_flat_merge", staticmethod(lambda *a, **k: None))
         eng = TableEngine(clock=lambda: 1000.0)
         replies = [eng.execute(request) for request in requests]
@@ -71,6 +72,7 @@ def _run(requests: list[dict[str, Any]], flat: bool, monkeypatch: pytest.MonkeyP
                 [(rid, list(rec.items())) for rid, rec in t.records.items()],
                 [(type(v), v) for rec in t.records.values() for v in rec.values()],
                 t.info(),
+                {rid: (lease.expires, lease.prior) for rid, lease in t.leases.items()},
             )
             for name, t in eng.tables.items()
         }
@@ -212,6 +214,55 @@ def test_patches_are_the_same_with_and_without_the_flat_path(
     )
 
 
+def _patch(rid: Any, fields: Any, state: str = "t") -> dict[str, Any]:
+    return {"command": "PATCH_RECORD", "state": state, "id": rid, "fields": fields}
+
+
+@pytest.mark.parametrize(("schema", "patches"), list(_patches()), ids=lambda v: f"{v!r:.50}")
+def test_batches_of_patches_are_the_same_with_and_without_the_flat_path(
+    schema: dict[str, str] | None, patches: list[dict[Any, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A BATCH of plain patches (``TableEngine._flat_patches``): each patch after a good
+    one of the same record, of a record under a lease (rule 4) and of one with a TTL,
+    one id patched twice (the second sees the first), an id missing or of another type,
+    a sub-command with one more argument or of another table; all rolled back at the
+    first error."""
+    seed = {
+        "command": "SET_STATE",
+        "state": "t",
+        "records": [
+            {"id": 1, "a": 1, "b": 2},
+            {"id": 2, "a": 3, "b": 4},
+            {"id": 3, "a": 5, "b": 6},
+        ],
+    }
+    claim = {
+        "command": "CLAIM_RECORD",
+        "state": "t",
+        "where": {"a": 3},
+        "fields": {"b": 5},
+        "lease_seconds": 30,
+    }
+    ttl = {"command": "EXPIRE_RECORD", "state": "t", "id": 3, "ttl": 50}
+    other = {"command": "SET_STATE", "state": "u", "records": [{"id": 1, "a": 1, "b": 2}]}
+    requests: list[dict[str, Any]] = [*_setup(schema), seed, claim, ttl, other]
+    good = {"a": 7}
+    for fields in patches:
+        for commands in (
+            [_patch(1, good), _patch(1, fields)],
+            [_patch(2, fields), _patch(1, {"b": 8}), _patch(2, {"a": 9})],
+            [_patch(3, fields), _patch(3, {"b": 1}), _patch(1, fields)],
+            [_patch(1, fields), _patch(4, good)],
+            [_patch(1, fields), _patch("1", good)],
+            [_patch(1, fields), _patch(2, good) | {"if_version": 1}],
+            [_patch(1, fields), _patch(1, good, "u")],
+            [_patch(1, fields), _patch(2, [1])],
+        ):
+            requests.append({"command": "BATCH", "commands": commands})
+            requests.append({"command": "LIST_RECORDS", "state": "t"})
+    _same(requests, monkeypatch)
+
+
 def test_the_flat_paths_take_the_bench_records() -> None:
     """The comparisons above mean something only if the flat paths run: they take the
     bench's record shape, in a load and one at a time."""
@@ -230,6 +281,9 @@ def test_the_flat_paths_take_the_bench_records() -> None:
     assert eng._flat_patch(table, {"name": "x", "ok": False}, 1, table.records[1]) is not None
     eng._journal = []
     assert eng._flat_creates(creates) is not None
+    patches = [_patch(i, {"name": "y", "ok": True}) for i in (1, 2, 1)]
+    eng._journal = []
+    assert eng._flat_patches(patches) is not None
 
 
 def test_a_flat_path_without_its_encode_check_fails_the_comparison(
@@ -246,6 +300,10 @@ def test_a_flat_path_without_its_encode_check_fails_the_comparison(
             [{**seed, "records": [*seed["records"], bad]}],
             [seed, {"command": "CREATE_RECORD", "state": "t", "record": bad}],
             [seed, {"command": "PATCH_RECORD", "state": "t", "id": 1, "fields": {"a": value}}],
+            [
+                seed,
+                {"command": "BATCH", "commands": [_patch(1, {"b": 2}), _patch(1, {"a": value})]},
+            ],
             [seed, {"command": "CLAIM_RECORD", "state": "t", "where": {}, "fields": {"a": value}}],
         ):
             reference = _run(requests, False, monkeypatch)
