@@ -229,6 +229,7 @@ class Server:
         self._auth: Any = None
         self.engine = engine or TableEngine()
         self.engine.copy_results = False  # each reply is encoded before the next command
+        self.engine.owns_requests = True  # each request is decoded from its body
         self.engine.stats_hook = self._stats  # STATS: a server-scope command of the table
         self.stats = {"requests": 0, "passes": 0, "dropped_replies": 0, "storage_failures": 0}
         #: why writes are refused (a pass could not be stored), or None

@@ -11,6 +11,7 @@ them, and the two outcomes must be equal.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Iterator
 from typing import Any
@@ -56,8 +57,15 @@ SCHEMAS: list[dict[str, str] | None] = [
 ]
 
 
-def _run(requests: list[dict[str, Any]], flat: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The replies and the final tables of *requests*, with or without the flat paths."""
+def _run(
+    requests: list[dict[str, Any]],
+    flat: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    owns: bool = False,
+) -> Any:
+    """The replies and the final tables of *requests*, with or without the flat paths;
+    *owns*: the engine keeps and stamps the request maps as the server's does (each
+    request a fresh copy then, as the server decodes each from its body)."""
     with monkeypatch.context() as m:
         if not flat:
             m.setattr(TableEngine, "_flat_set_state", lambda *a, **k: None)
@@ -66,7 +74,8 @@ def _run(requests: list[dict[str, Any]], flat: bool, monkeypatch: pytest.MonkeyP
             m.setattr(TableEngine, "_flat_patches", lambda *a, **k: None)
             m.setattr(TableEngine, "_flat_merge", staticmethod(lambda *a, **k: None))
         eng = TableEngine(clock=lambda: 1000.0)
-        replies = [eng.execute(request) for request in requests]
+        eng.owns_requests = owns
+        replies = [eng.execute(copy.deepcopy(request) if owns else request) for request in requests]
         tables = {
             name: (
                 [(rid, list(rec.items())) for rid, rec in t.records.items()],
@@ -82,6 +91,7 @@ def _run(requests: list[dict[str, Any]], flat: bool, monkeypatch: pytest.MonkeyP
 def _same(requests: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
     reference = _run(requests, False, monkeypatch)
     assert _run(requests, True, monkeypatch) == reference
+    assert _run(requests, True, monkeypatch, owns=True) == reference
 
 
 def _setup(schema: dict[str, str] | None) -> list[dict[str, Any]]:
@@ -145,6 +155,9 @@ def test_record_writes_are_the_same_with_and_without_the_flat_path(
     other = {"command": "SET_STATE", "state": "t", "records": [{"id": 99, "a": 1, "b": 2}]}
     batch = {"command": "BATCH", "commands": creates}
     _same([*_setup(schema), other, batch, batch], monkeypatch)
+    # into a table with no records (without a schema unless declared: the first proposes it)
+    empty = {"command": "SET_STATE", "state": "t", "records": []}
+    _same([*_setup(schema), empty, batch, batch], monkeypatch)
 
 
 def _patches() -> Iterator[tuple[dict[str, str] | None, list[dict[str, Any]]]]:
@@ -309,3 +322,24 @@ def test_a_flat_path_without_its_encode_check_fails_the_comparison(
             reference = _run(requests, False, monkeypatch)
             assert reference[0][-1]["ok"] is False
             assert _run(requests, True, monkeypatch) != reference
+
+
+def test_a_refused_flat_load_leaves_the_request_untouched() -> None:
+    """With ``owns_requests`` (the server's engine) a flat load is stamped in place, so a
+    load the flat path refuses after its checks (an id already taken, for a BATCH of
+    creates) must reach the general checks as it came: no ``_version`` in its records.
+    The ones it takes are stored as they came, stamped."""
+    eng = TableEngine()
+    eng.owns_requests = True
+    rows = [{"id": i, "a": i} for i in (1, 2)]
+    assert eng.execute({"command": "SET_STATE", "state": "t", "records": rows})["ok"]
+    table = eng.tables["t"]
+    assert all(table.records[r["id"]] is r and r["_version"] == 1 for r in rows)
+    schema = table.schema()
+    assert schema is not None
+    again = [{"id": 3, "a": 3}, {"id": 2, "a": 2}]
+    assert eng._flat_set_state(again, schema, "any", 9, table.records.keys()) is None
+    assert again == [{"id": 3, "a": 3}, {"id": 2, "a": 2}]
+    creates = [{"command": "CREATE_RECORD", "state": "t", "record": r} for r in again]
+    reply = eng.execute({"command": "BATCH", "commands": creates})
+    assert reply["error"]["type"] == "DuplicateId", reply
