@@ -87,6 +87,7 @@ from stateengine.query import (
     plan_query,
 )
 from stateengine.server.indexes import MAX_INDEXES, TableIndexes, parse_indexes
+from stateengine.shm.blocks import flat_ids
 from stateengine.shm.codec import record_encoder
 
 Id = int | str
@@ -274,6 +275,9 @@ class TableEngine:
         #: :meth:`_flat_rows`' verdicts for one schema (the last one asked about).
         self._rows_schema: Schema | None = None
         self._rows: dict[tuple[type, ...], bool] = {}
+        #: :meth:`_accepts`' answer for one schema (the last one asked about).
+        self._accepts_schema: Schema | None = None
+        self._accepts_of: tuple[tuple[type, ...], ...] = ()
 
     # --- the entry points ------------------------------------------------------------------
 
@@ -970,6 +974,23 @@ class TableEngine:
                 return False
         return True
 
+    def _accepts(self, schema: Schema) -> tuple[tuple[type, ...], ...]:
+        """Per field of *schema* (none for the id), the value types its field takes
+        unchanged (``protocol.accepts_unchanged``): :func:`flat_ids`' *accepts*, made
+        once per schema (the last one asked about)."""
+        fields, types = schema
+        cached = self._accepts_schema  # Table.schema() makes a new tuple: compare its parts
+        if cached is None or cached[0] is not fields or cached[1] is not types:
+            self._accepts_schema = schema
+            self._accepts_of = (
+                (),
+                *(
+                    tuple(t for t in _SCALAR_TYPES if accepts_unchanged(t, types[name]))
+                    for name in fields[1:]
+                ),
+            )
+        return self._accepts_of
+
     def _flat_record(self, raw: dict[str, Any], schema: Schema) -> Record | None:
         """*raw* validated as :meth:`_validate_record` would, without its id, or None when
         it is not a flat record in schema order (then the general checks run).
@@ -1015,26 +1036,14 @@ class TableEngine:
         """
         fields = schema[0]
         n = len(records)
-        if not n or set(map(type, records)) != {dict}:
+        if fields[0] != "id":
             return None
-        # (sets of tuples made and dropped one at a time: 100,000 lists alive at once
-        # cost the garbage collector more than building them)
-        if set(map(tuple, records)) != {tuple(fields)}:
+        # Keys in schema order, values of types their fields take unchanged, ids all ints
+        # or all strs: one C pass (shm/blocks.py flat_ids; its twin: C-level maps).
+        ids = flat_ids(records, tuple(fields), self._accepts(schema))
+        if ids is None:
             return None
-        # Every value's type taken unchanged by every field (the ids' too: conservative),
-        # told by one pass over all values; else judged per combination of types, per
-        # record (0.20 against 0.34 µs a bench record, thread CPU, issue 17).
-        kinds = set(map(type, itertools.chain.from_iterable(map(dict.values, records))))
-        types = schema[1]
-        if not (
-            fields[0] == "id"
-            and all(accepts_unchanged(t, types[name]) for t in kinds for name in fields[1:])
-        ):
-            rows = set(map(tuple, map(map, itertools.repeat(type), map(dict.values, records))))
-            if not self._flat_rows(rows, schema):
-                return None
-        ids = list(map(_get_id, records))
-        id_types = set(map(type, ids))
+        id_types = {type(ids[0])}  # all of one type (flat_ids)
         if id_types == {int} and id_type in ("any", "integer"):
             if not (ID_MIN <= min(ids) and max(ids) <= ID_MAX):
                 return None
@@ -1871,6 +1880,8 @@ _packb = record_encoder()
 _get_id: Final = operator.itemgetter("id")
 _get_record: Final = operator.itemgetter("record")
 _get_fields: Final = operator.itemgetter("fields")
+#: Every value type some field type takes unchanged (``protocol.UNCHANGED_FIELDS``).
+_SCALAR_TYPES: Final = tuple(sorted({t for t, _ in UNCHANGED_FIELDS}, key=lambda t: t.__name__))
 _get_command: Final = operator.methodcaller("get", "command")
 _get_state: Final = operator.methodcaller("get", "state")
 
