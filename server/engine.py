@@ -509,18 +509,32 @@ class TableEngine:
         ):
             return None
         records = table.records
-        merge = self._flat_merge
+        types = table.types
+        known = types.keys()
+        unchanged = UNCHANGED_FIELDS
         staged: dict[Id, Record] = {}
         out: list[Record] = []
+        # _flat_merge's checks, inline, and its encode once for all the merged records
+        # (the ints' range and the text; a total within the limit bounds each record):
+        # ~1.8 -> ~1.2 µs a patch of engine CPU (issue 17, in-process, BATCHes of 100).
         for rid, fields in zip(ids, patches, strict=True):
             old = staged.get(rid) or records.get(rid)
             if old is None:
                 return None  # RecordNotFound: the general path names it
-            record = merge(table, fields, old)
-            if record is None:
+            if "id" in fields or not fields.keys() <= known:
                 return None
+            for name, value in fields.items():
+                if (type(value), types[name]) not in unchanged:
+                    return None
+            record = {**old, **fields}
             staged[rid] = record
             out.append(record)
+        try:
+            size = len(_packb(out))
+        except Exception:  # an int past 64 bits, a lone surrogate: named by the checks
+            return None
+        if size > MAX_RECORD_BYTES and any(len(_packb(r)) > MAX_RECORD_BYTES for r in out):
+            return None
         journal = self._journal
         assert journal is not None
         journal.append(("meta", table, table.meta()))
