@@ -21,8 +21,11 @@ Sorted lists come from ``sortedcontainers`` (O(log n) insert and delete, pure Py
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
-from collections.abc import Iterator, Mapping
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from sortedcontainers import SortedList
@@ -43,29 +46,35 @@ MAX_INDEXES: Final = 16
 MAX_INDEX_FIELDS: Final = 8
 
 
-class _Top:
-    """Sorts after every sort key: the open end of a key range."""
-
-    def __eq__(self, other: object) -> bool:
-        return other is self
-
-    def __lt__(self, other: object) -> bool:
-        return False
-
-    def __gt__(self, other: object) -> bool:
-        return other is not self
-
-    def __le__(self, other: object) -> bool:
-        return other is self
-
-    def __ge__(self, other: object) -> bool:
-        return True
-
-    def __hash__(self) -> int:
-        return 0
+#: What closes a key range: greater than every sort key (whose first item is at most 7,
+#: ``protocol.sort_key``) where a field's key sits, greater than every position where the
+#: position sits. Both compare in C: a ``_Top`` object whose ``__gt__`` answered every
+#: comparison in Python cost ~20 calls a range bound.
+_KEY_TOP: Final = (8,)
+_POSITION_TOP: Final = math.inf
 
 
-TOP: Final = _Top()
+def _maker(fields: tuple[str, ...]) -> Callable[[Record, int, Id], tuple[Any, ...]]:
+    """The entry of a record in the index on *fields*: ``(sort keys..., position, id)``.
+    One field (the common index) without the generator: 0.9 -> 0.45 µs an entry."""
+    if len(fields) == 1:
+        (name,) = fields
+
+        def one(record: Record, position: int, rid: Id) -> tuple[Any, ...]:
+            return (sort_key(record.get(name)), position, rid)
+
+        return one
+
+    def many(record: Record, position: int, rid: Id) -> tuple[Any, ...]:
+        return (*[sort_key(record.get(name)) for name in fields], position, rid)
+
+    return many
+
+
+def _top(index_fields: int, depth: int) -> Any:
+    """What closes a range bound whose top sits at *depth* of an entry of an index on
+    *index_fields* fields (a field's sort key, or the position after the last one)."""
+    return _POSITION_TOP if depth == index_fields else _KEY_TOP
 
 
 class TableIndexes:
@@ -75,17 +84,17 @@ class TableIndexes:
         self.definitions = list(definitions)
         self.positions: dict[Id, int] = {rid: i for i, rid in enumerate(records)}
         self.next_position = len(self.positions)
-        self.lists: dict[tuple[str, ...], SortedList] = {
-            fields: SortedList(
-                self._entry(fields, rid, record, self.positions[rid])
-                for rid, record in records.items()
+        self.lists: dict[tuple[str, ...], SortedList] = {}
+        #: ``(entry maker, sorted entries)`` per index, for the writes' loops.
+        self._pairs: list[tuple[Callable[[Record, int, Id], tuple[Any, ...]], SortedList]] = []
+        positions = self.positions
+        for fields in self.definitions:
+            make = _maker(fields)
+            entries = SortedList(
+                make(record, positions[rid], rid) for rid, record in records.items()
             )
-            for fields in self.definitions
-        }
-
-    @staticmethod
-    def _entry(fields: tuple[str, ...], rid: Id, record: Record, position: int) -> tuple[Any, ...]:
-        return (*(sort_key(record.get(name)) for name in fields), position, rid)
+            self.lists[fields] = entries
+            self._pairs.append((make, entries))
 
     # --- keeping in step with the records -----------------------------------------------
 
@@ -96,17 +105,21 @@ class TableIndexes:
             self.next_position += 1
             if FAULTS and "drop_new" in FAULTS and position % 7 == 3:
                 return  # the fault: this record never enters the indexes
-        else:
-            position = self.positions[rid]
-        for fields, entries in self.lists.items():
-            if old is not None:
-                entries.remove(self._entry(fields, rid, old, position))
-            entries.add(self._entry(fields, rid, new, position))
+            for make, entries in self._pairs:
+                entries.add(make(new, position, rid))
+            return
+        position = self.positions[rid]
+        for make, entries in self._pairs:
+            entry = make(new, position, rid)
+            before = make(old, position, rid)
+            if before != entry:  # a write of other fields leaves this index as it is
+                entries.remove(before)
+                entries.add(entry)
 
     def remove(self, rid: Id, old: Record) -> None:
         position = self.positions.pop(rid)
-        for fields, entries in self.lists.items():
-            entries.remove(self._entry(fields, rid, old, position))
+        for make, entries in self._pairs:
+            entries.remove(make(old, position, rid))
 
     def restore(
         self, rid: Id, current: Record | None, old: Record | None, position: int | None
@@ -116,8 +129,8 @@ class TableIndexes:
             self.remove(rid, current)
         if old is not None and position is not None:
             self.positions[rid] = position
-            for fields, entries in self.lists.items():
-                entries.add(self._entry(fields, rid, old, position))
+            for make, entries in self._pairs:
+                entries.add(make(old, position, rid))
 
     # --- answering queries ----------------------------------------------------------------
 
@@ -125,18 +138,35 @@ class TableIndexes:
         """The ids in *plan*'s key range, in index order (or its reverse, ties kept in
         insertion order)."""
         entries = self.lists[plan.fields]
-        prefix = plan.prefix
+        n, prefix = len(plan.fields), plan.prefix
+        depth = len(prefix)
         if plan.low is None:
             low: tuple[Any, ...] = prefix
+        elif plan.low[1]:
+            low = (*prefix, plan.low[0])
         else:
-            low = (*prefix, plan.low[0]) if plan.low[1] else (*prefix, plan.low[0], TOP)
+            low = (*prefix, plan.low[0], _top(n, depth + 1))
         if plan.high is None:
-            high: tuple[Any, ...] = (*prefix, TOP)
+            high: tuple[Any, ...] = (*prefix, _top(n, depth))
+        elif plan.high[1]:
+            high = (*prefix, plan.high[0], _top(n, depth + 1))
         else:
-            high = (*prefix, plan.high[0], TOP) if plan.high[1] else (*prefix, plan.high[0])
+            high = (*prefix, plan.high[0])
         if not plan.descending:
-            for entry in entries.irange(low, high):
-                yield entry[-1]
+            # Walked from the low bound, the high one tested per entry: a claim takes the
+            # first, and SortedList.irange bisected for the end of the range first
+            # (the claim rows' scan: 3.1 -> 1.2 µs).
+            lists = entries._lists
+            pos = bisect_left(entries._maxes, low)
+            if pos == len(lists):
+                return
+            idx = bisect_left(lists[pos], low)
+            for sub in itertools.islice(lists, pos, None):
+                for entry in itertools.islice(sub, idx, None):
+                    if not entry < high:
+                        return
+                    yield entry[-1]
+                idx = 0
             return
         # Backwards, but records with equal keys still come in insertion order.
         group: list[tuple[Any, ...]] = []
