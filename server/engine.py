@@ -1591,6 +1591,9 @@ class TableEngine:
         claim's order) or every unleased match in its range, in insertion order. A lease
         that ran out was ended by its expiry commit, so no lease here is claimable."""
         records, leases = table.records, table.leases
+        if plan.ordered:  # rule 1: a record under a lease is not claimable
+            rid = ix.first(plan, records, leases, where)
+            return [] if rid is None else [(records[rid], rid)]
         found: list[tuple[Record, Any]] = []
         for rid in ix.scan(plan):
             if rid in leases:
@@ -1598,9 +1601,7 @@ class TableEngine:
             record = records[rid]
             if where(record):
                 found.append((record, rid))
-                if plan.ordered:
-                    break
-        if len(found) > 1 and not plan.ordered:
+        if len(found) > 1:
             found.sort(key=lambda item: ix.positions[item[1]])
         return found
 
