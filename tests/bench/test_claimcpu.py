@@ -22,3 +22,10 @@ def test_claimcpu_counts_the_tasks() -> None:
     eng = claimcpu.engine(5, 8, "fifo")
     with pytest.raises(RuntimeError, match="5 tasks claimed, expected 6"):
         claimcpu.drain(eng, 6, "fifo")
+
+
+def test_claimcpu_server_reports_server_and_worker_cpu(capsys: pytest.CaptureFixture[str]) -> None:
+    assert claimcpu.main(["--server", "--tasks", "40", "--repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    for label in ("server CPU per task", "workers' CPU per task", "wall per task"):
+        assert f"40 tasks in a table of 40 (fifo), {label}" in out
