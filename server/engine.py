@@ -1414,12 +1414,18 @@ class TableEngine:
     def _where(
         self, table: Table, request: dict[str, Any], key: str = "where"
     ) -> tuple[list[Condition], Predicate]:
-        """The compiled ``where`` (or ``if_match``): known fields, valid operators."""
+        """The compiled ``where`` (or ``if_match``): known fields, valid operators.
+
+        Compiled from checked copies of its maps and lists (``check_value``'s), never the
+        request's own: :meth:`_query` keeps the result past the request, whose objects
+        the caller may change afterwards.
+        """
         where = self._map_arg(request, key, required=False)
+        checked = {}
         for name, value in where.items():
             self._known_field(table, name, key)
-            check_value(value, f"{key}.{name}")
-        return compile_where(where, key)
+            checked[name] = check_value(value, f"{key}.{name}")
+        return compile_where(checked, key)
 
     def _query(
         self, table: Table, request: dict[str, Any]

@@ -171,6 +171,36 @@ def test_a_recreated_table_control(monkeypatch: pytest.MonkeyPatch) -> None:
         recreated_table_is_rechecked(tasks(), carry=True)
 
 
+def later_change_is_ignored(eng: TableEngine) -> None:
+    """The cache outlives the request: a caller that reuses or changes the maps it sent
+    must not change what the cached query matches."""
+    ok(
+        eng,
+        {
+            "command": "CREATE_RECORD",
+            "state": "t",
+            "record": {"status": "x", "tag": {"k": 1}, "n": 9},
+        },
+    )
+    stored = {"tag": {"k": 1}}
+    request = {"command": "LIST_RECORDS", "state": "t", "where": stored}
+    assert [r["id"] for r in ok(eng, request)] == [7]
+    stored["tag"]["k"] = 2  # the caller's own map, after the request
+    again = {"command": "LIST_RECORDS", "state": "t", "where": {"tag": {"k": 1}}}
+    assert [r["id"] for r in ok(eng, again)] == [7]
+
+
+def test_a_request_changed_afterwards_changes_nothing() -> None:
+    later_change_is_ignored(tasks())
+
+
+def test_a_request_changed_afterwards_control(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Control: compiled from the request's own objects (no checked copies), it fails."""
+    monkeypatch.setattr(engine_module, "check_value", lambda value, where, depth=0: value)
+    with pytest.raises(AssertionError):
+        later_change_is_ignored(tasks())
+
+
 # --- the key -------------------------------------------------------------------------------
 
 
