@@ -11,6 +11,7 @@ a control that shows it then fails.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -242,19 +243,35 @@ def test_a_refused_query_is_not_cached() -> None:
 VALUE = st.sampled_from([0, 1, 1.0, True, False, None, "1", "p", 2.5])
 NAME = st.sampled_from(["a", "b", "x"])
 OP = st.sampled_from(["$eq", "$ne", "$gt", "$lte"])
-COND = VALUE | st.dictionaries(OP, VALUE, min_size=1, max_size=2) | st.lists(VALUE, max_size=2)
+# A map, matched literally (1, 1.0 and True inside it: maps equal as where compares them).
+STORED = VALUE | st.fixed_dictionaries({"k": st.sampled_from([1, 1.0, True])})
+COND = STORED | st.dictionaries(OP, VALUE, min_size=1, max_size=2) | st.lists(VALUE, max_size=2)
 WHERE = st.dictionaries(NAME, COND, max_size=2)
 ORDER = st.none() | st.sampled_from(["a", "-b", "x", ["a", "b"], ["b", "-a"]])
 INDEX = st.sampled_from([["a"], ["b"], ["a", "b"], ["x"], ["b", "x"]])
 
 
+def scribble(value: Any) -> None:
+    """Change every map and list inside a sent request, as a caller reusing them may."""
+    if isinstance(value, dict):
+        for item in list(value.values()):
+            scribble(item)
+        value["__scribbled__"] = True
+    elif isinstance(value, list):
+        for item in value:
+            scribble(item)
+        value.append("__scribbled__")
+
+
 class CachedVersusFresh(RuleBasedStateMachine):
-    """Two engines get the same requests; one forgets every compiled query after each."""
+    """Two engines get the same requests; one forgets every compiled query after each.
+    Every request is scribbled on once both have answered it."""
 
     def __init__(self) -> None:
         super().__init__()
         self.cached = TableEngine()
         self.fresh = TableEngine()
+        self.last_query: dict[str, Any] | None = None
         self.send({"command": "CREATE_STATE", "state": "t", "schema": {"a": "any", "b": "any"}})
 
     def send(self, request: dict[str, Any]) -> None:
@@ -263,14 +280,23 @@ class CachedVersusFresh(RuleBasedStateMachine):
         for table in self.fresh.tables.values():
             table.queries = {}
         assert repr(got) == repr(want), (request, got, want)  # repr: True is not 1
+        scribble(request)  # the caller's objects are its own again
 
-    @rule(a=VALUE, b=VALUE)
+    @rule(a=STORED, b=STORED)
     def create(self, a: Any, b: Any) -> None:
         self.send({"command": "CREATE_RECORD", "state": "t", "record": {"a": a, "b": b}})
 
     @rule(where=WHERE, order_by=ORDER)
     def list_records(self, where: dict[str, Any], order_by: Any) -> None:
-        self.send({"command": "LIST_RECORDS", "state": "t", "where": where, "order_by": order_by})
+        request = {"command": "LIST_RECORDS", "state": "t", "where": where, "order_by": order_by}
+        self.last_query = copy.deepcopy(request)
+        self.send(request)
+
+    @rule()
+    def list_again(self) -> None:
+        """The last list once more (a cache hit), from fresh objects of the same values."""
+        if self.last_query is not None:
+            self.send(copy.deepcopy(self.last_query))
 
     @rule(where=WHERE, order_by=ORDER, b=VALUE)
     def claim(self, where: dict[str, Any], order_by: Any, b: Any) -> None:
@@ -320,6 +346,14 @@ CachedVersusFresh.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_cached_queries_answer_as_fresh_ones = CachedVersusFresh.TestCase
+
+
+@pytest.mark.slow
+def test_cached_queries_answer_as_fresh_ones_long(monkeypatch: pytest.MonkeyPatch) -> None:
+    machine = CachedVersusFresh.TestCase
+    long = settings(machine.settings, max_examples=1500, stateful_step_count=50)
+    monkeypatch.setattr(machine, "settings", long)
+    machine("runTest").runTest()
 
 
 def test_cached_versus_fresh_control(monkeypatch: pytest.MonkeyPatch) -> None:
