@@ -1,6 +1,6 @@
 """CPU time of a start's parts, in this process: what the ``restart`` row's server spends.
 
-    PYTHONPATH=. python -m bench.restartcpu [--records N] [--repeats K] [--data DIR]
+    PYTHONPATH=. python -m bench.restartcpu [--records N] [--repeats K] [--data DIR] [--server]
 
 A data dir holding a snapshot of N records (default 10^6, the bench's shape; kept in
 ``--data`` when given, so runs of two checkouts read the same file) is recovered and
@@ -19,6 +19,7 @@ import argparse
 import functools
 import gc
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -37,18 +38,28 @@ WRITER_STEPS = ("_grow", "_load_blocks", "_place", "_write_checkpoint")
 def make_snapshot(data: Path, n: int) -> None:
     from bench.durability import big_engine
     from stateengine.server.engine import TableEngine
+    from stateengine.server.persist_log import LogStore
     from stateengine.server.persistence import open_store
 
     data.mkdir(mode=0o700, parents=True)  # a data directory must be private
     store = open_store(data, "log", "always", snapshot_mode="inline")
+    assert isinstance(store, LogStore)
     store.recover(TableEngine())
     store.snapshot(big_engine(n))
     store.close()
 
 
+#: the main thread's CPU and faults where the platform tells them apart (Linux): the start's
+#: critical path, without the arena reserve's thread working beside it (its share is in
+#: the ``all threads`` line)
+_RUSAGE = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
+_CPU = time.thread_time if _RUSAGE != resource.RUSAGE_SELF else time.process_time
+
+
 def one_start(data: Path) -> dict[str, float]:
     """The parts of one start on *data*, CPU seconds (run in a fresh process)."""
     gc.disable()
+    total0 = time.process_time()
     from stateengine.server.engine import TableEngine
     from stateengine.server.persistence import open_store
     from stateengine.server.publish import ArenaPublisher
@@ -59,14 +70,14 @@ def one_start(data: Path) -> dict[str, float]:
     def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.process_time()
-            r0 = resource.getrusage(resource.RUSAGE_SELF)
+            t0 = _CPU()
+            r0 = resource.getrusage(_RUSAGE)
             try:
                 return fn(*args, **kwargs)
             finally:
-                r1 = resource.getrusage(resource.RUSAGE_SELF)
+                r1 = resource.getrusage(_RUSAGE)
                 for key, value in (
-                    (name, time.process_time() - t0),
+                    (name, _CPU() - t0),
                     (f"{name} (system)", r1.ru_stime - r0.ru_stime),
                     (f"{name} (page faults)", r1.ru_minflt - r0.ru_minflt),
                 ):
@@ -80,13 +91,74 @@ def one_start(data: Path) -> dict[str, float]:
     publisher = timed("arena create", ArenaPublisher)(engine)
     store = open_store(data, "log")
     try:
+        # Server._reserve_arena (getattr: a checkout from before it runs this too)
+        hint = getattr(store, "recovery_bytes", None)
+        reserve = getattr(publisher, "reserve", None)
+        if hint is not None and reserve is not None:
+            timed("arena reserve", reserve)(hint())
         report = timed("recover", store.recover)(engine)
-        timed("rebuild_deadlines", engine.rebuild_deadlines)()
+        ttl_tables = getattr(report, "ttl_tables", None)
+        rebuild = engine.rebuild_deadlines
+        timed("rebuild_deadlines", rebuild)(*([ttl_tables] if ttl_tables is not None else []))
         timed("publish_state", publisher.publish_state)(report.encoded)
+        times["all threads, start to publish"] = time.process_time() - total0
     finally:
         store.close()
         publisher.close()
     return times
+
+
+def _proc_cpu(pid: int, tid: int | None = None) -> float:
+    """CPU seconds (user + system) of process *pid*, or of its thread *tid*, from /proc."""
+    path = f"/proc/{pid}/task/{tid}/stat" if tid is not None else f"/proc/{pid}/stat"
+    with open(path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_start(data: Path, timeout: float = 300.0) -> dict[str, float]:
+    """A real ``stateengine serve --store log`` on *data*, from launch to its first reply
+    (what the bench's ``restart_server`` row times): its CPU then, the whole process's and
+    its main thread's (the arena reserve's thread apart; Linux's /proc), and the wall time."""
+    from stateengine.client.client import Client
+    from stateengine.runtime import discovery as paths
+
+    (data / "server.json").unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stateengine", "serve", "--data-dir", str(data), "--store", "log"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited with {proc.returncode}")
+            if time.perf_counter() - t0 > timeout:
+                raise RuntimeError(f"the server did not start within {timeout} s")
+            try:
+                info = paths.read_server_file(data)
+            except Exception:
+                info = {}
+            if info.get("pid") == proc.pid:
+                break
+            time.sleep(0.005)
+        with Client(info["endpoint"], timeout=timeout) as c:
+            c.list_states()  # the first reply
+        wall = time.perf_counter() - t0
+        return {
+            "server, all threads": _proc_cpu(proc.pid),
+            "server, main thread": _proc_cpu(proc.pid, proc.pid),
+            "server, wall (launch to reply)": wall,
+        }
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data", type=Path, help="snapshot dir to make or reuse")
+    parser.add_argument(
+        "--server",
+        action="store_true",
+        help="also time a real server's start to its first reply, each repeat (Linux)",
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
@@ -116,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
                 text=True,
             ).stdout
             runs.append(json.loads(out.strip().splitlines()[-1]))
+            if args.server:
+                runs[-1].update(server_start(data))
+                runs[-1]["server main thread / recover"] = (
+                    runs[-1]["server, main thread"] / runs[-1]["recover"]
+                )
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -81,6 +81,10 @@ class RecoveryReport:
     #: the stored bytes of the records loaded, where the store has them (the server
     #: publishes from them once, then empties this)
     encoded: Encoded = field(default_factory=dict, repr=False)
+    #: the only tables whose records may hold a TTL, where the store knows (the log
+    #: store: those of its snapshot with one, and every table its log touched); None:
+    #: any may (``TableEngine.rebuild_deadlines`` scans every record)
+    ttl_tables: set[str] | None = field(default=None, repr=False)
 
     def summary(self) -> str:
         """One line for the server's start output."""

@@ -85,6 +85,7 @@ class ArenaPublisher:
         """
         engine = self.engine
         if engine.seq <= self.writer.seq:
+            self.writer.drop_spare()
             return  # nothing to show (a start that recovered nothing)
         pack = self._pack
         encoded = encoded or {}
@@ -102,6 +103,11 @@ class ArenaPublisher:
                 tables[name] = (list(records), list(map(pack, records.values())))
         meta = {name: pack(table.info()) for name, table in engine.tables.items()}
         self.writer.load(engine.seq, tables, meta)
+
+    def reserve(self, nbytes: int) -> None:
+        """Before a recovery of about *nbytes* stored: make the arena generation
+        :meth:`publish_state` will fill, beside the recovery (``ArenaWriter.reserve``)."""
+        self.writer.reserve(nbytes)
 
     def renewed(self) -> ArenaPublisher:
         """A new, empty arena with this one's settings: for a state that went back (a

@@ -31,6 +31,9 @@ checking functions, so the fast path carries no branch for them. A child process
                    after reading the doors' monitors, as a long pass or ``fsync``
                    would hold the loop up. Not a bug: it widens the window in which
                    refused peers reconnect before their refusal (test_fd_limits).
+``reserve_fails``  writer: :meth:`~stateengine.shm.ArenaWriter.reserve`'s thread fails
+                   after making its file (as a kernel refusing the faulting would):
+                   the file must go and the load grow as without it.
 ``doors_in_loop``  server: no :class:`~stateengine.server.connections.Gatekeeper`;
                    the loop reads the doors' monitors and refuses between passes, as
                    before it (the control of test_fd_limits' stalled flood).
@@ -62,6 +65,7 @@ KNOWN: Final = frozenset(
         "trust_encoded",
         "stall_loop",
         "doors_in_loop",
+        "reserve_fails",
     }
 )
 

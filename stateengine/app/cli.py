@@ -19,10 +19,9 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from stateengine import __version__, defaults, jsoncodec
-from stateengine.client.client import Client
 from stateengine.errors import BadRequest, StateEngineError
 from stateengine.protocol import encode_reply
 from stateengine.runtime import discovery as paths
@@ -41,6 +40,9 @@ from stateengine.server.publish import ArenaPublisher, arena_unavailable
 from stateengine.server.server import DEFAULT_MAX_REQUEST, DataDirLocked, Server
 from stateengine.shm import blocks as _blocks
 from stateengine.shm import cleanup_stale
+
+if TYPE_CHECKING:
+    from stateengine.client.client import Client
 
 #: The exit codes of every subcommand (README "Running the server"); ``repair`` adds 3.
 EXIT_CODES = {
@@ -430,6 +432,8 @@ def _curve(args: argparse.Namespace) -> dict[str, bytes] | None:
 
 
 def _client(args: argparse.Namespace, timeout: float | None = None) -> Client:
+    from stateengine.client.client import Client  # here: serve never imports it
+
     given_endpoint_only = args.endpoint is not None and not args.data_dir
     data_dir = None if given_endpoint_only else paths.resolve_data_dir(args.data_dir)
     return Client(

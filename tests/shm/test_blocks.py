@@ -280,3 +280,65 @@ def test_get_check_c_equals_python(data: bytes, start: int, hcrc: int, wrong: bo
     assert C.valid(mm, end, start - 1, hcrc, crc) is None
     assert C.valid(mm, start, end, hcrc, crc | 1 << 32) is None
     assert blocks.valid_py(mm, start, end, hcrc, crc | 1 << 32) is None
+
+
+# --- flat_ids: the engine's check of a bulk load (server/engine.py _flat_set_state) ------
+
+_FIELDS = ("id", "a", "b")
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=3),
+    st.binary(max_size=3),
+    st.lists(st.integers(), max_size=1),
+    st.just(bytearray(b"x")),
+)
+_KEYS = st.sampled_from(["id", "a", "b", "c", 1])
+_RECORD = st.one_of(
+    st.fixed_dictionaries(
+        {"id": st.one_of(st.integers(), st.text(max_size=2)), "a": _VALUES, "b": _VALUES}
+    ),
+    st.dictionaries(_KEYS, _VALUES, max_size=4),
+    st.builds(lambda v: {"b": v, "a": v, "id": 1}, _VALUES),
+    st.lists(st.integers(), max_size=1),
+)
+_ACCEPTS = st.tuples(
+    st.just(()),
+    st.sampled_from([(int, str), (str,), (), (float, int, bool, type(None), bytes)]),
+    st.sampled_from([(bytes,), (type(None), bool), (int, str, float)]),
+)
+
+
+@needs_c
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_RECORD, max_size=6), _ACCEPTS)
+def test_flat_ids_c_matches_python(records: list[Any], accepts: Any) -> None:
+    """The C pass and its twin give the same ids, or both None, for loads of records that
+    are and are not flat (keys missing, extra, out of order or not strs; values of other
+    types; mixed or bool ids; not maps)."""
+    assert C is not None
+    assert C.flat_ids(records, _FIELDS, accepts) == blocks.FLAT_IDS_PY(records, _FIELDS, accepts)
+
+
+def test_flat_ids_takes_a_flat_load_and_refuses_near_misses() -> None:
+    """Both paths take the bench's shape and refuse each near miss (the comparison above
+    is not vacuous: these are cases where the answer differs)."""
+    accepts = ((), (str,), (int, float))
+    good = [{"id": 1, "a": "x", "b": 2}, {"id": 2, "a": "y", "b": 2.5}]
+    near = [
+        [*good, {"id": 3, "b": 2, "a": "x"}],  # key order
+        [*good, {"id": "3", "a": "x", "b": 2}],  # mixed id types
+        [*good, {"id": True, "a": "x", "b": 2}],  # a bool id
+        [*good, {"id": 3, "a": "x", "b": True}],  # a type the field does not take as is
+        [*good, {"id": 3, "a": "x"}],  # a missing field
+        [*good, {"id": 3, "a": "x", "b": 2, "c": 1}],  # an extra one
+        [*good, [3, "x", 2]],  # not a map
+        [],
+    ]
+    paths = [blocks.FLAT_IDS_PY] + ([C.flat_ids] if C is not None else [])
+    for flat_ids in paths:
+        assert flat_ids(good, _FIELDS, accepts) == [1, 2]
+        for records in near:
+            assert flat_ids(records, _FIELDS, accepts) is None, records

@@ -11,6 +11,7 @@ them, and the two outcomes must be equal.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Iterator
 from typing import Any
@@ -56,21 +57,31 @@ SCHEMAS: list[dict[str, str] | None] = [
 ]
 
 
-def _run(requests: list[dict[str, Any]], flat: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The replies and the final tables of *requests*, with or without the flat paths."""
+def _run(
+    requests: list[dict[str, Any]],
+    flat: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    owns: bool = False,
+) -> Any:
+    """The replies and the final tables of *requests*, with or without the flat paths;
+    *owns*: the engine keeps and stamps the request maps as the server's does (each
+    request a fresh copy then, as the server decodes each from its body)."""
     with monkeypatch.context() as m:
         if not flat:
             m.setattr(TableEngine, "_flat_set_state", lambda *a, **k: None)
             m.setattr(TableEngine, "_flat_record", lambda *a, **k: None)
             m.setattr(TableEngine, "_flat_patch", lambda *a, **k: None)
+            m.setattr(TableEngine, "_flat_patches", lambda *a, **k: None)
             m.setattr(TableEngine, "_flat_merge", staticmethod(lambda *a, **k: None))
         eng = TableEngine(clock=lambda: 1000.0)
-        replies = [eng.execute(request) for request in requests]
+        eng.owns_requests = owns
+        replies = [eng.execute(copy.deepcopy(request) if owns else request) for request in requests]
         tables = {
             name: (
                 [(rid, list(rec.items())) for rid, rec in t.records.items()],
                 [(type(v), v) for rec in t.records.values() for v in rec.values()],
                 t.info(),
+                {rid: (lease.expires, lease.prior) for rid, lease in t.leases.items()},
             )
             for name, t in eng.tables.items()
         }
@@ -80,6 +91,7 @@ def _run(requests: list[dict[str, Any]], flat: bool, monkeypatch: pytest.MonkeyP
 def _same(requests: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
     reference = _run(requests, False, monkeypatch)
     assert _run(requests, True, monkeypatch) == reference
+    assert _run(requests, True, monkeypatch, owns=True) == reference
 
 
 def _setup(schema: dict[str, str] | None) -> list[dict[str, Any]]:
@@ -143,6 +155,9 @@ def test_record_writes_are_the_same_with_and_without_the_flat_path(
     other = {"command": "SET_STATE", "state": "t", "records": [{"id": 99, "a": 1, "b": 2}]}
     batch = {"command": "BATCH", "commands": creates}
     _same([*_setup(schema), other, batch, batch], monkeypatch)
+    # into a table with no records (without a schema unless declared: the first proposes it)
+    empty = {"command": "SET_STATE", "state": "t", "records": []}
+    _same([*_setup(schema), empty, batch, batch], monkeypatch)
 
 
 def _patches() -> Iterator[tuple[dict[str, str] | None, list[dict[str, Any]]]]:
@@ -212,6 +227,55 @@ def test_patches_are_the_same_with_and_without_the_flat_path(
     )
 
 
+def _patch(rid: Any, fields: Any, state: str = "t") -> dict[str, Any]:
+    return {"command": "PATCH_RECORD", "state": state, "id": rid, "fields": fields}
+
+
+@pytest.mark.parametrize(("schema", "patches"), list(_patches()), ids=lambda v: f"{v!r:.50}")
+def test_batches_of_patches_are_the_same_with_and_without_the_flat_path(
+    schema: dict[str, str] | None, patches: list[dict[Any, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A BATCH of plain patches (``TableEngine._flat_patches``): each patch after a good
+    one of the same record, of a record under a lease (rule 4) and of one with a TTL,
+    one id patched twice (the second sees the first), an id missing or of another type,
+    a sub-command with one more argument or of another table; all rolled back at the
+    first error."""
+    seed = {
+        "command": "SET_STATE",
+        "state": "t",
+        "records": [
+            {"id": 1, "a": 1, "b": 2},
+            {"id": 2, "a": 3, "b": 4},
+            {"id": 3, "a": 5, "b": 6},
+        ],
+    }
+    claim = {
+        "command": "CLAIM_RECORD",
+        "state": "t",
+        "where": {"a": 3},
+        "fields": {"b": 5},
+        "lease_seconds": 30,
+    }
+    ttl = {"command": "EXPIRE_RECORD", "state": "t", "id": 3, "ttl": 50}
+    other = {"command": "SET_STATE", "state": "u", "records": [{"id": 1, "a": 1, "b": 2}]}
+    requests: list[dict[str, Any]] = [*_setup(schema), seed, claim, ttl, other]
+    good = {"a": 7}
+    for fields in patches:
+        for commands in (
+            [_patch(1, good), _patch(1, fields)],
+            [_patch(2, fields), _patch(1, {"b": 8}), _patch(2, {"a": 9})],
+            [_patch(3, fields), _patch(3, {"b": 1}), _patch(1, fields)],
+            [_patch(1, fields), _patch(4, good)],
+            [_patch(1, fields), _patch("1", good)],
+            [_patch(1, fields), _patch(2, good) | {"if_version": 1}],
+            [_patch(1, fields), _patch(1, good, "u")],
+            [_patch(1, fields), _patch(2, [1])],
+        ):
+            requests.append({"command": "BATCH", "commands": commands})
+            requests.append({"command": "LIST_RECORDS", "state": "t"})
+    _same(requests, monkeypatch)
+
+
 def test_the_flat_paths_take_the_bench_records() -> None:
     """The comparisons above mean something only if the flat paths run: they take the
     bench's record shape, in a load and one at a time."""
@@ -230,6 +294,9 @@ def test_the_flat_paths_take_the_bench_records() -> None:
     assert eng._flat_patch(table, {"name": "x", "ok": False}, 1, table.records[1]) is not None
     eng._journal = []
     assert eng._flat_creates(creates) is not None
+    patches = [_patch(i, {"name": "y", "ok": True}) for i in (1, 2, 1)]
+    eng._journal = []
+    assert eng._flat_patches(patches) is not None
 
 
 def test_a_flat_path_without_its_encode_check_fails_the_comparison(
@@ -246,8 +313,33 @@ def test_a_flat_path_without_its_encode_check_fails_the_comparison(
             [{**seed, "records": [*seed["records"], bad]}],
             [seed, {"command": "CREATE_RECORD", "state": "t", "record": bad}],
             [seed, {"command": "PATCH_RECORD", "state": "t", "id": 1, "fields": {"a": value}}],
+            [
+                seed,
+                {"command": "BATCH", "commands": [_patch(1, {"b": 2}), _patch(1, {"a": value})]},
+            ],
             [seed, {"command": "CLAIM_RECORD", "state": "t", "where": {}, "fields": {"a": value}}],
         ):
             reference = _run(requests, False, monkeypatch)
             assert reference[0][-1]["ok"] is False
             assert _run(requests, True, monkeypatch) != reference
+
+
+def test_a_refused_flat_load_leaves_the_request_untouched() -> None:
+    """With ``owns_requests`` (the server's engine) a flat load is stamped in place, so a
+    load the flat path refuses after its checks (an id already taken, for a BATCH of
+    creates) must reach the general checks as it came: no ``_version`` in its records.
+    The ones it takes are stored as they came, stamped."""
+    eng = TableEngine()
+    eng.owns_requests = True
+    rows = [{"id": i, "a": i} for i in (1, 2)]
+    assert eng.execute({"command": "SET_STATE", "state": "t", "records": rows})["ok"]
+    table = eng.tables["t"]
+    assert all(table.records[r["id"]] is r and r["_version"] == 1 for r in rows)
+    schema = table.schema()
+    assert schema is not None
+    again = [{"id": 3, "a": 3}, {"id": 2, "a": 2}]
+    assert eng._flat_set_state(again, schema, "any", 9, table.records.keys()) is None
+    assert again == [{"id": 3, "a": 3}, {"id": 2, "a": 2}]
+    creates = [{"command": "CREATE_RECORD", "state": "t", "record": r} for r in again]
+    reply = eng.execute({"command": "BATCH", "commands": creates})
+    assert reply["error"]["type"] == "DuplicateId", reply

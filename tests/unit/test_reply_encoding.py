@@ -79,6 +79,28 @@ def _requests() -> list[dict[str, Any]]:
         {"command": "GET_STATE_INFO", "state": "t"},
         {"command": "DELETE_RECORD", "state": "t", "id": 2},
         {"command": "BATCH", "commands": [{"command": "GET_RECORD", "state": "t", "id": 1}]},
+        {
+            "command": "BATCH",
+            "commands": [
+                {"command": "PATCH_RECORD", "state": "t", "id": 1, "fields": {"n": k}}
+                for k in (3, -(2**40))
+            ],
+        },
+        {
+            "command": "BATCH",
+            "commands": [
+                {"command": "CREATE_RECORD", "state": "t", "record": {**record, "n": 5}},
+                {"command": "DELETE_RECORD", "state": "t", "id": 1},
+            ],
+        },
+        {
+            "command": "BATCH",  # results of a command outside _VALID_RESULTS: the Packer
+            "commands": [
+                {"command": "GET_STATE_INFO", "state": "t"},
+                {"command": "GET_RECORD", "state": "t", "id": 1},
+            ],
+        },
+        {"command": "BATCH", "commands": []},
         {"command": "NOPE"},
     ]
     out = list(setup)
@@ -134,3 +156,30 @@ def test_control_an_encoder_that_differs_or_takes_any_req_id_fails_the_compariso
     with monkeypatch.context() as m:
         m.setattr(server_module, "_IDS", frozenset({int, str, type(None), datetime.datetime}))
         assert _replies(tmp_path / "c", True, monkeypatch) != reference
+
+
+def test_a_batch_of_record_commands_takes_the_msgspec_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The comparison above covers BATCH replies only if they take the path: a BATCH of
+    record commands does, one holding another command (GET_STATE_INFO) does not."""
+    seen: list[Any] = []
+    original = server_module.encode_valid
+
+    def spy(reply: dict[str, Any]) -> bytes:
+        seen.append(reply["result"])
+        return original(reply)
+
+    monkeypatch.setattr(server_module, "encode_valid", spy)
+    srv = Server(tmp_path, engine=None)
+    pack = msgpack.Packer(use_bin_type=True).pack
+    seed = {"command": "SET_STATE", "state": "t", "records": [{"id": 1, "n": 1}], "req_id": 1}
+    patch = {"command": "PATCH_RECORD", "state": "t", "id": 1, "fields": {"n": 2}}
+    info = {"command": "GET_STATE_INFO", "state": "t"}
+    for request in (
+        seed,
+        {"command": "BATCH", "commands": [patch, patch], "req_id": 2},
+        {"command": "BATCH", "commands": [patch, info], "req_id": 3},
+    ):
+        srv._handle([b"peer", pack(request)])
+    assert [len(r) if isinstance(r, list) else r for r in seen] == [1, 2]
