@@ -20,6 +20,7 @@ chosen from them.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -254,6 +255,14 @@ _CLASS_START: Final = {NUMBER: (2,), STRING: (3,), BYTES: (4,)}
 _CLASS_END: Final = {NUMBER: (3,), STRING: (4,), BYTES: (5,)}
 
 
+#: What closes a key range in an index's entries ``(sort keys..., position, id)``:
+#: greater than every sort key (whose first item is at most 7, ``protocol.sort_key``)
+#: where a field's key sits, greater than every position where the position sits. Both
+#: compare in C: an object whose ``__gt__`` answered in Python ran ~20 times a bound.
+KEY_TOP: Final = (8,)
+POSITION_TOP: Final = math.inf
+
+
 @dataclass(frozen=True)
 class Plan:
     """How one index answers a query: a key range and whether it yields the wanted order.
@@ -272,6 +281,29 @@ class Plan:
     ordered: bool
     descending: bool
     score: int
+
+    @functools.cached_property
+    def bounds(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """The range as two index entries ``(low, high)``: every entry of the range is
+        ``>= low`` and ``< high``. Made once a plan (plans are cached with their query)."""
+        prefix, depth = self.prefix, len(self.prefix)
+
+        def top(at: int) -> Any:  # what sits at *at* in an entry: a sort key or the position
+            return POSITION_TOP if at == len(self.fields) else KEY_TOP
+
+        if self.low is None:
+            low: tuple[Any, ...] = prefix
+        elif self.low[1]:
+            low = (*prefix, self.low[0])
+        else:
+            low = (*prefix, self.low[0], top(depth + 1))
+        if self.high is None:
+            high: tuple[Any, ...] = (*prefix, top(depth))
+        elif self.high[1]:
+            high = (*prefix, self.high[0], top(depth + 1))
+        else:
+            high = (*prefix, self.high[0])
+        return low, high
 
 
 def plan_query(

@@ -226,3 +226,21 @@ def test_a_stale_index_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     with pytest.raises(AssertionError):
         control("runTest").runTest()
+
+
+def test_an_equal_value_of_another_type_is_written_to_the_index() -> None:
+    """1 and 1.0 share a sort key, but the entry holds the record as it stands (what the
+    machine's fresh-build invariant compares, types included); a patch of other fields
+    leaves the entries alone."""
+    eng = TableEngine()
+    eng.execute({"command": "CREATE_STATE", "state": "t", "schema": SCHEMA, "indexes": INDEXES})
+    eng.execute({"command": "CREATE_RECORD", "state": "t", "record": {"a": 1, "b": "p", "c": 1}})
+    assert eng.execute({"command": "LIST_RECORDS", "state": "t", "where": {"c": 1}})["ok"]
+    ix = eng.tables["t"].ix
+    assert ix is not None
+    kept = {fields: list(entries) for fields, entries in ix.lists.items()}
+    eng.execute({"command": "PATCH_RECORD", "state": "t", "id": 1, "fields": {"b": "q"}})
+    assert list(ix.lists[("c",)]) == kept[("c",)] and list(ix.lists[("a",)]) == kept[("a",)]
+    eng.execute({"command": "PATCH_RECORD", "state": "t", "id": 1, "fields": {"c": 1.0}})
+    (entry,) = ix.lists[("c",)]
+    assert type(entry[0][-1]) is float, entry
