@@ -3,10 +3,10 @@
 A ZeroMQ socket does not say that its peer has gone: a request to a stopped server just
 waits out the client's timeout. The filesystem does say it. A clean stop removes the
 server's ipc socket and ``server.json`` (its announcement); a ``kill -9`` leaves them,
-but the pid that ``server.json`` names is then dead. Both clients ask :meth:`Liveness.gone`
-before sending (one ``stat`` of the socket file: the writes' only added cost, about a
-microsecond) and again every :data:`SLICE` seconds while a reply is awaited, so a call
-to a server known to be gone raises ``ServerUnavailable`` at once or within
+but the pid that ``server.json`` names is then dead. Both clients ask :meth:`Liveness.fast`
+before sending (one ``access`` of the socket file: the writes' only added cost, about
+0.4 µs) and :meth:`Liveness.gone` every :data:`SLICE` seconds while a reply is awaited, so
+a call to a server known to be gone raises ``ServerUnavailable`` at once or within
 :data:`SLICE`, with the reason, instead of after the timeout.
 
 What it cannot know it does not claim: a ``tcp://`` endpoint, an abstract ipc name
@@ -49,12 +49,22 @@ class Liveness:
         self._announced = False  # a server.json of this data dir named our endpoint
 
     def fast(self) -> str | None:
-        """Before a send: the reason the server is gone, or None. One ``stat`` when all
-        is well; the slower :meth:`gone` only when the socket file is missing."""
-        if self.socket_path is None:
+        """Before a send: the reason the server is gone, or None. One ``access`` when all
+        is well; a ``stat`` when it says no, and the slower :meth:`gone` only when the
+        socket file is missing.
+
+        ``access(F_OK)`` first, not ``stat``: 0.37 µs where ``os.stat`` takes 0.91 (no
+        stat_result is built; timeit, CPU time, this machine). Every outcome is the
+        ``stat``'s: the file is there (None); ``stat`` fails FileNotFoundError (gone?);
+        it fails otherwise, e.g. a directory we may not search (None: cannot tell). Where
+        the two could differ (``access`` checks the real uid, ``stat`` the effective
+        one), both "there" and "cannot tell" are None.
+        """
+        path = self.socket_path
+        if path is None or os.access(path, os.F_OK):
             return None
         try:
-            os.stat(self.socket_path)
+            os.stat(path)
         except FileNotFoundError:
             return self.gone()
         except OSError:

@@ -470,13 +470,19 @@ encode_valid: Final[Callable[[Any], bytes]] = msgspec.msgpack.Encoder().encode
 
 
 def decode_reply(body: bytes) -> dict[str, Any]:
-    if is_json(body):
-        reply = jsoncodec.loads(body)
-    else:
+    """A reply body's map (JSON or msgpack, told by the first byte as requests are).
+
+    :raises BadRequest: not JSON or msgpack, or not a map.
+    """
+    # A msgpack fixmap (every reply of under 16 keys) told first, in line: is_json()'s
+    # call and test were ~0.1 of the ~0.6 µs of a write's reply; no JSON body starts so.
+    if (body and 0x80 <= body[0] <= 0x8F) or not is_json(body):
         try:
             reply = _decode_msgpack(body)
         except Exception as exc:  # as decode_request
             raise BadRequest(f"malformed reply: {exc}") from None
+    else:
+        reply = jsoncodec.loads(body)
     if not isinstance(reply, dict):
         raise BadRequest("malformed reply: not a map")
     return reply

@@ -81,3 +81,48 @@ def test_reply_outcome_is_the_one_reply_step() -> None:
     assert protocol.reply_outcome({"ok": True, "result": None}, 3) == (None, 3)
     with pytest.raises(VersionConflict):
         protocol.reply_outcome({"ok": False, "error": {"type": "VersionConflict"}, "seq": 9}, 3)
+
+
+def _decode_reply_before(body: bytes) -> dict[str, object]:
+    """decode_reply as it was before its fixmap test was put first (the reference)."""
+    if protocol.is_json(body):
+        reply = protocol.jsoncodec.loads(body)
+    else:
+        try:
+            reply = protocol._decode_msgpack(body)
+        except Exception as exc:
+            raise BadRequest(f"malformed reply: {exc}") from None
+    if not isinstance(reply, dict):
+        raise BadRequest("malformed reply: not a map")
+    return reply  # type: ignore[no-any-return]
+
+
+def _outcome(decode: object, body: bytes) -> tuple[str, object]:
+    try:
+        return "ok", decode(body)  # type: ignore[operator]
+    except BadRequest as exc:
+        return "BadRequest", exc.message
+    except Exception as exc:  # what the caller would see: the same type and text
+        return type(exc).__name__, str(exc)
+
+
+_reply_maps = st.dictionaries(
+    st.text(max_size=5),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=5),
+    max_size=18,  # past 15 keys: a map 16, not a fixmap
+)
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=40),
+        _reply_maps.map(lambda m: msgpack.packb(m, use_bin_type=True)),
+        _reply_maps.map(lambda m: protocol.encode_reply(m, as_json=True)),
+        st.tuples(_reply_maps, st.integers(0, 40), st.binary(max_size=3)).map(
+            lambda t: msgpack.packb(t[0])[: t[1]] + t[2]  # cut and trailing bytes
+        ),
+    )
+)
+def test_decode_reply_answers_as_before_for_any_body(body: bytes) -> None:
+    """The fixmap test in front of is_json() changes no outcome: value, error type, text."""
+    assert _outcome(protocol.decode_reply, body) == _outcome(_decode_reply_before, body)
