@@ -381,16 +381,27 @@ class Client(CommandsMixin):
         try:
             if requests:
                 self._preflight()
+            # _send() written out, the socket looked up (a getpid) once, not per request:
+            # with the in-line results below, 2.6 -> 2.2 µs of the client's Python work
+            # per request (python -m bench.clientcpu, fake_many)
+            pack, limit, new_id = self._pack, self.max_request_bytes, self._ids.__next__
+            sock: zmq.Socket[bytes] | None = None
             for r in requests:
                 if hook is not None:
                     ops.append(hook.invoke(r))
+                req_id = new_id()
                 try:
-                    ids.append(self._send(r))
+                    body = pack_request(pack, with_req_id(r, req_id), limit)
                 except PayloadTooLarge as exc:  # not sent: its slot holds the error
                     ids.append(-1 - len(refused))
                     refused[ids[-1]] = {"ok": False, "error": exc.to_wire()}
+                    continue
+                if sock is None:
+                    sock = self._socket()
+                sock.send(body)
+                ids.append(req_id)
             # A blocking claim in the pipeline may be held its `wait`: as in execute()
-            wait = max((_wait_of(r) for r in requests), default=0.0)
+            wait = max((_wait_of(r) for r in requests if "wait" in r), default=0.0)
             replies = self._receive({i for i in ids if i not in refused}, wait)
             replies.update(refused)
         except BaseException as exc:
@@ -402,11 +413,17 @@ class Client(CommandsMixin):
             for op, req_id in zip(ops, ids, strict=True):
                 hook.complete(op, replies[req_id])
         out: list[Any] = []
-        for req_id in ids:
-            try:
-                out.append(self._result(replies[req_id]))
-            except StateEngineError as exc:
-                out.append(exc)
+        seen = self.seen_seq
+        try:
+            for req_id in ids:  # _result() in line
+                try:
+                    result, seen = reply_outcome(replies[req_id], seen)
+                except StateEngineError as exc:
+                    out.append(exc)
+                else:
+                    out.append(result)
+        finally:
+            self.seen_seq = seen
         return out
 
     # --- reads straight from the arena ----------------------------------------------------

@@ -124,15 +124,15 @@ class AsyncCommandsMixin:
 
         :raises DuplicateId: :raises SchemaError: :raises CapacityError: at ``max_length``.
         """
-        return await self._call(
-            _request(
-                "CREATE_RECORD",
-                state=state,
-                record=record,
-                expected_version=expected_version,
-                ttl=ttl,
-            )
-        )
+        # in line, not _request(): see _request
+        request: dict[str, Any] = {"command": "CREATE_RECORD", "state": state, "record": record}
+        if state is None or record is None:  # left out, as _request() does
+            request = _request("CREATE_RECORD", state=state, record=record)  # type: ignore[unreachable]
+        if expected_version is not None:
+            request["expected_version"] = expected_version
+        if ttl is not None:
+            request["ttl"] = ttl
+        return await self._call(request)
 
     async def set_record(
         self,
@@ -147,18 +147,24 @@ class AsyncCommandsMixin:
     ) -> Record:
         """Replace one record (its TTL too: without *ttl* it has none);
         :raises VersionConflict: when a precondition fails."""
-        return await self._call(
-            _request(
-                "SET_RECORD",
-                state=state,
-                id=id,
-                record=record,
-                expected_version=expected_version,
-                if_version=if_version,
-                if_match=if_match,
-                ttl=ttl,
-            )
-        )
+        # in line, not _request(): see _request
+        request: dict[str, Any] = {
+            "command": "SET_RECORD",
+            "state": state,
+            "id": id,
+            "record": record,
+        }
+        if state is None or id is None or record is None:  # left out, as _request() does
+            request = _request("SET_RECORD", state=state, id=id, record=record)  # type: ignore[unreachable]
+        if expected_version is not None:
+            request["expected_version"] = expected_version
+        if if_version is not None:
+            request["if_version"] = if_version
+        if if_match is not None:
+            request["if_match"] = if_match
+        if ttl is not None:
+            request["ttl"] = ttl
+        return await self._call(request)
 
     async def patch_record(
         self,
@@ -179,19 +185,27 @@ class AsyncCommandsMixin:
             precondition fails. :raises SchemaError: a field the schema lacks.
         :raises ImmutableId: *fields* changes ``id``.
         """
-        return await self._call(
-            _request(
-                "PATCH_RECORD",
-                state=state,
-                id=id,
-                fields=fields,
-                expected_version=expected_version,
-                if_version=if_version,
-                if_match=if_match,
-                lease_seconds=lease_seconds,
-                ttl=ttl,
-            )
-        )
+        # in line, not _request(): 0.14 µs where it takes 0.58 (see _request). A None
+        # where a value is typed is unreachable to mypy, not to a caller: left out.
+        request: dict[str, Any] = {
+            "command": "PATCH_RECORD",
+            "state": state,
+            "id": id,
+            "fields": fields,
+        }
+        if state is None or id is None or fields is None:  # left out, as _request() does
+            request = _request("PATCH_RECORD", state=state, id=id, fields=fields)  # type: ignore[unreachable]
+        if expected_version is not None:
+            request["expected_version"] = expected_version
+        if if_version is not None:
+            request["if_version"] = if_version
+        if if_match is not None:
+            request["if_match"] = if_match
+        if lease_seconds is not None:
+            request["lease_seconds"] = lease_seconds
+        if ttl is not None:
+            request["ttl"] = ttl
+        return await self._call(request)
 
     async def expire_record(
         self,
@@ -233,16 +247,17 @@ class AsyncCommandsMixin:
         :raises RecordNotFound: :raises StateNotFound: :raises VersionConflict: a
             precondition fails.
         """
-        return await self._call(
-            _request(
-                "DELETE_RECORD",
-                state=state,
-                id=id,
-                expected_version=expected_version,
-                if_version=if_version,
-                if_match=if_match,
-            )
-        )
+        # in line, not _request(): see _request
+        request: dict[str, Any] = {"command": "DELETE_RECORD", "state": state, "id": id}
+        if state is None or id is None:  # left out, as _request() does
+            request = _request("DELETE_RECORD", state=state, id=id)  # type: ignore[unreachable]
+        if expected_version is not None:
+            request["expected_version"] = expected_version
+        if if_version is not None:
+            request["if_version"] = if_version
+        if if_match is not None:
+            request["if_match"] = if_match
+        return await self._call(request)
 
     async def get_record(self, state: str, id: Id) -> Record:
         """:raises RecordNotFound:."""
@@ -297,20 +312,28 @@ class AsyncCommandsMixin:
 
         :raises BadRequest: a *wait* outside [0, 3600].
         """
-        return await self._call(
-            _request(
-                "CLAIM_RECORD",
-                state=state,
-                where=where,
-                fields=fields,
-                order_by=order_by,
-                lease_seconds=lease_seconds,
-                expected_version=expected_version,
-                wait=wait,
-                max_attempts=max_attempts,
-                dead_letter=dead_letter,
-            )
-        )
+        # in line, not _request(): see _request
+        request: dict[str, Any] = {
+            "command": "CLAIM_RECORD",
+            "state": state,
+            "where": where,
+            "fields": fields,
+        }
+        if state is None or where is None or fields is None:  # left out, as _request() does
+            request = _request("CLAIM_RECORD", state=state, where=where, fields=fields)  # type: ignore[unreachable]
+        if order_by is not None:
+            request["order_by"] = order_by
+        if lease_seconds is not None:
+            request["lease_seconds"] = lease_seconds
+        if expected_version is not None:
+            request["expected_version"] = expected_version
+        if wait is not None:
+            request["wait"] = wait
+        if max_attempts is not None:
+            request["max_attempts"] = max_attempts
+        if dead_letter is not None:
+            request["dead_letter"] = dead_letter
+        return await self._call(request)
 
     async def increment(
         self,
@@ -328,18 +351,24 @@ class AsyncCommandsMixin:
         :raises RecordNotFound: :raises StateNotFound: :raises VersionConflict: a
             precondition fails. :raises SchemaError: the field is not numeric.
         """
-        return await self._call(
-            _request(
-                "INCREMENT",
-                state=state,
-                id=id,
-                field=field,
-                by=by,
-                expected_version=expected_version,
-                if_version=if_version,
-                if_match=if_match,
-            )
-        )
+        # in line, not _request(): see _request
+        request: dict[str, Any] = {
+            "command": "INCREMENT",
+            "state": state,
+            "id": id,
+            "field": field,
+            "by": by,
+        }
+        # a None left out, as _request() does
+        if state is None or id is None or field is None or by is None:
+            request = _request("INCREMENT", state=state, id=id, field=field, by=by)  # type: ignore[unreachable]
+        if expected_version is not None:
+            request["expected_version"] = expected_version
+        if if_version is not None:
+            request["if_version"] = if_version
+        if if_match is not None:
+            request["if_match"] = if_match
+        return await self._call(request)
 
     async def batch(self, commands: list[dict[str, Any]]) -> list[Any]:
         """Apply request maps all-or-nothing as one commit; returns their results.
