@@ -546,8 +546,8 @@ class TableEngine:
                 return None  # RecordNotFound: the general path names it
             if "id" in fields or not fields.keys() <= known:
                 return None
-            for name, value in fields.items():
-                if (type(value), types[name]) not in unchanged:
+            for key, value in fields.items():
+                if (type(value), types[key]) not in unchanged:
                     return None
             record = {**old, **fields}
             staged[rid] = record

@@ -75,7 +75,19 @@ def _run(
             m.setattr(TableEngine, "_flat_merge", staticmethod(lambda *a, **k: None))
         eng = TableEngine(clock=lambda: 1000.0)
         eng.owns_requests = owns
-        replies = [eng.execute(copy.deepcopy(request) if owns else request) for request in requests]
+        replies, changes = [], []
+        for request in requests:
+            replies.append(eng.execute(copy.deepcopy(request) if owns else request))
+            # what the server publishes and stores from (a BATCH of patches once noted
+            # its changes under a field's name instead of the table's)
+            changes.append(
+                (
+                    sorted(map(repr, eng.changes)),
+                    sorted(map(repr, eng.table_changes)),
+                    sorted(map(repr, eng.removed)),
+                )
+            )
+            eng.changes, eng.table_changes, eng.removed = {}, set(), set()
         tables = {
             name: (
                 [(rid, list(rec.items())) for rid, rec in t.records.items()],
@@ -85,7 +97,7 @@ def _run(
             )
             for name, t in eng.tables.items()
         }
-    return replies, tables
+    return replies, tables, changes
 
 
 def _same(requests: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
