@@ -6,6 +6,7 @@ order, ``seen_seq`` the highest ``seq`` of the successful replies only.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import msgpack
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stateengine.client import client as client_module
 from stateengine.client.client import Client
 from stateengine.errors import RecordNotFound, StateEngineError
 
@@ -22,7 +24,7 @@ class Socket:
 
     def __init__(self, replies: list[dict[str, Any]]) -> None:
         self.sent: list[dict[str, Any]] = []
-        self.replies = [msgpack.packb(r) for r in replies]
+        self.replies: list[bytes] = [msgpack.packb(r) for r in replies]
 
     def send(self, body: bytes) -> None:
         self.sent.append(msgpack.unpackb(body))
@@ -93,3 +95,45 @@ def test_a_closed_client_refuses_before_sending() -> None:
     with pytest.raises(StateEngineError, match="closed"):
         client.patch_record("t", 1, {"n": 1})
     assert sock.sent == []
+
+
+def _in_child(check: Any) -> int:
+    """Fork; run *check* in the child (its truth is the exit code); the child's code."""
+    pid = os.fork()
+    if pid == 0:
+        code = 3
+        try:
+            code = 0 if check() else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_makes_its_own_socket() -> None:
+    """The fork hook, not a getpid per call, tells the client it was forked. The control:
+    a child whose fork count is set back (as if no hook had run) takes the parent's
+    socket, so the count is what protects it."""
+    parent: object = Socket([])
+    client = client_on(Socket([]))
+    client._sock = parent  # type: ignore[assignment]
+
+    def own_socket() -> bool:
+        sock: object = client._socket()
+        fresh = sock is not parent
+        client.close()
+        return fresh
+
+    def without_the_hook() -> bool:
+        client_module._FORKS[0] -= 1
+        sock: object = client._socket()
+        return sock is parent
+
+    try:
+        assert _in_child(own_socket) == 0
+        assert _in_child(without_the_hook) == 0
+        sock: object = client._socket()
+        assert sock is parent  # the parent's own is untouched
+    finally:
+        client.close()
