@@ -2,6 +2,7 @@
 
     python -m bench.clientcpu [--calls N] [--repeats R] [--only patch,claim,many,raw,raw100]
     python -m bench.clientcpu --profile patch|claim|many   (cProfile of the client loop)
+    python -m bench.clientcpu --instructions   (callgrind: instructions per patch_record)
 
 Against a private ``--store none`` server (``stateengine.testing.ServerProcess``), the
 process CPU time (``time.process_time``: this process, libzmq's I/O thread included) per
@@ -18,6 +19,12 @@ call of
   server, so that it can be compared between trees on a loaded machine (the real rows'
   CPU swings by +-50 % with the load, libzmq's I/O thread being counted).
 
+With ``--instructions``: the instructions one ``patch_record`` costs the client process
+and one raw REQ write of a pre-encoded body (``valgrind --tool=callgrind`` on a child
+making 500 and then 1500 calls; the difference over 1000: start-up and imports cancel).
+Instructions do not move with the machine's load; the CPU time also pays for the caches
+the server and other processes cool between two calls.
+
 Medians of R repeats, the rows interleaved within each repeat. CPU time, not wall time,
 so the figure holds on a shared machine; compare trees by running both in turn.
 """
@@ -29,7 +36,10 @@ import cProfile
 import gc
 import itertools
 import pstats
+import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -201,6 +211,55 @@ def loops(client: Client, endpoint: str, n: int) -> dict[str, Callable[[], float
     }
 
 
+def _child(mode: str, endpoint: str, data_dir: str, n: int) -> None:
+    """The loop callgrind counts: *n* patch_record calls, or *n* raw REQ writes."""
+    if mode == "client":
+        with Client(endpoint, data_dir) as client:
+            for k in range(n):
+                client.patch_record(TABLE, k % 100 + 1, {"status": "running", "tries": k})
+        return
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    req = ctx.socket(zmq.REQ)
+    req.connect(endpoint)
+    bodies = [msgpack.packb({"req_id": k + 1, **_patch(k, 100)}) for k in range(n)]
+    for body in bodies:
+        req.send(body)
+        req.recv()
+    req.close()
+    ctx.term()
+
+
+def instructions(endpoint: str, data_dir: Path) -> None:
+    """Print the instructions per call of the client and of the raw REQ floor."""
+    for mode in ("raw", "client"):
+        counts = []
+        for n in (500, 1500):
+            out = subprocess.run(
+                [
+                    "valgrind",
+                    "--tool=callgrind",
+                    "--callgrind-out-file=/dev/null",
+                    sys.executable,
+                    "-m",
+                    "bench.clientcpu",
+                    "--child",
+                    mode,
+                    endpoint,
+                    str(data_dir),
+                    str(n),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            found = re.search(r"Collected : (\d+)", out.stderr)
+            if found is None:
+                raise RuntimeError(f"no callgrind total in:\n{out.stderr[-2000:]}")
+            counts.append(int(found.group(1)))
+        label = "patch_record" if mode == "client" else "raw REQ"
+        print(f"{label:12s} instructions per call {(counts[1] - counts[0]) / 1000:9.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=5000)
@@ -209,7 +268,13 @@ def main() -> None:
         "--only", default="patch,claim,many,raw,raw100,fake_patch,fake_claim,fake_many"
     )
     parser.add_argument("--profile", default="")
+    parser.add_argument("--instructions", action="store_true")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        mode, endpoint, data_dir, count = args.child
+        _child(mode, endpoint, data_dir, int(count))
+        return
     n = args.calls - args.calls % WINDOW
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -219,6 +284,10 @@ def main() -> None:
     ):
         client.create_state(TABLE, schema=TASK_SCHEMA, indexes=["status"])
         client.set_state(TABLE, _rows(n))
+        if args.instructions:
+            client.set_state(TABLE, _rows(100))
+            instructions(server.endpoint, server.data_dir)
+            return
         rows = loops(client, server.endpoint, n) | fake_loops(alone, n)
         for name in rows:  # warm-up: sockets connected, indexes built, code paths hot
             rows[name]()
