@@ -49,7 +49,7 @@ does, hence:
 - (5) a full door takes no more peers in: their connects fail (``ENOENT``) and ZeroMQ
   retries them, at no cost to the writer, so the refuse-reconnect churn stops; only the
   connections already queued (``ZMQ_BACKLOG``, 100) and those racing the unlink are
-  still accepted, and the door pauses a little under its cap so that they mostly fit.
+  still accepted, and the door pauses under its cap by that backlog so that they fit.
   With 4-5: 0 of 42 stalled floods and 0 of 30 plain ones aborted (peak 894-979
   descriptors in the 12 counted), load 5-11. Unbinding instead would drop every
   accepted connection (3); a larger reserve only moves the number of peers that kills
@@ -106,6 +106,9 @@ def _monitor_event(frames: list[bytes]) -> tuple[int, int, bytes]:
 _MONITOR_EVENT = struct.Struct("=Hi")  # zmq_socket_monitor: u16 event id, i32 value
 
 _POLLIN = int(zmq.POLLIN)
+#: libzmq's default listen backlog (``ZMQ_BACKLOG``): connections a listener still
+#: accepts after its socket file is unlinked
+_BACKLOG = 100
 _EVENTS = int(
     zmq.EVENT_ACCEPTED
     | zmq.EVENT_DISCONNECTED
@@ -366,11 +369,14 @@ class Door:
         self._held: str | None = None
         #: the socket file is unlinked: the door is full (module docstring, item 5)
         self.paused = False
-        #: the door pauses at this many connections (its group's), a little under the
-        #: cap, so the connections already queued mostly fit under the cap; and is
-        #: linked again at :attr:`resume_at`
-        self.pause_at = max(1, cap - max(2, cap // 32))
-        self.resume_at = max(0, cap - max(4, cap // 16))
+        #: the door pauses at this many connections (its group's): under the cap by
+        #: the listen backlog (``ZMQ_BACKLOG``, 100; at most a quarter of the cap), so
+        #: the connections already queued fit under the cap; and is linked again at
+        #: :attr:`resume_at`. With cap/32 (28 of a cap of 896) the stalled flood of
+        #: test_fd_limits aborted once in ~3 full suites on a machine at load ~8: the
+        #: backlog and the connects racing the unlink outran the reserve.
+        self.pause_at = max(1, cap - max(2, cap // 32, min(_BACKLOG, cap // 4)))
+        self.resume_at = max(0, self.pause_at - max(2, cap // 32))
 
     def pending_handshakes(self, now: float) -> int:
         """Live connections that may still be handshaking (accepted within the last
