@@ -14,7 +14,6 @@ medians of interleaved runs compare where wall times do not; run two checkouts i
 from __future__ import annotations
 
 import argparse
-import mmap
 import shutil
 import statistics
 import tempfile
@@ -27,7 +26,7 @@ import msgpack
 
 from bench.records import record
 from bench.server import TABLE, preload
-from bench.workloads import cycle
+from bench.workloads import arena_blobs, copy_unpackb_floor, cycle
 from stateengine.client.client import Client
 from stateengine.shm import ArenaReader
 from stateengine.testing import ServerProcess
@@ -37,21 +36,8 @@ def rows(
     client: Client, reader: ArenaReader, env: Any, n: int
 ) -> list[tuple[str, Callable[[int], None]]]:
     """The rows, each ``body(k)`` doing k gets (ids 1..n in turn, as the bench's)."""
-    blobs = [reader.get_raw(TABLE, i + 1) or b"" for i in range(n)]
-    if not all(blobs):
-        raise RuntimeError("a record is missing from the arena")
-    mm = mmap.mmap(-1, sum(map(len, blobs)))
-    spans: dict[int, tuple[int, int]] = {}
-    pos = 0
-    for i, blob in enumerate(blobs):
-        mm[pos : pos + len(blob)] = blob
-        spans[i + 1] = (pos, pos + len(blob))
-        pos += len(blob)
+    copy_unpackb = copy_unpackb_floor(arena_blobs(reader, n))
     unpackb = msgpack.unpackb
-
-    def copy_unpackb(k: int) -> Any:
-        a, b = spans[k]
-        return unpackb(mm[a:b])
 
     def arena(read: Callable[[str, int], Any]) -> Callable[[int], None]:
         counter = [0]

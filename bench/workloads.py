@@ -122,12 +122,16 @@ class Workers:
 # --- gets: floors, arena, cached re-read, LMDB, Manager -------------------------------------
 
 
-def floor_rows(reader: ArenaReader, n_records: int) -> list[Row]:
-    """The floors of a get, over the same records (copied out of the arena once)."""
+def arena_blobs(reader: ArenaReader, n_records: int) -> list[bytes]:
     blobs = [reader.get_raw(TABLE, i + 1) or b"" for i in range(n_records)]
     if not all(blobs):
         raise RuntimeError("floor rows: a record is missing from the arena")
-    # One private mapping holding every record, as the arena does: a get copies a slice.
+    return blobs
+
+
+def copy_unpackb_floor(blobs: list[bytes]) -> Callable[[int], Any]:
+    """The floor of a get of record k (1-based): a copy of its bytes out of one private
+    mapping holding every record, as the arena does, and ``msgpack.unpackb``."""
     mm = mmap.mmap(-1, sum(len(b) for b in blobs))
     spans: dict[int, tuple[int, int]] = {}
     pos = 0
@@ -135,13 +139,20 @@ def floor_rows(reader: ArenaReader, n_records: int) -> list[Row]:
         mm[pos : pos + len(blob)] = blob
         spans[i + 1] = (pos, pos + len(blob))
         pos += len(blob)
-    decoded = {i + 1: msgpack.unpackb(b) for i, b in enumerate(blobs)}
     unpackb = msgpack.unpackb
 
     def copy_unpackb(k: int) -> Any:
         a, b = spans[k]
         return unpackb(mm[a:b])
 
+    return copy_unpackb
+
+
+def floor_rows(reader: ArenaReader, n_records: int) -> list[Row]:
+    """The floors of a get, over the same records (copied out of the arena once)."""
+    blobs = arena_blobs(reader, n_records)
+    copy_unpackb = copy_unpackb_floor(blobs)
+    decoded = {i + 1: msgpack.unpackb(b) for i, b in enumerate(blobs)}
     hot = min(REREAD_SET, n_records)
     return [
         Row("floor_dict", "", cycle(n_records, decoded.get), system="floor: in-process dict get"),
