@@ -43,6 +43,7 @@ from stateengine.server.persist_log import LogStore
 from stateengine.server.persistence import open_store
 from stateengine.shm import ArenaReader, blocks
 from stateengine.testing import ServerProcess
+from stateengine.testing.bytecode import byte_compile
 
 HERE = Path(__file__).resolve().parent
 TABLE = server.TABLE
@@ -128,24 +129,6 @@ def header(doc: dict[str, Any]) -> list[str]:
             f"{cores} cores): absolute figures are noisy; ratios within the run less so"
         )
     return lines
-
-
-def byte_compile() -> None:
-    """Write the bytecode caches of stateengine's modules, as ``pip install`` does for an
-    installed package: the restart row times a server's launch, imports included, and
-    with ``PYTHONDONTWRITEBYTECODE=1`` (this machine's environment) an editable checkout
-    never gets them, so every start compiled every module it imports. CPU of ``import
-    stateengine.app.cli`` in a fresh interpreter: 0.212 s without, 0.134 s with them
-    (medians of 9)."""
-    import compileall
-
-    import stateengine.client
-    import stateengine.server
-    import stateengine.shm
-
-    for package in (stateengine, stateengine.server, stateengine.client, stateengine.shm):
-        for directory in package.__path__:
-            compileall.compile_dir(directory, quiet=2)
 
 
 def restart_rows(tmp: Path, n: int, stack: contextlib.ExitStack) -> list[Row]:
