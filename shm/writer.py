@@ -37,7 +37,6 @@ from stateengine.shm.alloc import Allocator
 from stateengine.shm.codec import (
     ENCODED_TYPES,
     MsgpackCodec,
-    internal_packer,
     key_prefix,
     pack_internal,
     record_encoder,
@@ -171,13 +170,16 @@ class _Gen:
 class _Spare:
     """A generation being made on a daemon thread (:meth:`ArenaWriter.reserve`)."""
 
-    #: seconds :meth:`result` waits for the thread: it allocates and faults in memory
-    #: (~0.1 s for 300 MB); a thread still running after that is left to the exit
+    #: seconds :meth:`result` waits for the thread, which allocates and faults in
+    #: memory; one still running after that removes what it made when it ends
     JOIN_TIMEOUT: Final = 60.0
 
     def __init__(self, writer: ArenaWriter, gen: int, size: int) -> None:
         self.gen: _Gen | None = None
         self.error: BaseException | None = None
+        # set by result() when it stops waiting: the thread then unlinks what it made
+        self._abandoned = False
+        self._lock = threading.Lock()
         self._thread = threading.Thread(
             target=self._make, args=(writer, gen, size), name="arena-reserve", daemon=True
         )
@@ -197,14 +199,19 @@ class _Spare:
             g.close(unlink=True)
             self.error = exc
             return
-        self.gen = g
+        with self._lock:
+            if self._abandoned:
+                g.close(unlink=True)  # nobody will take it: no file left in /dev/shm
+            else:
+                self.gen = g
 
     def result(self) -> _Gen | None:
-        """Wait (bounded) for the thread; the generation, or None when it failed."""
+        """Wait (bounded) for the thread; the generation, or None when it failed or is
+        still being made (the thread then removes it when it ends)."""
         self._thread.join(self.JOIN_TIMEOUT)
-        if self._thread.is_alive():
-            return None  # the mapping is the thread's until it returns; never touched
-        return self.gen
+        with self._lock:
+            self._abandoned = True
+            return self.gen
 
 
 def _ring_size_for(size: int, ring_size: int | None) -> int:
@@ -284,8 +291,8 @@ class ArenaWriter:
             raise ValueError("initial_size must be at least 64 KiB")
         max_size = max(max_size, initial_size)
         self._codec = codec or MsgpackCodec()
-        self._kpack = internal_packer()
-        # the ids of a load's keys: msgspec's encoder, the same bytes as _kpack (codec)
+        # the ids of a load's keys and the ring entries: msgspec's encoder, the same bytes
+        # as the codec's internal_packer
         self._enc = record_encoder()
         # key prefix (codec.key_prefix) of each table name already checked by _check_table
         self._prefixes: dict[str, bytes] = {}
@@ -296,7 +303,8 @@ class ArenaWriter:
         self._max_size = max_size
         self._ring_size_setting = ring_size
         self._faults = frozenset(_faults.FAULTS)
-        self._meta_by_seq = "meta_by_seq" in self._faults
+        if "meta_by_seq" in self._faults:
+            self._publish = self._publish_by_seq  # type: ignore[method-assign]
         self._pid = os.getpid()
         self._start = L.proc_start_time(self._pid) or 0
 
@@ -984,13 +992,17 @@ class ArenaWriter:
         assert gen is not None
         c, ctl = self._ckpt, self._ctl
         body = _META_BODY(seq, gen.gen, self._ring_head, c[0], c[1], c[2], c[3], c[4], c[5])
-        slot = seq & 1 if self._meta_by_seq else self._meta_slot ^ 1
-        self._meta_slot = slot
+        slot = self._meta_slot = self._meta_slot ^ 1
         off = L.OFF_META[slot]
         ctl[off : off + _META_BODY_SIZE] = body
         _META_CRC_INTO(ctl, off + _META_BODY_SIZE, zlib.crc32(body), 0)
         _U64_INTO(ctl, L.OFF_SEQ, seq)
         self._seq = seq
+
+    def _publish_by_seq(self, seq: int) -> None:
+        """``meta_by_seq`` (a test's switch): the slot of ``seq & 1``, as before the fix."""
+        self._meta_slot = (seq & 1) ^ 1
+        ArenaWriter._publish(self, seq)
 
     # --- reclamation -------------------------------------------------------------------
 
@@ -1158,12 +1170,9 @@ class ArenaWriter:
     def _teardown(self, unlink: bool) -> None:
         self._closed = True
         gens: list[_Gen] = [g for (_s, _t, _e, g) in getattr(self, "_pending", ()) if g]
-        spare = getattr(self, "_spare", None)
-        if spare is not None:
-            self._spare = None
-            made = spare.result()
-            if made is not None:
-                gens.append(made)
+        made = self._take_spare() if getattr(self, "_spare", None) is not None else None
+        if made is not None:
+            gens.append(made)
         if getattr(self, "_gen", None) is not None:
             assert self._gen is not None
             gens.append(self._gen)

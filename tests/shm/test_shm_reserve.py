@@ -94,6 +94,8 @@ def test_a_failed_start_leaves_no_spare(load: bool) -> None:
             assert not os.path.exists(spare_path(w))
     finally:
         w.close()
+    # close() joined the thread: the spare was made (the file it removed existed)
+    assert spare.gen is not None and spare.error is None
     assert not os.path.exists(spare_path(w)) and not reserve_threads()
     assert not os.path.exists(w.name)
 
@@ -152,3 +154,30 @@ def test_populate_faults_the_mapping_in() -> None:
             control.close()
     finally:
         os.close(fd)
+
+
+def test_a_spare_given_up_on_is_removed_by_its_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() stops waiting after JOIN_TIMEOUT (here 0): the generation the thread
+    finishes afterwards is nobody's, so the thread removes its file itself."""
+    from stateengine.shm import writer as writer_module
+
+    go, started = threading.Event(), threading.Event()
+    real_populate = L.populate
+
+    def slow_populate(mm: Any) -> bool:
+        started.set()  # the file is made
+        go.wait(30)  # held until the writer has given up on the spare
+        return real_populate(mm)
+
+    monkeypatch.setattr(writer_module._Spare, "JOIN_TIMEOUT", 0.0)
+    monkeypatch.setattr(L, "populate", slow_populate)
+    w = ArenaWriter.create("setest", initial_size=16 * MiB)
+    w.reserve(8 * MiB)
+    spare = w._spare
+    assert spare is not None and started.wait(30)
+    w.close()  # gives up at once: the thread is still populating
+    assert os.path.exists(spare_path(w))  # control: the file was there when it gave up
+    go.set()
+    spare._thread.join(30)
+    assert not spare._thread.is_alive()
+    assert spare.gen is None and not os.path.exists(spare_path(w))
