@@ -290,8 +290,9 @@ class ArenaReader(blocks.ReaderCore):
         elif blocks.COMPILED:
             self.get = self._get_c  # type: ignore[method-assign]
             self._plain = True  # _get_for may take the C get too
-        if not blocks.COMPILED and self.get != self._get_py:
-            self._get_for = self._get_for_any  # type: ignore[method-assign]
+        if not blocks.COMPILED and not (self._plain_get and default_decode):
+            # a codec's or a fault switch's get: the twin's _get_for, which calls it
+            self._get_for = super()._get_for  # type: ignore[method-assign]
         try:
             self._sync()
             self._slot = self._claim_slot()
@@ -323,7 +324,7 @@ class ArenaReader(blocks.ReaderCore):
 
     # The compiled path binds get to ReaderCore._get_c (shm/_speedups.c: seq word check,
     # lookups, copy, CRC and decode in one C call); it comes back here for the rest.
-    _get_sync = _get_py = get  # the seq word moved (or closed): sync, then the Python get
+    _get_sync = get  # the seq word moved (or closed): sync, then the Python get
 
     def _get_for_pure(self, table: Any, rid: Any, min_seq: int, deadline: float) -> Any:
         """``_get_for`` on the pure-Python path: its test, then :meth:`get` inlined (INLINED
@@ -344,12 +345,6 @@ class ArenaReader(blocks.ReaderCore):
             return _unpackb(raw, strict_map_key=False)  # the default codec's decode, inlined
         raw2 = self._get_retry(table, rid)
         return None if raw2 is None else self._decode(raw2)
-
-    def _get_for_any(self, table: str, rid: RecordId, min_seq: int, deadline: float) -> Any:
-        """``_get_for`` on the pure-Python path with a codec's or a fault switch's get."""
-        if self._seq < min_seq or _monotonic() >= deadline:
-            return _STALE
-        return self.get(table, rid)
 
     if not blocks.COMPILED:
         # the twin's _get_for checks its arguments (~0.1 us); bound on the class, as an
