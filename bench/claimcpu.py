@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import random
 import statistics
 import tempfile
@@ -31,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.measure import proc_cpu
 from bench.records import record
 from bench.workloads import TASK_SCHEMA
 from stateengine.server.engine import TableEngine
@@ -102,12 +102,6 @@ def drain(eng: TableEngine, tasks: int, order: str) -> tuple[float, float]:
     return claim_cpu / done * 1e6, patch_cpu / done * 1e6
 
 
-def process_cpu(pid: int) -> float:
-    """Seconds of user + system CPU of process *pid* so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def server_rows(tasks: int, table: int, order: str, repeats: int) -> None:
     """The claim rows' workload, *repeats* windows; CPU of the server and the workers."""
     from bench import workloads
@@ -129,15 +123,15 @@ def server_rows(tasks: int, table: int, order: str, repeats: int) -> None:
                     rows = []
                     for _ in range(repeats):
                         state = bench._fill("stateengine")
-                        cpu = [process_cpu(server.pid), sum(map(process_cpu, pids))]
+                        cpu = [proc_cpu(server.pid), sum(map(proc_cpu, pids))]
                         start = time.monotonic() + 0.1
                         pool.send(
                             range(workloads.CLAIM_WORKERS), ("stateengine", state, start, order)
                         )
                         answers = pool.collect(workloads.CLAIM_WORKERS, "done")
                         wall = max(a[3] for a in answers) - start
-                        served = process_cpu(server.pid) - cpu[0]
-                        worked = sum(map(process_cpu, pids)) - cpu[1]
+                        served = proc_cpu(server.pid) - cpu[0]
+                        worked = sum(map(proc_cpu, pids)) - cpu[1]
                         claimed = sorted(i for a in answers for i in a[2])
                         if claimed != sorted(bench.expected):
                             raise RuntimeError(f"{len(claimed)} claims of {tasks} tasks")

@@ -9,6 +9,7 @@ over all rows instead of landing on one.
 from __future__ import annotations
 
 import gc
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -120,3 +121,12 @@ def measure(rows: list[Row], repeats: int) -> None:
     for row in rows:
         if row.ops_seen:
             row.ops = int(statistics.median(row.ops_seen))
+
+
+def proc_cpu(pid: int, tid: int | None = None) -> float:
+    """CPU seconds (user + system) of process *pid*, or of its thread *tid*, so far
+    (Linux ``/proc``, clock ticks): the ``*cpu`` scripts' reading of another process."""
+    path = f"/proc/{pid}/task/{tid}/stat" if tid is not None else f"/proc/{pid}/stat"
+    with open(path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

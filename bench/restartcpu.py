@@ -19,7 +19,6 @@ import argparse
 import functools
 import gc
 import json
-import os
 import resource
 import shutil
 import statistics
@@ -30,6 +29,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from bench.measure import proc_cpu
 
 #: the arena writer's steps of a load, timed inside ``publish_state``
 WRITER_STEPS = ("_grow", "_load_blocks", "_place", "_write_checkpoint")
@@ -108,14 +109,6 @@ def one_start(data: Path) -> dict[str, float]:
     return times
 
 
-def _proc_cpu(pid: int, tid: int | None = None) -> float:
-    """CPU seconds (user + system) of process *pid*, or of its thread *tid*, from /proc."""
-    path = f"/proc/{pid}/task/{tid}/stat" if tid is not None else f"/proc/{pid}/stat"
-    with open(path) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def server_start(data: Path, timeout: float = 300.0) -> dict[str, float]:
     """A real ``stateengine serve --store log`` on *data*, from launch to its first reply
     (what the bench's ``restart_server`` row times): its CPU then, the whole process's and
@@ -148,8 +141,8 @@ def server_start(data: Path, timeout: float = 300.0) -> dict[str, float]:
             c.list_states()  # the first reply
         wall = time.perf_counter() - t0
         return {
-            "server, all threads": _proc_cpu(proc.pid),
-            "server, main thread": _proc_cpu(proc.pid, proc.pid),
+            "server, all threads": proc_cpu(proc.pid),
+            "server, main thread": proc_cpu(proc.pid, proc.pid),
             "server, wall (launch to reply)": wall,
         }
     finally:
