@@ -165,13 +165,12 @@ def test_reads_after_an_acknowledged_commit_are_never_stale() -> None:
     assert res["stale"] == 0, res
 
 
-@pytest.mark.parametrize("writer_faults", [("meta_by_seq",)])
-def test_control_parity_slots_and_a_trusting_reader_read_stale(
-    writer_faults: tuple[str, ...],
-) -> None:
+def test_control_parity_slots_and_a_trusting_reader_read_stale() -> None:
+    """Both fixes undone, the check above sees stale reads (up to 3 rounds of ~4 s;
+    the first found 3,441 of 3.78M reads)."""
     stale = 0
     for _round in range(3):
-        res = run_acked_reads(writer_faults, ("meta_older_ok",))
+        res = run_acked_reads(("meta_by_seq",), ("meta_older_ok",))
         stale = res["stale"]
         if stale:
             break

@@ -85,3 +85,29 @@ def test_a_tcp_door_is_never_paused(ctx: zmq.Context[zmq.Socket[bytes]]) -> None
         gate.close()
         door.close()
         router.close(0)
+
+
+def test_monitor_events_parse_as_pyzmq_parses_them() -> None:
+    """``connections._monitor_event`` is pyzmq's ``parse_monitor_message`` without the
+    import of zmq.asyncio: a real monitor's events read both ways must agree."""
+    from zmq.utils.monitor import parse_monitor_message
+
+    from stateengine.server.connections import _monitor_event
+
+    ctx = zmq.Context()
+    try:
+        router = ctx.socket(zmq.ROUTER)
+        monitor = router.get_monitor_socket()
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        peer = ctx.socket(zmq.DEALER)
+        peer.connect(f"tcp://127.0.0.1:{port}")
+        seen = 0
+        while seen < 2 and monitor.poll(10_000):  # bounded: LISTENING, then ACCEPTED
+            frames = monitor.recv_multipart()
+            msg = parse_monitor_message(frames)
+            assert _monitor_event(frames) == (msg["event"], msg["value"], msg["endpoint"])
+            seen += 1
+        assert seen == 2
+        router.disable_monitor()
+    finally:
+        ctx.destroy(linger=0)  # closes every socket: never waits, whatever failed
