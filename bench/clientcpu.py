@@ -283,20 +283,19 @@ def main() -> None:
         server.connect() as alone,
     ):
         client.create_state(TABLE, schema=TASK_SCHEMA, indexes=["status"])
-        client.set_state(TABLE, _rows(n))
+        client.set_state(TABLE, _rows(100 if args.instructions else n))
         if args.instructions:
-            client.set_state(TABLE, _rows(100))
             instructions(server.endpoint, server.data_dir)
             return
         rows = loops(client, server.endpoint, n) | fake_loops(alone, n)
-        for name in rows:  # warm-up: sockets connected, indexes built, code paths hot
+        names = [args.profile] if args.profile else args.only.split(",")
+        for name in names:  # warm-up: sockets connected, indexes built, code paths hot
             rows[name]()
         if args.profile:
             prof = cProfile.Profile()
             prof.runcall(rows[args.profile])
             pstats.Stats(prof).sort_stats("tottime").print_stats(18)
             return
-        names = args.only.split(",")
         samples: dict[str, list[float]] = {name: [] for name in names}
         for _ in range(args.repeats):
             for name in names:
