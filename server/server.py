@@ -169,6 +169,8 @@ class Publisher(Protocol):
 
     def reclaim(self) -> None: ...
 
+    def reserve(self, nbytes: int) -> None: ...
+
     def stats(self) -> dict[str, Any]: ...
 
     def close(self, unlink: bool = True) -> None: ...
@@ -346,20 +348,17 @@ class Server:
 
     def _reserve_arena(self) -> None:
         """Have the arena's generation for the recovered records made while they are read
-        (``ArenaWriter.reserve``), when both the store and the publisher can: the store
-        says how many bytes it will read (``recovery_bytes``), the publisher takes a hint
-        (``reserve``). Either is optional: a store or publisher without it starts as before.
-        """
+        (``ArenaWriter.reserve``), when the store says how many bytes it will read
+        (``recovery_bytes``: optional, a store plugin without it starts as before)."""
         size = getattr(self.store, "recovery_bytes", None)
-        reserve = getattr(self.publisher, "reserve", None)
-        if size is None or reserve is None:
+        if size is None or self.publisher is None:
             return
         nbytes = size()
         if nbytes > 0:
             log.debug(
                 "arena: its generation for %d bytes of records made beside the recovery", nbytes
             )
-            reserve(nbytes)
+            self.publisher.reserve(nbytes)
 
     def _publish_state(self) -> None:
         """The recovered state to the arena, from the store's bytes where it has them."""
