@@ -733,12 +733,417 @@ no:
     Py_RETURN_NONE;
 }
 
+/* --- bulk: a big commit's per-put work and a checkpoint's rows (shm/writer.py) ---
+ *
+ * commit_puts(mm, off, seq, puts, start, tables, next_pos, created, undo, retired, ops)
+ *   -> (stop, off)
+ * What ArenaWriter._apply_bulk's loop did per put in Python (twin: blocks.py
+ * _commit_puts_py), for the prepared puts from puts[start] on, their blocks carved back
+ * to back from off: each block copied into mm (None: not written, the caller writes
+ * them), indexed in tables[t] as (off, asize, pstart, pend, hcrc, crc, pos, seq), pos
+ * the old entry's or next_pos[t] (then incremented); a table not in tables is created
+ * (undo gets (t, None, None), created gets t); an old entry's extent goes onto retired,
+ * and (t, rid, old) onto undo unless the table is in created; ops (a list, or None) gets
+ * one bytes object: the ring ops [2, t, rid, pstart, pend, hcrc, crc, pos, off] of
+ * these puts in msgpack, back to back. It stops before a put that is not the plain case
+ * (the twin takes that one) and returns its index and its block's offset. */
+
+typedef struct {
+    unsigned char *buf;
+    size_t len, cap;
+} Buf;
+
+static int buf_reserve(Buf *b, size_t more) {
+    if (b->len + more <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + more) cap *= 2;
+    unsigned char *p = PyMem_Realloc(b->buf, cap);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->buf = p;
+    b->cap = cap;
+    return 0;
+}
+
+/* An exact int in 0..2**63-1 into *v; 0 when it is not one. */
+static int uint_of(PyObject *o, unsigned long long *v) {
+    if (!PyLong_CheckExact(o)) return 0;
+    int ovf;
+    long long x = PyLong_AsLongLongAndOverflow(o, &ovf);
+    if (ovf || x < 0) {
+        if (x == -1) PyErr_Clear();
+        return 0;
+    }
+    *v = (unsigned long long)x;
+    return 1;
+}
+
+/* next_pos[t] back from the counter when this call gave out positions. */
+static int pos_flush(PyObject *next_pos, PyObject *t, long long pos, int dirty) {
+    if (!dirty) return 0;
+    PyObject *v = PyLong_FromLongLong(pos);
+    if (v == NULL) return -1;
+    int r = PyDict_SetItem(next_pos, t, v);
+    Py_DECREF(v);
+    return r;
+}
+
+static PyObject *commit_puts(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 11 || !PyList_CheckExact(args[3]) || !PyDict_CheckExact(args[5]) ||
+        !PyDict_CheckExact(args[6]) || !PyAnySet_CheckExact(args[7]) ||
+        !PyList_CheckExact(args[8]) || !PyList_CheckExact(args[9]) ||
+        (args[10] != Py_None && !PyList_CheckExact(args[10]))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "commit_puts(mm, off, seq, list, start, dict, dict, set, list, list, "
+                        "list | None)");
+        return NULL;
+    }
+    PyObject *mm = args[0], *seqo = args[2], *puts = args[3], *tables = args[5];
+    PyObject *next_pos = args[6], *created = args[7], *undo = args[8], *retired = args[9];
+    PyObject *ops = args[10];
+    Py_ssize_t off = PyLong_AsSsize_t(args[1]), i = PyLong_AsSsize_t(args[4]);
+    if ((off == -1 || i == -1) && PyErr_Occurred()) return NULL;
+    if (off < 0 || i < 0) {
+        PyErr_SetString(PyExc_ValueError, "commit_puts: negative offset or start");
+        return NULL;
+    }
+    if (!PyLong_CheckExact(seqo)) {
+        PyErr_SetString(PyExc_TypeError, "commit_puts: seq must be an int");
+        return NULL;
+    }
+    Py_buffer view = {0};
+    int have_view = 0;
+    if (mm != Py_None) {
+        if (PyObject_GetBuffer(mm, &view, PyBUF_WRITABLE) < 0) return NULL;
+        have_view = 1;
+    }
+    Buf ob = {NULL, 0, 0};
+    PyObject *last_t = NULL, *tdict = NULL, *res = NULL;
+    int fresh = 0, dirty = 0, failed = 0;
+    long long pos_next = 0;
+    const char *ts = NULL; /* the current table's UTF-8, for the ring ops */
+    Py_ssize_t tn = 0;
+    /* puts is re-measured every round, each put held while used, the current table and
+     * its dict held by strong references: an allocation can run a GC finalizer (Python
+     * code) that changes the lists or dicts (see prepare). */
+    for (; i < PyList_GET_SIZE(puts); i++) {
+        PyObject *put = PyList_GET_ITEM(puts, i);
+        if (!PyTuple_CheckExact(put) || PyTuple_GET_SIZE(put) != 7) break;
+        Py_INCREF(put);
+        PyObject *t = PyTuple_GET_ITEM(put, 0), *rid = PyTuple_GET_ITEM(put, 1);
+        PyObject *block = PyTuple_GET_ITEM(put, 2), *hcrco = PyTuple_GET_ITEM(put, 5);
+        PyObject *crco = PyTuple_GET_ITEM(put, 6);
+        unsigned long long klen, dlen, hcrc, crc;
+        Id id;
+        if (!PyUnicode_CheckExact(t) || !PyBytes_CheckExact(block) || id_parse(rid, &id) ||
+            !uint_of(PyTuple_GET_ITEM(put, 3), &klen) || !uint_of(PyTuple_GET_ITEM(put, 4), &dlen) ||
+            !uint_of(hcrco, &hcrc) || !uint_of(crco, &crc) || hcrc > 0xFFFFFFFFULL ||
+            crc > 0xFFFFFFFFULL || klen > MAX_KEY || dlen > 0xFFFFFFFFULL) {
+            Py_DECREF(put);
+            break;
+        }
+        Py_ssize_t asize = PyBytes_GET_SIZE(block);
+        if (!have_view && (off > PY_SSIZE_T_MAX / 4 || asize > PY_SSIZE_T_MAX / 4)) {
+            Py_DECREF(put); /* offsets that could overflow here: the twin's big ints */
+            break;
+        }
+        if (have_view && (off > view.len || asize > view.len - off)) {
+            Py_DECREF(put);
+            PyErr_SetString(PyExc_ValueError, "commit_puts: a block past the mapping");
+            failed = 1;
+            break;
+        }
+        if (t != last_t) {
+            if (last_t != NULL && pos_flush(next_pos, last_t, pos_next, dirty) < 0) {
+                Py_DECREF(put);
+                failed = 1;
+                break;
+            }
+            Py_CLEAR(last_t);
+            Py_CLEAR(tdict);
+            dirty = 0;
+            /* each lookup can run Python code (a key's __eq__): d held at once */
+            PyObject *d = PyDict_GetItemWithError(tables, t);
+            Py_XINCREF(d);
+            PyObject *p = PyErr_Occurred() ? NULL : PyDict_GetItemWithError(next_pos, t);
+            if (PyErr_Occurred()) {
+                Py_XDECREF(d);
+                Py_DECREF(put);
+                failed = 1;
+                break;
+            }
+            ts = PyUnicode_AsUTF8AndSize(t, &tn);
+            if (ts == NULL) PyErr_Clear(); /* a surrogate: the twin raises what it raises */
+            if (ts == NULL || (d != NULL && !PyDict_CheckExact(d)) ||
+                (p != NULL && !PyLong_CheckExact(p))) {
+                Py_XDECREF(d);
+                Py_DECREF(put);
+                break; /* not the plain case: the twin's */
+            }
+            if (p != NULL) {
+                int ovf;
+                pos_next = PyLong_AsLongLongAndOverflow(p, &ovf);
+                if (ovf || pos_next < 0) {
+                    PyErr_Clear();
+                    Py_XDECREF(d);
+                    Py_DECREF(put);
+                    break;
+                }
+            } else {
+                pos_next = 0;
+            }
+            if (d != NULL) {
+                tdict = d;
+                int in = PySet_Contains(created, t);
+                if (in < 0) {
+                    Py_DECREF(put);
+                    failed = 1;
+                    break;
+                }
+                fresh = in;
+            } else {
+                tdict = PyDict_New();
+                PyObject *u = tdict ? PyTuple_Pack(3, t, Py_None, Py_None) : NULL;
+                int bad = u == NULL || PyDict_SetItem(tables, t, tdict) < 0;
+                if (!bad && PyList_Append(undo, u) < 0) {
+                    PyDict_DelItem(tables, t);
+                    bad = 1;
+                }
+                Py_XDECREF(u);
+                if (!bad && PySet_Add(created, t) < 0) bad = 1; /* undo holds the creation */
+                if (bad) {
+                    Py_DECREF(put);
+                    failed = 1;
+                    break;
+                }
+                fresh = 1;
+            }
+            Py_INCREF(t);
+            last_t = t;
+        }
+        PyObject *old = PyDict_GetItemWithError(tdict, rid);
+        if (old == NULL && PyErr_Occurred()) {
+            Py_DECREF(put);
+            failed = 1;
+            break;
+        }
+        Py_XINCREF(old);
+        unsigned long long opos = 0;
+        if (old != NULL && (!PyTuple_CheckExact(old) || PyTuple_GET_SIZE(old) != 8 ||
+                            !uint_of(PyTuple_GET_ITEM(old, 6), &opos))) {
+            Py_DECREF(old);
+            Py_DECREF(put);
+            break;
+        }
+        Py_ssize_t pstart = off + HSIZE + (Py_ssize_t)klen, pend = pstart + (Py_ssize_t)dlen;
+        PyObject *e = PyTuple_New(8);
+        PyObject *posobj;
+        if (old == NULL) {
+            posobj = PyLong_FromLongLong(pos_next);
+        } else {
+            posobj = PyTuple_GET_ITEM(old, 6);
+            Py_INCREF(posobj);
+        }
+        PyObject *v[4] = {PyLong_FromSsize_t(off), PyLong_FromSsize_t(asize),
+                          PyLong_FromSsize_t(pstart), PyLong_FromSsize_t(pend)};
+        int bad = e == NULL || posobj == NULL;
+        for (int k = 0; k < 4; k++)
+            if (v[k] == NULL) bad = 1;
+        if (e != NULL) {
+            for (int k = 0; k < 4; k++) PyTuple_SET_ITEM(e, k, v[k]);
+            Py_INCREF(hcrco);
+            Py_INCREF(crco);
+            Py_INCREF(seqo);
+            PyTuple_SET_ITEM(e, 4, hcrco);
+            PyTuple_SET_ITEM(e, 5, crco);
+            PyTuple_SET_ITEM(e, 6, posobj);
+            PyTuple_SET_ITEM(e, 7, seqo);
+        } else {
+            for (int k = 0; k < 4; k++) Py_XDECREF(v[k]);
+            Py_XDECREF(posobj);
+        }
+        /* the old extent retired and the undo entry first: an index changed with no way
+         * back would be wrong after an error; an extra undo entry is harmless */
+        if (!bad && old != NULL) {
+            PyObject *x = PyTuple_Pack(2, PyTuple_GET_ITEM(old, 0), PyTuple_GET_ITEM(old, 1));
+            bad = x == NULL || PyList_Append(retired, x) < 0;
+            Py_XDECREF(x);
+        }
+        if (!bad && !fresh) {
+            PyObject *u = PyTuple_Pack(3, t, rid, old != NULL ? old : Py_None);
+            bad = u == NULL || PyList_Append(undo, u) < 0;
+            Py_XDECREF(u);
+        }
+        if (!bad) bad = PyDict_SetItem(tdict, rid, e) < 0;
+        Py_XDECREF(e);
+        if (bad) {
+            Py_XDECREF(old);
+            Py_DECREF(put);
+            failed = 1;
+            break;
+        }
+        unsigned long long pos = old != NULL ? opos : (unsigned long long)pos_next;
+        Py_XDECREF(old);
+        if (old == NULL) {
+            pos_next++;
+            dirty = 1;
+        }
+        if (ops != Py_None) {
+            if (buf_reserve(&ob, (size_t)(2 + 5 + tn + id.len + 6 * 9)) < 0) {
+                Py_DECREF(put);
+                failed = 1;
+                break;
+            }
+            Id tid = {ts, tn, 0, 0};
+            unsigned char *w = ob.buf + ob.len;
+            *w++ = 0x99; /* fixarray of 9 */
+            *w++ = 2;    /* a put */
+            w = put_id(w, &tid);
+            w = put_id(w, &id);
+            w = put_uint(w, (uint64_t)pstart);
+            w = put_uint(w, (uint64_t)pend);
+            w = put_uint(w, hcrc);
+            w = put_uint(w, crc);
+            w = put_uint(w, pos);
+            w = put_uint(w, (uint64_t)off);
+            ob.len = (size_t)(w - ob.buf);
+        }
+        if (have_view) memcpy((char *)view.buf + off, PyBytes_AS_STRING(block), (size_t)asize);
+        Py_DECREF(put);
+        off += asize;
+    }
+    if (!failed && last_t != NULL && pos_flush(next_pos, last_t, pos_next, dirty) < 0) failed = 1;
+    if (!failed && ops != Py_None && ob.len) {
+        PyObject *b = PyBytes_FromStringAndSize((const char *)ob.buf, (Py_ssize_t)ob.len);
+        if (b == NULL || PyList_Append(ops, b) < 0) failed = 1;
+        Py_XDECREF(b);
+    }
+    if (!failed) res = Py_BuildValue("(nn)", i, off);
+    PyMem_Free(ob.buf);
+    Py_XDECREF(last_t);
+    Py_XDECREF(tdict);
+    if (have_view) PyBuffer_Release(&view);
+    return res;
+}
+
+/* checkpoint_rows(tdict) -> bytes | None: the msgpack array of a table's checkpoint rows,
+ * [rid, pstart, pend, hcrc, crc, pos, off] from each entry (off, asize, pstart, pend,
+ * hcrc, crc, pos, ...) in the dict's order (twin: blocks.py, writer._checkpoint_rows
+ * packed); None when an id or an entry is not the plain case (the twin's then). */
+static PyObject *checkpoint_rows(PyObject *self, PyObject *tdict) {
+    if (!PyDict_CheckExact(tdict)) {
+        PyErr_SetString(PyExc_TypeError, "checkpoint_rows(dict)");
+        return NULL;
+    }
+    Buf ob = {NULL, 0, 0};
+    Py_ssize_t n = PyDict_GET_SIZE(tdict), pos = 0;
+    PyObject *rid, *e;
+    if (buf_reserve(&ob, 5 + (size_t)n * 40) < 0) return NULL;
+    unsigned char *w = ob.buf;
+    if (n < 16)
+        *w++ = (unsigned char)(0x90 | n);
+    else if (n < 65536)
+        w = put_be(w, 0xdc, (uint64_t)n, 2);
+    else
+        w = put_be(w, 0xdd, (uint64_t)n, 4);
+    ob.len = (size_t)(w - ob.buf);
+    /* nothing here allocates a Python object or runs Python code: the dict cannot change
+     * under PyDict_Next */
+    while (PyDict_Next(tdict, &pos, &rid, &e)) {
+        Id id;
+        unsigned long long f[6];
+        static const int at[6] = {2, 3, 4, 5, 6, 0};
+        if (id_parse(rid, &id) || !PyTuple_CheckExact(e) || PyTuple_GET_SIZE(e) < 7) goto twin;
+        for (int k = 0; k < 6; k++)
+            if (!uint_of(PyTuple_GET_ITEM(e, at[k]), &f[k])) goto twin;
+        if (buf_reserve(&ob, (size_t)(1 + id.len + 6 * 9)) < 0) {
+            PyMem_Free(ob.buf);
+            return NULL;
+        }
+        w = ob.buf + ob.len;
+        *w++ = 0x97; /* fixarray of 7 */
+        w = put_id(w, &id);
+        for (int k = 0; k < 6; k++) w = put_uint(w, f[k]);
+        ob.len = (size_t)(w - ob.buf);
+    }
+    PyObject *b = PyBytes_FromStringAndSize((const char *)ob.buf, (Py_ssize_t)ob.len);
+    PyMem_Free(ob.buf);
+    return b;
+twin:
+    PyMem_Free(ob.buf);
+    Py_RETURN_NONE;
+}
+
+
+/* extents(tdict) -> list | None: the extents (off, asize) of a table's entries, sorted,
+ * those that touch merged into one: what a dropped table retires (twin: blocks.py
+ * _extents_py). Overlapping extents are not merged (the allocator's free_many then
+ * refuses them as a double free). None when an entry is not the plain case. */
+typedef struct {
+    unsigned long long start, n;
+} Ext;
+
+static int ext_cmp(const void *a, const void *b) {
+    const Ext *x = a, *y = b;
+    if (x->start != y->start) return x->start < y->start ? -1 : 1;
+    return x->n < y->n ? -1 : x->n > y->n;
+}
+
+static PyObject *extents(PyObject *self, PyObject *tdict) {
+    if (!PyDict_CheckExact(tdict)) {
+        PyErr_SetString(PyExc_TypeError, "extents(dict)");
+        return NULL;
+    }
+    Py_ssize_t n = PyDict_GET_SIZE(tdict), pos = 0, k = 0;
+    PyObject *rid, *e, *out = NULL;
+    Ext *xs = PyMem_Malloc(sizeof(Ext) * (size_t)(n ? n : 1));
+    if (xs == NULL) return PyErr_NoMemory();
+    /* no Python object made while iterating: the dict cannot change under PyDict_Next */
+    while (PyDict_Next(tdict, &pos, &rid, &e)) {
+        if (!PyTuple_CheckExact(e) || PyTuple_GET_SIZE(e) < 2 ||
+            !uint_of(PyTuple_GET_ITEM(e, 0), &xs[k].start) ||
+            !uint_of(PyTuple_GET_ITEM(e, 1), &xs[k].n) || xs[k].n > (1ULL << 62) ||
+            xs[k].start > (1ULL << 62)) {
+            PyMem_Free(xs);
+            Py_RETURN_NONE;
+        }
+        k++;
+    }
+    qsort(xs, (size_t)k, sizeof(Ext), ext_cmp);
+    out = PyList_New(0);
+    if (out == NULL) goto done;
+    for (Py_ssize_t a = 0; a < k;) {
+        unsigned long long start = xs[a].start, end = start + xs[a].n;
+        Py_ssize_t b = a + 1;
+        while (b < k && xs[b].start == end) end += xs[b++].n;
+        PyObject *x = Py_BuildValue("(KK)", start, end - start);
+        if (x == NULL || PyList_Append(out, x) < 0) {
+            Py_XDECREF(x);
+            Py_CLEAR(out);
+            goto done;
+        }
+        Py_DECREF(x);
+        a = b;
+    }
+done:
+    PyMem_Free(xs);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"prepare", prepare, METH_VARARGS, "Build commit puts' blocks (see shm/blocks.py)."},
     {"measure", measure, METH_VARARGS, "Check and size a loaded table (see shm/blocks.py)."},
     {"place", place, METH_VARARGS, "Write, index and checkpoint loaded records."},
     {"flat_ids", (PyCFunction)(void (*)(void))flat_ids, METH_FASTCALL,
      "The ids of a load of flat records (see shm/blocks.py)."},
+    /* bulk: a big commit's puts and a checkpoint's rows */
+    {"commit_puts", (PyCFunction)(void (*)(void))commit_puts, METH_FASTCALL,
+     "Write, index and ring-encode a big commit's puts (see shm/blocks.py)."},
+    {"checkpoint_rows", checkpoint_rows, METH_O,
+     "A table's checkpoint rows in msgpack (see shm/blocks.py)."},
+    {"extents", extents, METH_O, "A dropped table's extents, merged (see shm/blocks.py)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -45,6 +45,9 @@ __all__ = [
     "Measured",
     "ReaderCore",
     "ReaderCorePy",
+    "checkpoint_rows",
+    "commit_puts",
+    "extents",
     "flat_ids",
     "measure",
     "place",
@@ -517,3 +520,167 @@ def flat_ids(
 _c_flat_ids: Any = _c.flat_ids if COMPILED else None
 FLAT_IDS_PY: Final = _flat_ids_py
 """The Python twin of :func:`flat_ids` (for the tests)."""
+
+
+# --- bulk: a big commit's puts and a checkpoint's rows (shm/writer.py _apply_bulk) ------
+
+
+def _commit_puts_py(
+    mm: Any,
+    off: int,
+    seq: int,
+    puts: list[Prepared],
+    start: int,
+    stop: int,
+    tables: dict[str, dict[Any, Any]],
+    next_pos: dict[str, int],
+    created: set[str],
+    undo: list[tuple[str, Any, Any]],
+    retired: list[tuple[int, int]],
+    ops: list[bytes] | None,
+) -> int:
+    """The Python twin of :func:`commit_puts` for ``puts[start:stop]``; the next offset."""
+    hsize = L.BLOCK_HEADER_SIZE
+    last_t: str | None = None
+    tdict: dict[Any, Any] = {}
+    fresh = False  # tdict created by this commit: undoing its creation undoes all
+    o = off
+    oplist: list[list[Any]] = []
+    chunk = puts[start:stop]
+    for t, rid, block, klen, _dlen, hcrc, crc in chunk:
+        pstart = o + hsize + klen
+        pend = pstart + _dlen
+        if t is not last_t:
+            got = tables.get(t)
+            fresh = got is None or t in created
+            if got is None:
+                got = tables[t] = {}
+                undo.append((t, None, None))
+                created.add(t)
+            tdict = got
+            last_t = t
+        old = tdict.get(rid)
+        if old is None:
+            pos = next_pos.get(t, 0)
+            next_pos[t] = pos + 1
+        else:
+            pos = old[6]
+            retired.append((old[0], old[1]))
+        tdict[rid] = (o, len(block), pstart, pend, hcrc, crc, pos, seq)
+        if not fresh:
+            undo.append((t, rid, old))
+        if ops is not None:
+            oplist.append([2, t, rid, pstart, pend, hcrc, crc, pos, o])
+        o += len(block)
+    if ops is not None and oplist:
+        k = len(oplist)  # the ops alone: drop the array header (1, 3 or 5 bytes)
+        ops.append(_enc(oplist)[1 if k < 16 else 3 if k < 0x10000 else 5 :])
+    if mm is not None:
+        if o > len(mm):
+            raise ValueError("commit_puts: a block past the mapping")
+        p = off
+        for i in range(0, len(chunk), 4096):  # ~1 MiB copies of the bench's blocks
+            data = b"".join([c[2] for c in chunk[i : i + 4096]])
+            mm[p : p + len(data)] = data
+            p += len(data)
+    return o
+
+
+def commit_puts(
+    mm: Any,
+    off: int,
+    seq: int,
+    puts: list[Prepared],
+    tables: dict[str, dict[Any, Any]],
+    next_pos: dict[str, int],
+    created: set[str],
+    undo: list[tuple[str, Any, Any]],
+    retired: list[tuple[int, int]],
+    ops: list[bytes] | None,
+) -> int:
+    """The per-put work of a big commit: the blocks of the prepared *puts* carved back to
+    back from *off* (the returned offset is past the last), each copied into *mm* (None:
+    the caller writes them) and indexed in ``tables[t]`` as ``(off, asize, pstart, pend,
+    hcrc, crc, pos, seq)``: *pos* the replaced entry's, else ``next_pos[t]`` (then one
+    more). A table missing from *tables* is made (``(t, None, None)`` onto *undo*, *t*
+    into *created*); a replaced entry's extent goes onto *retired*, and ``(t, id, old)``
+    (old None for a new id) onto *undo* for a table not in *created*, so that the caller
+    can roll the index back. *ops*, a list, gets the ring ops ``[2, t, id, pstart, pend,
+    hcrc, crc, pos, off]`` in msgpack, back to back, as bytes pieces (None: no ops).
+
+    In C, this is what made ``ArenaWriter._apply``'s Python loop (index tuple, undo, ring
+    op list and its encoding, the blocks joined) one call; the C loop stops at any put
+    that is not the plain case and the twin takes that one."""
+    n = len(puts)
+    if _c is None:
+        return _commit_puts_py(
+            mm, off, seq, puts, 0, n, tables, next_pos, created, undo, retired, ops
+        )
+    i, off = _c.commit_puts(mm, off, seq, puts, 0, tables, next_pos, created, undo, retired, ops)
+    while i < n:
+        off = _commit_puts_py(
+            mm, off, seq, puts, i, i + 1, tables, next_pos, created, undo, retired, ops
+        )
+        i, off = _c.commit_puts(
+            mm, off, seq, puts, i + 1, tables, next_pos, created, undo, retired, ops
+        )
+    return off
+
+
+_ROW_FIELDS: Final = tuple(operator.itemgetter(k) for k in (2, 3, 4, 5, 6, 0))
+
+
+def _checkpoint_rows_py(tdict: dict[Any, Any]) -> bytes:
+    # as tuples, field by field in C-level maps (writer._checkpoint_rows: 0.08 of 0.33 µs
+    # a row less than a list built per row)
+    entries = list(tdict.values())
+    fields = (map(g, entries) for g in _ROW_FIELDS)
+    return pack_internal(list(zip(tdict.keys(), *fields, strict=True)))
+
+
+def checkpoint_rows(tdict: dict[Any, Any]) -> bytes:
+    """The msgpack array of a table's checkpoint rows, ``[id, pstart, pend, hcrc, crc,
+    pos, off]`` from each index entry ``(off, asize, pstart, pend, hcrc, crc, pos,
+    ...)``, in the index's order (DESIGN.md §3)."""
+    if _c is not None:
+        got: bytes | None = _c.checkpoint_rows(tdict)
+        if got is not None:
+            return got
+    return _checkpoint_rows_py(tdict)
+
+
+def _extents_py(tdict: dict[Any, Any]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    rs = re = -1
+    for start, n in sorted(map(_EXTENT, tdict.values())):
+        if start == re:
+            re += n
+            continue
+        if re >= 0:
+            runs.append((rs, re - rs))
+        rs, re = start, start + n
+    if re >= 0:
+        runs.append((rs, re - rs))
+    return runs
+
+
+_EXTENT: Final = operator.itemgetter(0, 1)
+
+
+def extents(tdict: dict[Any, Any]) -> list[tuple[int, int]]:
+    """The extents ``(off, asize)`` of a table's index entries, sorted, those that touch
+    merged into one: what a dropped table retires. A table a big commit wrote is a few
+    runs, so the reclaim after it frees a few extents, not one per record (the
+    allocator's ``free_many`` sorts and checks each one in Python). Overlapping extents
+    stay apart (``free_many`` refuses them)."""
+    if _c is not None:
+        got: list[tuple[int, int]] | None = _c.extents(tdict)
+        if got is not None:
+            return got
+    return _extents_py(tdict)
+
+
+COMMIT_PUTS_PY: Final = _commit_puts_py
+"""The Python twin of :func:`commit_puts`' loop (for the tests)."""
+CHECKPOINT_ROWS_PY: Final = _checkpoint_rows_py
+EXTENTS_PY: Final = _extents_py

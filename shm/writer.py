@@ -128,6 +128,7 @@ def _array_header(n: int) -> bytes:
     return pack_internal([None] * n)[: -n or None]
 
 
+_ARRAY2: Final = _array_header(2)
 _ROW_FIELDS: Final = tuple(operator.itemgetter(k) for k in (2, 3, 4, 5, 6, 0))
 
 
@@ -707,6 +708,8 @@ class ArenaWriter:
         alloc = self._alloc
         if need > alloc.free_bytes:
             raise _Full(need)  # cannot fit: grow before doing any of the work
+        if len(puts) >= _BULK_MIN and self._apply_bulk(seq, puts, need, deletes, drops):
+            return
         early = "publish_early" in self._faults
         new: list[tuple[int, int]] = []
         deferred: list[tuple[int, bytes]] = []
@@ -841,6 +844,138 @@ class ArenaWriter:
             if now >= self._reclaim_at:
                 self.reclaim()
 
+    def _apply_bulk(
+        self,
+        seq: int,
+        puts: list[_Prepared],
+        need: int,
+        deletes: list[tuple[str, RecordId]],
+        drops: list[str],
+    ) -> bool:
+        """:meth:`_apply` of a big commit whose blocks fit in one free extent: the per-put
+        work (blocks written, indexed, undo, retired extents, ring ops in msgpack) in one
+        ``blocks.commit_puts`` call (C, or its Python twin). False, with nothing changed,
+        when no free extent holds them all (:meth:`_apply`'s loop allocates one by one).
+
+        Thread CPU per put of a whole ``commit()`` (gc off, one process, medians of 3
+        interleaved runs against the Python loop, load ~4): a SET_STATE's shape (the
+        table dropped, 10⁴ puts) 1.18 -> 0.62 µs, 10⁵ puts (a checkpoint) 1.37 -> 0.90,
+        1000 puts over existing ids 0.83 -> 0.50, 100 puts 0.90 -> 0.61; the pure-Python
+        twin 2.07 -> 1.76 and 1.80 -> 1.56 (10⁴ and 1000).
+        """
+        gen = self._gen
+        assert gen is not None
+        tables = self._tables
+        alloc = self._alloc
+        # The ring entry is built only if it can fit before the checkpoint: lower bounds
+        # of a put op's and a checkpoint row's encoding: offsets are at least data_off,
+        # each other field a byte (ring op: [2, t, rid, pstart, pend, hcrc, crc, pos,
+        # off]; row: [rid, pstart, pend, hcrc, crc, pos, off]).
+        ob = 1 if gen.data_off < 128 else 3 if gen.data_off < 65536 else 5
+        entry = L.RING_HEADER_SIZE + (7 + 3 * ob) * len(puts)
+        pre: list[list[Any]] | None = None
+        if entry <= gen.ring_size // 2 and self._ring_head + entry - self._ckpt[3] <= gen.ring_size:
+            pre = []
+        else:
+            # When even a lower bound of the checkpoint that follows does not fit, say so
+            # now, not after indexing and writing every put (a first SET_STATE of 10^5
+            # records into a fresh arena did all of it twice).
+            rows = sum(map(len, tables.values())) - len(deletes)
+            rows -= sum(len(tables.get(t, ())) for t in drops)
+            rows = max(rows, len(set(map(_GET1, puts))))  # these are there after it
+            low = need + rows * (5 + 3 * ob)
+            if low > alloc.free_bytes:
+                raise _Full(low)
+        region = alloc.alloc(need)
+        if region is None:
+            return False
+        early = "publish_early" in self._faults
+        new: list[tuple[int, int]] = [(region, need)]
+        undo: list[tuple[str, RecordId | None, Any]] = []
+        retired: list[tuple[int, int]] = []
+        parts: list[bytes] | None = None if pre is None else []
+        next_pos = dict(self._next_pos)
+        try:
+            for t in drops:
+                old_t = tables.pop(t, None)
+                if old_t is not None:
+                    undo.append((t, None, old_t))
+                    # its extents merged (one run a big commit wrote): the reclaim that
+                    # frees them was 0.09-0.2 µs a record of a dropped table, one extent each
+                    retired += _blocks.extents(old_t)
+                    if pre is not None:
+                        pre.append([0, t])
+            for t, rid in deletes:
+                tdict = tables.get(t)
+                if tdict is None:
+                    continue
+                old = tdict.pop(rid, None)
+                if old is None:
+                    continue
+                undo.append((t, rid, old))
+                retired.append((old[0], old[1]))
+                if pre is not None:
+                    pre.append([1, t, rid])
+            _blocks.commit_puts(
+                None if early else gen.mm,
+                region,
+                seq,
+                puts,
+                tables,
+                next_pos,
+                set(),
+                undo,
+                retired,
+                parts,
+            )
+            deferred: list[tuple[int, bytes]] = []
+            if early:
+                self._write_region(gen.mm, region, puts, deferred)
+            ops: msgspec.Raw | None = None
+            if pre is not None and parts is not None:
+                # the entry's msgpack, the put ops already encoded: [*pre, *puts' ops]
+                body = self._enc(pre)[len(_array_header(len(pre))) :] if pre else b""
+                ops = msgspec.Raw(_array_header(len(pre) + len(puts)) + body + b"".join(parts))
+            self._append_ring(seq, ops, new)
+        except BaseException:
+            self._undo(undo)
+            for off, n in new:
+                alloc.free(off, n)
+            raise
+        self._next_pos = next_pos
+        if early:
+            self._publish(seq)
+            time.sleep(0.02)  # widen the window the fault opens
+            for off, block in deferred:
+                gen.mm[off : off + len(block)] = block
+        else:
+            self._publish(seq)
+        if retired or self._pending:
+            now = self._clock()
+            if retired:
+                self._pending.append((seq, now, retired, None))
+                self._pending_bytes += sum(map(_GET1, retired))
+            if now >= self._reclaim_at:
+                self.reclaim()
+        return True
+
+    def _undo(self, undo: list[tuple[str, RecordId | None, Any]]) -> None:
+        """Roll the index back over *undo* (newest first): ``(t, None, old table or None)``
+        a dropped or created table, ``(t, id, old entry or None)`` a record."""
+        tables = self._tables
+        for t, rid, old in reversed(undo):
+            if rid is None:
+                if old is None:
+                    tables.pop(t, None)
+                else:
+                    tables[t] = old
+            else:
+                tdict = tables.setdefault(t, {})
+                if old is None:
+                    tdict.pop(rid, None)
+                else:
+                    tdict[rid] = old
+
     @staticmethod
     def _write_region(
         mm: mmap.mmap, off: int, puts: list[_Prepared], deferred: list[tuple[int, bytes]] | None
@@ -873,11 +1008,12 @@ class ArenaWriter:
     def _append_ring(
         self,
         seq: int,
-        ops: list[list[Any]] | None,
+        ops: list[list[Any]] | msgspec.Raw | None,
         new: list[tuple[int, int]],
         ckpt: list[bytes] | None = None,
     ) -> None:
-        """Append the commit's entry; ``ops`` None: known too big, go to a checkpoint
+        """Append the commit's entry (*ops*: its ops, or their msgpack as a ``Raw``);
+        ``ops`` None: known too big, go to a checkpoint
         (*ckpt*: its encoding, when the caller has it: :meth:`_write_checkpoint`)."""
         gen = self._gen
         assert gen is not None
@@ -949,7 +1085,11 @@ class ArenaWriter:
         gen = self._gen
         assert gen is not None
         if ckpt is None:
-            ckpt = [pack_internal([[t, _checkpoint_rows(d)] for t, d in self._tables.items()])]
+            # [[t, [rows...]], ...] in pieces, each table's rows encoded from its index in
+            # one call (blocks.checkpoint_rows): 0.22 -> 0.05 µs a row in C (10⁵ rows)
+            ckpt = [_array_header(len(self._tables))]
+            for t, d in self._tables.items():
+                ckpt += [_ARRAY2, pack_internal(t), _blocks.checkpoint_rows(d)]
         key = pack_internal(["\x00ckpt", seq])
         dlen = sum(map(len, ckpt))
         total = L.BLOCK_HEADER_SIZE + len(key) + dlen + 4

@@ -99,6 +99,13 @@ def test_commit_that_cannot_fit_its_checkpoint_grows_before_writing(monkeypatch:
         region(mm, off, puts, deferred)
 
     monkeypatch.setattr(writer_module.ArenaWriter, "_write_region", staticmethod(counted))
+    commit_puts = writer_module._blocks.commit_puts
+
+    def counted_puts(mm: Any, off: int, seq: int, puts: Any, *rest: Any) -> int:
+        writes.append(len(puts))  # the one-region path writes its blocks here
+        return commit_puts(mm, off, seq, puts, *rest)
+
+    monkeypatch.setattr(writer_module._blocks, "commit_puts", counted_puts)
     with ArenaWriter.create("setest", initial_size=1 << 20, grace=0.0, ring_size=8192) as w:
         # blocks of 184 bytes; a checkpoint row takes >= 14 (offsets of 3 bytes and more)
         rec = pk("x" * 150)
@@ -245,6 +252,107 @@ def test_rollback_of_a_commit_that_fails_midway_in_holes() -> None:
         assert r.get("fresh", 0) is None and r.get("t", 1) == "r" * 150
         w.commit(seq + 1, [("fresh", 0, pk(1))])
         assert r.get("fresh", 0) == 1
+        _blocks_ok(w)
+    finally:
+        r.close()
+        w.close()
+
+
+def _writer_state(w: ArenaWriter) -> tuple[Any, ...]:
+    return (
+        {t: dict(d) for t, d in w._tables.items()},
+        dict(w._next_pos),
+        w._alloc.extents(),
+        list(w._pending),
+        w._pending_bytes,
+        w.seq,
+        w._ring_head,
+    )
+
+
+def _bulk_shape(shape: str) -> tuple[list[Any], dict[str, Any], dict[Any, Any]]:
+    """A big commit's puts and arguments, and what a reader sees of "t" and "new" after."""
+    if shape == "set_state":  # the table replaced whole: dropped, then every record
+        puts = [("t", i, pk(-i)) for i in range(100, 400)]  # its ops not in a ring of 8 KiB
+        expect = {("t", i): -i for i in range(100, 400)} | {("t", 50): None, ("u", 1): 1}
+        return puts, {"dropped_tables": ["t"]}, expect
+    # puts over existing ids, new ids, a new table, an id twice, a delete, meta
+    puts = [("t", i, pk(-i)) for i in range(0, 400, 2)] + [("new", i, pk(i)) for i in range(20)]
+    puts.append(("t", 4, pk(4444)))
+    expect = {("t", 2): -2, ("t", 4): 4444, ("t", 3): None, ("t", 399): None, ("t", 5): 5}
+    expect |= {("new", 19): 19, ("u", 1): None}
+    return puts, {"deletes": [("u", 1)], "meta": {"t": b"m2", "new": b"m"}}, expect
+
+
+@pytest.mark.parametrize("ring", [1 << 18, 8192])  # a ring entry; or too big: a checkpoint
+@pytest.mark.parametrize("shape", ["set_state", "batch"])
+@pytest.mark.parametrize("control", [False, True])
+def test_bulk_commit_that_fails_after_its_puts_changes_nothing(
+    monkeypatch: Any, ring: int, shape: str, control: bool
+) -> None:
+    """A big commit fails after ``blocks.commit_puts`` changed the index (the ring append
+    raises): index, positions, free space, retired list, seq and ring as before, readers at
+    the last version, and the same commit then succeeds. Control: with the rollback off
+    the same comparison sees the change (so it can catch a rollback that misses one)."""
+    w = ArenaWriter.create("setest", initial_size=1 << 20, grace=60.0, ring_size=ring)
+    r = ArenaReader.attach(w.name)
+    try:
+        w.commit(1, [("t", i, pk(i)) for i in range(200)] + [("u", i, pk(i)) for i in range(20)])
+        w.commit(2, [], [("t", 3)], meta={"t": b"m1"})
+        before = _writer_state(w)
+        puts, args, expect = _bulk_shape(shape)
+        append = w._append_ring
+
+        def boom(*a: Any, **k: Any) -> None:
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(w, "_append_ring", boom)
+        if control:
+            monkeypatch.setattr(w, "_undo", lambda undo: None)
+        with pytest.raises(RuntimeError, match="boom"):
+            w.commit(3, puts, **args)
+        if control:
+            assert _writer_state(w) != before
+            return
+        assert _writer_state(w) == before and r.version == 2
+        assert r.get("t", 2) == 2 and r.get("new", 0) is None and r.get("t", 3) is None
+        monkeypatch.setattr(w, "_append_ring", append)
+        w.commit(3, puts, **args)
+        for (t, rid), value in expect.items():
+            assert r.get(t, rid) == value, (t, rid)
+        _blocks_ok(w)
+    finally:
+        r.close()
+        w.close()
+
+
+@pytest.mark.parametrize("shape", ["set_state", "batch"])
+def test_bulk_commit_whose_checkpoint_is_full_once_grows_and_retries(
+    monkeypatch: Any, shape: str
+) -> None:
+    """The checkpoint after the puts finds no room (``_Full``) once: the commit rolls the
+    puts back, grows and does it all again, as a commit that found the arena full does."""
+    w = ArenaWriter.create("setest", initial_size=1 << 20, grace=60.0, ring_size=8192)
+    r = ArenaReader.attach(w.name)
+    try:
+        w.commit(1, [("t", i, pk(i)) for i in range(200)] + [("u", i, pk(i)) for i in range(20)])
+        w.commit(2, [], [("t", 3)], meta={"t": b"m1"})
+        gen = w.stats()["generation"]
+        puts, args, expect = _bulk_shape(shape)
+        ckpt = w._write_checkpoint
+        calls: list[int] = []
+
+        def full_once(*a: Any, **k: Any) -> None:
+            calls.append(1)
+            if len(calls) == 1:
+                raise writer_module._Full(1 << 20)
+            ckpt(*a, **k)
+
+        monkeypatch.setattr(w, "_write_checkpoint", full_once)
+        w.commit(3, puts, **args)
+        assert w.stats()["generation"] == gen + 1 and len(calls) >= 2
+        for (t, rid), value in expect.items():
+            assert r.get(t, rid) == value, (t, rid)
         _blocks_ok(w)
     finally:
         r.close()
