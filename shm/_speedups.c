@@ -1111,7 +1111,11 @@ static PyObject *extents(PyObject *self, PyObject *tdict) {
         }
         k++;
     }
-    qsort(xs, (size_t)k, sizeof(Ext), ext_cmp);
+    /* a table a big commit wrote is in offset order already: no sort then (10^5 entries:
+     * 0.02 us an entry in order, 0.26 shuffled and sorted) */
+    Py_ssize_t sorted = 1;
+    for (Py_ssize_t a = 1; a < k && sorted; a++) sorted = ext_cmp(&xs[a - 1], &xs[a]) <= 0;
+    if (!sorted) qsort(xs, (size_t)k, sizeof(Ext), ext_cmp);
     out = PyList_New(0);
     if (out == NULL) goto done;
     for (Py_ssize_t a = 0; a < k;) {
