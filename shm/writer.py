@@ -752,7 +752,7 @@ class ArenaWriter:
                 old_t = tables.pop(t, None)
                 if old_t is not None:
                     undo.append((t, None, old_t))
-                    retired.extend(map(_EXTENT, old_t.values()))
+                    retired += _blocks.extents(old_t)  # merged: see _apply_bulk
                     if ops is not None:
                         ops.append([0, t])
             for t, rid in deletes:
