@@ -1136,6 +1136,109 @@ done:
     return out;
 }
 
+
+/* flat_merge(ids, patches, records, accepts) -> list | None | NotImplemented: the merge
+ * loop of the engine's BATCH of plain patches (server/engine.py _flat_patches; twin:
+ * blocks.py _flat_merge_py): per (id, fields), in order, the record as the earlier
+ * patches of this batch left it (else records[id]) merged with fields, {**old, **fields};
+ * the merged records, or None when a record is missing, fields hold "id", a field not in
+ * accepts or a value whose exact type is not in accepts[field] (the general path's then).
+ * NotImplemented when an input is not the plain case (the twin's then). */
+static PyObject *s_id; /* "id" */
+
+static PyObject *flat_merge(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1]) ||
+        !PyDict_CheckExact(args[2]) || !PyDict_CheckExact(args[3]) ||
+        PyList_GET_SIZE(args[0]) != PyList_GET_SIZE(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "flat_merge(list, list of the same length, dict, dict)");
+        return NULL;
+    }
+    PyObject *records = args[2], *accepts = args[3], *res = NULL;
+    /* private copies: a GC finalizer run by an allocation could change the caller's */
+    PyObject *ids = PyList_GetSlice(args[0], 0, PY_SSIZE_T_MAX);
+    PyObject *patches = PyList_GetSlice(args[1], 0, PY_SSIZE_T_MAX);
+    PyObject *staged = PyDict_New(), *out = PyList_New(0);
+    if (ids == NULL || patches == NULL || staged == NULL || out == NULL) goto done;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(ids); i++) {
+        PyObject *rid = PyList_GET_ITEM(ids, i), *fields = PyList_GET_ITEM(patches, i);
+        if (!PyDict_CheckExact(fields) || !(PyLong_CheckExact(rid) || PyUnicode_CheckExact(rid)))
+            goto twin;
+        /* old = staged.get(rid) or records.get(rid): a staged record is a dict this call
+         * made (no Python code in its lookup by an exact int or str) */
+        PyObject *old = PyDict_GetItemWithError(staged, rid);
+        if (old == NULL && PyErr_Occurred()) goto done;
+        if (old == NULL || PyDict_GET_SIZE(old) == 0) {
+            old = PyDict_GetItemWithError(records, rid);
+            if (old == NULL) {
+                if (PyErr_Occurred()) goto done;
+                Py_INCREF(Py_None);
+                res = Py_None; /* RecordNotFound: the general path names it */
+                goto done;
+            }
+            if (!PyDict_CheckExact(old)) goto twin;
+        }
+        Py_INCREF(old);
+        int has_id = PyDict_Contains(fields, s_id);
+        if (has_id != 0) {
+            Py_DECREF(old);
+            if (has_id < 0) goto done;
+            Py_INCREF(Py_None);
+            res = Py_None;
+            goto done;
+        }
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        int verdict = 1; /* 1: flat; 0: not (None); -1: an error; 2: the twin's */
+        while (verdict == 1 && PyDict_Next(fields, &pos, &k, &v)) {
+            if (!PyUnicode_CheckExact(k)) {
+                verdict = 2; /* a lookup by it could run Python code */
+                break;
+            }
+            PyObject *ok = PyDict_GetItemWithError(accepts, k);
+            if (ok == NULL) {
+                verdict = PyErr_Occurred() ? -1 : 0;
+                break;
+            }
+            if (!PyTuple_CheckExact(ok)) {
+                verdict = 2;
+                break;
+            }
+            Py_ssize_t m = PyTuple_GET_SIZE(ok), j = 0;
+            while (j < m && PyTuple_GET_ITEM(ok, j) != (PyObject *)Py_TYPE(v)) j++;
+            if (j == m) verdict = 0;
+        }
+        if (verdict != 1) {
+            Py_DECREF(old);
+            if (verdict < 0) goto done;
+            if (verdict == 2) goto twin;
+            Py_INCREF(Py_None);
+            res = Py_None;
+            goto done;
+        }
+        PyObject *record = PyDict_Copy(old);
+        Py_DECREF(old);
+        if (record == NULL) goto done;
+        if (PyDict_Update(record, fields) < 0 || PyDict_SetItem(staged, rid, record) < 0 ||
+            PyList_Append(out, record) < 0) {
+            Py_DECREF(record);
+            goto done;
+        }
+        Py_DECREF(record);
+    }
+    Py_INCREF(out);
+    res = out;
+    goto done;
+twin:
+    Py_INCREF(Py_NotImplemented);
+    res = Py_NotImplemented;
+done:
+    Py_XDECREF(ids);
+    Py_XDECREF(patches);
+    Py_XDECREF(staged);
+    Py_XDECREF(out);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"prepare", prepare, METH_VARARGS, "Build commit puts' blocks (see shm/blocks.py)."},
     {"measure", measure, METH_VARARGS, "Check and size a loaded table (see shm/blocks.py)."},
@@ -1148,6 +1251,8 @@ static PyMethodDef methods[] = {
     {"checkpoint_rows", checkpoint_rows, METH_O,
      "A table's checkpoint rows in msgpack (see shm/blocks.py)."},
     {"extents", extents, METH_O, "A dropped table's extents, merged (see shm/blocks.py)."},
+    {"flat_merge", (PyCFunction)(void (*)(void))flat_merge, METH_FASTCALL,
+     "Merge a BATCH's plain patches into their records (see shm/blocks.py)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1171,6 +1276,8 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     if (py_monotonic == NULL) return NULL;
 #endif
     s_get = PyUnicode_InternFromString("get");
+    s_id = PyUnicode_InternFromString("id"); /* bulk: flat_merge */
+    if (s_id == NULL) return NULL;
     stale = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     if (kw_strict == NULL || s_get_sync == NULL || s_get_retried == NULL || s_get == NULL ||
         stale == NULL)

@@ -49,6 +49,7 @@ __all__ = [
     "commit_puts",
     "extents",
     "flat_ids",
+    "flat_merge",
     "measure",
     "place",
     "prepare",
@@ -684,3 +685,45 @@ COMMIT_PUTS_PY: Final = _commit_puts_py
 """The Python twin of :func:`commit_puts`' loop (for the tests)."""
 CHECKPOINT_ROWS_PY: Final = _checkpoint_rows_py
 EXTENTS_PY: Final = _extents_py
+
+
+def _flat_merge_py(
+    ids: list[Any], patches: list[Any], records: dict[Any, Any], accepts: dict[str, Any]
+) -> list[dict[str, Any]] | None:
+    """The Python twin of :func:`flat_merge`: the engine's merge loop as it was."""
+    staged: dict[Any, dict[str, Any]] = {}
+    out: list[dict[str, Any]] = []
+    for rid, fields in zip(ids, patches, strict=True):
+        old = staged.get(rid) or records.get(rid)
+        if old is None or "id" in fields:
+            return None  # RecordNotFound, or the id patched: the general path names it
+        for name, value in fields.items():
+            ok = accepts.get(name)
+            if ok is None or type(value) not in ok:
+                return None
+        record = {**old, **fields}
+        staged[rid] = record
+        out.append(record)
+    return out
+
+
+def flat_merge(
+    ids: list[Any], patches: list[Any], records: dict[Any, Any], accepts: dict[str, Any]
+) -> list[dict[str, Any]] | None:
+    """The merge loop of the engine's ``BATCH`` of plain patches (``_flat_patches``): per
+    id and its *fields* (a dict), in order, the record as the batch's earlier patches left
+    it (else ``records[id]``) merged with the fields, ``{**old, **fields}``; the merged
+    records, or None when a record is missing, the fields hold ``"id"``, a field is not in
+    *accepts* or a value's exact type is not in ``accepts[field]`` (a tuple of types).
+
+    ~0.93 µs a patch of the loop in Python (two-field patches of the bench's records,
+    thread CPU): one C call, which leaves what is not the plain case to the twin."""
+    if _c is not None:
+        got = _c.flat_merge(ids, patches, records, accepts)
+        if got is not NotImplemented:
+            return got  # type: ignore[no-any-return]
+    return _flat_merge_py(ids, patches, records, accepts)
+
+
+FLAT_MERGE_PY: Final = _flat_merge_py
+"""The Python twin of :func:`flat_merge` (for the tests)."""

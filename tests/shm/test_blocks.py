@@ -729,3 +729,70 @@ def test_extents_c_equals_python(exts: list[tuple[int, int]], odd: bool) -> None
     assert got == blocks.EXTENTS_PY(tdict)
     assert sum(n for _o, n in got) == sum(e[1] for e in tdict.values())
     assert all(a[0] + a[1] != b[0] for a, b in itertools.pairwise(got))
+
+
+# --- bulk: flat_merge, the engine's BATCH of plain patches (server/engine.py) ------------
+
+_PATCH = st.one_of(
+    st.dictionaries(st.sampled_from(["a", "b", "c"]), _VALUES, max_size=3),
+    st.dictionaries(_KEYS, _VALUES, max_size=2),  # "id", a field not in accepts, an int key
+    st.builds(lambda v: {"b": v}, _VALUES),
+    st.lists(st.integers(), max_size=1),  # not a dict: the twin's (the engine checks first)
+)
+_MERGE_ACCEPTS = st.fixed_dictionaries(
+    {"id": st.just((int,)), "a": _ACCEPTS.map(lambda a: a[1]), "b": _ACCEPTS.map(lambda a: a[2])}
+)
+
+
+@needs_c
+@settings(max_examples=400, deadline=None)
+@given(
+    ids=st.lists(st.one_of(st.integers(0, 5), st.sampled_from(["s", 1.5])), max_size=8),
+    patches=st.data(),
+    records=st.dictionaries(
+        st.integers(0, 4),
+        st.one_of(st.fixed_dictionaries({"id": st.integers(), "a": _VALUES}), st.just({})),
+        max_size=5,
+    ),
+    accepts=_MERGE_ACCEPTS,
+)
+def test_flat_merge_c_equals_python(
+    ids: list[Any], patches: Any, records: dict[Any, Any], accepts: dict[str, Any]
+) -> None:
+    """The same merged records (a later patch of an id on the earlier one's result, an
+    empty record taken from the table as ``or`` does), or both None: a missing record,
+    "id" patched, a field or a value type not accepted; the inputs left as they were."""
+    fields = patches.draw(st.lists(_PATCH, min_size=len(ids), max_size=len(ids)))
+    before = {k: dict(v) for k, v in records.items()}, [dict(f) for f in fields if type(f) is dict]
+    assert C is not None
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(blocks, "_c", C)
+        got = _outcome(lambda: blocks.flat_merge(ids, fields, records, accepts))
+    assert got == _outcome(lambda: blocks.FLAT_MERGE_PY(ids, fields, records, accepts))
+    after = {k: dict(v) for k, v in records.items()}, [f for f in fields if type(f) is dict]
+    assert after == before
+
+
+def test_flat_merge_takes_plain_patches_and_refuses_near_misses() -> None:
+    """Both paths merge the plain case (the comparison above is not vacuous) and refuse
+    each near miss."""
+    accepts = {"id": (int,), "a": (str,), "b": (int, float)}
+    records = {1: {"id": 1, "a": "x", "b": 2}, 2: {"id": 2, "a": "y"}}
+    paths = [blocks.FLAT_MERGE_PY] + ([blocks.flat_merge] if C is not None else [])
+    for merge in paths:
+        got = merge([1, 2, 1], [{"b": 3}, {"b": 2.5, "a": "z"}, {"a": "w"}], records, accepts)
+        assert got == [
+            {"id": 1, "a": "x", "b": 3},
+            {"id": 2, "a": "z", "b": 2.5},
+            {"id": 1, "a": "w", "b": 3},
+        ]
+        assert list(got[1]) == ["id", "a", "b"]  # {**old, **fields}: the old keys first
+        assert records[1] == {"id": 1, "a": "x", "b": 2}  # the table's records untouched
+        for ids, patch in [
+            ([3], {"a": "x"}),  # a missing record
+            ([1], {"id": 1}),  # the id patched
+            ([1], {"c": 1}),  # a field not in the schema
+            ([1], {"b": True}),  # a type the field does not take as is
+            ([1], {1: "x"}),  # not a str key
+        ]:
+            assert merge(ids, [patch], records, accepts) is None, patch
