@@ -88,7 +88,7 @@ from stateengine.query import (
     plan_query,
 )
 from stateengine.server.indexes import MAX_INDEXES, TableIndexes, parse_indexes
-from stateengine.shm.blocks import flat_ids, flat_merge
+from stateengine.shm.blocks import flat_apply, flat_ids, flat_merge, flat_patch_args
 from stateengine.shm.codec import record_encoder
 
 Id = int | str
@@ -521,29 +521,22 @@ class TableEngine:
         BATCHes of 100 two-field patches, medians of 7).
         """
         n = len(commands)
-        if not n or set(map(type, commands)) != {dict} or set(map(len, commands)) != {4}:
+        if not n or type(commands[0]) is not dict:
             return None
         name = commands[0].get("state")
-        table = self.tables.get(name) if type(name) is str else None
+        if type(name) is not str:
+            return None
+        table = self.tables.get(name)
         if table is None or table.ix is not None or table.types is None:
             return None
-        if (
-            set(map(_get_command, commands)) != {"PATCH_RECORD"}
-            or set(map(_get_state, commands)) != {name}
-            or not all(map(operator.contains, commands, itertools.repeat("id")))
-            or not all(map(operator.contains, commands, itertools.repeat("fields")))
-            or table.types.get("id", "any") not in _INT_ID_TYPES
-        ):
-            return None  # (four keys, these four among them: exactly these)
-        ids = list(map(_get_id, commands))
-        patches = list(map(_get_fields, commands))
-        if (
-            set(map(type, ids)) != {int}
-            or min(ids) < ID_MIN
-            or max(ids) > ID_MAX
-            or set(map(type, patches)) != {dict}
-        ):
+        if table.types.get("id", "any") not in _INT_ID_TYPES:
             return None
+        # every command exactly these four keys, one state, int ids in range, dict fields:
+        # one C pass (shm/blocks.py flat_patch_args; eight map passes were ~0.42 µs a patch)
+        args = flat_patch_args(commands, name)
+        if args is None:
+            return None
+        ids, patches = args
         records = table.records
         # _flat_merge's field checks (_flat_fields: by the value types each field's type
         # takes unchanged), each patch merged onto the record as the earlier ones left it,
@@ -569,6 +562,24 @@ class TableEngine:
         version = self.seq + 1
         leases = table.leases
         changes = self.changes
+        if not leases:  # one C call (blocks.flat_apply): the loop below was ~0.37 µs a patch
+            timed = flat_apply(
+                ids,
+                out,
+                records,
+                changes,
+                journal,
+                table,
+                name,
+                version,
+                _MISSING,
+                RESERVED_FIELD,
+                EXPIRES_FIELD,
+            )
+            for i in timed:  # in the order the loop pushed them
+                expires = out[i][EXPIRES_FIELD]
+                heapq.heappush(self.deadlines, (expires, next(self._tick), name, ids[i], None))
+            return list(map(copy_value, out)) if self.copy_results else out
         for rid, fields, record in zip(ids, patches, out, strict=True):
             journal.append(("rec", table, rid, records[rid], leases.get(rid, _MISSING), None))
             record[RESERVED_FIELD] = version

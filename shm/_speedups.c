@@ -1239,6 +1239,140 @@ done:
     return res;
 }
 
+
+/* flat_apply(ids, out, records, changes, journal, table, name, version, missing, reserved,
+ *            expires) -> list[int]: the apply loop of the engine's BATCH of plain patches
+ * for a table without leases (twin: blocks.py _flat_apply_py): per id and its merged
+ * record, in order, the journal entry ("rec", table, id, records[id], missing, None), the
+ * record stamped record[reserved] = version and stored, changes[(name, id)] = None; the
+ * indexes of the records whose expires field is set (the caller queues their deadlines).
+ * A KeyError for an id not in records, as records[id] raises. */
+static PyObject *s_rec; /* "rec" */
+
+static PyObject *flat_apply(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 11 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1]) ||
+        !PyDict_CheckExact(args[2]) || !PyDict_CheckExact(args[3]) ||
+        !PyList_CheckExact(args[4]) || PyList_GET_SIZE(args[0]) != PyList_GET_SIZE(args[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "flat_apply(list, list of the same length, dict, dict, list, ...)");
+        return NULL;
+    }
+    PyObject *records = args[2], *changes = args[3], *journal = args[4], *table = args[5];
+    PyObject *name = args[6], *version = args[7], *missing = args[8], *reserved = args[9];
+    PyObject *expires = args[10], *res = NULL;
+    /* private copies: a GC finalizer run by an allocation could change the caller's */
+    PyObject *ids = PyList_GetSlice(args[0], 0, PY_SSIZE_T_MAX);
+    PyObject *out = PyList_GetSlice(args[1], 0, PY_SSIZE_T_MAX);
+    PyObject *timed = PyList_New(0);
+    if (ids == NULL || out == NULL || timed == NULL) goto done;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(ids); i++) {
+        PyObject *rid = PyList_GET_ITEM(ids, i), *rec = PyList_GET_ITEM(out, i);
+        if (!PyDict_Check(rec)) {
+            PyErr_SetString(PyExc_TypeError, "flat_apply: a merged record is not a dict");
+            goto done;
+        }
+        PyObject *old = PyDict_GetItemWithError(records, rid);
+        if (old == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, rid);
+            goto done;
+        }
+        PyObject *j = PyTuple_Pack(6, s_rec, table, rid, old, missing, Py_None);
+        if (j == NULL) goto done;
+        int bad = PyList_Append(journal, j);
+        Py_DECREF(j);
+        if (bad || PyDict_SetItem(rec, reserved, version) < 0 ||
+            PyDict_SetItem(records, rid, rec) < 0)
+            goto done;
+        PyObject *key = PyTuple_Pack(2, name, rid);
+        if (key == NULL) goto done;
+        bad = PyDict_SetItem(changes, key, Py_None);
+        Py_DECREF(key);
+        if (bad) goto done;
+        PyObject *e = PyDict_GetItemWithError(rec, expires);
+        if (e == NULL && PyErr_Occurred()) goto done;
+        if (e != NULL && e != Py_None) {
+            PyObject *ix = PyLong_FromSsize_t(i);
+            if (ix == NULL || PyList_Append(timed, ix) < 0) {
+                Py_XDECREF(ix);
+                goto done;
+            }
+            Py_DECREF(ix);
+        }
+    }
+    Py_INCREF(timed);
+    res = timed;
+done:
+    Py_XDECREF(ids);
+    Py_XDECREF(out);
+    Py_XDECREF(timed);
+    return res;
+}
+
+
+/* flat_patch_args(commands, name) -> (ids, patches) | None | NotImplemented: the checks
+ * of the engine's BATCH of plain patches in one pass (twin: blocks.py
+ * _flat_patch_args_py): every command an exact dict of exactly "command" ==
+ * "PATCH_RECORD", "state" == name, "id" an exact int in the signed 64-bit range and
+ * "fields" an exact dict; their ids and fields. None when one is not; NotImplemented when
+ * a command or state value is not an exact str (the twin's sets judge it). */
+static PyObject *s_command, *s_state, *s_fields, *s_patch_record;
+
+static PyObject *flat_patch_args(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyList_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "flat_patch_args(list, name)");
+        return NULL;
+    }
+    PyObject *name = args[1];
+    if (!PyUnicode_CheckExact(name)) Py_RETURN_NOTIMPLEMENTED;
+    /* a private copy: a lookup in a command can run Python code (a key's __eq__) */
+    PyObject *commands = PyList_GetSlice(args[0], 0, PY_SSIZE_T_MAX);
+    if (commands == NULL) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(commands);
+    PyObject *ids = PyList_New(n), *patches = PyList_New(n), *res = NULL;
+    if (ids == NULL || patches == NULL) goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *c = PyList_GET_ITEM(commands, i);
+        if (!PyDict_CheckExact(c) || PyDict_GET_SIZE(c) != 4) goto none;
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(c, &pos, &k, &v))
+            if (!PyUnicode_CheckExact(k)) goto twin; /* its __eq__ could run in a lookup */
+        PyObject *cmd = PyDict_GetItemWithError(c, s_command);
+        PyObject *st = cmd ? PyDict_GetItemWithError(c, s_state) : NULL;
+        PyObject *rid = st ? PyDict_GetItemWithError(c, s_id) : NULL;
+        PyObject *f = rid ? PyDict_GetItemWithError(c, s_fields) : NULL;
+        if (f == NULL) {
+            if (PyErr_Occurred()) goto done;
+            goto none;
+        }
+        if (!PyUnicode_CheckExact(cmd) || !PyUnicode_CheckExact(st)) goto twin;
+        if (PyUnicode_Compare(cmd, s_patch_record) != 0 || PyUnicode_Compare(st, name) != 0)
+            goto none;
+        if (!PyLong_CheckExact(rid) || !PyDict_CheckExact(f)) goto none;
+        int ovf;
+        PyLong_AsLongLongAndOverflow(rid, &ovf);
+        if (ovf) goto none;
+        Py_INCREF(rid);
+        Py_INCREF(f);
+        PyList_SET_ITEM(ids, i, rid);
+        PyList_SET_ITEM(patches, i, f);
+    }
+    res = PyTuple_Pack(2, ids, patches);
+    goto done;
+none:
+    Py_INCREF(Py_None);
+    res = Py_None;
+    goto done;
+twin:
+    Py_INCREF(Py_NotImplemented);
+    res = Py_NotImplemented;
+done:
+    Py_DECREF(commands);
+    Py_XDECREF(ids); /* slots not set yet are NULL: the list's dealloc skips them */
+    Py_XDECREF(patches);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"prepare", prepare, METH_VARARGS, "Build commit puts' blocks (see shm/blocks.py)."},
     {"measure", measure, METH_VARARGS, "Check and size a loaded table (see shm/blocks.py)."},
@@ -1253,6 +1387,10 @@ static PyMethodDef methods[] = {
     {"extents", extents, METH_O, "A dropped table's extents, merged (see shm/blocks.py)."},
     {"flat_merge", (PyCFunction)(void (*)(void))flat_merge, METH_FASTCALL,
      "Merge a BATCH's plain patches into their records (see shm/blocks.py)."},
+    {"flat_apply", (PyCFunction)(void (*)(void))flat_apply, METH_FASTCALL,
+     "Journal, stamp and store a BATCH's merged records (see shm/blocks.py)."},
+    {"flat_patch_args", (PyCFunction)(void (*)(void))flat_patch_args, METH_FASTCALL,
+     "Check a BATCH of plain patches, their ids and fields (see shm/blocks.py)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1276,8 +1414,15 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     if (py_monotonic == NULL) return NULL;
 #endif
     s_get = PyUnicode_InternFromString("get");
-    s_id = PyUnicode_InternFromString("id"); /* bulk: flat_merge */
-    if (s_id == NULL) return NULL;
+    s_id = PyUnicode_InternFromString("id"); /* bulk: flat_merge, flat_apply */
+    s_rec = PyUnicode_InternFromString("rec");
+    s_command = PyUnicode_InternFromString("command");
+    s_state = PyUnicode_InternFromString("state");
+    s_fields = PyUnicode_InternFromString("fields");
+    s_patch_record = PyUnicode_InternFromString("PATCH_RECORD");
+    if (s_id == NULL || s_rec == NULL || s_command == NULL || s_state == NULL ||
+        s_fields == NULL || s_patch_record == NULL)
+        return NULL;
     stale = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     if (kw_strict == NULL || s_get_sync == NULL || s_get_retried == NULL || s_get == NULL ||
         stale == NULL)

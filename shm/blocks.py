@@ -48,8 +48,10 @@ __all__ = [
     "checkpoint_rows",
     "commit_puts",
     "extents",
+    "flat_apply",
     "flat_ids",
     "flat_merge",
+    "flat_patch_args",
     "measure",
     "place",
     "prepare",
@@ -727,3 +729,109 @@ def flat_merge(
 
 FLAT_MERGE_PY: Final = _flat_merge_py
 """The Python twin of :func:`flat_merge` (for the tests)."""
+
+
+def _flat_apply_py(
+    ids: list[Any],
+    out: list[dict[str, Any]],
+    records: dict[Any, Any],
+    changes: dict[Any, None],
+    journal: list[Any],
+    table: Any,
+    name: str,
+    version: int,
+    missing: Any,
+    reserved: str,
+    expires: str,
+) -> list[int]:
+    """The Python twin of :func:`flat_apply`: the engine's apply loop as it was."""
+    timed: list[int] = []
+    for i, (rid, record) in enumerate(zip(ids, out, strict=True)):
+        journal.append(("rec", table, rid, records[rid], missing, None))
+        record[reserved] = version
+        records[rid] = record
+        changes[(name, rid)] = None
+        if record.get(expires) is not None:
+            timed.append(i)
+    return timed
+
+
+def flat_apply(
+    ids: list[Any],
+    out: list[dict[str, Any]],
+    records: dict[Any, Any],
+    changes: dict[Any, None],
+    journal: list[Any],
+    table: Any,
+    name: str,
+    version: int,
+    missing: Any,
+    reserved: str,
+    expires: str,
+) -> list[int]:
+    """The apply loop of the engine's ``BATCH`` of plain patches into a table without
+    leases: per id and its merged record (:func:`flat_merge`), in order, the journal
+    entry ``("rec", table, id, records[id], missing, None)``, the record stamped
+    (``record[reserved] = version``) and stored, ``changes[(name, id)] = None``; the
+    indexes of the records whose *expires* field is set (the caller queues their
+    deadlines, in this order). ``KeyError`` for an id not in *records*.
+
+    ~0.37 µs a patch in Python (thread CPU, BATCHes of 100): one C call."""
+    if _c is not None:
+        got: list[int] = _c.flat_apply(
+            ids, out, records, changes, journal, table, name, version, missing, reserved, expires
+        )
+        return got
+    return _flat_apply_py(
+        ids, out, records, changes, journal, table, name, version, missing, reserved, expires
+    )
+
+
+FLAT_APPLY_PY: Final = _flat_apply_py
+
+_GET_COMMAND: Final = operator.methodcaller("get", "command")
+_GET_STATE: Final = operator.methodcaller("get", "state")
+_GET_ID: Final = operator.itemgetter("id")
+_GET_FIELDS: Final = operator.itemgetter("fields")
+
+
+def _flat_patch_args_py(commands: list[Any], name: Any) -> tuple[list[Any], list[Any]] | None:
+    """The Python twin of :func:`flat_patch_args`: the engine's checks as they were."""
+    if set(map(type, commands)) != {dict} or set(map(len, commands)) != {4}:
+        return None
+    if (
+        set(map(_GET_COMMAND, commands)) != {"PATCH_RECORD"}
+        or set(map(_GET_STATE, commands)) != {name}
+        or not all(map(operator.contains, commands, itertools.repeat("id")))
+        or not all(map(operator.contains, commands, itertools.repeat("fields")))
+    ):
+        return None  # (four keys, these four among them: exactly these)
+    ids = list(map(_GET_ID, commands))
+    patches = list(map(_GET_FIELDS, commands))
+    if (
+        set(map(type, ids)) != {int}
+        or min(ids) < ID_MIN
+        or max(ids) > ID_MAX
+        or set(map(type, patches)) != {dict}
+    ):
+        return None
+    return ids, patches
+
+
+def flat_patch_args(commands: list[Any], name: Any) -> tuple[list[Any], list[Any]] | None:
+    """The checks of the engine's ``BATCH`` of plain patches (``_flat_patches``): every
+    command (a non-empty list of them) an exact dict of exactly ``command`` ==
+    ``"PATCH_RECORD"``, ``state`` == *name*, ``id`` an exact int in the signed 64-bit range
+    and ``fields`` an exact dict; ``(ids, fields)``, or None when one is not.
+
+    Eight C-level ``map`` passes over the commands took ~0.42 µs a patch (thread CPU,
+    BATCHes of 100): one C pass, which leaves a command or state that is not an exact str
+    (or a key that is not one) to the twin."""
+    if _c is not None:
+        got = _c.flat_patch_args(commands, name)
+        if got is not NotImplemented:
+            return got  # type: ignore[no-any-return]
+    return _flat_patch_args_py(commands, name)
+
+
+FLAT_PATCH_ARGS_PY: Final = _flat_patch_args_py

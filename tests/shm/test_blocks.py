@@ -796,3 +796,89 @@ def test_flat_merge_takes_plain_patches_and_refuses_near_misses() -> None:
             ([1], {1: "x"}),  # not a str key
         ]:
             assert merge(ids, [patch], records, accepts) is None, patch
+
+
+_CMD_VALUES = st.one_of(
+    st.sampled_from(["PATCH_RECORD", "CREATE_RECORD", "t", "u"]), st.none(), st.integers(0, 2)
+)
+_COMMAND = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "command": st.just("PATCH_RECORD"),
+            "state": st.sampled_from(["t", "t", "u"]),
+            "id": st.one_of(st.integers(-(2**64), 2**64), st.just(True), st.just("1")),
+            "fields": st.one_of(st.just({"a": 1}), st.just([1])),
+        }
+    ),
+    st.dictionaries(
+        st.sampled_from(["command", "state", "id", "fields", "x", 1]), _CMD_VALUES, max_size=5
+    ),
+    st.lists(st.integers(), max_size=1),
+)
+
+
+@needs_c
+@settings(max_examples=400, deadline=None)
+@given(commands=st.lists(_COMMAND, min_size=1, max_size=6), name=st.sampled_from(["t", "u"]))
+def test_flat_patch_args_c_equals_python(commands: list[Any], name: str) -> None:
+    """The same ids and fields, or both None, for batches that are and are not plain
+    patches of one table (a key missing or extra, another command or state, an id not an
+    exact int in 64 bits, fields not a dict, not a map)."""
+    assert C is not None
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(blocks, "_c", C)
+        got = _outcome(lambda: blocks.flat_patch_args(commands, name))
+    assert got == _outcome(lambda: blocks.FLAT_PATCH_ARGS_PY(commands, name))
+
+
+def test_flat_patch_args_takes_plain_patches_and_refuses_near_misses() -> None:
+    def patch(rid: Any = 1, **kw: Any) -> dict[str, Any]:
+        return {"command": "PATCH_RECORD", "state": "t", "id": rid, "fields": {"a": 1}, **kw}
+
+    good = [patch(1), patch(2)]
+    paths = [blocks.FLAT_PATCH_ARGS_PY] + ([blocks.flat_patch_args] if C is not None else [])
+    for args in paths:
+        assert args(good, "t") == ([1, 2], [{"a": 1}, {"a": 1}])
+        for near in [
+            patch(command="CREATE_RECORD"),
+            patch(state="u"),
+            patch(True),
+            patch("1"),
+            patch(2**63),
+            patch(fields=[1]),
+            {**patch(), "x": 1},
+            {k: v for k, v in patch().items() if k != "fields"},
+            [1],
+        ]:
+            assert args([*good, near], "t") is None, near
+
+
+@needs_c
+@settings(max_examples=300, deadline=None)
+@given(
+    ids=st.lists(st.integers(0, 5), max_size=8),
+    expires=st.lists(st.one_of(st.none(), st.integers(), st.just("absent")), max_size=8),
+)
+def test_flat_apply_c_equals_python(ids: list[int], expires: list[Any]) -> None:
+    """The same journal, stamped and stored records, changes and timed indexes, an id
+    twice included (its second journal entry holds the first's record), or the same
+    KeyError for an id not in the table."""
+    runs = []
+    for fn in (C.flat_apply if C is not None else None, blocks.FLAT_APPLY_PY):
+        assert fn is not None
+        records: dict[Any, Any] = {i: {"id": i, "v": 0} for i in range(5)}
+        out = []
+        for k, rid in enumerate(ids):
+            rec: dict[str, Any] = {"id": rid, "v": k}
+            if k < len(expires) and expires[k] != "absent":
+                rec["_expires"] = expires[k]
+            out.append(rec)
+        changes: dict[Any, None] = {}
+        journal: list[Any] = []
+        got = _outcome(
+            lambda fn=fn, records=records, out=out, changes=changes, journal=journal: fn(
+                ids, out, records, changes, journal, "T", "t", 7, "MISSING", "_v", "_expires"
+            )
+        )
+        runs.append((got, records, out, changes, journal))
+    assert runs[0] == runs[1]

@@ -97,7 +97,9 @@ def _run(
             )
             for name, t in eng.tables.items()
         }
-    return replies, tables, changes
+        # the deadlines queued (a patched record with a TTL: the flat paths queue it too)
+        deadlines = sorted((d[0], d[2], repr(d[3]), d[4] is None) for d in eng.deadlines)
+    return replies, tables, changes, deadlines
 
 
 def _same(requests: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -243,15 +245,19 @@ def _patch(rid: Any, fields: Any, state: str = "t") -> dict[str, Any]:
     return {"command": "PATCH_RECORD", "state": state, "id": rid, "fields": fields}
 
 
+@pytest.mark.parametrize("leased", [True, False])  # the loop with leases, or flat_apply
 @pytest.mark.parametrize(("schema", "patches"), list(_patches()), ids=lambda v: f"{v!r:.50}")
 def test_batches_of_patches_are_the_same_with_and_without_the_flat_path(
-    schema: dict[str, str] | None, patches: list[dict[Any, Any]], monkeypatch: pytest.MonkeyPatch
+    schema: dict[str, str] | None,
+    patches: list[dict[Any, Any]],
+    leased: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A BATCH of plain patches (``TableEngine._flat_patches``): each patch after a good
     one of the same record, of a record under a lease (rule 4) and of one with a TTL,
     one id patched twice (the second sees the first), an id missing or of another type,
     a sub-command with one more argument or of another table; all rolled back at the
-    first error."""
+    first error. Without the lease, the table has none: its loop is one C call."""
     seed = {
         "command": "SET_STATE",
         "state": "t",
@@ -270,7 +276,7 @@ def test_batches_of_patches_are_the_same_with_and_without_the_flat_path(
     }
     ttl = {"command": "EXPIRE_RECORD", "state": "t", "id": 3, "ttl": 50}
     other = {"command": "SET_STATE", "state": "u", "records": [{"id": 1, "a": 1, "b": 2}]}
-    requests: list[dict[str, Any]] = [*_setup(schema), seed, claim, ttl, other]
+    requests: list[dict[str, Any]] = [*_setup(schema), seed, *[claim][:leased], ttl, other]
     good = {"a": 7}
     for fields in patches:
         for commands in (
@@ -355,3 +361,20 @@ def test_a_refused_flat_load_leaves_the_request_untouched() -> None:
     creates = [{"command": "CREATE_RECORD", "state": "t", "record": r} for r in again]
     reply = eng.execute({"command": "BATCH", "commands": creates})
     assert reply["error"]["type"] == "DuplicateId", reply
+
+
+def test_a_flat_batch_of_patches_that_drops_a_deadline_fails_the_comparison(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The control of the deadlines compared above: a BATCH of patches whose C loop
+    (``blocks.flat_apply``) lost the TTL of a patched record would leave its expiry
+    unqueued, and the comparison says so."""
+    apply = engine_module.flat_apply
+    monkeypatch.setattr(engine_module, "flat_apply", lambda *a: apply(*a) and [])
+    seed = {"command": "SET_STATE", "state": "t", "records": [{"id": 1, "a": 1, "b": 1}]}
+    ttl = {"command": "EXPIRE_RECORD", "state": "t", "id": 1, "ttl": 50}
+    batch = {"command": "BATCH", "commands": [_patch(1, {"b": 2}), _patch(1, {"a": 3})]}
+    with pytest.raises(AssertionError):
+        _same([seed, ttl, batch], monkeypatch)
+    monkeypatch.setattr(engine_module, "flat_apply", apply)
+    _same([seed, ttl, batch], monkeypatch)
