@@ -1373,6 +1373,63 @@ done:
     return res;
 }
 
+
+/* flat_create_args(commands, name) -> list | None | NotImplemented: the checks of the
+ * engine's BATCH of creates (server/engine.py _flat_creates; twin: blocks.py
+ * _flat_create_args_py) in one pass: every command an exact dict of exactly "command" ==
+ * "CREATE_RECORD", "state" == name and "record"; their records. None when one is not;
+ * NotImplemented when a key, command or state is not an exact str (the twin's sets). */
+static PyObject *s_record, *s_create_record;
+
+static PyObject *flat_create_args(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyList_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "flat_create_args(list, name)");
+        return NULL;
+    }
+    PyObject *name = args[1];
+    if (!PyUnicode_CheckExact(name)) Py_RETURN_NOTIMPLEMENTED;
+    /* a private copy: a lookup in a command can run Python code (a key's __eq__) */
+    PyObject *commands = PyList_GetSlice(args[0], 0, PY_SSIZE_T_MAX);
+    if (commands == NULL) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(commands);
+    PyObject *records = PyList_New(n), *res = NULL;
+    if (records == NULL) goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *c = PyList_GET_ITEM(commands, i);
+        if (!PyDict_CheckExact(c) || PyDict_GET_SIZE(c) != 3) goto none;
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(c, &pos, &k, &v))
+            if (!PyUnicode_CheckExact(k)) goto twin; /* its __eq__ could run in a lookup */
+        PyObject *cmd = PyDict_GetItemWithError(c, s_command);
+        PyObject *st = cmd ? PyDict_GetItemWithError(c, s_state) : NULL;
+        PyObject *rec = st ? PyDict_GetItemWithError(c, s_record) : NULL;
+        if (rec == NULL) {
+            if (PyErr_Occurred()) goto done;
+            goto none;
+        }
+        if (!PyUnicode_CheckExact(cmd) || !PyUnicode_CheckExact(st)) goto twin;
+        if (PyUnicode_Compare(cmd, s_create_record) != 0 || PyUnicode_Compare(st, name) != 0)
+            goto none;
+        Py_INCREF(rec);
+        PyList_SET_ITEM(records, i, rec);
+    }
+    Py_INCREF(records);
+    res = records;
+    goto done;
+none:
+    Py_INCREF(Py_None);
+    res = Py_None;
+    goto done;
+twin:
+    Py_INCREF(Py_NotImplemented);
+    res = Py_NotImplemented;
+done:
+    Py_DECREF(commands);
+    Py_XDECREF(records); /* slots not set yet are NULL: the list's dealloc skips them */
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"prepare", prepare, METH_VARARGS, "Build commit puts' blocks (see shm/blocks.py)."},
     {"measure", measure, METH_VARARGS, "Check and size a loaded table (see shm/blocks.py)."},
@@ -1391,6 +1448,8 @@ static PyMethodDef methods[] = {
      "Journal, stamp and store a BATCH's merged records (see shm/blocks.py)."},
     {"flat_patch_args", (PyCFunction)(void (*)(void))flat_patch_args, METH_FASTCALL,
      "Check a BATCH of plain patches, their ids and fields (see shm/blocks.py)."},
+    {"flat_create_args", (PyCFunction)(void (*)(void))flat_create_args, METH_FASTCALL,
+     "Check a BATCH of creates, their records (see shm/blocks.py)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1420,8 +1479,10 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     s_state = PyUnicode_InternFromString("state");
     s_fields = PyUnicode_InternFromString("fields");
     s_patch_record = PyUnicode_InternFromString("PATCH_RECORD");
+    s_record = PyUnicode_InternFromString("record");
+    s_create_record = PyUnicode_InternFromString("CREATE_RECORD");
     if (s_id == NULL || s_rec == NULL || s_command == NULL || s_state == NULL ||
-        s_fields == NULL || s_patch_record == NULL)
+        s_fields == NULL || s_patch_record == NULL || s_record == NULL || s_create_record == NULL)
         return NULL;
     stale = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     if (kw_strict == NULL || s_get_sync == NULL || s_get_retried == NULL || s_get == NULL ||

@@ -49,6 +49,7 @@ __all__ = [
     "commit_puts",
     "extents",
     "flat_apply",
+    "flat_create_args",
     "flat_ids",
     "flat_merge",
     "flat_patch_args",
@@ -835,3 +836,36 @@ def flat_patch_args(commands: list[Any], name: Any) -> tuple[list[Any], list[Any
 
 
 FLAT_PATCH_ARGS_PY: Final = _flat_patch_args_py
+
+_GET_RECORD: Final = operator.itemgetter("record")
+
+
+def _flat_create_args_py(commands: list[Any], name: Any) -> list[Any] | None:
+    """The Python twin of :func:`flat_create_args`: the engine's checks as they were."""
+    if set(map(type, commands)) != {dict} or set(map(len, commands)) != {3}:
+        return None
+    if (
+        set(map(_GET_COMMAND, commands)) != {"CREATE_RECORD"}
+        or set(map(_GET_STATE, commands)) != {name}
+        or not all(map(operator.contains, commands, itertools.repeat("record")))
+    ):
+        return None
+    return list(map(_GET_RECORD, commands))
+
+
+def flat_create_args(commands: list[Any], name: Any) -> list[Any] | None:
+    """The checks of the engine's ``BATCH`` of creates (``_flat_creates``): every command
+    (a non-empty list of them) an exact dict of exactly ``command`` == ``"CREATE_RECORD"``,
+    ``state`` == *name* and ``record``; their records, or None when one is not.
+
+    Five C-level ``map`` passes over the commands took ~0.24 µs a record (thread CPU,
+    BATCHes of 1000): one C pass, which leaves a key, command or state that is not an
+    exact str to the twin."""
+    if _c is not None:
+        got = _c.flat_create_args(commands, name)
+        if got is not NotImplemented:
+            return got  # type: ignore[no-any-return]
+    return _flat_create_args_py(commands, name)
+
+
+FLAT_CREATE_ARGS_PY: Final = _flat_create_args_py

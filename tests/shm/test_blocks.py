@@ -882,3 +882,49 @@ def test_flat_apply_c_equals_python(ids: list[int], expires: list[Any]) -> None:
         )
         runs.append((got, records, out, changes, journal))
     assert runs[0] == runs[1]
+
+
+_CREATE = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "command": st.sampled_from(["CREATE_RECORD", "CREATE_RECORD", "PATCH_RECORD"]),
+            "state": st.sampled_from(["t", "t", "u"]),
+            "record": st.one_of(st.just({"id": 1}), st.just([1]), st.none()),
+        }
+    ),
+    st.dictionaries(
+        st.sampled_from(["command", "state", "record", "x", 1]), _CMD_VALUES, max_size=4
+    ),
+    st.lists(st.integers(), max_size=1),
+)
+
+
+@needs_c
+@settings(max_examples=400, deadline=None)
+@given(commands=st.lists(_CREATE, min_size=1, max_size=6), name=st.sampled_from(["t", "u"]))
+def test_flat_create_args_c_equals_python(commands: list[Any], name: str) -> None:
+    """The same records, or both None, for batches that are and are not creates into one
+    table (a key missing or extra, another command or state, a non-str key, not a map)."""
+    assert C is not None
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(blocks, "_c", C)
+        got = _outcome(lambda: blocks.flat_create_args(commands, name))
+    assert got == _outcome(lambda: blocks.FLAT_CREATE_ARGS_PY(commands, name))
+
+
+def test_flat_create_args_takes_creates_and_refuses_near_misses() -> None:
+    def create(**kw: Any) -> dict[str, Any]:
+        return {"command": "CREATE_RECORD", "state": "t", "record": {"id": 1}, **kw}
+
+    good = [create(), create(record=[2])]
+    paths = [blocks.FLAT_CREATE_ARGS_PY] + ([blocks.flat_create_args] if C is not None else [])
+    for args in paths:
+        assert args(good, "t") == [{"id": 1}, [2]]
+        for near in [
+            create(command="PATCH_RECORD"),
+            create(state="u"),
+            {**create(), "x": 1},
+            {k: v for k, v in create().items() if k != "record"},
+            [1],
+        ]:
+            assert args([*good, near], "t") is None, near
