@@ -20,7 +20,9 @@ import msgpack
 from stateengine.errors import SnapshotExpired
 from stateengine.shm import ArenaReader, faults
 
-K = 4
+# ids a commit touches; STATEENGINE_SHM_STRESS_K (read by the spawned readers too) makes
+# the commits big enough for the writer's bulk path (ArenaWriter._apply_bulk: 16 puts)
+K = int(os.environ.get("STATEENGINE_SHM_STRESS_K", "4"))
 SIZES = (0, 24, 80, 200, 520, 1000)
 TABLE = "t"
 

@@ -44,6 +44,41 @@ def test_stress_1e6_validated_reads() -> None:
     assert res.commits > 1000
 
 
+def test_stress_bulk_commits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Groups of 32 ids: every commit (32 puts, or 32 deletes) goes through the bulk path
+    (one extent, ``blocks.commit_puts``), its blocks reused as soon as possible (grace 0)."""
+    import shm_workers
+
+    from stateengine.shm import blocks
+
+    monkeypatch.setenv("STATEENGINE_SHM_STRESS_K", "32")
+    monkeypatch.setattr(shm_workers, "K", 32)
+    calls: list[int] = []
+    commit_puts = blocks.commit_puts
+
+    def counted(*args: object) -> int:
+        calls.append(1)
+        return commit_puts(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(blocks, "commit_puts", counted)
+    res = run_stress(groups=40, readers=2, reads=150_000, seconds=60, initial_size=4 << 20)
+    _assert_clean(res)
+    assert res.total("reads") >= 300_000 and res.commits > 200
+    assert len(calls) > res.commits // 2  # the puts' commits took the bulk path
+
+
+def test_stress_bulk_commits_control(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bulk variant catches a writer that publishes before its blocks are written
+    (``publish_early``, which the bulk path honours): readers report, never wrong data."""
+    import shm_workers
+
+    monkeypatch.setenv("STATEENGINE_SHM_STRESS_K", "32")
+    monkeypatch.setattr(shm_workers, "K", 32)
+    res = run_stress(groups=16, reads=60_000, seconds=60, writer_faults=("publish_early",))
+    assert res.total("expired") > 0, "publish_early: the bulk stress test did not notice"
+    assert res.total("wrong") == 0
+
+
 def test_stress_slow_reader_control() -> None:
     """The window-widening switch alone: retries happen, nothing wrong is returned."""
     res = run_stress(groups=16, reads=100_000, seconds=60, reader_faults=("slow_read",))
