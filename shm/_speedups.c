@@ -733,12 +733,367 @@ no:
     Py_RETURN_NONE;
 }
 
+/* --- onewrite: the arena allocator's alloc and free_many in C --- */
+
+/* shm/alloc.py's Allocator, driven here on its own dicts and list (so the Python class
+ * stays its twin and its state): alloc() with its _add() of the remainder, the same best
+ * fit (the smallest size that fits, the most recently freed extent of that size:
+ * dict.popitem), and free_many() with free() and _remove(), the same checks, messages
+ * and order of dict updates. A one-record write allocates two blocks and, at a reclaim,
+ * frees two: ~1 us an extent in Python (issue 17, thread CPU). */
+typedef struct {
+    PyObject *sizes, *bins, *by_start, *by_end; /* borrowed from the allocator's dict */
+    long long free_bytes, lo, hi;                /* hi: start + size */
+} Al;
+
+static PyObject *s_sizes, *s_bins, *s_by_start, *s_by_end, *s_free_bytes, *s_popitem;
+static PyObject *s_start, *s_size;
+
+static int al_load(PyObject *alloc, Al *al) {
+    PyObject *d = PyObject_GenericGetDict(alloc, NULL);
+    if (d == NULL) {
+        PyErr_Clear();
+        return 1;
+    }
+    al->sizes = PyDict_GetItem(d, s_sizes);
+    al->bins = PyDict_GetItem(d, s_bins);
+    al->by_start = PyDict_GetItem(d, s_by_start);
+    al->by_end = PyDict_GetItem(d, s_by_end);
+    PyObject *fb = PyDict_GetItem(d, s_free_bytes);
+    PyObject *st = PyDict_GetItem(d, s_start), *sz = PyDict_GetItem(d, s_size);
+    Py_DECREF(d); /* the instance keeps its dict and the values alive */
+    if (!al->sizes || !PyList_CheckExact(al->sizes) || !al->bins || !PyDict_CheckExact(al->bins) ||
+        !al->by_start || !PyDict_CheckExact(al->by_start) || !al->by_end ||
+        !PyDict_CheckExact(al->by_end) || !fb || !PyLong_CheckExact(fb) || !st ||
+        !PyLong_CheckExact(st) || !sz || !PyLong_CheckExact(sz))
+        return 1;
+    al->free_bytes = PyLong_AsLongLong(fb);
+    al->lo = PyLong_AsLongLong(st);
+    al->hi = al->lo + PyLong_AsLongLong(sz);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return 1;
+    }
+    return 0;
+}
+
+/* free_bytes back to the allocator, also after an error (kept pending meanwhile): what
+ * was freed before it stays freed, as in Python. */
+static int al_store(PyObject *alloc, Al *al) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *fb = PyLong_FromLongLong(al->free_bytes);
+    int r = fb == NULL ? -1 : PyObject_SetAttr(alloc, s_free_bytes, fb);
+    Py_XDECREF(fb);
+    if (type != NULL) {
+        if (r < 0) PyErr_Clear();
+        PyErr_Restore(type, value, tb);
+    }
+    return r;
+}
+
+/* Allocator._add(start, size) */
+static int al_add(Al *al, long long start, long long size) {
+    PyObject *s = PyLong_FromLongLong(start), *z = PyLong_FromLongLong(size);
+    PyObject *e = PyLong_FromLongLong(start + size);
+    int r = -1;
+    if (!s || !z || !e) goto done;
+    if (PyDict_SetItem(al->by_start, s, z) || PyDict_SetItem(al->by_end, e, s)) goto done;
+    PyObject *starts = PyDict_GetItemWithError(al->bins, z);
+    if (starts == NULL) {
+        if (PyErr_Occurred()) goto done;
+        PyObject *nd = PyDict_New();
+        if (nd == NULL) goto done;
+        if (PyDict_SetItem(nd, s, Py_None) || PyDict_SetItem(al->bins, z, nd)) {
+            Py_DECREF(nd);
+            goto done;
+        }
+        Py_DECREF(nd);
+        /* bisect.insort: the size is not in the list (its bin was empty) */
+        Py_ssize_t lo = 0, hi = PyList_GET_SIZE(al->sizes);
+        while (lo < hi) {
+            Py_ssize_t mid = (lo + hi) / 2;
+            long long v = PyLong_AsLongLong(PyList_GET_ITEM(al->sizes, mid));
+            if (v == -1 && PyErr_Occurred()) goto done;
+            if (size < v)
+                hi = mid;
+            else
+                lo = mid + 1;
+        }
+        if (PyList_Insert(al->sizes, lo, z)) goto done;
+    } else if (PyDict_SetItem(starts, s, Py_None)) {
+        goto done;
+    }
+    al->free_bytes += size;
+    r = 0;
+done:
+    Py_XDECREF(s);
+    Py_XDECREF(z);
+    Py_XDECREF(e);
+    return r;
+}
+
+/* Allocator.alloc(n): the extent's start, -1 when nothing fits, -2 on an error. */
+static long long al_alloc(Al *al, long long n) {
+    PyObject *sizes = al->sizes;
+    Py_ssize_t lo = 0, hi = PyList_GET_SIZE(sizes);
+    while (lo < hi) { /* bisect_left */
+        Py_ssize_t mid = (lo + hi) / 2;
+        long long v = PyLong_AsLongLong(PyList_GET_ITEM(sizes, mid));
+        if (v == -1 && PyErr_Occurred()) return -2;
+        if (v < n)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == PyList_GET_SIZE(sizes)) return -1;
+    PyObject *key = PyList_GET_ITEM(sizes, lo);
+    Py_INCREF(key);
+    long long size = PyLong_AsLongLong(key), start = -2;
+    PyObject *starts = PyDict_GetItemWithError(al->bins, key), *item = NULL, *end = NULL;
+    if (starts == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "allocator: a size without a bin");
+        goto done;
+    }
+    Py_INCREF(starts);
+    item = PyObject_CallMethodNoArgs(starts, s_popitem);
+    if (item == NULL || !PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) goto done;
+    PyObject *sobj = PyTuple_GET_ITEM(item, 0);
+    long long st = PyLong_AsLongLong(sobj);
+    if (st == -1 && PyErr_Occurred()) goto done;
+    if (PyDict_GET_SIZE(starts) == 0) {
+        if (PyDict_DelItem(al->bins, key) || PySequence_DelItem(sizes, lo)) goto done;
+    }
+    end = PyLong_FromLongLong(st + size);
+    if (end == NULL || PyDict_DelItem(al->by_start, sobj) || PyDict_DelItem(al->by_end, end))
+        goto done;
+    al->free_bytes -= size;
+    if (size > n && al_add(al, st + n, size - n)) goto done;
+    start = st;
+done:
+    Py_XDECREF(starts);
+    Py_XDECREF(item);
+    Py_XDECREF(end);
+    Py_DECREF(key);
+    return start;
+}
+
+
+/* Allocator._remove(start, size) */
+static int al_remove(Al *al, long long start, long long size) {
+    PyObject *s = PyLong_FromLongLong(start), *z = PyLong_FromLongLong(size);
+    PyObject *e = PyLong_FromLongLong(start + size);
+    int r = -1;
+    if (!s || !z || !e) goto done;
+    if (PyDict_DelItem(al->by_start, s) || PyDict_DelItem(al->by_end, e)) goto done;
+    PyObject *starts = PyDict_GetItemWithError(al->bins, z);
+    if (starts == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, z);
+        goto done;
+    }
+    if (PyDict_DelItem(starts, s)) goto done;
+    if (PyDict_GET_SIZE(starts) == 0) {
+        if (PyDict_DelItem(al->bins, z)) goto done;
+        Py_ssize_t lo = 0, hi = PyList_GET_SIZE(al->sizes);
+        while (lo < hi) { /* bisect_left */
+            Py_ssize_t mid = (lo + hi) / 2;
+            long long v = PyLong_AsLongLong(PyList_GET_ITEM(al->sizes, mid));
+            if (v == -1 && PyErr_Occurred()) goto done;
+            if (v < size)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (PySequence_DelItem(al->sizes, lo)) goto done;
+    }
+    al->free_bytes -= size;
+    r = 0;
+done:
+    Py_XDECREF(s);
+    Py_XDECREF(z);
+    Py_XDECREF(e);
+    return r;
+}
+
+/* 1: key (an int) is in d; 0: not; -1: an error. *value: the borrowed value. */
+static int al_get(PyObject *d, long long key, PyObject **value) {
+    PyObject *k = PyLong_FromLongLong(key);
+    if (k == NULL) return -1;
+    *value = PyDict_GetItemWithError(d, k);
+    Py_DECREF(k);
+    if (*value == NULL) return PyErr_Occurred() ? -1 : 0;
+    return 1;
+}
+
+/* Allocator.free(start, n) */
+static int al_free(Al *al, long long start, long long n) {
+    PyObject *v;
+    if (start < al->lo || start + n > al->hi || n <= 0) {
+        PyErr_Format(PyExc_ValueError, "extent %lld+%lld outside the region", start, n);
+        return -1;
+    }
+    int a = al_get(al->by_start, start, &v), b = a ? a : al_get(al->by_end, start + n, &v);
+    if (a < 0 || b < 0) return -1;
+    if (a || b) {
+        PyErr_Format(PyExc_ValueError, "double free of extent %lld+%lld", start, n);
+        return -1;
+    }
+    int has = al_get(al->by_end, start, &v);
+    if (has < 0) return -1;
+    if (has) {
+        long long prev = PyLong_AsLongLong(v), psize;
+        if (prev == -1 && PyErr_Occurred()) return -1;
+        has = al_get(al->by_start, prev, &v);
+        if (has <= 0) {
+            if (has == 0) PyErr_SetString(PyExc_KeyError, "allocator: by_end without by_start");
+            return -1;
+        }
+        psize = PyLong_AsLongLong(v);
+        if ((psize == -1 && PyErr_Occurred()) || al_remove(al, prev, psize)) return -1;
+        start = prev;
+        n += psize;
+    }
+    has = al_get(al->by_start, start + n, &v);
+    if (has < 0) return -1;
+    if (has) {
+        long long nsize = PyLong_AsLongLong(v);
+        if ((nsize == -1 && PyErr_Occurred()) || al_remove(al, start + n, nsize)) return -1;
+        n += nsize;
+    }
+    return al_add(al, start, n);
+}
+
+static int pair_cmp(const void *a, const void *b) {
+    const long long *x = a, *y = b;
+    if (x[0] != y[0]) return x[0] < y[0] ? -1 : 1;
+    return x[1] < y[1] ? -1 : x[1] > y[1];
+}
+
+/* What C does not take goes to the class's own method (Python), the twin. */
+static PyObject *python_method(PyObject *obj, const char *name, PyObject *arg) {
+    PyObject *f = PyObject_GetAttrString((PyObject *)Py_TYPE(obj), name);
+    if (f == NULL) return NULL;
+    PyObject *r = PyObject_CallFunctionObjArgs(f, obj, arg, NULL);
+    Py_DECREF(f);
+    return r;
+}
+
+/* alloc_take(allocator, n): Allocator.alloc's twin (the Python method for an n that is
+ * not an exact 64-bit int or an allocator of another shape). */
+static PyObject *alloc_take(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "alloc_take(allocator, n)");
+        return NULL;
+    }
+    if (!PyLong_CheckExact(args[1])) return python_method(args[0], "alloc", args[1]);
+    long long n = PyLong_AsLongLong(args[1]);
+    if (n == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return python_method(args[0], "alloc", args[1]);
+    }
+    Al al;
+    if (al_load(args[0], &al)) return python_method(args[0], "alloc", args[1]);
+    long long got = al_alloc(&al, n);
+    if (al_store(args[0], &al) < 0 || got == -2) return NULL;
+    if (got == -1) Py_RETURN_NONE;
+    return PyLong_FromLongLong(got);
+}
+
+/* alloc_free_many(allocator, extents): Allocator.free_many's twin (the Python method,
+ * before anything is freed, for an input not of the plain shape: a list of (int, int)
+ * tuples in the 64-bit range). */
+static PyObject *alloc_free_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "alloc_free_many(allocator, extents)");
+        return NULL;
+    }
+    if (!PyList_CheckExact(args[1])) return python_method(args[0], "free_many", args[1]);
+    PyObject *alloc = args[0], *extents = args[1];
+    Py_ssize_t m = PyList_GET_SIZE(extents);
+    long long *xs = PyMem_Malloc(sizeof(long long) * 2 * (size_t)(m ? m : 1));
+    if (xs == NULL) return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < m; i++) {
+        PyObject *e = PyList_GET_ITEM(extents, i);
+        if (!PyTuple_CheckExact(e) || PyTuple_GET_SIZE(e) != 2 ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(e, 0)) ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(e, 1)))
+            goto plain_not;
+        xs[2 * i] = PyLong_AsLongLong(PyTuple_GET_ITEM(e, 0));
+        xs[2 * i + 1] = PyLong_AsLongLong(PyTuple_GET_ITEM(e, 1));
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+            goto plain_not;
+        }
+    }
+    Al al;
+    if (al_load(alloc, &al)) goto plain_not;
+    long long total = 0;
+    int err = 0;
+    if (m < 8) { /* too few to be worth sorting: one by one, as Python's */
+        for (Py_ssize_t i = 0; i < m && !err; i++) {
+            err = al_free(&al, xs[2 * i], xs[2 * i + 1]);
+            if (!err) total += xs[2 * i + 1];
+        }
+    } else {
+        qsort(xs, (size_t)m, 2 * sizeof(long long), pair_cmp);
+        Py_ssize_t runs = 0;
+        long long rs = -1, re = -1;
+        PyObject *v;
+        for (Py_ssize_t i = 0; i < m && !err; i++) { /* check all before freeing any */
+            long long start = xs[2 * i], n = xs[2 * i + 1], end = start + n;
+            if (start < al.lo || end > al.hi || n <= 0) {
+                PyErr_Format(PyExc_ValueError, "extent %lld+%lld outside the region", start, n);
+                err = 1;
+                break;
+            }
+            int a = al_get(al.by_start, start, &v), b = a ? a : al_get(al.by_end, end, &v);
+            if (a < 0 || b < 0) {
+                err = 1;
+                break;
+            }
+            if (a || b || start < re) {
+                PyErr_Format(PyExc_ValueError, "double free of extent %lld+%lld", start, n);
+                err = 1;
+                break;
+            }
+            total += n;
+            if (start == re) {
+                re = end;
+                continue;
+            }
+            if (re >= 0) { /* runs are written over xs from its start: never past i */
+                xs[2 * runs] = rs;
+                xs[2 * runs + 1] = re - rs;
+                runs++;
+            }
+            rs = start;
+            re = end;
+        }
+        if (!err) {
+            xs[2 * runs] = rs;
+            xs[2 * runs + 1] = re - rs;
+            runs++;
+            for (Py_ssize_t i = 0; i < runs && !err; i++) err = al_free(&al, xs[2 * i], xs[2 * i + 1]);
+        }
+    }
+    PyMem_Free(xs);
+    if (al_store(alloc, &al) < 0 || err) return NULL;
+    return PyLong_FromLongLong(total);
+plain_not:
+    PyMem_Free(xs);
+    return python_method(alloc, "free_many", extents);
+}
+
 static PyMethodDef methods[] = {
     {"prepare", prepare, METH_VARARGS, "Build commit puts' blocks (see shm/blocks.py)."},
     {"measure", measure, METH_VARARGS, "Check and size a loaded table (see shm/blocks.py)."},
     {"place", place, METH_VARARGS, "Write, index and checkpoint loaded records."},
     {"flat_ids", (PyCFunction)(void (*)(void))flat_ids, METH_FASTCALL,
      "The ids of a load of flat records (see shm/blocks.py)."},
+    {"alloc_take", (PyCFunction)(void (*)(void))alloc_take, METH_FASTCALL,
+     "Allocator.alloc in C (see shm/alloc.py)."},
+    {"alloc_free_many", (PyCFunction)(void (*)(void))alloc_free_many, METH_FASTCALL,
+     "Allocator.free_many in C (see shm/alloc.py)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -762,6 +1117,17 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     if (py_monotonic == NULL) return NULL;
 #endif
     s_get = PyUnicode_InternFromString("get");
+    s_sizes = PyUnicode_InternFromString("_sizes");
+    s_bins = PyUnicode_InternFromString("_bins");
+    s_by_start = PyUnicode_InternFromString("_by_start");
+    s_by_end = PyUnicode_InternFromString("_by_end");
+    s_free_bytes = PyUnicode_InternFromString("free_bytes");
+    s_popitem = PyUnicode_InternFromString("popitem");
+    s_start = PyUnicode_InternFromString("start");
+    s_size = PyUnicode_InternFromString("size");
+    if (!s_sizes || !s_bins || !s_by_start || !s_by_end || !s_free_bytes || !s_popitem ||
+        !s_start || !s_size)
+        return NULL;
     stale = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     if (kw_strict == NULL || s_get_sync == NULL || s_get_retried == NULL || s_get == NULL ||
         stale == NULL)

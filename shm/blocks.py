@@ -517,3 +517,11 @@ def flat_ids(
 _c_flat_ids: Any = _c.flat_ids if COMPILED else None
 FLAT_IDS_PY: Final = _flat_ids_py
 """The Python twin of :func:`flat_ids` (for the tests)."""
+
+
+# --- onewrite: the arena allocator's alloc and free_many in C (shm/alloc.py binds them) --
+
+C_ALLOC_TAKE: Final[Any] = _c.alloc_take if COMPILED else None
+"""``alloc_take(allocator, n)``: ``Allocator.alloc`` in C (shm/alloc.py)."""
+C_ALLOC_FREE_MANY: Final[Any] = _c.alloc_free_many if COMPILED else None
+"""``alloc_free_many(allocator, extents)``: ``Allocator.free_many`` in C (shm/alloc.py)."""
