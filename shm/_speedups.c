@@ -1084,6 +1084,42 @@ plain_not:
     return python_method(alloc, "free_many", extents);
 }
 
+/* --- onewrite: one put's block (a commit's table meta) in one call --- */
+
+/* prepare_one(prefix, table, rid, version, data): the 7-tuple of shm/blocks.py
+ * _prepare_one_py, or None for what is not the plain case (the twin then runs and
+ * raises what it raises). prepare() through its list, dict and argument parsing took
+ * ~2 us for the table meta of every PATCH_RECORD's commit (issue 17, timeit). */
+static PyObject *prepare_one_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "prepare_one(prefix, table, rid, version, data)");
+        return NULL;
+    }
+    PyObject *prefix = args[0], *t = args[1], *rid = args[2], *ver = args[3], *data = args[4];
+    if (!PyBytes_CheckExact(prefix) || !PyUnicode_CheckExact(t) || !PyLong_CheckExact(ver) ||
+        !PyBytes_CheckExact(data))
+        Py_RETURN_NONE;
+    long long seq = PyLong_AsLongLong(ver);
+    if ((seq == -1 && PyErr_Occurred()) || seq < 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    Id id;
+    if (id_parse(rid, &id)) Py_RETURN_NONE;
+    Py_ssize_t plen = PyBytes_GET_SIZE(prefix), dlen = PyBytes_GET_SIZE(data);
+    Py_ssize_t klen = plen + id.len, total = HSIZE + klen + dlen + 4;
+    Py_ssize_t asize = (total + 7) & ~(Py_ssize_t)7;
+    if (klen > MAX_KEY || total > 0xFFFFFFFFLL) Py_RETURN_NONE;
+    PyObject *block = PyBytes_FromStringAndSize(NULL, asize);
+    if (block == NULL) return NULL;
+    uint32_t hcrc, crc;
+    write_block((unsigned char *)PyBytes_AS_STRING(block), (uint64_t)seq,
+                PyBytes_AS_STRING(prefix), plen, &id, PyBytes_AS_STRING(data), dlen, klen,
+                total, asize, &hcrc, &crc);
+    return Py_BuildValue("(OONnnkk)", t, rid, block, klen, dlen, (unsigned long)hcrc,
+                         (unsigned long)crc);
+}
+
 static PyMethodDef methods[] = {
     {"prepare", prepare, METH_VARARGS, "Build commit puts' blocks (see shm/blocks.py)."},
     {"measure", measure, METH_VARARGS, "Check and size a loaded table (see shm/blocks.py)."},
@@ -1094,6 +1130,8 @@ static PyMethodDef methods[] = {
      "Allocator.alloc in C (see shm/alloc.py)."},
     {"alloc_free_many", (PyCFunction)(void (*)(void))alloc_free_many, METH_FASTCALL,
      "Allocator.free_many in C (see shm/alloc.py)."},
+    {"prepare_one", (PyCFunction)(void (*)(void))prepare_one_fast, METH_FASTCALL,
+     "One put's block (see shm/blocks.py prepare_one)."},
     {NULL, NULL, 0, NULL},
 };
 

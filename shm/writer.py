@@ -76,6 +76,7 @@ _WRITE_CHUNK: Final = 1 << 20
 _LOAD_CHUNK: Final = 8192
 """Records :meth:`ArenaWriter.load` builds, writes, indexes and checkpoints at a time."""
 _GET1: Final = operator.itemgetter(1)
+_BLOBS: Final = (bytes, bytearray, memoryview)  # what commit's meta values may be
 _EXTENT: Final = operator.itemgetter(0, 1)
 """An index entry's extent: ``(off, asize)``."""
 _META_BODY: Final = L.META_BODY.pack
@@ -512,8 +513,12 @@ class ArenaWriter:
                     dlist.append((META_TABLE, t))
                 elif (e := mtab.get(t)) is not None and t not in drops and mm[e[2] : e[3]] == blob:
                     continue  # unchanged (dropped and re-created in this commit: rewritten)
-                elif isinstance(blob, bytes | bytearray | memoryview):
-                    prepared = self._prepare(META_TABLE, t, seq, bytes(blob))
+                elif isinstance(blob, _BLOBS):
+                    # prepare_one directly, the union type not built a call: 2.0 -> 0.6 µs
+                    # with its C call (issue 17, timeit; every PATCH_RECORD's meta)
+                    prepared = _blocks.prepare_one(
+                        self._meta_prefix, META_TABLE, t, seq, bytes(blob)
+                    )
                     plist.append(prepared)
                     need += len(prepared[2])
                     estimate += L.align(len(blob) + 64)

@@ -259,6 +259,31 @@ def test_prepare_one_c_equals_python(table: str, rid: Any, data: bytes, seq: int
     assert got_c == _outcome(lambda: blocks._prepare_one_py(prefix, table, rid, seq, data))
 
 
+@needs_c
+@pytest.mark.parametrize(
+    ("rid", "seq", "data"),
+    [
+        (2**70, 1, b"x"),  # an id past 64 bits
+        ("x" * 70_000, 1, b"x"),  # a key too long
+        (True, 1, b"x"),  # not an exact int
+        (1, -1, b"x"),  # a version below 0
+        (1, 2**64, b"x"),  # a version past 64 bits
+        (1, 1, bytearray(b"x")),  # not exact bytes
+        ("\ud800", 1, b"x"),  # a lone surrogate
+    ],
+)
+def test_prepare_one_c_hands_other_inputs_to_python(rid: Any, seq: int, data: Any) -> None:
+    """What C's prepare_one does not take, the twin does: the same result or error."""
+    prefix = key_prefix("t")
+    saved = blocks._c
+    blocks._c = C
+    try:
+        got_c = _outcome(lambda: blocks._prepare_one_c(prefix, "t", rid, seq, data))
+    finally:
+        blocks._c = saved
+    assert got_c == _outcome(lambda: blocks._prepare_one_py(prefix, "t", rid, seq, data))
+
+
 # --- the reader's get: ReaderCore (C) against ReaderCorePy -------------------------------
 
 
