@@ -442,8 +442,9 @@ def _place_py(
     ids_k = ids[i:j]
     if len(cols) < 5 * j:
         raise ValueError("place: cols must be int64s, 5 a record")
-    fields = zip(offs, pstarts, pends, hcrcs, crcs, strict=True)
-    cols[5 * i : 5 * j] = array.array("q", itertools.chain.from_iterable(fields))
+    for f, values in enumerate((offs, pstarts, pends, hcrcs, crcs)):
+        # a strided copy a field: 0.10 µs a record, 0.22 through zip and chain (8192 rows)
+        cols[5 * i + f : 5 * j : 5] = array.array("q", values)
     tdict.update(zip(ids_k, poss, strict=True))
     rows = list(zip(ids_k, pstarts, pends, hcrcs, crcs, poss, offs, strict=True))
     # the rows alone: drop the array header msgpack puts before k items (1, 3 or 5 bytes)
