@@ -817,7 +817,63 @@ fail:
     return NULL;
 }
 
+/* --- extents(tdict, cols) -> [(off, asize), ...] | None ---
+ * The blocks of every entry of a writer's table (see rows): what a DROP retires. None for
+ * an entry that is not the plain case (the Python twin then). Through C-level maps over
+ * the compact entries it took 0.49 s for 10^6 loaded records, 0.14 s for tuples. */
+
+static PyObject *extents(PyObject *self, PyObject *args) {
+    PyObject *tdict, *colso, *out = NULL, *k, *v;
+    Py_buffer cv = {0};
+    const int64_t *cols = NULL;
+    Py_ssize_t ncols = 0, p = 0, r = 0;
+    if (!PyArg_ParseTuple(args, "O!O", &PyDict_Type, &tdict, &colso)) return NULL;
+    if (colso != Py_None) {
+        if (PyObject_GetBuffer(colso, &cv, PyBUF_FORMAT) < 0) return NULL;
+        if (cv.itemsize != 8 || cv.format == NULL || strcmp(cv.format, "q") != 0) {
+            PyBuffer_Release(&cv);
+            PyErr_SetString(PyExc_ValueError, "extents: cols must be int64s, 5 a record");
+            return NULL;
+        }
+        cols = (const int64_t *)cv.buf;
+        ncols = cv.len / 40;
+    }
+    out = PyList_New(PyDict_GET_SIZE(tdict));
+    if (out == NULL) goto fail;
+    while (PyDict_Next(tdict, &p, &k, &v)) {
+        PyObject *e;
+        if (r >= PyList_GET_SIZE(out)) goto none; /* the dict grew (a GC finalizer) */
+        if (PyLong_CheckExact(v)) {
+            Py_ssize_t i = PyLong_AsSsize_t(v);
+            if (i < 0 || i >= ncols) {
+                PyErr_Clear();
+                goto none;
+            }
+            const int64_t *c = cols + 5 * i;
+            e = Py_BuildValue("(LL)", (long long)c[0], (long long)((c[2] + 4 - c[0] + 7) & ~7LL));
+        } else if (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 8) {
+            e = PyTuple_Pack(2, PyTuple_GET_ITEM(v, 0), PyTuple_GET_ITEM(v, 1));
+        } else {
+            goto none;
+        }
+        if (e == NULL) goto fail;
+        PyList_SET_ITEM(out, r++, e);
+    }
+    if (r != PyList_GET_SIZE(out)) goto none;
+    if (cols != NULL) PyBuffer_Release(&cv);
+    return out;
+none:
+    if (cols != NULL) PyBuffer_Release(&cv);
+    Py_XDECREF(out); /* the slots not set yet are NULL: the list's dealloc skips them */
+    Py_RETURN_NONE;
+fail:
+    if (cols != NULL) PyBuffer_Release(&cv);
+    Py_XDECREF(out);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"extents", extents, METH_VARARGS, "A writer table's blocks (see shm/blocks.py)."},
     {"rows", rows, METH_VARARGS, "A writer table's checkpoint rows (see shm/blocks.py)."},
     {"prepare", prepare, METH_VARARGS, "Build commit puts' blocks (see shm/blocks.py)."},
     {"measure", measure, METH_VARARGS, "Check and size a loaded table (see shm/blocks.py)."},

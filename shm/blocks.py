@@ -27,7 +27,7 @@ import os
 import struct
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -496,15 +496,68 @@ def expand(loaded: Cols, pos: int) -> tuple[int, int, int, int, int, int, int, i
     return (off, (pend + 4 - off + L.ALIGN - 1) & -L.ALIGN, pstart, pend, hcrc, crc, pos, seq)
 
 
+_COLUMN: Final = {0: 0, 2: 1, 3: 2, 4: 3, 5: 4}
+"""An entry's field -> its column in :data:`Cols`."""
+
+
+def fields(values: list[Any], loaded: Cols, ks: Sequence[int]) -> list[Iterator[Any]]:
+    """Fields *ks* of the entries *values* (full tuples, or positions in *loaded*), an
+    iterator a field, each in the entries' order: C-level maps only, two of them merged by
+    a mask (a Python call per entry made a checkpoint of 10⁶ loaded records 0.83 s)."""
+    cols, seq = loaded
+    add, mul, repeat = operator.add, operator.mul, itertools.repeat
+    is_pos = list(map(operator.is_, map(type, values), repeat(int)))
+    poss = list(itertools.compress(values, is_pos))
+    full = list(itertools.compress(values, map(operator.not_, is_pos)))
+    base = list(map(mul, poss, repeat(5)))
+
+    def column(k: int) -> Iterator[Any]:
+        if k == 6:
+            return iter(poss)
+        if k == 7:
+            return repeat(seq, len(poss))
+        if k == 1:  # asize: the block (pend + 4 - off) to the 8-byte alignment
+            ends = map(add, map(operator.sub, column(3), column(0)), repeat(4 + L.ALIGN - 1))
+            return map(operator.and_, ends, repeat(-L.ALIGN))
+        return map(cols.__getitem__, map(add, base, repeat(_COLUMN[k])))
+
+    out: list[Iterator[Any]] = []
+    for k in ks:
+        if not full:
+            out.append(column(k))
+            continue
+        pick = {True: column(k), False: map(operator.itemgetter(k), full)}
+        out.append(map(next, map(pick.__getitem__, is_pos)))
+    return out
+
+
 def entries(tdict: dict[Any, Any], loaded: Cols | None) -> list[Any]:
     """A writer's table's full index entries, in its dict's order (*loaded*: its
     :data:`Cols`, None when it has none)."""
     values = list(tdict.values())
     if loaded is None:
         return values
-    return [e if type(e) is tuple else expand(loaded, e) for e in values]
+    return list(zip(*fields(values, loaded, range(8)), strict=True))
 
 
+def extents(tdict: dict[Any, Any], loaded: Cols | None) -> Iterable[tuple[int, int]]:
+    """``(off, asize)`` of every entry of a writer's table (a dropped table's blocks), in
+    C where it can (10⁶ loaded records: 0.49 s through :func:`fields`), else the twin."""
+    if _c is not None:
+        got: list[tuple[int, int]] | None = _c.extents(tdict, None if loaded is None else loaded[0])
+        if got is not None:
+            return got
+    return _extents_py(tdict, loaded)
+
+
+def _extents_py(tdict: dict[Any, Any], loaded: Cols | None) -> Iterable[tuple[int, int]]:
+    values = list(tdict.values())
+    if loaded is None:
+        return map(_EXTENT, values)
+    return zip(*fields(values, loaded, (0, 1)), strict=True)
+
+
+_EXTENT: Final = operator.itemgetter(0, 1)
 _ROW_FIELDS: Final = tuple(operator.itemgetter(k) for k in (2, 3, 4, 5, 6, 0))
 
 
@@ -513,8 +566,12 @@ def row_tuples(tdict: dict[Any, Any], loaded: Cols | None = None) -> list[tuple[
     (DESIGN.md §3: what a reader's index holds, and the block's offset), as tuples (the
     same msgpack arrays), field by field in C: 0.08 of 0.33 µs a row less than a list
     built per row (10^5 rows, gc off)."""
-    got = entries(tdict, loaded)
-    return list(zip(tdict.keys(), *(map(g, got) for g in _ROW_FIELDS), strict=True))
+    values = list(tdict.values())
+    if loaded is None:
+        got: list[Iterator[Any]] = [map(g, values) for g in _ROW_FIELDS]
+    else:
+        got = fields(values, loaded, (2, 3, 4, 5, 6, 0))
+    return list(zip(tdict.keys(), *got, strict=True))
 
 
 def _rows_py(tdict: dict[Any, Any], loaded: Cols | None) -> bytes:
@@ -540,6 +597,7 @@ PLACE_PY: Final[Callable[..., tuple[int, bytes]]] = _place_py
 """The Python twin of :func:`place`, whichever path runs (for the tests)."""
 MEASURE_PY: Final[Callable[[list[Any], list[Any], int], Measured | None]] = _measure_py
 ROWS_PY: Final[Callable[[dict[Any, Any], Cols | None], bytes]] = _rows_py
+EXTENTS_PY: Final[Callable[[dict[Any, Any], Cols | None], Iterable[tuple[int, int]]]] = _extents_py
 
 
 # --- the engine's check of a bulk load (server/engine.py _flat_set_state) ---------------

@@ -83,8 +83,6 @@ _WRITE_CHUNK: Final = 1 << 20
 _LOAD_CHUNK: Final = 8192
 """Records :meth:`ArenaWriter.load` builds, writes, indexes and checkpoints at a time."""
 _GET1: Final = operator.itemgetter(1)
-_EXTENT: Final = operator.itemgetter(0, 1)
-"""An index entry's extent: ``(off, asize)``."""
 _META_BODY: Final = L.META_BODY.pack
 _META_BODY_SIZE: Final = L.META_BODY.size
 _META_CRC_INTO: Final = L.META_CRC.pack_into
@@ -390,7 +388,10 @@ class ArenaWriter:
         """Move to a new, larger generation holding the live blocks, same seq."""
         old = self._gen
         assert old is not None
-        live = sum(e[1] for t, d in self._tables.items() for e in _entries(d, self._loaded.get(t)))
+        cols_of = self._loaded
+        live = sum(
+            sum(map(_GET1, _blocks.extents(d, cols_of.get(t)))) for t, d in self._tables.items()
+        )
         want = max(old.size * 2, (live + need) * 2 + old.ring_size + 65536)
         if want > self._max_size:
             want = self._max_size
@@ -767,7 +768,7 @@ class ArenaWriter:
                 old_t = tables.pop(t, None)
                 if old_t is not None:
                     undo.append((t, None, old_t))
-                    retired.extend(map(_EXTENT, _entries(old_t, loaded.get(t))))
+                    retired.extend(_blocks.extents(old_t, loaded.get(t)))
                     if ops is not None:
                         ops.append([0, t])
             for t, rid in deletes:

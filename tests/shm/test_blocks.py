@@ -185,22 +185,37 @@ _U64 = st.integers(0, 2**64 - 1)
 @given(
     ids=st.lists(good_ids, max_size=30, unique=True),
     fields=st.lists(st.tuples(_U64, _U64, _U64, _U64, _U64, _U64, _U64, _U64), min_size=30),
-    cols=st.lists(st.integers(0, 2**63 - 1), min_size=150, max_size=150),
+    cols=st.lists(
+        st.tuples(
+            st.integers(0, 2**48),  # off
+            st.integers(16, 70000),  # pstart - off: header and key
+            st.integers(0, 2**32),  # payload length
+            st.integers(0, 2**32 - 1),
+            st.integers(0, 2**32 - 1),
+        ),
+        min_size=30,
+        max_size=30,
+    ),
     compact=st.lists(st.booleans(), min_size=30),
     odd=st.sampled_from([None, -1, "x", 2**64, (1, 2)]),
 )
 def test_rows_c_equal_python(
-    ids: list[Any], fields: list[Any], cols: list[int], compact: list[bool], odd: Any
+    ids: list[Any], fields: list[Any], cols: list[Any], compact: list[bool], odd: Any
 ) -> None:
     """A writer's table's checkpoint rows: entries as tuples (any 64-bit unsigned fields)
     or a loaded record's pos in the table's cols, mixed, give the same bytes in C as the
-    twin's rows packed by msgpack; an entry C does not take (a negative field, not an int,
-    a pos past cols) makes it answer None and ``rows`` give the twin's bytes or error."""
+    twin's rows packed by msgpack, and the same extents (what a DROP retires); an entry C
+    does not take (a negative field, not an int, a pos past cols) makes it answer None
+    and ``rows`` give the twin's bytes or error."""
     assert C is not None
-    arr = array.array("q", cols)
+    arr = array.array("q", [x for o, k, d, h, c in cols for x in (o, o + k, o + k + d, h, c)])
     tdict = {rid: (i % 30 if compact[i] else fields[i]) for i, rid in enumerate(ids)}
     loaded = (arr, 7)
     assert C.rows(tdict, arr) == blocks.ROWS_PY(tdict, loaded)
+    assert C.extents(tdict, arr) == list(blocks.EXTENTS_PY(tdict, loaded))
+    assert blocks.entries(tdict, loaded) == [
+        e if type(e) is tuple else blocks.expand(loaded, e) for e in tdict.values()
+    ]
     rows = blocks.row_tuples(tdict, loaded)
     assert pack_internal(rows) == _array(len(rows)) + blocks.ROWS_PY(tdict, loaded)
     if ids and odd is not None:
@@ -209,6 +224,9 @@ def test_rows_c_equal_python(
         assert C.rows(tdict, arr) is None
         assert _outcome(lambda: blocks.rows(tdict, loaded)) == _outcome(
             lambda: blocks.ROWS_PY(tdict, loaded)
+        )
+        assert _outcome(lambda: list(blocks.extents(tdict, loaded))) == _outcome(
+            lambda: list(blocks.EXTENTS_PY(tdict, loaded))
         )
 
 
