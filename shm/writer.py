@@ -817,6 +817,8 @@ class ArenaWriter:
                     pos = next_pos.get(t, 0)
                     next_pos[t] = pos + 1
                 elif type(old) is int:  # a loaded record (_Cols): its pos, and its extent
+                    # (this check: no change in a 1-put commit, 6.0-6.2 µs either way, on
+                    # a loaded arena; /tmp bench, best of 5, interleaved with main)
                     pos = old
                     c = loaded[t][0]
                     retired.append((c[5 * pos], _expand(loaded[t], pos)[1]))
