@@ -504,13 +504,15 @@ static int entry_parse(PyObject *e, Py_ssize_t *start, Py_ssize_t *end, uint32_t
     }
     *start = PyLong_AsSsize_t(f[0]);
     *end = PyLong_AsSsize_t(f[1]);
-    unsigned long long h = PyLong_AsUnsignedLongLong(f[2]);
-    unsigned long long c = PyLong_AsUnsignedLongLong(f[3]);
-    if (PyErr_Occurred()) { /* past Py_ssize_t or negative CRCs */
+    /* unsigned long (>= 32 bits everywhere), not unsigned long long: on CPython 3.11 the
+     * latter goes through _PyLong_AsByteArray, ~120 instructions a call (callgrind) */
+    unsigned long h = PyLong_AsUnsignedLong(f[2]);
+    unsigned long c = PyLong_AsUnsignedLong(f[3]);
+    if (PyErr_Occurred()) { /* past Py_ssize_t or unsigned long, or negative CRCs */
         PyErr_Clear();
         return 0;
     }
-    if (h > 0xFFFFFFFFULL || c > 0xFFFFFFFFULL) return 0;
+    if (h > 0xFFFFFFFFUL || c > 0xFFFFFFFFUL) return 0;
     *hcrc = (uint32_t)h;
     *crc = (uint32_t)c;
     return 1;
@@ -751,7 +753,11 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     return NULL;
 #endif
     crc_init();
-    kw_strict = Py_BuildValue("(s)", "strict_map_key");
+    /* interned: Cython's keyword matching compares names by identity first (a built,
+     * not interned, name took its string-compare path: ~90 instructions a get) */
+    PyObject *kw = PyUnicode_InternFromString("strict_map_key");
+    kw_strict = kw == NULL ? NULL : PyTuple_Pack(1, kw);
+    Py_XDECREF(kw);
     s_get_sync = PyUnicode_InternFromString("_get_sync");
     s_get_retried = PyUnicode_InternFromString("_get_retried");
 #if !defined(__linux__)
