@@ -49,6 +49,7 @@ from stateengine.protocol import order_records, parse_order_by, sort_key
 from stateengine.query import compile_where, match_all, plan_query
 from stateengine.runtime import discovery as paths
 from stateengine.shm import ArenaReader, Snapshot
+from stateengine.shm.blocks import ViewBase
 
 __all__ = [
     "ARENA_SCAN_LIMIT",
@@ -83,7 +84,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_views_after_fork_in_child)
 
 
-class ArenaView:
+class ArenaView(ViewBase):
     """The running server's arena as one worker sees it.
 
     Attached lazily from ``server.json``; re-attached when the server restarted (a new
@@ -93,6 +94,8 @@ class ArenaView:
     ``reader`` may be used as is while ``time.monotonic() < deadline``; else call
     :meth:`current`. A fork (``os.register_at_fork``) and :meth:`recheck_soon` set
     ``deadline`` to 0, so a read path needs no ``os.getpid()`` (a system call) per read.
+    On the compiled path ``reader`` and ``deadline`` are members of the C base (ViewCore,
+    shm/_speedups.c), which ``Client.get_record`` reads without an attribute lookup.
     """
 
     def __init__(self, data_dir: Path) -> None:
