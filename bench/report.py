@@ -108,6 +108,16 @@ ROWS: dict[str, tuple[str, str | None]] = {
     "redis_set_pipe": ("batch", "redis-py SET, pipelined 100"),
     "bulk_set_state": ("bulk", None),
     "bulk_batch": ("bulk", None),
+    **{
+        f"{k}_pure": (w, f"{label}, pure-Python write path")
+        for k, w, label in (
+            ("write_one", "write1", "stateengine: client.patch_record"),
+            ("write_inflight", "write100", "stateengine: client.send_many of 100"),
+            ("write_batch", "batch", "stateengine: client.batch of 100"),
+            ("bulk_set_state", "bulk", "stateengine: SET_STATE"),
+            ("bulk_batch", "bulk", "stateengine: BATCH of 1000"),
+        )
+    },
     "bulk_redis": ("bulk", None),
     "bulk_lmdb": ("bulk", None),
     "bulk_manager": ("bulk", None),
@@ -173,6 +183,11 @@ REFS: dict[str, str] = {
     "wake_redis_write": "wake_redis_write",
     "cluster_write_one": "cluster_single_one",
     "cluster_single_one": "cluster_single_one",
+    # each pure-Python write row against the same row on the compiled path
+    **{
+        f"{k}_pure": k
+        for k in ("write_one", "write_inflight", "write_batch", "bulk_set_state", "bulk_batch")
+    },
 }
 # Rows shown as a rate or as seconds rather than µs/op.
 UNITS: dict[str, str] = {

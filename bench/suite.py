@@ -294,6 +294,8 @@ def run(args: argparse.Namespace, cfg: Config, only: set[str]) -> dict[str, Any]
             rows.append(pair_row)
         if "bulk" in only:
             rows += workloads.bulk_rows(client, cfg.bulk_records)
+        if only & PURE_WORKLOADS:
+            rows += pure_write_rows(stack, ctx, children, tmp, n, cfg.bulk_records, only)
         if "readers" in only:
             reader_list, pools = workloads.readers_rows(
                 str(srv.info["arena"]), srv.endpoint, n, cfg.window
@@ -427,6 +429,52 @@ def wake_rows(
         stack.callback(parked.close)
         rows += parked.rows()
     return rows
+
+
+# The write rows measured again on a server running the pure-Python write path
+# (STATEENGINE_PURE_PYTHON=1: shm/blocks.py instead of shm/_speedups.c), in the same run,
+# each compared with its compiled row (issue 17: "the write rows on both paths").
+PURE_WORKLOADS = {"write1", "write100", "batch", "bulk"}
+PURE_ROWS = {
+    "write_one": "write1",
+    "write_inflight": "write100",
+    "write_batch": "batch",
+    "bulk_set_state": "bulk",
+    "bulk_batch": "bulk",
+}
+
+
+def pure_write_rows(
+    stack: contextlib.ExitStack,
+    ctx: zmq.Context[zmq.Socket[bytes]],
+    children: server.Children,
+    tmp: Path,
+    n: int,
+    bulk_records: int,
+    only: set[str],
+) -> list[Row]:
+    """The client write rows against a second `--store none` server on the pure path."""
+    pure = ServerProcess(
+        tmp / "data-pure",
+        "--store",
+        "none",
+        env={server.PURE_ENV: "1"},
+        start_timeout=server.START_TIMEOUT,
+    )
+    children.servers.append(pure)
+    pure.start()
+    client = stack.enter_context(pure.connect(timeout=60))
+    server.preload(client, n)
+    socket_client = stack.enter_context(Client(pure.endpoint, timeout=60))
+    rows = server.stateengine_rows(ctx, client, socket_client, pure.endpoint, n)
+    if "bulk" in only:
+        rows += workloads.bulk_rows(client, bulk_records)
+    out = []
+    for row in rows:
+        if PURE_ROWS.get(row.key) in only:
+            row.key += "_pure"
+            out.append(row)
+    return out
 
 
 def durable(
