@@ -18,8 +18,9 @@ from the shared-memory arena instead of the socket:
 
 Inlined copies: ``Client.get_record`` inlines :func:`reader_for` and :func:`arena_get`
 (the hot read; each Python call layer costs ~60 ns of a ~1.2 µs get), with
-:func:`reader_for`'s test and the get in one C call, ``ArenaReader._get_for``. The copy is
-marked there and
+:func:`reader_for`'s test and the get in one C call, ``ArenaReader._get_for``; on the
+compiled path the whole method is C (``ClientCore._get_record_c``, which reads this
+view's ``reader`` and ``deadline`` as members of its C base). The copy is marked there and
 ``tests/cross_process/test_arena_reads.py::test_inlined_get_record_matches_the_view``
 checks it answers as these functions do.
 """
