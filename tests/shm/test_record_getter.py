@@ -267,3 +267,44 @@ def test_get_record_is_the_twin_on_the_pure_path() -> None:
     else:
         assert Client.get_record is Client._get_record_py
     assert time.time is client_module._wall_time
+
+
+class OverridingReader(Reader):
+    def _get_for(self, table: Any, rid: Any, min_seq: int, deadline: float) -> Any:
+        self.log.append(("override", table, rid))
+        return {"n": "override"}
+
+
+class DuckView:
+    """Not an ArenaView: no C members to read."""
+
+    def __init__(self, reader: Any, deadline: float) -> None:
+        self.reader = reader
+        self.deadline = deadline
+
+    def recheck_soon(self) -> None:
+        self.deadline = 0.0
+
+
+@needs_c
+@pytest.mark.parametrize("how", ["override", "duck"])
+def test_get_record_c_honours_python_overrides(how: str) -> None:
+    """A reader class overriding ``_get_for`` and a view that is not an ArenaView: C
+    takes them through Python's attribute lookups, as the twin does (a C read of their
+    members would miss the override or read another layout)."""
+    results = []
+    for fn in (Client._get_record_c, Client._get_record_py):  # type: ignore[attr-defined]
+        client, _view, reader, log, maps = _world(Probe, PLAIN)
+        try:
+            if how == "override":
+                reader.__class__ = OverridingReader
+            else:
+                client._view = DuckView(reader, 1e18)  # type: ignore[assignment]
+            results.append((_outcome(lambda fn=fn, c=client: fn(c, "t", 1)), log))
+        finally:
+            reader._core_release()
+            for m in maps:
+                m.close()
+    assert results[0] == results[1]
+    want = {"n": "override"} if how == "override" else {"n": 1}
+    assert results[0][0] == ("ok", want)
