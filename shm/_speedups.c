@@ -741,10 +741,10 @@ no:
  * get_record reads (_view, use_arena, _closed, seen_seq; reader, deadline), so that
  * ClientCore._get_record_c, which Client binds as get_record, runs its Python body
  * (Client._get_record_py, the twin and the pure path's get_record) without a Python
- * frame and with no attribute lookup. Measured (callgrind, 97 B records): the Python
- * frame, its ~10 attribute loads and calls were ~1630 of a client get's ~15.5k
- * instructions; the same code in C reading the attributes by PyObject_GetAttr was no
- * cheaper (~180 instructions a lookup).
+ * frame and with no attribute lookup. Measured (python -m bench.getcpu --instructions,
+ * 97 B records): a client get 16.1k -> 14.2k instructions (the raw get: 13.8k), CPU
+ * 1.35x -> 1.11x the floor; the same code in C reading the attributes by
+ * PyObject_GetAttr was no cheaper than the Python frame (~180 instructions a lookup).
  *
  * The members are read directly only while the object's type resolves each name to the
  * base's member descriptor (a subclass may define a property of that name): checked
