@@ -275,21 +275,22 @@ static PyObject *measure(PyObject *self, PyObject *args) {
     return Py_BuildValue("(Lnnnn)", size, kmax, kmax_i, dmax, dmax_i);
 }
 
-/* --- place(mm, off, seq, prefix, ids, datas, i, j, tdict, raw_type) -> (off, rows) ---
- * Writes the blocks of records i..j-1 from off on, indexes them in tdict
- * (id -> (off, asize, pstart, pend, hcrc, crc, pos, seq), pos = the record's index) and
- * returns the next offset and their checkpoint rows' msgpack, [id, pstart, pend, hcrc,
- * crc, pos, off] each, back to back. The records are ones measure() accepted. */
+/* --- place(mm, off, seq, prefix, ids, datas, i, j, tdict, cols, raw_type) -> (off, rows) ---
+ * Writes the blocks of records i..j-1 from off on, indexes them (tdict: id -> pos, the
+ * record's index; cols, int64s: off, pstart, pend, hcrc, crc at 5 * pos: the writer's
+ * compact index of a load, shm/writer.py _Cols) and returns the next offset and their
+ * checkpoint rows' msgpack, [id, pstart, pend, hcrc, crc, pos, off] each, back to back.
+ * The records are ones measure() accepted. */
 
 static PyObject *place(PyObject *self, PyObject *args) {
-    PyObject *mm, *prefix, *all_ids, *all_datas, *tdict, *raw_type;
-    PyObject *ids = NULL, *datas = NULL, *seqo = NULL, *rows = NULL;
+    PyObject *mm, *prefix, *all_ids, *all_datas, *tdict, *colso, *raw_type;
+    PyObject *ids = NULL, *datas = NULL, *rows = NULL;
     Py_ssize_t off, i, j;
     long long seq;
-    Py_buffer view;
-    if (!PyArg_ParseTuple(args, "OnLO!O!O!nnO!O", &mm, &off, &seq, &PyBytes_Type, &prefix,
+    Py_buffer view, cv;
+    if (!PyArg_ParseTuple(args, "OnLO!O!O!nnO!OO", &mm, &off, &seq, &PyBytes_Type, &prefix,
                           &PyList_Type, &all_ids, &PyList_Type, &all_datas, &i, &j, &PyDict_Type,
-                          &tdict, &raw_type))
+                          &tdict, &colso, &raw_type))
         return NULL;
     if (seq < 0) return bad_seq();
     if (i < 0 || j > PyList_GET_SIZE(all_ids) || j > PyList_GET_SIZE(all_datas) || i > j) {
@@ -305,6 +306,18 @@ static PyObject *place(PyObject *self, PyObject *args) {
             PyErr_SetString(PyExc_TypeError, "place: the mapping must be a writable buffer");
         return NULL; /* assignment raises in Python; a closed mmap keeps its ValueError */
     }
+    if (PyObject_GetBuffer(colso, &cv, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    if (cv.itemsize != 8 || cv.format == NULL || strcmp(cv.format, "q") != 0 ||
+        cv.len / 8 < 5 * j) {
+        PyBuffer_Release(&cv);
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "place: cols must be int64s, 5 a record");
+        return NULL;
+    }
+    int64_t *cols = (int64_t *)cv.buf;
     /* Private copies of the chunk's lists: a GC finalizer run by an allocation below
      * could change the caller's, and the rows' size is computed from these (review). */
     ids = PyList_GetSlice(all_ids, i, j);
@@ -322,9 +335,8 @@ static PyObject *place(PyObject *self, PyObject *args) {
         }
         cap += 1 + id.len + 6 * 9;
     }
-    seqo = PyLong_FromLongLong(seq);
     rows = PyBytes_FromStringAndSize(NULL, cap);
-    if (seqo == NULL || rows == NULL) goto fail;
+    if (rows == NULL) goto fail;
     unsigned char *w = (unsigned char *)PyBytes_AS_STRING(rows);
     for (Py_ssize_t r = 0; r < j - i; r++) {
         Id id;
@@ -351,21 +363,13 @@ static PyObject *place(PyObject *self, PyObject *args) {
                     total, asize, &hcrc, &crc);
         PyBuffer_Release(&dv);
         Py_ssize_t pstart = off + HSIZE + klen, pend = pstart + dlen;
-        PyObject *e = PyTuple_New(8);
-        if (e == NULL) goto fail;
-        PyObject *v[7] = {PyLong_FromSsize_t(off),       PyLong_FromSsize_t(asize),
-                          PyLong_FromSsize_t(pstart),    PyLong_FromSsize_t(pend),
-                          PyLong_FromUnsignedLong(hcrc), PyLong_FromUnsignedLong(crc),
-                          PyLong_FromSsize_t(i + r)};
-        int bad = 0;
-        for (int k = 0; k < 7; k++) {
-            if (v[k] == NULL) bad = 1;
-            PyTuple_SET_ITEM(e, k, v[k]);
-        }
-        Py_INCREF(seqo);
-        PyTuple_SET_ITEM(e, 7, seqo);
-        if (bad || PyDict_SetItem(tdict, rid, e) < 0) {
-            Py_DECREF(e);
+        /* the index: id -> pos, its fields in cols (a tuple and six ints a record were
+         * ~80k of a start's ~96k page faults for 10^6 records) */
+        int64_t *c = cols + 5 * (i + r);
+        c[0] = off, c[1] = pstart, c[2] = pend, c[3] = hcrc, c[4] = crc;
+        PyObject *e = PyLong_FromSsize_t(i + r);
+        if (e == NULL || PyDict_SetItem(tdict, rid, e) < 0) {
+            Py_XDECREF(e);
             goto fail;
         }
         Py_DECREF(e);
@@ -379,18 +383,18 @@ static PyObject *place(PyObject *self, PyObject *args) {
         w = put_uint(w, (uint64_t)off);
         off += asize;
     }
+    PyBuffer_Release(&cv);
     PyBuffer_Release(&view);
-    Py_DECREF(seqo);
     Py_DECREF(ids);
     Py_DECREF(datas);
     if (_PyBytes_Resize(&rows, (Py_ssize_t)(w - (unsigned char *)PyBytes_AS_STRING(rows))) < 0)
         return NULL;
     return Py_BuildValue("(nN)", off, rows);
 fail:
+    PyBuffer_Release(&cv);
     PyBuffer_Release(&view);
     Py_XDECREF(ids);
     Py_XDECREF(datas);
-    Py_XDECREF(seqo);
     Py_XDECREF(rows);
     return NULL;
 }
@@ -733,6 +737,141 @@ static PyObject *flat_ids(PyObject *self, PyObject *const *args, Py_ssize_t narg
 no:
     Py_DECREF(ids); /* the slots not set yet are NULL: the list's dealloc skips them */
     Py_RETURN_NONE;
+}
+
+/* --- rows(tdict, cols) -> bytes | None ---
+ * The checkpoint rows' msgpack of every entry of a writer's table, [id, pstart, pend,
+ * hcrc, crc, pos, off] each, back to back (no array header), in the dict's order: an entry
+ * is a tuple (off, asize, pstart, pend, hcrc, crc, pos, version) or a loaded record's pos
+ * in cols (int64s, 5 a record: off, pstart, pend, hcrc, crc; see place). None when an id
+ * or an entry is not the plain case: the Python twin encodes (or raises) then. Rows built
+ * as tuples and packed took 0.27 s a checkpoint of 10^6 records, ~35k page faults. */
+
+static PyObject *rows(PyObject *self, PyObject *args) {
+    static const int fields[6] = {2, 3, 4, 5, 6, 0};
+    PyObject *tdict, *colso, *out = NULL, *k, *v;
+    Py_buffer cv = {0};
+    const int64_t *cols = NULL;
+    Py_ssize_t ncols = 0, cap = 0, p = 0, n;
+    Id id;
+    if (!PyArg_ParseTuple(args, "O!O", &PyDict_Type, &tdict, &colso)) return NULL;
+    if (colso != Py_None) {
+        if (PyObject_GetBuffer(colso, &cv, PyBUF_FORMAT) < 0) return NULL;
+        if (cv.itemsize != 8 || cv.format == NULL || strcmp(cv.format, "q") != 0) {
+            PyBuffer_Release(&cv);
+            PyErr_SetString(PyExc_ValueError, "rows: cols must be int64s, 5 a record");
+            return NULL;
+        }
+        cols = (const int64_t *)cv.buf;
+        ncols = cv.len / 40;
+    }
+    n = PyDict_GET_SIZE(tdict);
+    while (PyDict_Next(tdict, &p, &k, &v)) {
+        if (id_parse(k, &id)) goto none;
+        cap += 1 + id.len + 6 * 9;
+    }
+    out = PyBytes_FromStringAndSize(NULL, cap);
+    if (out == NULL) goto fail;
+    /* nothing below runs Python code, but the allocation above could (a GC finalizer) */
+    if (PyDict_GET_SIZE(tdict) != n) goto none;
+    unsigned char *w = (unsigned char *)PyBytes_AS_STRING(out), *end = w + cap;
+    p = 0;
+    while (PyDict_Next(tdict, &p, &k, &v)) {
+        uint64_t f[6];
+        if (id_parse(k, &id)) goto none;
+        if (PyLong_CheckExact(v)) {
+            Py_ssize_t i = PyLong_AsSsize_t(v);
+            if (i < 0 || i >= ncols) {
+                PyErr_Clear();
+                goto none;
+            }
+            const int64_t *c = cols + 5 * i;
+            f[0] = (uint64_t)c[1], f[1] = (uint64_t)c[2], f[2] = (uint64_t)c[3];
+            f[3] = (uint64_t)c[4], f[4] = (uint64_t)i, f[5] = (uint64_t)c[0];
+        } else if (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 8) {
+            for (int q = 0; q < 6; q++) {
+                PyObject *x = PyTuple_GET_ITEM(v, fields[q]);
+                if (!PyLong_CheckExact(x)) goto none;
+                f[q] = PyLong_AsUnsignedLongLong(x);
+                if (f[q] == (uint64_t)-1 && PyErr_Occurred()) {
+                    PyErr_Clear();
+                    goto none;
+                }
+            }
+        } else {
+            goto none;
+        }
+        if (end - w < 1 + id.len + 6 * 9) goto none;
+        *w++ = 0x97; /* fixarray of 7 */
+        w = put_id(w, &id);
+        for (int q = 0; q < 6; q++) w = put_uint(w, f[q]);
+    }
+    if (cols != NULL) PyBuffer_Release(&cv);
+    if (_PyBytes_Resize(&out, (Py_ssize_t)(w - (unsigned char *)PyBytes_AS_STRING(out))) < 0)
+        return NULL;
+    return out;
+none:
+    if (cols != NULL) PyBuffer_Release(&cv);
+    Py_XDECREF(out);
+    Py_RETURN_NONE;
+fail:
+    if (cols != NULL) PyBuffer_Release(&cv);
+    return NULL;
+}
+
+/* --- extents(tdict, cols) -> [(off, asize), ...] | None ---
+ * The blocks of every entry of a writer's table (see rows): what a DROP retires. None for
+ * an entry that is not the plain case (the Python twin then). Through C-level maps over
+ * the compact entries it took 0.49 s for 10^6 loaded records, 0.14 s for tuples. */
+
+static PyObject *extents(PyObject *self, PyObject *args) {
+    PyObject *tdict, *colso, *out = NULL, *k, *v;
+    Py_buffer cv = {0};
+    const int64_t *cols = NULL;
+    Py_ssize_t ncols = 0, p = 0, r = 0;
+    if (!PyArg_ParseTuple(args, "O!O", &PyDict_Type, &tdict, &colso)) return NULL;
+    if (colso != Py_None) {
+        if (PyObject_GetBuffer(colso, &cv, PyBUF_FORMAT) < 0) return NULL;
+        if (cv.itemsize != 8 || cv.format == NULL || strcmp(cv.format, "q") != 0) {
+            PyBuffer_Release(&cv);
+            PyErr_SetString(PyExc_ValueError, "extents: cols must be int64s, 5 a record");
+            return NULL;
+        }
+        cols = (const int64_t *)cv.buf;
+        ncols = cv.len / 40;
+    }
+    out = PyList_New(PyDict_GET_SIZE(tdict));
+    if (out == NULL) goto fail;
+    while (PyDict_Next(tdict, &p, &k, &v)) {
+        PyObject *e;
+        if (r >= PyList_GET_SIZE(out)) goto none; /* the dict grew (a GC finalizer) */
+        if (PyLong_CheckExact(v)) {
+            Py_ssize_t i = PyLong_AsSsize_t(v);
+            if (i < 0 || i >= ncols) {
+                PyErr_Clear();
+                goto none;
+            }
+            const int64_t *c = cols + 5 * i;
+            e = Py_BuildValue("(LL)", (long long)c[0], (long long)((c[2] + 4 - c[0] + 7) & ~7LL));
+        } else if (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 8) {
+            e = PyTuple_Pack(2, PyTuple_GET_ITEM(v, 0), PyTuple_GET_ITEM(v, 1));
+        } else {
+            goto none;
+        }
+        if (e == NULL) goto fail;
+        PyList_SET_ITEM(out, r++, e);
+    }
+    if (r != PyList_GET_SIZE(out)) goto none;
+    if (cols != NULL) PyBuffer_Release(&cv);
+    return out;
+none:
+    if (cols != NULL) PyBuffer_Release(&cv);
+    Py_XDECREF(out); /* the slots not set yet are NULL: the list's dealloc skips them */
+    Py_RETURN_NONE;
+fail:
+    if (cols != NULL) PyBuffer_Release(&cv);
+    Py_XDECREF(out);
+    return NULL;
 }
 
 /* --- getrec: Client.get_record in one C call ---
@@ -1078,6 +1217,8 @@ static int getrec_init(PyObject *m) {
 }
 
 static PyMethodDef methods[] = {
+    {"extents", extents, METH_VARARGS, "A writer table's blocks (see shm/blocks.py)."},
+    {"rows", rows, METH_VARARGS, "A writer table's checkpoint rows (see shm/blocks.py)."},
     {"prepare", prepare, METH_VARARGS, "Build commit puts' blocks (see shm/blocks.py)."},
     {"measure", measure, METH_VARARGS, "Check and size a loaded table (see shm/blocks.py)."},
     {"place", place, METH_VARARGS, "Write, index and checkpoint loaded records."},

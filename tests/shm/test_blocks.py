@@ -7,6 +7,7 @@ path must be the one that runs, which proves the build works.
 
 from __future__ import annotations
 
+import array
 import importlib
 import os
 import zlib
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 
 from stateengine.limits import ARENA_KEY_BYTES
 from stateengine.shm import blocks
+from stateengine.shm import writer as writer_module
 from stateengine.shm.codec import key_prefix, pack_internal
 
 PURE = os.environ.get("STATEENGINE_PURE_PYTHON") == "1"
@@ -153,20 +155,79 @@ def test_measure_and_place_c_equal_python(
     mm_c, mm_py = bytearray(off + size), bytearray(off + size)
     td_c: dict[Any, Any] = {}
     td_py: dict[Any, Any] = {}
+    cols_c, cols_py = (array.array("q", [-1]) * (5 * len(ids)) for _ in "cp")
     rows_c, rows_py = [], []
     o_c = o_py = off
     for i in range(0, len(ids), chunk):
         j = min(i + chunk, len(ids))
-        o_c, r = C.place(mm_c, o_c, seq, prefix, ids, recs, i, j, td_c, msgspec.Raw)
+        o_c, r = C.place(mm_c, o_c, seq, prefix, ids, recs, i, j, td_c, cols_c, msgspec.Raw)
         rows_c.append(r)
-        o_py, r = blocks.PLACE_PY(mm_py, o_py, seq, prefix, ids, recs, i, j, td_py, got_py[5])
+        o_py, r = blocks.PLACE_PY(
+            mm_py, o_py, seq, prefix, ids, recs, i, j, td_py, cols_py, got_py[5]
+        )
         rows_py.append(r)
     assert o_c == o_py == off + size
     assert mm_c == mm_py
-    assert td_c == td_py
+    assert td_c == td_py and cols_c == cols_py
     assert rows_c == rows_py
-    expect = [[rid, *(e[k] for k in (2, 3, 4, 5, 6, 0))] for rid, e in td_py.items()]
+    # the compact index is the entries a commit makes (test_shm_bulk compares those)
+    entries = {rid: writer_module._expand((cols_py, seq), pos) for rid, pos in td_py.items()}
+    assert list(td_py.values()) == list(range(len(td_py)))
+    expect = [[rid, *(e[k] for k in (2, 3, 4, 5, 6, 0))] for rid, e in entries.items()]
     assert pack_internal(expect) == _array(len(expect)) + b"".join(rows_c)
+
+
+_U64 = st.integers(0, 2**64 - 1)
+
+
+@needs_c
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ids=st.lists(good_ids, max_size=30, unique=True),
+    fields=st.lists(st.tuples(_U64, _U64, _U64, _U64, _U64, _U64, _U64, _U64), min_size=30),
+    cols=st.lists(
+        st.tuples(
+            st.integers(0, 2**48),  # off
+            st.integers(16, 70000),  # pstart - off: header and key
+            st.integers(0, 2**32),  # payload length
+            st.integers(0, 2**32 - 1),
+            st.integers(0, 2**32 - 1),
+        ),
+        min_size=30,
+        max_size=30,
+    ),
+    compact=st.lists(st.booleans(), min_size=30),
+    odd=st.sampled_from([None, -1, "x", 2**64, (1, 2)]),
+)
+def test_rows_c_equal_python(
+    ids: list[Any], fields: list[Any], cols: list[Any], compact: list[bool], odd: Any
+) -> None:
+    """A writer's table's checkpoint rows: entries as tuples (any 64-bit unsigned fields)
+    or a loaded record's pos in the table's cols, mixed, give the same bytes in C as the
+    twin's rows packed by msgpack, and the same extents (what a DROP retires); an entry C
+    does not take (a negative field, not an int, a pos past cols) makes it answer None
+    and ``rows`` give the twin's bytes or error."""
+    assert C is not None
+    arr = array.array("q", [x for o, k, d, h, c in cols for x in (o, o + k, o + k + d, h, c)])
+    tdict = {rid: (i % 30 if compact[i] else fields[i]) for i, rid in enumerate(ids)}
+    loaded = (arr, 7)
+    assert C.rows(tdict, arr) == blocks.ROWS_PY(tdict, loaded)
+    assert C.extents(tdict, arr) == list(blocks.EXTENTS_PY(tdict, loaded))
+    assert blocks.entries(tdict, loaded) == [
+        e if type(e) is tuple else blocks.expand(loaded, e) for e in tdict.values()
+    ]
+    rows = blocks.row_tuples(tdict, loaded)
+    assert pack_internal(rows) == _array(len(rows)) + blocks.ROWS_PY(tdict, loaded)
+    if ids and odd is not None:
+        e = tdict[ids[-1]]
+        tdict[ids[-1]] = (*e[:2], odd, *e[3:]) if type(e) is tuple else 30 if odd == -1 else odd
+        assert C.rows(tdict, arr) is None
+        assert _outcome(lambda: blocks.rows(tdict, loaded)) == _outcome(
+            lambda: blocks.ROWS_PY(tdict, loaded)
+        )
+        assert _outcome(lambda: list(blocks.extents(tdict, loaded))) == _outcome(
+            lambda: list(blocks.EXTENTS_PY(tdict, loaded))
+        )
 
 
 def _array(n: int) -> bytes:
@@ -200,23 +261,36 @@ def test_measure_refuses_alike(ids: list[Any], recs: list[Any]) -> None:
         assert got_py[0] == "ok" and tuple(got_c) == got_py[1][:5]
 
 
+def _cols(n: int = 1) -> array.array[int]:
+    return array.array("q", [0]) * (5 * n)
+
+
 @needs_c
 def test_place_refuses_a_block_past_the_mapping() -> None:
     assert C is not None
     with pytest.raises(ValueError, match="past the mapping"):
-        C.place(bytearray(40), 8, 1, b"\x92\xa1t", [1], [b"x" * 30], 0, 1, {}, msgspec.Raw)
+        C.place(bytearray(40), 8, 1, b"\x92\xa1t", [1], [b"x" * 30], 0, 1, {}, _cols(), msgspec.Raw)
     with pytest.raises(ValueError, match="past the mapping"):
-        blocks.PLACE_PY(bytearray(40), 8, 1, b"\x92\xa1t", [1], [b"x" * 30], 0, 1, {}, None)
+        blocks.PLACE_PY(
+            bytearray(40), 8, 1, b"\x92\xa1t", [1], [b"x" * 30], 0, 1, {}, _cols(), None
+        )
     with pytest.raises(TypeError):
-        C.place(bytes(64), 0, 1, b"\x92\xa1t", [1], [b"x"], 0, 1, {}, msgspec.Raw)
+        C.place(bytes(64), 0, 1, b"\x92\xa1t", [1], [b"x"], 0, 1, {}, _cols(), msgspec.Raw)
     with pytest.raises(TypeError):
-        blocks.PLACE_PY(bytes(64), 0, 1, b"\x92\xa1t", [1], [b"x"], 0, 1, {}, None)
+        blocks.PLACE_PY(bytes(64), 0, 1, b"\x92\xa1t", [1], [b"x"], 0, 1, {}, _cols(), None)
     # an offset near the top of the signed range: the bound must not wrap (review: it did,
     # and the block went to buf + off)
     with pytest.raises(ValueError, match="past the mapping"):
-        C.place(bytearray(64), 2**63 - 8, 1, b"\x92\xa1t", [1], [b"x"], 0, 1, {}, msgspec.Raw)
+        C.place(
+            bytearray(64), 2**63 - 8, 1, b"\x92\xa1t", [1], [b"x"], 0, 1, {}, _cols(), msgspec.Raw
+        )
+    # cols too short for the records placed: refused alike, nothing written past it
+    for place in (C.place, blocks.PLACE_PY):
+        raw = msgspec.Raw if place is C.place else None
+        with pytest.raises(ValueError, match="cols"):
+            place(bytearray(64), 0, 1, b"\x92\xa1t", [1, 2], [b"x", b"y"], 0, 2, {}, _cols(), raw)
     with pytest.raises(OverflowError):
-        C.place(bytearray(64), 0, -1, b"\x92\xa1t", [1], [b"x"], 0, 1, {}, msgspec.Raw)
+        C.place(bytearray(64), 0, -1, b"\x92\xa1t", [1], [b"x"], 0, 1, {}, _cols(), msgspec.Raw)
 
 
 @needs_c
