@@ -349,6 +349,16 @@ if TYPE_CHECKING:
 else:
     ReaderCore = _c.ReaderCore if COMPILED else ReaderCorePy
 
+# Client's and ArenaView's bases: on the compiled path the C types whose members hold what
+# Client.get_record reads, and whose _get_record_c is that method in one C call
+# (client/client.py); plain object on the pure path.
+if TYPE_CHECKING:
+    ClientBase = object
+    ViewBase = object
+else:
+    ClientBase = _c.ClientCore if COMPILED else object
+    ViewBase = _c.ViewCore if COMPILED else object
+
 
 # --- a start's load ----------------------------------------------------------------------
 

@@ -397,6 +397,7 @@ DAMAGE = [
     "crc33",
     "hcrc33",
     "negcrc",
+    "crc65",
     "list",
     "short",
     "float",
@@ -418,6 +419,7 @@ def _entry(start: int, payload: bytes, hcrc: int, how: str, size: int) -> Any:
         "crc33": (start, end, hcrc, crc | 1 << 32, 0, 0),
         "hcrc33": (start, end, hcrc | 1 << 32, crc, 0, 0),
         "negcrc": (start, end, hcrc, -1, 0, 0),
+        "crc65": (start, end, hcrc | 1 << 64, crc | 1 << 64, 0, 0),  # past unsigned long
         "list": list(e),
         "short": e[:3],
         "float": (float(start), end, hcrc, crc),
