@@ -1,6 +1,7 @@
 """CPU time of the ``get`` rows, in this process: the floor, the arena gets and py-lmdb.
 
     PYTHONPATH=. python -m bench.getcpu [--records N] [--ops K] [--repeats R]
+    PYTHONPATH=. python -m bench.getcpu --instructions [--records N]
 
 The ``get`` workload's rows, each in the loop shape ``python -m bench`` times it (the
 floor and py-lmdb through ``workloads.cycle``, the arena rows as ``server.arena_rows``
@@ -9,13 +10,22 @@ loops), over N records (default 10^5, the bench's shape) preloaded into a
 ``time.process_time`` per get, the median of R repeats of K gets, the rows interleaved
 (repeat 1 of every row, then repeat 2, ...). CPU, not wall: on a shared machine the
 medians of interleaved runs compare where wall times do not; run two checkouts in turn.
+
+With ``--instructions``: the instructions one get of the floor, of the raw
+``ArenaReader.get`` and of ``client.get_record`` costs (``valgrind --tool=callgrind`` on a
+child making 200 warm-up gets and then 2000, then 6000, over N records, default 1000; the
+difference over 4000: start-up and imports cancel). The load does not move them.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -66,13 +76,92 @@ def rows(
     return out
 
 
+INSTRUCTION_ROWS = ("floor", "raw", "client")
+
+
+def child(mode: str, endpoint: str, data_dir: str, arena: str, records: int, n: int) -> None:
+    """The loop callgrind counts: 200 warm-up gets of one row, then *n* more."""
+    with (
+        Client(endpoint, data_dir, timeout=30) as client,
+        ArenaReader.attach(arena) as reader,
+    ):
+        if mode == "floor":  # one Python frame a get, as the CPU row's cycle() makes
+            copy_unpackb = copy_unpackb_floor(arena_blobs(reader, records))
+            for k in range(200):
+                copy_unpackb(k % records + 1)
+            for k in range(n):
+                copy_unpackb(k % records + 1)
+            return
+        read = client.get_record if mode == "client" else reader.get
+        for k in range(200):
+            read(TABLE, k % records + 1)
+        for k in range(n):
+            read(TABLE, k % records + 1)
+
+
+def instructions(records: int, low: int = 2000, high: int = 6000) -> dict[str, float]:
+    """Instructions per get of each of INSTRUCTION_ROWS (see the module's docstring)."""
+    out: dict[str, float] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="se-getinstr-"))
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    try:
+        with ServerProcess(tmp / "data", "--store", "none") as srv:
+            with srv.connect(timeout=120) as c:
+                preload(c, records)
+            for mode in INSTRUCTION_ROWS:
+                counts = []
+                for n in (low, high):
+                    run = subprocess.run(
+                        [
+                            "valgrind",
+                            "--tool=callgrind",
+                            "--callgrind-out-file=/dev/null",
+                            sys.executable,
+                            "-m",
+                            "bench.getcpu",
+                            "--child",
+                            mode,
+                            srv.endpoint,
+                            str(srv.data_dir),
+                            str(srv.info["arena"]),
+                            str(records),
+                            str(n),
+                        ],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                        env=env,
+                    )
+                    found = re.search(r"Collected : (\d+)", run.stderr)
+                    if found is None:
+                        raise RuntimeError(f"no callgrind total in:\n{run.stderr[-2000:]}")
+                    counts.append(int(found.group(1)))
+                out[mode] = (counts[1] - counts[0]) / (high - low)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--child"]:
+        mode, endpoint, data_dir, arena, records, n = argv[1:7]
+        child(mode, endpoint, data_dir, arena, int(records), int(n))
+        return 0
     parser = argparse.ArgumentParser(prog="python -m bench.getcpu", description=__doc__)
-    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--records", type=int, default=None)
     parser.add_argument("--ops", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--instructions", action="store_true")
     args = parser.parse_args(argv)
-    n = args.records
+    if args.instructions:
+        got = instructions(args.records or 1000)
+        print(f"get rows, instructions per get (callgrind): {args.records or 1000:,} records")
+        for mode, count in got.items():
+            print(f"  {mode:8s} {count:9.0f}")
+        return 0
+    n = args.records or 100_000
     try:
         import lmdb
     except ImportError:  # pip install .[bench]

@@ -18,8 +18,9 @@ from the shared-memory arena instead of the socket:
 
 Inlined copies: ``Client.get_record`` inlines :func:`reader_for` and :func:`arena_get`
 (the hot read; each Python call layer costs ~60 ns of a ~1.2 µs get), with
-:func:`reader_for`'s test and the get in one C call, ``ArenaReader._get_for``. The copy is
-marked there and
+:func:`reader_for`'s test and the get in one C call, ``ArenaReader._get_for``; on the
+compiled path the whole method is C (``ClientCore._get_record_c``, which reads this
+view's ``reader`` and ``deadline`` as members of its C base). The copy is marked there and
 ``tests/cross_process/test_arena_reads.py::test_inlined_get_record_matches_the_view``
 checks it answers as these functions do.
 """
@@ -49,6 +50,7 @@ from stateengine.protocol import order_records, parse_order_by, sort_key
 from stateengine.query import compile_where, match_all, plan_query
 from stateengine.runtime import discovery as paths
 from stateengine.shm import ArenaReader, Snapshot
+from stateengine.shm.blocks import ViewBase
 
 __all__ = [
     "ARENA_SCAN_LIMIT",
@@ -83,7 +85,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_views_after_fork_in_child)
 
 
-class ArenaView:
+class ArenaView(ViewBase):
     """The running server's arena as one worker sees it.
 
     Attached lazily from ``server.json``; re-attached when the server restarted (a new
@@ -93,6 +95,8 @@ class ArenaView:
     ``reader`` may be used as is while ``time.monotonic() < deadline``; else call
     :meth:`current`. A fork (``os.register_at_fork``) and :meth:`recheck_soon` set
     ``deadline`` to 0, so a read path needs no ``os.getpid()`` (a system call) per read.
+    On the compiled path ``reader`` and ``deadline`` are members of the C base (ViewCore,
+    shm/_speedups.c), which ``Client.get_record`` reads without an attribute lookup.
     """
 
     def __init__(self, data_dir: Path) -> None:

@@ -19,6 +19,7 @@ no block; it lives here beside the extension that runs it).
 
 from __future__ import annotations
 
+import array
 import importlib
 import itertools
 import operator
@@ -26,7 +27,7 @@ import os
 import struct
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -45,9 +46,7 @@ __all__ = [
     "Measured",
     "ReaderCore",
     "ReaderCorePy",
-    "checkpoint_rows",
     "commit_puts",
-    "extents",
     "flat_apply",
     "flat_create_args",
     "flat_ids",
@@ -220,9 +219,11 @@ def _prepare_one_py(prefix: bytes, table: str, rid: Any, version: int, data: byt
 
 
 def _prepare_one_c(prefix: bytes, table: str, rid: Any, version: int, data: bytes) -> Prepared:
-    out: list[Prepared] = []
-    if _c.prepare([(table, rid, data)], 0, version, {table: prefix}, len(data), out)[0]:
-        return out[0]
+    # one C call (onewrite): through prepare()'s list, dict and argument parsing this
+    # was ~2 us for the table meta of every PATCH_RECORD's commit (issue 17, timeit)
+    got: Prepared | None = _c.prepare_one(prefix, table, rid, version, data)
+    if got is not None:
+        return got
     return _prepare_one_py(prefix, table, rid, version, data)
 
 
@@ -353,6 +354,16 @@ if TYPE_CHECKING:
 else:
     ReaderCore = _c.ReaderCore if COMPILED else ReaderCorePy
 
+# Client's and ArenaView's bases: on the compiled path the C types whose members hold what
+# Client.get_record reads, and whose _get_record_c is that method in one C call
+# (client/client.py); plain object on the pure path.
+if TYPE_CHECKING:
+    ClientBase = object
+    ViewBase = object
+else:
+    ClientBase = _c.ClientCore if COMPILED else object
+    ViewBase = _c.ViewCore if COMPILED else object
+
 
 # --- a start's load ----------------------------------------------------------------------
 
@@ -403,6 +414,7 @@ def _place_py(
     i: int,
     j: int,
     tdict: dict[Any, Any],
+    cols: array.array[int],
     aux: Any,
 ) -> tuple[int, bytes]:
     if aux is None:
@@ -445,8 +457,12 @@ def _place_py(
     pends = list(map(add, pstarts, dlens_all[i:j]))
     poss = range(i, j)
     ids_k = ids[i:j]
-    entries = zip(offs, asizes, pstarts, pends, hcrcs, crcs, poss, repeat(seq, k), strict=True)
-    tdict.update(zip(ids_k, entries, strict=True))
+    if len(cols) < 5 * j:
+        raise ValueError("place: cols must be int64s, 5 a record")
+    for f, values in enumerate((offs, pstarts, pends, hcrcs, crcs)):
+        # a strided copy a field: 0.10 µs a record, 0.22 through zip and chain (8192 rows)
+        cols[5 * i + f : 5 * j : 5] = array.array("q", values)
+    tdict.update(zip(ids_k, poss, strict=True))
     rows = list(zip(ids_k, pstarts, pends, hcrcs, crcs, poss, offs, strict=True))
     # the rows alone: drop the array header msgpack puts before k items (1, 3 or 5 bytes)
     return off, pack_internal(rows)[1 if k < 16 else 3 if k < 0x10000 else 5 :]
@@ -462,22 +478,143 @@ def place(
     i: int,
     j: int,
     tdict: dict[Any, Any],
+    cols: array.array[int],
     aux: Any,
 ) -> tuple[int, bytes]:
     """Write the blocks of records ``i..j-1`` (ones :func:`measure` accepted; *aux* is
-    what it returned last) into *mm* from *off* on, index them in *tdict*
-    (``id -> (off, asize, pstart, pend, hcrc, crc, pos, seq)``, *pos* the record's index)
-    and return the next offset and their checkpoint rows' msgpack, ``[id, pstart, pend,
-    hcrc, crc, pos, off]`` each, back to back (no array header)."""
+    what it returned last) into *mm* from *off* on, index them: *tdict* ``id -> pos``
+    (*pos* the record's index) and *cols* (``array('q')``) ``off, pstart, pend, hcrc,
+    crc`` at ``5 * pos`` (the writer's compact index of a load: ``writer._Cols``), and
+    return the next offset and their checkpoint rows' msgpack, ``[id, pstart, pend, hcrc,
+    crc, pos, off]`` each, back to back (no array header)."""
     if _c is not None:
-        got: tuple[int, bytes] = _c.place(mm, off, seq, prefix, ids, datas, i, j, tdict, _RAW)
+        got: tuple[int, bytes] = _c.place(mm, off, seq, prefix, ids, datas, i, j, tdict, cols, _RAW)
         return got
-    return _place_py(mm, off, seq, prefix, ids, datas, i, j, tdict, aux)
+    return _place_py(mm, off, seq, prefix, ids, datas, i, j, tdict, cols, aux)
+
+
+# --- the writer's index of a loaded table, and its checkpoint rows ----------------------
+
+Cols = tuple["array.array[int]", int]
+"""A loaded table's compact index (what :func:`place` fills): ``off, pstart, pend, hcrc,
+crc`` of its record *pos* at ``5 * pos`` of the array, and the load's seq (every loaded
+record's version). The writer's dict of the table maps each loaded id to its pos until a
+commit replaces the record with a full entry: a tuple and six ints a record (~320 B)
+were ~60k of the ~96k page faults of a start's publish of 10⁶ records (shm/writer.py)."""
+
+
+def expand(loaded: Cols, pos: int) -> tuple[int, int, int, int, int, int, int, int]:
+    """The full index entry ``(off, asize, pstart, pend, hcrc, crc, pos, version)`` of a
+    loaded record."""
+    cols, seq = loaded
+    b = 5 * pos
+    off, pstart, pend, hcrc, crc = cols[b : b + 5]
+    # asize: the block (header, key, payload, CRC: pend + 4 - off) to the 8-byte alignment
+    return (off, (pend + 4 - off + L.ALIGN - 1) & -L.ALIGN, pstart, pend, hcrc, crc, pos, seq)
+
+
+_COLUMN: Final = {0: 0, 2: 1, 3: 2, 4: 3, 5: 4}
+"""An entry's field -> its column in :data:`Cols`."""
+
+
+def fields(values: list[Any], loaded: Cols, ks: Sequence[int]) -> list[Iterator[Any]]:
+    """Fields *ks* of the entries *values* (full tuples, or positions in *loaded*), an
+    iterator a field, each in the entries' order: C-level maps only, two of them merged by
+    a mask (a Python call per entry made a checkpoint of 10⁶ loaded records 0.83 s)."""
+    cols, seq = loaded
+    add, mul, repeat = operator.add, operator.mul, itertools.repeat
+    is_pos = list(map(operator.is_, map(type, values), repeat(int)))
+    poss = list(itertools.compress(values, is_pos))
+    full = list(itertools.compress(values, map(operator.not_, is_pos)))
+    base = list(map(mul, poss, repeat(5)))
+
+    def column(k: int) -> Iterator[Any]:
+        if k == 6:
+            return iter(poss)
+        if k == 7:
+            return repeat(seq, len(poss))
+        if k == 1:  # asize: the block (pend + 4 - off) to the 8-byte alignment
+            ends = map(add, map(operator.sub, column(3), column(0)), repeat(4 + L.ALIGN - 1))
+            return map(operator.and_, ends, repeat(-L.ALIGN))
+        return map(cols.__getitem__, map(add, base, repeat(_COLUMN[k])))
+
+    out: list[Iterator[Any]] = []
+    for k in ks:
+        if not full:
+            out.append(column(k))
+            continue
+        pick = {True: column(k), False: map(operator.itemgetter(k), full)}
+        out.append(map(next, map(pick.__getitem__, is_pos)))
+    return out
+
+
+def entries(tdict: dict[Any, Any], loaded: Cols | None) -> list[Any]:
+    """A writer's table's full index entries, in its dict's order (*loaded*: its
+    :data:`Cols`, None when it has none)."""
+    values = list(tdict.values())
+    if loaded is None:
+        return values
+    return list(zip(*fields(values, loaded, range(8)), strict=True))
+
+
+def extents(tdict: dict[Any, Any], loaded: Cols | None) -> Iterable[tuple[int, int]]:
+    """``(off, asize)`` of every entry of a writer's table (a dropped table's blocks), in
+    C where it can (10⁶ loaded records: 0.49 s through :func:`fields`), else the twin."""
+    if _c is not None:
+        got: list[tuple[int, int]] | None = _c.extents(tdict, None if loaded is None else loaded[0])
+        if got is not None:
+            return got
+    return _extents_py(tdict, loaded)
+
+
+def _extents_py(tdict: dict[Any, Any], loaded: Cols | None) -> Iterable[tuple[int, int]]:
+    values = list(tdict.values())
+    if loaded is None:
+        return map(_EXTENT, values)
+    return zip(*fields(values, loaded, (0, 1)), strict=True)
+
+
+_EXTENT: Final = operator.itemgetter(0, 1)
+_ROW_FIELDS: Final = tuple(operator.itemgetter(k) for k in (2, 3, 4, 5, 6, 0))
+
+
+def row_tuples(tdict: dict[Any, Any], loaded: Cols | None = None) -> list[tuple[Any, ...]]:
+    """A table's rows in a checkpoint: ``[rid, pstart, pend, hcrc, crc, pos, off]`` each
+    (DESIGN.md §3: what a reader's index holds, and the block's offset), as tuples (the
+    same msgpack arrays), field by field in C: 0.08 of 0.33 µs a row less than a list
+    built per row (10^5 rows, gc off)."""
+    values = list(tdict.values())
+    if loaded is None:
+        got: list[Iterator[Any]] = [map(g, values) for g in _ROW_FIELDS]
+    else:
+        got = fields(values, loaded, (2, 3, 4, 5, 6, 0))
+    return list(zip(tdict.keys(), *got, strict=True))
+
+
+def _rows_py(tdict: dict[Any, Any], loaded: Cols | None) -> bytes:
+    rows = row_tuples(tdict, loaded)
+    # the rows alone: drop the array header msgpack puts before them (1, 3 or 5 bytes)
+    n = len(rows)
+    return pack_internal(rows)[1 if n < 16 else 3 if n < 0x10000 else 5 :]
+
+
+def rows(tdict: dict[Any, Any], loaded: Cols | None) -> bytes:
+    """The checkpoint rows' msgpack of a writer's table (see :func:`row_tuples`), back to
+    back (no array header): written in C straight from the entries (a checkpoint of 10⁶
+    loaded records took 0.81 s through expanded tuples, 0.27 s from full entries as
+    tuples, then packed), else by the Python twin."""
+    if _c is not None:
+        got: bytes | None = _c.rows(tdict, None if loaded is None else loaded[0])
+        if got is not None:
+            return got
+    return _rows_py(tdict, loaded)
 
 
 PLACE_PY: Final[Callable[..., tuple[int, bytes]]] = _place_py
 """The Python twin of :func:`place`, whichever path runs (for the tests)."""
 MEASURE_PY: Final[Callable[[list[Any], list[Any], int], Measured | None]] = _measure_py
+ROWS_PY: Final[Callable[[dict[Any, Any], Cols | None], bytes]] = _rows_py
+EXTENTS_PY: Final[Callable[[dict[Any, Any], Cols | None], Iterable[tuple[int, int]]]] = _extents_py
 
 
 # --- the engine's check of a bulk load (server/engine.py _flat_set_state) ---------------
@@ -526,7 +663,15 @@ FLAT_IDS_PY: Final = _flat_ids_py
 """The Python twin of :func:`flat_ids` (for the tests)."""
 
 
-# --- bulk: a big commit's puts and a checkpoint's rows (shm/writer.py _apply_bulk) ------
+# --- onewrite: the arena allocator's alloc and free_many in C (shm/alloc.py binds them) --
+
+C_ALLOC_TAKE: Final[Any] = _c.alloc_take if COMPILED else None
+"""``alloc_take(allocator, n)``: ``Allocator.alloc`` in C (shm/alloc.py)."""
+C_ALLOC_FREE_MANY: Final[Any] = _c.alloc_free_many if COMPILED else None
+"""``alloc_free_many(allocator, extents)``: ``Allocator.free_many`` in C (shm/alloc.py)."""
+
+
+# --- bulk: a big commit's puts (shm/writer.py _apply_bulk), the engine's flat BATCHes -----
 
 
 def _commit_puts_py(
@@ -542,6 +687,7 @@ def _commit_puts_py(
     undo: list[tuple[str, Any, Any]],
     retired: list[tuple[int, int]],
     ops: list[bytes] | None,
+    loaded: dict[str, Cols],
 ) -> int:
     """The Python twin of :func:`commit_puts` for ``puts[start:stop]``; the next offset."""
     hsize = L.BLOCK_HEADER_SIZE
@@ -567,6 +713,9 @@ def _commit_puts_py(
         if old is None:
             pos = next_pos.get(t, 0)
             next_pos[t] = pos + 1
+        elif type(old) is int:  # a loaded record (Cols): its pos, and its extent
+            pos = old
+            retired.append(expand(loaded[t], pos)[:2])
         else:
             pos = old[6]
             retired.append((old[0], old[1]))
@@ -601,6 +750,7 @@ def commit_puts(
     undo: list[tuple[str, Any, Any]],
     retired: list[tuple[int, int]],
     ops: list[bytes] | None,
+    loaded: dict[str, Cols],
 ) -> int:
     """The per-put work of a big commit: the blocks of the prepared *puts* carved back to
     back from *off* (the returned offset is past the last), each copied into *mm* (None:
@@ -611,6 +761,8 @@ def commit_puts(
     (old None for a new id) onto *undo* for a table not in *created*, so that the caller
     can roll the index back. *ops*, a list, gets the ring ops ``[2, t, id, pstart, pend,
     hcrc, crc, pos, off]`` in msgpack, back to back, as bytes pieces (None: no ops).
+    An entry that is a loaded record's pos (``loaded[t]``: its table's :data:`Cols`)
+    keeps that pos and retires its extent (the twin takes those puts).
 
     In C, this is what made ``ArenaWriter._apply``'s Python loop (index tuple, undo, ring
     op list and its encoding, the blocks joined) one call; the C loop stops at any put
@@ -618,12 +770,12 @@ def commit_puts(
     n = len(puts)
     if _c is None:
         return _commit_puts_py(
-            mm, off, seq, puts, 0, n, tables, next_pos, created, undo, retired, ops
+            mm, off, seq, puts, 0, n, tables, next_pos, created, undo, retired, ops, loaded
         )
     i, off = _c.commit_puts(mm, off, seq, puts, 0, tables, next_pos, created, undo, retired, ops)
     while i < n:
         off = _commit_puts_py(
-            mm, off, seq, puts, i, i + 1, tables, next_pos, created, undo, retired, ops
+            mm, off, seq, puts, i, i + 1, tables, next_pos, created, undo, retired, ops, loaded
         )
         i, off = _c.commit_puts(
             mm, off, seq, puts, i + 1, tables, next_pos, created, undo, retired, ops
@@ -631,63 +783,8 @@ def commit_puts(
     return off
 
 
-_ROW_FIELDS: Final = tuple(operator.itemgetter(k) for k in (2, 3, 4, 5, 6, 0))
-
-
-def _checkpoint_rows_py(tdict: dict[Any, Any]) -> bytes:
-    # as tuples, field by field in C-level maps (writer._checkpoint_rows: 0.08 of 0.33 µs
-    # a row less than a list built per row)
-    entries = list(tdict.values())
-    fields = (map(g, entries) for g in _ROW_FIELDS)
-    return pack_internal(list(zip(tdict.keys(), *fields, strict=True)))
-
-
-def checkpoint_rows(tdict: dict[Any, Any]) -> bytes:
-    """The msgpack array of a table's checkpoint rows, ``[id, pstart, pend, hcrc, crc,
-    pos, off]`` from each index entry ``(off, asize, pstart, pend, hcrc, crc, pos,
-    ...)``, in the index's order (DESIGN.md §3)."""
-    if _c is not None:
-        got: bytes | None = _c.checkpoint_rows(tdict)
-        if got is not None:
-            return got
-    return _checkpoint_rows_py(tdict)
-
-
-def _extents_py(tdict: dict[Any, Any]) -> list[tuple[int, int]]:
-    runs: list[tuple[int, int]] = []
-    rs = re = -1
-    for start, n in sorted(map(_EXTENT, tdict.values())):
-        if start == re:
-            re += n
-            continue
-        if re >= 0:
-            runs.append((rs, re - rs))
-        rs, re = start, start + n
-    if re >= 0:
-        runs.append((rs, re - rs))
-    return runs
-
-
-_EXTENT: Final = operator.itemgetter(0, 1)
-
-
-def extents(tdict: dict[Any, Any]) -> list[tuple[int, int]]:
-    """The extents ``(off, asize)`` of a table's index entries, sorted, those that touch
-    merged into one: what a dropped table retires. A table a big commit wrote is a few
-    runs, so the reclaim after it frees a few extents, not one per record (the
-    allocator's ``free_many`` sorts and checks each one in Python). Overlapping extents
-    stay apart (``free_many`` refuses them)."""
-    if _c is not None:
-        got: list[tuple[int, int]] | None = _c.extents(tdict)
-        if got is not None:
-            return got
-    return _extents_py(tdict)
-
-
 COMMIT_PUTS_PY: Final = _commit_puts_py
 """The Python twin of :func:`commit_puts`' loop (for the tests)."""
-CHECKPOINT_ROWS_PY: Final = _checkpoint_rows_py
-EXTENTS_PY: Final = _extents_py
 
 
 def _flat_merge_py(

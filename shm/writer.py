@@ -8,6 +8,7 @@ the segments alone.
 
 from __future__ import annotations
 
+import array
 import collections
 import contextlib
 import mmap
@@ -61,8 +62,14 @@ _I64_MAX: Final = ID_MAX
 MiB: Final = 1024 * 1024
 
 RecordId = int | str
-# writer index entry: off, asize, pstart, pend, hcrc, crc, pos, version
+# writer index entry: off, asize, pstart, pend, hcrc, crc, pos, version; or, for a record
+# placed by load() and not changed since, its pos alone (an int: see _Cols)
 _WEntry = tuple[int, int, int, int, int, int, int, int]
+_Cols = _blocks.Cols
+"""A loaded table's compact index (``blocks.Cols``): its dict maps a loaded id to the
+record's pos, a full :data:`_WEntry` once a commit replaces it. A start's publish of 10⁶
+records, CPU: 0.80 s -> 0.28 s, page faults 95k -> 38k (medians of 3 interleaved
+starts, ``python -m bench.restartcpu --repeats 1``)."""
 # a put ready to write: table, id, block (header, key, payload, CRC, zero padding to the
 # 8-byte alignment), key length, payload length, hcrc, crc
 _Prepared = tuple[str, RecordId, bytes, int, int, int, int]
@@ -76,8 +83,7 @@ _WRITE_CHUNK: Final = 1 << 20
 _LOAD_CHUNK: Final = 8192
 """Records :meth:`ArenaWriter.load` builds, writes, indexes and checkpoints at a time."""
 _GET1: Final = operator.itemgetter(1)
-_EXTENT: Final = operator.itemgetter(0, 1)
-"""An index entry's extent: ``(off, asize)``."""
+_BLOBS: Final = (bytes, bytearray, memoryview)  # what commit's meta values may be
 _META_BODY: Final = L.META_BODY.pack
 _META_BODY_SIZE: Final = L.META_BODY.size
 _META_CRC_INTO: Final = L.META_CRC.pack_into
@@ -128,17 +134,9 @@ def _array_header(n: int) -> bytes:
     return pack_internal([None] * n)[: -n or None]
 
 
-_ARRAY2: Final = _array_header(2)
-_ROW_FIELDS: Final = tuple(operator.itemgetter(k) for k in (2, 3, 4, 5, 6, 0))
-
-
-def _checkpoint_rows(tdict: Mapping[RecordId, _WEntry]) -> list[tuple[Any, ...]]:
-    """A table's rows in a checkpoint: ``[rid, pstart, pend, hcrc, crc, pos, off]`` each
-    (DESIGN.md §3: what a reader's index holds, and the block's offset), as tuples (the
-    same msgpack arrays), field by field in C: 0.08 of 0.33 µs a row less than a list
-    built per row (10^5 rows, gc off)."""
-    entries = list(tdict.values())
-    return list(zip(tdict.keys(), *(map(g, entries) for g in _ROW_FIELDS), strict=True))
+_expand = _blocks.expand
+_entries = _blocks.entries
+_checkpoint_rows = _blocks.row_tuples
 
 
 class _Gen:
@@ -337,7 +335,9 @@ class ArenaWriter:
         # The meta slot holding the newest publication: the next one goes to the other.
         self._meta_slot = 1
         self._horizon = 0
-        self._tables: dict[str, dict[RecordId, _WEntry]] = {}
+        self._tables: dict[str, dict[RecordId, Any]] = {}  # entries: _WEntry, or see _Cols
+        # the compact index of each table load() placed (_Cols)
+        self._loaded: dict[str, _Cols] = {}
         self._next_pos: dict[str, int] = {}
         # retire list: (retire_seq, time, extents, old generation or None)
         self._pending: collections.deque[tuple[int, float, list[tuple[int, int]], _Gen | None]]
@@ -389,7 +389,10 @@ class ArenaWriter:
         """Move to a new, larger generation holding the live blocks, same seq."""
         old = self._gen
         assert old is not None
-        live = sum(e[1] for t in self._tables.values() for e in t.values())
+        cols_of = self._loaded
+        live = sum(
+            sum(map(_GET1, _blocks.extents(d, cols_of.get(t)))) for t, d in self._tables.items()
+        )
         want = max(old.size * 2, (live + need) * 2 + old.ring_size + 65536)
         if want > self._max_size:
             want = self._max_size
@@ -412,8 +415,20 @@ class ArenaWriter:
         g = self._gen
         assert g is not None
         omm, mm = old.mm, g.mm
-        for tdict in self._tables.values():
-            for rid, (off, asize, pstart, pend, hcrc, crc, pos, ver) in tdict.items():
+        for t, tdict in self._tables.items():
+            loaded = self._loaded.get(t)
+            for rid, e in tdict.items():
+                if type(e) is int:  # a loaded record: moved in its table's _Cols
+                    assert loaded is not None
+                    off, asize, *_ = _expand(loaded, e)
+                    noff = self._alloc.alloc(asize)
+                    assert noff is not None
+                    mm[noff : noff + asize] = omm[off : off + asize]
+                    c, d = loaded[0], noff - off
+                    b = 5 * e
+                    c[b], c[b + 1], c[b + 2] = noff, c[b + 1] + d, c[b + 2] + d
+                    continue
+                off, asize, pstart, pend, hcrc, crc, pos, ver = e
                 noff = self._alloc.alloc(asize)
                 assert noff is not None
                 mm[noff : noff + asize] = omm[off : off + asize]
@@ -513,8 +528,12 @@ class ArenaWriter:
                     dlist.append((META_TABLE, t))
                 elif (e := mtab.get(t)) is not None and t not in drops and mm[e[2] : e[3]] == blob:
                     continue  # unchanged (dropped and re-created in this commit: rewritten)
-                elif isinstance(blob, bytes | bytearray | memoryview):
-                    prepared = self._prepare(META_TABLE, t, seq, bytes(blob))
+                elif isinstance(blob, _BLOBS):
+                    # prepare_one directly, the union type not built a call: 2.0 -> 0.6 µs
+                    # with its C call (issue 17, timeit; every PATCH_RECORD's meta)
+                    prepared = _blocks.prepare_one(
+                        self._meta_prefix, META_TABLE, t, seq, bytes(blob)
+                    )
                     plist.append(prepared)
                     need += len(prepared[2])
                     estimate += L.align(len(blob) + 64)
@@ -598,7 +617,7 @@ class ArenaWriter:
                 self.drop_spare()  # a load that fitted without it
                 return
             except BaseException as exc:
-                self._tables, self._next_pos = {}, {}
+                self._tables, self._next_pos, self._loaded = {}, {}, {}
                 if need:
                     self._alloc.free(region, need)
                 if not isinstance(exc, _Full):
@@ -640,8 +659,8 @@ class ArenaWriter:
         reuses (built for a whole table, they took fresh pages: 256k page faults a start,
         176k by chunks). A start's publish of 10⁶ records, CPU: 1.67 s before the C loop,
         0.68 s with it, 1.65 s on the twin (medians of 5 interleaved starts,
-        ``python -m bench.restartcpu``); what is left is mostly the page faults of the
-        arena's and the index's fresh memory (144k, 0.39 s of system time).
+        ``python -m bench.restartcpu``); the index kept compact (:data:`_Cols`), 0.28 s
+        (38k page faults: its dict, positions and array, the checkpoint's rows).
         """
         gen = self._gen
         assert gen is not None
@@ -651,8 +670,10 @@ class ArenaWriter:
         ckpt = [_array_header(len(built) + bool(metas))]  # the checkpoint's encoding
         for t, part in built:
             n = len(part.ids)
-            tdict: dict[RecordId, _WEntry] = {}
+            tdict: dict[RecordId, Any] = {}
             self._tables[t] = tdict
+            cols = array.array("q", [0]) * (5 * n)
+            self._loaded[t] = (cols, seq)
             ckpt += [_array_header(2), pack_internal(t), _array_header(n)]  # [t, [rows...]]
             for i in range(0, n, _LOAD_CHUNK):
                 # its blocks written, indexed, and its checkpoint rows (the rows alone)
@@ -666,6 +687,7 @@ class ArenaWriter:
                     i,
                     min(i + _LOAD_CHUNK, n),
                     tdict,
+                    cols,
                     part.aux,
                 )
                 ckpt.append(rows)
@@ -705,6 +727,7 @@ class ArenaWriter:
         assert gen is not None
         mm = gen.mm
         tables = self._tables
+        loaded = self._loaded
         alloc = self._alloc
         if need > alloc.free_bytes:
             raise _Full(need)  # cannot fit: grow before doing any of the work
@@ -752,7 +775,7 @@ class ArenaWriter:
                 old_t = tables.pop(t, None)
                 if old_t is not None:
                     undo.append((t, None, old_t))
-                    retired += _blocks.extents(old_t)  # merged: see _apply_bulk
+                    retired.extend(_blocks.extents(old_t, loaded.get(t)))
                     if ops is not None:
                         ops.append([0, t])
             for t, rid in deletes:
@@ -763,6 +786,8 @@ class ArenaWriter:
                 if old is None:
                     continue
                 undo.append((t, rid, old))
+                if type(old) is int:  # a loaded record (_Cols)
+                    old = _expand(loaded[t], old)
                 retired.append((old[0], old[1]))
                 if ops is not None:
                     ops.append([1, t, rid])
@@ -798,6 +823,12 @@ class ArenaWriter:
                 if old is None:
                     pos = next_pos.get(t, 0)
                     next_pos[t] = pos + 1
+                elif type(old) is int:  # a loaded record (_Cols): its pos, and its extent
+                    # (this check: no change in a 1-put commit, 6.0-6.2 µs either way, on
+                    # a loaded arena; /tmp bench, best of 5, interleaved with main)
+                    pos = old
+                    c = loaded[t][0]
+                    retired.append((c[5 * pos], _expand(loaded[t], pos)[1]))
                 else:
                     pos = old[6]
                     retired.append((old[0], old[1]))
@@ -828,6 +859,8 @@ class ArenaWriter:
                 alloc.free(off, n)
             raise
         self._next_pos = next_pos
+        for t in drops:
+            loaded.pop(t, None)  # its records went with the table
         # publish: meta slot, then the seq word
         if early:
             self._publish(seq)
@@ -866,6 +899,7 @@ class ArenaWriter:
         gen = self._gen
         assert gen is not None
         tables = self._tables
+        loaded = self._loaded
         alloc = self._alloc
         # The ring entry is built only if it can fit before the checkpoint: lower bounds
         # of a put op's and a checkpoint row's encoding: offsets are at least data_off,
@@ -900,9 +934,7 @@ class ArenaWriter:
                 old_t = tables.pop(t, None)
                 if old_t is not None:
                     undo.append((t, None, old_t))
-                    # its extents merged (one run a big commit wrote): the reclaim that
-                    # frees them was 0.09-0.2 µs a record of a dropped table, one extent each
-                    retired += _blocks.extents(old_t)
+                    retired.extend(_blocks.extents(old_t, loaded.get(t)))
                     if pre is not None:
                         pre.append([0, t])
             for t, rid in deletes:
@@ -913,6 +945,8 @@ class ArenaWriter:
                 if old is None:
                     continue
                 undo.append((t, rid, old))
+                if type(old) is int:  # a loaded record (_Cols)
+                    old = _expand(loaded[t], old)
                 retired.append((old[0], old[1]))
                 if pre is not None:
                     pre.append([1, t, rid])
@@ -927,6 +961,7 @@ class ArenaWriter:
                 undo,
                 retired,
                 parts,
+                loaded,
             )
             deferred: list[tuple[int, bytes]] = []
             if early:
@@ -943,6 +978,8 @@ class ArenaWriter:
                 alloc.free(off, n)
             raise
         self._next_pos = next_pos
+        for t in drops:
+            loaded.pop(t, None)  # its records went with the table
         if early:
             self._publish(seq)
             time.sleep(0.02)  # widen the window the fault opens
@@ -1085,11 +1122,12 @@ class ArenaWriter:
         gen = self._gen
         assert gen is not None
         if ckpt is None:
-            # [[t, [rows...]], ...] in pieces, each table's rows encoded from its index in
-            # one call (blocks.checkpoint_rows): 0.22 -> 0.05 µs a row in C (10⁵ rows)
+            # the index's encoding, each table's rows written from its entries (blocks.rows)
+            loaded = self._loaded
             ckpt = [_array_header(len(self._tables))]
             for t, d in self._tables.items():
-                ckpt += [_ARRAY2, pack_internal(t), _blocks.checkpoint_rows(d)]
+                ckpt += [_array_header(2), pack_internal(t), _array_header(len(d))]
+                ckpt.append(_blocks.rows(d, loaded.get(t)))
         key = pack_internal(["\x00ckpt", seq])
         dlen = sum(map(len, ckpt))
         total = L.BLOCK_HEADER_SIZE + len(key) + dlen + 4

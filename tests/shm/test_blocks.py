@@ -7,8 +7,8 @@ path must be the one that runs, which proves the build works.
 
 from __future__ import annotations
 
+import array
 import importlib
-import itertools
 import os
 import zlib
 from collections.abc import Callable
@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from stateengine.limits import ARENA_KEY_BYTES
 from stateengine.shm import blocks
+from stateengine.shm import writer as writer_module
 from stateengine.shm.codec import key_prefix, pack_internal
 
 PURE = os.environ.get("STATEENGINE_PURE_PYTHON") == "1"
@@ -154,20 +155,79 @@ def test_measure_and_place_c_equal_python(
     mm_c, mm_py = bytearray(off + size), bytearray(off + size)
     td_c: dict[Any, Any] = {}
     td_py: dict[Any, Any] = {}
+    cols_c, cols_py = (array.array("q", [-1]) * (5 * len(ids)) for _ in "cp")
     rows_c, rows_py = [], []
     o_c = o_py = off
     for i in range(0, len(ids), chunk):
         j = min(i + chunk, len(ids))
-        o_c, r = C.place(mm_c, o_c, seq, prefix, ids, recs, i, j, td_c, msgspec.Raw)
+        o_c, r = C.place(mm_c, o_c, seq, prefix, ids, recs, i, j, td_c, cols_c, msgspec.Raw)
         rows_c.append(r)
-        o_py, r = blocks.PLACE_PY(mm_py, o_py, seq, prefix, ids, recs, i, j, td_py, got_py[5])
+        o_py, r = blocks.PLACE_PY(
+            mm_py, o_py, seq, prefix, ids, recs, i, j, td_py, cols_py, got_py[5]
+        )
         rows_py.append(r)
     assert o_c == o_py == off + size
     assert mm_c == mm_py
-    assert td_c == td_py
+    assert td_c == td_py and cols_c == cols_py
     assert rows_c == rows_py
-    expect = [[rid, *(e[k] for k in (2, 3, 4, 5, 6, 0))] for rid, e in td_py.items()]
+    # the compact index is the entries a commit makes (test_shm_bulk compares those)
+    entries = {rid: writer_module._expand((cols_py, seq), pos) for rid, pos in td_py.items()}
+    assert list(td_py.values()) == list(range(len(td_py)))
+    expect = [[rid, *(e[k] for k in (2, 3, 4, 5, 6, 0))] for rid, e in entries.items()]
     assert pack_internal(expect) == _array(len(expect)) + b"".join(rows_c)
+
+
+_U64 = st.integers(0, 2**64 - 1)
+
+
+@needs_c
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ids=st.lists(good_ids, max_size=30, unique=True),
+    fields=st.lists(st.tuples(_U64, _U64, _U64, _U64, _U64, _U64, _U64, _U64), min_size=30),
+    cols=st.lists(
+        st.tuples(
+            st.integers(0, 2**48),  # off
+            st.integers(16, 70000),  # pstart - off: header and key
+            st.integers(0, 2**32),  # payload length
+            st.integers(0, 2**32 - 1),
+            st.integers(0, 2**32 - 1),
+        ),
+        min_size=30,
+        max_size=30,
+    ),
+    compact=st.lists(st.booleans(), min_size=30),
+    odd=st.sampled_from([None, -1, "x", 2**64, (1, 2)]),
+)
+def test_rows_c_equal_python(
+    ids: list[Any], fields: list[Any], cols: list[Any], compact: list[bool], odd: Any
+) -> None:
+    """A writer's table's checkpoint rows: entries as tuples (any 64-bit unsigned fields)
+    or a loaded record's pos in the table's cols, mixed, give the same bytes in C as the
+    twin's rows packed by msgpack, and the same extents (what a DROP retires); an entry C
+    does not take (a negative field, not an int, a pos past cols) makes it answer None
+    and ``rows`` give the twin's bytes or error."""
+    assert C is not None
+    arr = array.array("q", [x for o, k, d, h, c in cols for x in (o, o + k, o + k + d, h, c)])
+    tdict = {rid: (i % 30 if compact[i] else fields[i]) for i, rid in enumerate(ids)}
+    loaded = (arr, 7)
+    assert C.rows(tdict, arr) == blocks.ROWS_PY(tdict, loaded)
+    assert C.extents(tdict, arr) == list(blocks.EXTENTS_PY(tdict, loaded))
+    assert blocks.entries(tdict, loaded) == [
+        e if type(e) is tuple else blocks.expand(loaded, e) for e in tdict.values()
+    ]
+    rows = blocks.row_tuples(tdict, loaded)
+    assert pack_internal(rows) == _array(len(rows)) + blocks.ROWS_PY(tdict, loaded)
+    if ids and odd is not None:
+        e = tdict[ids[-1]]
+        tdict[ids[-1]] = (*e[:2], odd, *e[3:]) if type(e) is tuple else 30 if odd == -1 else odd
+        assert C.rows(tdict, arr) is None
+        assert _outcome(lambda: blocks.rows(tdict, loaded)) == _outcome(
+            lambda: blocks.ROWS_PY(tdict, loaded)
+        )
+        assert _outcome(lambda: list(blocks.extents(tdict, loaded))) == _outcome(
+            lambda: list(blocks.EXTENTS_PY(tdict, loaded))
+        )
 
 
 def _array(n: int) -> bytes:
@@ -201,23 +261,36 @@ def test_measure_refuses_alike(ids: list[Any], recs: list[Any]) -> None:
         assert got_py[0] == "ok" and tuple(got_c) == got_py[1][:5]
 
 
+def _cols(n: int = 1) -> array.array[int]:
+    return array.array("q", [0]) * (5 * n)
+
+
 @needs_c
 def test_place_refuses_a_block_past_the_mapping() -> None:
     assert C is not None
     with pytest.raises(ValueError, match="past the mapping"):
-        C.place(bytearray(40), 8, 1, b"\x92\xa1t", [1], [b"x" * 30], 0, 1, {}, msgspec.Raw)
+        C.place(bytearray(40), 8, 1, b"\x92\xa1t", [1], [b"x" * 30], 0, 1, {}, _cols(), msgspec.Raw)
     with pytest.raises(ValueError, match="past the mapping"):
-        blocks.PLACE_PY(bytearray(40), 8, 1, b"\x92\xa1t", [1], [b"x" * 30], 0, 1, {}, None)
+        blocks.PLACE_PY(
+            bytearray(40), 8, 1, b"\x92\xa1t", [1], [b"x" * 30], 0, 1, {}, _cols(), None
+        )
     with pytest.raises(TypeError):
-        C.place(bytes(64), 0, 1, b"\x92\xa1t", [1], [b"x"], 0, 1, {}, msgspec.Raw)
+        C.place(bytes(64), 0, 1, b"\x92\xa1t", [1], [b"x"], 0, 1, {}, _cols(), msgspec.Raw)
     with pytest.raises(TypeError):
-        blocks.PLACE_PY(bytes(64), 0, 1, b"\x92\xa1t", [1], [b"x"], 0, 1, {}, None)
+        blocks.PLACE_PY(bytes(64), 0, 1, b"\x92\xa1t", [1], [b"x"], 0, 1, {}, _cols(), None)
     # an offset near the top of the signed range: the bound must not wrap (review: it did,
     # and the block went to buf + off)
     with pytest.raises(ValueError, match="past the mapping"):
-        C.place(bytearray(64), 2**63 - 8, 1, b"\x92\xa1t", [1], [b"x"], 0, 1, {}, msgspec.Raw)
+        C.place(
+            bytearray(64), 2**63 - 8, 1, b"\x92\xa1t", [1], [b"x"], 0, 1, {}, _cols(), msgspec.Raw
+        )
+    # cols too short for the records placed: refused alike, nothing written past it
+    for place in (C.place, blocks.PLACE_PY):
+        raw = msgspec.Raw if place is C.place else None
+        with pytest.raises(ValueError, match="cols"):
+            place(bytearray(64), 0, 1, b"\x92\xa1t", [1, 2], [b"x", b"y"], 0, 2, {}, _cols(), raw)
     with pytest.raises(OverflowError):
-        C.place(bytearray(64), 0, -1, b"\x92\xa1t", [1], [b"x"], 0, 1, {}, msgspec.Raw)
+        C.place(bytearray(64), 0, -1, b"\x92\xa1t", [1], [b"x"], 0, 1, {}, _cols(), msgspec.Raw)
 
 
 @needs_c
@@ -260,6 +333,31 @@ def test_prepare_one_c_equals_python(table: str, rid: Any, data: bytes, seq: int
     assert got_c == _outcome(lambda: blocks._prepare_one_py(prefix, table, rid, seq, data))
 
 
+@needs_c
+@pytest.mark.parametrize(
+    ("rid", "seq", "data"),
+    [
+        (2**70, 1, b"x"),  # an id past 64 bits
+        ("x" * 70_000, 1, b"x"),  # a key too long
+        (True, 1, b"x"),  # not an exact int
+        (1, -1, b"x"),  # a version below 0
+        (1, 2**64, b"x"),  # a version past 64 bits
+        (1, 1, bytearray(b"x")),  # not exact bytes
+        ("\ud800", 1, b"x"),  # a lone surrogate
+    ],
+)
+def test_prepare_one_c_hands_other_inputs_to_python(rid: Any, seq: int, data: Any) -> None:
+    """What C's prepare_one does not take, the twin does: the same result or error."""
+    prefix = key_prefix("t")
+    saved = blocks._c
+    blocks._c = C
+    try:
+        got_c = _outcome(lambda: blocks._prepare_one_c(prefix, "t", rid, seq, data))
+    finally:
+        blocks._c = saved
+    assert got_c == _outcome(lambda: blocks._prepare_one_py(prefix, "t", rid, seq, data))
+
+
 # --- the reader's get: ReaderCore (C) against ReaderCorePy -------------------------------
 
 
@@ -299,6 +397,7 @@ DAMAGE = [
     "crc33",
     "hcrc33",
     "negcrc",
+    "crc65",
     "list",
     "short",
     "float",
@@ -320,6 +419,7 @@ def _entry(start: int, payload: bytes, hcrc: int, how: str, size: int) -> Any:
         "crc33": (start, end, hcrc, crc | 1 << 32, 0, 0),
         "hcrc33": (start, end, hcrc | 1 << 32, crc, 0, 0),
         "negcrc": (start, end, hcrc, -1, 0, 0),
+        "crc65": (start, end, hcrc | 1 << 64, crc | 1 << 64, 0, 0),  # past unsigned long
         "list": list(e),
         "short": e[:3],
         "float": (float(start), end, hcrc, crc),
@@ -630,7 +730,7 @@ def test_commit_puts_c_equals_python(state: Any, off: int, write: bool, with_ops
         ops: list[bytes] | None = [] if with_ops else None
         got = _outcome(
             lambda fn=fn, t2=t2, n2=n2, c2=c2, mm=mm, undo=undo, retired=retired, ops=ops: fn(
-                mm, off, seq, prepared, t2, n2, c2, undo, retired, ops
+                mm, off, seq, prepared, t2, n2, c2, undo, retired, ops, {}
             )
         )
         runs.append((got, mm, t2, n2, c2, undo, retired, ops and b"".join(ops)))
@@ -687,48 +787,6 @@ def test_commit_puts_survives_python_code_that_empties_its_inputs() -> None:
     stop, off = C.commit_puts(mm, 0, 3, puts, 0, tables, {}, set(), [], [], [])
     assert stop == 1 and off == 80 and puts == []  # one block of 80 B
     assert list(tables) == ["t"] and list(tables["t"]) == [0]  # the lookup found none: made
-
-
-@needs_c
-@settings(max_examples=300, deadline=None)
-@given(tdict=_entries(), odd=st.sampled_from([None, "\udc80", 1.5, True]))
-def test_checkpoint_rows_c_equals_python(tdict: dict[Any, Any], odd: Any) -> None:
-    """A table's checkpoint rows: the same msgpack as the twin's (the writer's rows
-    packed), or the same error; C leaves what is not the plain case to the twin."""
-    if odd is not None:
-        tdict[odd] = (1, 2, 3, 4, 5, 6, 7, 8)
-    assert C is not None
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(blocks, "_c", C)
-        got = _outcome(lambda: blocks.checkpoint_rows(tdict))
-    assert got == _outcome(lambda: blocks.CHECKPOINT_ROWS_PY(tdict))
-    if got[0] == "ok":
-        rows = [[rid, e[2], e[3], e[4], e[5], e[6], e[0]] for rid, e in tdict.items()]
-        assert got[1] == pack_internal(rows)
-
-
-@needs_c
-@settings(max_examples=300, deadline=None)
-@given(
-    exts=st.lists(
-        st.tuples(st.integers(0, 40).map(lambda k: 8 * k), st.integers(1, 6).map(lambda k: 8 * k)),
-        max_size=20,
-    ),
-    odd=st.booleans(),
-)
-def test_extents_c_equals_python(exts: list[tuple[int, int]], odd: bool) -> None:
-    """A dropped table's extents: sorted, touching ones merged, overlapping ones apart
-    (the allocator's free_many refuses those), the same from C and the twin."""
-    tdict: dict[Any, Any] = {i: (o, n, 0, 0, 0, 0, i, 1) for i, (o, n) in enumerate(exts)}
-    if odd:
-        tdict["odd"] = (-8, 8, 0, 0, 0, 0, 0, 1)
-    assert C is not None
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(blocks, "_c", C)
-        got = blocks.extents(tdict)
-    assert got == blocks.EXTENTS_PY(tdict)
-    assert sum(n for _o, n in got) == sum(e[1] for e in tdict.values())
-    assert all(a[0] + a[1] != b[0] for a, b in itertools.pairwise(got))
 
 
 # --- bulk: flat_merge, the engine's BATCH of plain patches (server/engine.py) ------------

@@ -13,6 +13,8 @@ from typing import Any
 import msgpack
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from stateengine.errors import PayloadTooLarge
 from stateengine.shm import ArenaReader, ArenaWriter
@@ -33,11 +35,19 @@ def test_key_prefix_plus_id_is_the_packed_key(table: str, rid: int | str) -> Non
     assert key_prefix(table) + internal_packer()(rid) == pack_internal([table, rid])
 
 
+def _index(w: ArenaWriter) -> dict[str, dict[Any, tuple[int, ...]]]:
+    """The writer's index, every entry in full (a loaded record's compact one expanded)."""
+    return {
+        t: dict(zip(d, writer_module._entries(d, w._loaded.get(t)), strict=True))
+        for t, d in w._tables.items()
+    }
+
+
 def _blocks_ok(w: ArenaWriter) -> None:
     """Every indexed block in the writer's mapping holds its header, key and CRC."""
     gen = w._gen
     assert gen is not None
-    for t, tdict in w._tables.items():
+    for t, tdict in _index(w).items():
         for rid, (off, asize, pstart, pend, hcrc, crc, _pos, ver) in tdict.items():
             total, klen, kind, version = L.BLOCK_HEADER.unpack_from(gen.mm, off)
             assert kind == L.KIND_RECORD and version == ver and L.align(total) == asize
@@ -326,6 +336,43 @@ def test_bulk_commit_that_fails_after_its_puts_changes_nothing(
         w.close()
 
 
+@pytest.mark.parametrize("fail", [False, True])
+def test_bulk_commit_over_loaded_records(monkeypatch: Any, fail: bool) -> None:
+    """A big commit over a table load() placed (compact entries: a record's pos): the
+    replaced records keep their positions and retire their blocks, new ids go after them;
+    failing after its puts, it leaves the index (compact entries included) as it was."""
+    w = ArenaWriter.create("setest", initial_size=1 << 20, grace=60.0)
+    r = ArenaReader.attach(w.name)
+    try:
+        w.load(1, {"t": (list(range(100)), [pk(i) for i in range(100)])})
+        assert all(type(e) is int for e in w._tables["t"].values())  # compact
+        puts = [("t", i, pk(-i)) for i in range(0, 60, 2)] + [
+            ("t", 500 + i, pk(i)) for i in range(5)
+        ]
+        if fail:
+            before = (dict(w._tables["t"]), dict(w._next_pos), w._alloc.extents(), w.seq)
+
+            def boom(*a: Any, **k: Any) -> None:
+                raise RuntimeError("boom")
+
+            monkeypatch.setattr(w, "_append_ring", boom)
+            with pytest.raises(RuntimeError):
+                w.commit(2, puts)
+            assert (dict(w._tables["t"]), dict(w._next_pos), w._alloc.extents(), w.seq) == before
+            monkeypatch.undo()
+        w.commit(2, puts)
+        full = _index(w)["t"]
+        assert [full[i][6] for i in (0, 2, 58, 500, 504)] == [0, 2, 58, 100, 104]
+        assert 30 in [len(b[2]) for b in w._pending]  # the replaced blocks retired
+        assert r.get("t", 2) == -2 and r.get("t", 3) == 3 and r.get("t", 504) == 4
+        with r.snapshot() as snap:
+            assert list(snap.ids("t"))[:3] == [0, 1, 2] and len(snap.ids("t")) == 105
+        _blocks_ok(w)
+    finally:
+        r.close()
+        w.close()
+
+
 @pytest.mark.parametrize("shape", ["set_state", "batch"])
 def test_bulk_commit_whose_checkpoint_is_full_once_grows_and_retries(
     monkeypatch: Any, shape: str
@@ -372,7 +419,7 @@ def _load_input() -> dict[str, list[tuple[int | str, bytes]]]:
 
 
 def _base(w: ArenaWriter) -> int:
-    return min(e[0] for tdict in w._tables.values() for e in tdict.values())
+    return min(e[0] for tdict in _index(w).values() for e in tdict.values())
 
 
 @pytest.mark.parametrize("initial", [64 * 1024, 16 * 1024 * 1024])  # grows, or fits
@@ -408,11 +455,12 @@ def test_load_builds_the_arena_a_commit_builds(initial: int) -> None:
         shift = _base(b) - _base(a)
         assert shift == 0 or initial < 1024 * 1024
         assert b._next_pos == a._next_pos and b._tables.keys() == a._tables.keys()
+        ib = _index(b)
         for t, tdict in a._tables.items():
             assert list(b._tables[t]) == list(tdict)
             for rid, (off, asize, pstart, pend, *rest) in tdict.items():
                 o = off + shift
-                assert b._tables[t][rid] == (o, asize, pstart + shift, pend + shift, *rest)
+                assert ib[t][rid] == (o, asize, pstart + shift, pend + shift, *rest)
                 assert gb.mm[o : o + asize] == ga.mm[off : off + asize]
         ra, rb = ArenaReader.attach(a.name), ArenaReader.attach(b.name)
         try:
@@ -449,13 +497,13 @@ def test_load_in_chunks_builds_the_arena_a_commit_builds(monkeypatch: Any) -> No
             7, {t: ([r for r, _ in rows], [x for _, x in rows]) for t, rows in data.items()}, meta
         )
         _blocks_ok(b)
-        assert b._tables == a._tables and list(b._tables) == list(a._tables)
+        assert _index(b) == a._tables and list(b._tables) == list(a._tables)
         for tdict in a._tables.values():
             for off, asize, *_ in tdict.values():
                 assert b._gen.mm[off : off + asize] == a._gen.mm[off : off + asize]  # type: ignore[union-attr]
         pstart, pend, seq, _pos, hcrc, crc, _off, _asize = b._ckpt
         whole = pack_internal(
-            [[t, writer_module._checkpoint_rows(d)] for t, d in b._tables.items()]
+            [[t, writer_module._checkpoint_rows(d)] for t, d in _index(b).items()]
         )
         assert seq == 7 and b._gen.mm[pstart:pend] == whole  # type: ignore[union-attr]
         assert zlib.crc32(whole, hcrc) == crc
@@ -501,3 +549,137 @@ def test_load_refuses_bad_input_and_publishes_nothing(tables: Any, error: type) 
     finally:
         r.close()
         w.close()
+
+
+# --- a loaded table's compact index (writer._Cols) -------------------------------------
+
+_IDS = st.one_of(st.integers(0, 150), st.sampled_from(["a", "b", "é", "k" * 40]))
+_TABLES = st.sampled_from(["t", "u", "v"])
+_STEP = st.tuples(
+    st.lists(st.tuples(_TABLES, _IDS, st.binary(max_size=3000)), max_size=25),  # puts
+    st.lists(st.tuples(_TABLES, _IDS), max_size=8),  # deletes
+    st.lists(_TABLES, max_size=1),  # dropped tables
+)
+
+
+def _view(w: ArenaWriter) -> tuple[Any, ...]:
+    """What must match between an arena built by ``load`` and one built by ``commit``:
+    every entry but its offsets (the two grow by different steps), the positions, and
+    what a reader attached now reads (from the checkpoint and the ring)."""
+    index = {
+        t: {
+            rid: (asize, hcrc, crc, pos, ver)
+            for rid, (_o, asize, _s, _e, hcrc, crc, pos, ver) in d.items()
+        }
+        for t, d in _index(w).items()
+    }
+    r = ArenaReader.attach(w.name)
+    try:
+        with r.snapshot() as snap:
+            reads = {t: (sorted(map(repr, snap.items_raw(t))), snap.meta(t)) for t in snap.tables()}
+            version = snap.version
+    finally:
+        r.close()
+    return index, dict(w._next_pos), reads, version, w.stats()["live_records"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    t_ids=st.lists(_IDS, unique=True, max_size=120),
+    u_ids=st.lists(_IDS, unique=True, max_size=5),
+    steps=st.lists(_STEP, max_size=8),
+    initial=st.sampled_from([64 * 1024, 1024 * 1024]),
+)
+def test_a_loaded_arena_takes_commits_as_a_committed_one(
+    t_ids: list[Any], u_ids: list[Any], steps: list[Any], initial: int
+) -> None:
+    """A loaded record's entry is its pos in the table's ``_Cols`` until a commit replaces
+    it: replaced, deleted, dropped with its table, moved by a growth, written into
+    checkpoints (a small ring: most commits are checkpoints), the arena reads and
+    indexes as the one a commit of the same records built, at every step, on both paths
+    (STATEENGINE_PURE_PYTHON=1). Controls (run by hand): ``blocks.expand`` with an
+    unaligned asize, or ``_grow`` not moving a loaded record's pstart, fail it."""
+    data = {
+        "t": [(rid, pk({"id": rid, "s": "x" * (i % 400)})) for i, rid in enumerate(t_ids)],
+        "u": [(rid, pk([rid])) for rid in u_ids],
+    }
+    meta = {t: pk({"info": t}) for t in data}
+    opts: dict[str, Any] = {"initial_size": initial, "ring_size": 1024, "grace": 0.0}
+    a = ArenaWriter.create("setest", **opts)
+    b = ArenaWriter.create("setest", **opts)
+    try:
+        a.commit(5, [(t, rid, x) for t, rows in data.items() for rid, x in rows], meta=meta)
+        b.load(
+            5, {t: ([r for r, _ in rows], [x for _, x in rows]) for t, rows in data.items()}, meta
+        )
+        assert all(type(e) is int for t in ("t", "u") for e in b._tables.get(t, {}).values())
+        assert _view(b) == _view(a)
+        for seq, (puts, deletes, drops) in enumerate(steps, start=6):
+            for w in (a, b):
+                w.commit(seq, puts, deletes, drops)
+            _blocks_ok(b)
+            assert _view(b) == _view(a)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_failed_commit_leaves_a_loaded_index_as_it_was(monkeypatch: Any) -> None:
+    """A commit that replaces, deletes and drops loaded records and then fails (its ring
+    append raises) puts back the compact entries themselves, and the arena takes the same
+    commit afterwards."""
+    b = ArenaWriter.create("setest", initial_size=1024 * 1024, grace=0.0)
+    r = ArenaReader.attach(b.name)
+    try:
+        ids = list(range(50))
+        b.load(3, {"t": (ids, [pk(i) for i in ids]), "u": ([1], [pk("u")])})
+        before = ({t: dict(d) for t, d in b._tables.items()}, dict(b._loaded), b._alloc.extents())
+        puts = [("t", 1, pk("new")), ("t", 99, pk("added")), ("u", 2, pk(2))]
+
+        def boom(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("ring")
+
+        monkeypatch.setattr(b, "_append_ring", boom)
+        with pytest.raises(RuntimeError, match="ring"):
+            b.commit(4, puts, [("t", 2)], ["u"])
+        assert (
+            {t: dict(d) for t, d in b._tables.items()},
+            dict(b._loaded),
+            b._alloc.extents(),
+        ) == before
+        assert b.seq == 3 and r.get("t", 1) == 1 and r.get("u", 1) == "u"
+        monkeypatch.undo()
+        b.commit(4, puts, [("t", 2)], ["u"])
+        assert r.get("t", 1) == "new" and r.get("t", 2) is None and r.get("t", 99) == "added"
+        assert r.get("u", 1) is None and r.get("u", 2) == 2
+        assert "u" not in b._loaded and type(b._tables["t"][3]) is int
+        _blocks_ok(b)
+    finally:
+        r.close()
+        b.close()
+
+
+def test_a_loaded_arena_grows_as_a_committed_one() -> None:
+    """A growth moves the loaded records in their ``_Cols`` (their entries stay
+    compact), then commits over them and a checkpoint read the moved fields."""
+    data = {"t": [(i, pk({"i": i, "s": "x" * (i % 300)})) for i in range(500)]}
+    opts: dict[str, Any] = {"initial_size": 256 * 1024, "grace": 0.0}
+    a = ArenaWriter.create("setest", **opts)
+    b = ArenaWriter.create("setest", **opts)
+    try:
+        a.commit(5, [("t", rid, x) for rid, x in data["t"]], meta={"t": b"m"})
+        b.load(5, {"t": ([r for r, _ in data["t"]], [x for _, x in data["t"]])}, {"t": b"m"})
+        gen = b._gen
+        big = [("t", 1000 + i, pk("y" * 600)) for i in range(200)]
+        for w in (a, b):
+            w.commit(6, big)
+        assert b._gen is not gen and type(b._tables["t"][0]) is int  # grown, still compact
+        _blocks_ok(b)
+        assert _view(b) == _view(a)
+        for w in (a, b):
+            w.commit(7, [("t", 3, pk("replaced"))], [("t", 4)])
+        _blocks_ok(b)
+        assert _view(b) == _view(a)
+    finally:
+        a.close()
+        b.close()
