@@ -2192,6 +2192,58 @@ done:
     return res;
 }
 
+
+/* runs(extents) -> list: (off, n) extents sorted, those that touch merged into one (twin:
+ * blocks.py _runs_py); overlapping ones stay apart (free_many then refuses them). A
+ * dropped table a big commit wrote is one run: its reclaim frees one extent, not one a
+ * record. A TypeError for an item that is not a pair of ints in 0..2**62. */
+typedef struct {
+    unsigned long long start, n;
+} Ext;
+
+static int ext_cmp(const void *a, const void *b) {
+    const Ext *x = a, *y = b;
+    if (x->start != y->start) return x->start < y->start ? -1 : 1;
+    return x->n < y->n ? -1 : x->n > y->n;
+}
+
+static PyObject *runs(PyObject *self, PyObject *list) {
+    if (!PyList_CheckExact(list)) {
+        PyErr_SetString(PyExc_TypeError, "runs(list)");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(list), k;
+    Ext *xs = PyMem_Malloc(sizeof(Ext) * (size_t)(n ? n : 1));
+    if (xs == NULL) return PyErr_NoMemory();
+    for (k = 0; k < n; k++) { /* nothing here runs Python code: the list cannot change */
+        PyObject *e = PyList_GET_ITEM(list, k);
+        if (!PyTuple_CheckExact(e) || PyTuple_GET_SIZE(e) != 2 ||
+            !uint_of(PyTuple_GET_ITEM(e, 0), &xs[k].start) ||
+            !uint_of(PyTuple_GET_ITEM(e, 1), &xs[k].n) || xs[k].start > (1ULL << 62) ||
+            xs[k].n > (1ULL << 62)) {
+            PyMem_Free(xs);
+            PyErr_SetString(PyExc_TypeError, "runs: an extent is not two ints in 0..2**62");
+            return NULL;
+        }
+    }
+    /* a table a big commit wrote is in offset order already: no sort then */
+    int sorted = 1;
+    for (k = 1; k < n && sorted; k++) sorted = ext_cmp(&xs[k - 1], &xs[k]) <= 0;
+    if (!sorted) qsort(xs, (size_t)n, sizeof(Ext), ext_cmp);
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t a = 0; out != NULL && a < n;) {
+        unsigned long long start = xs[a].start, end = start + xs[a].n;
+        Py_ssize_t b = a + 1;
+        while (b < n && xs[b].start == end) end += xs[b++].n;
+        PyObject *x = Py_BuildValue("(KK)", start, end - start);
+        if (x == NULL || PyList_Append(out, x) < 0) Py_CLEAR(out);
+        Py_XDECREF(x);
+        a = b;
+    }
+    PyMem_Free(xs);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"extents", extents, METH_VARARGS, "A writer table's blocks (see shm/blocks.py)."},
     {"rows", rows, METH_VARARGS, "A writer table's checkpoint rows (see shm/blocks.py)."},
@@ -2220,6 +2272,7 @@ static PyMethodDef methods[] = {
      "Check a BATCH of plain patches, their ids and fields (see shm/blocks.py)."},
     {"flat_create_args", (PyCFunction)(void (*)(void))flat_create_args, METH_FASTCALL,
      "Check a BATCH of creates, their records (see shm/blocks.py)."},
+    {"runs", runs, METH_O, "Extents sorted, touching ones merged (see shm/blocks.py)."},
     {NULL, NULL, 0, NULL},
 };
 

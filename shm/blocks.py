@@ -56,6 +56,7 @@ __all__ = [
     "place",
     "prepare",
     "prepare_python",
+    "runs",
 ]
 
 META_TABLE: Final = "\x00meta"
@@ -783,6 +784,34 @@ def commit_puts(
     return off
 
 
+def _runs_py(extents: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    rs = re = -1
+    for start, n in sorted(extents):
+        if start == re:
+            re += n
+            continue
+        if re >= 0:
+            out.append((rs, re - rs))
+        rs, re = start, start + n
+    if re >= 0:
+        out.append((rs, re - rs))
+    return out
+
+
+def runs(extents: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """*extents* ``(off, n)`` sorted, those that touch merged into one; overlapping ones
+    stay apart (the allocator's ``free_many`` refuses them). What a dropped table retires:
+    a table a big commit wrote is one run, so the reclaim after a SET_STATE frees one
+    extent, not one a record (0.06-0.15 µs a record of it with the C free_many, 10⁴ and
+    10⁵ records, thread CPU)."""
+    if _c is not None:
+        got: list[tuple[int, int]] = _c.runs(extents)
+        return got
+    return _runs_py(extents)
+
+
+RUNS_PY: Final = _runs_py
 COMMIT_PUTS_PY: Final = _commit_puts_py
 """The Python twin of :func:`commit_puts`' loop (for the tests)."""
 

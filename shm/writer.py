@@ -775,7 +775,7 @@ class ArenaWriter:
                 old_t = tables.pop(t, None)
                 if old_t is not None:
                     undo.append((t, None, old_t))
-                    retired.extend(_blocks.extents(old_t, loaded.get(t)))
+                    retired += _blocks.runs(list(_blocks.extents(old_t, loaded.get(t))))
                     if ops is not None:
                         ops.append([0, t])
             for t, rid in deletes:
@@ -934,7 +934,9 @@ class ArenaWriter:
                 old_t = tables.pop(t, None)
                 if old_t is not None:
                     undo.append((t, None, old_t))
-                    retired.extend(_blocks.extents(old_t, loaded.get(t)))
+                    # its blocks as runs (blocks.runs): one extent to free for a table a
+                    # big commit wrote, not one a record
+                    retired += _blocks.runs(list(_blocks.extents(old_t, loaded.get(t))))
                     if pre is not None:
                         pre.append([0, t])
             for t, rid in deletes:

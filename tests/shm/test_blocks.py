@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import array
 import importlib
+import itertools
 import os
 import zlib
 from collections.abc import Callable
@@ -986,3 +987,26 @@ def test_flat_create_args_takes_creates_and_refuses_near_misses() -> None:
             [1],
         ]:
             assert args([*good, near], "t") is None, near
+
+
+@needs_c
+@settings(max_examples=300, deadline=None)
+@given(
+    exts=st.lists(
+        st.tuples(st.integers(0, 40).map(lambda k: 8 * k), st.integers(1, 6).map(lambda k: 8 * k)),
+        max_size=20,
+    ),
+    ordered=st.booleans(),
+)
+def test_runs_c_equals_python(exts: list[tuple[int, int]], ordered: bool) -> None:
+    """A dropped table's blocks as runs: sorted, touching ones merged, overlapping ones
+    apart (the allocator's free_many refuses those), the same from C and the twin."""
+    if ordered:
+        exts = sorted(exts)
+    assert C is not None
+    got = C.runs(exts)
+    assert got == blocks.RUNS_PY(exts)
+    assert sum(n for _o, n in got) == sum(n for _o, n in exts)
+    assert all(a[0] + a[1] != b[0] for a, b in itertools.pairwise(got))
+    with pytest.raises(TypeError):
+        C.runs([(-8, 8)])
