@@ -887,6 +887,11 @@ typedef struct {
     long long free_bytes, lo, hi;                /* hi: start + size */
 } Al;
 
+/* Offsets and sizes C takes: past them (never an arena's), the Python method, so no
+ * start + n can overflow a long long (which wrapped: a free of (8, 2**63-1) passed the
+ * region check). */
+#define AL_MAX (1LL << 61)
+
 static PyObject *s_sizes, *s_bins, *s_by_start, *s_by_end, *s_free_bytes, *s_popitem;
 static PyObject *s_start, *s_size;
 
@@ -910,11 +915,19 @@ static int al_load(PyObject *alloc, Al *al) {
         return 1;
     al->free_bytes = PyLong_AsLongLong(fb);
     al->lo = PyLong_AsLongLong(st);
-    al->hi = al->lo + PyLong_AsLongLong(sz);
+    long long size = PyLong_AsLongLong(sz);
     if (PyErr_Occurred()) {
         PyErr_Clear();
         return 1;
     }
+    if (al->lo < 0 || size < 0 || al->lo > AL_MAX || size > AL_MAX) return 1;
+    al->hi = al->lo + size;
+    /* held until al_store: a dict update can run the cyclic GC, and a finalizer could
+     * rebind the allocator's attributes (review of the onewrite branch) */
+    Py_INCREF(al->sizes);
+    Py_INCREF(al->bins);
+    Py_INCREF(al->by_start);
+    Py_INCREF(al->by_end);
     return 0;
 }
 
@@ -923,6 +936,10 @@ static int al_load(PyObject *alloc, Al *al) {
 static int al_store(PyObject *alloc, Al *al) {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
+    Py_DECREF(al->sizes);
+    Py_DECREF(al->bins);
+    Py_DECREF(al->by_start);
+    Py_DECREF(al->by_end);
     PyObject *fb = PyLong_FromLongLong(al->free_bytes);
     int r = fb == NULL ? -1 : PyObject_SetAttr(alloc, s_free_bytes, fb);
     Py_XDECREF(fb);
@@ -1126,14 +1143,12 @@ static PyObject *alloc_take(PyObject *self, PyObject *const *args, Py_ssize_t na
         PyErr_SetString(PyExc_TypeError, "alloc_take(allocator, n)");
         return NULL;
     }
-    if (!PyLong_CheckExact(args[1])) return python_method(args[0], "alloc", args[1]);
+    if (!PyLong_CheckExact(args[1])) return python_method(args[0], "_alloc_py", args[1]);
     long long n = PyLong_AsLongLong(args[1]);
-    if (n == -1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return python_method(args[0], "alloc", args[1]);
-    }
+    if (n == -1 && PyErr_Occurred()) PyErr_Clear();
+    if (n < 0 || n > AL_MAX) return python_method(args[0], "_alloc_py", args[1]);
     Al al;
-    if (al_load(args[0], &al)) return python_method(args[0], "alloc", args[1]);
+    if (al_load(args[0], &al)) return python_method(args[0], "_alloc_py", args[1]);
     long long got = al_alloc(&al, n);
     if (al_store(args[0], &al) < 0 || got == -2) return NULL;
     if (got == -1) Py_RETURN_NONE;
@@ -1148,7 +1163,7 @@ static PyObject *alloc_free_many(PyObject *self, PyObject *const *args, Py_ssize
         PyErr_SetString(PyExc_TypeError, "alloc_free_many(allocator, extents)");
         return NULL;
     }
-    if (!PyList_CheckExact(args[1])) return python_method(args[0], "free_many", args[1]);
+    if (!PyList_CheckExact(args[1])) return python_method(args[0], "_free_many_py", args[1]);
     PyObject *alloc = args[0], *extents = args[1];
     Py_ssize_t m = PyList_GET_SIZE(extents);
     long long *xs = PyMem_Malloc(sizeof(long long) * 2 * (size_t)(m ? m : 1));
@@ -1165,6 +1180,8 @@ static PyObject *alloc_free_many(PyObject *self, PyObject *const *args, Py_ssize
             PyErr_Clear();
             goto plain_not;
         }
+        if (xs[2 * i] < 0 || xs[2 * i] > AL_MAX || xs[2 * i + 1] < 0 || xs[2 * i + 1] > AL_MAX)
+            goto plain_not;
     }
     Al al;
     if (al_load(alloc, &al)) goto plain_not;
@@ -1222,7 +1239,28 @@ static PyObject *alloc_free_many(PyObject *self, PyObject *const *args, Py_ssize
     return PyLong_FromLongLong(total);
 plain_not:
     PyMem_Free(xs);
-    return python_method(alloc, "free_many", extents);
+    return python_method(alloc, "_free_many_py", extents);
+}
+
+/* Allocator.alloc and .free_many as methods of the class (alloc_take_method,
+ * alloc_free_many_method: instancemethod objects, which bind as a def does). Bound on
+ * each instance as functools.partial(f, self) instead, every allocator was in a
+ * reference cycle, and one frozen by gc.freeze() after a start was never freed once a
+ * growth replaced it. */
+static int onewrite_init(PyObject *m) {
+    const char *names[2][2] = {{"alloc_take", "alloc_take_method"},
+                               {"alloc_free_many", "alloc_free_many_method"}};
+    for (int i = 0; i < 2; i++) {
+        PyObject *f = PyObject_GetAttrString(m, names[i][0]);
+        if (f == NULL) return -1;
+        PyObject *meth = PyInstanceMethod_New(f);
+        Py_DECREF(f);
+        if (meth == NULL || PyModule_AddObject(m, names[i][1], meth) < 0) {
+            Py_XDECREF(meth);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* --- onewrite: one put's block (a commit's table meta) in one call --- */
@@ -1361,6 +1399,8 @@ typedef struct {
 static int type_ok_slow(TypeOk *ok, PyTypeObject *tp, PyTypeObject *base,
                         PyObject *const *names, PyObject *const *want, int n) {
     if (!PyType_IsSubtype(tp, base)) return 0; /* its layout is not base's */
+    /* a class overriding __getattribute__ or __getattr__ sees every lookup: Python's */
+    if (tp->tp_getattro != PyObject_GenericGetAttr) return 0;
     for (int i = 0; i < n; i++) {
         PyObject *d = PyObject_GetAttr((PyObject *)tp, names[i]);
         if (d == NULL) {
@@ -2341,7 +2381,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         Py_DECREF(m);
         return NULL;
     }
-    if (getrec_init(m) < 0) {
+    if (getrec_init(m) < 0 || onewrite_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -12,7 +12,6 @@ stress test wants to race against.
 from __future__ import annotations
 
 import bisect
-import functools
 import itertools
 from typing import Any, Final
 
@@ -51,13 +50,6 @@ class Allocator:
         self.free_bytes = 0
         if size > 0:
             self._add(start, size)
-        if _C_TAKE is not None:
-            # The compiled twins (shm/_speedups.c), bound here so that a call is one C
-            # call, no Python frame: a one-record write allocates two blocks and frees
-            # two at a reclaim (~1 us an extent in Python). They run on this object's
-            # dicts and list, so the methods below stay their twin and the state.
-            self.alloc = functools.partial(_C_TAKE, self)  # type: ignore[method-assign]
-            self.free_many = functools.partial(_C_FREE_MANY, self)  # type: ignore[method-assign]
 
     def _add(self, start: int, size: int) -> None:
         self._by_start[start] = size
@@ -80,7 +72,7 @@ class Allocator:
             del self._sizes[bisect.bisect_left(self._sizes, size)]
         self.free_bytes -= size
 
-    def alloc(self, n: int) -> int | None:
+    def _alloc_py(self, n: int) -> int | None:
         """Offset of a fresh extent of ``n`` bytes, or None if no free extent fits."""
         sizes = self._sizes
         i = bisect.bisect_left(sizes, n)
@@ -116,7 +108,7 @@ class Allocator:
             n += nsize
         self._add(start, n)
 
-    def free_many(self, extents: list[tuple[int, int]]) -> int:
+    def _free_many_py(self, extents: list[tuple[int, int]]) -> int:
         """``free`` each extent, merging touching ones first; return the bytes freed.
 
         The same result as freeing them one by one (coalescing makes the order
@@ -154,6 +146,14 @@ class Allocator:
             self.free(start, n)
         return total
 
+    # The compiled twins (shm/_speedups.c) replace these below where built, so that a
+    # call is one C call, no Python frame: a one-record write allocates two blocks and
+    # frees two at a reclaim (~1 us an extent in Python). They run on the instance's own
+    # dicts and list, so the Python methods stay their twin and hold the same state;
+    # what C does not take (odd inputs) goes to _alloc_py / _free_many_py.
+    alloc = _alloc_py
+    free_many = _free_many_py
+
     def largest(self) -> int:
         return self._sizes[-1] if self._sizes else 0
 
@@ -175,3 +175,8 @@ class Allocator:
             (n, s) for n, starts in self._bins.items() for s in starts
         )
         assert self._sizes == sorted(self._bins) and all(self._bins.values())
+
+
+if _C_TAKE is not None:
+    Allocator.alloc = _C_TAKE
+    Allocator.free_many = _C_FREE_MANY

@@ -666,10 +666,12 @@ FLAT_IDS_PY: Final = _flat_ids_py
 
 # --- onewrite: the arena allocator's alloc and free_many in C (shm/alloc.py binds them) --
 
-C_ALLOC_TAKE: Final[Any] = _c.alloc_take if COMPILED else None
-"""``alloc_take(allocator, n)``: ``Allocator.alloc`` in C (shm/alloc.py)."""
-C_ALLOC_FREE_MANY: Final[Any] = _c.alloc_free_many if COMPILED else None
-"""``alloc_free_many(allocator, extents)``: ``Allocator.free_many`` in C (shm/alloc.py)."""
+C_ALLOC_TAKE: Final[Any] = _c.alloc_take_method if COMPILED else None
+"""``Allocator.alloc`` in C, a method of the class (shm/alloc.py): ``alloc_take(allocator,
+n)`` as an instancemethod."""
+C_ALLOC_FREE_MANY: Final[Any] = _c.alloc_free_many_method if COMPILED else None
+"""``Allocator.free_many`` in C, a method of the class: ``alloc_free_many(allocator,
+extents)`` as an instancemethod."""
 
 
 # --- bulk: a big commit's puts (shm/writer.py _apply_bulk), the engine's flat BATCHes -----

@@ -308,3 +308,23 @@ def test_get_record_c_honours_python_overrides(how: str) -> None:
     assert results[0] == results[1]
     want = {"n": "override"} if how == "override" else {"n": 1}
     assert results[0][0] == ("ok", want)
+
+
+class Guarded(Probe):
+    """A client whose ``__getattribute__`` turns the arena off (review of the C path: it
+    read the members directly, so the arena answered where Python went to the server)."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "use_arena":
+            return False
+        return super().__getattribute__(name)
+
+
+@needs_c
+def test_get_record_c_honours_a_getattribute_override() -> None:
+    """A class with its own ``__getattribute__`` gets Python's lookups from C too."""
+    results = []
+    for how in ("c", "py"):
+        got, log, *_ = _run(Guarded, PLAIN, how, "t", 1)
+        results.append((got, log))
+    assert results[0] == results[1]
