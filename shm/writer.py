@@ -771,26 +771,7 @@ class ArenaWriter:
             region = alloc.alloc(need) if len(puts) >= _BULK_MIN else None
             if region is not None:
                 new.append((region, need))
-            for t in drops:
-                old_t = tables.pop(t, None)
-                if old_t is not None:
-                    undo.append((t, None, old_t))
-                    retired += _blocks.runs(list(_blocks.extents(old_t, loaded.get(t))))
-                    if ops is not None:
-                        ops.append([0, t])
-            for t, rid in deletes:
-                tdict = tables.get(t)
-                if tdict is None:
-                    continue
-                old = tdict.pop(rid, None)
-                if old is None:
-                    continue
-                undo.append((t, rid, old))
-                if type(old) is int:  # a loaded record (_Cols)
-                    old = _expand(loaded[t], old)
-                retired.append((old[0], old[1]))
-                if ops is not None:
-                    ops.append([1, t, rid])
+            self._take_out(drops, deletes, undo, retired, ops)
             off = region if region is not None else 0
             created: set[str] = set()
             hsize = L.BLOCK_HEADER_SIZE
@@ -843,39 +824,11 @@ class ArenaWriter:
                 self._write_region(mm, region, puts, deferred if early else None)
             self._append_ring(seq, ops, new)
         except BaseException:
-            for t, rid, old in reversed(undo):
-                if rid is None:
-                    if old is None:
-                        tables.pop(t, None)
-                    else:
-                        tables[t] = old
-                else:
-                    tdict = tables.setdefault(t, {})
-                    if old is None:
-                        tdict.pop(rid, None)
-                    else:
-                        tdict[rid] = old
+            self._undo(undo)
             for off, n in new:
                 alloc.free(off, n)
             raise
-        self._next_pos = next_pos
-        for t in drops:
-            loaded.pop(t, None)  # its records went with the table
-        # publish: meta slot, then the seq word
-        if early:
-            self._publish(seq)
-            time.sleep(0.02)  # widen the window the fault opens
-            for off, block in deferred:
-                mm[off : off + len(block)] = block
-        else:
-            self._publish(seq)
-        if retired or self._pending:
-            now = self._clock()
-            if retired:
-                self._pending.append((seq, now, retired, None))
-                self._pending_bytes += sum(map(_GET1, retired))
-            if now >= self._reclaim_at:
-                self.reclaim()
+        self._finish(seq, next_pos, drops, deferred if early else None, retired)
 
     def _apply_bulk(
         self,
@@ -930,28 +883,7 @@ class ArenaWriter:
         parts: list[bytes] | None = None if pre is None else []
         next_pos = dict(self._next_pos)
         try:
-            for t in drops:
-                old_t = tables.pop(t, None)
-                if old_t is not None:
-                    undo.append((t, None, old_t))
-                    # its blocks as runs (blocks.runs): one extent to free for a table a
-                    # big commit wrote, not one a record
-                    retired += _blocks.runs(list(_blocks.extents(old_t, loaded.get(t))))
-                    if pre is not None:
-                        pre.append([0, t])
-            for t, rid in deletes:
-                tdict = tables.get(t)
-                if tdict is None:
-                    continue
-                old = tdict.pop(rid, None)
-                if old is None:
-                    continue
-                undo.append((t, rid, old))
-                if type(old) is int:  # a loaded record (_Cols)
-                    old = _expand(loaded[t], old)
-                retired.append((old[0], old[1]))
-                if pre is not None:
-                    pre.append([1, t, rid])
+            self._take_out(drops, deletes, undo, retired, pre)
             _blocks.commit_puts(
                 None if early else gen.mm,
                 region,
@@ -979,12 +911,63 @@ class ArenaWriter:
             for off, n in new:
                 alloc.free(off, n)
             raise
+        self._finish(seq, next_pos, drops, deferred if early else None, retired)
+        return True
+
+    def _take_out(
+        self,
+        drops: list[str],
+        deletes: list[tuple[str, RecordId]],
+        undo: list[tuple[str, RecordId | None, Any]],
+        retired: list[tuple[int, int]],
+        ops: list[list[Any]] | None,
+    ) -> None:
+        """A commit's first steps, the dropped tables and the deleted records out of the
+        index: their undo entries, their extents to retire and (*ops* not None) their
+        ring ops."""
+        tables, loaded = self._tables, self._loaded
+        for t in drops:
+            old_t = tables.pop(t, None)
+            if old_t is not None:
+                undo.append((t, None, old_t))
+                # its blocks as runs (blocks.runs): one extent to free for a table a big
+                # commit wrote, not one a record
+                retired += _blocks.runs(list(_blocks.extents(old_t, loaded.get(t))))
+                if ops is not None:
+                    ops.append([0, t])
+        for t, rid in deletes:
+            tdict = tables.get(t)
+            if tdict is None:
+                continue
+            old = tdict.pop(rid, None)
+            if old is None:
+                continue
+            undo.append((t, rid, old))
+            if type(old) is int:  # a loaded record (_Cols)
+                old = _expand(loaded[t], old)
+            retired.append((old[0], old[1]))
+            if ops is not None:
+                ops.append([1, t, rid])
+
+    def _finish(
+        self,
+        seq: int,
+        next_pos: dict[str, int],
+        drops: list[str],
+        deferred: list[tuple[int, bytes]] | None,
+        retired: list[tuple[int, int]],
+    ) -> None:
+        """A commit's last steps once its index and ring entry stand: publish (the meta
+        slot, then the seq word; under ``publish_early`` the *deferred* block copies
+        after it), then retire the replaced extents and reclaim when due."""
         self._next_pos = next_pos
         for t in drops:
-            loaded.pop(t, None)  # its records went with the table
-        if early:
+            self._loaded.pop(t, None)  # its records went with the table
+        if deferred is not None:
             self._publish(seq)
             time.sleep(0.02)  # widen the window the fault opens
+            gen = self._gen
+            assert gen is not None
             for off, block in deferred:
                 gen.mm[off : off + len(block)] = block
         else:
@@ -996,7 +979,6 @@ class ArenaWriter:
                 self._pending_bytes += sum(map(_GET1, retired))
             if now >= self._reclaim_at:
                 self.reclaim()
-        return True
 
     def _undo(self, undo: list[tuple[str, RecordId | None, Any]]) -> None:
         """Roll the index back over *undo* (newest first): ``(t, None, old table or None)``
