@@ -776,7 +776,7 @@ class ArenaWriter:
             created: set[str] = set()
             hsize = L.BLOCK_HEADER_SIZE
             last_t: str | None = None
-            tdict = {}
+            tdict: dict[RecordId, Any] = {}
             fresh = False  # tdict created by this commit: undoing its creation undoes all
             for t, rid, block, klen, dlen, hcrc, crc in puts:
                 asize = len(block)
@@ -793,12 +793,13 @@ class ArenaWriter:
                 pstart = off + hsize + klen
                 pend = pstart + dlen
                 if t is not last_t:
-                    tdict = tables.get(t)
-                    fresh = tdict is None or t in created
-                    if tdict is None:
-                        tdict = tables[t] = {}
+                    found = tables.get(t)
+                    fresh = found is None or t in created
+                    if found is None:
+                        found = tables[t] = {}
                         undo.append((t, None, None))
                         created.add(t)
+                    tdict = found
                     last_t = t
                 old = tdict.get(rid)
                 if old is None:
