@@ -2119,6 +2119,28 @@ done:
  * a command or state value is not an exact str (the twin's sets judge it). */
 static PyObject *s_command, *s_state, *s_fields, *s_patch_record;
 
+/* One command's checks, shared by flat_patch_args and flat_create_args: an exact dict of
+ * exactly size keys, all exact str, "command" == want and "state" == name, looked up in
+ * the twins' order (command, state, ka, kb). 0: it passes (*a, *b: its values of ka and
+ * kb; kb NULL: *b = *a); 1: it does not (None); 2: a key, command or state not an exact
+ * str (NotImplemented: the twin judges); -1: an error. */
+static int flat_command(PyObject *c, Py_ssize_t size, PyObject *want, PyObject *name,
+                        PyObject *ka, PyObject *kb, PyObject **a, PyObject **b) {
+    if (!PyDict_CheckExact(c) || PyDict_GET_SIZE(c) != size) return 1;
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(c, &pos, &k, &v))
+        if (!PyUnicode_CheckExact(k)) return 2; /* its __eq__ could run in a lookup */
+    PyObject *cmd = PyDict_GetItemWithError(c, s_command);
+    PyObject *st = cmd ? PyDict_GetItemWithError(c, s_state) : NULL;
+    *a = st ? PyDict_GetItemWithError(c, ka) : NULL;
+    *b = kb == NULL ? *a : *a ? PyDict_GetItemWithError(c, kb) : NULL;
+    if (*b == NULL) return PyErr_Occurred() ? -1 : 1;
+    if (!PyUnicode_CheckExact(cmd) || !PyUnicode_CheckExact(st)) return 2;
+    if (PyUnicode_Compare(cmd, want) != 0 || PyUnicode_Compare(st, name) != 0) return 1;
+    return 0;
+}
+
 static PyObject *flat_patch_args(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2 || !PyList_CheckExact(args[0])) {
         PyErr_SetString(PyExc_TypeError, "flat_patch_args(list, name)");
@@ -2133,23 +2155,12 @@ static PyObject *flat_patch_args(PyObject *self, PyObject *const *args, Py_ssize
     PyObject *ids = PyList_New(n), *patches = PyList_New(n), *res = NULL;
     if (ids == NULL || patches == NULL) goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *c = PyList_GET_ITEM(commands, i);
-        if (!PyDict_CheckExact(c) || PyDict_GET_SIZE(c) != 4) goto none;
-        Py_ssize_t pos = 0;
-        PyObject *k, *v;
-        while (PyDict_Next(c, &pos, &k, &v))
-            if (!PyUnicode_CheckExact(k)) goto twin; /* its __eq__ could run in a lookup */
-        PyObject *cmd = PyDict_GetItemWithError(c, s_command);
-        PyObject *st = cmd ? PyDict_GetItemWithError(c, s_state) : NULL;
-        PyObject *rid = st ? PyDict_GetItemWithError(c, s_id) : NULL;
-        PyObject *f = rid ? PyDict_GetItemWithError(c, s_fields) : NULL;
-        if (f == NULL) {
-            if (PyErr_Occurred()) goto done;
-            goto none;
-        }
-        if (!PyUnicode_CheckExact(cmd) || !PyUnicode_CheckExact(st)) goto twin;
-        if (PyUnicode_Compare(cmd, s_patch_record) != 0 || PyUnicode_Compare(st, name) != 0)
-            goto none;
+        PyObject *rid, *f;
+        int r = flat_command(PyList_GET_ITEM(commands, i), 4, s_patch_record, name, s_id,
+                             s_fields, &rid, &f);
+        if (r < 0) goto done;
+        if (r == 1) goto none;
+        if (r == 2) goto twin;
         if (!PyLong_CheckExact(rid) || !PyDict_CheckExact(f)) goto none;
         int ovf;
         PyLong_AsLongLongAndOverflow(rid, &ovf);
@@ -2197,22 +2208,12 @@ static PyObject *flat_create_args(PyObject *self, PyObject *const *args, Py_ssiz
     PyObject *records = PyList_New(n), *res = NULL;
     if (records == NULL) goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *c = PyList_GET_ITEM(commands, i);
-        if (!PyDict_CheckExact(c) || PyDict_GET_SIZE(c) != 3) goto none;
-        Py_ssize_t pos = 0;
-        PyObject *k, *v;
-        while (PyDict_Next(c, &pos, &k, &v))
-            if (!PyUnicode_CheckExact(k)) goto twin; /* its __eq__ could run in a lookup */
-        PyObject *cmd = PyDict_GetItemWithError(c, s_command);
-        PyObject *st = cmd ? PyDict_GetItemWithError(c, s_state) : NULL;
-        PyObject *rec = st ? PyDict_GetItemWithError(c, s_record) : NULL;
-        if (rec == NULL) {
-            if (PyErr_Occurred()) goto done;
-            goto none;
-        }
-        if (!PyUnicode_CheckExact(cmd) || !PyUnicode_CheckExact(st)) goto twin;
-        if (PyUnicode_Compare(cmd, s_create_record) != 0 || PyUnicode_Compare(st, name) != 0)
-            goto none;
+        PyObject *rec, *same;
+        int r = flat_command(PyList_GET_ITEM(commands, i), 3, s_create_record, name, s_record,
+                             NULL, &rec, &same);
+        if (r < 0) goto done;
+        if (r == 1) goto none;
+        if (r == 2) goto twin;
         Py_INCREF(rec);
         PyList_SET_ITEM(records, i, rec);
     }
