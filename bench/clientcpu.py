@@ -36,10 +36,7 @@ import cProfile
 import gc
 import itertools
 import pstats
-import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -49,6 +46,7 @@ from typing import Any
 import msgpack
 import zmq
 
+from bench.measure import callgrind_total
 from bench.workloads import TASK_SCHEMA
 from stateengine.client.client import Client
 from stateengine.testing.server import ServerProcess
@@ -234,28 +232,8 @@ def instructions(endpoint: str, data_dir: Path) -> None:
     for mode in ("raw", "client"):
         counts = []
         for n in (500, 1500):
-            out = subprocess.run(
-                [
-                    "valgrind",
-                    "--tool=callgrind",
-                    "--callgrind-out-file=/dev/null",
-                    sys.executable,
-                    "-m",
-                    "bench.clientcpu",
-                    "--child",
-                    mode,
-                    endpoint,
-                    str(data_dir),
-                    str(n),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            found = re.search(r"Collected : (\d+)", out.stderr)
-            if found is None:
-                raise RuntimeError(f"no callgrind total in:\n{out.stderr[-2000:]}")
-            counts.append(int(found.group(1)))
+            args = ["--child", mode, endpoint, str(data_dir), str(n)]
+            counts.append(callgrind_total("bench.clientcpu", args))
         label = "patch_record" if mode == "client" else "raw REQ"
         print(f"{label:12s} instructions per call {(counts[1] - counts[0]) / 1000:9.0f}")
 

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +32,7 @@ from typing import Any
 
 import msgpack
 
+from bench.measure import callgrind_total
 from bench.records import record
 from bench.server import TABLE, preload
 from bench.workloads import arena_blobs, copy_unpackb_floor, cycle
@@ -111,31 +110,12 @@ def instructions(records: int, low: int = 2000, high: int = 6000) -> dict[str, f
             for mode in INSTRUCTION_ROWS:
                 counts = []
                 for n in (low, high):
-                    run = subprocess.run(
-                        [
-                            "valgrind",
-                            "--tool=callgrind",
-                            "--callgrind-out-file=/dev/null",
-                            sys.executable,
-                            "-m",
-                            "bench.getcpu",
-                            "--child",
-                            mode,
-                            srv.endpoint,
-                            str(srv.data_dir),
-                            str(srv.info["arena"]),
-                            str(records),
-                            str(n),
-                        ],
-                        capture_output=True,
-                        text=True,
-                        check=True,
-                        env=env,
+                    args = [mode, srv.endpoint, str(srv.data_dir), str(srv.info["arena"])]
+                    counts.append(
+                        callgrind_total(
+                            "bench.getcpu", ["--child", *args, str(records), str(n)], env
+                        )
                     )
-                    found = re.search(r"Collected : (\d+)", run.stderr)
-                    if found is None:
-                        raise RuntimeError(f"no callgrind total in:\n{run.stderr[-2000:]}")
-                    counts.append(int(found.group(1)))
                 out[mode] = (counts[1] - counts[0]) / (high - low)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -130,3 +133,23 @@ def proc_cpu(pid: int, tid: int | None = None) -> float:
     with open(path) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def callgrind_total(module: str, args: list[str], env: dict[str, str] | None = None) -> int:
+    """The instructions ``python -m <module> <args>`` runs under ``valgrind
+    --tool=callgrind`` (its "Collected" total): the CPU tools' --instructions rows, which
+    the machine's load does not move."""
+    run = subprocess.run(
+        [
+            *("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"),
+            *(sys.executable, "-m", module, *args),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    found = re.search(r"Collected : (\d+)", run.stderr)
+    if found is None:
+        raise RuntimeError(f"no callgrind total in:\n{run.stderr[-2000:]}")
+    return int(found.group(1))
